@@ -1,0 +1,14 @@
+//! Pusher protocol 7 and our extensions, with no I/O: wire frames, names, signatures, close
+//! codes and the per-connection state machine.
+//!
+//! Architecture invariant: nothing here touches a socket, a database or the system clock;
+//! time is always an argument.
+
+pub mod codes;
+pub mod names;
+pub mod session;
+pub mod sign;
+pub mod wire;
+
+#[cfg(test)]
+mod session_tests;

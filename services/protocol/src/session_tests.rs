@@ -1,0 +1,352 @@
+//! The state machine driven frame by frame, with no socket and a hand-moved clock.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::codes::CloseReason;
+use crate::names::{AppKey, ChannelName, SocketId};
+use crate::session::{Credentials, Output, Session, SessionConfig};
+use crate::sign::{channel_auth_string, hmac_hex, user_auth_string};
+
+const KEY: &str = "app-key";
+const SECRET: &str = "app-secret";
+const SOCKET: &str = "1234.1234";
+
+fn session(now: Instant) -> Session {
+    let credentials = Credentials {
+        key: AppKey::parse(KEY).unwrap(),
+        secret: SECRET.into(),
+    };
+    let (session, established) = Session::new(
+        SocketId::parse(SOCKET).unwrap(),
+        credentials,
+        SessionConfig::pusher_defaults(),
+        now,
+    );
+    assert!(established.contains(r#"\"socket_id\":\"1234.1234\""#));
+    session
+}
+
+fn auth_for(channel: &str, channel_data: Option<&str>) -> String {
+    format!(
+        "{KEY}:{}",
+        hmac_hex(SECRET, &channel_auth_string(SOCKET, channel, channel_data))
+    )
+}
+
+fn send(session: &mut Session, frame: Value) -> Vec<Output> {
+    session.on_text(&frame.to_string(), Instant::now())
+}
+
+/// The single frame sent, parsed, for outputs that should be exactly one `Send`.
+fn only_sent(outputs: &[Output]) -> Vec<Value> {
+    outputs
+        .iter()
+        .map(|output| match output {
+            Output::Send(text) => serde_json::from_str(text).unwrap(),
+            other => panic!("expected only sends, got {other:?}"),
+        })
+        .collect()
+}
+
+fn subscribe(channel: &str, auth: &str, channel_data: Option<&str>) -> Value {
+    let mut data = json!({ "channel": channel, "auth": auth });
+    if let Some(channel_data) = channel_data {
+        data["channel_data"] = json!(channel_data);
+    }
+    json!({ "event": "pusher:subscribe", "data": data })
+}
+
+#[test]
+fn public_subscribe_needs_no_auth_and_is_confirmed_after_registration() {
+    let mut session = session(Instant::now());
+    let outputs = send(&mut session, subscribe("news", "", None));
+    assert_eq!(
+        outputs,
+        [Output::Subscribe {
+            channel: ChannelName::parse("news").unwrap(),
+            member: None
+        }]
+    );
+    assert!(session.is_subscribed(&ChannelName::parse("news").unwrap()));
+}
+
+#[test]
+fn private_subscribe_checks_the_signature() {
+    let mut session = session(Instant::now());
+    let good = send(
+        &mut session,
+        subscribe("private-a", &auth_for("private-a", None), None),
+    );
+    assert!(matches!(
+        good.as_slice(),
+        [Output::Subscribe { member: None, .. }]
+    ));
+
+    let bad = only_sent(&send(
+        &mut session,
+        subscribe("private-b", &auth_for("private-a", None), None),
+    ));
+    assert_eq!(bad[0]["event"], "pusher:error");
+    assert_eq!(bad[1]["event"], "pusher:subscription_error");
+    assert_eq!(bad[1]["channel"], "private-b");
+    let data: Value = serde_json::from_str(bad[1]["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data["status"], 401);
+    assert!(!session.is_subscribed(&ChannelName::parse("private-b").unwrap()));
+}
+
+#[test]
+fn private_signature_may_include_channel_data() {
+    let mut session = session(Instant::now());
+    let data = r#"{"user_id":"1"}"#;
+    let outputs = send(
+        &mut session,
+        subscribe("private-a", &auth_for("private-a", Some(data)), Some(data)),
+    );
+    assert!(matches!(
+        outputs.as_slice(),
+        [Output::Subscribe { member: None, .. }]
+    ));
+}
+
+#[test]
+fn presence_subscribe_yields_the_member_signed_for() {
+    let mut session = session(Instant::now());
+    let data = r#"{"user_id":10,"user_info":{"name":"Ann"}}"#;
+    let outputs = send(
+        &mut session,
+        subscribe(
+            "presence-r",
+            &auth_for("presence-r", Some(data)),
+            Some(data),
+        ),
+    );
+    let [
+        Output::Subscribe {
+            member: Some(member),
+            ..
+        },
+    ] = outputs.as_slice()
+    else {
+        panic!("{outputs:?}");
+    };
+    assert_eq!(member.user_id.as_str(), "10");
+    assert_eq!(member.user_info, json!({"name":"Ann"}));
+    let unsubscribe = send(
+        &mut session,
+        json!({"event":"pusher:unsubscribe","data":{"channel":"presence-r"}}),
+    );
+    assert!(
+        matches!(unsubscribe.as_slice(), [Output::Unsubscribe { member: Some(user), .. }] if user.as_str() == "10")
+    );
+}
+
+#[test]
+fn bad_input_gets_an_error_frame_and_keeps_the_connection() {
+    let mut session = session(Instant::now());
+    for frame in [
+        "{",
+        "[]",
+        r#"{"event":"pusher:subscribe","data":{}}"#,
+        r#"{"event":"pusher:subscribe","data":{"channel":"bad name"}}"#,
+        r#"{"event":"pusher:subscribe","data":{"channel":""}}"#,
+    ] {
+        let sent = only_sent(&session.on_text(frame, Instant::now()));
+        assert_eq!(sent.len(), 1, "{frame}");
+        assert_eq!(sent[0]["event"], "pusher:error", "{frame}");
+        assert!(sent[0]["data"]["message"].as_str().unwrap().len() > 5);
+    }
+}
+
+#[test]
+fn client_events_only_on_subscribed_private_or_presence_channels() {
+    let mut session = session(Instant::now());
+    send(&mut session, subscribe("news", "", None));
+    send(
+        &mut session,
+        subscribe("private-a", &auth_for("private-a", None), None),
+    );
+    let event = |channel: &str| json!({"event":"client-typing","channel":channel,"data":{"x":1}});
+
+    let public = only_sent(&send(&mut session, event("news")));
+    assert!(
+        public[0]["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("private and presence")
+    );
+    let unsubscribed = only_sent(&send(&mut session, event("private-b")));
+    assert!(
+        unsubscribed[0]["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not subscribed")
+    );
+    let wrong_prefix = only_sent(&send(
+        &mut session,
+        json!({"event":"typing","channel":"private-a","data":{}}),
+    ));
+    assert_eq!(wrong_prefix[0]["event"], "pusher:error");
+    assert!(
+        send(
+            &mut session,
+            json!({"event":"pusher_internal:member_added","channel":"private-a","data":{}})
+        )
+        .is_empty()
+    );
+
+    let ok = send(&mut session, event("private-a"));
+    let [Output::ClientEvent { frame, .. }] = ok.as_slice() else {
+        panic!("{ok:?}")
+    };
+    assert_eq!(
+        frame,
+        r#"{"event":"client-typing","channel":"private-a","data":"{\"x\":1}"}"#
+    );
+}
+
+#[test]
+fn oversize_client_event_is_refused() {
+    let mut session = session(Instant::now());
+    send(
+        &mut session,
+        subscribe("private-a", &auth_for("private-a", None), None),
+    );
+    let big = "x".repeat(10 * 1024 + 1);
+    let sent = only_sent(&send(
+        &mut session,
+        json!({"event":"client-x","channel":"private-a","data":big}),
+    ));
+    assert!(
+        sent[0]["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("10240")
+    );
+    let fits = "x".repeat(10 * 1024);
+    assert!(matches!(
+        send(
+            &mut session,
+            json!({"event":"client-x","channel":"private-a","data":fits})
+        )
+        .as_slice(),
+        [Output::ClientEvent { .. }]
+    ));
+}
+
+#[test]
+fn presence_client_events_carry_the_sender_user_id() {
+    let mut session = session(Instant::now());
+    let data = r#"{"user_id":"u1"}"#;
+    send(
+        &mut session,
+        subscribe(
+            "presence-r",
+            &auth_for("presence-r", Some(data)),
+            Some(data),
+        ),
+    );
+    let out = send(
+        &mut session,
+        json!({"event":"client-hi","channel":"presence-r","data":"yo"}),
+    );
+    let [Output::ClientEvent { frame, .. }] = out.as_slice() else {
+        panic!()
+    };
+    assert!(frame.ends_with(r#""user_id":"u1"}"#), "{frame}");
+}
+
+#[test]
+fn ping_gets_pong_and_silence_gets_ping_then_close() {
+    let start = Instant::now();
+    let mut session = session(start);
+    let pong = only_sent(&session.on_text(r#"{"event":"pusher:ping","data":{}}"#, start));
+    assert_eq!(pong[0]["event"], "pusher:pong");
+
+    assert_eq!(session.on_tick(start + Duration::from_secs(119)), None);
+    assert_eq!(session.next_deadline(), start + Duration::from_secs(120));
+    let ping = session.on_tick(start + Duration::from_secs(120));
+    assert!(matches!(&ping, Some(Output::Send(frame)) if frame.contains("pusher:ping")));
+    assert_eq!(session.next_deadline(), start + Duration::from_secs(150));
+    assert_eq!(session.on_tick(start + Duration::from_secs(149)), None);
+    assert_eq!(
+        session.on_tick(start + Duration::from_secs(150)),
+        Some(Output::Close(CloseReason::PongTimeout))
+    );
+}
+
+#[test]
+fn an_answered_ping_keeps_the_connection() {
+    let start = Instant::now();
+    let mut session = session(start);
+    session.on_tick(start + Duration::from_secs(120));
+    session.on_text(
+        r#"{"event":"pusher:pong","data":{}}"#,
+        start + Duration::from_secs(125),
+    );
+    assert_eq!(session.on_tick(start + Duration::from_secs(150)), None);
+    assert_eq!(session.next_deadline(), start + Duration::from_secs(245));
+}
+
+#[test]
+fn signin_then_own_server_to_user_channel_only() {
+    let mut session = session(Instant::now());
+    let user_data = r#"{"id":"42","user_info":{"n":1}}"#;
+    let auth = format!(
+        "{KEY}:{}",
+        hmac_hex(SECRET, &user_auth_string(SOCKET, user_data))
+    );
+    let out = send(
+        &mut session,
+        json!({"event":"pusher:signin","data":{"auth":auth,"user_data":user_data}}),
+    );
+    assert!(matches!(&out[0], Output::Send(f) if f.contains("pusher:signin_success")));
+    assert!(matches!(&out[1], Output::SignedIn { user } if user.as_str() == "42"));
+
+    assert!(matches!(
+        send(&mut session, subscribe("#server-to-user-42", "", None)).as_slice(),
+        [Output::Subscribe { .. }]
+    ));
+    let other = only_sent(&send(
+        &mut session,
+        subscribe("#server-to-user-43", "", None),
+    ));
+    assert_eq!(other[1]["event"], "pusher:subscription_error");
+
+    // A signed-in connection may join presence without channel_data.
+    let auth = auth_for("presence-r", None);
+    let out = send(&mut session, subscribe("presence-r", &auth, None));
+    assert!(
+        matches!(out.as_slice(), [Output::Subscribe { member: Some(m), .. }] if m.user_id.as_str() == "42" && m.user_info == json!({"n":1}))
+    );
+}
+
+#[test]
+fn bad_signin_is_refused_without_signing_in() {
+    let mut session = session(Instant::now());
+    let out = only_sent(&send(
+        &mut session,
+        json!({"event":"pusher:signin","data":{"auth":format!("{KEY}:00"),"user_data":"{\"id\":\"1\"}"}}),
+    ));
+    assert_eq!(out[0]["event"], "pusher:error");
+    assert!(session.signed_in_user().is_none());
+}
+
+#[test]
+fn closing_unsubscribes_everything() {
+    let mut session = session(Instant::now());
+    send(&mut session, subscribe("a", "", None));
+    send(&mut session, subscribe("b", "", None));
+    let mut channels: Vec<String> = session
+        .on_closed()
+        .into_iter()
+        .map(|o| match o {
+            Output::Unsubscribe { channel, .. } => channel.to_string(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    channels.sort();
+    assert_eq!(channels, ["a", "b"]);
+    assert_eq!(session.subscriptions().count(), 0);
+}

@@ -1,0 +1,229 @@
+//! Pusher protocol 7 frames: parsing what clients send and building what the server sends.
+//!
+//! Server frames always carry `data` as a JSON string (pusher-js tolerates objects, stricter
+//! clients do not), except `pusher:error`, whose `data` Pusher sends as an object.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::names::UserId;
+
+/// A frame from a client, before its event is interpreted.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ClientFrame {
+    pub event: String,
+    #[serde(default)]
+    pub channel: Option<String>,
+    #[serde(default)]
+    pub data: Value,
+}
+
+impl ClientFrame {
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// `data` as an object: pusher-js sends one, some clients send it JSON-encoded in a string.
+    pub fn data_object(&self) -> Option<serde_json::Map<String, Value>> {
+        match &self.data {
+            Value::Object(map) => Some(map.clone()),
+            Value::String(text) => match serde_json::from_str(text) {
+                Ok(Value::Object(map)) => Some(map),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// `data` as the string to forward: strings unchanged, anything else JSON-encoded.
+    pub fn data_as_string(&self) -> String {
+        match &self.data {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ServerFrame<'a> {
+    event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    data: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+}
+
+/// An event on a channel, as every subscriber receives it. `data` is forwarded byte for byte.
+pub fn channel_event(event: &str, channel: &str, data: &str, user_id: Option<&str>) -> String {
+    let frame = ServerFrame {
+        event,
+        channel: Some(channel),
+        data,
+        user_id,
+    };
+    serde_json::to_string(&frame).expect("frames of strings always serialise")
+}
+
+fn internal(event: &str, channel: Option<&str>, data: &Value) -> String {
+    let data = data.to_string();
+    let frame = ServerFrame {
+        event,
+        channel,
+        data: &data,
+        user_id: None,
+    };
+    serde_json::to_string(&frame).expect("frames of strings always serialise")
+}
+
+pub fn connection_established(socket_id: &str, activity_timeout_secs: u64) -> String {
+    let data = json!({ "socket_id": socket_id, "activity_timeout": activity_timeout_secs });
+    internal("pusher:connection_established", None, &data)
+}
+
+pub fn ping() -> String {
+    internal("pusher:ping", None, &json!({}))
+}
+
+pub fn pong() -> String {
+    internal("pusher:pong", None, &json!({}))
+}
+
+/// `pusher:error`; `code` is `None` for the non-fatal errors Pusher sends with `code: null`.
+pub fn error(code: Option<u16>, message: &str) -> String {
+    json!({ "event": "pusher:error", "data": { "code": code, "message": message } }).to_string()
+}
+
+/// One member of a presence channel: the user and the info the app signed for them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub user_id: UserId,
+    /// Always an object (`{}` when the app gave none), never `null` or `true`.
+    pub user_info: Value,
+}
+
+impl Member {
+    /// Reads presence `channel_data`: `{"user_id": string|int, "user_info"?: any}`.
+    pub fn from_channel_data(channel_data: &str) -> Option<Self> {
+        let Value::Object(mut fields) = serde_json::from_str(channel_data).ok()? else {
+            return None;
+        };
+        let user_id = UserId::from_json(fields.get("user_id")?).ok()?;
+        let user_info = match fields.remove("user_info") {
+            None | Some(Value::Null) => json!({}),
+            Some(info) => info,
+        };
+        Some(Self { user_id, user_info })
+    }
+}
+
+pub fn subscription_succeeded(channel: &str) -> String {
+    internal(
+        "pusher_internal:subscription_succeeded",
+        Some(channel),
+        &json!({}),
+    )
+}
+
+/// `subscription_succeeded` for a presence channel: distinct `ids`, `hash` of id → info,
+/// and `count` of distinct users.
+pub fn presence_subscription_succeeded(channel: &str, members: &[Member]) -> String {
+    let ids: Vec<&str> = members.iter().map(|m| m.user_id.as_str()).collect();
+    let hash: serde_json::Map<String, Value> = members
+        .iter()
+        .map(|m| (m.user_id.to_string(), m.user_info.clone()))
+        .collect();
+    let data = json!({ "presence": { "ids": ids, "hash": hash, "count": members.len() } });
+    internal(
+        "pusher_internal:subscription_succeeded",
+        Some(channel),
+        &data,
+    )
+}
+
+pub fn member_added(channel: &str, member: &Member) -> String {
+    let data = json!({ "user_id": member.user_id.as_str(), "user_info": member.user_info });
+    internal("pusher_internal:member_added", Some(channel), &data)
+}
+
+pub fn member_removed(channel: &str, user_id: &UserId) -> String {
+    internal(
+        "pusher_internal:member_removed",
+        Some(channel),
+        &json!({ "user_id": user_id.as_str() }),
+    )
+}
+
+/// The channel-level error soketi and sockudo send, in the shape pusher-js uses for its own
+/// auth failures, so apps can bind one handler for both.
+pub fn subscription_error(channel: &str, error_type: &str, error: &str, status: u16) -> String {
+    let data = json!({ "type": error_type, "error": error, "status": status });
+    internal("pusher:subscription_error", Some(channel), &data)
+}
+
+pub fn signin_success(user_data: &str) -> String {
+    internal(
+        "pusher:signin_success",
+        None,
+        &json!({ "user_data": user_data }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_established_double_encodes_data() {
+        assert_eq!(
+            connection_established("1.2", 120),
+            r#"{"event":"pusher:connection_established","data":"{\"activity_timeout\":120,\"socket_id\":\"1.2\"}"}"#
+        );
+    }
+
+    #[test]
+    fn channel_event_forwards_data_verbatim() {
+        assert_eq!(
+            channel_event("e", "c", r#"{"a":1}"#, None),
+            r#"{"event":"e","channel":"c","data":"{\"a\":1}"}"#
+        );
+        assert_eq!(
+            channel_event("client-x", "presence-c", "hi", Some("7")),
+            r#"{"event":"client-x","channel":"presence-c","data":"hi","user_id":"7"}"#
+        );
+    }
+
+    #[test]
+    fn presence_payload_has_ids_array_hash_of_objects_and_count() {
+        let members = vec![
+            Member::from_channel_data(r#"{"user_id":10,"user_info":{"name":"a"}}"#).unwrap(),
+            Member::from_channel_data(r#"{"user_id":"u2"}"#).unwrap(),
+        ];
+        let frame: Value =
+            serde_json::from_str(&presence_subscription_succeeded("presence-r", &members)).unwrap();
+        let data: Value = serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            data,
+            json!({"presence":{"ids":["10","u2"],"hash":{"10":{"name":"a"},"u2":{}},"count":2}})
+        );
+    }
+
+    #[test]
+    fn client_data_is_accepted_as_object_or_string() {
+        let object =
+            ClientFrame::parse(r#"{"event":"pusher:subscribe","data":{"channel":"a"}}"#).unwrap();
+        let string =
+            ClientFrame::parse(r#"{"event":"pusher:subscribe","data":"{\"channel\":\"a\"}"}"#)
+                .unwrap();
+        assert_eq!(object.data_object(), string.data_object());
+        assert!(ClientFrame::parse("{").is_err());
+        assert!(ClientFrame::parse(r#"{"channel":"a"}"#).is_err());
+    }
+
+    #[test]
+    fn member_rejects_missing_or_bad_user_id() {
+        assert!(Member::from_channel_data(r#"{"user_info":{}}"#).is_none());
+        assert!(Member::from_channel_data(r#"{"user_id":true}"#).is_none());
+        assert!(Member::from_channel_data("not json").is_none());
+    }
+}
