@@ -1,0 +1,182 @@
+//! The conformance suite every `Broker` implementation must pass.
+
+use std::sync::{Arc, Mutex};
+
+use protocol::names::{AppId, ChannelName, SocketId, UserId};
+use protocol::wire::Member;
+
+use crate::{Broker, DeliverySink, Publication};
+
+/// A sink that remembers every publication it was handed.
+#[derive(Default)]
+pub struct RecordingSink {
+    pub received: Mutex<Vec<Publication>>,
+}
+
+impl DeliverySink for RecordingSink {
+    fn deliver(&self, publication: &Publication) {
+        self.received
+            .lock()
+            .expect("sink lock poisoned")
+            .push(publication.clone());
+    }
+}
+
+fn app(id: &str) -> AppId {
+    AppId::parse(id).expect("valid app id")
+}
+
+fn channel(name: &str) -> ChannelName {
+    ChannelName::parse(name).expect("valid channel")
+}
+
+fn socket(id: &str) -> SocketId {
+    SocketId::parse(id).expect("valid socket id")
+}
+
+fn member(user: &str) -> Member {
+    Member {
+        user_id: UserId::parse(user).expect("valid user"),
+        user_info: serde_json::json!({ "name": user }),
+    }
+}
+
+/// Runs every conformance check against brokers made by `make`, which must deliver to the
+/// given sink.
+pub async fn conformance<B: Broker>(make: impl Fn(Arc<RecordingSink>) -> B) {
+    publications_reach_the_sink_intact(&make).await;
+    presence_is_per_user_not_per_connection(&make).await;
+    presence_is_scoped_by_app_and_channel(&make).await;
+}
+
+async fn publications_reach_the_sink_intact<B: Broker>(make: &impl Fn(Arc<RecordingSink>) -> B) {
+    let sink = Arc::new(RecordingSink::default());
+    let broker = make(sink.clone());
+    for n in 0..3 {
+        let publication = Publication {
+            app: app("a"),
+            channel: channel("c"),
+            frame: format!("frame-{n}").into(),
+            except: (n == 1).then(|| socket("1.1")),
+        };
+        broker.publish(publication).await.expect("publish");
+    }
+    let received = sink.received.lock().expect("sink lock poisoned");
+    let frames: Vec<&str> = received.iter().map(|p| &*p.frame).collect();
+    assert_eq!(
+        frames,
+        ["frame-0", "frame-1", "frame-2"],
+        "publications arrive in order, once each"
+    );
+    assert_eq!(
+        received[1].except,
+        Some(socket("1.1")),
+        "exclusion travels with the publication"
+    );
+}
+
+async fn presence_is_per_user_not_per_connection<B: Broker>(
+    make: &impl Fn(Arc<RecordingSink>) -> B,
+) {
+    let broker = make(Arc::new(RecordingSink::default()));
+    let (a, room) = (app("a"), channel("presence-room"));
+    let first = broker
+        .presence_join(&a, &room, &socket("1.1"), member("ann"))
+        .await
+        .unwrap();
+    assert!(first.first_for_user);
+    assert_eq!(first.members, [member("ann")]);
+
+    let second_tab = broker
+        .presence_join(&a, &room, &socket("1.2"), member("ann"))
+        .await
+        .unwrap();
+    assert!(
+        !second_tab.first_for_user,
+        "a second connection of one user is not a new member"
+    );
+    assert_eq!(second_tab.members.len(), 1);
+
+    let again = broker
+        .presence_join(&a, &room, &socket("1.2"), member("ann"))
+        .await
+        .unwrap();
+    assert!(
+        !again.first_for_user,
+        "joining twice with one socket is a no-op"
+    );
+
+    let bob = broker
+        .presence_join(&a, &room, &socket("1.3"), member("bob"))
+        .await
+        .unwrap();
+    assert!(bob.first_for_user);
+    assert_eq!(bob.members, [member("ann"), member("bob")]);
+
+    assert_eq!(
+        broker
+            .presence_leave(&a, &room, &socket("1.1"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        broker
+            .presence_leave(&a, &room, &socket("1.2"))
+            .await
+            .unwrap(),
+        Some(UserId::parse("ann").unwrap()),
+        "the user leaves with their last connection"
+    );
+    assert_eq!(
+        broker
+            .presence_leave(&a, &room, &socket("1.2"))
+            .await
+            .unwrap(),
+        None,
+        "leaving twice is a no-op"
+    );
+    assert_eq!(
+        broker.presence_members(&a, &room).await.unwrap(),
+        [member("bob")]
+    );
+}
+
+async fn presence_is_scoped_by_app_and_channel<B: Broker>(make: &impl Fn(Arc<RecordingSink>) -> B) {
+    let broker = make(Arc::new(RecordingSink::default()));
+    let room = channel("presence-room");
+    broker
+        .presence_join(&app("a"), &room, &socket("1.1"), member("ann"))
+        .await
+        .unwrap();
+    assert!(
+        broker
+            .presence_members(&app("b"), &room)
+            .await
+            .unwrap()
+            .is_empty(),
+        "apps never share presence"
+    );
+    assert!(
+        broker
+            .presence_members(&app("a"), &channel("presence-other"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        broker
+            .presence_leave(&app("b"), &room, &socket("1.1"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        broker
+            .presence_members(&app("a"), &room)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
