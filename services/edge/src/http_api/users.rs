@@ -1,0 +1,24 @@
+//! `POST /apps/{app_id}/users/{user_id}/terminate_connections`.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use protocol::names::UserId;
+
+use crate::EdgeState;
+use crate::http_api::{ApiError, authenticate};
+
+/// Closes (4009) every connection signed in as the user; presence-only members are untouched,
+/// as Pusher documents.
+#[tracing::instrument(skip_all, fields(app_id))]
+pub async fn terminate_connections(
+    state: web::Data<EdgeState>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let authenticated = authenticate(&state, &request, &body).await?;
+    tracing::Span::current().record("app_id", authenticated.app.id.as_str());
+    let user = request.match_info().get("user_id").unwrap_or_default();
+    let user = UserId::parse(user).map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    let closed = state.hub.terminate_user(&authenticated.app.id, &user);
+    tracing::info!(closed, "terminated user connections");
+    Ok(HttpResponse::Ok().json(serde_json::json!({})))
+}

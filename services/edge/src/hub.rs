@@ -1,0 +1,138 @@
+//! This node's connections by channel and by signed-in user, and local fan-out.
+//!
+//! The hub is the broker's `DeliverySink`: a publication's frame is shared (a refcount, not a
+//! copy) into the outbox of every local subscriber.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use broker::{DeliverySink, Publication};
+use protocol::names::{AppId, ChannelName, UserId};
+
+use crate::outbox::Outbox;
+
+type ChannelKey = (AppId, ChannelName);
+/// Subscribers keyed by the outbox's address, which is unique while it is alive.
+type Subscribers = HashMap<usize, Arc<Outbox>>;
+
+#[derive(Default)]
+pub struct Hub {
+    channels: RwLock<HashMap<ChannelKey, Subscribers>>,
+    users: Mutex<HashMap<(AppId, UserId), Subscribers>>,
+    connections: Mutex<Subscribers>,
+}
+
+fn id_of(outbox: &Arc<Outbox>) -> usize {
+    Arc::as_ptr(outbox) as usize
+}
+
+impl Hub {
+    /// Records a live connection, so shutdown can reach it.
+    pub fn connect(&self, outbox: &Arc<Outbox>) {
+        self.connections
+            .lock()
+            .expect("hub lock poisoned")
+            .insert(id_of(outbox), outbox.clone());
+    }
+
+    pub fn disconnect(&self, outbox: &Arc<Outbox>) {
+        self.connections
+            .lock()
+            .expect("hub lock poisoned")
+            .remove(&id_of(outbox));
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.lock().expect("hub lock poisoned").len()
+    }
+
+    /// Asks every connection to close with "reconnect now".
+    pub fn shut_down_all(&self) {
+        for outbox in self.connections.lock().expect("hub lock poisoned").values() {
+            outbox.shut_down();
+        }
+    }
+
+    /// Adds the connection to the channel; idempotent.
+    pub fn subscribe(&self, app: &AppId, channel: &ChannelName, outbox: &Arc<Outbox>) {
+        let mut channels = self.channels.write().expect("hub lock poisoned");
+        let subscribers = channels.entry((app.clone(), channel.clone())).or_default();
+        subscribers.insert(id_of(outbox), outbox.clone());
+    }
+
+    pub fn unsubscribe(&self, app: &AppId, channel: &ChannelName, outbox: &Arc<Outbox>) {
+        let mut channels = self.channels.write().expect("hub lock poisoned");
+        let key = (app.clone(), channel.clone());
+        if let Some(subscribers) = channels.get_mut(&key) {
+            subscribers.remove(&id_of(outbox));
+            if subscribers.is_empty() {
+                channels.remove(&key);
+            }
+        }
+    }
+
+    /// Connections subscribed to the channel on this node.
+    pub fn subscription_count(&self, app: &AppId, channel: &ChannelName) -> usize {
+        let channels = self.channels.read().expect("hub lock poisoned");
+        channels
+            .get(&(app.clone(), channel.clone()))
+            .map_or(0, HashMap::len)
+    }
+
+    /// The app's occupied channels with their subscription counts, sorted by name.
+    pub fn occupied_channels(&self, app: &AppId) -> Vec<(ChannelName, usize)> {
+        let channels = self.channels.read().expect("hub lock poisoned");
+        let mut occupied: Vec<(ChannelName, usize)> = channels
+            .iter()
+            .filter(|((owner, _), _)| owner == app)
+            .map(|((_, channel), subscribers)| (channel.clone(), subscribers.len()))
+            .collect();
+        occupied.sort();
+        occupied
+    }
+
+    pub fn sign_in(&self, app: &AppId, user: &UserId, outbox: &Arc<Outbox>) {
+        let mut users = self.users.lock().expect("hub lock poisoned");
+        users
+            .entry((app.clone(), user.clone()))
+            .or_default()
+            .insert(id_of(outbox), outbox.clone());
+    }
+
+    pub fn sign_out(&self, app: &AppId, user: &UserId, outbox: &Arc<Outbox>) {
+        let mut users = self.users.lock().expect("hub lock poisoned");
+        let key = (app.clone(), user.clone());
+        if let Some(connections) = users.get_mut(&key) {
+            connections.remove(&id_of(outbox));
+            if connections.is_empty() {
+                users.remove(&key);
+            }
+        }
+    }
+
+    /// Closes every connection of the app signed in as `user`; returns how many.
+    pub fn terminate_user(&self, app: &AppId, user: &UserId) -> usize {
+        let users = self.users.lock().expect("hub lock poisoned");
+        let connections = users.get(&(app.clone(), user.clone()));
+        connections.map_or(0, |connections| {
+            connections.values().for_each(|outbox| outbox.terminate());
+            connections.len()
+        })
+    }
+}
+
+impl DeliverySink for Hub {
+    fn deliver(&self, publication: &Publication) {
+        let channels = self.channels.read().expect("hub lock poisoned");
+        let Some(subscribers) =
+            channels.get(&(publication.app.clone(), publication.channel.clone()))
+        else {
+            return;
+        };
+        for outbox in subscribers.values() {
+            if publication.except.as_ref() != Some(outbox.socket_id()) {
+                outbox.push(publication.frame.clone());
+            }
+        }
+    }
+}
