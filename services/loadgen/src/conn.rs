@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use tokio::net::{TcpSocket, TcpStream};
@@ -109,10 +109,7 @@ pub async fn run(
     let end = loop {
         tokio::select! {
             biased;
-            changed = stop.wait_for(|s| *s) => {
-                let _ = changed;
-                break End::Stopped;
-            }
+            _ = stop.wait_for(|s| *s).map(|r| r.is_ok()) => break End::Stopped,
             msg = ws.next() => match msg {
                 None => break End::Dropped("stream ended".into()),
                 Some(Err(e)) => break End::Dropped(e.to_string()),
@@ -191,10 +188,13 @@ async fn establish(spec: &ConnSpec) -> anyhow::Result<Ws> {
         .await
         .with_context(|| format!("connecting to {}", spec.server))?;
     stream.set_nodelay(true).ok();
-    let (mut ws, _response) =
-        tokio_tungstenite::client_async_with_config(spec.ws_url.as_str(), stream, Some(ws_config()))
-            .await
-            .context("websocket handshake")?;
+    let (mut ws, _response) = tokio_tungstenite::client_async_with_config(
+        spec.ws_url.as_str(),
+        stream,
+        Some(ws_config()),
+    )
+    .await
+    .context("websocket handshake")?;
     if spec.target == Target::Pusher {
         expect_event(&mut ws, "pusher:connection_established", None).await?;
         let subscribe = serde_json::json!({
@@ -234,7 +234,11 @@ async fn expect_event(ws: &mut Ws, event: &str, channel: Option<&str>) -> anyhow
             return Ok(());
         }
         if frame.event == "pusher:error" || frame.event == "pusher:subscription_error" {
-            bail!("{} while waiting for {event}: {}", frame.event, text.as_str());
+            bail!(
+                "{} while waiting for {event}: {}",
+                frame.event,
+                text.as_str()
+            );
         }
         if frame.event == "pusher:ping" {
             ws.send(Message::text(r#"{"event":"pusher:pong","data":{}}"#))
@@ -320,10 +324,9 @@ mod tests {
                 .unwrap();
         assert_eq!(f.event, "bench");
         assert!(matches!(f.data, Data::Str(Cow::Borrowed("1:2:xx"))));
-        let f: Frame<'_> = serde_json::from_str(
-            r#"{"event":"pusher:error","data":{"code":4001,"message":"no"}}"#,
-        )
-        .unwrap();
+        let f: Frame<'_> =
+            serde_json::from_str(r#"{"event":"pusher:error","data":{"code":4001,"message":"no"}}"#)
+                .unwrap();
         assert!(matches!(f.data, Data::Other));
         let f: Frame<'_> = serde_json::from_str(r#"{"event":"pusher:ping"}"#).unwrap();
         assert!(matches!(f.data, Data::Absent));

@@ -59,7 +59,10 @@ pub fn rss_kib(pid: Pid) -> Option<u64> {
 pub fn nofile_soft_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    let soft = line.trim_start_matches("Max open files").split_whitespace().next()?;
+    let soft = line
+        .trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?;
     if soft == "unlimited" {
         Some(u64::MAX)
     } else {
@@ -86,9 +89,19 @@ pub struct Snapshot {
     pub rss_kib: Option<u64>,
 }
 
-pub fn snapshot(pid: Pid) -> Snapshot {
+/// Sum over several processes (None if any reading fails, or for an empty list).
+pub fn snapshot_sum(pids: &[u32]) -> Snapshot {
+    if pids.is_empty() {
+        return Snapshot::default();
+    }
+    let mut cpu = Some(0.0);
+    let mut rss = Some(0);
+    for &pid in pids {
+        cpu = cpu.zip(cpu_seconds(Pid::Other(pid))).map(|(a, b)| a + b);
+        rss = rss.zip(rss_kib(Pid::Other(pid))).map(|(a, b)| a + b);
+    }
     Snapshot {
-        cpu_s: cpu_seconds(pid),
-        rss_kib: rss_kib(pid),
+        cpu_s: cpu,
+        rss_kib: rss,
     }
 }

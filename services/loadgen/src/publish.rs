@@ -93,7 +93,10 @@ impl Publisher {
             Ok(())
         } else {
             let body = response.text().await.unwrap_or_default();
-            anyhow::bail!("HTTP {status}: {}", body.chars().take(200).collect::<String>())
+            anyhow::bail!(
+                "HTTP {status}: {}",
+                body.chars().take(200).collect::<String>()
+            )
         }
     }
 
@@ -157,7 +160,11 @@ impl Publisher {
             ok,
             failed: failed.load(Ordering::Relaxed),
             elapsed_s: elapsed,
-            achieved_rate: if elapsed > 0.0 { ok as f64 / elapsed } else { 0.0 },
+            achieved_rate: if elapsed > 0.0 {
+                ok as f64 / elapsed
+            } else {
+                0.0
+            },
             max_lag_ms: max_lag.as_secs_f64() * 1e3,
             first_error,
             per_channel_ok,

@@ -1,0 +1,257 @@
+//! `spawn_app` and clients that speak the protocol and sign API requests.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use edge::EdgeSettings;
+use futures_util::{SinkExt, StreamExt};
+use protocol::sign::{body_md5_hex, hmac_hex};
+use serde_json::{Value, json};
+use switchboard::startup::{Application, ServeSettings};
+use tenancy::AppSpec;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Two apps, so every test can check that one never sees the other.
+pub const APP: (&str, &str, &str) = ("app1", "key1", "secret1");
+pub const OTHER_APP: (&str, &str, &str) = ("app2", "key2", "secret2");
+
+/// Long enough for any healthy step on a loaded CI machine; only a hang reaches it.
+const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct TestApp {
+    pub port: u16,
+    pub http: reqwest::Client,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(EdgeSettings::default()).await
+}
+
+pub async fn spawn_app_with(edge: EdgeSettings) -> TestApp {
+    let apps = [APP, OTHER_APP]
+        .iter()
+        .map(|(id, key, secret)| AppSpec::parse(&format!("{id}:{key}:{secret}")).unwrap())
+        .collect();
+    let settings = ServeSettings {
+        host: "127.0.0.1".into(),
+        port: 0,
+        apps,
+        edge,
+    };
+    let application = Application::build(settings).expect("server binds");
+    let port = application.port();
+    tokio::spawn(application.run_until_stopped());
+    TestApp {
+        port,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl TestApp {
+    pub async fn connect(&self, key: &str) -> WsClient {
+        let url = format!(
+            "ws://127.0.0.1:{}/app/{key}?protocol=7&client=test&version=1",
+            self.port
+        );
+        self.connect_url(&url).await
+    }
+
+    pub async fn connect_url(&self, url: &str) -> WsClient {
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        WsClient { stream }
+    }
+
+    /// A connected client with its socket id.
+    pub async fn connected(&self, key: &str) -> (WsClient, String) {
+        let mut client = self.connect(key).await;
+        let established = client.expect_event("pusher:connection_established").await;
+        let data: Value = serde_json::from_str(established["data"].as_str().unwrap()).unwrap();
+        (client, data["socket_id"].as_str().unwrap().to_owned())
+    }
+
+    /// A signed API request for `app`.
+    pub async fn api(
+        &self,
+        app: (&str, &str, &str),
+        method: &str,
+        path: &str,
+        params: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let (_, key, secret) = app;
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            .to_string();
+        self.api_signed_at(key, secret, &timestamp, method, path, params, body)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn api_signed_at(
+        &self,
+        key: &str,
+        secret: &str,
+        timestamp: &str,
+        method: &str,
+        path: &str,
+        params: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let mut query: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        query.push(("auth_key".into(), key.into()));
+        query.push(("auth_timestamp".into(), timestamp.into()));
+        query.push(("auth_version".into(), "1.0".into()));
+        if !body.is_empty() {
+            query.push(("body_md5".into(), body_md5_hex(body.as_bytes())));
+        }
+        query.sort();
+        let canonical: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let signature = hmac_hex(
+            secret,
+            &format!("{method}\n{path}\n{}", canonical.join("&")),
+        );
+        query.push(("auth_signature".into(), signature));
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        let request = match method {
+            "POST" => self
+                .http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body),
+            _ => self.http.get(url),
+        };
+        request.query(&query).send().await.expect("request sent")
+    }
+
+    pub async fn trigger(
+        &self,
+        channel: &str,
+        event: &str,
+        data: &str,
+        socket_id: Option<&str>,
+    ) -> reqwest::Response {
+        let mut body = json!({ "name": event, "channel": channel, "data": data });
+        if let Some(socket_id) = socket_id {
+            body["socket_id"] = json!(socket_id);
+        }
+        self.api(
+            APP,
+            "POST",
+            &format!("/apps/{}/events", APP.0),
+            &[],
+            Some(&body),
+        )
+        .await
+    }
+}
+
+pub fn channel_auth(socket_id: &str, channel: &str, channel_data: Option<&str>) -> String {
+    let (_, key, secret) = APP;
+    let signed = protocol::sign::channel_auth_string(socket_id, channel, channel_data);
+    format!("{key}:{}", hmac_hex(secret, &signed))
+}
+
+pub struct WsClient {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// How a connection ended, as the client saw it.
+#[derive(Debug, PartialEq)]
+pub struct Closed {
+    pub code: u16,
+}
+
+impl WsClient {
+    pub async fn send(&mut self, frame: Value) {
+        self.stream
+            .send(Message::text(frame.to_string()))
+            .await
+            .expect("frame sent");
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.stream.send(message).await.expect("frame sent");
+    }
+
+    /// The next text frame, parsed; panics on close or timeout.
+    pub async fn next_json(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(STEP_TIMEOUT, self.stream.next())
+                .await
+                .expect("a frame arrives in time")
+                .expect("the connection is open")
+                .expect("a valid frame");
+            match message {
+                Message::Text(text) => return serde_json::from_str(&text).expect("JSON frame"),
+                Message::Close(frame) => panic!("connection closed: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Skips frames until one with this event name arrives.
+    pub async fn expect_event(&mut self, event: &str) -> Value {
+        loop {
+            let frame = self.next_json().await;
+            if frame["event"] == event {
+                return frame;
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code and the frames before it.
+    pub async fn expect_close(&mut self) -> (Closed, Vec<Value>) {
+        let mut frames = Vec::new();
+        loop {
+            let next = tokio::time::timeout(STEP_TIMEOUT, self.stream.next())
+                .await
+                .expect("closes in time");
+            match next {
+                Some(Ok(Message::Text(text))) => frames.push(serde_json::from_str(&text).unwrap()),
+                Some(Ok(Message::Close(Some(CloseFrame { code, .. })))) => {
+                    return (Closed { code: code.into() }, frames);
+                }
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => {
+                    return (Closed { code: 1006 }, frames);
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    pub async fn subscribe(
+        &mut self,
+        channel: &str,
+        auth: &str,
+        channel_data: Option<&str>,
+    ) -> Value {
+        let mut data = json!({ "channel": channel, "auth": auth });
+        if let Some(channel_data) = channel_data {
+            data["channel_data"] = json!(channel_data);
+        }
+        self.send(json!({ "event": "pusher:subscribe", "data": data }))
+            .await;
+        self.next_json().await
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.stream.close(None).await;
+        // Wait for the server's side of the close so its clean-up has run.
+        while let Some(Ok(_)) = self.stream.next().await {}
+    }
+}
+
+/// Parses the string `data` of a server frame.
+pub fn data_of(frame: &Value) -> Value {
+    serde_json::from_str(frame["data"].as_str().expect("data is a string")).expect("data is JSON")
+}
