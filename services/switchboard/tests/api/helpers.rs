@@ -23,6 +23,7 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct TestApp {
     pub port: u16,
     pub http: reqwest::Client,
+    pub stopper: switchboard::startup::Stopper,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -42,10 +43,12 @@ pub async fn spawn_app_with(edge: EdgeSettings) -> TestApp {
     };
     let application = Application::build(settings).expect("server binds");
     let port = application.port();
+    let stopper = application.stopper();
     tokio::spawn(application.run_until_stopped());
     TestApp {
         port,
         http: reqwest::Client::new(),
+        stopper,
     }
 }
 

@@ -350,3 +350,15 @@ async fn a_client_answering_pings_stays_connected() {
         "pusher:pong"
     );
 }
+
+#[tokio::test]
+async fn stopping_the_server_asks_clients_to_reconnect_with_4200() {
+    let app = spawn_app().await;
+    let (mut client, _) = app.connected(APP.1).await;
+    client.subscribe("news", "", None).await;
+    let stopper = app.stopper.clone();
+    let stopping = tokio::spawn(async move { stopper.stop().await });
+    let (closed, _) = client.expect_close().await;
+    assert_eq!(closed.code, 4200);
+    stopping.await.unwrap();
+}
