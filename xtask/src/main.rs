@@ -21,7 +21,10 @@ fn main() -> ExitCode {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
 }
 
 fn run(program: &str, args: &[&str], dir: &Path) -> Result<(), String> {
@@ -31,13 +34,28 @@ fn run(program: &str, args: &[&str], dir: &Path) -> Result<(), String> {
         .current_dir(dir)
         .status()
         .map_err(|error| format!("could not start {program}: {error}"))?;
-    if status.success() { Ok(()) } else { Err(format!("{program} {} failed: {status}", args.join(" "))) }
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{program} {} failed: {status}", args.join(" ")))
+    }
 }
 
 fn lint() -> Result<(), String> {
     let root = root();
     run("cargo", &["fmt", "--all", "--check"], &root)?;
-    run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &root)
+    run(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &root,
+    )
 }
 
 /// The Rust suites, then the Node compatibility suite (unmodified pusher-js and pusher) against
