@@ -7,6 +7,7 @@ use std::sync::Arc;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, CloseCode, ProtocolError};
 use broker::Publication;
+use bytestring::ByteString;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use protocol::codes::{CloseReason, ErrorCode};
 use protocol::names::{AppKey, ChannelName, UserId};
@@ -18,6 +19,9 @@ use tracing::Instrument;
 
 use crate::EdgeState;
 use crate::outbox::Outbox;
+
+/// How long the server tries to hand a client its close frame.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `GET /app/{key}`: upgrades to a WebSocket, then admits or refuses with Pusher's codes
 /// (refusals are sent over the open socket, as pusher-js reads them from the close code).
@@ -143,7 +147,8 @@ impl Connection {
         let close_reason = connection.serve(&mut stream).await;
         connection.clean_up().await;
         if let Some(reason) = close_reason {
-            close(connection.ws, reason).await;
+            // A client that stopped reading may never take the close frame; don't wait forever.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, close(connection.ws, reason)).await;
         }
     }
 
@@ -224,15 +229,38 @@ impl Connection {
         Ok(())
     }
 
-    /// Sends every queued fan-out frame, or closes if the outbox asks to.
+    /// Sends queued fan-out frames until the outbox is empty, or closes if it asks to.
     async fn flush(&mut self) -> Result<(), Stop> {
-        if let Some(reason) = self.outbox.close_reason() {
-            return Err(Stop::Close(reason));
+        loop {
+            if let Some(reason) = self.outbox.close_reason() {
+                return Err(Stop::Close(reason));
+            }
+            let frames = self.outbox.drain();
+            if frames.is_empty() {
+                return Ok(());
+            }
+            for frame in frames {
+                self.send_unless_closed(frame).await?;
+            }
         }
-        for frame in self.outbox.drain() {
-            self.ws.text(frame).await.map_err(|_| Stop::ClientGone)?;
+    }
+
+    /// Sends one frame, but gives up if the outbox asks to close meanwhile: a client that
+    /// stops reading blocks the send, and must not block its own eviction.
+    async fn send_unless_closed(&mut self, frame: ByteString) -> Result<(), Stop> {
+        let Self { ws, outbox, .. } = self;
+        let send = ws.text(frame);
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                sent = &mut send => return sent.map_err(|_| Stop::ClientGone),
+                () = outbox.ready() => {
+                    if let Some(reason) = outbox.close_reason() {
+                        return Err(Stop::Close(reason));
+                    }
+                }
+            }
         }
-        Ok(())
     }
 
     async fn send(&mut self, frame: String) -> Result<(), Stop> {
