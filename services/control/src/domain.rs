@@ -1,0 +1,128 @@
+//! Values parsed at the API's edge.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("email must look like name@example.com and be at most 254 characters")]
+    Email,
+    #[error("name must be 1 to 100 characters")]
+    AppName,
+    #[error("token name must be 1 to 100 characters")]
+    TokenName,
+}
+
+/// An email address, trimmed; compared case-insensitively by the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(text: &str) -> Result<Self, DomainError> {
+        let text = text.trim();
+        let Some((local, domain)) = text.split_once('@') else {
+            return Err(DomainError::Email);
+        };
+        let valid = !local.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !domain.contains('@')
+            && text.len() <= 254
+            && !text.chars().any(char::is_whitespace);
+        if valid {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(DomainError::Email)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn bounded_name(text: &str, error: DomainError) -> Result<String, DomainError> {
+    let text = text.trim();
+    let length = text.chars().count();
+    if (1..=100).contains(&length) && !text.chars().any(char::is_control) {
+        Ok(text.to_owned())
+    } else {
+        Err(error)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppName(String);
+
+impl AppName {
+    pub fn parse(text: &str) -> Result<Self, DomainError> {
+        bounded_name(text, DomainError::AppName).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenName(String);
+
+impl TokenName {
+    pub fn parse(text: &str) -> Result<Self, DomainError> {
+        bounded_name(text, DomainError::TokenName).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A plan as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Plan {
+    pub id: String,
+    pub display_name: String,
+    pub price_cents: i32,
+    pub max_connections: i32,
+    pub messages_per_day: i64,
+    pub max_message_bytes: i32,
+    pub client_events_per_second: i32,
+    pub publish_requests_per_second: i32,
+    pub max_presence_members: i32,
+    pub max_channels_per_connection: i32,
+    pub history_events: i32,
+    pub history_seconds: i32,
+    pub burst_multiplier: i32,
+    pub webhooks_allowed: bool,
+    pub overage_cents_per_million_messages: i32,
+    pub overage_cents_per_thousand_connections: i32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_and_names_are_checked() {
+        assert_eq!(
+            Email::parse("  Ann@Example.com ").unwrap().as_str(),
+            "Ann@Example.com"
+        );
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@x.com",
+            "ann@x",
+            "a b@x.com",
+            "ann@x.com.",
+            "a@b@x.com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+        assert!(AppName::parse("  ").is_err());
+        assert!(AppName::parse(&"n".repeat(101)).is_err());
+        assert_eq!(AppName::parse(" chat ").unwrap().as_str(), "chat");
+    }
+}

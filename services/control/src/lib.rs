@@ -1,0 +1,13 @@
+//! The control plane: accounts, apps, keys and plans in Postgres; the `/v1` management API;
+//! and `PgCatalog`, the `AppCatalog` edges use to serve the apps it holds.
+//!
+//! Architecture invariant: SQL only in `repository`; routes stay thin and call `service`.
+
+pub mod crypto;
+pub mod domain;
+pub mod password;
+pub mod repository;
+pub mod service;
+
+/// The embedded migrations (`migrations/` at the repository root).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

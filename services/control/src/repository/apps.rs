@@ -1,0 +1,112 @@
+//! Apps, always scoped by their owning account except for the edge catalog's reads.
+
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AppRow {
+    pub id: String,
+    pub account_id: Uuid,
+    pub name: String,
+    pub enabled: bool,
+    pub plan_id: String,
+    pub created_at: OffsetDateTime,
+}
+
+pub async fn insert(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    name: &str,
+    plan_id: &str,
+) -> sqlx::Result<AppRow> {
+    sqlx::query_as("INSERT INTO apps (account_id, name, plan_id) VALUES ($1, $2, $3) RETURNING id, account_id, name, enabled, plan_id, created_at")
+        .bind(account_id)
+        .bind(name)
+        .bind(plan_id)
+        .fetch_one(conn)
+        .await
+}
+
+pub async fn list(conn: &mut PgConnection, account_id: Uuid) -> sqlx::Result<Vec<AppRow>> {
+    sqlx::query_as("SELECT id, account_id, name, enabled, plan_id, created_at FROM apps WHERE account_id = $1 ORDER BY created_at, id")
+        .bind(account_id)
+        .fetch_all(conn)
+        .await
+}
+
+pub async fn find(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    app_id: &str,
+) -> sqlx::Result<Option<AppRow>> {
+    sqlx::query_as("SELECT id, account_id, name, enabled, plan_id, created_at FROM apps WHERE id = $1 AND account_id = $2")
+        .bind(app_id)
+        .bind(account_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Changes name and/or enabled; `None` leaves a field as it is.
+pub async fn update(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    app_id: &str,
+    name: Option<&str>,
+    enabled: Option<bool>,
+) -> sqlx::Result<Option<AppRow>> {
+    sqlx::query_as("UPDATE apps SET name = COALESCE($3, name), enabled = COALESCE($4, enabled) WHERE id = $1 AND account_id = $2 RETURNING id, account_id, name, enabled, plan_id, created_at")
+    .bind(app_id)
+    .bind(account_id)
+    .bind(name)
+    .bind(enabled)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn set_plan(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    app_id: &str,
+    plan_id: &str,
+) -> sqlx::Result<Option<AppRow>> {
+    sqlx::query_as("UPDATE apps SET plan_id = $3 WHERE id = $1 AND account_id = $2 RETURNING id, account_id, name, enabled, plan_id, created_at")
+        .bind(app_id)
+        .bind(account_id)
+        .bind(plan_id)
+        .fetch_optional(conn)
+        .await
+}
+
+pub async fn delete(conn: &mut PgConnection, account_id: Uuid, app_id: &str) -> sqlx::Result<bool> {
+    let result = sqlx::query("DELETE FROM apps WHERE id = $1 AND account_id = $2")
+        .bind(app_id)
+        .bind(account_id)
+        .execute(conn)
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// The app with its plan's limits, for the edge catalog (not scoped: edges serve every app).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CatalogAppRow {
+    pub id: String,
+    pub enabled: bool,
+    pub max_connections: i32,
+    pub max_message_bytes: i32,
+    pub client_events_per_second: i32,
+    pub max_presence_members: i32,
+}
+
+pub async fn find_for_catalog(
+    conn: &mut PgConnection,
+    app_id: &str,
+) -> sqlx::Result<Option<CatalogAppRow>> {
+    sqlx::query_as(
+        "SELECT a.id, a.enabled, p.max_connections, p.max_message_bytes, p.client_events_per_second, \
+         p.max_presence_members FROM apps a JOIN plans p ON p.id = a.plan_id WHERE a.id = $1",
+    )
+    .bind(app_id)
+    .fetch_optional(conn)
+    .await
+}

@@ -1,0 +1,20 @@
+//! The only place with SQL. Functions take a `&mut PgConnection` so callers own transactions;
+//! every query about an account's data is scoped by that account's id.
+
+pub mod accounts;
+pub mod apps;
+pub mod audit;
+pub mod keys;
+pub mod plans;
+pub mod sessions;
+pub mod tokens;
+
+/// True when the error is a unique-constraint violation (SQLSTATE 23505).
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+/// True when the error is a foreign-key violation (SQLSTATE 23503).
+pub fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23503"))
+}

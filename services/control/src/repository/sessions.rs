@@ -1,0 +1,49 @@
+//! Browser sessions, stored by the hash of their cookie token.
+
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRow {
+    pub account_id: Uuid,
+    pub csrf_token: String,
+}
+
+pub async fn insert(
+    conn: &mut PgConnection,
+    token_hash: &[u8],
+    account_id: Uuid,
+    csrf_token: &str,
+    expires_at: OffsetDateTime,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO sessions (token_hash, account_id, csrf_token, expires_at) VALUES ($1, $2, $3, $4)")
+        .bind(token_hash)
+        .bind(account_id)
+        .bind(csrf_token)
+        .bind(expires_at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A session that has not expired.
+pub async fn find_live(
+    conn: &mut PgConnection,
+    token_hash: &[u8],
+) -> sqlx::Result<Option<SessionRow>> {
+    sqlx::query_as(
+        "SELECT account_id, csrf_token FROM sessions WHERE token_hash = $1 AND expires_at > now()",
+    )
+    .bind(token_hash)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn delete(conn: &mut PgConnection, token_hash: &[u8]) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+        .bind(token_hash)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
