@@ -1,5 +1,12 @@
-//! `cargo xtask test`: every test of the project, Rust and Node, in one command.
-//! `cargo xtask lint`: `cargo fmt --check` and `cargo clippy -D warnings`.
+//! Project automation, so the README's commands are the same on every machine.
+//! - `cargo xtask run`: the whole platform. Without `DATABASE_URL` it installs PostgreSQL if
+//!   missing, starts a private cluster under `.data/`, migrates, creates a demo account and
+//!   app, prints the login and keys, and serves.
+//! - `cargo xtask test`: every test, Rust and Node, against a real Postgres.
+//! - `cargo xtask lint`: `cargo fmt --check` and `cargo clippy -D warnings`.
+
+mod demo;
+mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -7,9 +14,10 @@ use std::process::{Command, ExitCode};
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let result = match task.as_str() {
+        "run" => demo::run(&root(), &std::env::args().skip(2).collect::<Vec<_>>()),
         "test" => test(),
         "lint" => lint(),
-        _ => Err("usage: cargo xtask test | lint".to_owned()),
+        _ => Err("usage: cargo xtask run [serve flags…] | test | lint".to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -28,9 +36,19 @@ fn root() -> PathBuf {
 }
 
 fn run(program: &str, args: &[&str], dir: &Path) -> Result<(), String> {
+    run_with_env(program, args, dir, &[])
+}
+
+fn run_with_env(
+    program: &str,
+    args: &[&str],
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> Result<(), String> {
     eprintln!("$ {program} {}", args.join(" "));
     let status = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(dir)
         .status()
         .map_err(|error| format!("could not start {program}: {error}"))?;
@@ -58,13 +76,21 @@ fn lint() -> Result<(), String> {
     )
 }
 
-/// The Rust suites, then the Node compatibility suite (unmodified pusher-js and pusher) against
-/// the freshly built binary.
+/// The Rust suites (against a real Postgres), then the Node compatibility suite (unmodified
+/// pusher-js and pusher) against the freshly built binary.
 fn test() -> Result<(), String> {
     let root = root();
-    run("cargo", &["test", "--workspace"], &root)?;
+    let url = match std::env::var("SWITCHBOARD_TEST_DATABASE_URL")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+    {
+        Ok(url) if !url.is_empty() => url,
+        _ => postgres::ensure_running(&root)?,
+    };
+    eprintln!("tests use Postgres at {url}");
+    let env = [("SWITCHBOARD_TEST_DATABASE_URL", url.as_str())];
+    run_with_env("cargo", &["test", "--workspace"], &root, &env)?;
     run("cargo", &["build", "-p", "switchboard"], &root)?;
     let compat = root.join("tests/compat");
     run("npm", &["ci", "--no-audit", "--no-fund"], &compat)?;
-    run("npm", &["test"], &compat)
+    run_with_env("npm", &["test"], &compat, &env)
 }

@@ -3,10 +3,12 @@
 //!
 //! Architecture invariant: SQL only in `repository`; routes stay thin and call `service`.
 
+pub mod catalog;
 pub mod crypto;
 pub mod domain;
 pub mod password;
 pub mod repository;
+pub mod routes;
 pub mod service;
 
 /// The embedded migrations (`migrations/` at the repository root).

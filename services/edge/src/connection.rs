@@ -1,6 +1,7 @@
 //! One WebSocket connection: admission, then a loop that feeds the protocol session with
 //! client frames, outbox wake-ups and timer ticks, and performs what it returns.
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
@@ -102,9 +103,13 @@ async fn close(mut ws: actix_ws::Session, reason: CloseReason) {
 struct Connection {
     state: Arc<EdgeState>,
     app: Arc<App>,
+    /// The key this connection came in on; if it is revoked, the connection closes.
+    key: AppKey,
     session: Session,
     ws: actix_ws::Session,
     outbox: Arc<Outbox>,
+    /// The outbox's second buffer (see `Outbox::swap_into`); empty between flushes.
+    spare_frames: VecDeque<ByteString>,
     /// Created on the first client event, so idle connections carry no limiter.
     client_event_limiter: Option<Box<DefaultDirectRateLimiter>>,
 }
@@ -123,7 +128,7 @@ impl Connection {
             max_client_event_bytes: keyed.app.limits.max_message_bytes,
         };
         let credentials = Credentials {
-            key: keyed.key,
+            key: keyed.key.clone(),
             secret: keyed.secret.expose().to_owned(),
         };
         let outbox = Arc::new(Outbox::new(
@@ -135,14 +140,16 @@ impl Connection {
         if ws.text(established).await.is_err() {
             return;
         }
-        state.hub.connect(&outbox);
+        state.hub.connect(&keyed.app.id, &outbox);
         let mut connection = Connection {
             state,
             app: keyed.app,
+            key: keyed.key,
             session,
             ws,
             outbox,
             client_event_limiter: None,
+            spare_frames: VecDeque::new(),
         };
         let close_reason = connection.serve(&mut stream).await;
         connection.clean_up().await;
@@ -192,6 +199,10 @@ impl Connection {
         message: Option<Result<AggregatedMessage, ProtocolError>>,
     ) -> Result<(), Stop> {
         let now = Instant::now().into_std();
+        // A pending app change applies before the client's next frame is judged.
+        if self.outbox.take_app_changed() {
+            self.reread_app().await?;
+        }
         match message {
             Some(Ok(AggregatedMessage::Text(text))) => self.on_text(&text).await,
             Some(Ok(AggregatedMessage::Binary(bytes))) => match std::str::from_utf8(&bytes) {
@@ -231,17 +242,23 @@ impl Connection {
 
     /// Sends queued fan-out frames until the outbox is empty, or closes if it asks to.
     async fn flush(&mut self) -> Result<(), Stop> {
+        if self.outbox.take_app_changed() {
+            self.reread_app().await?;
+        }
         loop {
             if let Some(reason) = self.outbox.close_reason() {
                 return Err(Stop::Close(reason));
             }
-            let frames = self.outbox.drain();
+            let mut frames = std::mem::take(&mut self.spare_frames);
+            self.outbox.swap_into(&mut frames);
             if frames.is_empty() {
+                self.spare_frames = frames;
                 return Ok(());
             }
-            for frame in frames {
+            while let Some(frame) = frames.pop_front() {
                 self.send_unless_closed(frame).await?;
             }
+            self.spare_frames = frames;
         }
     }
 
@@ -259,6 +276,31 @@ impl Connection {
                         return Err(Stop::Close(reason));
                     }
                 }
+            }
+        }
+    }
+
+    /// Re-reads the app after a catalog change: a revoked key closes with 4009, a disabled app
+    /// with 4003; a new plan's limits apply from now on. If the catalog is unreachable the
+    /// connection keeps what it has.
+    async fn reread_app(&mut self) -> Result<(), Stop> {
+        match self.state.catalog.find_by_key(&self.key).await {
+            Ok(Some(keyed)) if keyed.app.enabled => {
+                if keyed.app.limits.client_events_per_second
+                    != self.app.limits.client_events_per_second
+                {
+                    self.client_event_limiter = None;
+                }
+                self.session
+                    .set_max_client_event_bytes(keyed.app.limits.max_message_bytes);
+                self.app = keyed.app;
+                Ok(())
+            }
+            Ok(Some(_)) => Err(Stop::Close(CloseReason::AppDisabled)),
+            Ok(None) => Err(Stop::Close(CloseReason::Unauthorized)),
+            Err(error) => {
+                tracing::warn!(%error, "catalog unavailable; keeping the app as it was");
+                Ok(())
             }
         }
     }
@@ -396,7 +438,7 @@ impl Connection {
         if let Some(user) = self.session.signed_in_user().cloned() {
             self.state.hub.sign_out(&self.app.id, &user, &self.outbox);
         }
-        self.state.hub.disconnect(&self.outbox);
+        self.state.hub.disconnect(&self.app.id, &self.outbox);
     }
 }
 

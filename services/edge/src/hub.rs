@@ -19,7 +19,7 @@ type Subscribers = HashMap<usize, Arc<Outbox>>;
 pub struct Hub {
     channels: RwLock<HashMap<ChannelKey, Subscribers>>,
     users: Mutex<HashMap<(AppId, UserId), Subscribers>>,
-    connections: Mutex<Subscribers>,
+    connections: Mutex<HashMap<AppId, Subscribers>>,
 }
 
 fn id_of(outbox: &Arc<Outbox>) -> usize {
@@ -27,29 +27,52 @@ fn id_of(outbox: &Arc<Outbox>) -> usize {
 }
 
 impl Hub {
-    /// Records a live connection, so shutdown can reach it.
-    pub fn connect(&self, outbox: &Arc<Outbox>) {
-        self.connections
-            .lock()
-            .expect("hub lock poisoned")
+    /// Records a live connection, so shutdown and app changes can reach it.
+    pub fn connect(&self, app: &AppId, outbox: &Arc<Outbox>) {
+        let mut connections = self.connections.lock().expect("hub lock poisoned");
+        connections
+            .entry(app.clone())
+            .or_default()
             .insert(id_of(outbox), outbox.clone());
     }
 
-    pub fn disconnect(&self, outbox: &Arc<Outbox>) {
-        self.connections
-            .lock()
-            .expect("hub lock poisoned")
-            .remove(&id_of(outbox));
+    pub fn disconnect(&self, app: &AppId, outbox: &Arc<Outbox>) {
+        let mut connections = self.connections.lock().expect("hub lock poisoned");
+        if let Some(of_app) = connections.get_mut(app) {
+            of_app.remove(&id_of(outbox));
+            if of_app.is_empty() {
+                connections.remove(app);
+            }
+        }
     }
 
     pub fn connection_count(&self) -> usize {
-        self.connections.lock().expect("hub lock poisoned").len()
+        self.connections
+            .lock()
+            .expect("hub lock poisoned")
+            .values()
+            .map(HashMap::len)
+            .sum()
     }
 
     /// Asks every connection to close with "reconnect now".
     pub fn shut_down_all(&self) {
-        for outbox in self.connections.lock().expect("hub lock poisoned").values() {
-            outbox.shut_down();
+        for of_app in self.connections.lock().expect("hub lock poisoned").values() {
+            of_app.values().for_each(|outbox| outbox.shut_down());
+        }
+    }
+
+    /// Tells every connection of the app to re-read it (a revoked key or a disabled app then
+    /// closes it; a new plan applies at once).
+    pub fn app_changed(&self, app: &AppId) {
+        if let Some(of_app) = self.connections.lock().expect("hub lock poisoned").get(app) {
+            of_app.values().for_each(|outbox| outbox.app_changed());
+        }
+    }
+
+    pub fn all_apps_changed(&self) {
+        for of_app in self.connections.lock().expect("hub lock poisoned").values() {
+            of_app.values().for_each(|outbox| outbox.app_changed());
         }
     }
 

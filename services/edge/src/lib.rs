@@ -98,6 +98,24 @@ impl SocketIds {
     }
 }
 
+/// Follows the catalog's changes until it stops sending them: each changed app's connections
+/// re-read it. Spawn once per edge; returns at once for a catalog that never changes.
+pub async fn follow_catalog_changes(state: Arc<EdgeState>) {
+    let Some(mut changes) = state.catalog.changes() else {
+        return;
+    };
+    loop {
+        match changes.recv().await {
+            Ok(app_id) => state.hub.app_changed(&app_id),
+            // Missed some: tell every app's connections, which is always safe.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                state.hub.all_apps_changed()
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
 /// Mounts the WebSocket endpoint, the HTTP API and `/healthz`.
 pub fn configure(state: Arc<EdgeState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |config| {

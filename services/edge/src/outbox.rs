@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use bytestring::ByteString;
 use protocol::codes::CloseReason;
@@ -27,6 +27,8 @@ pub struct Outbox {
     queue: Mutex<VecDeque<ByteString>>,
     wake: Notify,
     state: AtomicU8,
+    /// Set when the app's record changed: the connection re-reads it (plan, key, enabled).
+    app_changed: AtomicBool,
 }
 
 impl Outbox {
@@ -37,6 +39,7 @@ impl Outbox {
             queue: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
             state: AtomicU8::new(OPEN),
+            app_changed: AtomicBool::new(false),
         }
     }
 
@@ -64,6 +67,17 @@ impl Outbox {
     /// Asks the connection to close because the app terminated it or lost its key.
     pub fn terminate(&self) {
         self.end(TERMINATED);
+    }
+
+    /// Asks the connection to re-read its app from the catalog.
+    pub fn app_changed(&self) {
+        self.app_changed.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Whether the app changed since the last call.
+    pub fn take_app_changed(&self) -> bool {
+        self.app_changed.swap(false, Ordering::AcqRel)
     }
 
     /// Asks the connection to close because this node is stopping.
@@ -98,7 +112,19 @@ impl Outbox {
 
     /// Takes every queued frame, oldest first.
     pub fn drain(&self) -> VecDeque<ByteString> {
-        std::mem::take(&mut *self.queue.lock().expect("outbox lock poisoned"))
+        let mut frames = VecDeque::new();
+        self.swap_into(&mut frames);
+        frames
+    }
+
+    /// Swaps the queue with `spare` (which must be empty), so the connection and the queue
+    /// keep reusing two buffers instead of allocating one per wake-up.
+    pub fn swap_into(&self, spare: &mut VecDeque<ByteString>) {
+        debug_assert!(spare.is_empty());
+        std::mem::swap(
+            &mut *self.queue.lock().expect("outbox lock poisoned"),
+            spare,
+        );
     }
 }
 

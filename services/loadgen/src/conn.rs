@@ -34,8 +34,11 @@ pub struct ConnSpec {
     pub ws_url: String,
     pub channel: String,
     pub handshake_timeout: Duration,
-    /// Sequence numbers at or above this are out of range for this channel.
-    pub seq_limit: u64,
+    /// Sequence numbers at or above this are out of range for this channel; `None` when this
+    /// process publishes nothing (no duplicate tracking).
+    pub seq_limit: Option<u64>,
+    /// Expected payload size, to size the read buffer.
+    pub payload: usize,
 }
 
 /// What happened to a connection during the ramp.
@@ -55,10 +58,12 @@ pub enum End {
     Failed,
 }
 
-fn ws_config() -> WebSocketConfig {
-    // Small eagerly allocated read buffer (default is 128 KiB per socket); write eagerly.
+fn ws_config(payload: usize) -> WebSocketConfig {
+    // tungstenite allocates (and zeroes, on every read) a read buffer of this size per socket;
+    // the default 128 KiB costs memory and CPU. Size it to the frames we expect. Write eagerly.
+    let read_buffer = (payload + 512).next_power_of_two().clamp(1024, 64 * 1024);
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(read_buffer)
         .write_buffer_size(0)
         .max_message_size(Some(1 << 20))
         .max_frame_size(Some(1 << 20))
@@ -106,10 +111,13 @@ pub async fn run(
     drop(ramp_tx);
 
     let mut seen = Seen::new(spec.seq_limit);
+    // One stop future for the whole loop (re-creating it per message costs measurable CPU).
+    let stopped = stop.wait_for(|s| *s).map(|r| r.is_ok());
+    let mut stopped = std::pin::pin!(stopped);
     let end = loop {
         tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s).map(|r| r.is_ok()) => break End::Stopped,
+            _ = &mut stopped => break End::Stopped,
             msg = ws.next() => match msg {
                 None => break End::Dropped("stream ended".into()),
                 Some(Err(e)) => break End::Dropped(e.to_string()),
@@ -191,7 +199,7 @@ async fn establish(spec: &ConnSpec) -> anyhow::Result<Ws> {
     let (mut ws, _response) = tokio_tungstenite::client_async_with_config(
         spec.ws_url.as_str(),
         stream,
-        Some(ws_config()),
+        Some(ws_config(spec.payload)),
     )
     .await
     .context("websocket handshake")?;

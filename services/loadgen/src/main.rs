@@ -352,7 +352,14 @@ struct Report {
     server: Option<Server>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("loadgen: error: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
     let plan = plan(Args::parse())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(plan.threads)
@@ -394,7 +401,7 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
     let (ramp_tx, mut ramp_rx) = mpsc::unbounded_channel();
     let ramp_sem = Arc::new(Semaphore::new(args.ramp_concurrency));
     let channels = plan.channel_names.len();
-    let seq_limit = plan.total_events.div_ceil(channels as u64);
+    let seq_limit = (plan.total_events > 0).then(|| plan.total_events.div_ceil(channels as u64));
     let mut tasks = JoinSet::new();
     let ws_base = match &plan.server.ip() {
         IpAddr::V4(ip) => format!("ws://{ip}:{}{}", plan.server.port(), plan.path_prefix),
@@ -424,6 +431,7 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
             channel,
             handshake_timeout: Duration::from_secs_f64(args.handshake_timeout),
             seq_limit,
+            payload: args.payload,
         };
         tasks.spawn(conn::run(
             spec,
@@ -513,7 +521,12 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
             plan.total_events, args.rate, args.duration
         );
         let report = publisher
-            .run(args.rate, plan.total_events, args.publish_concurrency)
+            .run(
+                args.rate,
+                plan.total_events,
+                args.publish_concurrency,
+                Duration::from_secs_f64(args.duration),
+            )
             .await;
         expected = report
             .per_channel_ok
@@ -530,7 +543,7 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
             eprintln!("publish errors: {} failed, first: {e}", report.failed);
         }
         publish_report = Some(report);
-    } else {
+    } else if established > 0 {
         eprintln!("holding {established} connections for {}s…", args.duration);
         tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
     }
@@ -630,7 +643,11 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
         workload: Workload {
             target: args.target,
             url: format!("{}{}", plan.origin, plan.path_prefix),
-            mode: if publishing { "fanout" } else { "idle" },
+            mode: match (publishing, args.idle) {
+                (true, _) => "fanout",
+                (false, true) => "idle",
+                (false, false) => "subscribe-only",
+            },
             connections: args.connections,
             channels,
             subscribers_per_channel: subs_per_channel,
@@ -707,8 +724,15 @@ fn print_report(r: &Report) {
     }
     if let Some(p) = &r.publish {
         println!(
-            "publish: attempted={} ok={} failed={} in {:.2}s ({:.1}/s) max_lag={:.1}ms",
-            p.attempted, p.ok, p.failed, p.elapsed_s, p.achieved_rate, p.max_lag_ms
+            "publish: planned={} sent={} skipped(behind)={} ok={} failed={} in {:.2}s ({:.1}/s) max_lag={:.1}ms",
+            p.planned,
+            p.attempted,
+            p.skipped,
+            p.ok,
+            p.failed,
+            p.elapsed_s,
+            p.achieved_rate,
+            p.max_lag_ms
         );
     }
     if let Some(d) = &r.delivery {
@@ -723,14 +747,18 @@ fn print_report(r: &Report) {
             d.duplicated,
             d.malformed
         );
-        println!(
-            "latency publish→deliver: p50={:.3}ms p90={:.3}ms p99={:.3}ms p99.9={:.3}ms max={:.3}ms",
-            d.latency_ms_p50,
-            d.latency_ms_p90,
-            d.latency_ms_p99,
-            d.latency_ms_p999,
-            d.latency_ms_max
-        );
+        if d.deliveries == 0 {
+            println!("latency publish→deliver: n/a (nothing delivered)");
+        } else {
+            println!(
+                "latency publish→deliver: p50={:.3}ms p90={:.3}ms p99={:.3}ms p99.9={:.3}ms max={:.3}ms",
+                d.latency_ms_p50,
+                d.latency_ms_p90,
+                d.latency_ms_p99,
+                d.latency_ms_p999,
+                d.latency_ms_max
+            );
+        }
     }
     println!(
         "client cpu: {}s total, {}s in window",

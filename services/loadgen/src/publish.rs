@@ -29,7 +29,10 @@ pub struct Publisher {
 
 #[derive(Debug, Default, Serialize)]
 pub struct PublishReport {
+    pub planned: u64,
     pub attempted: u64,
+    /// Planned events not sent because the publisher was still behind when the window ended.
+    pub skipped: u64,
     pub ok: u64,
     pub failed: u64,
     pub elapsed_s: f64,
@@ -101,8 +104,15 @@ impl Publisher {
     }
 
     /// Publishes `total` events at `rate` per second with at most `concurrency` requests in
-    /// flight, then waits (bounded) for the last responses.
-    pub async fn run(self: Arc<Self>, rate: f64, total: u64, concurrency: usize) -> PublishReport {
+    /// flight, then waits (bounded) for the last responses. Nothing is sent after `window`
+    /// (plus one event interval): a publisher that falls behind skips the rest.
+    pub async fn run(
+        self: Arc<Self>,
+        rate: f64,
+        total: u64,
+        concurrency: usize,
+        window: Duration,
+    ) -> PublishReport {
         let channels = self.channels.len();
         let per_channel_ok: Arc<Vec<AtomicU64>> =
             Arc::new((0..channels).map(|_| AtomicU64::new(0)).collect());
@@ -111,12 +121,20 @@ impl Publisher {
         let sem = Arc::new(Semaphore::new(concurrency));
         let start = Instant::now();
         let mut max_lag = Duration::ZERO;
+        let deadline = start + window + Duration::from_secs_f64(1.0 / rate);
+        let mut attempted = 0;
         for i in 0..total {
             let due = start + Duration::from_secs_f64(i as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
-            let Ok(permit) = sem.clone().acquire_owned().await else {
+            let Ok(Ok(permit)) =
+                tokio::time::timeout_at(deadline.into(), sem.clone().acquire_owned()).await
+            else {
                 break;
             };
+            if Instant::now() >= deadline {
+                break;
+            }
+            attempted += 1;
             max_lag = max_lag.max(Instant::now().saturating_duration_since(due));
             let (this, ok, failed, first_error) = (
                 self.clone(),
@@ -156,7 +174,9 @@ impl Publisher {
         let ok: u64 = per_channel_ok.iter().sum();
         let first_error = first_error.lock().await.clone();
         PublishReport {
-            attempted: total,
+            planned: total,
+            attempted,
+            skipped: total - attempted,
             ok,
             failed: failed.load(Ordering::Relaxed),
             elapsed_s: elapsed,

@@ -133,11 +133,13 @@ impl Shared {
 /// bounded by the number of events that will be published to its channel).
 pub struct Seen {
     bits: Vec<u64>,
-    limit: u64,
+    /// `None`: this process does not publish, so nothing is tracked (every payload counts as
+    /// new; duplicates cannot be told apart).
+    limit: Option<u64>,
 }
 
 impl Seen {
-    pub fn new(limit: u64) -> Self {
+    pub fn new(limit: Option<u64>) -> Self {
         Seen {
             bits: Vec::new(),
             limit,
@@ -146,7 +148,10 @@ impl Seen {
 
     /// `Some(true)` first time, `Some(false)` duplicate, `None` out of range.
     pub fn insert(&mut self, seq: u64) -> Option<bool> {
-        if seq >= self.limit {
+        let Some(limit) = self.limit else {
+            return Some(true);
+        };
+        if seq >= limit {
             return None;
         }
         let word = (seq / 64) as usize;
@@ -176,10 +181,13 @@ mod tests {
 
     #[test]
     fn seen_detects_duplicates_and_range() {
-        let mut s = Seen::new(200);
+        let mut s = Seen::new(Some(200));
         assert_eq!(s.insert(130), Some(true));
         assert_eq!(s.insert(130), Some(false));
         assert_eq!(s.insert(0), Some(true));
         assert_eq!(s.insert(200), None);
+        let mut untracked = Seen::new(None);
+        assert_eq!(untracked.insert(7), Some(true));
+        assert_eq!(untracked.insert(7), Some(true));
     }
 }

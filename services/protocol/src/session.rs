@@ -136,6 +136,11 @@ impl Session {
             .map(|(channel, user)| (channel, user.as_ref()))
     }
 
+    /// Applies a new plan's message size limit without reconnecting.
+    pub fn set_max_client_event_bytes(&mut self, bytes: usize) {
+        self.config.max_client_event_bytes = bytes;
+    }
+
     pub fn is_subscribed(&self, channel: &ChannelName) -> bool {
         self.subscriptions.contains_key(channel)
     }

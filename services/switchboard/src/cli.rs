@@ -16,8 +16,27 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the edge: WebSocket connections and the HTTP API on one port.
+    /// Run edge and control plane in one process on one port (edge alone without a database).
     Serve(ServeArgs),
+    /// Run only the edge: WebSocket connections and the Pusher HTTP API.
+    Edge(ServeArgs),
+    /// Run only the control plane: the /v1 management API.
+    Control(ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Operator commands against the database.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// Postgres URL of the control plane's database.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Base64 of the 32-byte key that encrypts app secrets at rest.
+    #[arg(long, env = "SWITCHBOARD_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -28,7 +47,8 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     pub host: String,
-    /// An app as ID:KEY:SECRET; repeat for more. With none, a demo app is made and printed.
+    /// An app as ID:KEY:SECRET; repeat for more. With none and no database, a demo app is made
+    /// and printed.
     #[arg(long = "app", value_name = "ID:KEY:SECRET", value_parser = AppSpec::parse)]
     pub apps: Vec<AppSpec>,
     /// More apps, comma-separated ID:KEY:SECRET.
@@ -40,6 +60,8 @@ pub struct ServeArgs {
     /// Frames a connection may have queued before it is closed as a slow consumer (4100).
     #[arg(long, default_value_t = 1024)]
     pub outbox_capacity: usize,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 impl ServeArgs {
@@ -49,4 +71,32 @@ impl ServeArgs {
         apps.extend(self.apps_env.iter().flatten().cloned());
         apps
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an account; the password is read from the first line of standard input.
+    CreateAccount {
+        #[arg(long)]
+        email: String,
+        /// Read the password from standard input (the only way: never on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Create an app for an account; prints {"app_id":…,"key":…,"secret":…} as one JSON line.
+    CreateApp {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        /// sandbox (default), startup, pro or business.
+        #[arg(long)]
+        plan: Option<String>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Print a fresh secrets key (base64 of 32 random bytes) for SWITCHBOARD_SECRETS_KEY.
+    GenerateSecretsKey,
 }

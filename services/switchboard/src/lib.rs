@@ -1,6 +1,9 @@
 //! The `switchboard` binary's library half: command-line parsing and the application
-//! wiring, so integration tests start exactly what `switchboard serve` starts.
+//! wiring, so integration tests start exactly what the binary starts.
 
+pub mod admin;
 pub mod cli;
+pub mod database;
+pub mod run;
 pub mod startup;
 pub mod telemetry;

@@ -1,54 +1,25 @@
-//! `switchboard`: wires command-line settings to the application; nothing else.
-
-use std::time::Duration;
+//! `switchboard`: parses the command line and hands it to the matching module; nothing else.
 
 use clap::Parser;
-use edge::EdgeSettings;
 use switchboard::cli::{Cli, Command};
-use switchboard::startup::{Application, ServeSettings, shutdown_signal};
-use tenancy::AppSpec;
+use switchboard::run::{Role, run};
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     switchboard::telemetry::init();
-    let Cli {
-        command: Command::Serve(args),
-    } = Cli::parse();
-    let mut apps = args.all_apps();
-    if apps.is_empty() {
-        let demo = AppSpec::random_demo();
-        println!(
-            "No app configured; serving a demo app: app_id={} key={} secret={}",
-            demo.id,
-            demo.key,
-            demo.secret.expose()
-        );
-        apps.push(demo);
+    match Cli::parse().command {
+        Command::Serve(args) => run(Role::Both, args).await,
+        Command::Edge(args) => run(Role::EdgeOnly, args).await,
+        Command::Control(args) => run(Role::ControlOnly, args).await,
+        Command::Migrate(database) => {
+            let url = database
+                .database_url
+                .ok_or_else(|| anyhow::anyhow!("DATABASE_URL is required"))?;
+            let pool = switchboard::database::connect(&url).await?;
+            switchboard::database::migrate(&pool).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Admin(command) => switchboard::admin::run(command).await,
     }
-    let edge = EdgeSettings {
-        activity_timeout: Duration::from_secs(args.activity_timeout),
-        outbox_capacity: args.outbox_capacity,
-        ..EdgeSettings::default()
-    };
-    let settings = ServeSettings {
-        host: args.host.clone(),
-        port: args.port,
-        apps,
-        edge,
-    };
-    let application = Application::build(settings)?;
-    println!(
-        "switchboard listening on {}:{}",
-        args.host,
-        application.port()
-    );
-    tracing::info!(port = application.port(), "listening");
-    let stopper = application.stopper();
-    actix_web::rt::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: asking clients to reconnect");
-        stopper.stop().await;
-    });
-    application.run_until_stopped().await?;
-    Ok(())
 }

@@ -1,14 +1,15 @@
-//! Builds the server from settings and a listener; shutdown is a future.
+//! Builds the server from its parts and a listener; shutdown is a future.
 
 use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{App, HttpServer};
+use actix_web::{App, HttpServer, web};
+use control::routes::ControlState;
 use edge::{EdgeSettings, EdgeState, Hub};
-use tenancy::{AppSpec, StaticCatalog};
+use tenancy::{AppCatalog, AppSpec, StaticCatalog};
 
-/// What `serve` runs.
+/// An edge on static apps only, as `serve --app` without a database and most tests run it.
 #[derive(Debug, Clone)]
 pub struct ServeSettings {
     pub host: String,
@@ -17,27 +18,58 @@ pub struct ServeSettings {
     pub edge: EdgeSettings,
 }
 
+/// What one process serves: the edge, the control plane, or both on one port.
+pub struct Parts {
+    pub edge: Option<(Arc<dyn AppCatalog>, EdgeSettings)>,
+    pub control: Option<ControlState>,
+}
+
 /// A bound, not yet running server.
 pub struct Application {
     port: u16,
     server: Server,
-    hub: Arc<Hub>,
+    hub: Option<Arc<Hub>>,
 }
 
 impl Application {
     pub fn build(settings: ServeSettings) -> std::io::Result<Self> {
-        let listener = TcpListener::bind((settings.host.as_str(), settings.port))?;
+        let catalog: Arc<dyn AppCatalog> = Arc::new(StaticCatalog::new(&settings.apps));
+        let parts = Parts {
+            edge: Some((catalog, settings.edge)),
+            control: None,
+        };
+        Self::build_with(&settings.host, settings.port, parts)
+    }
+
+    pub fn build_with(host: &str, port: u16, parts: Parts) -> std::io::Result<Self> {
+        let listener = TcpListener::bind((host, port))?;
         let port = listener.local_addr()?.port();
-        let catalog = Arc::new(StaticCatalog::new(&settings.apps));
-        let state = EdgeState::single_node(catalog, settings.edge);
-        let hub = state.hub.clone();
-        let server = HttpServer::new(move || App::new().configure(edge::configure(state.clone())))
-            .backlog(8192)
-            .max_connections(100_000)
-            .disable_signals()
-            .shutdown_timeout(5)
-            .listen(listener)?
-            .run();
+        let edge = parts
+            .edge
+            .map(|(catalog, settings)| EdgeState::single_node(catalog, settings));
+        if let Some(state) = &edge {
+            tokio::spawn(edge::follow_catalog_changes(state.clone()));
+        }
+        let hub = edge.as_ref().map(|state| state.hub.clone());
+        let control = parts.control.map(web::Data::new);
+        let server = HttpServer::new(move || {
+            let mut app = App::new();
+            if let Some(control) = &control {
+                app = app.configure(control::routes::configure(control.clone()));
+            }
+            if let Some(state) = &edge {
+                app = app.configure(edge::configure(state.clone()));
+            } else {
+                app = app.route("/healthz", web::get().to(|| async { "ok" }));
+            }
+            app
+        })
+        .backlog(8192)
+        .max_connections(100_000)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .listen(listener)?
+        .run();
         Ok(Self { port, server, hub })
     }
 
@@ -61,12 +93,14 @@ impl Application {
 #[derive(Clone)]
 pub struct Stopper {
     handle: ServerHandle,
-    hub: Arc<Hub>,
+    hub: Option<Arc<Hub>>,
 }
 
 impl Stopper {
     pub async fn stop(&self) {
-        self.hub.shut_down_all();
+        if let Some(hub) = &self.hub {
+            hub.shut_down_all();
+        }
         self.handle.stop(true).await;
     }
 }

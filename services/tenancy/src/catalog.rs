@@ -30,6 +30,12 @@ pub enum CatalogError {
 pub trait AppCatalog: Send + Sync + 'static {
     async fn find_by_key(&self, key: &AppKey) -> Result<Option<KeyedApp>, CatalogError>;
     async fn find_by_id(&self, id: &AppId) -> Result<Option<Arc<App>>, CatalogError>;
+
+    /// Ids of apps whose record, plan or keys changed, sent after the catalog answers with
+    /// the new values; `None` for a catalog that never changes.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<AppId>> {
+        None
+    }
 }
 
 /// Apps fixed at start, from `--app ID:KEY:SECRET` or tests.
@@ -79,6 +85,33 @@ impl AppCatalog for StaticCatalog {
 
     async fn find_by_id(&self, id: &AppId) -> Result<Option<Arc<App>>, CatalogError> {
         Ok(self.by_id.get(id).cloned())
+    }
+}
+
+/// Apps from the command line first, then those of another catalog (the database's).
+pub struct LayeredCatalog {
+    pub first: StaticCatalog,
+    pub then: Arc<dyn AppCatalog>,
+}
+
+#[async_trait]
+impl AppCatalog for LayeredCatalog {
+    async fn find_by_key(&self, key: &AppKey) -> Result<Option<KeyedApp>, CatalogError> {
+        match self.first.find_by_key(key).await? {
+            Some(keyed) => Ok(Some(keyed)),
+            None => self.then.find_by_key(key).await,
+        }
+    }
+
+    async fn find_by_id(&self, id: &AppId) -> Result<Option<Arc<App>>, CatalogError> {
+        match self.first.find_by_id(id).await? {
+            Some(app) => Ok(Some(app)),
+            None => self.then.find_by_id(id).await,
+        }
+    }
+
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<AppId>> {
+        self.then.changes()
     }
 }
 

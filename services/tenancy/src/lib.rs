@@ -1,13 +1,13 @@
 //! The vocabulary edge and control share: apps, their keys and secrets, plan limits, and the
 //! `AppCatalog` trait through which the edge finds apps without knowing where they live.
 //!
-//! Architecture invariant: no I/O here. `StaticCatalog` (for `serve --app` and tests) lives in
+//! Architecture invariant: no I/O here (tokio is used for its broadcast channel only). `StaticCatalog` (for `serve --app` and tests) lives in
 //! memory; the Postgres catalog lives in `control` and implements the same trait.
 
 mod catalog;
 mod spec;
 
-pub use catalog::{AppCatalog, CatalogError, KeyedApp, StaticCatalog};
+pub use catalog::{AppCatalog, CatalogError, KeyedApp, LayeredCatalog, StaticCatalog};
 pub use spec::{AppSpec, AppSpecError};
 
 use protocol::names::AppId;

@@ -3,4 +3,6 @@
 mod helpers;
 
 mod http_api;
+mod platform;
+mod tenancy;
 mod websocket;

@@ -1,0 +1,259 @@
+//! `PgCatalog`: the edge's view of apps and keys in Postgres.
+//!
+//! Lookups are served from memory; a miss reads Postgres once. A listener on the
+//! `switchboard_catalog` channel (fed by triggers on apps, keys and plans) reloads a changed
+//! app and tells the edge, so a revoked key or disabled app stops working within a second.
+//! When Postgres is unreachable, every app already cached keeps being served (fail-static).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use protocol::names::{AppId, AppKey};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tenancy::{App, AppCatalog, CatalogError, KeyedApp, PlanLimits, Secret};
+use tokio::sync::broadcast;
+
+use crate::crypto::SecretsKey;
+use crate::repository::{apps, keys};
+
+/// The NOTIFY channel the migration's triggers write to.
+pub const CATALOG_CHANNEL: &str = "switchboard_catalog";
+/// How long an unknown key is remembered as unknown, so floods of bad keys cost no queries.
+const NEGATIVE_TTL: Duration = Duration::from_secs(2);
+/// Pause between attempts to re-establish the listener while Postgres is down.
+const RELISTEN_BACKOFF: Duration = Duration::from_secs(1);
+
+pub struct PgCatalog {
+    pool: PgPool,
+    secrets: SecretsKey,
+    cache: RwLock<Cache>,
+    changes: broadcast::Sender<AppId>,
+}
+
+#[derive(Default)]
+struct Cache {
+    apps: HashMap<AppId, Arc<App>>,
+    keys: HashMap<AppKey, KeyedApp>,
+    unknown_keys: HashMap<AppKey, Instant>,
+}
+
+fn unavailable(error: impl std::fmt::Display) -> CatalogError {
+    CatalogError::Unavailable(error.to_string())
+}
+
+/// An app record with its plan, and its live keys with their decrypted secrets.
+struct Loaded {
+    app: Arc<App>,
+    keys: Vec<(AppKey, Secret)>,
+}
+
+impl PgCatalog {
+    pub fn new(pool: PgPool, secrets: SecretsKey) -> Arc<Self> {
+        let (changes, _) = broadcast::channel(1024);
+        Arc::new(Self {
+            pool,
+            secrets,
+            cache: RwLock::new(Cache::default()),
+            changes,
+        })
+    }
+
+    /// Listens for changes until the process ends; spawn it once per catalog.
+    pub async fn listen(self: Arc<Self>) {
+        loop {
+            match PgListener::connect_with(&self.pool).await {
+                Ok(mut listener) => {
+                    if listener.listen(CATALOG_CHANNEL).await.is_ok() {
+                        // Anything may have changed while no one was listening.
+                        self.reload_all_cached().await;
+                        self.follow(&mut listener).await;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "catalog listener cannot reach Postgres; serving cached apps")
+                }
+            }
+            tokio::time::sleep(RELISTEN_BACKOFF).await;
+        }
+    }
+
+    /// Handles notifications until the listener's connection is lost.
+    async fn follow(&self, listener: &mut PgListener) {
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => match notification.payload() {
+                    "*" => self.reload_all_cached().await,
+                    app_id => {
+                        if let Ok(app_id) = AppId::parse(app_id) {
+                            self.refresh(&app_id).await;
+                        }
+                    }
+                },
+                Ok(None) => {
+                    tracing::warn!("catalog listener lost Postgres; reloading after reconnect");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "catalog listener failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn reload_all_cached(&self) {
+        let cached: Vec<AppId> = self
+            .cache
+            .read()
+            .expect("catalog lock poisoned")
+            .apps
+            .keys()
+            .cloned()
+            .collect();
+        for app_id in cached {
+            self.refresh(&app_id).await;
+        }
+    }
+
+    /// Reloads after a notification; on failure the cached app stays (fail-static).
+    async fn refresh(&self, app_id: &AppId) {
+        if let Err(error) = self.reload(app_id).await {
+            tracing::warn!(%error, app_id = %app_id, "could not reload app; keeping the cached one");
+        }
+    }
+
+    /// Replaces the app and its keys in the cache with what Postgres holds, then tells the edge.
+    async fn reload(&self, app_id: &AppId) -> Result<(), CatalogError> {
+        let loaded = self.load(app_id).await?;
+        {
+            let mut cache = self.cache.write().expect("catalog lock poisoned");
+            cache.keys.retain(|_, keyed| keyed.app.id != *app_id);
+            cache.unknown_keys.clear();
+            match loaded {
+                Some(Loaded { app, keys }) => {
+                    for (key, secret) in keys {
+                        cache.keys.insert(
+                            key.clone(),
+                            KeyedApp {
+                                app: app.clone(),
+                                key,
+                                secret,
+                            },
+                        );
+                    }
+                    cache.apps.insert(app_id.clone(), app);
+                }
+                None => {
+                    cache.apps.remove(app_id);
+                }
+            }
+        }
+        // No receiver (no edge in this process) is fine.
+        let _ = self.changes.send(app_id.clone());
+        Ok(())
+    }
+
+    async fn load(&self, app_id: &AppId) -> Result<Option<Loaded>, CatalogError> {
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        let Some(row) = apps::find_for_catalog(&mut conn, app_id.as_str())
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let limits = PlanLimits {
+            max_connections: u64::try_from(row.max_connections).ok(),
+            max_message_bytes: usize::try_from(row.max_message_bytes).unwrap_or(10 * 1024),
+            client_events_per_second: u32::try_from(row.client_events_per_second).unwrap_or(10),
+            max_presence_members: usize::try_from(row.max_presence_members).unwrap_or(100),
+        };
+        let app = Arc::new(App {
+            id: app_id.clone(),
+            enabled: row.enabled,
+            limits,
+        });
+        let mut live = Vec::new();
+        for key_row in keys::list_live(&mut conn, app_id.as_str())
+            .await
+            .map_err(unavailable)?
+        {
+            let (Ok(key), Ok(secret)) = (
+                AppKey::parse(&key_row.key),
+                self.secrets.open(
+                    &key_row.key,
+                    &key_row.secret_nonce,
+                    &key_row.secret_ciphertext,
+                ),
+            ) else {
+                tracing::error!(app_id = %app_id, "an app key could not be decrypted; is the secrets key right?");
+                continue;
+            };
+            live.push((key, Secret::new(secret)));
+        }
+        Ok(Some(Loaded { app, keys: live }))
+    }
+
+    fn cached_key(&self, key: &AppKey) -> Option<Option<KeyedApp>> {
+        let cache = self.cache.read().expect("catalog lock poisoned");
+        if let Some(keyed) = cache.keys.get(key) {
+            return Some(Some(keyed.clone()));
+        }
+        let recently_unknown = cache
+            .unknown_keys
+            .get(key)
+            .is_some_and(|at| at.elapsed() < NEGATIVE_TTL);
+        recently_unknown.then_some(None)
+    }
+}
+
+#[async_trait]
+impl AppCatalog for PgCatalog {
+    async fn find_by_key(&self, key: &AppKey) -> Result<Option<KeyedApp>, CatalogError> {
+        if let Some(cached) = self.cached_key(key) {
+            return Ok(cached);
+        }
+        let row = {
+            let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+            keys::find_live(&mut conn, key.as_str())
+                .await
+                .map_err(unavailable)?
+        };
+        let Some(app_id) = row.and_then(|row| AppId::parse(&row.app_id).ok()) else {
+            let mut cache = self.cache.write().expect("catalog lock poisoned");
+            cache
+                .unknown_keys
+                .retain(|_, at| at.elapsed() < NEGATIVE_TTL);
+            cache.unknown_keys.insert(key.clone(), Instant::now());
+            return Ok(None);
+        };
+        self.reload(&app_id).await?;
+        Ok(self.cached_key(key).flatten())
+    }
+
+    async fn find_by_id(&self, id: &AppId) -> Result<Option<Arc<App>>, CatalogError> {
+        if let Some(app) = self
+            .cache
+            .read()
+            .expect("catalog lock poisoned")
+            .apps
+            .get(id)
+        {
+            return Ok(Some(app.clone()));
+        }
+        self.reload(id).await?;
+        Ok(self
+            .cache
+            .read()
+            .expect("catalog lock poisoned")
+            .apps
+            .get(id)
+            .cloned())
+    }
+
+    fn changes(&self) -> Option<broadcast::Receiver<AppId>> {
+        Some(self.changes.subscribe())
+    }
+}

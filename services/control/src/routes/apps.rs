@@ -1,0 +1,199 @@
+//! Apps: create (with a first key), list, show, rename / enable / disable, delete.
+
+use actix_web::http::header::{CacheControl, CacheDirective};
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::routes::ControlState;
+use crate::routes::auth::Caller;
+use crate::routes::error::{ApiError, ErrorBody};
+use crate::service::{AppRow, CreatedApp};
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewApp {
+    /// 1 to 100 characters.
+    #[schema(example = "chat")]
+    pub name: String,
+    /// A plan id from `GET /v1/plans`; `sandbox` when left out.
+    #[schema(example = "sandbox")]
+    pub plan: Option<String>,
+}
+
+/// Fields left out (or null) stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AppChanges {
+    pub name: Option<String>,
+    /// A disabled app's connections are closed and new ones refused.
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppView {
+    #[schema(example = "100001")]
+    pub app_id: String,
+    pub name: String,
+    pub enabled: bool,
+    #[schema(example = "sandbox")]
+    pub plan: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<AppRow> for AppView {
+    fn from(row: AppRow) -> Self {
+        Self {
+            app_id: row.id,
+            name: row.name,
+            enabled: row.enabled,
+            plan: row.plan_id,
+            created_at: row.created_at,
+        }
+    }
+}
+
+/// A new app with its first key. The secret is shown here and on explicit reveal only.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedAppView {
+    pub app_id: String,
+    pub name: String,
+    pub enabled: bool,
+    pub plan: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub key: String,
+    pub secret: String,
+}
+
+impl From<CreatedApp> for CreatedAppView {
+    fn from(created: CreatedApp) -> Self {
+        let app = AppView::from(created.app);
+        Self {
+            app_id: app.app_id,
+            name: app.name,
+            enabled: app.enabled,
+            plan: app.plan,
+            created_at: app.created_at,
+            key: created.key,
+            secret: created.secret,
+        }
+    }
+}
+
+/// Creates an app on a plan (sandbox by default), with its first key.
+#[utoipa::path(
+    post, path = "/v1/apps", tag = "apps",
+    security(("session" = []), ("bearer" = [])),
+    request_body = NewApp,
+    responses(
+        (status = 201, body = CreatedAppView),
+        (status = 400, description = "invalid name, unknown plan or malformed JSON", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "missing or wrong `X-CSRF-Token`", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(name = "create_app", skip_all, fields(account_id = %caller.account_id))]
+pub async fn create(
+    state: web::Data<ControlState>,
+    caller: Caller,
+    body: web::Json<NewApp>,
+) -> Result<HttpResponse, ApiError> {
+    let created = state
+        .control
+        .create_app(caller.account_id, &body.name, body.plan.as_deref())
+        .await?;
+    Ok(HttpResponse::Created()
+        .insert_header(CacheControl(vec![CacheDirective::NoStore]))
+        .json(CreatedAppView::from(created)))
+}
+
+/// The caller's apps, oldest first.
+#[utoipa::path(
+    get, path = "/v1/apps", tag = "apps",
+    security(("session" = []), ("bearer" = [])),
+    responses((status = 200, body = [AppView]), (status = 401, body = ErrorBody))
+)]
+#[tracing::instrument(name = "list_apps", skip_all, fields(account_id = %caller.account_id))]
+pub async fn list(
+    state: web::Data<ControlState>,
+    caller: Caller,
+) -> Result<web::Json<Vec<AppView>>, ApiError> {
+    let apps = state.control.list_apps(caller.account_id).await?;
+    Ok(web::Json(apps.into_iter().map(AppView::from).collect()))
+}
+
+#[utoipa::path(
+    get, path = "/v1/apps/{app_id}", tag = "apps",
+    security(("session" = []), ("bearer" = [])),
+    params(("app_id" = String, Path)),
+    responses(
+        (status = 200, body = AppView),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "no such app in this account", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(name = "show_app", skip_all, fields(account_id = %caller.account_id, app_id = %app_id))]
+pub async fn show(
+    state: web::Data<ControlState>,
+    caller: Caller,
+    app_id: web::Path<String>,
+) -> Result<web::Json<AppView>, ApiError> {
+    let app = state.control.app(caller.account_id, &app_id).await?;
+    Ok(web::Json(AppView::from(app)))
+}
+
+/// Renames, enables or disables an app.
+#[utoipa::path(
+    patch, path = "/v1/apps/{app_id}", tag = "apps",
+    security(("session" = []), ("bearer" = [])),
+    params(("app_id" = String, Path)),
+    request_body = AppChanges,
+    responses(
+        (status = 200, body = AppView),
+        (status = 400, description = "invalid name or malformed JSON", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "missing or wrong `X-CSRF-Token`", body = ErrorBody),
+        (status = 404, description = "no such app in this account", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(name = "update_app", skip_all, fields(account_id = %caller.account_id, app_id = %app_id))]
+pub async fn update(
+    state: web::Data<ControlState>,
+    caller: Caller,
+    app_id: web::Path<String>,
+    body: web::Json<AppChanges>,
+) -> Result<web::Json<AppView>, ApiError> {
+    let app = state
+        .control
+        .update_app(
+            caller.account_id,
+            &app_id,
+            body.name.as_deref(),
+            body.enabled,
+        )
+        .await?;
+    Ok(web::Json(AppView::from(app)))
+}
+
+/// Deletes an app and its keys; its connections are closed.
+#[utoipa::path(
+    delete, path = "/v1/apps/{app_id}", tag = "apps",
+    security(("session" = []), ("bearer" = [])),
+    params(("app_id" = String, Path)),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "missing or wrong `X-CSRF-Token`", body = ErrorBody),
+        (status = 404, description = "no such app in this account", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(name = "delete_app", skip_all, fields(account_id = %caller.account_id, app_id = %app_id))]
+pub async fn delete(
+    state: web::Data<ControlState>,
+    caller: Caller,
+    app_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.control.delete_app(caller.account_id, &app_id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

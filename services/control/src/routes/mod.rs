@@ -1,0 +1,138 @@
+//! The JSON management API under `/v1`: thin handlers, one file per resource group.
+//!
+//! Every handler extracts (the caller through `auth::Caller`, the body as a DTO), calls the
+//! `service::Control` operation, and maps the result; every failure is an `error::ApiError`,
+//! whose one exhaustive `match` picks the HTTP status. The OpenAPI document (`openapi.rs`) is
+//! generated from the handlers' `#[utoipa::path]` annotations.
+
+pub mod accounts;
+pub mod apps;
+pub mod audit;
+pub mod auth;
+pub mod error;
+pub mod keys;
+pub mod login_limit;
+pub mod openapi;
+pub mod plans;
+pub mod tokens;
+
+use std::num::NonZeroU32;
+
+use actix_web::web;
+use governor::Quota;
+
+use crate::routes::login_limit::LoginLimiter;
+use crate::service::Control;
+
+/// Largest JSON body the API reads; every request body here is a few short fields.
+const JSON_BODY_LIMIT: usize = 16 * 1024;
+
+/// How the API behaves in one deployment.
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    /// Marks the session and CSRF cookies `Secure` (set it whenever the API is served over
+    /// HTTPS, which is everywhere but a developer's machine).
+    pub secure_cookies: bool,
+    /// Takes the client IP for login rate limiting from `Forwarded` / `X-Forwarded-For`.
+    /// Only safe behind a proxy that overwrites those headers: otherwise a client could name
+    /// a fresh IP on every attempt.
+    pub trust_proxy_headers: bool,
+    /// Login attempts allowed per account email and, separately, per client IP.
+    pub login_quota: Quota,
+}
+
+impl Default for ControlSettings {
+    fn default() -> Self {
+        let five = NonZeroU32::new(5).expect("5 is not zero");
+        Self {
+            secure_cookies: false,
+            trust_proxy_headers: false,
+            login_quota: Quota::per_minute(five).allow_burst(five),
+        }
+    }
+}
+
+/// What every `/v1` handler shares.
+pub struct ControlState {
+    pub control: Control,
+    pub settings: ControlSettings,
+    pub login_limiter: LoginLimiter,
+}
+
+impl ControlState {
+    /// Development settings: cookies without `Secure`, peer addresses as client IPs, and 5
+    /// login attempts a minute per email and per IP.
+    pub fn new(control: Control) -> Self {
+        Self::with_settings(control, ControlSettings::default())
+    }
+
+    pub fn with_settings(control: Control, settings: ControlSettings) -> Self {
+        let login_limiter = LoginLimiter::new(settings.login_quota);
+        Self {
+            control,
+            settings,
+            login_limiter,
+        }
+    }
+}
+
+/// Mounts `/v1/*`; the edge's routes (`/app/*`, `/apps/*`, `/healthz`) live beside it.
+pub fn configure(state: web::Data<ControlState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |config| {
+        config.service(
+            web::scope("/v1")
+                .app_data(state)
+                .app_data(error::json_config(JSON_BODY_LIMIT))
+                .app_data(error::path_config())
+                .app_data(error::query_config())
+                .service(resource("/openapi.json").route(web::get().to(openapi::document)))
+                .service(resource("/signup").route(web::post().to(accounts::sign_up)))
+                .service(resource("/login").route(web::post().to(accounts::log_in)))
+                .service(resource("/logout").route(web::post().to(accounts::log_out)))
+                .service(resource("/me").route(web::get().to(accounts::me)))
+                .service(resource("/plans").route(web::get().to(plans::list)))
+                .service(resource("/audit").route(web::get().to(audit::list)))
+                .service(
+                    resource("/tokens")
+                        .route(web::get().to(tokens::list))
+                        .route(web::post().to(tokens::create)),
+                )
+                .service(resource("/tokens/{token_id}").route(web::delete().to(tokens::revoke)))
+                .service(
+                    resource("/apps")
+                        .route(web::get().to(apps::list))
+                        .route(web::post().to(apps::create)),
+                )
+                .service(
+                    resource("/apps/{app_id}")
+                        .route(web::get().to(apps::show))
+                        .route(web::patch().to(apps::update))
+                        .route(web::delete().to(apps::delete)),
+                )
+                .service(
+                    resource("/apps/{app_id}/plan")
+                        .route(web::get().to(plans::show_for_app))
+                        .route(web::put().to(plans::change_for_app)),
+                )
+                .service(
+                    resource("/apps/{app_id}/keys")
+                        .route(web::get().to(keys::list))
+                        .route(web::post().to(keys::create)),
+                )
+                .service(
+                    resource("/apps/{app_id}/keys/{key}/revoke")
+                        .route(web::post().to(keys::revoke)),
+                )
+                .service(
+                    resource("/apps/{app_id}/keys/{key}/secret")
+                        .route(web::get().to(keys::reveal_secret)),
+                )
+                .default_service(web::to(error::not_found)),
+        );
+    }
+}
+
+/// A resource whose other methods get a JSON 405, like every other error here.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(error::method_not_allowed))
+}

@@ -1,0 +1,13 @@
+//! Black-box tests of the `/v1` management API: the real routes on port 0, each test over its
+//! own fresh Postgres database.
+
+mod helpers;
+
+mod accounts;
+mod apps;
+mod audit;
+mod isolation;
+mod keys;
+mod login_limit;
+mod openapi;
+mod tokens;

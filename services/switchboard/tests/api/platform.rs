@@ -1,0 +1,139 @@
+//! The whole platform on a fresh Postgres database: apps and keys made by the control plane,
+//! served by the edge, changed while clients are connected.
+
+use std::sync::Arc;
+
+use control::catalog::PgCatalog;
+use control::crypto::SecretsKey;
+use control::routes::ControlState;
+use control::service::{Control, CreatedApp};
+use edge::EdgeSettings;
+use serde_json::json;
+use sqlx::PgPool;
+use switchboard::startup::{Application, Parts};
+use tenancy::AppCatalog;
+
+use crate::helpers::{TestApp, WsClient};
+
+pub struct TestPlatform {
+    pub app: TestApp,
+    pub control: Control,
+    pub pool: PgPool,
+    _database: TestDatabase,
+}
+
+/// Drops the test's database when the test ends, pass or fail.
+struct TestDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime, which cannot block on itself: use a thread.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let admin = PgPool::connect(&admin_url).await?;
+                let statement = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                sqlx::query(sqlx::AssertSqlSafe(statement))
+                    .execute(&admin)
+                    .await?;
+                Ok::<_, sqlx::Error>(())
+            })?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("could not drop test database {}: {error}", self.name);
+        }
+    }
+}
+
+/// A database of its own for each test, migrated; the server on port 0 runs edge and control.
+pub async fn spawn_platform() -> TestPlatform {
+    let admin_url = std::env::var("SWITCHBOARD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin = PgPool::connect(&admin_url)
+        .await
+        .expect("the test Postgres is reachable");
+    let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&admin)
+        .await
+        .expect("create test database");
+    let url = match admin_url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => unreachable!("a database URL has a path"),
+    };
+    let pool = switchboard::database::connect(&url).await.unwrap();
+    switchboard::database::migrate(&pool).await.unwrap();
+    let key = SecretsKey::from_base64(&SecretsKey::generate_base64()).unwrap();
+    let control = Control::new(pool.clone(), key.clone());
+    let catalog = PgCatalog::new(pool.clone(), key);
+    tokio::spawn(catalog.clone().listen());
+    let catalog: Arc<dyn AppCatalog> = catalog;
+    let parts = Parts {
+        edge: Some((catalog, EdgeSettings::default())),
+        control: Some(ControlState::new(control.clone())),
+    };
+    let application = Application::build_with("127.0.0.1", 0, parts).expect("server binds");
+    let port = application.port();
+    let stopper = application.stopper();
+    tokio::spawn(application.run_until_stopped());
+    let app = TestApp {
+        port,
+        http: reqwest::Client::new(),
+        stopper,
+    };
+    let database = TestDatabase { admin_url, name };
+    TestPlatform {
+        app,
+        control,
+        pool,
+        _database: database,
+    }
+}
+
+impl TestPlatform {
+    /// A fresh account with one app on `plan`.
+    pub async fn account_with_app(
+        &self,
+        email: &str,
+        plan: Option<&str>,
+    ) -> (uuid::Uuid, CreatedApp) {
+        let account = self
+            .control
+            .sign_up(email, "correct horse battery")
+            .await
+            .unwrap();
+        let created = self.control.create_app(account, "app", plan).await.unwrap();
+        (account, created)
+    }
+
+    /// Connects with `key` and returns the client and its socket id.
+    pub async fn connected(&self, key: &str) -> (WsClient, String) {
+        self.app.connected(key).await
+    }
+
+    /// Publishes one event on `app_id` signed with `key`/`secret`; returns the HTTP status.
+    pub async fn publish(
+        &self,
+        app_id: &str,
+        key: &str,
+        secret: &str,
+        channel: &str,
+        event: &str,
+    ) -> u16 {
+        let body = json!({ "name": event, "channel": channel, "data": "d" });
+        let path = format!("/apps/{app_id}/events");
+        let response = self
+            .app
+            .api((app_id, key, secret), "POST", &path, &[], Some(&body))
+            .await;
+        response.status().as_u16()
+    }
+}

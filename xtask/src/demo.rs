@@ -1,0 +1,120 @@
+//! `cargo xtask run`: the platform from nothing, with a demo account and app.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::{postgres, run_with_env};
+
+const DEMO_EMAIL: &str = "demo@switchboard.local";
+
+pub fn run(root: &Path, serve_flags: &[String]) -> Result<(), String> {
+    let data = root.join(".data");
+    std::fs::create_dir_all(&data).map_err(|e| format!("creating .data: {e}"))?;
+    let database_url = match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            postgres::ensure_running(root)?;
+            postgres::ensure_database(root, "switchboard")?
+        }
+    };
+    run_with_env(
+        "cargo",
+        &["build", "--release", "-p", "switchboard"],
+        root,
+        &[],
+    )?;
+    let binary = root.join("target/release/switchboard");
+    let secrets_key = match std::env::var("SWITCHBOARD_SECRETS_KEY") {
+        Ok(key) if !key.is_empty() => key,
+        _ => read_or_create(&data.join("secrets_key"), || {
+            output(&binary, &["admin", "generate-secrets-key"], &[], None)
+        })?,
+    };
+    let env = [
+        ("DATABASE_URL", database_url.as_str()),
+        ("SWITCHBOARD_SECRETS_KEY", secrets_key.as_str()),
+    ];
+
+    let demo_file = data.join("demo.txt");
+    if !demo_file.exists() {
+        let password = output(&binary, &["admin", "generate-secrets-key"], &[], None)?
+            .replace(['+', '/', '='], "");
+        let password = password[..20].to_owned();
+        output(
+            &binary,
+            &[
+                "admin",
+                "create-account",
+                "--email",
+                DEMO_EMAIL,
+                "--password-stdin",
+            ],
+            &env,
+            Some(&password),
+        )?;
+        let app = output(
+            &binary,
+            &[
+                "admin",
+                "create-app",
+                "--email",
+                DEMO_EMAIL,
+                "--name",
+                "Demo",
+            ],
+            &env,
+            None,
+        )?;
+        let text = format!("dashboard login: {DEMO_EMAIL} / {password}\ndemo app: {app}\n");
+        std::fs::write(&demo_file, text)
+            .map_err(|e| format!("writing {}: {e}", demo_file.display()))?;
+    }
+    let demo = std::fs::read_to_string(&demo_file)
+        .map_err(|e| format!("reading {}: {e}", demo_file.display()))?;
+    println!("\n{demo}(kept in {})\n", demo_file.display());
+
+    let mut args = vec!["serve".to_owned()];
+    args.extend(serve_flags.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_with_env(&binary.to_string_lossy(), &args, root, &env)
+}
+
+fn read_or_create(
+    path: &Path,
+    create: impl FnOnce() -> Result<String, String>,
+) -> Result<String, String> {
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        return Ok(existing.trim().to_owned());
+    }
+    let value = create()?;
+    std::fs::write(path, &value).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(value)
+}
+
+/// Runs the binary and returns its trimmed standard output.
+fn output(
+    binary: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> Result<String, String> {
+    use std::io::Write;
+    let mut child = Command::new(binary)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", binary.display()))?;
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        writeln!(pipe, "{text}").map_err(|e| format!("writing stdin: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{}: {e}", binary.display()))?;
+    if !out.status.success() {
+        return Err(format!("switchboard {} failed", args.join(" ")));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
