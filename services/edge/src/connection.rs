@@ -1,17 +1,17 @@
 //! One WebSocket connection: admission, then a loop that feeds the protocol session with
-//! client frames, outbox wake-ups and timer ticks, and performs what it returns.
+//! client frames, close requests and timer ticks, and performs what it returns.
+//!
+//! Everything sent to the client goes through the connection's `Outbox`, which the response
+//! body writes to the socket; nothing here awaits the client.
 
-use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use actix_ws::{AggregatedMessage, CloseCode, ProtocolError};
 use broker::Publication;
-use bytestring::ByteString;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use protocol::codes::{CloseReason, ErrorCode};
-use protocol::names::{AppKey, ChannelName, UserId};
+use protocol::names::{AppKey, ChannelName, SocketId, UserId};
 use protocol::session::{Credentials, Output, Session, SessionConfig};
 use protocol::wire::{self, Member};
 use tenancy::{App, KeyedApp};
@@ -19,16 +19,14 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::EdgeState;
-use crate::outbox::Outbox;
-
-/// How long the server tries to hand a client its close frame.
-const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+use crate::outbox::{Outbox, Outgoing};
+use crate::websocket::{self, Inbound, Reader};
 
 /// `GET /app/{key}`: upgrades to a WebSocket, then admits or refuses with Pusher's codes
 /// (refusals are sent over the open socket, as pusher-js reads them from the close code).
 pub async fn websocket(
     request: HttpRequest,
-    body: web::Payload,
+    payload: web::Payload,
     state: web::Data<EdgeState>,
 ) -> actix_web::Result<HttpResponse> {
     let key = request
@@ -36,26 +34,28 @@ pub async fn websocket(
         .get("key")
         .unwrap_or_default()
         .to_owned();
-    let (response, ws, stream) = actix_ws::handle(&request, body)?;
-    let max = state.settings.max_frame_bytes;
-    let stream = stream
-        .max_frame_size(max)
-        .aggregate_continuations()
-        .max_continuation_size(max);
     let admission = admit(&state, &key, request.query_string()).await;
-    let state = state.into_inner();
+    let socket_id = state.socket_ids.next();
+    let outbox = Arc::new(Outbox::new(
+        socket_id.clone(),
+        state.settings.outbox_capacity,
+    ));
+    let (response, reader) = websocket::upgrade(
+        &request,
+        payload,
+        outbox.clone(),
+        state.settings.max_frame_bytes,
+    )?;
     match admission {
         Ok(keyed) => {
-            let socket_id = state.socket_ids.next();
             let span =
                 tracing::info_span!("connection", app_id = %keyed.app.id, socket_id = %socket_id);
-            actix_web::rt::spawn(
-                Connection::run(state, keyed, socket_id, ws, stream).instrument(span),
-            );
+            let state = state.into_inner();
+            actix_web::rt::spawn(Connection::run(state, keyed, outbox, reader).instrument(span));
         }
         Err(reason) => {
             tracing::info!(key = %key, code = reason.disconnect().code, "connection refused");
-            actix_web::rt::spawn(close(ws, reason));
+            outbox.close_with(closing_frames(reason));
         }
     }
     Ok(response)
@@ -87,17 +87,27 @@ async fn admit(state: &EdgeState, key: &str, query: &str) -> Result<KeyedApp, Cl
     Ok(keyed)
 }
 
-/// Sends the reason as `pusher:error`, then closes with its code.
-async fn close(mut ws: actix_ws::Session, reason: CloseReason) {
+/// The reason as `pusher:error`, then the close frame with its code.
+fn closing_frames(reason: CloseReason) -> [Outgoing; 2] {
     let disconnect = reason.disconnect();
-    let _ = ws
-        .text(wire::error(Some(disconnect.code), disconnect.reason))
-        .await;
-    let close = actix_ws::CloseReason {
-        code: CloseCode::Other(disconnect.code),
-        description: Some(disconnect.reason.to_owned()),
-    };
-    let _ = ws.close(Some(close)).await;
+    let error = wire::error(Some(disconnect.code), disconnect.reason);
+    [
+        Outgoing::Text(error.into()),
+        Outgoing::Close {
+            code: disconnect.code,
+            reason: disconnect.reason.to_owned(),
+        },
+    ]
+}
+
+/// How the connection ended.
+enum Ending {
+    /// The client closed or went away: answer its close.
+    ClientLeft,
+    /// The server closes with a Pusher close code.
+    Server(CloseReason),
+    /// The client broke the WebSocket protocol; close with this frame.
+    Protocol(Outgoing),
 }
 
 struct Connection {
@@ -106,22 +116,13 @@ struct Connection {
     /// The key this connection came in on; if it is revoked, the connection closes.
     key: AppKey,
     session: Session,
-    ws: actix_ws::Session,
     outbox: Arc<Outbox>,
-    /// The outbox's second buffer (see `Outbox::swap_into`); empty between flushes.
-    spare_frames: VecDeque<ByteString>,
     /// Created on the first client event, so idle connections carry no limiter.
     client_event_limiter: Option<Box<DefaultDirectRateLimiter>>,
 }
 
 impl Connection {
-    async fn run(
-        state: Arc<EdgeState>,
-        keyed: KeyedApp,
-        socket_id: protocol::names::SocketId,
-        mut ws: actix_ws::Session,
-        mut stream: actix_ws::AggregatedMessageStream,
-    ) {
+    async fn run(state: Arc<EdgeState>, keyed: KeyedApp, outbox: Arc<Outbox>, mut reader: Reader) {
         let config = SessionConfig {
             activity_timeout: state.settings.activity_timeout,
             pong_timeout: state.settings.pong_timeout,
@@ -131,62 +132,52 @@ impl Connection {
             key: keyed.key.clone(),
             secret: keyed.secret.expose().to_owned(),
         };
-        let outbox = Arc::new(Outbox::new(
-            socket_id.clone(),
-            state.settings.outbox_capacity,
-        ));
+        let socket_id: SocketId = outbox.socket_id().clone();
         let (session, established) =
             Session::new(socket_id, credentials, config, Instant::now().into_std());
-        if ws.text(established).await.is_err() {
-            return;
-        }
+        outbox.send(Outgoing::Text(established.into()));
         state.hub.connect(&keyed.app.id, &outbox);
         let mut connection = Connection {
             state,
             app: keyed.app,
             key: keyed.key,
             session,
-            ws,
             outbox,
             client_event_limiter: None,
-            spare_frames: VecDeque::new(),
         };
-        let close_reason = connection.serve(&mut stream).await;
+        let ending = connection.serve(&mut reader).await;
         connection.clean_up().await;
-        if let Some(reason) = close_reason {
-            // A client that stopped reading may never take the close frame; don't wait forever.
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, close(connection.ws, reason)).await;
+        match ending {
+            Ending::ClientLeft => connection.outbox.close_with([Outgoing::Close {
+                code: 1000,
+                reason: String::new(),
+            }]),
+            Ending::Server(reason) => connection.outbox.close_with(closing_frames(reason)),
+            Ending::Protocol(close) => connection.outbox.close_with([close]),
         }
     }
 
-    /// Runs until the client leaves or the server closes; returns the server's reason.
-    async fn serve(
-        &mut self,
-        stream: &mut actix_ws::AggregatedMessageStream,
-    ) -> Option<CloseReason> {
+    async fn serve(&mut self, reader: &mut Reader) -> Ending {
         let ticker = tokio::time::sleep_until(Instant::from_std(self.session.next_deadline()));
         tokio::pin!(ticker);
         loop {
             let step = tokio::select! {
-                message = stream.recv() => self.on_message(message).await,
-                () = self.outbox.ready() => self.flush().await,
+                message = reader.next() => match message {
+                    None | Some(Ok(Inbound::Close)) => return Ending::ClientLeft,
+                    Some(Ok(message)) => self.on_message(message).await,
+                    Some(Err(error)) => {
+                        let close = websocket::protocol_close(&error, self.state.settings.max_frame_bytes);
+                        return Ending::Protocol(close);
+                    }
+                },
+                () = self.outbox.task_wakeup() => self.on_wakeup().await,
                 () = &mut ticker => match self.session.on_tick(Instant::now().into_std()) {
                     Some(output) => self.perform(output).await,
                     None => Ok(()),
                 },
             };
-            match step {
-                Ok(()) => {}
-                Err(Stop::ClientGone) => return None,
-                Err(Stop::Close(reason)) => return Some(reason),
-                Err(Stop::Protocol(code, description)) => {
-                    let close = actix_ws::CloseReason {
-                        code,
-                        description: Some(description),
-                    };
-                    let _ = self.ws.clone().close(Some(close)).await;
-                    return None;
-                }
+            if let Err(reason) = step {
+                return Ending::Server(reason);
             }
             ticker
                 .as_mut()
@@ -194,45 +185,46 @@ impl Connection {
         }
     }
 
-    async fn on_message(
-        &mut self,
-        message: Option<Result<AggregatedMessage, ProtocolError>>,
-    ) -> Result<(), Stop> {
-        let now = Instant::now().into_std();
+    async fn on_message(&mut self, message: Inbound) -> Result<(), CloseReason> {
         // A pending app change applies before the client's next frame is judged.
         if self.outbox.take_app_changed() {
             self.reread_app().await?;
         }
+        let now = Instant::now().into_std();
         match message {
-            Some(Ok(AggregatedMessage::Text(text))) => self.on_text(&text).await,
-            Some(Ok(AggregatedMessage::Binary(bytes))) => match std::str::from_utf8(&bytes) {
+            Inbound::Text(text) => self.on_text(&text).await,
+            Inbound::Binary(bytes) => match std::str::from_utf8(&bytes) {
                 Ok(text) => self.on_text(text).await,
                 Err(_) => {
-                    self.send(wire::error(None, "Binary frames must carry UTF-8 JSON"))
-                        .await
+                    self.send(wire::error(None, "Binary frames must carry UTF-8 JSON"));
+                    Ok(())
                 }
             },
-            Some(Ok(AggregatedMessage::Ping(bytes))) => {
+            Inbound::Ping(bytes) => {
                 self.session.note_activity(now);
-                self.ws.pong(&bytes).await.map_err(|_| Stop::ClientGone)
+                self.outbox.send(Outgoing::Pong(bytes));
+                Ok(())
             }
-            Some(Ok(AggregatedMessage::Pong(_))) => {
+            Inbound::Pong => {
                 self.session.note_activity(now);
                 Ok(())
             }
-            Some(Ok(AggregatedMessage::Close(_))) | None => Err(Stop::ClientGone),
-            Some(Err(ProtocolError::Overflow)) => Err(Stop::Protocol(
-                CloseCode::Size,
-                format!(
-                    "frame larger than {} bytes",
-                    self.state.settings.max_frame_bytes
-                ),
-            )),
-            Some(Err(error)) => Err(Stop::Protocol(CloseCode::Protocol, error.to_string())),
+            Inbound::Close => Ok(()),
         }
     }
 
-    async fn on_text(&mut self, text: &str) -> Result<(), Stop> {
+    /// A close request from elsewhere (slow consumer, terminate, shutdown) or an app change.
+    async fn on_wakeup(&mut self) -> Result<(), CloseReason> {
+        if let Some(reason) = self.outbox.close_reason() {
+            return Err(reason);
+        }
+        if self.outbox.take_app_changed() {
+            self.reread_app().await?;
+        }
+        Ok(())
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), CloseReason> {
         let outputs = self.session.on_text(text, Instant::now().into_std());
         for output in outputs {
             self.perform(output).await?;
@@ -240,50 +232,10 @@ impl Connection {
         Ok(())
     }
 
-    /// Sends queued fan-out frames until the outbox is empty, or closes if it asks to.
-    async fn flush(&mut self) -> Result<(), Stop> {
-        if self.outbox.take_app_changed() {
-            self.reread_app().await?;
-        }
-        loop {
-            if let Some(reason) = self.outbox.close_reason() {
-                return Err(Stop::Close(reason));
-            }
-            let mut frames = std::mem::take(&mut self.spare_frames);
-            self.outbox.swap_into(&mut frames);
-            if frames.is_empty() {
-                self.spare_frames = frames;
-                return Ok(());
-            }
-            while let Some(frame) = frames.pop_front() {
-                self.send_unless_closed(frame).await?;
-            }
-            self.spare_frames = frames;
-        }
-    }
-
-    /// Sends one frame, but gives up if the outbox asks to close meanwhile: a client that
-    /// stops reading blocks the send, and must not block its own eviction.
-    async fn send_unless_closed(&mut self, frame: ByteString) -> Result<(), Stop> {
-        let Self { ws, outbox, .. } = self;
-        let send = ws.text(frame);
-        tokio::pin!(send);
-        loop {
-            tokio::select! {
-                sent = &mut send => return sent.map_err(|_| Stop::ClientGone),
-                () = outbox.ready() => {
-                    if let Some(reason) = outbox.close_reason() {
-                        return Err(Stop::Close(reason));
-                    }
-                }
-            }
-        }
-    }
-
     /// Re-reads the app after a catalog change: a revoked key closes with 4009, a disabled app
     /// with 4003; a new plan's limits apply from now on. If the catalog is unreachable the
     /// connection keeps what it has.
-    async fn reread_app(&mut self) -> Result<(), Stop> {
+    async fn reread_app(&mut self) -> Result<(), CloseReason> {
         match self.state.catalog.find_by_key(&self.key).await {
             Ok(Some(keyed)) if keyed.app.enabled => {
                 if keyed.app.limits.client_events_per_second
@@ -296,8 +248,8 @@ impl Connection {
                 self.app = keyed.app;
                 Ok(())
             }
-            Ok(Some(_)) => Err(Stop::Close(CloseReason::AppDisabled)),
-            Ok(None) => Err(Stop::Close(CloseReason::Unauthorized)),
+            Ok(Some(_)) => Err(CloseReason::AppDisabled),
+            Ok(None) => Err(CloseReason::Unauthorized),
             Err(error) => {
                 tracing::warn!(%error, "catalog unavailable; keeping the app as it was");
                 Ok(())
@@ -305,41 +257,30 @@ impl Connection {
         }
     }
 
-    async fn send(&mut self, frame: String) -> Result<(), Stop> {
-        self.ws.text(frame).await.map_err(|_| Stop::ClientGone)
+    fn send(&self, frame: String) {
+        self.outbox.send(Outgoing::Text(frame.into()));
     }
 
-    async fn perform(&mut self, output: Output) -> Result<(), Stop> {
+    async fn perform(&mut self, output: Output) -> Result<(), CloseReason> {
         match output {
-            Output::Send(frame) => self.send(frame).await,
+            Output::Send(frame) => self.send(frame),
             Output::Subscribe { channel, member } => self.subscribe(channel, member).await,
-            Output::Unsubscribe { channel, member } => {
-                self.unsubscribe(&channel, member).await;
-                Ok(())
-            }
+            Output::Unsubscribe { channel, member } => self.unsubscribe(&channel, member).await,
             Output::ClientEvent { channel, frame, .. } => self.client_event(channel, frame).await,
-            Output::SignedIn { user } => {
-                self.state.hub.sign_in(&self.app.id, &user, &self.outbox);
-                Ok(())
-            }
-            Output::Close(reason) => Err(Stop::Close(reason)),
+            Output::SignedIn { user } => self.state.hub.sign_in(&self.app.id, &user, &self.outbox),
+            Output::Close(reason) => return Err(reason),
         }
+        Ok(())
     }
 
-    async fn subscribe(
-        &mut self,
-        channel: ChannelName,
-        member: Option<Member>,
-    ) -> Result<(), Stop> {
-        // Registered before the confirmation is sent, so no event published after the client
-        // sees `subscription_succeeded` can miss it.
+    async fn subscribe(&mut self, channel: ChannelName, member: Option<Member>) {
+        // Registered before the confirmation is queued, so no event published after the
+        // client sees `subscription_succeeded` can miss it.
         self.state
             .hub
             .subscribe(&self.app.id, &channel, &self.outbox);
         let Some(member) = member else {
-            return self
-                .send(wire::subscription_succeeded(channel.as_str()))
-                .await;
+            return self.send(wire::subscription_succeeded(channel.as_str()));
         };
         let socket_id = self.session.socket_id().clone();
         let joined = self
@@ -360,19 +301,17 @@ impl Connection {
                     "presence unavailable",
                     503,
                 );
-                return self.send(frame).await;
+                return self.send(frame);
             }
         };
         self.send(wire::presence_subscription_succeeded(
             channel.as_str(),
             &joined.members,
-        ))
-        .await?;
+        ));
         if joined.first_for_user {
             let frame = wire::member_added(channel.as_str(), &member);
             self.publish(channel, frame, true).await;
         }
-        Ok(())
     }
 
     async fn unsubscribe(&mut self, channel: &ChannelName, member: Option<UserId>) {
@@ -398,7 +337,7 @@ impl Connection {
         }
     }
 
-    async fn client_event(&mut self, channel: ChannelName, frame: String) -> Result<(), Stop> {
+    async fn client_event(&mut self, channel: ChannelName, frame: String) {
         let per_second = self.app.limits.client_events_per_second;
         let limiter = self.client_event_limiter.get_or_insert_with(|| {
             let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
@@ -408,10 +347,9 @@ impl Connection {
             let code = ErrorCode::ClientEventRateLimited.code();
             let message =
                 format!("Client event rejected due to rate limit ({per_second} per second)");
-            return self.send(wire::error(Some(code), &message)).await;
+            return self.send(wire::error(Some(code), &message));
         }
         self.publish(channel, frame, true).await;
-        Ok(())
     }
 
     /// Publishes to the channel through the broker, excluding this connection if asked.
@@ -440,13 +378,4 @@ impl Connection {
         }
         self.state.hub.disconnect(&self.app.id, &self.outbox);
     }
-}
-
-enum Stop {
-    /// The client closed or the socket failed; nothing more can be sent.
-    ClientGone,
-    /// The server ends the connection with a Pusher close code.
-    Close(CloseReason),
-    /// The client broke the WebSocket protocol (an oversize frame, a bad opcode).
-    Protocol(CloseCode, String),
 }

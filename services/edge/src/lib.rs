@@ -10,6 +10,7 @@ mod connection;
 mod http_api;
 mod hub;
 mod outbox;
+mod websocket;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

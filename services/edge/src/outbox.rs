@@ -1,15 +1,20 @@
-//! A connection's bounded outbound queue, filled by fan-out without awaiting and drained by the
-//! connection's own task.
+//! A connection's bounded outbound queue. Fan-out and the connection's own task push frames
+//! without awaiting; the HTTP response body (`websocket::OutboundBody`) takes them straight
+//! to the socket.
 //!
 //! A `VecDeque` behind a std mutex rather than a channel: it allocates nothing until the first
-//! frame (idle connections cost a few dozen bytes), and fan-out never blocks on a slow client.
-//! A full queue marks the connection for closing with 4100 instead of growing memory.
+//! frame, so idle connections stay small, and a push wakes only the socket writer, not the
+//! connection's task. A full queue marks the connection for closing with 4100 instead of
+//! growing memory.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::task::{Context, Poll, Waker};
 
+use bytes::Bytes;
 use bytestring::ByteString;
+use futures_util::task::AtomicWaker;
 use protocol::codes::CloseReason;
 use protocol::names::SocketId;
 use tokio::sync::Notify;
@@ -18,14 +23,30 @@ const OPEN: u8 = 0;
 const OVERFLOWED: u8 = 1;
 const TERMINATED: u8 = 2;
 const SHUTTING_DOWN: u8 = 3;
+const CLOSED: u8 = 4;
 
-/// The sending half every channel a connection is on holds.
+/// One thing to write to the socket.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing {
+    Text(ByteString),
+    Pong(Bytes),
+    /// The close frame; nothing is written after it.
+    Close {
+        code: u16,
+        reason: String,
+    },
+}
+
+/// The queue between everything that sends to a connection and its socket.
 #[derive(Debug)]
 pub struct Outbox {
     socket_id: SocketId,
     capacity: usize,
-    queue: Mutex<VecDeque<ByteString>>,
-    wake: Notify,
+    queue: Mutex<VecDeque<Outgoing>>,
+    /// The response body writing to the socket.
+    writer: AtomicWaker,
+    /// The connection's own task, told about close requests and app changes.
+    task: Notify,
     state: AtomicU8,
     /// Set when the app's record changed: the connection re-reads it (plan, key, enabled).
     app_changed: AtomicBool,
@@ -37,7 +58,8 @@ impl Outbox {
             socket_id,
             capacity,
             queue: Mutex::new(VecDeque::new()),
-            wake: Notify::new(),
+            writer: AtomicWaker::new(),
+            task: Notify::new(),
             state: AtomicU8::new(OPEN),
             app_changed: AtomicBool::new(false),
         }
@@ -47,37 +69,49 @@ impl Outbox {
         &self.socket_id
     }
 
-    /// Queues a frame. A full queue closes the connection as a slow consumer; the frame is
-    /// dropped for this connection only.
+    /// Queues a fan-out frame. A full queue closes the connection as a slow consumer; the
+    /// frame is dropped for this connection only.
     pub fn push(&self, frame: ByteString) {
+        self.enqueue(Outgoing::Text(frame), self.capacity);
+    }
+
+    /// Queues a frame of the connection's own (a reply, a ping). Replies come only in answer
+    /// to the client, but a client that sends without reading is still bounded (at twice the
+    /// fan-out bound).
+    pub fn send(&self, item: Outgoing) {
+        self.enqueue(item, self.capacity.saturating_mul(2));
+    }
+
+    fn enqueue(&self, item: Outgoing, bound: usize) {
         if self.state.load(Ordering::Relaxed) != OPEN {
             return;
         }
         let mut queue = self.queue.lock().expect("outbox lock poisoned");
-        if queue.len() >= self.capacity {
+        if queue.len() >= bound {
             drop(queue);
             self.end(OVERFLOWED);
             return;
         }
-        queue.push_back(frame);
+        queue.push_back(item);
         drop(queue);
-        self.wake.notify_one();
+        self.writer.wake();
+    }
+
+    /// Replaces whatever is queued with these last frames and closes the queue: nothing
+    /// pushed later is written. Used for every close, so a slow consumer's backlog is dropped
+    /// rather than delivered.
+    pub fn close_with(&self, last: impl IntoIterator<Item = Outgoing>) {
+        self.state.store(CLOSED, Ordering::Release);
+        let mut queue = self.queue.lock().expect("outbox lock poisoned");
+        queue.clear();
+        queue.extend(last);
+        drop(queue);
+        self.writer.wake();
     }
 
     /// Asks the connection to close because the app terminated it or lost its key.
     pub fn terminate(&self) {
         self.end(TERMINATED);
-    }
-
-    /// Asks the connection to re-read its app from the catalog.
-    pub fn app_changed(&self) {
-        self.app_changed.store(true, Ordering::Release);
-        self.wake.notify_one();
-    }
-
-    /// Whether the app changed since the last call.
-    pub fn take_app_changed(&self) -> bool {
-        self.app_changed.swap(false, Ordering::AcqRel)
     }
 
     /// Asks the connection to close because this node is stopping.
@@ -91,13 +125,25 @@ impl Outbox {
             .compare_exchange(OPEN, state, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
-            self.wake.notify_one();
+            self.task.notify_one();
         }
     }
 
-    /// Resolves when there may be frames to drain or the connection must close.
-    pub async fn ready(&self) {
-        self.wake.notified().await;
+    /// Asks the connection to re-read its app from the catalog.
+    pub fn app_changed(&self) {
+        self.app_changed.store(true, Ordering::Release);
+        self.task.notify_one();
+    }
+
+    /// Whether the app changed since the last call.
+    pub fn take_app_changed(&self) -> bool {
+        self.app_changed.swap(false, Ordering::AcqRel)
+    }
+
+    /// Resolves when the connection's task has something to look at: a close request or an
+    /// app change.
+    pub async fn task_wakeup(&self) {
+        self.task.notified().await;
     }
 
     /// Why the connection must close, if it must.
@@ -110,21 +156,24 @@ impl Outbox {
         }
     }
 
-    /// Takes every queued frame, oldest first.
-    pub fn drain(&self) -> VecDeque<ByteString> {
-        let mut frames = VecDeque::new();
-        self.swap_into(&mut frames);
-        frames
+    /// For the socket writer: swaps the queue into `into` (which must be empty), or registers
+    /// to be woken when something is queued.
+    pub fn poll_take(&self, context: &mut Context<'_>, into: &mut VecDeque<Outgoing>) -> Poll<()> {
+        self.writer.register(context.waker());
+        let mut queue = self.queue.lock().expect("outbox lock poisoned");
+        if queue.is_empty() {
+            return Poll::Pending;
+        }
+        std::mem::swap(&mut *queue, into);
+        Poll::Ready(())
     }
 
-    /// Swaps the queue with `spare` (which must be empty), so the connection and the queue
-    /// keep reusing two buffers instead of allocating one per wake-up.
-    pub fn swap_into(&self, spare: &mut VecDeque<ByteString>) {
-        debug_assert!(spare.is_empty());
-        std::mem::swap(
-            &mut *self.queue.lock().expect("outbox lock poisoned"),
-            spare,
-        );
+    /// Takes every queued item, oldest first (tests and diagnostics).
+    pub fn drain(&self) -> VecDeque<Outgoing> {
+        let mut items = VecDeque::new();
+        let waker = Waker::noop();
+        let _ = self.poll_take(&mut Context::from_waker(waker), &mut items);
+        items
     }
 }
 
@@ -136,12 +185,16 @@ mod tests {
         Outbox::new(SocketId::parse("1.1").unwrap(), capacity)
     }
 
+    fn text(frame: &str) -> Outgoing {
+        Outgoing::Text(frame.into())
+    }
+
     #[test]
     fn frames_drain_in_order() {
         let outbox = outbox(4);
         outbox.push("a".into());
-        outbox.push("b".into());
-        assert_eq!(outbox.drain(), ["a", "b"]);
+        outbox.send(text("b"));
+        assert_eq!(outbox.drain(), [text("a"), text("b")]);
         assert!(outbox.drain().is_empty());
         assert_eq!(outbox.close_reason(), None);
     }
@@ -162,17 +215,31 @@ mod tests {
         );
     }
 
+    #[test]
+    fn closing_replaces_the_backlog_and_ignores_later_pushes() {
+        let outbox = outbox(8);
+        outbox.push("backlog".into());
+        let close = Outgoing::Close {
+            code: 4100,
+            reason: "slow".into(),
+        };
+        outbox.close_with([text("error"), close.clone()]);
+        outbox.push("late".into());
+        assert_eq!(outbox.drain(), [text("error"), close]);
+    }
+
     #[tokio::test]
-    async fn push_wakes_the_waiting_connection() {
+    async fn a_push_wakes_the_waiting_task_only_for_close_requests() {
         let outbox = std::sync::Arc::new(outbox(2));
         let waiter = tokio::spawn({
             let outbox = outbox.clone();
             async move {
-                outbox.ready().await;
-                outbox.drain()
+                outbox.task_wakeup().await;
+                outbox.close_reason()
             }
         });
         outbox.push("x".into());
-        assert_eq!(waiter.await.unwrap(), ["x"]);
+        outbox.terminate();
+        assert_eq!(waiter.await.unwrap(), Some(CloseReason::Unauthorized));
     }
 }

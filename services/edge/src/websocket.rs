@@ -1,0 +1,219 @@
+//! The WebSocket carrier on actix-http's frame parser: inbound frames decoded from the
+//! request payload, outbound frames written from the connection's outbox straight into the
+//! response body.
+//!
+//! Why not actix-ws: its `Session` puts a 32-slot channel and a second task hop between
+//! fan-out and the socket; writing from the outbox removes both (one wake-up per delivery
+//! instead of two, and no per-connection channel buffer).
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser, ProtocolError};
+use actix_web::body::{BodyStream, MessageBody};
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use futures_util::{Stream, StreamExt};
+
+use crate::outbox::{Outbox, Outgoing};
+
+/// A complete message from the client.
+#[derive(Debug)]
+pub enum Inbound {
+    Text(ByteString),
+    Binary(Bytes),
+    Ping(Bytes),
+    Pong,
+    Close,
+}
+
+/// Why reading from the client stopped early.
+#[derive(Debug)]
+pub enum InboundError {
+    /// A message larger than allowed (close with 1009).
+    TooBig,
+    /// Broken framing, an unmasked frame, invalid UTF-8 in a text message (close with 1002).
+    Protocol(String),
+}
+
+/// Accepts the upgrade: the 101 response whose body drains `outbox`, and the reader of
+/// client frames.
+pub fn upgrade(
+    request: &HttpRequest,
+    payload: web::Payload,
+    outbox: Arc<Outbox>,
+    max_message_bytes: usize,
+) -> actix_web::Result<(HttpResponse, Reader)> {
+    let mut response = actix_http::ws::handshake(request.head())
+        .map_err(|error| actix_web::error::ErrorBadRequest(error.to_string()))?;
+    let body = OutboundBody {
+        outbox,
+        taken: VecDeque::new(),
+        finished: false,
+    };
+    let response = response.message_body(BodyStream::new(body).boxed())?.into();
+    let reader = Reader {
+        payload,
+        buffer: BytesMut::new(),
+        max_message_bytes,
+        partial: None,
+    };
+    Ok((response, reader))
+}
+
+/// Reads the client's messages, joining fragmented ones.
+pub struct Reader {
+    payload: web::Payload,
+    buffer: BytesMut,
+    max_message_bytes: usize,
+    /// A fragmented message being joined: its opcode and the bytes so far.
+    partial: Option<(OpCode, BytesMut)>,
+}
+
+impl Reader {
+    /// The next message, or `None` when the client is gone.
+    pub async fn next(&mut self) -> Option<Result<Inbound, InboundError>> {
+        loop {
+            match Parser::parse(&mut self.buffer, true, self.max_message_bytes) {
+                Ok(Some((finished, opcode, payload))) => {
+                    if let Some(message) = self.on_frame(finished, opcode, payload) {
+                        return Some(message);
+                    }
+                }
+                Ok(None) => match self.payload.next().await? {
+                    Ok(chunk) => self.buffer.extend_from_slice(&chunk),
+                    Err(_) => return None,
+                },
+                Err(ProtocolError::Overflow) => return Some(Err(InboundError::TooBig)),
+                Err(error) => return Some(Err(InboundError::Protocol(error.to_string()))),
+            }
+        }
+    }
+
+    /// Turns one frame into a message, or `None` while a fragmented message is incomplete.
+    fn on_frame(
+        &mut self,
+        finished: bool,
+        opcode: OpCode,
+        payload: Option<BytesMut>,
+    ) -> Option<Result<Inbound, InboundError>> {
+        let payload = payload.unwrap_or_default();
+        match opcode {
+            OpCode::Ping => Some(Ok(Inbound::Ping(payload.freeze()))),
+            OpCode::Pong => Some(Ok(Inbound::Pong)),
+            OpCode::Close => Some(Ok(Inbound::Close)),
+            OpCode::Text | OpCode::Binary if finished => Some(complete(opcode, payload)),
+            OpCode::Text | OpCode::Binary => {
+                self.partial = Some((opcode, payload));
+                None
+            }
+            OpCode::Continue => {
+                let Some((first, mut joined)) = self.partial.take() else {
+                    return Some(Err(InboundError::Protocol(
+                        "continuation without a first frame".into(),
+                    )));
+                };
+                if joined.len() + payload.len() > self.max_message_bytes {
+                    return Some(Err(InboundError::TooBig));
+                }
+                joined.extend_from_slice(&payload);
+                if finished {
+                    Some(complete(first, joined))
+                } else {
+                    self.partial = Some((first, joined));
+                    None
+                }
+            }
+            OpCode::Bad => Some(Err(InboundError::Protocol("bad opcode".into()))),
+        }
+    }
+}
+
+fn complete(opcode: OpCode, payload: BytesMut) -> Result<Inbound, InboundError> {
+    match opcode {
+        OpCode::Text => ByteString::try_from(payload.freeze())
+            .map(Inbound::Text)
+            .map_err(|_| InboundError::Protocol("text message is not UTF-8".into())),
+        _ => Ok(Inbound::Binary(payload.freeze())),
+    }
+}
+
+/// The response body: everything the outbox holds, framed, in as few writes as possible.
+struct OutboundBody {
+    outbox: Arc<Outbox>,
+    /// The outbox's second buffer, swapped in and out so neither side allocates per frame.
+    taken: VecDeque<Outgoing>,
+    finished: bool,
+}
+
+impl Stream for OutboundBody {
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        if this.outbox.poll_take(context, &mut this.taken).is_pending() {
+            return Poll::Pending;
+        }
+        let size: usize = this.taken.iter().map(|item| frame_size(item)).sum();
+        let mut buffer = BytesMut::with_capacity(size);
+        while let Some(item) = this.taken.pop_front() {
+            match item {
+                Outgoing::Text(text) => {
+                    Parser::write_message(&mut buffer, text.as_bytes(), OpCode::Text, true, false)
+                }
+                Outgoing::Pong(bytes) => {
+                    Parser::write_message(&mut buffer, &bytes, OpCode::Pong, true, false)
+                }
+                Outgoing::Close { code, reason } => {
+                    let reason = CloseReason {
+                        code: CloseCode::from(code),
+                        description: Some(reason),
+                    };
+                    Parser::write_close(&mut buffer, Some(reason), false);
+                    this.finished = true;
+                    this.taken.clear();
+                }
+            }
+        }
+        Poll::Ready(Some(Ok(buffer.freeze())))
+    }
+}
+
+/// Bytes a frame takes on the wire, header included (an upper bound).
+fn frame_size(item: &Outgoing) -> usize {
+    let payload = match item {
+        Outgoing::Text(text) => text.len(),
+        Outgoing::Pong(bytes) => bytes.len(),
+        Outgoing::Close { reason, .. } => reason.len() + 2,
+    };
+    payload + 10
+}
+
+/// The close frame for a protocol violation by the client.
+pub fn protocol_close(error: &InboundError, max_message_bytes: usize) -> Outgoing {
+    match error {
+        InboundError::TooBig => Outgoing::Close {
+            code: u16::from(CloseCode::Size),
+            reason: format!("message larger than {max_message_bytes} bytes"),
+        },
+        InboundError::Protocol(detail) => Outgoing::Close {
+            code: u16::from(CloseCode::Protocol),
+            reason: truncate(detail),
+        },
+    }
+}
+
+/// Close reasons must fit a control frame (123 bytes).
+fn truncate(text: &str) -> String {
+    let mut end = text.len().min(120);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
