@@ -160,7 +160,7 @@ impl Stream for OutboundBody {
         if this.outbox.poll_take(context, &mut this.taken).is_pending() {
             return Poll::Pending;
         }
-        let size: usize = this.taken.iter().map(|item| frame_size(item)).sum();
+        let size: usize = this.taken.iter().map(frame_size).sum();
         let mut buffer = BytesMut::with_capacity(size);
         while let Some(item) = this.taken.pop_front() {
             match item {
