@@ -3,6 +3,7 @@
 mod helpers;
 
 mod http_api;
+mod operators;
 mod platform;
 mod tenancy;
 mod websocket;

@@ -23,7 +23,7 @@ pub struct TestPlatform {
 }
 
 /// Drops the test's database when the test ends, pass or fail.
-struct TestDatabase {
+pub struct TestDatabase {
     admin_url: String,
     name: String,
 }
@@ -53,8 +53,8 @@ impl Drop for TestDatabase {
     }
 }
 
-/// A database of its own for each test, migrated; the server on port 0 runs edge and control.
-pub async fn spawn_platform() -> TestPlatform {
+/// A fresh, empty database: its URL and the guard that drops it.
+pub async fn fresh_database() -> (String, TestDatabase) {
     let admin_url = std::env::var("SWITCHBOARD_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let admin = PgPool::connect(&admin_url)
@@ -69,6 +69,12 @@ pub async fn spawn_platform() -> TestPlatform {
         Some((base, _)) => format!("{base}/{name}"),
         None => unreachable!("a database URL has a path"),
     };
+    (url, TestDatabase { admin_url, name })
+}
+
+/// A database of its own for each test, migrated; the server on port 0 runs edge and control.
+pub async fn spawn_platform() -> TestPlatform {
+    let (url, database) = fresh_database().await;
     let pool = switchboard::database::connect(&url).await.unwrap();
     switchboard::database::migrate(&pool).await.unwrap();
     let key = SecretsKey::from_base64(&SecretsKey::generate_base64()).unwrap();
@@ -89,7 +95,6 @@ pub async fn spawn_platform() -> TestPlatform {
         http: reqwest::Client::new(),
         stopper,
     };
-    let database = TestDatabase { admin_url, name };
     TestPlatform {
         app,
         control,
