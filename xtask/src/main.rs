@@ -80,16 +80,28 @@ fn lint() -> Result<(), String> {
 /// pusher-js and pusher) against the freshly built binary.
 fn test() -> Result<(), String> {
     let root = root();
-    let url = match std::env::var("SWITCHBOARD_TEST_DATABASE_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-    {
-        Ok(url) if !url.is_empty() => url,
-        _ => postgres::ensure_running(&root)?,
+    let given =
+        std::env::var("SWITCHBOARD_TEST_DATABASE_URL").or_else(|_| std::env::var("DATABASE_URL"));
+    let (url, started) = match given {
+        Ok(url) if !url.is_empty() => (url, false),
+        _ => {
+            let cluster = postgres::ensure_running(&root)?;
+            (cluster.url, cluster.started)
+        }
     };
     eprintln!("tests use Postgres at {url}");
-    let env = [("SWITCHBOARD_TEST_DATABASE_URL", url.as_str())];
-    run_with_env("cargo", &["test", "--workspace"], &root, &env)?;
-    run("cargo", &["build", "-p", "switchboard"], &root)?;
+    let result = run_suites(&root, &url);
+    // A cluster this run started is stopped again, so no server outlives the tests.
+    if started {
+        postgres::stop(&root)?;
+    }
+    result
+}
+
+fn run_suites(root: &Path, database_url: &str) -> Result<(), String> {
+    let env = [("SWITCHBOARD_TEST_DATABASE_URL", database_url)];
+    run_with_env("cargo", &["test", "--workspace"], root, &env)?;
+    run("cargo", &["build", "-p", "switchboard"], root)?;
     let compat = root.join("tests/compat");
     run("npm", &["ci", "--no-audit", "--no-fund"], &compat)?;
     run_with_env("npm", &["test"], &compat, &env)

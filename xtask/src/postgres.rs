@@ -9,9 +9,14 @@ use crate::run;
 /// The port of the private cluster, away from a system Postgres on 5432.
 pub const PORT: u16 = 54329;
 
-/// Starts (installing and initialising first if needed) the private cluster; returns the URL
-/// of its `postgres` database.
-pub fn ensure_running(root: &Path) -> Result<String, String> {
+/// A running private cluster; `started` is true when this call started it.
+pub struct Cluster {
+    pub url: String,
+    pub started: bool,
+}
+
+/// Starts (installing and initialising first if needed) the private cluster.
+pub fn ensure_running(root: &Path) -> Result<Cluster, String> {
     let bin = binaries().or_else(|_| install().and_then(|()| binaries()))?;
     let data = root.join(".data/postgres");
     let as_root = is_root();
@@ -44,7 +49,8 @@ pub fn ensure_running(root: &Path) -> Result<String, String> {
     )
     .output()
     .map_err(|e| format!("pg_ctl status: {e}"))?;
-    if !status.status.success() {
+    let started = !status.status.success();
+    if started {
         let options = format!(
             "-p {PORT} -k {} -c listen_addresses=127.0.0.1",
             data.display()
@@ -63,7 +69,18 @@ pub fn ensure_running(root: &Path) -> Result<String, String> {
         .map(str::to_owned);
         run_as_postgres(as_root, &bin.join("pg_ctl"), &args, root)?;
     }
-    Ok(format!("postgres://postgres@127.0.0.1:{PORT}/postgres"))
+    Ok(Cluster {
+        url: format!("postgres://postgres@127.0.0.1:{PORT}/postgres"),
+        started,
+    })
+}
+
+/// Stops the private cluster (fast shutdown).
+pub fn stop(root: &Path) -> Result<(), String> {
+    let bin = binaries()?;
+    let data = root.join(".data/postgres");
+    let args = ["-D", &data.to_string_lossy(), "-m", "fast", "stop"].map(str::to_owned);
+    run_as_postgres(is_root(), &bin.join("pg_ctl"), &args, root)
 }
 
 /// Creates `name` in the private cluster unless it exists.
