@@ -4,7 +4,9 @@
 //!   app, prints the login and keys, and serves.
 //! - `cargo xtask test`: every test, Rust and Node, against a real Postgres.
 //! - `cargo xtask lint`: `cargo fmt --check` and `cargo clippy -D warnings`.
+//! - `cargo xtask bench`: the benchmark workloads against switchboard and nchan.
 
+mod bench;
 mod demo;
 mod postgres;
 
@@ -17,7 +19,8 @@ fn main() -> ExitCode {
         "run" => demo::run(&root(), &std::env::args().skip(2).collect::<Vec<_>>()),
         "test" => test(),
         "lint" => lint(),
-        _ => Err("usage: cargo xtask run [serve flags…] | test | lint".to_owned()),
+        "bench" => bench::bench(&root()),
+        _ => Err("usage: cargo xtask run [serve flags…] | test | lint | bench".to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -52,6 +52,7 @@ pub fn upgrade(
     let body = OutboundBody {
         outbox,
         taken: VecDeque::new(),
+        buffer: BytesMut::new(),
         finished: false,
     };
     let response = response.message_body(BodyStream::new(body).boxed())?.into();
@@ -146,6 +147,8 @@ struct OutboundBody {
     outbox: Arc<Outbox>,
     /// The outbox's second buffer, swapped in and out so neither side allocates per frame.
     taken: VecDeque<Outgoing>,
+    /// Frames are encoded here; once actix has copied a chunk out, `reserve` reuses the memory.
+    buffer: BytesMut,
     finished: bool,
 }
 
@@ -161,27 +164,28 @@ impl Stream for OutboundBody {
             return Poll::Pending;
         }
         let size: usize = this.taken.iter().map(frame_size).sum();
-        let mut buffer = BytesMut::with_capacity(size);
+        this.buffer.reserve(size);
+        let buffer = &mut this.buffer;
         while let Some(item) = this.taken.pop_front() {
             match item {
                 Outgoing::Text(text) => {
-                    Parser::write_message(&mut buffer, text.as_bytes(), OpCode::Text, true, false)
+                    Parser::write_message(buffer, text.as_bytes(), OpCode::Text, true, false)
                 }
                 Outgoing::Pong(bytes) => {
-                    Parser::write_message(&mut buffer, &bytes, OpCode::Pong, true, false)
+                    Parser::write_message(buffer, &bytes, OpCode::Pong, true, false)
                 }
                 Outgoing::Close { code, reason } => {
                     let reason = CloseReason {
                         code: CloseCode::from(code),
                         description: Some(reason),
                     };
-                    Parser::write_close(&mut buffer, Some(reason), false);
+                    Parser::write_close(buffer, Some(reason), false);
                     this.finished = true;
                     this.taken.clear();
                 }
             }
         }
-        Poll::Ready(Some(Ok(buffer.freeze())))
+        Poll::Ready(Some(Ok(this.buffer.split().freeze())))
     }
 }
 

@@ -1,0 +1,207 @@
+//! `cargo xtask bench`: the two workloads against switchboard and, in the same run,
+//! nginx + nchan as the reference; prints one table. Needs `nginx` and `libnginx-mod-nchan`
+//! (installed with apt-get when missing and running as root).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+use crate::run;
+
+const DURATION_SECS: &str = "20";
+const FANOUT_RATE: &str = "20";
+
+struct Workload {
+    name: &'static str,
+    args: &'static [&'static str],
+}
+
+const WORKLOADS: [Workload; 2] = [
+    Workload {
+        name: "10,000 idle WebSocket connections",
+        args: &[
+            "--idle",
+            "--connections",
+            "10000",
+            "--source-addrs",
+            "127.0.0.1,127.0.0.2",
+        ],
+    },
+    Workload {
+        name: "fan-out: 1,000 subscribers of 1 channel, 100-byte events, HTTP publish",
+        args: &[
+            "--connections",
+            "1000",
+            "--channels",
+            "1",
+            "--payload",
+            "100",
+            "--rate",
+            FANOUT_RATE,
+        ],
+    },
+];
+
+pub fn bench(root: &Path) -> Result<(), String> {
+    run(
+        "cargo",
+        &["build", "--release", "-p", "switchboard", "-p", "loadgen"],
+        root,
+    )?;
+    ensure_nchan()?;
+    let loadgen = root.join("target/release/loadgen");
+    let mut rows = Vec::new();
+    for workload in &WORKLOADS {
+        for target in ["nchan", "switchboard"] {
+            // A fresh server per run: freed memory is not returned to the OS, which would
+            // spoil the next run's baseline.
+            let mut server = Server::start(target, root)?;
+            let mut args: Vec<&str> = workload.args.to_vec();
+            args.extend(["--duration", DURATION_SECS, "--server-pid"]);
+            let pid = server.measured_pid()?;
+            args.push(&pid);
+            if target == "nchan" {
+                args.extend(["--target", "nchan"]);
+            } else {
+                args.extend([
+                    "--url",
+                    "http://127.0.0.1:6001",
+                    "--app-id",
+                    "bench",
+                    "--key",
+                    "benchkey",
+                    "--secret",
+                    "benchsecret",
+                ]);
+            }
+            let output = Command::new(&loadgen)
+                .args(&args)
+                .stderr(Stdio::inherit())
+                .output();
+            server.stop();
+            let output = output.map_err(|e| format!("loadgen: {e}"))?;
+            let text = String::from_utf8_lossy(&output.stdout).into_owned();
+            print!("{text}");
+            let json: Value = text
+                .lines()
+                .last()
+                .and_then(|line| serde_json::from_str(line).ok())
+                .unwrap_or(Value::Null);
+            rows.push((workload.name, target, json));
+        }
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+fn print_table(rows: &[(&str, &str, Value)]) {
+    println!(
+        "\n| workload | server | RSS per connection | server CPU per delivery | deliveries/s | p50 / p99 / p99.9 latency | lost |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (name, target, json) in rows {
+        let number = |path: &[&str]| path.iter().fold(json, |value, key| &value[*key]).as_f64();
+        let rss = number(&["server", "rss_bytes_per_connection"])
+            .map_or("-".into(), |b| format!("{:.1} KiB", b / 1024.0));
+        let cpu = number(&["server", "cpu_us_per_delivery"])
+            .map_or("-".into(), |us| format!("{us:.1} µs"));
+        let rate =
+            number(&["delivery", "deliveries_per_s"]).map_or("-".into(), |r| format!("{r:.0}"));
+        let latency = match (
+            number(&["delivery", "latency_ms_p50"]),
+            number(&["delivery", "latency_ms_p99"]),
+            number(&["delivery", "latency_ms_p999"]),
+        ) {
+            (Some(p50), Some(p99), Some(p999)) => format!("{p50:.1} / {p99:.1} / {p999:.1} ms"),
+            _ => "-".into(),
+        };
+        let lost = number(&["delivery", "lost"]).map_or("-".into(), |n| format!("{n:.0}"));
+        println!("| {name} | {target} | {rss} | {cpu} | {rate} | {latency} | {lost} |");
+    }
+}
+
+fn ensure_nchan() -> Result<(), String> {
+    if Path::new("/usr/lib/nginx/modules/ngx_nchan_module.so").exists() {
+        return Ok(());
+    }
+    let root = Path::new("/");
+    run("apt-get", &["update", "-qq"], root)?;
+    run(
+        "apt-get",
+        &["install", "-y", "-qq", "nginx", "libnginx-mod-nchan"],
+        root,
+    )
+}
+
+struct Server {
+    child: Child,
+    nchan: bool,
+}
+
+impl Server {
+    fn start(target: &str, root: &Path) -> Result<Self, String> {
+        let child = if target == "nchan" {
+            std::fs::create_dir_all("/tmp/nchan/tmp").map_err(|e| e.to_string())?;
+            let config = root.join("services/loadgen/nchan.conf");
+            Command::new("nginx")
+                .args(["-c", &config.to_string_lossy(), "-p", "/tmp/nchan"])
+                .spawn()
+        } else {
+            Command::new(root.join("target/release/switchboard"))
+                .args([
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "6001",
+                    "--app",
+                    "bench:benchkey:benchsecret",
+                ])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()
+        }
+        .map_err(|e| format!("starting {target}: {e}"))?;
+        let server = Self {
+            child,
+            nchan: target == "nchan",
+        };
+        let port = if server.nchan { 7101 } else { 6001 };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(server);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        Err(format!("{target} did not start listening on {port}"))
+    }
+
+    /// The process doing the work: nginx's worker, or switchboard itself.
+    fn measured_pid(&self) -> Result<String, String> {
+        if !self.nchan {
+            return Ok(self.child.id().to_string());
+        }
+        let output = Command::new("ps")
+            .args(["-o", "pid=", "--ppid", &self.child.id().to_string()])
+            .output();
+        let pids = String::from_utf8_lossy(&output.map_err(|e| e.to_string())?.stdout).into_owned();
+        pids.split_whitespace()
+            .next()
+            .map(str::to_owned)
+            .ok_or_else(|| "no nginx worker".into())
+    }
+
+    fn stop(&mut self) {
+        if self.nchan {
+            let _ = Command::new("kill")
+                .args(["-QUIT", &self.child.id().to_string()])
+                .status();
+        } else {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+        }
+        let _ = self.child.wait();
+    }
+}
