@@ -166,9 +166,15 @@ impl PgCatalog {
         };
         let limits = PlanLimits {
             max_connections: u64::try_from(row.max_connections).ok(),
+            messages_per_day: u64::try_from(row.messages_per_day).ok(),
+            burst_multiplier: u32::try_from(row.burst_multiplier).unwrap_or(1),
             max_message_bytes: usize::try_from(row.max_message_bytes).unwrap_or(10 * 1024),
             client_events_per_second: u32::try_from(row.client_events_per_second).unwrap_or(10),
+            publish_requests_per_second: u32::try_from(row.publish_requests_per_second).ok(),
             max_presence_members: usize::try_from(row.max_presence_members).unwrap_or(100),
+            max_channels_per_connection: usize::try_from(row.max_channels_per_connection)
+                .unwrap_or(100),
+            webhooks_allowed: row.webhooks_allowed,
         };
         let app = Arc::new(App {
             id: app_id.clone(),

@@ -35,25 +35,55 @@ impl std::fmt::Debug for Secret {
 /// The limits an app's plan sets. The edge enforces them; the control plane stores them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanLimits {
-    /// Concurrent connections across the cluster; `None` means unlimited.
+    /// Included concurrent connections across the cluster; `None` means unlimited.
     pub max_connections: Option<u64>,
+    /// Included messages per UTC day (each publish and each delivery counts one); `None`
+    /// means unlimited.
+    pub messages_per_day: Option<u64>,
+    /// Paid plans admit bursts to this multiple of the included connections and messages and
+    /// bill the excess; 1 makes the included amounts hard limits (the sandbox).
+    pub burst_multiplier: u32,
     /// Largest event `data`, in bytes, on the HTTP API and in client events.
     pub max_message_bytes: usize,
     /// Client events each connection may send per second.
     pub client_events_per_second: u32,
+    /// Requests per second to the publish endpoints (`events`, `batch_events`); `None` means
+    /// unlimited.
+    pub publish_requests_per_second: Option<u32>,
     /// Distinct users in one presence channel.
     pub max_presence_members: usize,
+    /// Channels one connection may be subscribed to at once.
+    pub max_channels_per_connection: usize,
+    /// Whether the app may have webhooks.
+    pub webhooks_allowed: bool,
 }
 
 impl PlanLimits {
-    /// Pusher's documented defaults, used for apps given on the command line.
+    /// Pusher's documented defaults and no quotas, for apps given on the command line.
     pub fn pusher_defaults() -> Self {
         Self {
             max_connections: None,
+            messages_per_day: None,
+            burst_multiplier: 1,
             max_message_bytes: 10 * 1024,
             client_events_per_second: 10,
+            publish_requests_per_second: None,
             max_presence_members: 100,
+            max_channels_per_connection: 100,
+            webhooks_allowed: true,
         }
+    }
+
+    /// Concurrent connections admitted: the included amount times the burst multiplier.
+    pub fn connection_ceiling(&self) -> Option<u64> {
+        self.max_connections
+            .map(|included| included.saturating_mul(u64::from(self.burst_multiplier.max(1))))
+    }
+
+    /// Messages admitted per UTC day: the included amount times the burst multiplier.
+    pub fn daily_message_ceiling(&self) -> Option<u64> {
+        self.messages_per_day
+            .map(|included| included.saturating_mul(u64::from(self.burst_multiplier.max(1))))
     }
 }
 

@@ -93,9 +93,14 @@ pub struct CatalogAppRow {
     pub id: String,
     pub enabled: bool,
     pub max_connections: i32,
+    pub messages_per_day: i64,
+    pub burst_multiplier: i32,
     pub max_message_bytes: i32,
     pub client_events_per_second: i32,
+    pub publish_requests_per_second: i32,
     pub max_presence_members: i32,
+    pub max_channels_per_connection: i32,
+    pub webhooks_allowed: bool,
 }
 
 pub async fn find_for_catalog(
@@ -103,8 +108,10 @@ pub async fn find_for_catalog(
     app_id: &str,
 ) -> sqlx::Result<Option<CatalogAppRow>> {
     sqlx::query_as(
-        "SELECT a.id, a.enabled, p.max_connections, p.max_message_bytes, p.client_events_per_second, \
-         p.max_presence_members FROM apps a JOIN plans p ON p.id = a.plan_id WHERE a.id = $1",
+        "SELECT a.id, a.enabled, p.max_connections, p.messages_per_day, p.burst_multiplier, \
+         p.max_message_bytes, p.client_events_per_second, p.publish_requests_per_second, \
+         p.max_presence_members, p.max_channels_per_connection, p.webhooks_allowed \
+         FROM apps a JOIN plans p ON p.id = a.plan_id WHERE a.id = $1",
     )
     .bind(app_id)
     .fetch_optional(conn)
