@@ -72,8 +72,9 @@ export function uid(prefix = '') {
 /**
  * Start `switchboard serve` on a free port with `apps` fresh apps. Resolves once GET /healthz
  * returns 200 (bounded polling); rejects with the server's output if it exits or never gets ready.
+ * `env` adds environment variables (e.g. DATABASE_URL) to the server's.
  */
-export async function startServer({ apps: appCount = 16 } = {}) {
+export async function startServer({ apps: appCount = 16, env = {} } = {}) {
   const bin = serverBinary();
   if (!existsSync(bin)) {
     throw new Error(
@@ -87,7 +88,7 @@ export async function startServer({ apps: appCount = 16 } = {}) {
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
     try {
-      return await launch(bin, port, apps);
+      return await launch(bin, port, apps, env);
     } catch (err) {
       lastError = err;
     }
@@ -95,12 +96,12 @@ export async function startServer({ apps: appCount = 16 } = {}) {
   throw lastError;
 }
 
-async function launch(bin, port, apps) {
+async function launch(bin, port, apps, env = {}) {
   const args = ['serve', '--host', '127.0.0.1', '--port', String(port)];
   for (const a of apps) args.push('--app', `${a.id}:${a.key}:${a.secret}`);
   const child = spawn(bin, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn', ...env },
   });
   let output = '';
   const keep = (chunk) => {

@@ -45,6 +45,9 @@ pub struct PresenceJoin {
 
 #[derive(Debug, Error)]
 pub enum BrokerError {
+    /// Not an outage: the presence channel already has its plan's maximum of distinct users.
+    #[error("presence channel is full ({max} members)")]
+    PresenceFull { max: usize },
     #[error("broker unavailable: {0}")]
     Unavailable(String),
 }
@@ -55,13 +58,15 @@ pub trait Broker: Send + Sync + 'static {
     /// Hands `publication` to the sink of every node, this one included.
     async fn publish(&self, publication: Publication) -> Result<(), BrokerError>;
 
-    /// Adds `socket` to the channel as `member`. Joining twice with one socket is a no-op.
+    /// Adds `socket` to the channel as `member`. Joining twice with one socket is a no-op; a
+    /// new user beyond `max_members` distinct users is refused with `PresenceFull`.
     async fn presence_join(
         &self,
         app: &AppId,
         channel: &ChannelName,
         socket: &SocketId,
         member: Member,
+        max_members: usize,
     ) -> Result<PresenceJoin, BrokerError>;
 
     /// Removes `socket` from the channel; returns the user when it was their last connection.

@@ -64,6 +64,7 @@ impl Broker for Local {
         channel: &ChannelName,
         socket: &SocketId,
         member: Member,
+        max_members: usize,
     ) -> Result<PresenceJoin, BrokerError> {
         let mut presence = self.presence.lock().expect("presence lock poisoned");
         let entry = presence.entry((app.clone(), channel.clone())).or_default();
@@ -72,6 +73,10 @@ impl Broker for Local {
                 members: entry.members(),
                 first_for_user: false,
             });
+        }
+        let new_user = !entry.users.contains_key(&member.user_id);
+        if new_user && entry.users.len() >= max_members {
+            return Err(BrokerError::PresenceFull { max: max_members });
         }
         entry
             .user_of_socket

@@ -45,6 +45,7 @@ fn member(user: &str) -> Member {
 /// given sink.
 pub async fn conformance<B: Broker>(make: impl Fn(Arc<RecordingSink>) -> B) {
     publications_reach_the_sink_intact(&make).await;
+    presence_refuses_new_users_beyond_the_maximum(&make).await;
     presence_is_per_user_not_per_connection(&make).await;
     presence_is_scoped_by_app_and_channel(&make).await;
 }
@@ -81,14 +82,14 @@ async fn presence_is_per_user_not_per_connection<B: Broker>(
     let broker = make(Arc::new(RecordingSink::default()));
     let (a, room) = (app("a"), channel("presence-room"));
     let first = broker
-        .presence_join(&a, &room, &socket("1.1"), member("ann"))
+        .presence_join(&a, &room, &socket("1.1"), member("ann"), 100)
         .await
         .unwrap();
     assert!(first.first_for_user);
     assert_eq!(first.members, [member("ann")]);
 
     let second_tab = broker
-        .presence_join(&a, &room, &socket("1.2"), member("ann"))
+        .presence_join(&a, &room, &socket("1.2"), member("ann"), 100)
         .await
         .unwrap();
     assert!(
@@ -98,7 +99,7 @@ async fn presence_is_per_user_not_per_connection<B: Broker>(
     assert_eq!(second_tab.members.len(), 1);
 
     let again = broker
-        .presence_join(&a, &room, &socket("1.2"), member("ann"))
+        .presence_join(&a, &room, &socket("1.2"), member("ann"), 100)
         .await
         .unwrap();
     assert!(
@@ -107,7 +108,7 @@ async fn presence_is_per_user_not_per_connection<B: Broker>(
     );
 
     let bob = broker
-        .presence_join(&a, &room, &socket("1.3"), member("bob"))
+        .presence_join(&a, &room, &socket("1.3"), member("bob"), 100)
         .await
         .unwrap();
     assert!(bob.first_for_user);
@@ -146,7 +147,7 @@ async fn presence_is_scoped_by_app_and_channel<B: Broker>(make: &impl Fn(Arc<Rec
     let broker = make(Arc::new(RecordingSink::default()));
     let room = channel("presence-room");
     broker
-        .presence_join(&app("a"), &room, &socket("1.1"), member("ann"))
+        .presence_join(&app("a"), &room, &socket("1.1"), member("ann"), 100)
         .await
         .unwrap();
     assert!(
@@ -179,4 +180,34 @@ async fn presence_is_scoped_by_app_and_channel<B: Broker>(make: &impl Fn(Arc<Rec
             .len(),
         1
     );
+}
+
+async fn presence_refuses_new_users_beyond_the_maximum<B: Broker>(
+    make: &impl Fn(Arc<RecordingSink>) -> B,
+) {
+    let broker = make(Arc::new(RecordingSink::default()));
+    let (a, room) = (app("a"), channel("presence-small"));
+    broker
+        .presence_join(&a, &room, &socket("1.1"), member("ann"), 2)
+        .await
+        .unwrap();
+    broker
+        .presence_join(&a, &room, &socket("1.2"), member("bob"), 2)
+        .await
+        .unwrap();
+    let refused = broker
+        .presence_join(&a, &room, &socket("1.3"), member("cat"), 2)
+        .await;
+    assert!(
+        matches!(refused, Err(crate::BrokerError::PresenceFull { max: 2 })),
+        "{refused:?}"
+    );
+    let second_tab = broker
+        .presence_join(&a, &room, &socket("1.4"), member("ann"), 2)
+        .await;
+    assert!(
+        second_tab.is_ok(),
+        "an existing member's second connection is not a new member"
+    );
+    assert_eq!(broker.presence_members(&a, &room).await.unwrap().len(), 2);
 }

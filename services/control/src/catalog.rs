@@ -180,6 +180,7 @@ impl PgCatalog {
             id: app_id.clone(),
             enabled: row.enabled,
             limits,
+            subscription_counting: row.subscription_counting,
         });
         let mut live = Vec::new();
         for key_row in keys::list_live(&mut conn, app_id.as_str())

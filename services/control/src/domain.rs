@@ -11,6 +11,10 @@ pub enum DomainError {
     AppName,
     #[error("token name must be 1 to 100 characters")]
     TokenName,
+    #[error("webhook url must be an http:// or https:// URL with a host, at most 2048 characters")]
+    WebhookUrl,
+    #[error("unknown webhook event type {0:?}; known: {known}", known = tenancy::WEBHOOK_EVENT_NAMES.join(", "))]
+    WebhookEventType(String),
 }
 
 /// An email address, trimmed; compared case-insensitively by the database.
@@ -78,6 +82,45 @@ impl TokenName {
     }
 }
 
+/// Where a webhook is delivered: an absolute http(s) URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookUrl(String);
+
+impl WebhookUrl {
+    pub fn parse(text: &str) -> Result<Self, DomainError> {
+        let text = text.trim();
+        let url = reqwest::Url::parse(text).map_err(|_| DomainError::WebhookUrl)?;
+        let valid = matches!(url.scheme(), "http" | "https")
+            && url.host_str().is_some_and(|host| !host.is_empty())
+            && text.len() <= 2048;
+        if valid {
+            Ok(Self(url.to_string()))
+        } else {
+            Err(DomainError::WebhookUrl)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Checked, deduplicated webhook event types, in the order Pusher documents them; empty means
+/// every event.
+pub fn webhook_event_types(types: &[String]) -> Result<Vec<String>, DomainError> {
+    if let Some(unknown) = types
+        .iter()
+        .find(|name| !tenancy::WEBHOOK_EVENT_NAMES.contains(&name.as_str()))
+    {
+        return Err(DomainError::WebhookEventType(unknown.clone()));
+    }
+    Ok(tenancy::WEBHOOK_EVENT_NAMES
+        .iter()
+        .filter(|name| types.iter().any(|given| given == *name))
+        .map(|name| (*name).to_owned())
+        .collect())
+}
+
 /// A plan as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Plan {
@@ -124,5 +167,39 @@ mod tests {
         assert!(AppName::parse("  ").is_err());
         assert!(AppName::parse(&"n".repeat(101)).is_err());
         assert_eq!(AppName::parse(" chat ").unwrap().as_str(), "chat");
+    }
+
+    #[test]
+    fn webhook_urls_and_event_types_are_checked() {
+        assert_eq!(
+            WebhookUrl::parse(" https://example.com/hook ")
+                .unwrap()
+                .as_str(),
+            "https://example.com/hook"
+        );
+        assert!(WebhookUrl::parse("http://127.0.0.1:9000/x?y=1").is_ok());
+        for bad in [
+            "",
+            "example.com/hook",
+            "ftp://example.com",
+            "http://",
+            "javascript:alert(1)",
+        ] {
+            assert!(WebhookUrl::parse(bad).is_err(), "{bad}");
+        }
+        let types = [
+            "member_added".to_owned(),
+            "channel_occupied".to_owned(),
+            "member_added".to_owned(),
+        ];
+        assert_eq!(
+            webhook_event_types(&types).unwrap(),
+            ["channel_occupied", "member_added"]
+        );
+        assert!(webhook_event_types(&[]).unwrap().is_empty());
+        assert_eq!(
+            webhook_event_types(&["nope".to_owned()]),
+            Err(DomainError::WebhookEventType("nope".into()))
+        );
     }
 }

@@ -10,6 +10,8 @@ pub mod password;
 pub mod repository;
 pub mod routes;
 pub mod service;
+pub mod usage;
+pub mod webhooks;
 
 /// The embedded migrations (`migrations/` at the repository root).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

@@ -7,12 +7,13 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::crypto::{SecretsKey, random_hex, token_hash};
-use crate::domain::{AppName, Email, Plan, TokenName};
+use crate::domain::{AppName, Email, Plan, TokenName, WebhookUrl, webhook_event_types};
 use crate::password::{self, Password};
-use crate::repository::{self, accounts, apps, audit, keys, plans, sessions, tokens};
+use crate::repository::{self, accounts, apps, audit, keys, plans, sessions, tokens, webhooks};
 
 pub use repository::apps::AppRow;
 pub use repository::tokens::ApiTokenRow;
+pub use repository::webhooks::{DeliveryRow, WebhookRow};
 
 /// How long a browser session lasts.
 pub const SESSION_LIFETIME: Duration = Duration::days(14);
@@ -39,6 +40,8 @@ pub enum ControlError {
     LastKey,
     #[error("too many attempts; try again later")]
     RateLimited,
+    #[error("{0}")]
+    NotInPlan(String),
     #[error("internal error")]
     Unexpected(#[from] anyhow::Error),
 }
@@ -455,5 +458,159 @@ impl Control {
         limit: i64,
     ) -> Result<Vec<audit::AuditRow>, ControlError> {
         Ok(audit::list(&mut *self.pool.acquire().await?, account_id, limit).await?)
+    }
+
+    /// The app's usage periods starting in `[from, to)`, oldest first; periods without
+    /// activity are absent. Another account's app is not found.
+    pub async fn usage(
+        &self,
+        account_id: Uuid,
+        app_id: &str,
+        resolution: crate::usage::Resolution,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<repository::usage::UsageRow>, ControlError> {
+        use crate::usage::Resolution;
+        let mut conn = self.pool.acquire().await?;
+        apps::find(&mut conn, account_id, app_id)
+            .await?
+            .ok_or(ControlError::NotFound)?;
+        let rows = match resolution {
+            Resolution::Minute => {
+                repository::usage::minutes(&mut conn, account_id, app_id, from, to).await?
+            }
+            Resolution::Hour => {
+                repository::usage::hours(&mut conn, account_id, app_id, from, to).await?
+            }
+            Resolution::Day => {
+                repository::usage::days(&mut conn, account_id, app_id, from, to).await?
+            }
+        };
+        Ok(rows)
+    }
+}
+
+/// Most webhooks one app may have.
+pub const MAX_WEBHOOKS_PER_APP: i64 = 10;
+
+/// Webhooks and the app setting for `subscription_count` events.
+impl Control {
+    /// A new webhook for an app whose plan includes webhooks.
+    pub async fn create_webhook(
+        &self,
+        account_id: Uuid,
+        app_id: &str,
+        url: &str,
+        event_types: &[String],
+        batching: bool,
+    ) -> Result<WebhookRow, ControlError> {
+        let url = WebhookUrl::parse(url).map_err(|e| ControlError::Validation(e.to_string()))?;
+        let event_types = webhook_event_types(event_types)
+            .map_err(|e| ControlError::Validation(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        let app = apps::find(&mut tx, account_id, app_id)
+            .await?
+            .ok_or(ControlError::NotFound)?;
+        let plan = plans::find(&mut tx, &app.plan_id).await?;
+        if !plan.is_some_and(|plan| plan.webhooks_allowed) {
+            return Err(ControlError::NotInPlan(format!(
+                "the {} plan does not include webhooks",
+                app.plan_id
+            )));
+        }
+        if webhooks::count_for_app(&mut tx, app_id).await? >= MAX_WEBHOOKS_PER_APP {
+            return Err(ControlError::Validation(format!(
+                "an app may have at most {MAX_WEBHOOKS_PER_APP} webhooks"
+            )));
+        }
+        let id = Uuid::new_v4();
+        let row = webhooks::insert(
+            &mut tx,
+            account_id,
+            app_id,
+            id,
+            url.as_str(),
+            &event_types,
+            batching,
+        )
+        .await?
+        .ok_or(ControlError::NotFound)?;
+        let details = json!({ "webhook_id": id, "url": url.as_str(), "event_types": event_types, "batching": batching });
+        audit::record(
+            &mut tx,
+            Some(account_id),
+            "webhook.created",
+            app_id,
+            details,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    pub async fn list_webhooks(
+        &self,
+        account_id: Uuid,
+        app_id: &str,
+    ) -> Result<Vec<WebhookRow>, ControlError> {
+        let mut conn = self.pool.acquire().await?;
+        apps::find(&mut conn, account_id, app_id)
+            .await?
+            .ok_or(ControlError::NotFound)?;
+        Ok(webhooks::list(&mut conn, account_id, app_id).await?)
+    }
+
+    pub async fn delete_webhook(
+        &self,
+        account_id: Uuid,
+        app_id: &str,
+        id: Uuid,
+    ) -> Result<(), ControlError> {
+        let mut tx = self.pool.begin().await?;
+        if !webhooks::delete(&mut tx, account_id, app_id, id).await? {
+            return Err(ControlError::NotFound);
+        }
+        let details = json!({ "webhook_id": id });
+        audit::record(
+            &mut tx,
+            Some(account_id),
+            "webhook.deleted",
+            app_id,
+            details,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The app's newest delivery attempts, newest first.
+    pub async fn webhook_deliveries(
+        &self,
+        account_id: Uuid,
+        app_id: &str,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>, ControlError> {
+        let mut conn = self.pool.acquire().await?;
+        apps::find(&mut conn, account_id, app_id)
+            .await?
+            .ok_or(ControlError::NotFound)?;
+        Ok(webhooks::list_deliveries(&mut conn, account_id, app_id, limit).await?)
+    }
+
+    /// Turns `pusher_internal:subscription_count` events (and their webhook) on or off.
+    pub async fn set_subscription_counting(
+        &self,
+        account_id: Uuid,
+        app_id: &str,
+        enabled: bool,
+    ) -> Result<AppRow, ControlError> {
+        let mut tx = self.pool.begin().await?;
+        let app = apps::set_subscription_counting(&mut tx, account_id, app_id, enabled)
+            .await?
+            .ok_or(ControlError::NotFound)?;
+        let details = json!({ "subscription_counting": enabled });
+        audit::record(&mut tx, Some(account_id), "app.updated", app_id, details).await?;
+        tx.commit().await?;
+        Ok(app)
     }
 }

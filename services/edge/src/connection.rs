@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use broker::Publication;
+use broker::{BrokerError, Publication};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use protocol::codes::{CloseReason, ErrorCode};
 use protocol::names::{AppKey, ChannelName, SocketId, UserId};
@@ -18,9 +18,10 @@ use tenancy::{App, KeyedApp};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::EdgeState;
+use crate::limits::{ConnectionSlot, unix_now};
 use crate::outbox::{Outbox, Outgoing};
 use crate::websocket::{self, Inbound, Reader};
+use crate::{EdgeState, channel_events};
 
 /// `GET /app/{key}`: upgrades to a WebSocket, then admits or refuses with Pusher's codes
 /// (refusals are sent over the open socket, as pusher-js reads them from the close code).
@@ -47,21 +48,29 @@ pub async fn websocket(
         state.settings.max_frame_bytes,
     )?;
     match admission {
-        Ok(keyed) => {
+        Ok((keyed, slot)) => {
             let span =
                 tracing::info_span!("connection", app_id = %keyed.app.id, socket_id = %socket_id);
             let state = state.into_inner();
-            actix_web::rt::spawn(Connection::run(state, keyed, outbox, reader).instrument(span));
+            actix_web::rt::spawn(
+                Connection::run(state, keyed, slot, outbox, reader).instrument(span),
+            );
         }
         Err(reason) => {
             tracing::info!(key = %key, code = reason.disconnect().code, "connection refused");
+            crate::metrics::connection_closed(reason.disconnect().code);
             outbox.close_with(closing_frames(reason));
         }
     }
     Ok(response)
 }
 
-async fn admit(state: &EdgeState, key: &str, query: &str) -> Result<KeyedApp, CloseReason> {
+/// Checks the handshake, the key and the app, and takes one of the app's connection slots.
+async fn admit(
+    state: &EdgeState,
+    key: &str,
+    query: &str,
+) -> Result<(KeyedApp, ConnectionSlot), CloseReason> {
     let params: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
     // A missing `protocol` is taken as 7, as soketi and sockudo do, so lax clients connect.
     if let Some((_, version)) = params.iter().find(|(name, _)| name == "protocol") {
@@ -84,7 +93,14 @@ async fn admit(state: &EdgeState, key: &str, query: &str) -> Result<KeyedApp, Cl
     if !keyed.app.enabled {
         return Err(CloseReason::AppDisabled);
     }
-    Ok(keyed)
+    // 4004, not 4100: pusher-js stops instead of retrying every second, so a tenant at its
+    // ceiling does not turn its clients into a reconnect storm (see ARCHITECTURE.md).
+    let slot = state
+        .hub
+        .limits()
+        .admit_connection(&keyed.app.id, &keyed.app.limits);
+    let slot = slot.ok_or(CloseReason::OverConnectionQuota)?;
+    Ok((keyed, slot))
 }
 
 /// The reason as `pusher:error`, then the close frame with its code.
@@ -110,6 +126,18 @@ enum Ending {
     Protocol(Outgoing),
 }
 
+impl Ending {
+    /// The close code the server sends (1000 answers a client's own close).
+    fn close_code(&self) -> u16 {
+        match self {
+            Ending::ClientLeft => 1000,
+            Ending::Server(reason) => reason.disconnect().code,
+            Ending::Protocol(Outgoing::Close { code, .. }) => *code,
+            Ending::Protocol(_) => 1002,
+        }
+    }
+}
+
 struct Connection {
     state: Arc<EdgeState>,
     app: Arc<App>,
@@ -119,14 +147,23 @@ struct Connection {
     outbox: Arc<Outbox>,
     /// Created on the first client event, so idle connections carry no limiter.
     client_event_limiter: Option<Box<DefaultDirectRateLimiter>>,
+    /// This connection's place in the app's connection count, released when it ends.
+    _slot: ConnectionSlot,
 }
 
 impl Connection {
-    async fn run(state: Arc<EdgeState>, keyed: KeyedApp, outbox: Arc<Outbox>, mut reader: Reader) {
+    async fn run(
+        state: Arc<EdgeState>,
+        keyed: KeyedApp,
+        slot: ConnectionSlot,
+        outbox: Arc<Outbox>,
+        mut reader: Reader,
+    ) {
         let config = SessionConfig {
             activity_timeout: state.settings.activity_timeout,
             pong_timeout: state.settings.pong_timeout,
             max_client_event_bytes: keyed.app.limits.max_message_bytes,
+            max_channels: keyed.app.limits.max_channels_per_connection,
         };
         let credentials = Credentials {
             key: keyed.key.clone(),
@@ -141,12 +178,14 @@ impl Connection {
             state,
             app: keyed.app,
             key: keyed.key,
+            _slot: slot,
             session,
             outbox,
             client_event_limiter: None,
         };
         let ending = connection.serve(&mut reader).await;
         connection.clean_up().await;
+        crate::metrics::connection_closed(ending.close_code());
         match ending {
             Ending::ClientLeft => connection.outbox.close_with([Outgoing::Close {
                 code: 1000,
@@ -243,8 +282,9 @@ impl Connection {
                 {
                     self.client_event_limiter = None;
                 }
+                let limits = &keyed.app.limits;
                 self.session
-                    .set_max_client_event_bytes(keyed.app.limits.max_message_bytes);
+                    .set_limits(limits.max_message_bytes, limits.max_channels_per_connection);
                 self.app = keyed.app;
                 Ok(())
             }
@@ -276,20 +316,43 @@ impl Connection {
     async fn subscribe(&mut self, channel: ChannelName, member: Option<Member>) {
         // Registered before the confirmation is queued, so no event published after the
         // client sees `subscription_succeeded` can miss it.
-        self.state
+        let added = self
+            .state
             .hub
             .subscribe(&self.app.id, &channel, &self.outbox);
         let Some(member) = member else {
-            return self.send(wire::subscription_succeeded(channel.as_str()));
+            self.send(wire::subscription_succeeded(channel.as_str()));
+            return channel_events::subscribed(
+                &self.state,
+                &self.app,
+                &channel,
+                &self.outbox,
+                added,
+            );
         };
         let socket_id = self.session.socket_id().clone();
         let joined = self
             .state
             .broker
-            .presence_join(&self.app.id, &channel, &socket_id, member.clone())
+            .presence_join(
+                &self.app.id,
+                &channel,
+                &socket_id,
+                member.clone(),
+                self.app.limits.max_presence_members,
+            )
             .await;
         let joined = match joined {
             Ok(joined) => joined,
+            Err(BrokerError::PresenceFull { max }) => {
+                self.state
+                    .hub
+                    .unsubscribe(&self.app.id, &channel, &self.outbox);
+                let message = format!("presence channel is full: at most {max} members");
+                let frame =
+                    wire::subscription_error(channel.as_str(), "LimitReached", &message, 4100);
+                return self.send(frame);
+            }
             Err(error) => {
                 tracing::warn!(%error, "presence join failed");
                 self.state
@@ -308,16 +371,20 @@ impl Connection {
             channel.as_str(),
             &joined.members,
         ));
+        channel_events::subscribed(&self.state, &self.app, &channel, &self.outbox, added);
         if joined.first_for_user {
+            channel_events::member_added(&self.state, &self.app.id, &channel, &member.user_id);
             let frame = wire::member_added(channel.as_str(), &member);
             self.publish(channel, frame, true).await;
         }
     }
 
     async fn unsubscribe(&mut self, channel: &ChannelName, member: Option<UserId>) {
-        self.state
+        let removed = self
+            .state
             .hub
             .unsubscribe(&self.app.id, channel, &self.outbox);
+        channel_events::unsubscribed(&self.state, &self.app, channel, removed);
         if member.is_none() {
             return;
         }
@@ -329,6 +396,7 @@ impl Connection {
             .await
         {
             Ok(Some(user)) => {
+                channel_events::member_removed(&self.state, &self.app.id, channel, &user);
                 let frame = wire::member_removed(channel.as_str(), &user);
                 self.publish(channel.clone(), frame, false).await;
             }
@@ -349,6 +417,17 @@ impl Connection {
                 format!("Client event rejected due to rate limit ({per_second} per second)");
             return self.send(wire::error(Some(code), &message));
         }
+        let limits = self.state.hub.limits();
+        let now = unix_now();
+        if !limits.may_publish(&self.app.id, &self.app.limits, now) {
+            let message = "Client event rejected - the app is over its daily message quota";
+            return self.send(wire::error(None, message));
+        }
+        limits.count_messages(&self.app.id, 1, now);
+        self.state.meter.published(&self.app.id, 1);
+        crate::metrics::metrics().published_by_clients.increment(1);
+        let socket_id = self.session.socket_id();
+        channel_events::client_event(&self.state, &self.app.id, &channel, socket_id, &frame);
         self.publish(channel, frame, true).await;
     }
 

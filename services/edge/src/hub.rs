@@ -9,6 +9,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use broker::{DeliverySink, Publication};
 use protocol::names::{AppId, ChannelName, UserId};
 
+use crate::limits::{Limits, unix_now};
+use crate::metering::Meter;
+use crate::metrics::metrics;
 use crate::outbox::Outbox;
 
 type ChannelKey = (AppId, ChannelName);
@@ -17,6 +20,10 @@ type Subscribers = HashMap<usize, Arc<Outbox>>;
 
 #[derive(Default)]
 pub struct Hub {
+    /// Deliveries count toward the app's daily messages.
+    limits: Arc<Limits>,
+    /// Usage per app and minute: connections and deliveries are counted here.
+    meter: Arc<Meter>,
     channels: RwLock<HashMap<ChannelKey, Subscribers>>,
     users: Mutex<HashMap<(AppId, UserId), Subscribers>>,
     connections: Mutex<HashMap<AppId, Subscribers>>,
@@ -27,22 +34,44 @@ fn id_of(outbox: &Arc<Outbox>) -> usize {
 }
 
 impl Hub {
+    /// The counters of connections and daily messages this node keeps.
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.limits
+    }
+
+    /// The usage counters flushed to the usage sink.
+    pub fn meter(&self) -> &Arc<Meter> {
+        &self.meter
+    }
+
     /// Records a live connection, so shutdown and app changes can reach it.
     pub fn connect(&self, app: &AppId, outbox: &Arc<Outbox>) {
         let mut connections = self.connections.lock().expect("hub lock poisoned");
-        connections
+        let new = connections
             .entry(app.clone())
             .or_default()
-            .insert(id_of(outbox), outbox.clone());
+            .insert(id_of(outbox), outbox.clone())
+            .is_none();
+        drop(connections);
+        if new {
+            self.meter.connection_opened(app);
+            metrics().connections.increment(1.0);
+        }
     }
 
     pub fn disconnect(&self, app: &AppId, outbox: &Arc<Outbox>) {
         let mut connections = self.connections.lock().expect("hub lock poisoned");
-        if let Some(of_app) = connections.get_mut(app) {
-            of_app.remove(&id_of(outbox));
-            if of_app.is_empty() {
-                connections.remove(app);
-            }
+        let Some(of_app) = connections.get_mut(app) else {
+            return;
+        };
+        let removed = of_app.remove(&id_of(outbox)).is_some();
+        if of_app.is_empty() {
+            connections.remove(app);
+        }
+        drop(connections);
+        if removed {
+            self.meter.connection_closed(app);
+            metrics().connections.decrement(1.0);
         }
     }
 
@@ -76,22 +105,44 @@ impl Hub {
         }
     }
 
-    /// Adds the connection to the channel; idempotent.
-    pub fn subscribe(&self, app: &AppId, channel: &ChannelName, outbox: &Arc<Outbox>) {
+    /// Adds the connection to the channel; idempotent. Returns the channel's subscriber count
+    /// on this node when the connection was added (1: the channel became occupied), `None`
+    /// when it was already there.
+    pub fn subscribe(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        outbox: &Arc<Outbox>,
+    ) -> Option<usize> {
         let mut channels = self.channels.write().expect("hub lock poisoned");
         let subscribers = channels.entry((app.clone(), channel.clone())).or_default();
-        subscribers.insert(id_of(outbox), outbox.clone());
+        if subscribers.insert(id_of(outbox), outbox.clone()).is_none() {
+            metrics().subscriptions.increment(1.0);
+            return Some(subscribers.len());
+        }
+        None
     }
 
-    pub fn unsubscribe(&self, app: &AppId, channel: &ChannelName, outbox: &Arc<Outbox>) {
+    /// Returns the subscriber count left on this node when the connection was removed (0: the
+    /// channel became vacant), `None` when it was not subscribed.
+    pub fn unsubscribe(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        outbox: &Arc<Outbox>,
+    ) -> Option<usize> {
         let mut channels = self.channels.write().expect("hub lock poisoned");
         let key = (app.clone(), channel.clone());
-        if let Some(subscribers) = channels.get_mut(&key) {
-            subscribers.remove(&id_of(outbox));
-            if subscribers.is_empty() {
-                channels.remove(&key);
-            }
+        let subscribers = channels.get_mut(&key)?;
+        let removed = subscribers.remove(&id_of(outbox)).is_some();
+        if removed {
+            metrics().subscriptions.decrement(1.0);
         }
+        let left = subscribers.len();
+        if subscribers.is_empty() {
+            channels.remove(&key);
+        }
+        removed.then_some(left)
     }
 
     /// Connections subscribed to the channel on this node.
@@ -152,10 +203,19 @@ impl DeliverySink for Hub {
         else {
             return;
         };
+        let mut delivered = 0;
         for outbox in subscribers.values() {
             if publication.except.as_ref() != Some(outbox.socket_id()) {
                 outbox.push(publication.frame.clone());
+                delivered += 1;
             }
+        }
+        self.limits
+            .count_messages(&publication.app, delivered, unix_now());
+        if delivered > 0 {
+            let bytes = publication.frame.len() as u64;
+            self.meter.delivered(&publication.app, delivered, bytes);
+            metrics().delivered.increment(delivered);
         }
     }
 }

@@ -1,14 +1,20 @@
 //! The edge: holds client connections and serves the Pusher-compatible HTTP API.
 //!
 //! `connection` runs one WebSocket through `protocol::session::Session`; `hub` fans
-//! publications out to local connections; `http_api` is Pusher's REST API.
+//! publications out to local connections; `http_api` is Pusher's REST API. `metering` counts
+//! usage per app and minute for the usage sink; `metrics` serves Prometheus `/metrics`.
 //!
 //! Architecture invariant: no sqlx, no Stripe, no import of `control`. Apps come only
 //! through `tenancy::AppCatalog`.
 
+mod cache;
+mod channel_events;
 mod connection;
 mod http_api;
 mod hub;
+pub mod limits;
+pub mod metering;
+pub mod metrics;
 mod outbox;
 mod websocket;
 
@@ -19,9 +25,10 @@ use std::time::Duration;
 use actix_web::{HttpResponse, web};
 use broker::Broker;
 use protocol::names::SocketId;
-use tenancy::AppCatalog;
+use tenancy::{AppCatalog, UsageSink, WebhookSink};
 
 pub use hub::Hub;
+pub use metering::Meter;
 
 /// The edge's tunables. Protocol-visible values default to Pusher's.
 #[derive(Debug, Clone)]
@@ -34,6 +41,8 @@ pub struct EdgeSettings {
     pub outbox_capacity: usize,
     /// Largest WebSocket frame accepted from a client.
     pub max_frame_bytes: usize,
+    /// How often closed usage minutes are written to the usage sink.
+    pub usage_flush_interval: Duration,
 }
 
 impl Default for EdgeSettings {
@@ -43,6 +52,7 @@ impl Default for EdgeSettings {
             pong_timeout: Duration::from_secs(30),
             outbox_capacity: 1024,
             max_frame_bytes: 64 * 1024,
+            usage_flush_interval: Duration::from_secs(5),
         }
     }
 }
@@ -53,15 +63,30 @@ pub struct EdgeState {
     pub broker: Arc<dyn Broker>,
     pub hub: Arc<Hub>,
     pub settings: EdgeSettings,
+    /// Usage counters (the hub's): see `metering`.
+    pub meter: Arc<Meter>,
+    /// Where usage is written; without one, closed minutes are dropped.
+    pub usage: Option<Arc<dyn UsageSink>>,
+    /// Where webhook events are reported; without one (no database), nowhere.
+    pub webhooks: Option<Arc<dyn WebhookSink>>,
+    /// The last API event of each cache channel.
+    cache: cache::ChannelCache,
+    /// When each channel's `subscription_count` was last sent.
+    count_throttle: channel_events::CountThrottle,
     socket_ids: SocketIds,
 }
 
 impl EdgeState {
     /// An edge on a single node: the in-process broker delivering to this node's hub.
-    pub fn single_node(catalog: Arc<dyn AppCatalog>, settings: EdgeSettings) -> Arc<Self> {
+    pub fn single_node(
+        catalog: Arc<dyn AppCatalog>,
+        settings: EdgeSettings,
+        usage: Option<Arc<dyn UsageSink>>,
+        webhooks: Option<Arc<dyn WebhookSink>>,
+    ) -> Arc<Self> {
         let hub = Arc::new(Hub::default());
         let broker = Arc::new(broker::Local::new(hub.clone()));
-        Self::new(catalog, broker, hub, settings)
+        Self::new(catalog, broker, hub, settings, usage, webhooks)
     }
 
     pub fn new(
@@ -69,14 +94,49 @@ impl EdgeState {
         broker: Arc<dyn Broker>,
         hub: Arc<Hub>,
         settings: EdgeSettings,
+        usage: Option<Arc<dyn UsageSink>>,
+        webhooks: Option<Arc<dyn WebhookSink>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             catalog,
             broker,
+            meter: hub.meter().clone(),
             hub,
             settings,
+            usage,
+            webhooks,
+            cache: cache::ChannelCache::default(),
+            count_throttle: channel_events::CountThrottle::default(),
             socket_ids: SocketIds::new(),
         })
+    }
+
+    /// Writes every usage minute, the current one included; call once connections are closed.
+    /// The periodic flush stops.
+    pub async fn flush_usage_at_shutdown(&self) {
+        match self.meter.flush_at_shutdown(self.usage.as_deref()).await {
+            Ok(rows) => tracing::info!(rows, "usage flushed at shutdown"),
+            Err(error) => tracing::error!(%error, "usage could not be written at shutdown"),
+        }
+    }
+}
+
+/// Writes closed usage minutes every `usage_flush_interval` until the shutdown flush; rows that
+/// fail are kept for the next round. Also keeps the metrics recorder's histograms bounded.
+/// Spawn once per edge.
+pub async fn flush_usage_periodically(state: Arc<EdgeState>) {
+    let mut ticks = tokio::time::interval(state.settings.usage_flush_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        metrics::run_upkeep();
+        if state.meter.is_closed() {
+            return;
+        }
+        if let Err(error) = state.meter.flush(state.usage.as_deref(), false).await {
+            tracing::warn!(%error, "usage flush failed; the rows are kept for the next one");
+        }
     }
 }
 
@@ -127,6 +187,7 @@ pub fn configure(state: Arc<EdgeState>) -> impl FnOnce(&mut web::ServiceConfig) 
                 "/healthz",
                 web::get().to(|| async { HttpResponse::Ok().body("ok") }),
             )
+            .route("/metrics", web::get().to(metrics::render))
             .route("/app/{key}", web::get().to(connection::websocket))
             .route(
                 "/{prefix:.+}/app/{key}",

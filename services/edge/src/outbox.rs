@@ -89,6 +89,7 @@ impl Outbox {
         let mut queue = self.queue.lock().expect("outbox lock poisoned");
         if queue.len() >= bound {
             drop(queue);
+            crate::metrics::metrics().outbox_drops.increment(1);
             self.end(OVERFLOWED);
             return;
         }

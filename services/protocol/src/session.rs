@@ -23,6 +23,8 @@ pub struct SessionConfig {
     pub pong_timeout: Duration,
     /// Largest `data` of a client event, in bytes.
     pub max_client_event_bytes: usize,
+    /// Channels the connection may be subscribed to at once.
+    pub max_channels: usize,
 }
 
 impl SessionConfig {
@@ -32,6 +34,7 @@ impl SessionConfig {
             activity_timeout: Duration::from_secs(120),
             pong_timeout: Duration::from_secs(30),
             max_client_event_bytes: 10 * 1024,
+            max_channels: 100,
         }
     }
 }
@@ -136,9 +139,10 @@ impl Session {
             .map(|(channel, user)| (channel, user.as_ref()))
     }
 
-    /// Applies a new plan's message size limit without reconnecting.
-    pub fn set_max_client_event_bytes(&mut self, bytes: usize) {
-        self.config.max_client_event_bytes = bytes;
+    /// Applies a new plan's limits without reconnecting; channels already joined stay.
+    pub fn set_limits(&mut self, max_client_event_bytes: usize, max_channels: usize) {
+        self.config.max_client_event_bytes = max_client_event_bytes;
+        self.config.max_channels = max_channels;
     }
 
     pub fn is_subscribed(&self, channel: &ChannelName) -> bool {
@@ -217,6 +221,14 @@ impl Session {
                 )];
             }
         };
+        let at_limit = self.subscriptions.len() >= self.config.max_channels;
+        if at_limit && !self.subscriptions.contains_key(&channel) {
+            let message = format!(
+                "a connection may join at most {} channels",
+                self.config.max_channels
+            );
+            return Refusal::limit(message).into_outputs(&channel);
+        }
         let channel_data = data.get("channel_data").and_then(Value::as_str);
         let auth = data.get("auth").and_then(Value::as_str).unwrap_or("");
         match self.authorize_subscription(&channel, auth, channel_data) {
@@ -388,6 +400,7 @@ fn error(code: Option<u16>, message: &str) -> Output {
 /// Why a subscription was refused: sent both as Pusher's `pusher:error` and as the
 /// channel-level `pusher:subscription_error` so pusher-js fires the channel's handler.
 struct Refusal {
+    error_type: &'static str,
     status: u16,
     message: String,
 }
@@ -395,6 +408,7 @@ struct Refusal {
 impl Refusal {
     fn auth(message: String) -> Self {
         Self {
+            error_type: "AuthError",
             status: 401,
             message,
         }
@@ -402,8 +416,18 @@ impl Refusal {
 
     fn forbidden(message: &str) -> Self {
         Self {
+            error_type: "AuthError",
             status: 403,
             message: message.to_owned(),
+        }
+    }
+
+    /// A plan limit; status 4100 as soketi uses for the same refusal.
+    fn limit(message: String) -> Self {
+        Self {
+            error_type: "LimitReached",
+            status: 4100,
+            message,
         }
     }
 
@@ -412,7 +436,7 @@ impl Refusal {
             error(None, &self.message),
             Output::Send(wire::subscription_error(
                 channel.as_str(),
-                "AuthError",
+                self.error_type,
                 &self.message,
                 self.status,
             )),

@@ -350,3 +350,45 @@ fn closing_unsubscribes_everything() {
     assert_eq!(channels, ["a", "b"]);
     assert_eq!(session.subscriptions().count(), 0);
 }
+
+#[test]
+fn subscriptions_stop_at_the_channel_limit_and_the_limit_can_change() {
+    let now = Instant::now();
+    let credentials = Credentials {
+        key: AppKey::parse(KEY).unwrap(),
+        secret: SECRET.into(),
+    };
+    let config = SessionConfig {
+        max_channels: 2,
+        ..SessionConfig::pusher_defaults()
+    };
+    let (mut session, _) = Session::new(SocketId::parse(SOCKET).unwrap(), credentials, config, now);
+    assert!(matches!(
+        send(&mut session, subscribe("a", "", None)).as_slice(),
+        [Output::Subscribe { .. }]
+    ));
+    assert!(matches!(
+        send(&mut session, subscribe("b", "", None)).as_slice(),
+        [Output::Subscribe { .. }]
+    ));
+    assert!(
+        matches!(
+            send(&mut session, subscribe("a", "", None)).as_slice(),
+            [Output::Subscribe { .. }]
+        ),
+        "re-subscribing is not a new channel"
+    );
+    let refused = only_sent(&send(&mut session, subscribe("c", "", None)));
+    assert_eq!(refused[1]["event"], "pusher:subscription_error");
+    assert_eq!(data_of(&refused[1])["type"], "LimitReached");
+    assert_eq!(data_of(&refused[1])["status"], 4100);
+    session.set_limits(10 * 1024, 3);
+    assert!(matches!(
+        send(&mut session, subscribe("c", "", None)).as_slice(),
+        [Output::Subscribe { .. }]
+    ));
+}
+
+fn data_of(frame: &Value) -> Value {
+    serde_json::from_str(frame["data"].as_str().unwrap()).unwrap()
+}

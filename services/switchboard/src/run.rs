@@ -41,9 +41,24 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
             Some((edge_catalog(&args, database.as_ref()), edge_settings(&args)))
         }
     };
+    // With a database, the edge's usage goes to Postgres; without one it is not kept.
+    let usage = database.as_ref().map(|(pool, _)| {
+        Arc::new(control::usage::PgUsageSink::new(pool)) as Arc<dyn tenancy::UsageSink>
+    });
+    // With a database, the edge's webhook events go to the control plane's sender.
+    let webhooks = match (&edge_part, database.as_ref()) {
+        (Some(_), Some((pool, key))) => {
+            let settings = control::webhooks::WebhookSettings::default();
+            let sink = control::webhooks::PgWebhookSink::start(pool.clone(), key.clone(), settings);
+            Some(sink as Arc<dyn tenancy::WebhookSink>)
+        }
+        _ => None,
+    };
     let parts = Parts {
         edge: edge_part,
         control: control_part.map(ControlState::new),
+        usage,
+        webhooks,
     };
     let application = Application::build_with(&args.host, args.port, parts)?;
     println!(
@@ -58,12 +73,15 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
         "listening"
     );
     let stopper = application.stopper();
-    actix_web::rt::spawn(async move {
+    let stopping = actix_web::rt::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: asking clients to reconnect");
         stopper.stop().await;
     });
     application.run_until_stopped().await?;
+    // The server stops only through the stopper (its own signal handling is off); wait for
+    // the stopper's last step, the usage flush, before the process exits.
+    let _ = stopping.await;
     Ok(())
 }
 

@@ -4,10 +4,11 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use control::routes::ControlState;
-use edge::{EdgeSettings, EdgeState, Hub};
-use tenancy::{AppCatalog, AppSpec, StaticCatalog};
+use edge::{EdgeSettings, EdgeState};
+use tenancy::{AppCatalog, AppSpec, StaticCatalog, UsageSink, WebhookSink};
 
 /// An edge on static apps only, as `serve --app` without a database and most tests run it.
 #[derive(Debug, Clone)]
@@ -22,13 +23,18 @@ pub struct ServeSettings {
 pub struct Parts {
     pub edge: Option<(Arc<dyn AppCatalog>, EdgeSettings)>,
     pub control: Option<ControlState>,
+    /// Where the edge writes usage (Postgres with a database); `None` drops it.
+    pub usage: Option<Arc<dyn UsageSink>>,
+    /// Where the edge reports webhook events (the control plane's sender with a database);
+    /// `None` reports nothing.
+    pub webhooks: Option<Arc<dyn WebhookSink>>,
 }
 
 /// A bound, not yet running server.
 pub struct Application {
     port: u16,
     server: Server,
-    hub: Option<Arc<Hub>>,
+    edge: Option<Arc<EdgeState>>,
 }
 
 impl Application {
@@ -37,6 +43,8 @@ impl Application {
         let parts = Parts {
             edge: Some((catalog, settings.edge)),
             control: None,
+            usage: None,
+            webhooks: None,
         };
         Self::build_with(&settings.host, settings.port, parts)
     }
@@ -44,16 +52,18 @@ impl Application {
     pub fn build_with(host: &str, port: u16, parts: Parts) -> std::io::Result<Self> {
         let listener = TcpListener::bind((host, port))?;
         let port = listener.local_addr()?.port();
+        let (usage, webhooks) = (parts.usage, parts.webhooks);
         let edge = parts
             .edge
-            .map(|(catalog, settings)| EdgeState::single_node(catalog, settings));
+            .map(|(catalog, settings)| EdgeState::single_node(catalog, settings, usage, webhooks));
         if let Some(state) = &edge {
             tokio::spawn(edge::follow_catalog_changes(state.clone()));
+            tokio::spawn(edge::flush_usage_periodically(state.clone()));
         }
-        let hub = edge.as_ref().map(|state| state.hub.clone());
+        let edge_state = edge.clone();
         let control = parts.control.map(web::Data::new);
         let server = HttpServer::new(move || {
-            let mut app = App::new();
+            let mut app = App::new().wrap(from_fn(edge::metrics::time_requests));
             if let Some(control) = &control {
                 app = app.configure(control::routes::configure(control.clone()));
             }
@@ -70,18 +80,23 @@ impl Application {
         .shutdown_timeout(5)
         .listen(listener)?
         .run();
-        Ok(Self { port, server, hub })
+        Ok(Self {
+            port,
+            server,
+            edge: edge_state,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// A handle that stops the server: every connection is first told to reconnect (4200).
+    /// A handle that stops the server: every connection is first told to reconnect (4200),
+    /// then, once they are closed, usage is flushed.
     pub fn stopper(&self) -> Stopper {
         Stopper {
             handle: self.server.handle(),
-            hub: self.hub.clone(),
+            edge: self.edge.clone(),
         }
     }
 
@@ -93,15 +108,20 @@ impl Application {
 #[derive(Clone)]
 pub struct Stopper {
     handle: ServerHandle,
-    hub: Option<Arc<Hub>>,
+    edge: Option<Arc<EdgeState>>,
 }
 
 impl Stopper {
+    /// Asks every connection to reconnect, stops the server once they are closed, then
+    /// writes the usage counted so far, the current minute included.
     pub async fn stop(&self) {
-        if let Some(hub) = &self.hub {
-            hub.shut_down_all();
+        if let Some(edge) = &self.edge {
+            edge.hub.shut_down_all();
         }
         self.handle.stop(true).await;
+        if let Some(edge) = &self.edge {
+            edge.flush_usage_at_shutdown().await;
+        }
     }
 }
 

@@ -63,6 +63,7 @@ impl StaticCatalog {
                         id: spec.id.clone(),
                         enabled: true,
                         limits: limits.clone(),
+                        subscription_counting: false,
                     })
                 })
                 .clone();

@@ -6,9 +6,13 @@
 
 mod catalog;
 mod spec;
+mod usage;
+mod webhook;
 
 pub use catalog::{AppCatalog, CatalogError, KeyedApp, LayeredCatalog, StaticCatalog};
 pub use spec::{AppSpec, AppSpecError};
+pub use usage::{MemoryUsageSink, UsageError, UsageMinute, UsageSink};
+pub use webhook::{NoWebhooks, WEBHOOK_EVENT_NAMES, WebhookEvent, WebhookSink};
 
 use protocol::names::AppId;
 
@@ -93,4 +97,7 @@ pub struct App {
     pub id: AppId,
     pub enabled: bool,
     pub limits: PlanLimits,
+    /// Whether subscribers of non-presence channels get `pusher_internal:subscription_count`
+    /// (and webhooks `subscription_count`); off unless the app opts in, as on Pusher.
+    pub subscription_counting: bool,
 }

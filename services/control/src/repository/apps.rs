@@ -11,6 +11,7 @@ pub struct AppRow {
     pub name: String,
     pub enabled: bool,
     pub plan_id: String,
+    pub subscription_counting: bool,
     pub created_at: OffsetDateTime,
 }
 
@@ -20,7 +21,7 @@ pub async fn insert(
     name: &str,
     plan_id: &str,
 ) -> sqlx::Result<AppRow> {
-    sqlx::query_as("INSERT INTO apps (account_id, name, plan_id) VALUES ($1, $2, $3) RETURNING id, account_id, name, enabled, plan_id, created_at")
+    sqlx::query_as("INSERT INTO apps (account_id, name, plan_id) VALUES ($1, $2, $3) RETURNING id, account_id, name, enabled, plan_id, subscription_counting, created_at")
         .bind(account_id)
         .bind(name)
         .bind(plan_id)
@@ -29,7 +30,7 @@ pub async fn insert(
 }
 
 pub async fn list(conn: &mut PgConnection, account_id: Uuid) -> sqlx::Result<Vec<AppRow>> {
-    sqlx::query_as("SELECT id, account_id, name, enabled, plan_id, created_at FROM apps WHERE account_id = $1 ORDER BY created_at, id")
+    sqlx::query_as("SELECT id, account_id, name, enabled, plan_id, subscription_counting, created_at FROM apps WHERE account_id = $1 ORDER BY created_at, id")
         .bind(account_id)
         .fetch_all(conn)
         .await
@@ -40,7 +41,7 @@ pub async fn find(
     account_id: Uuid,
     app_id: &str,
 ) -> sqlx::Result<Option<AppRow>> {
-    sqlx::query_as("SELECT id, account_id, name, enabled, plan_id, created_at FROM apps WHERE id = $1 AND account_id = $2")
+    sqlx::query_as("SELECT id, account_id, name, enabled, plan_id, subscription_counting, created_at FROM apps WHERE id = $1 AND account_id = $2")
         .bind(app_id)
         .bind(account_id)
         .fetch_optional(conn)
@@ -55,7 +56,7 @@ pub async fn update(
     name: Option<&str>,
     enabled: Option<bool>,
 ) -> sqlx::Result<Option<AppRow>> {
-    sqlx::query_as("UPDATE apps SET name = COALESCE($3, name), enabled = COALESCE($4, enabled) WHERE id = $1 AND account_id = $2 RETURNING id, account_id, name, enabled, plan_id, created_at")
+    sqlx::query_as("UPDATE apps SET name = COALESCE($3, name), enabled = COALESCE($4, enabled) WHERE id = $1 AND account_id = $2 RETURNING id, account_id, name, enabled, plan_id, subscription_counting, created_at")
     .bind(app_id)
     .bind(account_id)
     .bind(name)
@@ -70,10 +71,25 @@ pub async fn set_plan(
     app_id: &str,
     plan_id: &str,
 ) -> sqlx::Result<Option<AppRow>> {
-    sqlx::query_as("UPDATE apps SET plan_id = $3 WHERE id = $1 AND account_id = $2 RETURNING id, account_id, name, enabled, plan_id, created_at")
+    sqlx::query_as("UPDATE apps SET plan_id = $3 WHERE id = $1 AND account_id = $2 RETURNING id, account_id, name, enabled, plan_id, subscription_counting, created_at")
         .bind(app_id)
         .bind(account_id)
         .bind(plan_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Turns `pusher_internal:subscription_count` events on or off.
+pub async fn set_subscription_counting(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    app_id: &str,
+    enabled: bool,
+) -> sqlx::Result<Option<AppRow>> {
+    sqlx::query_as("UPDATE apps SET subscription_counting = $3 WHERE id = $1 AND account_id = $2 RETURNING id, account_id, name, enabled, plan_id, subscription_counting, created_at")
+        .bind(app_id)
+        .bind(account_id)
+        .bind(enabled)
         .fetch_optional(conn)
         .await
 }
@@ -101,6 +117,7 @@ pub struct CatalogAppRow {
     pub max_presence_members: i32,
     pub max_channels_per_connection: i32,
     pub webhooks_allowed: bool,
+    pub subscription_counting: bool,
 }
 
 pub async fn find_for_catalog(
@@ -110,7 +127,8 @@ pub async fn find_for_catalog(
     sqlx::query_as(
         "SELECT a.id, a.enabled, p.max_connections, p.messages_per_day, p.burst_multiplier, \
          p.max_message_bytes, p.client_events_per_second, p.publish_requests_per_second, \
-         p.max_presence_members, p.max_channels_per_connection, p.webhooks_allowed \
+         p.max_presence_members, p.max_channels_per_connection, p.webhooks_allowed, \
+         a.subscription_counting \
          FROM apps a JOIN plans p ON p.id = a.plan_id WHERE a.id = $1",
     )
     .bind(app_id)

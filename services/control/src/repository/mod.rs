@@ -8,6 +8,8 @@ pub mod keys;
 pub mod plans;
 pub mod sessions;
 pub mod tokens;
+pub mod usage;
+pub mod webhooks;
 
 /// True when the error is a unique-constraint violation (SQLSTATE 23505).
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {

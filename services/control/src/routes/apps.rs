@@ -27,6 +27,9 @@ pub struct AppChanges {
     pub name: Option<String>,
     /// A disabled app's connections are closed and new ones refused.
     pub enabled: Option<bool>,
+    /// Send `pusher_internal:subscription_count` to subscribers of non-presence channels
+    /// (and the `subscription_count` webhook) on every (un)subscribe.
+    pub subscription_counting: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -37,6 +40,8 @@ pub struct AppView {
     pub enabled: bool,
     #[schema(example = "sandbox")]
     pub plan: String,
+    /// Whether subscribers get `pusher_internal:subscription_count` events (off by default).
+    pub subscription_counting: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
@@ -48,6 +53,7 @@ impl From<AppRow> for AppView {
             name: row.name,
             enabled: row.enabled,
             plan: row.plan_id,
+            subscription_counting: row.subscription_counting,
             created_at: row.created_at,
         }
     }
@@ -143,7 +149,7 @@ pub async fn show(
     Ok(web::Json(AppView::from(app)))
 }
 
-/// Renames, enables or disables an app.
+/// Renames, enables or disables an app, or turns its `subscription_count` events on or off.
 #[utoipa::path(
     patch, path = "/v1/apps/{app_id}", tag = "apps",
     security(("session" = []), ("bearer" = [])),
@@ -173,6 +179,15 @@ pub async fn update(
             body.enabled,
         )
         .await?;
+    let app = match body.subscription_counting {
+        Some(enabled) => {
+            state
+                .control
+                .set_subscription_counting(caller.account_id, &app_id, enabled)
+                .await?
+        }
+        None => app,
+    };
     Ok(web::Json(AppView::from(app)))
 }
 

@@ -64,6 +64,7 @@ pub fn status_of(error: &ControlError) -> StatusCode {
         ControlError::UnknownPlan(_) => StatusCode::BAD_REQUEST,
         ControlError::LastKey => StatusCode::CONFLICT,
         ControlError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ControlError::NotInPlan(_) => StatusCode::FORBIDDEN,
         ControlError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -15,6 +15,8 @@ pub mod login_limit;
 pub mod openapi;
 pub mod plans;
 pub mod tokens;
+pub mod usage;
+pub mod webhooks;
 
 use std::num::NonZeroU32;
 
@@ -126,6 +128,21 @@ pub fn configure(state: web::Data<ControlState>) -> impl FnOnce(&mut web::Servic
                 .service(
                     resource("/apps/{app_id}/keys/{key}/secret")
                         .route(web::get().to(keys::reveal_secret)),
+                )
+                .service(resource("/apps/{app_id}/usage").route(web::get().to(usage::show)))
+                .service(
+                    resource("/apps/{app_id}/webhooks")
+                        .route(web::get().to(webhooks::list))
+                        .route(web::post().to(webhooks::create)),
+                )
+                // Before `/webhooks/{id}`, which would otherwise claim this path.
+                .service(
+                    resource("/apps/{app_id}/webhooks/deliveries")
+                        .route(web::get().to(webhooks::deliveries)),
+                )
+                .service(
+                    resource("/apps/{app_id}/webhooks/{id}")
+                        .route(web::delete().to(webhooks::delete)),
                 )
                 .default_service(web::to(error::not_found)),
         );

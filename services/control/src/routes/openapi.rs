@@ -8,7 +8,7 @@ use actix_web::http::header::ContentType;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{accounts, apps, audit, keys, plans, tokens};
+use crate::routes::{accounts, apps, audit, keys, plans, tokens, usage, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -41,6 +41,11 @@ use crate::routes::{accounts, apps, audit, keys, plans, tokens};
         plans::show_for_app,
         plans::change_for_app,
         audit::list,
+        usage::show,
+        webhooks::list,
+        webhooks::create,
+        webhooks::delete,
+        webhooks::deliveries,
     ),
     modifiers(&SecuritySchemes),
     tags(
@@ -50,6 +55,8 @@ use crate::routes::{accounts, apps, audit, keys, plans, tokens};
         (name = "keys", description = "App keys and secrets; rotation"),
         (name = "plans", description = "The plan ladder and each app's plan"),
         (name = "audit", description = "Who changed what"),
+        (name = "usage", description = "Metered usage per minute, hour and day"),
+        (name = "webhooks", description = "Webhooks of an app and their delivery log"),
     )
 )]
 pub struct ApiDoc;

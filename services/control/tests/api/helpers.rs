@@ -24,6 +24,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// The test's own database, for checking what was (not) written.
     pub pool: PgPool,
+    /// The key app secrets are sealed with, for running what reads them (the webhook sender).
+    pub secrets: SecretsKey,
     server: ServerHandle,
     _database: TestDatabase,
 }
@@ -42,7 +44,7 @@ pub async fn spawn_app_with(settings: ControlSettings) -> TestApp {
     control::MIGRATOR.run(&pool).await.expect("migrations run");
     let secrets = SecretsKey::from_base64(&SecretsKey::generate_base64()).unwrap();
     let state = web::Data::new(ControlState::with_settings(
-        Control::new(pool.clone(), secrets),
+        Control::new(pool.clone(), secrets.clone()),
         settings,
     ));
     let listener = TcpListener::bind("127.0.0.1:0").expect("binds port 0");
@@ -60,6 +62,7 @@ pub async fn spawn_app_with(settings: ControlSettings) -> TestApp {
         address: format!("http://127.0.0.1:{port}"),
         http: reqwest::Client::new(),
         pool,
+        secrets,
         server: handle,
         _database: database,
     }

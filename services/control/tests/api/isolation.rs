@@ -33,6 +33,7 @@ async fn every_route_naming_another_accounts_app_key_or_token_is_404() {
             Some(json!({ "plan": "pro" })),
         ),
         (Method::GET, format!("/v1/apps/{bob_app}/keys"), None),
+        (Method::GET, format!("/v1/apps/{bob_app}/usage"), None),
         (Method::POST, format!("/v1/apps/{bob_app}/keys"), None),
         (
             Method::POST,

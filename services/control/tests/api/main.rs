@@ -11,3 +11,4 @@ mod keys;
 mod login_limit;
 mod openapi;
 mod tokens;
+mod webhooks;

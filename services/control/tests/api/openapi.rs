@@ -31,6 +31,11 @@ async fn the_openapi_document_lists_every_path_and_both_auth_schemes() {
         ("/v1/apps/{app_id}/keys/{key}/secret", "get"),
         ("/v1/plans", "get"),
         ("/v1/audit", "get"),
+        ("/v1/apps/{app_id}/usage", "get"),
+        ("/v1/apps/{app_id}/webhooks", "get"),
+        ("/v1/apps/{app_id}/webhooks", "post"),
+        ("/v1/apps/{app_id}/webhooks/{id}", "delete"),
+        ("/v1/apps/{app_id}/webhooks/deliveries", "get"),
     ];
     let paths = document["paths"].as_object().unwrap();
     for (path, method) in expected {

@@ -12,6 +12,8 @@ use crate::http_api::{ApiError, authenticate};
 pub enum Attribute {
     UserCount,
     SubscriptionCount,
+    /// A cache channel's cached event: `{"data": …, "ttl": seconds left}`.
+    Cache,
 }
 
 /// Parses `info=user_count,subscription_count`; unknown names are refused.
@@ -25,6 +27,7 @@ pub fn parse_info(info: Option<&str>) -> Result<Vec<Attribute>, ApiError> {
         .map(|name| match name {
             "user_count" => Ok(Attribute::UserCount),
             "subscription_count" => Ok(Attribute::SubscriptionCount),
+            "cache" => Ok(Attribute::Cache),
             other => Err(ApiError::BadRequest(format!(
                 "unknown info attribute {other:?}"
             ))),
@@ -32,7 +35,8 @@ pub fn parse_info(info: Option<&str>) -> Result<Vec<Attribute>, ApiError> {
         .collect()
 }
 
-/// The attributes that apply to the channel (`user_count` only to presence channels).
+/// The attributes that apply to the channel (`user_count` only to presence channels, `cache`
+/// only to cache channels with an event cached).
 pub async fn channel_attributes(
     state: &EdgeState,
     app: &AppId,
@@ -53,6 +57,11 @@ pub async fn channel_attributes(
                     "subscription_count".into(),
                     json!(state.hub.subscription_count(app, channel)),
                 );
+            }
+            Attribute::Cache => {
+                if let Some((data, ttl)) = state.cache.peek(app, channel) {
+                    fields.insert("cache".into(), json!({ "data": data, "ttl": ttl }));
+                }
             }
         }
     }
@@ -104,6 +113,11 @@ pub async fn show(
     if attributes.contains(&Attribute::UserCount) && channel.kind() != ChannelKind::Presence {
         return Err(ApiError::BadRequest(
             "user_count is only available for presence channels".into(),
+        ));
+    }
+    if attributes.contains(&Attribute::Cache) && !crate::cache::is_cache_channel(&channel) {
+        return Err(ApiError::BadRequest(
+            "cache is only available for cache channels".into(),
         ));
     }
     let app = &authenticated.app.id;

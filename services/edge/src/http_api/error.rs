@@ -19,6 +19,12 @@ pub enum ApiError {
     TooLarge(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Over the plan's publish request rate.
+    #[error("{0}")]
+    RateLimited(String),
+    /// Over the plan's daily message quota (Pusher answers 403 for this).
+    #[error("{0}")]
+    OverQuota(String),
 }
 
 impl From<CatalogError> for ApiError {
@@ -36,6 +42,8 @@ impl ResponseError for ApiError {
             Self::UnknownApp => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::OverQuota(_) => StatusCode::FORBIDDEN,
         }
     }
 

@@ -11,6 +11,7 @@ use tenancy::App;
 use crate::EdgeState;
 use crate::http_api::channels::{channel_attributes, parse_info};
 use crate::http_api::{ApiError, authenticate};
+use crate::limits::unix_now;
 
 /// Channels one trigger may name, as Pusher allows.
 const MAX_CHANNELS_PER_TRIGGER: usize = 100;
@@ -99,6 +100,8 @@ impl Trigger {
     async fn publish(&self, state: &EdgeState, app: &AppId) -> Result<(), ApiError> {
         for channel in &self.channels {
             let frame = wire::channel_event(self.name.as_str(), channel.as_str(), &self.data, None);
+            // Cache channels remember their last API event for new subscribers.
+            state.cache.store(app, channel, &self.data, &frame);
             let publication = Publication {
                 app: app.clone(),
                 channel: channel.clone(),
@@ -110,6 +113,10 @@ impl Trigger {
                 .publish(publication)
                 .await
                 .map_err(|error| ApiError::Unavailable(error.to_string()))?;
+            state.meter.published(app, 1);
+            crate::metrics::metrics().published_by_api.increment(1);
+            // One message per channel published to; deliveries are counted by the hub.
+            state.hub.limits().count_messages(app, 1, unix_now());
         }
         Ok(())
     }
@@ -133,6 +140,23 @@ impl Trigger {
     }
 }
 
+/// The plan's publish request rate (429), then its daily message quota (403).
+fn admit_publish(state: &EdgeState, app: &App) -> Result<(), ApiError> {
+    let limits = state.hub.limits();
+    if !limits.allow_publish_request(&app.id, &app.limits) {
+        let rate = app.limits.publish_requests_per_second.unwrap_or_default();
+        return Err(ApiError::RateLimited(format!(
+            "over the plan's {rate} publish requests per second"
+        )));
+    }
+    if !limits.may_publish(&app.id, &app.limits, unix_now()) {
+        return Err(ApiError::OverQuota(
+            "the app is over its daily message quota".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|error| ApiError::BadRequest(format!("invalid JSON body: {error}")))
@@ -147,6 +171,7 @@ pub async fn trigger(
     let authenticated = authenticate(&state, &request, &body).await?;
     tracing::Span::current().record("app_id", authenticated.app.id.as_str());
     let trigger = Trigger::parse(parse_json(&body)?, &authenticated.app)?;
+    admit_publish(&state, &authenticated.app)?;
     let app = &authenticated.app.id;
     trigger.publish(&state, app).await?;
     let response = match trigger.info(&state, app).await? {
@@ -176,6 +201,7 @@ pub async fn trigger_batch(
         .into_iter()
         .map(|event| Trigger::parse(event, &authenticated.app))
         .collect::<Result<Vec<_>, _>>()?;
+    admit_publish(&state, &authenticated.app)?;
     let app = &authenticated.app.id;
     for trigger in &triggers {
         trigger.publish(&state, app).await?;

@@ -202,6 +202,11 @@ impl WsClient {
         }
     }
 
+    /// The next text frame, whatever it is (alias of `next_json` for admission checks).
+    pub async fn next_frame(&mut self) -> Value {
+        self.next_json().await
+    }
+
     /// Skips frames until one with this event name arrives.
     pub async fn expect_event(&mut self, event: &str) -> Value {
         loop {

@@ -2,8 +2,12 @@
 
 mod helpers;
 
+mod cache_channels;
 mod http_api;
+mod limits;
+mod metering;
 mod operators;
 mod platform;
 mod tenancy;
+mod webhooks;
 mod websocket;

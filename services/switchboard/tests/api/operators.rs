@@ -132,6 +132,8 @@ async fn admin_commands_make_an_account_and_an_app_the_edge_serves() {
             EdgeSettings::default(),
         )),
         control: None,
+        usage: None,
+        webhooks: None,
     };
     let application = Application::build_with("127.0.0.1", 0, parts).unwrap();
     let app = TestApp {
@@ -172,6 +174,8 @@ async fn edge_and_control_run_apart_on_one_database() {
     let control_only = Parts {
         edge: None,
         control: Some(ControlState::new(control)),
+        usage: None,
+        webhooks: None,
     };
     let control_app = Application::build_with("127.0.0.1", 0, control_only).unwrap();
     let control_port = control_app.port();
@@ -185,6 +189,8 @@ async fn edge_and_control_run_apart_on_one_database() {
             EdgeSettings::default(),
         )),
         control: None,
+        usage: None,
+        webhooks: None,
     };
     let edge_app = Application::build_with("127.0.0.1", 0, edge_only).unwrap();
     let edge = TestApp {

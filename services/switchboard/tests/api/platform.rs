@@ -2,11 +2,15 @@
 //! served by the edge, changed while clients are connected.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use control::catalog::PgCatalog;
 use control::crypto::SecretsKey;
 use control::routes::ControlState;
 use control::service::{Control, CreatedApp};
+use control::usage::PgUsageSink;
+use control::webhooks::deliver::RetryPolicy;
+use control::webhooks::{PgWebhookSink, WebhookSettings};
 use edge::EdgeSettings;
 use serde_json::json;
 use sqlx::PgPool;
@@ -72,6 +76,21 @@ pub async fn fresh_database() -> (String, TestDatabase) {
     (url, TestDatabase { admin_url, name })
 }
 
+/// Pusher's webhook behaviour on a faster clock: leave events wait 300 ms, retries start
+/// after 100 ms.
+pub fn test_webhook_settings() -> WebhookSettings {
+    WebhookSettings {
+        leave_delay: Duration::from_millis(300),
+        batch_window: Duration::from_millis(100),
+        retry: RetryPolicy {
+            initial: Duration::from_millis(100),
+            max_interval: Duration::from_millis(400),
+            window: Duration::from_secs(5),
+        },
+        ..WebhookSettings::default()
+    }
+}
+
 /// A database of its own for each test, migrated; the server on port 0 runs edge and control.
 pub async fn spawn_platform() -> TestPlatform {
     let (url, database) = fresh_database().await;
@@ -79,12 +98,15 @@ pub async fn spawn_platform() -> TestPlatform {
     switchboard::database::migrate(&pool).await.unwrap();
     let key = SecretsKey::from_base64(&SecretsKey::generate_base64()).unwrap();
     let control = Control::new(pool.clone(), key.clone());
+    let webhooks = PgWebhookSink::start(pool.clone(), key.clone(), test_webhook_settings());
     let catalog = PgCatalog::new(pool.clone(), key);
     tokio::spawn(catalog.clone().listen());
     let catalog: Arc<dyn AppCatalog> = catalog;
     let parts = Parts {
         edge: Some((catalog, EdgeSettings::default())),
         control: Some(ControlState::new(control.clone())),
+        usage: Some(Arc::new(PgUsageSink::new(&pool))),
+        webhooks: Some(webhooks),
     };
     let application = Application::build_with("127.0.0.1", 0, parts).expect("server binds");
     let port = application.port();

@@ -1,0 +1,202 @@
+//! Metering rows: per app per UTC minute, hour and day. Writes add to what is stored (counts
+//! add, the peak is the greater); reads are scoped by the app's account.
+
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Counts for one app and one period (minute, hour or day), in the columns' types. Each `Vec`
+/// of rows given to an upsert must name each (app, period) once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageDelta {
+    pub app_id: String,
+    pub period: OffsetDateTime,
+    pub peak_connections: i64,
+    pub connections_opened: i64,
+    pub messages_published: i64,
+    pub messages_delivered: i64,
+    pub bytes_out: i64,
+}
+
+/// The rows' columns as arrays, for one `UNNEST` per statement.
+struct Columns {
+    app_ids: Vec<String>,
+    periods: Vec<OffsetDateTime>,
+    peaks: Vec<i64>,
+    opened: Vec<i64>,
+    published: Vec<i64>,
+    delivered: Vec<i64>,
+    bytes_out: Vec<i64>,
+}
+
+impl Columns {
+    fn of(rows: &[UsageDelta]) -> Self {
+        Self {
+            app_ids: rows.iter().map(|row| row.app_id.clone()).collect(),
+            periods: rows.iter().map(|row| row.period).collect(),
+            peaks: rows.iter().map(|row| row.peak_connections).collect(),
+            opened: rows.iter().map(|row| row.connections_opened).collect(),
+            published: rows.iter().map(|row| row.messages_published).collect(),
+            delivered: rows.iter().map(|row| row.messages_delivered).collect(),
+            bytes_out: rows.iter().map(|row| row.bytes_out).collect(),
+        }
+    }
+}
+
+pub async fn add_minutes(conn: &mut PgConnection, rows: &[UsageDelta]) -> sqlx::Result<()> {
+    let columns = Columns::of(rows);
+    sqlx::query(
+        "INSERT INTO usage_minutes AS u (app_id, minute, peak_connections, connections_opened, \
+         messages_published, messages_delivered, bytes_out) \
+         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[], \
+         $5::bigint[], $6::bigint[], $7::bigint[]) \
+         ON CONFLICT (app_id, minute) DO UPDATE SET \
+         peak_connections = GREATEST(u.peak_connections, EXCLUDED.peak_connections), \
+         connections_opened = u.connections_opened + EXCLUDED.connections_opened, \
+         messages_published = u.messages_published + EXCLUDED.messages_published, \
+         messages_delivered = u.messages_delivered + EXCLUDED.messages_delivered, \
+         bytes_out = u.bytes_out + EXCLUDED.bytes_out",
+    )
+    .bind(columns.app_ids)
+    .bind(columns.periods)
+    .bind(columns.peaks)
+    .bind(columns.opened)
+    .bind(columns.published)
+    .bind(columns.delivered)
+    .bind(columns.bytes_out)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn add_hours(conn: &mut PgConnection, rows: &[UsageDelta]) -> sqlx::Result<()> {
+    let columns = Columns::of(rows);
+    sqlx::query(
+        "INSERT INTO usage_hours AS u (app_id, hour, peak_connections, connections_opened, \
+         messages_published, messages_delivered, bytes_out) \
+         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[], \
+         $5::bigint[], $6::bigint[], $7::bigint[]) \
+         ON CONFLICT (app_id, hour) DO UPDATE SET \
+         peak_connections = GREATEST(u.peak_connections, EXCLUDED.peak_connections), \
+         connections_opened = u.connections_opened + EXCLUDED.connections_opened, \
+         messages_published = u.messages_published + EXCLUDED.messages_published, \
+         messages_delivered = u.messages_delivered + EXCLUDED.messages_delivered, \
+         bytes_out = u.bytes_out + EXCLUDED.bytes_out",
+    )
+    .bind(columns.app_ids)
+    .bind(columns.periods)
+    .bind(columns.peaks)
+    .bind(columns.opened)
+    .bind(columns.published)
+    .bind(columns.delivered)
+    .bind(columns.bytes_out)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn add_days(conn: &mut PgConnection, rows: &[UsageDelta]) -> sqlx::Result<()> {
+    let columns = Columns::of(rows);
+    sqlx::query(
+        "INSERT INTO usage_days AS u (app_id, day, peak_connections, connections_opened, \
+         messages_published, messages_delivered, bytes_out) \
+         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[], \
+         $5::bigint[], $6::bigint[], $7::bigint[]) \
+         ON CONFLICT (app_id, day) DO UPDATE SET \
+         peak_connections = GREATEST(u.peak_connections, EXCLUDED.peak_connections), \
+         connections_opened = u.connections_opened + EXCLUDED.connections_opened, \
+         messages_published = u.messages_published + EXCLUDED.messages_published, \
+         messages_delivered = u.messages_delivered + EXCLUDED.messages_delivered, \
+         bytes_out = u.bytes_out + EXCLUDED.bytes_out",
+    )
+    .bind(columns.app_ids)
+    .bind(columns.periods)
+    .bind(columns.peaks)
+    .bind(columns.opened)
+    .bind(columns.published)
+    .bind(columns.delivered)
+    .bind(columns.bytes_out)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One stored period of an app's usage.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct UsageRow {
+    pub time: OffsetDateTime,
+    pub peak_connections: i64,
+    pub connections_opened: i64,
+    pub messages_published: i64,
+    pub messages_delivered: i64,
+    pub bytes_out: i64,
+}
+
+/// The account's app's minutes in `[from, to)`, oldest first.
+pub async fn minutes(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    app_id: &str,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> sqlx::Result<Vec<UsageRow>> {
+    sqlx::query_as(
+        "SELECT u.minute AS time, u.peak_connections, u.connections_opened, \
+         u.messages_published, u.messages_delivered, u.bytes_out \
+         FROM usage_minutes u JOIN apps a ON a.id = u.app_id \
+         WHERE u.app_id = $1 AND a.account_id = $2 AND u.minute >= $3 AND u.minute < $4 \
+         ORDER BY u.minute",
+    )
+    .bind(app_id)
+    .bind(account_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(conn)
+    .await
+}
+
+/// The account's app's hours in `[from, to)`, oldest first.
+pub async fn hours(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    app_id: &str,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> sqlx::Result<Vec<UsageRow>> {
+    sqlx::query_as(
+        "SELECT u.hour AS time, u.peak_connections, u.connections_opened, \
+         u.messages_published, u.messages_delivered, u.bytes_out \
+         FROM usage_hours u JOIN apps a ON a.id = u.app_id \
+         WHERE u.app_id = $1 AND a.account_id = $2 AND u.hour >= $3 AND u.hour < $4 \
+         ORDER BY u.hour",
+    )
+    .bind(app_id)
+    .bind(account_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(conn)
+    .await
+}
+
+/// The account's app's days in `[from, to)`, oldest first.
+pub async fn days(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    app_id: &str,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> sqlx::Result<Vec<UsageRow>> {
+    sqlx::query_as(
+        "SELECT u.day AS time, u.peak_connections, u.connections_opened, \
+         u.messages_published, u.messages_delivered, u.bytes_out \
+         FROM usage_days u JOIN apps a ON a.id = u.app_id \
+         WHERE u.app_id = $1 AND a.account_id = $2 AND u.day >= $3 AND u.day < $4 \
+         ORDER BY u.day",
+    )
+    .bind(app_id)
+    .bind(account_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(conn)
+    .await
+}

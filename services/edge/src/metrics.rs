@@ -1,0 +1,140 @@
+//! Prometheus metrics of this process, served at `GET /metrics`.
+//!
+//! One global `metrics` recorder, installed on first use (tests start many servers in one
+//! process, and a second install would fail). Labels have a bounded set of values: close codes
+//! come from the protocol's fixed set, endpoints are route templates, message sources are
+//! `api` and `client`. App ids are never labels (their number is unbounded); per-app figures
+//! are metering's job (`metering.rs`).
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use actix_web::HttpResponse;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::ContentType;
+use actix_web::middleware::Next;
+use metrics::{Counter, Gauge, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+const CONNECTIONS: &str = "switchboard_connections";
+const SUBSCRIPTIONS: &str = "switchboard_subscriptions";
+const PUBLISHED: &str = "switchboard_messages_published_total";
+const DELIVERED: &str = "switchboard_messages_delivered_total";
+const OUTBOX_DROPS: &str = "switchboard_outbox_drops_total";
+const CLOSED: &str = "switchboard_connections_closed_total";
+const API_DURATION: &str = "switchboard_api_request_duration_seconds";
+
+/// Histogram buckets for request durations, in seconds.
+const DURATION_BUCKETS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The installed recorder's handle (or, if some other recorder was installed first, a handle
+/// on a recorder of our own that then stays empty).
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(API_DURATION.into()), &DURATION_BUCKETS)
+            .expect("the duration buckets are not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if let Err(error) = metrics::set_global_recorder(recorder) {
+            tracing::warn!(%error, "another metrics recorder is installed; /metrics stays empty");
+        }
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    metrics::describe_gauge!(CONNECTIONS, "WebSocket connections open on this node");
+    metrics::describe_gauge!(SUBSCRIPTIONS, "Channel subscriptions held on this node");
+    metrics::describe_counter!(
+        PUBLISHED,
+        "Messages published: one per channel of an API trigger, one per client event"
+    );
+    metrics::describe_counter!(
+        DELIVERED,
+        "Messages delivered: one per subscriber a message was queued for"
+    );
+    metrics::describe_counter!(
+        OUTBOX_DROPS,
+        "Frames dropped because a connection's outbox was full (it is then closed with 4100)"
+    );
+    metrics::describe_counter!(CLOSED, "Connections closed or refused, by close code");
+    metrics::describe_histogram!(
+        API_DURATION,
+        Unit::Seconds,
+        "HTTP request durations by route template"
+    );
+}
+
+/// Handles registered once, so the hot path does not look the metric up by name.
+pub struct Metrics {
+    pub connections: Gauge,
+    pub subscriptions: Gauge,
+    pub published_by_api: Counter,
+    pub published_by_clients: Counter,
+    pub delivered: Counter,
+    pub outbox_drops: Counter,
+}
+
+/// The process's metric handles; installs the recorder first if need be.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        prometheus();
+        Metrics {
+            connections: metrics::gauge!(CONNECTIONS),
+            subscriptions: metrics::gauge!(SUBSCRIPTIONS),
+            published_by_api: metrics::counter!(PUBLISHED, "source" => "api"),
+            published_by_clients: metrics::counter!(PUBLISHED, "source" => "client"),
+            delivered: metrics::counter!(DELIVERED),
+            outbox_drops: metrics::counter!(OUTBOX_DROPS),
+        }
+    })
+}
+
+/// A connection ended (or was refused) with this close code.
+pub fn connection_closed(code: u16) {
+    prometheus();
+    metrics::counter!(CLOSED, "code" => code.to_string()).increment(1);
+}
+
+/// Keeps histograms from growing between scrapes; run every few seconds.
+pub fn run_upkeep() {
+    prometheus().run_upkeep();
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+pub async fn render() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType(
+            "text/plain; version=0.0.4; charset=utf-8"
+                .parse()
+                .expect("a valid media type"),
+        ))
+        .body(prometheus().render())
+}
+
+/// Middleware timing every routed HTTP request by its route template (`/apps/{app_id}/events`);
+/// WebSocket upgrades, `/metrics` and unrouted paths are left out. Mount with
+/// `actix_web::middleware::from_fn(edge::metrics::time_requests)`.
+pub async fn time_requests(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let response = next.call(request).await?;
+    if let Some(endpoint) = response.request().match_pattern()
+        && !endpoint.ends_with("/app/{key}")
+        && endpoint != "/metrics"
+    {
+        prometheus();
+        metrics::histogram!(API_DURATION, "endpoint" => endpoint)
+            .record(started.elapsed().as_secs_f64());
+    }
+    Ok(response)
+}

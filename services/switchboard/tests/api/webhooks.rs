@@ -1,0 +1,257 @@
+//! What the edge reports to webhooks, end to end (edge → sender → a local endpoint), and
+//! the opt-in `subscription_count` events.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::helpers::{WsClient, data_of};
+use crate::platform::spawn_platform;
+
+/// Only a hang reaches it.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A local webhook endpoint: every request's signature headers and body.
+struct Receiver {
+    url: String,
+    requests: mpsc::UnboundedReceiver<(String, String, String, String)>,
+}
+
+type Sent = mpsc::UnboundedSender<(String, String, String, String)>;
+
+/// Keeps the request's content type, signature headers and body; answers 200.
+async fn record(request: HttpRequest, body: web::Bytes, sender: web::Data<Sent>) -> HttpResponse {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let _ = sender.send((
+        header("content-type"),
+        header("x-pusher-key"),
+        header("x-pusher-signature"),
+        String::from_utf8(body.to_vec()).unwrap(),
+    ));
+    HttpResponse::Ok().finish()
+}
+
+impl Receiver {
+    fn start() -> Self {
+        let (sender, requests) = mpsc::unbounded_channel();
+        let sender: web::Data<Sent> = web::Data::new(sender);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(sender.clone())
+                .default_service(web::to(record))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        Self {
+            url: format!("http://127.0.0.1:{port}/hooks"),
+            requests,
+        }
+    }
+
+    /// Events until one equal to `wanted` arrives, each request checked as pusher-http-node
+    /// checks it.
+    async fn until(&mut self, key: &str, secret: &str, wanted: &Value) -> Vec<Value> {
+        let mut events = Vec::new();
+        loop {
+            let (content_type, sent_key, signature, body) =
+                tokio::time::timeout(WAIT, self.requests.recv())
+                    .await
+                    .unwrap_or_else(|_| panic!("waiting for {wanted}, got {events:?}"))
+                    .expect("the receiver runs");
+            assert_eq!(content_type, "application/json");
+            assert_eq!(sent_key, key);
+            assert_eq!(signature, protocol::sign::hmac_hex(secret, &body));
+            let body: Value = serde_json::from_str(&body).unwrap();
+            let batch = body["events"].as_array().unwrap();
+            assert_eq!(batch.len(), 1, "one event per request without batching");
+            events.push(batch[0].clone());
+            if &batch[0] == wanted {
+                return events;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_edge_reports_channel_presence_client_and_cache_events() {
+    let platform = spawn_platform().await;
+    let (account, created) = platform.account_with_app("ann@example.com", None).await;
+    let (app_id, key, secret) = (&created.app.id, &created.key, &created.secret);
+    let mut receiver = Receiver::start();
+    platform
+        .control
+        .create_webhook(account, app_id, &receiver.url, &[], false)
+        .await
+        .unwrap();
+    let auth = |socket_id: &str, channel: &str, data: Option<&str>| {
+        let signed = protocol::sign::channel_auth_string(socket_id, channel, data);
+        format!("{key}:{}", protocol::sign::hmac_hex(secret, &signed))
+    };
+
+    let (mut ann, ann_id) = platform.connected(key).await;
+    ann.subscribe("room", "", None).await;
+    receiver
+        .until(
+            key,
+            secret,
+            &json!({ "name": "channel_occupied", "channel": "room" }),
+        )
+        .await;
+
+    let lobby = "presence-lobby";
+    let ann_data = r#"{"user_id":"ann"}"#;
+    ann.subscribe(lobby, &auth(&ann_id, lobby, Some(ann_data)), Some(ann_data))
+        .await;
+    let (mut bob, bob_id) = platform.connected(key).await;
+    let bob_data = r#"{"user_id":"bob","user_info":{"name":"Bob"}}"#;
+    bob.subscribe(lobby, &auth(&bob_id, lobby, Some(bob_data)), Some(bob_data))
+        .await;
+    let seen = receiver
+        .until(
+            key,
+            secret,
+            &json!({ "name": "member_added", "channel": lobby, "user_id": "bob" }),
+        )
+        .await;
+    assert!(seen.contains(&json!({ "name": "member_added", "channel": lobby, "user_id": "ann" })));
+
+    bob.send(json!({ "event": "client-wave", "channel": lobby, "data": { "hand": "left" } }))
+        .await;
+    receiver
+        .until(
+            key,
+            secret,
+            &json!({
+                "name": "client_event", "channel": lobby, "event": "client-wave",
+                "data": "{\"hand\":\"left\"}", "socket_id": bob_id, "user_id": "bob",
+            }),
+        )
+        .await;
+
+    // (Ann has presence and client frames queued before these.)
+    ann.subscribe("cache-score", "", None).await;
+    ann.expect_event("pusher:cache_miss").await;
+    receiver
+        .until(
+            key,
+            secret,
+            &json!({ "name": "cache_miss", "channel": "cache-score" }),
+        )
+        .await;
+
+    // Leaving: after the grace period, per channel and per user (also on disconnect).
+    ann.send(json!({ "event": "pusher:unsubscribe", "data": { "channel": "room" } }))
+        .await;
+    receiver
+        .until(
+            key,
+            secret,
+            &json!({ "name": "channel_vacated", "channel": "room" }),
+        )
+        .await;
+    bob.close().await;
+    let seen = receiver
+        .until(
+            key,
+            secret,
+            &json!({ "name": "member_removed", "channel": lobby, "user_id": "bob" }),
+        )
+        .await;
+    assert!(
+        !seen.iter().any(|event| event["name"] == "channel_vacated"),
+        "ann is still in the lobby: {seen:?}"
+    );
+}
+
+/// Proves nothing else was queued for the client: the next frame is the pong to this ping.
+async fn expect_nothing_more(client: &mut WsClient) {
+    client
+        .send(json!({ "event": "pusher:ping", "data": {} }))
+        .await;
+    assert_eq!(client.next_json().await["event"], "pusher:pong");
+}
+
+fn count_of(frame: &Value, channel: &str) -> u64 {
+    assert_eq!(
+        frame["event"], "pusher_internal:subscription_count",
+        "{frame}"
+    );
+    assert_eq!(frame["channel"], channel);
+    data_of(frame)["subscription_count"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn subscribers_get_subscription_counts_when_the_app_opted_in() {
+    let platform = spawn_platform().await;
+    let (account, created) = platform.account_with_app("ann@example.com", None).await;
+    platform
+        .control
+        .set_subscription_counting(account, &created.app.id, true)
+        .await
+        .unwrap();
+    let key = &created.key;
+    // The edge may have cached the app (from its creation's notification) before the change:
+    // wait until a probe sees counts.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let (mut probe, _) = platform.connected(key).await;
+            probe.subscribe("probe", "", None).await;
+            probe
+                .send(json!({ "event": "pusher:ping", "data": {} }))
+                .await;
+            if probe.next_json().await["event"] == "pusher_internal:subscription_count" {
+                return;
+            }
+            probe.close().await;
+        }
+    })
+    .await
+    .expect("the edge sees the app's new setting");
+    let (mut ann, _) = platform.connected(key).await;
+    let (mut bob, _) = platform.connected(key).await;
+
+    let ok = ann.subscribe("room", "", None).await;
+    assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+    assert_eq!(count_of(&ann.next_json().await, "room"), 1);
+    bob.subscribe("room", "", None).await;
+    assert_eq!(count_of(&bob.next_json().await, "room"), 2);
+    assert_eq!(count_of(&ann.next_json().await, "room"), 2);
+    bob.send(json!({ "event": "pusher:unsubscribe", "data": { "channel": "room" } }))
+        .await;
+    assert_eq!(count_of(&ann.next_json().await, "room"), 1);
+    expect_nothing_more(&mut bob).await;
+
+    // Not on presence channels.
+    let (mut carol, carol_id) = platform.connected(key).await;
+    let lobby = "presence-lobby";
+    let data = r#"{"user_id":"carol"}"#;
+    let signed = protocol::sign::channel_auth_string(&carol_id, lobby, Some(data));
+    let auth = format!(
+        "{key}:{}",
+        protocol::sign::hmac_hex(&created.secret, &signed)
+    );
+    carol.subscribe(lobby, &auth, Some(data)).await;
+    expect_nothing_more(&mut carol).await;
+
+    // An app that did not opt in gets none.
+    let (_, plain) = platform.account_with_app("bob@example.com", None).await;
+    let (mut dave, _) = platform.connected(&plain.key).await;
+    dave.subscribe("room", "", None).await;
+    expect_nothing_more(&mut dave).await;
+}
