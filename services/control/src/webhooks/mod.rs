@@ -208,6 +208,19 @@ pub struct PgWebhookSink {
     dropped: AtomicU64,
 }
 
+/// The client webhooks are sent with: HTTPS with the system's roots (rustls on `ring`, the
+/// only crypto provider in the build), no redirects (a receiver must answer itself).
+pub fn webhook_http_client(timeout: std::time::Duration) -> reqwest::Client {
+    // A second install (tests build many senders in one process) is refused harmlessly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("switchboard-webhooks")
+        .build()
+        .expect("the webhook HTTP client builds")
+}
+
 impl PgWebhookSink {
     /// Starts the worker and the change listener on the current Tokio runtime.
     pub fn start(pool: PgPool, secrets: SecretsKey, settings: WebhookSettings) -> Arc<Self> {
@@ -218,12 +231,7 @@ impl PgWebhookSink {
             ttl: settings.config_ttl,
             apps: RwLock::new(HashMap::new()),
         });
-        let http = reqwest::Client::builder()
-            .timeout(settings.request_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent("switchboard-webhooks")
-            .build()
-            .expect("the webhook HTTP client builds");
+        let http = webhook_http_client(settings.request_timeout);
         let worker = Worker {
             delayer: Delayer::new(settings.leave_delay),
             batches: HashMap::new(),
@@ -510,5 +518,22 @@ async fn follow_changes(pool: PgPool, configs: std::sync::Weak<Configs>) {
             return;
         }
         tokio::time::sleep(RELISTEN_BACKOFF).await;
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    /// An https endpoint is attempted over TLS: the failure is the connection, not a missing
+    /// TLS implementation.
+    #[tokio::test]
+    async fn https_webhooks_are_attempted_over_tls() {
+        let client = super::webhook_http_client(std::time::Duration::from_secs(5));
+        let error = client
+            .post("https://127.0.0.1:9/")
+            .body("{}")
+            .send()
+            .await
+            .unwrap_err();
+        assert!(error.is_connect(), "{error:?}");
     }
 }
