@@ -117,9 +117,9 @@ impl UsageSink for PgUsageSink {
         let days = deltas(roll_up(rows, Resolution::Day.seconds())?)?;
         let write = async {
             let mut tx = self.pool.begin().await?;
-            usage::add_minutes(&mut tx, &minutes).await?;
-            usage::add_hours(&mut tx, &hours).await?;
-            usage::add_days(&mut tx, &days).await?;
+            usage::add(&mut tx, usage::Table::Minutes, &minutes).await?;
+            usage::add(&mut tx, usage::Table::Hours, &hours).await?;
+            usage::add(&mut tx, usage::Table::Days, &days).await?;
             tx.commit().await
         };
         write

@@ -43,81 +43,56 @@ impl Columns {
     }
 }
 
-pub async fn add_minutes(conn: &mut PgConnection, rows: &[UsageDelta]) -> sqlx::Result<()> {
-    let columns = Columns::of(rows);
-    sqlx::query(
-        "INSERT INTO usage_minutes AS u (app_id, minute, peak_connections, connections_opened, \
-         messages_published, messages_delivered, bytes_out) \
-         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[], \
-         $5::bigint[], $6::bigint[], $7::bigint[]) \
-         ON CONFLICT (app_id, minute) DO UPDATE SET \
-         peak_connections = GREATEST(u.peak_connections, EXCLUDED.peak_connections), \
-         connections_opened = u.connections_opened + EXCLUDED.connections_opened, \
-         messages_published = u.messages_published + EXCLUDED.messages_published, \
-         messages_delivered = u.messages_delivered + EXCLUDED.messages_delivered, \
-         bytes_out = u.bytes_out + EXCLUDED.bytes_out",
-    )
-    .bind(columns.app_ids)
-    .bind(columns.periods)
-    .bind(columns.peaks)
-    .bind(columns.opened)
-    .bind(columns.published)
-    .bind(columns.delivered)
-    .bind(columns.bytes_out)
-    .execute(conn)
-    .await?;
-    Ok(())
+/// The upsert that adds one period's deltas; only the table and its period column differ.
+macro_rules! add_usage_sql {
+    ($table:literal, $period:literal) => {
+        concat!(
+            "INSERT INTO ",
+            $table,
+            " AS u (app_id, ",
+            $period,
+            ", peak_connections, connections_opened, \
+             messages_published, messages_delivered, bytes_out) \
+             SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[], \
+             $5::bigint[], $6::bigint[], $7::bigint[]) \
+             ON CONFLICT (app_id, ",
+            $period,
+            ") DO UPDATE SET \
+             peak_connections = GREATEST(u.peak_connections, EXCLUDED.peak_connections), \
+             connections_opened = u.connections_opened + EXCLUDED.connections_opened, \
+             messages_published = u.messages_published + EXCLUDED.messages_published, \
+             messages_delivered = u.messages_delivered + EXCLUDED.messages_delivered, \
+             bytes_out = u.bytes_out + EXCLUDED.bytes_out"
+        )
+    };
 }
 
-pub async fn add_hours(conn: &mut PgConnection, rows: &[UsageDelta]) -> sqlx::Result<()> {
-    let columns = Columns::of(rows);
-    sqlx::query(
-        "INSERT INTO usage_hours AS u (app_id, hour, peak_connections, connections_opened, \
-         messages_published, messages_delivered, bytes_out) \
-         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[], \
-         $5::bigint[], $6::bigint[], $7::bigint[]) \
-         ON CONFLICT (app_id, hour) DO UPDATE SET \
-         peak_connections = GREATEST(u.peak_connections, EXCLUDED.peak_connections), \
-         connections_opened = u.connections_opened + EXCLUDED.connections_opened, \
-         messages_published = u.messages_published + EXCLUDED.messages_published, \
-         messages_delivered = u.messages_delivered + EXCLUDED.messages_delivered, \
-         bytes_out = u.bytes_out + EXCLUDED.bytes_out",
-    )
-    .bind(columns.app_ids)
-    .bind(columns.periods)
-    .bind(columns.peaks)
-    .bind(columns.opened)
-    .bind(columns.published)
-    .bind(columns.delivered)
-    .bind(columns.bytes_out)
-    .execute(conn)
-    .await?;
-    Ok(())
+/// The table a delta is added to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Minutes,
+    Hours,
+    Days,
 }
 
-pub async fn add_days(conn: &mut PgConnection, rows: &[UsageDelta]) -> sqlx::Result<()> {
+/// Adds the deltas to the table's rows (counts add up, peaks take the greatest).
+pub async fn add(conn: &mut PgConnection, table: Table, rows: &[UsageDelta]) -> sqlx::Result<()> {
+    let sql = match table {
+        Table::Minutes => add_usage_sql!("usage_minutes", "minute"),
+        Table::Hours => add_usage_sql!("usage_hours", "hour"),
+        Table::Days => add_usage_sql!("usage_days", "day"),
+    };
     let columns = Columns::of(rows);
-    sqlx::query(
-        "INSERT INTO usage_days AS u (app_id, day, peak_connections, connections_opened, \
-         messages_published, messages_delivered, bytes_out) \
-         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[], \
-         $5::bigint[], $6::bigint[], $7::bigint[]) \
-         ON CONFLICT (app_id, day) DO UPDATE SET \
-         peak_connections = GREATEST(u.peak_connections, EXCLUDED.peak_connections), \
-         connections_opened = u.connections_opened + EXCLUDED.connections_opened, \
-         messages_published = u.messages_published + EXCLUDED.messages_published, \
-         messages_delivered = u.messages_delivered + EXCLUDED.messages_delivered, \
-         bytes_out = u.bytes_out + EXCLUDED.bytes_out",
-    )
-    .bind(columns.app_ids)
-    .bind(columns.periods)
-    .bind(columns.peaks)
-    .bind(columns.opened)
-    .bind(columns.published)
-    .bind(columns.delivered)
-    .bind(columns.bytes_out)
-    .execute(conn)
-    .await?;
+    sqlx::query(sql)
+        .bind(columns.app_ids)
+        .bind(columns.periods)
+        .bind(columns.peaks)
+        .bind(columns.opened)
+        .bind(columns.published)
+        .bind(columns.delivered)
+        .bind(columns.bytes_out)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -208,11 +208,10 @@ pub struct PgWebhookSink {
     dropped: AtomicU64,
 }
 
-/// The client webhooks are sent with: HTTPS with the system's roots (rustls on `ring`, the
-/// only crypto provider in the build), no redirects (a receiver must answer itself).
+/// The client webhooks are sent with: HTTPS with the system's roots (reqwest's rustls with
+/// its aws-lc-rs provider, the only one in the build), no redirects (a receiver must answer
+/// itself).
 pub fn webhook_http_client(timeout: std::time::Duration) -> reqwest::Client {
-    // A second install (tests build many senders in one process) is refused harmlessly.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())

@@ -72,20 +72,13 @@ async fn connections_past_the_plan_are_refused_with_4004_exactly_even_when_simul
 
     platform
         .control
-        .change_plan(account, &app.app.id, "startup")
+        .change_plan(account, &app.app.id, "pro")
         .await
         .unwrap();
-    let mut third = None;
-    for _ in 0..100 {
-        let (mut client, first) = connect_and_read(&platform, &app.key).await;
-        if first["event"] == "pusher:connection_established" {
-            third = Some(client);
-            break;
-        }
-        client.expect_close().await;
-    }
-    assert!(
-        third.is_some(),
+    wait_for_pro_plan(&platform, &app).await;
+    let (_fourth, first) = connect_and_read(&platform, &app.key).await;
+    assert_eq!(
+        first["event"], "pusher:connection_established",
         "the new plan's ceiling applies to new connections"
     );
     // The first three were never disconnected by the change.
@@ -96,6 +89,26 @@ async fn connections_past_the_plan_are_refused_with_4004_exactly_even_when_simul
             "pusher:pong"
         );
     }
+}
+
+/// Returns once the edge serves the app on `pro`: the API then takes a 20 KB event (pro
+/// allows 32 KB, tiny 10 KB).
+async fn wait_for_pro_plan(platform: &TestPlatform, app: &control::service::CreatedApp) {
+    let big = json!({"name":"e","channel":"nobody","data":"x".repeat(20 * 1024)});
+    let path = format!("/apps/{}/events", app.app.id);
+    for _ in 0..2_000 {
+        let credentials = (app.app.id.as_str(), app.key.as_str(), app.secret.as_str());
+        let response = platform
+            .app
+            .api(credentials, "POST", &path, &[], Some(&big))
+            .await;
+        match response.status().as_u16() {
+            200 => return,
+            413 | 429 => continue,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    panic!("the edge never saw the pro plan");
 }
 
 async fn connect_and_read(platform: &TestPlatform, key: &str) -> (WsClient, Value) {
@@ -162,20 +175,14 @@ async fn the_daily_message_quota_counts_publishes_and_deliveries_exactly() {
 
     platform
         .control
-        .change_plan(account, &app.app.id, "startup")
+        .change_plan(account, &app.app.id, "pro")
         .await
         .unwrap();
-    let mut published = false;
-    for _ in 0..1_000 {
-        if platform
-            .publish(&app.app.id, &app.key, &app.secret, "private-q", "after")
-            .await
-            == 200
-        {
-            published = true;
-            break;
-        }
-    }
+    wait_for_pro_plan(&platform, &app).await;
+    let published = platform
+        .publish(&app.app.id, &app.key, &app.secret, "private-q", "after")
+        .await
+        == 200;
     assert!(published, "the new plan's quota applies");
     assert_eq!(
         subscriber.expect_event("after").await["channel"],
@@ -283,15 +290,19 @@ async fn channels_per_connection_and_client_event_rate_follow_the_plan_live() {
 
     platform
         .control
-        .change_plan(account, &app.app.id, "startup")
+        .change_plan(account, &app.app.id, "pro")
         .await
         .unwrap();
-    // Once the API sees the new plan (publish rate 100/s), the connection does too.
+    // Once the API sees the new plan, the change is also queued for the connection, which
+    // applies it before judging its next frame.
+    wait_for_pro_plan(&platform, &app).await;
+    // The change reaches the connection a moment after the API; a refused try changes nothing.
     let mut moved = false;
-    for _ in 0..200 {
-        client.send(json!({"event":"pusher:subscribe","data":{"channel":"private-c","auth":auth("private-c")}})).await;
-        let reply = client.next_json().await;
-        if reply["event"] == "pusher_internal:subscription_succeeded" {
+    for _ in 0..20 {
+        client
+            .send(json!({"event":"pusher:subscribe","data":{"channel":"private-c","auth":auth("private-c")}}))
+            .await;
+        if client.next_json().await["event"] == "pusher_internal:subscription_succeeded" {
             moved = true;
             break;
         }
