@@ -51,15 +51,20 @@ test('raw: subscribe replies and presence payload encoding', T, async (t) => {
   raw.send({ event: 'pusher:subscribe', data: { channel: presence, ...auth } });
   const pres = await raw.next('pusher_internal:subscription_succeeded', { predicate: (f) => f.channel === presence });
   assert.equal(typeof pres.data, 'string', `presence data must be a JSON string: ${pres.__raw}`);
-  assert.deepEqual(JSON.parse(pres.data), {
-    presence: { ids: ['u1'], hash: { u1: { name: 'One' } }, count: 1 },
-  });
+  // Beside `presence`, our extension's `epoch` and `serial` (pusher-js reads only `presence`).
+  const { presence: members, epoch, serial } = JSON.parse(pres.data);
+  assert.deepEqual(members, { ids: ['u1'], hash: { u1: { name: 'One' } }, count: 1 });
+  assert.equal(typeof epoch, 'string');
+  assert.equal(serial, 0);
 
   // App events: `data` is the publisher's string, forwarded untouched.
   await api.trigger(pub, 'raw-ev', { a: [1, 2] });
   const ev = await raw.next('raw-ev');
   assert.equal(ev.channel, pub);
   assert.equal(ev.data, JSON.stringify({ a: [1, 2] }));
+  // Our extension: the channel's serial and epoch, as top-level fields pusher-js ignores.
+  assert.equal(ev.serial, 1);
+  assert.equal(ev.epoch, JSON.parse(ok.data).epoch);
 });
 
 test('raw: presence subscribe with a numeric user_id normalises to a string', T, async (t) => {
@@ -71,7 +76,7 @@ test('raw: presence subscribe with a numeric user_id normalises to a string', T,
   const auth = api.authorizeChannel(socketId, presence, { user_id: 10, user_info: { name: 'Ten' } });
   raw.send({ event: 'pusher:subscribe', data: { channel: presence, ...auth } });
   const pres = await raw.next('pusher_internal:subscription_succeeded', { predicate: (f) => f.channel === presence });
-  assert.deepEqual(frameData(pres), { presence: { ids: ['10'], hash: { 10: { name: 'Ten' } }, count: 1 } });
+  assert.deepEqual(frameData(pres).presence, { ids: ['10'], hash: { 10: { name: 'Ten' } }, count: 1 });
 });
 
 test('unknown app key: raw socket gets pusher:error 4001 then close code 4001', T, async (t) => {

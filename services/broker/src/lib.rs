@@ -4,8 +4,15 @@
 //! implementation for many nodes implements the same trait and passes the same conformance
 //! suite (`testing::conformance`).
 //!
-//! Architecture invariant: the broker carries frames as shared bytes and never parses them.
+//! Every publication that carries a `HistoryWindow` gets the channel's next serial and goes
+//! into the channel's bounded history (`history`); `Broker::history` replays it after a
+//! serial, for resume and the history API.
+//!
+//! Architecture invariant: the broker carries frames as shared bytes and never parses them
+//! (stamping a serial is a byte splice, see `history::stamp`).
 
+mod clock;
+mod history;
 mod local;
 pub mod testing;
 
@@ -15,7 +22,9 @@ use protocol::names::{AppId, ChannelName, SocketId, UserId};
 use protocol::wire::Member;
 use thiserror::Error;
 
-pub use local::Local;
+pub use clock::Clock;
+pub use history::{ChannelHistory, HistoryWindow, stamp};
+pub use local::{FORGET_IDLE_CHANNELS_AFTER, Local};
 
 /// One event for one channel of one app, serialised once and shared by every subscriber.
 #[derive(Debug, Clone)]
@@ -27,6 +36,40 @@ pub struct Publication {
     /// A connection that must not receive it (the sender of a client event, or the
     /// `socket_id` a publisher excluded), carried raw so exclusion works on every node.
     pub except: Option<SocketId>,
+    /// Channel events (API and client events) carry their plan's window: the broker gives them
+    /// a serial, stamps the frame and keeps it. Protocol frames (`member_added`,
+    /// `member_removed`, `subscription_count`) carry `None`: no serial, not kept.
+    pub history: Option<HistoryWindow>,
+    /// The serial the broker gave the publication, as sinks see it; publishers leave `None`.
+    pub serial: Option<u64>,
+}
+
+/// What a channel's history holds after a serial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum History {
+    /// Every stored frame after the serial asked for, oldest first, with its serial.
+    Replay {
+        epoch: String,
+        /// The channel's last serial (0 before its first publication).
+        latest: u64,
+        frames: Vec<(u64, ByteString)>,
+    },
+    /// Some frames after the serial asked for are gone (outside the window), the client holds
+    /// another epoch, or the serial was never reached in this epoch.
+    Gap {
+        epoch: String,
+        latest: u64,
+        /// The oldest serial still stored; `latest + 1` when nothing is.
+        oldest_available: u64,
+    },
+}
+
+/// Where a channel's history stands: what a new subscriber is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub epoch: String,
+    /// The channel's last serial (0 before its first publication).
+    pub serial: u64,
 }
 
 /// Where a broker hands publications for this node's connections.
@@ -55,8 +98,25 @@ pub enum BrokerError {
 /// Pub/sub and presence across every edge node.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
-    /// Hands `publication` to the sink of every node, this one included.
+    /// Hands `publication` to the sink of every node, this one included. With a history
+    /// window it first gets the channel's next serial, its frame is stamped and stored; serial
+    /// order, history order and delivery order are one order.
     async fn publish(&self, publication: Publication) -> Result<(), BrokerError>;
+
+    /// The stored frames after `since_serial` (all of them for `None`), or `History::Gap`
+    /// when any of them is gone or `epoch` is not the channel's. A channel with no history
+    /// yet starts one (a new epoch).
+    async fn history(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        since_serial: Option<u64>,
+        epoch: Option<&str>,
+    ) -> Result<History, BrokerError>;
+
+    /// The channel's epoch and last serial, starting its history if it has none, so a new
+    /// subscriber knows where it stands without copying any frame.
+    async fn position(&self, app: &AppId, channel: &ChannelName) -> Result<Position, BrokerError>;
 
     /// Adds `socket` to the channel as `member`. Joining twice with one socket is a no-op; a
     /// new user beyond `max_members` distinct users is refused with `PresenceFull`.

@@ -2,7 +2,57 @@
 
 use broker::Local;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn local_broker_conforms() {
-    broker::testing::conformance(|sink| Local::new(sink)).await;
+    broker::testing::conformance(|sink, clock| Local::with_clock(sink, clock)).await;
+}
+
+/// Local only: the memory of channels used once is bounded by forgetting idle ones.
+#[tokio::test]
+async fn an_idle_channel_with_nothing_kept_is_forgotten_and_a_resume_gets_a_gap() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use broker::{Broker, Clock, History, HistoryWindow, Publication};
+    use protocol::names::{AppId, ChannelName};
+
+    let clock = Clock::manual();
+    let broker = Local::with_clock(
+        Arc::new(broker::testing::RecordingSink::default()),
+        clock.clone(),
+    );
+    let (app, channel) = (AppId::parse("a").unwrap(), ChannelName::parse("c").unwrap());
+    let publication = Publication {
+        app: app.clone(),
+        channel: channel.clone(),
+        frame: r#"{"event":"e","channel":"c","data":"x"}"#.into(),
+        except: None,
+        history: Some(HistoryWindow {
+            max_events: 10,
+            max_age: Duration::from_secs(60),
+        }),
+        serial: None,
+    };
+    broker.publish(publication).await.unwrap();
+    let before = broker.position(&app, &channel).await.unwrap();
+
+    clock.advance(Duration::from_secs(30 * 60));
+    let kept = broker.position(&app, &channel).await.unwrap();
+    assert_eq!(
+        kept, before,
+        "used within the hour: kept, though its event expired"
+    );
+
+    clock.advance(broker::FORGET_IDLE_CHANNELS_AFTER);
+    // Any later use sweeps; the channel's next use then starts a new epoch.
+    let other = ChannelName::parse("other").unwrap();
+    broker.position(&app, &other).await.unwrap();
+    let restarted = broker.position(&app, &channel).await.unwrap();
+    assert_ne!(restarted.epoch, before.epoch);
+    assert_eq!(restarted.serial, 0);
+    let resume = broker
+        .history(&app, &channel, Some(1), Some(&before.epoch))
+        .await
+        .unwrap();
+    assert!(matches!(resume, History::Gap { .. }), "{resume:?}");
 }

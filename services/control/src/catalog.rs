@@ -175,6 +175,8 @@ impl PgCatalog {
             max_channels_per_connection: usize::try_from(row.max_channels_per_connection)
                 .unwrap_or(100),
             webhooks_allowed: row.webhooks_allowed,
+            history_events: usize::try_from(row.history_events).unwrap_or(0),
+            history_seconds: u64::try_from(row.history_seconds).unwrap_or(0),
         };
         let app = Arc::new(App {
             id: app_id.clone(),

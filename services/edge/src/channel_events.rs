@@ -253,6 +253,9 @@ fn send_count(state: &EdgeState, app: &AppId, channel: &ChannelName, count: usiz
             channel: channel.clone(),
             frame: frame.into(),
             except: None,
+            // A protocol frame: no serial, not kept in the channel's history.
+            history: None,
+            serial: None,
         });
     }
     emit(state, app, "subscription_count", || {

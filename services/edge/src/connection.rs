@@ -13,13 +13,14 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use protocol::codes::{CloseReason, ErrorCode};
 use protocol::names::{AppKey, ChannelName, SocketId, UserId};
 use protocol::session::{Credentials, Output, Session, SessionConfig};
-use protocol::wire::{self, Member};
+use protocol::wire::{self, ChannelPosition, Member};
 use tenancy::{App, KeyedApp};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::limits::{ConnectionSlot, unix_now};
 use crate::outbox::{Outbox, Outgoing};
+use crate::resume::{self, history_window};
 use crate::websocket::{self, Inbound, Reader};
 use crate::{EdgeState, channel_events};
 
@@ -304,7 +305,11 @@ impl Connection {
     async fn perform(&mut self, output: Output) -> Result<(), CloseReason> {
         match output {
             Output::Send(frame) => self.send(frame),
-            Output::Subscribe { channel, member } => self.subscribe(channel, member).await,
+            Output::Subscribe {
+                channel,
+                member,
+                resume,
+            } => self.subscribe(channel, member, resume).await,
             Output::Unsubscribe { channel, member } => self.unsubscribe(&channel, member).await,
             Output::ClientEvent { channel, frame, .. } => self.client_event(channel, frame).await,
             Output::SignedIn { user } => self.state.hub.sign_in(&self.app.id, &user, &self.outbox),
@@ -313,70 +318,128 @@ impl Connection {
         Ok(())
     }
 
-    async fn subscribe(&mut self, channel: ChannelName, member: Option<Member>) {
-        // Registered before the confirmation is queued, so no event published after the
-        // client sees `subscription_succeeded` can miss it.
+    async fn subscribe(
+        &mut self,
+        channel: ChannelName,
+        member: Option<Member>,
+        resume: Option<ChannelPosition>,
+    ) {
+        // The channel's live frames wait in the outbox until the subscriber has been told where
+        // it stands (and sent what it missed); then only those after that position follow.
+        self.outbox.hold(&channel);
+        // Registered before the history is read, so an event published after the read is
+        // delivered live, and one published before it is in the history: none is missed.
         let added = self
             .state
             .hub
             .subscribe(&self.app.id, &channel, &self.outbox);
-        let Some(member) = member else {
-            self.send(wire::subscription_succeeded(channel.as_str()));
-            return channel_events::subscribed(
-                &self.state,
-                &self.app,
-                &channel,
-                &self.outbox,
-                added,
-            );
+        let joined = match &member {
+            None => None,
+            Some(member) => match self.join_presence(&channel, member).await {
+                Ok(joined) => Some(joined),
+                Err(refusal) => {
+                    self.state
+                        .hub
+                        .unsubscribe(&self.app.id, &channel, &self.outbox);
+                    self.outbox.discard_held(&channel);
+                    return self.send(refusal);
+                }
+            },
         };
+        let catch_up = resume::catch_up(
+            self.state.broker.as_ref(),
+            &self.app.id,
+            &channel,
+            resume.as_ref(),
+            self.outbox.room(),
+        )
+        .await;
+        let position = catch_up.position.as_ref();
+        self.send(match &joined {
+            None => wire::subscription_succeeded(channel.as_str(), position),
+            Some(joined) => {
+                wire::presence_subscription_succeeded(channel.as_str(), &joined.members, position)
+            }
+        });
+        channel_events::subscribed(&self.state, &self.app, &channel, &self.outbox, added);
+        if let Some(failure) = catch_up.failure {
+            self.send(failure);
+        }
+        let (mut replayed, mut replayed_bytes) = (0u64, 0u64);
+        for frame in catch_up.replay {
+            replayed += 1;
+            replayed_bytes += frame.len() as u64;
+            self.outbox.push(frame);
+        }
+        // A connection that was already on the channel has had its live frames all along: a
+        // plain re-subscribe drops none of them.
+        let release_after = match (added, &resume) {
+            (None, None) => None,
+            _ => catch_up.release_after,
+        };
+        let (dropped, dropped_bytes) = self.outbox.release(&channel, release_after);
+        // A replayed frame is a delivery; a held duplicate of one was counted by fan-out.
+        self.count_replay(
+            replayed.saturating_sub(dropped),
+            replayed_bytes.saturating_sub(dropped_bytes),
+        );
+        if let (Some(member), Some(joined)) = (member, joined)
+            && joined.first_for_user
+        {
+            channel_events::member_added(&self.state, &self.app.id, &channel, &member.user_id);
+            let frame = wire::member_added(channel.as_str(), &member);
+            self.publish(channel, frame, true, None).await;
+        }
+    }
+
+    /// Counts frames sent from history like fan-out deliveries (messages and bytes out).
+    fn count_replay(&self, frames: u64, bytes: u64) {
+        if frames == 0 {
+            return;
+        }
+        self.state
+            .hub
+            .limits()
+            .count_messages(&self.app.id, frames, unix_now());
+        self.state
+            .meter
+            .delivered_to_one(&self.app.id, frames, bytes);
+        crate::metrics::metrics().delivered.increment(frames);
+    }
+
+    /// Joins the presence channel as `member`; a refusal is the `subscription_error` to send.
+    async fn join_presence(
+        &self,
+        channel: &ChannelName,
+        member: &Member,
+    ) -> Result<broker::PresenceJoin, String> {
         let socket_id = self.session.socket_id().clone();
         let joined = self
             .state
             .broker
             .presence_join(
                 &self.app.id,
-                &channel,
+                channel,
                 &socket_id,
                 member.clone(),
                 self.app.limits.max_presence_members,
             )
             .await;
-        let joined = match joined {
-            Ok(joined) => joined,
-            Err(BrokerError::PresenceFull { max }) => {
-                self.state
-                    .hub
-                    .unsubscribe(&self.app.id, &channel, &self.outbox);
+        joined.map_err(|error| match error {
+            BrokerError::PresenceFull { max } => {
                 let message = format!("presence channel is full: at most {max} members");
-                let frame =
-                    wire::subscription_error(channel.as_str(), "LimitReached", &message, 4100);
-                return self.send(frame);
+                wire::subscription_error(channel.as_str(), "LimitReached", &message, 4100)
             }
-            Err(error) => {
+            error => {
                 tracing::warn!(%error, "presence join failed");
-                self.state
-                    .hub
-                    .unsubscribe(&self.app.id, &channel, &self.outbox);
-                let frame = wire::subscription_error(
+                wire::subscription_error(
                     channel.as_str(),
                     "ServerError",
                     "presence unavailable",
                     503,
-                );
-                return self.send(frame);
+                )
             }
-        };
-        self.send(wire::presence_subscription_succeeded(
-            channel.as_str(),
-            &joined.members,
-        ));
-        channel_events::subscribed(&self.state, &self.app, &channel, &self.outbox, added);
-        if joined.first_for_user {
-            channel_events::member_added(&self.state, &self.app.id, &channel, &member.user_id);
-            let frame = wire::member_added(channel.as_str(), &member);
-            self.publish(channel, frame, true).await;
-        }
+        })
     }
 
     async fn unsubscribe(&mut self, channel: &ChannelName, member: Option<UserId>) {
@@ -398,7 +461,7 @@ impl Connection {
             Ok(Some(user)) => {
                 channel_events::member_removed(&self.state, &self.app.id, channel, &user);
                 let frame = wire::member_removed(channel.as_str(), &user);
-                self.publish(channel.clone(), frame, false).await;
+                self.publish(channel.clone(), frame, false, None).await;
             }
             Ok(None) => {}
             Err(error) => tracing::warn!(%error, "presence leave failed"),
@@ -428,17 +491,27 @@ impl Connection {
         crate::metrics::metrics().published_by_clients.increment(1);
         let socket_id = self.session.socket_id();
         channel_events::client_event(&self.state, &self.app.id, &channel, socket_id, &frame);
-        self.publish(channel, frame, true).await;
+        let window = history_window(&self.app.limits);
+        self.publish(channel, frame, true, Some(window)).await;
     }
 
-    /// Publishes to the channel through the broker, excluding this connection if asked.
-    async fn publish(&self, channel: ChannelName, frame: String, exclude_self: bool) {
+    /// Publishes to the channel through the broker, excluding this connection if asked. Client
+    /// events pass their plan's history window (they get serials); protocol frames `None`.
+    async fn publish(
+        &self,
+        channel: ChannelName,
+        frame: String,
+        exclude_self: bool,
+        history: Option<broker::HistoryWindow>,
+    ) {
         let except = exclude_self.then(|| self.session.socket_id().clone());
         let publication = Publication {
             app: self.app.id.clone(),
             channel,
             frame: frame.into(),
             except,
+            history,
+            serial: None,
         };
         if let Err(error) = self.state.broker.publish(publication).await {
             tracing::warn!(%error, "publish failed");

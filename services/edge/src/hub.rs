@@ -206,7 +206,11 @@ impl DeliverySink for Hub {
         let mut delivered = 0;
         for outbox in subscribers.values() {
             if publication.except.as_ref() != Some(outbox.socket_id()) {
-                outbox.push(publication.frame.clone());
+                outbox.push_from(
+                    &publication.channel,
+                    publication.serial,
+                    publication.frame.clone(),
+                );
                 delivered += 1;
             }
         }

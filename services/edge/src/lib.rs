@@ -16,6 +16,7 @@ pub mod limits;
 pub mod metering;
 pub mod metrics;
 mod outbox;
+mod resume;
 mod websocket;
 
 use std::sync::Arc;

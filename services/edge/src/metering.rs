@@ -136,6 +136,18 @@ impl Meter {
         });
     }
 
+    /// `frames` frames of `bytes` bytes in all went to one connection (a resume's replay).
+    pub fn delivered_to_one(&self, app: &AppId, frames: u64, bytes: u64) {
+        if frames == 0 {
+            return;
+        }
+        self.count(app, |meter, minute| {
+            let counts = meter.minute(minute);
+            counts.messages_delivered += frames;
+            counts.bytes_out += bytes;
+        });
+    }
+
     /// Connections of the app open on this node now.
     pub fn concurrent(&self, app: &AppId) -> u64 {
         let apps = self.apps.lock().expect("meter lock poisoned");

@@ -6,6 +6,10 @@
 //! frame, so idle connections stay small, and a push wakes only the socket writer, not the
 //! connection's task. A full queue marks the connection for closing with 4100 instead of
 //! growing memory.
+//!
+//! While the connection subscribes, its channel's fan-out frames are held (`hold`) and then
+//! released after the subscriber's position: the frames at or below the serial it was told
+//! (or was replayed) are dropped, so it receives each serial once, in order.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -16,7 +20,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use futures_util::task::AtomicWaker;
 use protocol::codes::CloseReason;
-use protocol::names::SocketId;
+use protocol::names::{ChannelName, SocketId};
 use tokio::sync::Notify;
 
 const OPEN: u8 = 0;
@@ -42,7 +46,7 @@ pub enum Outgoing {
 pub struct Outbox {
     socket_id: SocketId,
     capacity: usize,
-    queue: Mutex<VecDeque<Outgoing>>,
+    queue: Mutex<Queue>,
     /// The response body writing to the socket.
     writer: AtomicWaker,
     /// The connection's own task, told about close requests and app changes.
@@ -52,12 +56,33 @@ pub struct Outbox {
     app_changed: AtomicBool,
 }
 
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Outgoing>,
+    /// Channels being subscribed, whose fan-out frames wait; empty nearly always, and then
+    /// it costs a length check per push.
+    held: Vec<Held>,
+}
+
+#[derive(Debug)]
+struct Held {
+    channel: ChannelName,
+    frames: Vec<(Option<u64>, ByteString)>,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        let held: usize = self.held.iter().map(|held| held.frames.len()).sum();
+        self.items.len() + held
+    }
+}
+
 impl Outbox {
     pub fn new(socket_id: SocketId, capacity: usize) -> Self {
         Self {
             socket_id,
             capacity,
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             writer: AtomicWaker::new(),
             task: Notify::new(),
             state: AtomicU8::new(OPEN),
@@ -75,6 +100,73 @@ impl Outbox {
         self.enqueue(Outgoing::Text(frame), self.capacity);
     }
 
+    /// Queues a fan-out frame of `channel` (with the serial the broker gave it, if any), or
+    /// holds it while the connection is subscribing to that channel.
+    pub fn push_from(&self, channel: &ChannelName, serial: Option<u64>, frame: ByteString) {
+        if self.state.load(Ordering::Relaxed) != OPEN {
+            return;
+        }
+        let mut queue = self.queue.lock().expect("outbox lock poisoned");
+        if queue.len() >= self.capacity {
+            drop(queue);
+            return self.overflowed();
+        }
+        if let Some(held) = queue.held.iter_mut().find(|held| held.channel == *channel) {
+            held.frames.push((serial, frame));
+            return;
+        }
+        queue.items.push_back(Outgoing::Text(frame));
+        drop(queue);
+        self.writer.wake();
+    }
+
+    /// Holds the channel's fan-out frames from now on, until `release` or `discard_held`.
+    pub fn hold(&self, channel: &ChannelName) {
+        let mut queue = self.queue.lock().expect("outbox lock poisoned");
+        if !queue.held.iter().any(|held| held.channel == *channel) {
+            queue.held.push(Held {
+                channel: channel.clone(),
+                frames: Vec::new(),
+            });
+        }
+    }
+
+    /// Ends the hold: queues the held frames in order, except those with a serial at or below
+    /// `after` (the subscriber has them, or starts after them). `None` queues them all.
+    /// Returns how many frames were dropped and their bytes (fan-out had counted them).
+    pub fn release(&self, channel: &ChannelName, after: Option<u64>) -> (u64, u64) {
+        let mut queue = self.queue.lock().expect("outbox lock poisoned");
+        let Some(index) = queue.held.iter().position(|held| held.channel == *channel) else {
+            return (0, 0);
+        };
+        let held = queue.held.swap_remove(index);
+        let (mut dropped, mut dropped_bytes) = (0, 0);
+        for (serial, frame) in held.frames {
+            let seen = after.is_some_and(|after| serial.is_some_and(|serial| serial <= after));
+            if seen {
+                dropped += 1;
+                dropped_bytes += frame.len() as u64;
+            } else {
+                queue.items.push_back(Outgoing::Text(frame));
+            }
+        }
+        drop(queue);
+        self.writer.wake();
+        (dropped, dropped_bytes)
+    }
+
+    /// Ends the hold and drops what it held (the subscription failed).
+    pub fn discard_held(&self, channel: &ChannelName) {
+        let mut queue = self.queue.lock().expect("outbox lock poisoned");
+        queue.held.retain(|held| held.channel != *channel);
+    }
+
+    /// How many more fan-out frames fit before the connection is a slow consumer.
+    pub fn room(&self) -> usize {
+        let queue = self.queue.lock().expect("outbox lock poisoned");
+        self.capacity.saturating_sub(queue.len())
+    }
+
     /// Queues a frame of the connection's own (a reply, a ping). Replies come only in answer
     /// to the client, but a client that sends without reading is still bounded (at twice the
     /// fan-out bound).
@@ -89,13 +181,16 @@ impl Outbox {
         let mut queue = self.queue.lock().expect("outbox lock poisoned");
         if queue.len() >= bound {
             drop(queue);
-            crate::metrics::metrics().outbox_drops.increment(1);
-            self.end(OVERFLOWED);
-            return;
+            return self.overflowed();
         }
-        queue.push_back(item);
+        queue.items.push_back(item);
         drop(queue);
         self.writer.wake();
+    }
+
+    fn overflowed(&self) {
+        crate::metrics::metrics().outbox_drops.increment(1);
+        self.end(OVERFLOWED);
     }
 
     /// Replaces whatever is queued with these last frames and closes the queue: nothing
@@ -104,8 +199,9 @@ impl Outbox {
     pub fn close_with(&self, last: impl IntoIterator<Item = Outgoing>) {
         self.state.store(CLOSED, Ordering::Release);
         let mut queue = self.queue.lock().expect("outbox lock poisoned");
-        queue.clear();
-        queue.extend(last);
+        queue.items.clear();
+        queue.held.clear();
+        queue.items.extend(last);
         drop(queue);
         self.writer.wake();
     }
@@ -162,10 +258,10 @@ impl Outbox {
     pub fn poll_take(&self, context: &mut Context<'_>, into: &mut VecDeque<Outgoing>) -> Poll<()> {
         self.writer.register(context.waker());
         let mut queue = self.queue.lock().expect("outbox lock poisoned");
-        if queue.is_empty() {
+        if queue.items.is_empty() {
             return Poll::Pending;
         }
-        std::mem::swap(&mut *queue, into);
+        std::mem::swap(&mut queue.items, into);
         Poll::Ready(())
     }
 
@@ -227,6 +323,53 @@ mod tests {
         outbox.close_with([text("error"), close.clone()]);
         outbox.push("late".into());
         assert_eq!(outbox.drain(), [text("error"), close]);
+    }
+
+    #[test]
+    fn a_held_channel_waits_and_is_released_after_the_subscribers_position() {
+        let outbox = outbox(8);
+        let (news, other) = (
+            ChannelName::parse("news").unwrap(),
+            ChannelName::parse("other").unwrap(),
+        );
+        outbox.hold(&news);
+        outbox.push_from(&news, Some(4), "4".into());
+        outbox.push_from(&other, Some(9), "other".into());
+        outbox.push_from(&news, None, "member_added".into());
+        outbox.push_from(&news, Some(5), "5".into());
+        assert_eq!(
+            outbox.drain(),
+            [text("other")],
+            "only the held channel waits"
+        );
+        assert_eq!(outbox.room(), 5, "held frames count toward the bound");
+        outbox.send(text("subscription_succeeded"));
+        outbox.push("replayed 4".into());
+        assert_eq!(
+            outbox.release(&news, Some(4)),
+            (1, 1),
+            "the duplicate 4 is dropped"
+        );
+        outbox.push_from(&news, Some(6), "6".into());
+        assert_eq!(
+            outbox.drain(),
+            [
+                text("subscription_succeeded"),
+                text("replayed 4"),
+                text("member_added"),
+                text("5"),
+                text("6")
+            ]
+        );
+
+        outbox.hold(&news);
+        outbox.push_from(&news, Some(7), "7".into());
+        outbox.discard_held(&news);
+        outbox.release(&news, None);
+        assert!(
+            outbox.drain().is_empty(),
+            "a failed subscription drops what it held"
+        );
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::codes::CloseReason;
 use crate::names::{AppKey, ChannelKind, ChannelName, EventName, SocketId, UserId};
 use crate::sign::{channel_auth_string, user_auth_string, verify_auth_token};
-use crate::wire::{self, ClientFrame, Member};
+use crate::wire::{self, ChannelPosition, ClientFrame, Member};
 
 /// Limits and timings of one connection, from the app's plan and the server's settings.
 #[derive(Debug, Clone)]
@@ -61,10 +61,13 @@ pub enum Output {
     /// Send this frame to this connection.
     Send(String),
     /// Register the connection on the channel, then confirm with `subscription_succeeded`
-    /// (for presence: join `member` first and confirm with the member list).
+    /// (for presence: join `member` first and confirm with the member list). With `resume`
+    /// (the last place in the channel's history the client saw), replay what it missed after
+    /// the confirmation, or say `resume_failed`.
     Subscribe {
         channel: ChannelName,
         member: Option<Member>,
+        resume: Option<ChannelPosition>,
     },
     /// Remove the connection from the channel (for presence: and leave as `member`).
     Unsubscribe {
@@ -229,13 +232,31 @@ impl Session {
             );
             return Refusal::limit(message).into_outputs(&channel);
         }
+        // Our extension (pusher-js never sends it): refused when malformed rather than
+        // ignored, so a client asking to resume always learns whether it did.
+        let resume = match data.get("resume") {
+            None | Some(Value::Null) => None,
+            Some(resume) => match ChannelPosition::from_json(resume) {
+                Some(position) => Some(position),
+                None => {
+                    return vec![error(
+                        None,
+                        "Subscribe rejected: resume must be {\"serial\": integer, \"epoch\": string}",
+                    )];
+                }
+            },
+        };
         let channel_data = data.get("channel_data").and_then(Value::as_str);
         let auth = data.get("auth").and_then(Value::as_str).unwrap_or("");
         match self.authorize_subscription(&channel, auth, channel_data) {
             Ok(member) => {
                 let user = member.as_ref().map(|m| m.user_id.clone());
                 self.subscriptions.insert(channel.clone(), user);
-                vec![Output::Subscribe { channel, member }]
+                vec![Output::Subscribe {
+                    channel,
+                    member,
+                    resume,
+                }]
             }
             Err(refusal) => refusal.into_outputs(&channel),
         }

@@ -8,6 +8,7 @@ use crate::codes::CloseReason;
 use crate::names::{AppKey, ChannelName, SocketId};
 use crate::session::{Credentials, Output, Session, SessionConfig};
 use crate::sign::{channel_auth_string, hmac_hex, user_auth_string};
+use crate::wire::ChannelPosition;
 
 const KEY: &str = "app-key";
 const SECRET: &str = "app-secret";
@@ -66,7 +67,8 @@ fn public_subscribe_needs_no_auth_and_is_confirmed_after_registration() {
         outputs,
         [Output::Subscribe {
             channel: ChannelName::parse("news").unwrap(),
-            member: None
+            member: None,
+            resume: None,
         }]
     );
     assert!(session.is_subscribed(&ChannelName::parse("news").unwrap()));
@@ -391,4 +393,95 @@ fn subscriptions_stop_at_the_channel_limit_and_the_limit_can_change() {
 
 fn data_of(frame: &Value) -> Value {
     serde_json::from_str(frame["data"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn a_resume_on_subscribe_travels_with_the_subscription() {
+    let mut session = session(Instant::now());
+    let mut frame = subscribe("news", "", None);
+    frame["data"]["resume"] = json!({"serial": 41, "epoch": "e1"});
+    let expected = Output::Subscribe {
+        channel: ChannelName::parse("news").unwrap(),
+        member: None,
+        resume: Some(ChannelPosition {
+            epoch: "e1".into(),
+            serial: 41,
+        }),
+    };
+    assert_eq!(
+        send(&mut session, frame.clone()),
+        std::slice::from_ref(&expected)
+    );
+
+    // Clients that JSON-encode `data` may resume too.
+    let mut session = self::session(Instant::now());
+    let encoded = json!({"event": "pusher:subscribe", "data": frame["data"].to_string()});
+    assert_eq!(send(&mut session, encoded), [expected]);
+}
+
+#[test]
+fn a_private_resume_is_authorised_like_any_subscription() {
+    let mut session = session(Instant::now());
+    let mut forged = subscribe("private-a", "app-key:0000", None);
+    forged["data"]["resume"] = json!({"serial": 1, "epoch": "e"});
+    let refused = only_sent(&send(&mut session, forged));
+    assert_eq!(refused[1]["event"], "pusher:subscription_error");
+
+    let mut good = subscribe("private-a", &auth_for("private-a", None), None);
+    good["data"]["resume"] = json!({"serial": 1, "epoch": "e"});
+    assert!(matches!(
+        send(&mut session, good).as_slice(),
+        [Output::Subscribe {
+            resume: Some(ChannelPosition { serial: 1, .. }),
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn a_malformed_resume_refuses_the_subscription_instead_of_being_ignored() {
+    let mut session = session(Instant::now());
+    for resume in [
+        json!({"serial": "7", "epoch": "e"}),
+        json!({"serial": 7}),
+        json!(7),
+    ] {
+        let mut frame = subscribe("news", "", None);
+        frame["data"]["resume"] = resume.clone();
+        let sent = only_sent(&send(&mut session, frame));
+        assert_eq!(sent[0]["event"], "pusher:error", "{resume}");
+        assert!(
+            sent[0]["data"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("resume"),
+            "{resume}"
+        );
+    }
+    assert!(!session.is_subscribed(&ChannelName::parse("news").unwrap()));
+    let mut null = subscribe("news", "", None);
+    null["data"]["resume"] = Value::Null;
+    assert!(matches!(
+        send(&mut session, null).as_slice(),
+        [Output::Subscribe { resume: None, .. }]
+    ));
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_resume_position_reaches_the_edge_unchanged(
+        serial in proptest::num::u64::ANY,
+        epoch in "[0-9a-z]{1,16}",
+    ) {
+        let mut session = session(Instant::now());
+        let mut frame = subscribe("news", "", None);
+        frame["data"]["resume"] = json!({"serial": serial, "epoch": epoch});
+        let outputs = send(&mut session, frame);
+        let expected = Some(ChannelPosition { epoch: epoch.clone(), serial });
+        let passed = matches!(
+            outputs.as_slice(),
+            [Output::Subscribe { resume, .. }] if *resume == expected
+        );
+        proptest::prop_assert!(passed, "{:?}", outputs);
+    }
 }

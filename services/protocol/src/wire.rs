@@ -2,6 +2,11 @@
 //!
 //! Server frames always carry `data` as a JSON string (pusher-js tolerates objects, stricter
 //! clients do not), except `pusher:error`, whose `data` Pusher sends as an object.
+//!
+//! Our extensions are extra fields pusher-js ignores: channel events carry top-level
+//! `"serial"` and `"epoch"` (spliced in by the broker), `subscription_succeeded` data carries
+//! the channel's `epoch` and the subscriber's `serial`, a subscribe may carry `"resume"`, and
+//! `switchboard:resume_failed` says when a resume cannot be honoured.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -40,6 +45,55 @@ impl ClientFrame {
         match &self.data {
             Value::String(text) => text.clone(),
             other => other.to_string(),
+        }
+    }
+}
+
+/// A place in a channel's history: its epoch and a serial in it. A client names the last one
+/// it saw to resume (`"resume": {"serial": N, "epoch": "E"}` in `pusher:subscribe` data); the
+/// server tells a subscriber where it stands in `subscription_succeeded`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelPosition {
+    pub epoch: String,
+    pub serial: u64,
+}
+
+impl ChannelPosition {
+    /// Reads `{"serial": non-negative integer, "epoch": non-empty string}`.
+    pub fn from_json(value: &Value) -> Option<Self> {
+        let serial = value.get("serial")?.as_u64()?;
+        let epoch = value
+            .get("epoch")?
+            .as_str()
+            .filter(|epoch| !epoch.is_empty())?;
+        Some(Self {
+            epoch: epoch.to_owned(),
+            serial,
+        })
+    }
+}
+
+/// Why a resume was not honoured, as `resume_failed` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeFailure {
+    /// The channel's history started anew (the client's epoch is not the channel's).
+    EpochChanged,
+    /// Some missed events are no longer kept (outside the plan's window).
+    OutsideWindow,
+    /// More missed events than the connection may be sent at once: read them through the
+    /// history API.
+    TooManyToReplay,
+    /// The history could not be read.
+    Unavailable,
+}
+
+impl ResumeFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EpochChanged => "epoch_changed",
+            Self::OutsideWindow => "outside_window",
+            Self::TooManyToReplay => "too_many_to_replay",
+            Self::Unavailable => "unavailable",
         }
     }
 }
@@ -117,28 +171,61 @@ impl Member {
     }
 }
 
-pub fn subscription_succeeded(channel: &str) -> String {
+/// Adds the subscriber's place in the channel's history to `subscription_succeeded` data:
+/// every event with a serial above `serial` in `epoch` follows, in order.
+fn with_position(mut data: Value, position: Option<&ChannelPosition>) -> Value {
+    if let (Some(position), Value::Object(fields)) = (position, &mut data) {
+        fields.insert("epoch".into(), json!(position.epoch));
+        fields.insert("serial".into(), json!(position.serial));
+    }
+    data
+}
+
+/// `subscription_succeeded`, with `{"epoch", "serial"}` when the history could be read.
+pub fn subscription_succeeded(channel: &str, position: Option<&ChannelPosition>) -> String {
     internal(
         "pusher_internal:subscription_succeeded",
         Some(channel),
-        &json!({}),
+        &with_position(json!({}), position),
     )
 }
 
 /// `subscription_succeeded` for a presence channel: distinct `ids`, `hash` of id → info,
-/// and `count` of distinct users.
-pub fn presence_subscription_succeeded(channel: &str, members: &[Member]) -> String {
+/// and `count` of distinct users (and the position, as for other channels).
+pub fn presence_subscription_succeeded(
+    channel: &str,
+    members: &[Member],
+    position: Option<&ChannelPosition>,
+) -> String {
     let ids: Vec<&str> = members.iter().map(|m| m.user_id.as_str()).collect();
     let hash: serde_json::Map<String, Value> = members
         .iter()
         .map(|m| (m.user_id.to_string(), m.user_info.clone()))
         .collect();
     let data = json!({ "presence": { "ids": ids, "hash": hash, "count": members.len() } });
+    let data = with_position(data, position);
     internal(
         "pusher_internal:subscription_succeeded",
         Some(channel),
         &data,
     )
+}
+
+/// `switchboard:resume_failed`: the missed events cannot be replayed; the subscription goes on
+/// live from the position `subscription_succeeded` gave. `oldest_available` is the oldest
+/// serial still kept (the history API can read from there).
+pub fn resume_failed(
+    channel: &str,
+    epoch: Option<&str>,
+    oldest_available: Option<u64>,
+    reason: ResumeFailure,
+) -> String {
+    let data = json!({
+        "epoch": epoch,
+        "oldest_available": oldest_available,
+        "reason": reason.as_str(),
+    });
+    internal("switchboard:resume_failed", Some(channel), &data)
 }
 
 pub fn member_added(channel: &str, member: &Member) -> String {
@@ -199,13 +286,76 @@ mod tests {
             Member::from_channel_data(r#"{"user_id":10,"user_info":{"name":"a"}}"#).unwrap(),
             Member::from_channel_data(r#"{"user_id":"u2"}"#).unwrap(),
         ];
-        let frame: Value =
-            serde_json::from_str(&presence_subscription_succeeded("presence-r", &members)).unwrap();
+        let frame: Value = serde_json::from_str(&presence_subscription_succeeded(
+            "presence-r",
+            &members,
+            None,
+        ))
+        .unwrap();
         let data: Value = serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
         assert_eq!(
             data,
             json!({"presence":{"ids":["10","u2"],"hash":{"10":{"name":"a"},"u2":{}},"count":2}})
         );
+    }
+
+    #[test]
+    fn subscription_succeeded_carries_the_position_beside_what_pusher_js_reads() {
+        let position = ChannelPosition {
+            epoch: "e1".into(),
+            serial: 7,
+        };
+        assert_eq!(
+            subscription_succeeded("c", Some(&position)),
+            r#"{"event":"pusher_internal:subscription_succeeded","channel":"c","data":"{\"epoch\":\"e1\",\"serial\":7}"}"#
+        );
+        assert_eq!(
+            subscription_succeeded("c", None),
+            r#"{"event":"pusher_internal:subscription_succeeded","channel":"c","data":"{}"}"#
+        );
+        let presence = presence_subscription_succeeded("presence-r", &[], Some(&position));
+        let frame: Value = serde_json::from_str(&presence).unwrap();
+        let data: Value = serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
+        assert_eq!(data["presence"]["count"], 0);
+        assert_eq!(data["serial"], 7);
+    }
+
+    #[test]
+    fn resume_failed_names_the_epoch_the_oldest_serial_and_why() {
+        let frame: Value = serde_json::from_str(&resume_failed(
+            "c",
+            Some("e2"),
+            Some(40),
+            ResumeFailure::OutsideWindow,
+        ))
+        .unwrap();
+        assert_eq!(frame["event"], "switchboard:resume_failed");
+        assert_eq!(frame["channel"], "c");
+        let data: Value = serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            data,
+            json!({"epoch":"e2","oldest_available":40,"reason":"outside_window"})
+        );
+    }
+
+    #[test]
+    fn a_resume_needs_an_integer_serial_and_an_epoch() {
+        assert_eq!(
+            ChannelPosition::from_json(&json!({"serial": 3, "epoch": "e"})),
+            Some(ChannelPosition {
+                epoch: "e".into(),
+                serial: 3
+            })
+        );
+        for bad in [
+            json!({"serial": "3", "epoch": "e"}),
+            json!({"serial": -1, "epoch": "e"}),
+            json!({"serial": 3}),
+            json!({"serial": 3, "epoch": ""}),
+            json!("3"),
+        ] {
+            assert_eq!(ChannelPosition::from_json(&bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -60,10 +60,15 @@ pub struct PlanLimits {
     pub max_channels_per_connection: usize,
     /// Whether the app may have webhooks.
     pub webhooks_allowed: bool,
+    /// Events each channel keeps for resume and the history API (the newest ones).
+    pub history_events: usize,
+    /// How long, in seconds, each channel keeps an event for resume and the history API.
+    pub history_seconds: u64,
 }
 
 impl PlanLimits {
-    /// Pusher's documented defaults and no quotas, for apps given on the command line.
+    /// Pusher's documented defaults and no quotas, for apps given on the command line; the
+    /// sandbox plan's history window (100 events, 2 minutes).
     pub fn pusher_defaults() -> Self {
         Self {
             max_connections: None,
@@ -75,6 +80,8 @@ impl PlanLimits {
             max_presence_members: 100,
             max_channels_per_connection: 100,
             webhooks_allowed: true,
+            history_events: 100,
+            history_seconds: 120,
         }
     }
 

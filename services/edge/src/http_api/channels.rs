@@ -68,7 +68,7 @@ pub async fn channel_attributes(
     Ok(fields)
 }
 
-fn parse_channel(request: &HttpRequest) -> Result<ChannelName, ApiError> {
+pub fn parse_channel(request: &HttpRequest) -> Result<ChannelName, ApiError> {
     let name = request.match_info().get("channel").unwrap_or_default();
     ChannelName::parse(name)
         .map_err(|error| ApiError::BadRequest(format!("invalid channel name: {error}")))

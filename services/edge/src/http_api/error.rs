@@ -25,6 +25,14 @@ pub enum ApiError {
     /// Over the plan's daily message quota (Pusher answers 403 for this).
     #[error("{0}")]
     OverQuota(String),
+    /// Some events after the serial asked for are no longer kept, or the epoch asked for is
+    /// not the channel's (410 Gone: they will not come back).
+    #[error("the events after that serial are no longer available")]
+    HistoryGap {
+        epoch: String,
+        latest: u64,
+        oldest_available: u64,
+    },
 }
 
 impl From<CatalogError> for ApiError {
@@ -44,12 +52,23 @@ impl ResponseError for ApiError {
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::OverQuota(_) => StatusCode::FORBIDDEN,
+            Self::HistoryGap { .. } => StatusCode::GONE,
         }
     }
 
     /// A short JSON body; the SDKs surface it as the error message.
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .json(serde_json::json!({ "error": self.to_string() }))
+        let mut body = serde_json::json!({ "error": self.to_string() });
+        if let Self::HistoryGap {
+            epoch,
+            latest,
+            oldest_available,
+        } = self
+        {
+            body["epoch"] = serde_json::json!(epoch);
+            body["serial"] = serde_json::json!(latest);
+            body["oldest_available"] = serde_json::json!(oldest_available);
+        }
+        HttpResponse::build(self.status_code()).json(body)
     }
 }

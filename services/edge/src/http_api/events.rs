@@ -12,6 +12,7 @@ use crate::EdgeState;
 use crate::http_api::channels::{channel_attributes, parse_info};
 use crate::http_api::{ApiError, authenticate};
 use crate::limits::unix_now;
+use crate::resume::history_window;
 
 /// Channels one trigger may name, as Pusher allows.
 const MAX_CHANNELS_PER_TRIGGER: usize = 100;
@@ -97,7 +98,9 @@ impl Trigger {
     }
 
     /// Publishes to each channel; the frame is serialised once per channel.
-    async fn publish(&self, state: &EdgeState, app: &AppId) -> Result<(), ApiError> {
+    async fn publish(&self, state: &EdgeState, app: &App) -> Result<(), ApiError> {
+        let window = history_window(&app.limits);
+        let app = &app.id;
         for channel in &self.channels {
             let frame = wire::channel_event(self.name.as_str(), channel.as_str(), &self.data, None);
             // Cache channels remember their last API event for new subscribers.
@@ -107,6 +110,8 @@ impl Trigger {
                 channel: channel.clone(),
                 frame: frame.into(),
                 except: self.except.clone(),
+                history: Some(window),
+                serial: None,
             };
             state
                 .broker
@@ -172,8 +177,8 @@ pub async fn trigger(
     tracing::Span::current().record("app_id", authenticated.app.id.as_str());
     let trigger = Trigger::parse(parse_json(&body)?, &authenticated.app)?;
     admit_publish(&state, &authenticated.app)?;
+    trigger.publish(&state, &authenticated.app).await?;
     let app = &authenticated.app.id;
-    trigger.publish(&state, app).await?;
     let response = match trigger.info(&state, app).await? {
         Some(channels) => json!({ "channels": channels }),
         None => json!({}),
@@ -202,10 +207,10 @@ pub async fn trigger_batch(
         .map(|event| Trigger::parse(event, &authenticated.app))
         .collect::<Result<Vec<_>, _>>()?;
     admit_publish(&state, &authenticated.app)?;
-    let app = &authenticated.app.id;
     for trigger in &triggers {
-        trigger.publish(&state, app).await?;
+        trigger.publish(&state, &authenticated.app).await?;
     }
+    let app = &authenticated.app.id;
     let mut infos = Vec::with_capacity(triggers.len());
     for trigger in &triggers {
         let info = trigger.info(&state, app).await?;

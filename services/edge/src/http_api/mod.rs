@@ -3,6 +3,7 @@
 mod channels;
 mod error;
 mod events;
+mod history;
 mod users;
 
 use std::sync::Arc;
@@ -31,6 +32,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route(
             "/apps/{app_id}/channels/{channel}/users",
             web::get().to(channels::users),
+        )
+        .route(
+            "/apps/{app_id}/channels/{channel}/history",
+            web::get().to(history::history),
         )
         .route(
             "/apps/{app_id}/users/{user_id}/terminate_connections",

@@ -202,6 +202,22 @@ impl WsClient {
         }
     }
 
+    /// The next text frame, parsed, or `None` once the connection has closed (either side).
+    pub async fn next_json_or_closed(&mut self) -> Option<Value> {
+        loop {
+            let message = tokio::time::timeout(STEP_TIMEOUT, self.stream.next())
+                .await
+                .expect("a frame or the close arrives in time");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    return Some(serde_json::from_str(&text).expect("JSON frame"));
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
     /// The next text frame, whatever it is (alias of `next_json` for admission checks).
     pub async fn next_frame(&mut self) -> Value {
         self.next_json().await

@@ -8,6 +8,7 @@ mod limits;
 mod metering;
 mod operators;
 mod platform;
+mod resume;
 mod tenancy;
 mod webhooks;
 mod websocket;

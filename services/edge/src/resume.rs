@@ -1,0 +1,128 @@
+//! Where a new subscriber stands in its channel's history, and what it missed.
+//!
+//! `connection` holds the channel's live frames in the outbox (`Outbox::hold`), registers the
+//! subscriber, then asks `catch_up`: the position to announce in `subscription_succeeded`,
+//! the frames to replay after it (or why not: `resume_failed`), and the serial after which
+//! the held live frames are new to the subscriber. The contract the client gets: after
+//! `subscription_succeeded` with `{"epoch": E, "serial": S}`, every event of the channel with
+//! a serial above S follows, in order, once, for as long as the subscription lasts.
+
+use std::time::Duration;
+
+use broker::{Broker, History, HistoryWindow};
+use bytestring::ByteString;
+use protocol::names::{AppId, ChannelName};
+use protocol::wire::{self, ChannelPosition, ResumeFailure};
+use tenancy::PlanLimits;
+
+/// The history window a plan gives every channel of its apps.
+pub fn history_window(limits: &PlanLimits) -> HistoryWindow {
+    HistoryWindow {
+        max_events: limits.history_events,
+        max_age: Duration::from_secs(limits.history_seconds),
+    }
+}
+
+/// What a new subscriber is sent, in this order: `subscription_succeeded` with `position`,
+/// `failure` (a `resume_failed` frame) if any, the `replay`, then the held live frames with a
+/// serial above `release_after`.
+#[derive(Debug, Default)]
+pub struct CatchUp {
+    /// `None` when the history could not be read (the confirmation then carries no position).
+    pub position: Option<ChannelPosition>,
+    pub failure: Option<String>,
+    pub replay: Vec<ByteString>,
+    pub release_after: Option<u64>,
+}
+
+/// Reads the channel's position, or with `resume` what the client missed since it. At most
+/// `room` frames are replayed; a longer gap fails as `too_many_to_replay` (the history API
+/// pages through it) rather than closing the connection as a slow consumer.
+pub async fn catch_up(
+    broker: &dyn Broker,
+    app: &AppId,
+    channel: &ChannelName,
+    resume: Option<&ChannelPosition>,
+    room: usize,
+) -> CatchUp {
+    let Some(resume) = resume else {
+        return match broker.position(app, channel).await {
+            Ok(position) => CatchUp {
+                release_after: Some(position.serial),
+                position: Some(ChannelPosition {
+                    epoch: position.epoch,
+                    serial: position.serial,
+                }),
+                ..CatchUp::default()
+            },
+            Err(error) => {
+                tracing::warn!(%error, "channel position unavailable");
+                CatchUp::default()
+            }
+        };
+    };
+    let history = broker
+        .history(app, channel, Some(resume.serial), Some(&resume.epoch))
+        .await;
+    let failed = |epoch: String, latest: u64, oldest: u64, reason: ResumeFailure| CatchUp {
+        failure: Some(wire::resume_failed(
+            channel.as_str(),
+            Some(&epoch),
+            Some(oldest),
+            reason,
+        )),
+        position: Some(ChannelPosition {
+            epoch,
+            serial: latest,
+        }),
+        release_after: Some(latest),
+        replay: Vec::new(),
+    };
+    match history {
+        Ok(History::Replay {
+            epoch,
+            latest,
+            frames,
+        }) if frames.len() > room => {
+            let oldest = frames.first().map_or(latest + 1, |(serial, _)| *serial);
+            failed(epoch, latest, oldest, ResumeFailure::TooManyToReplay)
+        }
+        Ok(History::Replay {
+            epoch,
+            latest,
+            frames,
+        }) => CatchUp {
+            position: Some(ChannelPosition {
+                epoch,
+                serial: resume.serial,
+            }),
+            failure: None,
+            replay: frames.into_iter().map(|(_, frame)| frame).collect(),
+            release_after: Some(latest),
+        },
+        Ok(History::Gap {
+            epoch,
+            latest,
+            oldest_available,
+        }) => {
+            let reason = if epoch == resume.epoch {
+                ResumeFailure::OutsideWindow
+            } else {
+                ResumeFailure::EpochChanged
+            };
+            failed(epoch, latest, oldest_available, reason)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "channel history unavailable");
+            CatchUp {
+                failure: Some(wire::resume_failed(
+                    channel.as_str(),
+                    None,
+                    None,
+                    ResumeFailure::Unavailable,
+                )),
+                ..CatchUp::default()
+            }
+        }
+    }
+}
