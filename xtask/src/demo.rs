@@ -13,8 +13,8 @@ pub fn run(root: &Path, serve_flags: &[String]) -> Result<(), String> {
     let database_url = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => url,
         _ => {
-            postgres::ensure_running(root)?;
-            postgres::ensure_database(root, "switchboard")?
+            let cluster = postgres::ensure_running(root)?;
+            postgres::ensure_database(root, cluster.port, "switchboard")?
         }
     };
     run_with_env(

@@ -6,13 +6,27 @@ use std::process::Command;
 
 use crate::run;
 
-/// The port of the private cluster, away from a system Postgres on 5432.
-pub const PORT: u16 = 54329;
+/// The first port tried for the private cluster, away from a system Postgres on 5432; the
+/// next free one is taken if another checkout's cluster holds it.
+const FIRST_PORT: u16 = 54329;
 
 /// A running private cluster; `started` is true when this call started it.
 pub struct Cluster {
     pub url: String,
+    pub port: u16,
     pub started: bool,
+}
+
+/// The port a running cluster listens on, from the fourth line of its `postmaster.pid`.
+fn running_port(data: &Path) -> Option<u16> {
+    let pid_file = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
+    pid_file.lines().nth(3)?.trim().parse().ok()
+}
+
+fn free_port() -> Result<u16, String> {
+    (FIRST_PORT..FIRST_PORT + 100)
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .ok_or_else(|| format!("no free port in {FIRST_PORT}..{}", FIRST_PORT + 100))
 }
 
 /// Starts (installing and initialising first if needed) the private cluster.
@@ -50,9 +64,14 @@ pub fn ensure_running(root: &Path) -> Result<Cluster, String> {
     .output()
     .map_err(|e| format!("pg_ctl status: {e}"))?;
     let started = !status.status.success();
+    let port = if started {
+        free_port()?
+    } else {
+        running_port(&data).unwrap_or(FIRST_PORT)
+    };
     if started {
         let options = format!(
-            "-p {PORT} -k {} -c listen_addresses=127.0.0.1",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1",
             data.display()
         );
         let log = data.join("server.log");
@@ -70,7 +89,8 @@ pub fn ensure_running(root: &Path) -> Result<Cluster, String> {
         run_as_postgres(as_root, &bin.join("pg_ctl"), &args, root)?;
     }
     Ok(Cluster {
-        url: format!("postgres://postgres@127.0.0.1:{PORT}/postgres"),
+        url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        port,
         started,
     })
 }
@@ -83,15 +103,15 @@ pub fn stop(root: &Path) -> Result<(), String> {
     run_as_postgres(is_root(), &bin.join("pg_ctl"), &args, root)
 }
 
-/// Creates `name` in the private cluster unless it exists.
-pub fn ensure_database(root: &Path, name: &str) -> Result<String, String> {
+/// Creates `name` in the private cluster (listening on `port`) unless it exists.
+pub fn ensure_database(root: &Path, port: u16, name: &str) -> Result<String, String> {
     let bin = binaries()?;
     let output = Command::new(bin.join("psql"))
         .args([
             "-h",
             "127.0.0.1",
             "-p",
-            &PORT.to_string(),
+            &port.to_string(),
             "-U",
             "postgres",
             "-tAc",
@@ -108,7 +128,7 @@ pub fn ensure_database(root: &Path, name: &str) -> Result<String, String> {
                 "-h",
                 "127.0.0.1",
                 "-p",
-                &PORT.to_string(),
+                &port.to_string(),
                 "-U",
                 "postgres",
                 name,
@@ -119,7 +139,7 @@ pub fn ensure_database(root: &Path, name: &str) -> Result<String, String> {
             return Err(format!("createdb {name} failed"));
         }
     }
-    Ok(format!("postgres://postgres@127.0.0.1:{PORT}/{name}"))
+    Ok(format!("postgres://postgres@127.0.0.1:{port}/{name}"))
 }
 
 fn binaries() -> Result<PathBuf, String> {
