@@ -21,7 +21,14 @@ use tracing::Instrument;
 use crate::limits::{ConnectionSlot, unix_now};
 use crate::outbox::{Outbox, Outgoing};
 use crate::resume::{self, history_window};
-use crate::websocket::{self, Inbound, Reader};
+use crate::websocket::{self, Inbound, InboundError};
+
+/// Where a connection's client messages come from: a WebSocket, or the POSTs of an HTTP
+/// carrier. `next` must be cancel-safe (it is raced against timers and close requests).
+pub trait MessageSource {
+    /// The next message, or `None` when the client is gone.
+    fn next(&mut self) -> impl std::future::Future<Output = Option<Result<Inbound, InboundError>>>;
+}
 use crate::{EdgeState, channel_events};
 
 /// `GET /app/{key}`: upgrades to a WebSocket, then admits or refuses with Pusher's codes
@@ -67,7 +74,7 @@ pub async fn websocket(
 }
 
 /// Checks the handshake, the key and the app, and takes one of the app's connection slots.
-async fn admit(
+pub(crate) async fn admit(
     state: &EdgeState,
     key: &str,
     query: &str,
@@ -105,7 +112,7 @@ async fn admit(
 }
 
 /// The reason as `pusher:error`, then the close frame with its code.
-fn closing_frames(reason: CloseReason) -> [Outgoing; 2] {
+pub(crate) fn closing_frames(reason: CloseReason) -> [Outgoing; 2] {
     let disconnect = reason.disconnect();
     let error = wire::error(Some(disconnect.code), disconnect.reason);
     [
@@ -139,7 +146,7 @@ impl Ending {
     }
 }
 
-struct Connection {
+pub(crate) struct Connection {
     state: Arc<EdgeState>,
     app: Arc<App>,
     /// The key this connection came in on; if it is revoked, the connection closes.
@@ -153,12 +160,14 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(
+    /// Runs a connection whose outbox some carrier drains, until the client leaves or the
+    /// server closes it.
+    pub(crate) async fn run<Source: MessageSource>(
         state: Arc<EdgeState>,
         keyed: KeyedApp,
         slot: ConnectionSlot,
         outbox: Arc<Outbox>,
-        mut reader: Reader,
+        mut reader: Source,
     ) {
         let config = SessionConfig {
             activity_timeout: state.settings.activity_timeout,
@@ -197,7 +206,7 @@ impl Connection {
         }
     }
 
-    async fn serve(&mut self, reader: &mut Reader) -> Ending {
+    async fn serve<Source: MessageSource>(&mut self, reader: &mut Source) -> Ending {
         let ticker = tokio::time::sleep_until(Instant::from_std(self.session.next_deadline()));
         tokio::pin!(ticker);
         loop {

@@ -74,9 +74,15 @@ pub struct Reader {
     partial: Option<(OpCode, BytesMut)>,
 }
 
+impl crate::connection::MessageSource for Reader {
+    async fn next(&mut self) -> Option<Result<Inbound, InboundError>> {
+        self.read().await
+    }
+}
+
 impl Reader {
     /// The next message, or `None` when the client is gone.
-    pub async fn next(&mut self) -> Option<Result<Inbound, InboundError>> {
+    pub async fn read(&mut self) -> Option<Result<Inbound, InboundError>> {
         loop {
             match Parser::parse(&mut self.buffer, true, self.max_message_bytes) {
                 Ok(Some((finished, opcode, payload))) => {
