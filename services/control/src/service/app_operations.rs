@@ -1,0 +1,220 @@
+//! Apps, plan changes and keys.
+
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::crypto::random_hex;
+use crate::domain::AppName;
+use crate::repository::{apps, audit, keys, plans};
+
+use super::{AppRow, Control, ControlError, CreatedApp, DEFAULT_PLAN, KeyInfo};
+
+impl Control {
+    pub async fn create_app(
+        &self,
+        account_id: Uuid,
+        name: &str,
+        plan: Option<&str>,
+    ) -> Result<CreatedApp, ControlError> {
+        let name = AppName::parse(name).map_err(|e| ControlError::Validation(e.to_string()))?;
+        let plan = plan.unwrap_or(DEFAULT_PLAN);
+        let mut tx = self.pool.begin().await?;
+        if plans::find(&mut tx, plan).await?.is_none() {
+            return Err(ControlError::UnknownPlan(plan.to_owned()));
+        }
+        let app = apps::insert(&mut tx, account_id, name.as_str(), plan).await?;
+        let (key, secret) = self.insert_new_key(&mut tx, &app.id).await?;
+        let details = json!({ "name": name.as_str(), "plan": plan, "key": key });
+        audit::record(&mut tx, Some(account_id), "app.created", &app.id, details).await?;
+        tx.commit().await?;
+        Ok(CreatedApp { app, key, secret })
+    }
+
+    async fn insert_new_key(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        app_id: &str,
+    ) -> Result<(String, String), ControlError> {
+        let (key, secret) = (random_hex(10), random_hex(16));
+        let sealed = self.secrets.seal(&key, &secret);
+        keys::insert(conn, app_id, &key, &sealed.nonce, &sealed.ciphertext).await?;
+        Ok((key, secret))
+    }
+
+    pub async fn list_apps(&self, account_id: Uuid) -> Result<Vec<AppRow>, ControlError> {
+        Ok(apps::list(&mut *self.pool.acquire().await?, account_id).await?)
+    }
+
+    pub async fn app(&self, account_id: Uuid, app_id: &str) -> Result<AppRow, ControlError> {
+        let app = apps::find(&mut *self.pool.acquire().await?, account_id, app_id).await?;
+        app.ok_or(ControlError::NotFound)
+    }
+
+    pub async fn update_app(
+        &self,
+        account_id: Uuid,
+        app_id: &str,
+        name: Option<&str>,
+        enabled: Option<bool>,
+    ) -> Result<AppRow, ControlError> {
+        let name = name
+            .map(AppName::parse)
+            .transpose()
+            .map_err(|e| ControlError::Validation(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        let app = apps::update(
+            &mut tx,
+            account_id,
+            app_id,
+            name.as_ref().map(AppName::as_str),
+            enabled,
+        )
+        .await?;
+        let app = app.ok_or(ControlError::NotFound)?;
+        let details = json!({ "name": name.as_ref().map(AppName::as_str), "enabled": enabled });
+        audit::record(&mut tx, Some(account_id), "app.updated", app_id, details).await?;
+        tx.commit().await?;
+        Ok(app)
+    }
+
+    pub async fn delete_app(&self, account_id: Uuid, app_id: &str) -> Result<(), ControlError> {
+        let mut tx = self.pool.begin().await?;
+        if !apps::delete(&mut tx, account_id, app_id).await? {
+            return Err(ControlError::NotFound);
+        }
+        audit::record(&mut tx, Some(account_id), "app.deleted", app_id, json!({})).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn change_plan(
+        &self,
+        account_id: Uuid,
+        app_id: &str,
+        plan: &str,
+    ) -> Result<AppRow, ControlError> {
+        let mut tx = self.pool.begin().await?;
+        if plans::find(&mut tx, plan).await?.is_none() {
+            return Err(ControlError::UnknownPlan(plan.to_owned()));
+        }
+        let app = apps::set_plan(&mut tx, account_id, app_id, plan)
+            .await?
+            .ok_or(ControlError::NotFound)?;
+        audit::record(
+            &mut tx,
+            Some(account_id),
+            "app.plan_changed",
+            app_id,
+            json!({ "plan": plan }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(app)
+    }
+
+    pub async fn list_keys(
+        &self,
+        account_id: Uuid,
+        app_id: &str,
+    ) -> Result<Vec<KeyInfo>, ControlError> {
+        let mut conn = self.pool.acquire().await?;
+        apps::find(&mut conn, account_id, app_id)
+            .await?
+            .ok_or(ControlError::NotFound)?;
+        let rows = keys::list(&mut conn, app_id).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| KeyInfo {
+                key: row.key,
+                created_at: row.created_at,
+                revoked_at: row.revoked_at,
+            })
+            .collect())
+    }
+
+    /// A new key beside the existing ones: rotation is create, move clients, revoke the old.
+    pub async fn create_key(
+        &self,
+        account_id: Uuid,
+        app_id: &str,
+    ) -> Result<(String, String), ControlError> {
+        let mut tx = self.pool.begin().await?;
+        apps::find(&mut tx, account_id, app_id)
+            .await?
+            .ok_or(ControlError::NotFound)?;
+        let (key, secret) = self.insert_new_key(&mut tx, app_id).await?;
+        audit::record(
+            &mut tx,
+            Some(account_id),
+            "key.created",
+            app_id,
+            json!({ "key": key }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((key, secret))
+    }
+
+    pub async fn revoke_key(
+        &self,
+        account_id: Uuid,
+        app_id: &str,
+        key: &str,
+    ) -> Result<(), ControlError> {
+        let mut tx = self.pool.begin().await?;
+        apps::find(&mut tx, account_id, app_id)
+            .await?
+            .ok_or(ControlError::NotFound)?;
+        if keys::count_live(&mut tx, app_id).await? <= 1
+            && keys::find(&mut tx, app_id, key)
+                .await?
+                .is_some_and(|k| k.revoked_at.is_none())
+        {
+            return Err(ControlError::LastKey);
+        }
+        if !keys::revoke(&mut tx, app_id, key).await? {
+            return Err(ControlError::NotFound);
+        }
+        audit::record(
+            &mut tx,
+            Some(account_id),
+            "key.revoked",
+            app_id,
+            json!({ "key": key }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The secret of a live key, on explicit request (audited).
+    pub async fn reveal_secret(
+        &self,
+        account_id: Uuid,
+        app_id: &str,
+        key: &str,
+    ) -> Result<String, ControlError> {
+        let mut tx = self.pool.begin().await?;
+        apps::find(&mut tx, account_id, app_id)
+            .await?
+            .ok_or(ControlError::NotFound)?;
+        let row = keys::find(&mut tx, app_id, key)
+            .await?
+            .filter(|row| row.revoked_at.is_none())
+            .ok_or(ControlError::NotFound)?;
+        let secret = self
+            .secrets
+            .open(&row.key, &row.secret_nonce, &row.secret_ciphertext)
+            .map_err(anyhow::Error::new)?;
+        audit::record(
+            &mut tx,
+            Some(account_id),
+            "key.secret_revealed",
+            app_id,
+            json!({ "key": key }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(secret)
+    }
+}

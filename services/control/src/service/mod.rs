@@ -1,0 +1,144 @@
+//! The control plane's operations, each one transaction with its audit record. Routes and the
+//! admin CLI call these; only `repository` holds SQL.
+
+mod account_operations;
+mod app_operations;
+mod webhook_operations;
+
+use sqlx::PgPool;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::crypto::SecretsKey;
+use crate::domain::Plan;
+use crate::repository::{self, apps, audit, plans};
+
+pub use repository::apps::AppRow;
+pub use repository::tokens::ApiTokenRow;
+pub use repository::webhooks::{DeliveryRow, WebhookRow};
+
+/// How long a browser session lasts.
+pub const SESSION_LIFETIME: Duration = Duration::days(14);
+const DEFAULT_PLAN: &str = "sandbox";
+
+/// Every way an operation fails; `routes::error` maps each to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    Validation(String),
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error("wrong email or password")]
+    InvalidCredentials,
+    #[error("not signed in")]
+    Unauthenticated,
+    #[error("missing or wrong CSRF token")]
+    Csrf,
+    #[error("not found")]
+    NotFound,
+    #[error("unknown plan {0:?}")]
+    UnknownPlan(String),
+    #[error("an app must keep at least one live key: create a new key before revoking this one")]
+    LastKey,
+    #[error("too many attempts; try again later")]
+    RateLimited,
+    #[error("{0}")]
+    NotInPlan(String),
+    #[error("internal error")]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ControlError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Unexpected(anyhow::Error::new(error).context("database"))
+    }
+}
+
+/// A new app with its first key; the secret is shown this once (and on explicit reveal).
+#[derive(Debug, Clone)]
+pub struct CreatedApp {
+    pub app: AppRow,
+    pub key: String,
+    pub secret: String,
+}
+
+/// A key as listed: never its secret.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub key: String,
+    pub created_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// A new browser session: the cookie token and its CSRF token.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub token: String,
+    pub csrf_token: String,
+}
+
+#[derive(Clone)]
+pub struct Control {
+    pool: PgPool,
+    secrets: SecretsKey,
+}
+
+impl Control {
+    pub fn new(pool: PgPool, secrets: SecretsKey) -> Self {
+        Self { pool, secrets }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn list_plans(&self) -> Result<Vec<Plan>, ControlError> {
+        Ok(plans::list(&mut *self.pool.acquire().await?).await?)
+    }
+
+    pub async fn plan(&self, plan_id: &str) -> Result<Plan, ControlError> {
+        let plan = plans::find(&mut *self.pool.acquire().await?, plan_id).await?;
+        plan.ok_or_else(|| ControlError::UnknownPlan(plan_id.to_owned()))
+    }
+
+    /// A new app on `plan` (sandbox by default) with its first key.
+    pub async fn audit_log(
+        &self,
+        account_id: Uuid,
+        limit: i64,
+    ) -> Result<Vec<audit::AuditRow>, ControlError> {
+        Ok(audit::list(&mut *self.pool.acquire().await?, account_id, limit).await?)
+    }
+
+    /// The app's usage periods starting in `[from, to)`, oldest first; periods without
+    /// activity are absent. Another account's app is not found.
+    pub async fn usage(
+        &self,
+        account_id: Uuid,
+        app_id: &str,
+        resolution: crate::usage::Resolution,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<repository::usage::UsageRow>, ControlError> {
+        use crate::usage::Resolution;
+        let mut conn = self.pool.acquire().await?;
+        apps::find(&mut conn, account_id, app_id)
+            .await?
+            .ok_or(ControlError::NotFound)?;
+        let rows = match resolution {
+            Resolution::Minute => {
+                repository::usage::minutes(&mut conn, account_id, app_id, from, to).await?
+            }
+            Resolution::Hour => {
+                repository::usage::hours(&mut conn, account_id, app_id, from, to).await?
+            }
+            Resolution::Day => {
+                repository::usage::days(&mut conn, account_id, app_id, from, to).await?
+            }
+        };
+        Ok(rows)
+    }
+}
+
+/// Most webhooks one app may have.
+pub const MAX_WEBHOOKS_PER_APP: i64 = 10;
