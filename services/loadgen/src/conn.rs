@@ -18,7 +18,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::Target;
+use crate::plan::Target;
 use crate::stats::{Seen, Shared};
 
 type Ws = WebSocketStream<TcpStream>;

@@ -10,8 +10,8 @@ use protocol::sign::{body_md5_hex, hmac_hex};
 use serde::Serialize;
 use tokio::sync::{Mutex, Semaphore};
 
-use crate::Target;
 use crate::conn::BENCH_EVENT;
+use crate::plan::Target;
 use crate::stats::{make_payload, unix_ns};
 
 pub struct Publisher {
