@@ -80,7 +80,8 @@ fn lint() -> Result<(), String> {
 }
 
 /// The Rust suites (against a real Postgres), then the Node compatibility suite (unmodified
-/// pusher-js and pusher) against the freshly built binary.
+/// pusher-js and pusher) against the freshly built binary, then the JS SDK's unit and
+/// browser tests.
 fn test() -> Result<(), String> {
     let root = root();
     let given =
@@ -107,5 +108,13 @@ fn run_suites(root: &Path, database_url: &str) -> Result<(), String> {
     run("cargo", &["build", "-p", "switchboard"], root)?;
     let compat = root.join("tests/compat");
     run("npm", &["ci", "--no-audit", "--no-fund"], &compat)?;
-    run_with_env("npm", &["test"], &compat, &env)
+    run_with_env("npm", &["test"], &compat, &env)?;
+    // The JS SDK: its build (with the bundle-size check) and unit tests, then the SDK in
+    // Chromium against the binary built above (tests/browser uses sdk-js/dist).
+    for suite in ["sdk-js", "tests/browser"] {
+        let dir = root.join(suite);
+        run("npm", &["ci", "--no-audit", "--no-fund"], &dir)?;
+        run("npm", &["test"], &dir)?;
+    }
+    Ok(())
 }

@@ -8,6 +8,7 @@
 //! through `tenancy::AppCatalog`.
 
 mod cache;
+mod carriers;
 mod channel_events;
 mod connection;
 mod http_api;
@@ -44,6 +45,16 @@ pub struct EdgeSettings {
     pub max_frame_bytes: usize,
     /// How often closed usage minutes are written to the usage sink.
     pub usage_flush_interval: Duration,
+    /// How long an idle `xhr_streaming` stream waits before an `h` line, and a poll before
+    /// answering `h`.
+    pub xhr_heartbeat_interval: Duration,
+    /// How long an xhr session outlives its last receive request before it ends.
+    pub xhr_session_grace: Duration,
+    /// How long a session of our SDK's HTTP carriers outlives its last downstream request.
+    pub sb_session_grace: Duration,
+    /// How often an idle SSE, HTTP-streaming or forever-frame response writes a heartbeat
+    /// (which is also when a client that went away is noticed).
+    pub sb_heartbeat_interval: Duration,
 }
 
 impl Default for EdgeSettings {
@@ -54,6 +65,10 @@ impl Default for EdgeSettings {
             outbox_capacity: 1024,
             max_frame_bytes: 64 * 1024,
             usage_flush_interval: Duration::from_secs(5),
+            xhr_heartbeat_interval: Duration::from_secs(25),
+            xhr_session_grace: Duration::from_secs(30),
+            sb_session_grace: Duration::from_secs(30),
+            sb_heartbeat_interval: Duration::from_secs(15),
         }
     }
 }
@@ -75,6 +90,10 @@ pub struct EdgeState {
     /// When each channel's `subscription_count` was last sent.
     count_throttle: channel_events::CountThrottle,
     socket_ids: SocketIds,
+    /// pusher-js's `xhr_streaming` / `xhr_polling` sessions.
+    xhr_sessions: carriers::xhr_sessions::XhrSessions,
+    /// Sessions of our SDK's HTTP carriers (a cache: see `carriers::session`).
+    sb_sessions: carriers::SbRegistry,
 }
 
 impl EdgeState {
@@ -109,6 +128,8 @@ impl EdgeState {
             cache: cache::ChannelCache::default(),
             count_throttle: channel_events::CountThrottle::default(),
             socket_ids: SocketIds::new(),
+            xhr_sessions: Default::default(),
+            sb_sessions: Default::default(),
         })
     }
 
@@ -194,6 +215,8 @@ pub fn configure(state: Arc<EdgeState>) -> impl FnOnce(&mut web::ServiceConfig) 
                 "/{prefix:.+}/app/{key}",
                 web::get().to(connection::websocket),
             )
+            .configure(carriers::xhr::configure)
+            .configure(carriers::configure_sb)
             .configure(http_api::configure);
     }
 }

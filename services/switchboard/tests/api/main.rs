@@ -3,6 +3,7 @@
 mod helpers;
 
 mod cache_channels;
+mod carriers;
 mod http_api;
 mod limits;
 mod metering;
@@ -12,3 +13,4 @@ mod resume;
 mod tenancy;
 mod webhooks;
 mod websocket;
+mod xhr;

@@ -1,0 +1,16 @@
+//! Carriers other than the WebSocket: pusher-js's xhr transports (`xhr`, `xhr_sessions`) and
+//! our SDK's HTTP carriers under `/sb/app/{key}` (SSE, long polling, polling, HTTP streaming,
+//! the forever frame: `session`, `routes`, one file per format).
+
+pub(crate) mod xhr;
+pub(crate) mod xhr_sessions;
+
+mod cursor;
+mod iframe;
+mod routes;
+pub(crate) mod session;
+mod sse;
+mod stream;
+
+pub(crate) use routes::configure as configure_sb;
+pub(crate) use session::Registry as SbRegistry;

@@ -1,0 +1,271 @@
+//! The endpoints of our SDK's HTTP carriers under `/sb/app/{key}` (see ARCHITECTURE.md,
+//! "Carriers"): CORS on every answer, the four downstream carriers and the upstream `send`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
+use serde_json::{Value, json};
+
+use super::iframe::Iframe;
+use super::session::{self, Attachment, Delivery, Downstream, Opened, Sub};
+use super::sse::Sse;
+use super::stream::{Feed, Format, Ndjson, StreamingBody};
+use crate::EdgeState;
+
+/// The longest a long poll is held.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+/// How long a poll of a session it has just created waits for the session's first frame.
+const FIRST_FRAME_WAIT: Duration = Duration::from_secs(5);
+
+pub(crate) fn configure(config: &mut web::ServiceConfig) {
+    config.service(
+        web::scope("/sb/app/{key}")
+            .route("/sse", web::get().to(sse))
+            .route("/poll", web::get().to(poll))
+            .route("/stream", web::get().to(stream))
+            .route("/iframe", web::get().to(iframe))
+            .route("/send", web::post().to(send))
+            .route("/{carrier}", web::method(Method::OPTIONS).to(preflight)),
+    );
+}
+
+/// CORS for pages on any origin: the request's `Origin` echoed (or `*`). No credentials:
+/// the session travels in the URL, never in cookies.
+fn cors(request: &HttpRequest, status: StatusCode) -> HttpResponseBuilder {
+    let mut response = HttpResponse::build(status);
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("*"));
+    response
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin))
+        .insert_header((header::VARY, "Origin"))
+        .insert_header((
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            "Content-Type, Last-Event-ID",
+        ))
+        .insert_header((header::ACCESS_CONTROL_EXPOSE_HEADERS, "Content-Type"))
+        .insert_header((header::CACHE_CONTROL, "no-cache, no-store"));
+    response
+}
+
+async fn preflight(request: HttpRequest) -> HttpResponse {
+    cors(&request, StatusCode::NO_CONTENT)
+        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS"))
+        .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
+        .finish()
+}
+
+fn error(request: &HttpRequest, status: StatusCode, message: &str) -> HttpResponse {
+    cors(request, status).json(json!({ "error": message }))
+}
+
+fn key(request: &HttpRequest) -> String {
+    request
+        .match_info()
+        .get("key")
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn query(request: &HttpRequest) -> Vec<(String, String)> {
+    serde_urlencoded::from_str(request.query_string()).unwrap_or_default()
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+        .filter(|value| !value.is_empty())
+}
+
+/// `session`, `subs` and the cursor (EventSource's `Last-Event-ID` first: on its own
+/// reconnect it is newer than the URL's `cursor`).
+fn downstream(request: &HttpRequest, params: &[(String, String)]) -> Result<Downstream, String> {
+    let subs: Vec<Sub> = match param(params, "subs") {
+        None => Vec::new(),
+        Some(subs) => serde_json::from_str(subs).map_err(|error| {
+            format!("subs must be a JSON array of {{channel, auth?, channel_data?}}: {error}")
+        })?,
+    };
+    let last_event_id = request
+        .headers()
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| !value.is_empty())
+        .map(str::to_owned);
+    let session = param(params, "session").map(str::to_owned);
+    if let Some(session) = &session
+        && protocol::names::SocketId::parse(session).is_err()
+    {
+        return Err("session must be a socket id (digits.digits)".into());
+    }
+    Ok(Downstream {
+        session,
+        subs,
+        cursor: last_event_id.or_else(|| param(params, "cursor").map(str::to_owned)),
+    })
+}
+
+async fn open(request: &HttpRequest, state: &web::Data<EdgeState>) -> Result<Opened, HttpResponse> {
+    let params = query(request);
+    let downstream = downstream(request, &params)
+        .map_err(|message| error(request, StatusCode::BAD_REQUEST, &message))?;
+    let state: Arc<EdgeState> = state.clone().into_inner();
+    Ok(session::open(&state, &key(request), downstream).await)
+}
+
+fn feed(opened: Opened) -> Feed {
+    match opened {
+        Opened::Attached(attachment) => Feed::Session(attachment),
+        Opened::Refused(frames) => Feed::Fixed(frames),
+    }
+}
+
+fn streaming<F: Format + 'static>(
+    request: &HttpRequest,
+    state: &EdgeState,
+    content_type: &str,
+    format: F,
+    opened: Opened,
+) -> HttpResponse {
+    // Refusals are 200 too: EventSource hides any other answer's body from the page.
+    cors(request, StatusCode::OK)
+        .insert_header((header::CONTENT_TYPE, content_type))
+        // No proxy buffering, no compression: each frame must leave at once.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .insert_header((header::CONTENT_ENCODING, "identity"))
+        .streaming(StreamingBody::new(
+            format,
+            feed(opened),
+            state.settings.sb_heartbeat_interval,
+        ))
+}
+
+async fn sse(request: HttpRequest, state: web::Data<EdgeState>) -> HttpResponse {
+    match open(&request, &state).await {
+        Ok(opened) => streaming(&request, &state, "text/event-stream", Sse, opened),
+        Err(response) => response,
+    }
+}
+
+async fn stream(request: HttpRequest, state: web::Data<EdgeState>) -> HttpResponse {
+    match open(&request, &state).await {
+        Ok(opened) => streaming(&request, &state, "application/x-ndjson", Ndjson, opened),
+        Err(response) => response,
+    }
+}
+
+async fn iframe(request: HttpRequest, state: web::Data<EdgeState>) -> HttpResponse {
+    let params = query(&request);
+    let Some(format) = param(&params, "callback").and_then(Iframe::new) else {
+        let message = "callback must match ^[A-Za-z_$][A-Za-z0-9_$.]{0,63}$";
+        return error(&request, StatusCode::BAD_REQUEST, message);
+    };
+    match open(&request, &state).await {
+        Ok(opened) => streaming(&request, &state, "text/html; charset=utf-8", format, opened),
+        Err(response) => response,
+    }
+}
+
+/// Long polling (`wait` seconds, at most 30) and polling (`wait=0`): one JSON answer with
+/// the frames after the cursor, held until there is at least one or the wait is over.
+async fn poll(request: HttpRequest, state: web::Data<EdgeState>) -> HttpResponse {
+    let params = query(&request);
+    let wait = match param(&params, "wait").map(str::parse::<u64>) {
+        None => Duration::ZERO,
+        Some(Ok(seconds)) => Duration::from_secs(seconds).min(MAX_WAIT),
+        Some(Err(_)) => {
+            return error(
+                &request,
+                StatusCode::BAD_REQUEST,
+                "wait must be whole seconds",
+            );
+        }
+    };
+    let answer = match open(&request, &state).await {
+        Err(response) => return response,
+        Ok(Opened::Refused(frames)) => {
+            let frames: Vec<Value> = frames
+                .iter()
+                .filter_map(|frame| serde_json::from_str(frame).ok())
+                .collect();
+            json!({ "session": null, "cursor": null, "frames": frames })
+        }
+        Ok(Opened::Attached(mut attachment)) => {
+            // A session created by this request always answers with its first frame.
+            let wait = if attachment.cursor.is_empty() {
+                wait.max(FIRST_FRAME_WAIT)
+            } else {
+                wait
+            };
+            let frames = collect(&mut attachment, wait).await;
+            json!({
+                "session": attachment.session.socket_id.as_str(),
+                "cursor": &*attachment.cursor,
+                "frames": frames,
+            })
+        }
+    };
+    cors(&request, StatusCode::OK).json(answer)
+}
+
+/// The frames the attachment gets within `wait` (what is there at once if it is zero).
+async fn collect(attachment: &mut Attachment, wait: Duration) -> Vec<Value> {
+    let mut taken = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    let _ = tokio::time::timeout_at(
+        deadline,
+        std::future::poll_fn(
+            |context| match attachment.poll_frames(context, &mut taken) {
+                std::task::Poll::Ready(Delivery::Frames | Delivery::Finished) => {
+                    std::task::Poll::Ready(())
+                }
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            },
+        ),
+    )
+    .await;
+    taken
+        .iter()
+        .filter_map(|sent| serde_json::from_str(&sent.frame).ok())
+        .collect()
+}
+
+/// `POST /sb/app/{key}/send?session=…&cursor=…`: a JSON array of client frames for the
+/// session; the cursor (any one this session's downstream gave) proves ownership.
+async fn send(request: HttpRequest, body: web::Bytes, state: web::Data<EdgeState>) -> HttpResponse {
+    let params = query(&request);
+    let session = param(&params, "session")
+        .and_then(|id| state.sb_sessions.find(&key(&request), id))
+        .filter(|session| session.owns(param(&params, "cursor")));
+    let Some(session) = session else {
+        return error(
+            &request,
+            StatusCode::NOT_FOUND,
+            "unknown session: open a downstream request with subs and cursor",
+        );
+    };
+    let frames: Vec<Value> = match serde_json::from_slice(&body) {
+        Ok(Value::Array(frames)) => frames,
+        _ => {
+            let message = "the body must be a JSON array of frames";
+            return error(&request, StatusCode::BAD_REQUEST, message);
+        }
+    };
+    if frames.len() > 100 || frames.iter().any(|frame| !frame.is_object()) {
+        let message = "at most 100 frames, each a JSON object";
+        return error(&request, StatusCode::BAD_REQUEST, message);
+    }
+    for frame in &frames {
+        if !session.send(frame).await {
+            return error(&request, StatusCode::NOT_FOUND, "the session has ended");
+        }
+    }
+    cors(&request, StatusCode::NO_CONTENT).finish()
+}

@@ -1,0 +1,693 @@
+//! Our SDK's HTTP carriers under `/sb/app/{key}`: SSE, long polling, polling, HTTP streaming
+//! and the forever frame, each driven from Rust as a browser would, with the cursor.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge::EdgeSettings;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::helpers::{APP, TestApp, channel_auth, data_of, spawn_app, spawn_app_with};
+
+/// Only a hang reaches it.
+const STEP_TIMEOUT: Duration = Duration::from_secs(40);
+const ORIGIN: &str = "https://page.example";
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Sse,
+    LongPoll,
+    Poll,
+    Stream,
+    Iframe,
+}
+
+const KINDS: [Kind; 5] = [
+    Kind::Sse,
+    Kind::LongPoll,
+    Kind::Poll,
+    Kind::Stream,
+    Kind::Iframe,
+];
+
+/// A carrier client: keeps the session id, the subscriptions and the last cursor, and
+/// reconnects with them as the SDK does.
+struct Carrier {
+    kind: Kind,
+    base: String,
+    http: reqwest::Client,
+    session: Option<String>,
+    cursor: Option<String>,
+    subs: Vec<Value>,
+    response: Option<reqwest::Response>,
+    buffer: String,
+    pending: VecDeque<(Option<String>, Value)>,
+    /// Polls: the next answer is lost on the way (the client-side network drop).
+    lose_next_answer: bool,
+    /// SSE: reconnect as EventSource does, with the cursor in `Last-Event-ID` and the URL of
+    /// the first request.
+    first_url_query: Option<Vec<(String, String)>>,
+}
+
+impl Carrier {
+    fn new(app: &TestApp, kind: Kind, subs: Vec<Value>) -> Self {
+        Self::on_port(app.port, kind, subs)
+    }
+
+    fn on_port(port: u16, kind: Kind, subs: Vec<Value>) -> Self {
+        Self {
+            kind,
+            base: format!("http://127.0.0.1:{port}/sb/app/{}", APP.1),
+            http: reqwest::Client::new(),
+            session: None,
+            cursor: None,
+            subs,
+            response: None,
+            buffer: String::new(),
+            pending: VecDeque::new(),
+            lose_next_answer: false,
+            first_url_query: None,
+        }
+    }
+
+    /// The same client, its next requests going to another edge.
+    fn move_to(&mut self, port: u16) {
+        self.response = None;
+        self.buffer.clear();
+        self.base = format!("http://127.0.0.1:{port}/sb/app/{}", APP.1);
+    }
+
+    fn query(&self) -> Vec<(String, String)> {
+        let mut query = Vec::new();
+        if let Some(session) = &self.session {
+            query.push(("session".to_owned(), session.clone()));
+        }
+        if !self.subs.is_empty() {
+            query.push((
+                "subs".to_owned(),
+                Value::from(self.subs.clone()).to_string(),
+            ));
+        }
+        if let Some(cursor) = &self.cursor {
+            query.push(("cursor".to_owned(), cursor.clone()));
+        }
+        match self.kind {
+            Kind::LongPoll => query.push(("wait".to_owned(), "25".to_owned())),
+            Kind::Poll => query.push(("wait".to_owned(), "0".to_owned())),
+            Kind::Iframe => query.push(("callback".to_owned(), "sb.deliver".to_owned())),
+            Kind::Sse | Kind::Stream => {}
+        }
+        query
+    }
+
+    fn path(&self) -> &'static str {
+        match self.kind {
+            Kind::Sse => "sse",
+            Kind::LongPoll | Kind::Poll => "poll",
+            Kind::Stream => "stream",
+            Kind::Iframe => "iframe",
+        }
+    }
+
+    /// Opens the downstream request (streaming carriers); returns its response headers.
+    async fn open(&mut self) -> reqwest::header::HeaderMap {
+        let mut request = self
+            .http
+            .get(format!("{}/{}", self.base, self.path()))
+            .header("Origin", ORIGIN);
+        if self.kind == Kind::Sse
+            && let (Some(first), Some(cursor)) = (&self.first_url_query, &self.cursor)
+        {
+            request = request
+                .query(first)
+                .header("Last-Event-ID", cursor.as_str());
+        } else {
+            let query = self.query();
+            if self.kind == Kind::Sse {
+                self.first_url_query = Some(query.clone());
+            }
+            request = request.query(&query);
+        }
+        let response = tokio::time::timeout(STEP_TIMEOUT, request.send())
+            .await
+            .expect("answers in time")
+            .expect("request sent");
+        assert_eq!(response.status(), StatusCode::OK);
+        let headers = response.headers().clone();
+        if matches!(self.kind, Kind::LongPoll | Kind::Poll) {
+            let body: Value = tokio::time::timeout(STEP_TIMEOUT, response.json())
+                .await
+                .expect("answers in time")
+                .expect("JSON");
+            if std::mem::take(&mut self.lose_next_answer) {
+                return headers;
+            }
+            if let Some(session) = body["session"].as_str() {
+                self.session = Some(session.to_owned());
+            }
+            let frames = body["frames"].as_array().unwrap();
+            for (index, frame) in frames.iter().enumerate() {
+                // One cursor for the batch, after its last frame.
+                let cursor = (index + 1 == frames.len())
+                    .then(|| body["cursor"].as_str().map(str::to_owned))
+                    .flatten();
+                self.pending.push_back((cursor, frame.clone()));
+            }
+        } else {
+            self.response = Some(response);
+            self.buffer.clear();
+        }
+        headers
+    }
+
+    /// The next frame, or `None` when the downstream ended (a stream closed by the server).
+    async fn next(&mut self) -> Option<Value> {
+        loop {
+            if let Some((cursor, frame)) = self.pending.pop_front() {
+                if let Some(cursor) = cursor {
+                    self.cursor = Some(cursor);
+                }
+                if frame["event"] == "pusher:connection_established" {
+                    let data = data_of(&frame);
+                    self.session = Some(data["socket_id"].as_str().unwrap().to_owned());
+                }
+                return Some(frame);
+            }
+            match self.kind {
+                Kind::LongPoll => {
+                    self.open().await;
+                }
+                Kind::Poll => {
+                    self.open().await;
+                    if self.pending.is_empty() {
+                        // Polling's own interval, not a synchronisation.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                _ => {
+                    if self.response.is_none() {
+                        self.open().await;
+                    }
+                    let response = self.response.as_mut().unwrap();
+                    let chunk = tokio::time::timeout(STEP_TIMEOUT, response.chunk())
+                        .await
+                        .expect("a chunk in time");
+                    match chunk {
+                        Ok(Some(bytes)) => {
+                            self.buffer.push_str(std::str::from_utf8(&bytes).unwrap());
+                            self.parse();
+                        }
+                        Ok(None) | Err(_) => {
+                            self.response = None;
+                            self.parse();
+                            if self.pending.is_empty() {
+                                return None;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves complete frames from the buffer to `pending`.
+    fn parse(&mut self) {
+        match self.kind {
+            Kind::Sse => {
+                while let Some(end) = self.buffer.find("\n\n") {
+                    let block: String = self.buffer.drain(..end + 2).collect();
+                    let (mut id, mut data) = (None, None);
+                    for line in block.lines() {
+                        if let Some(value) = line.strip_prefix("id: ") {
+                            id = Some(value.to_owned());
+                        } else if let Some(value) = line.strip_prefix("data: ") {
+                            data = Some(serde_json::from_str::<Value>(value).unwrap());
+                        }
+                    }
+                    if let Some(data) = data {
+                        self.pending.push_back((id, data));
+                    }
+                }
+            }
+            Kind::Stream => {
+                while let Some(end) = self.buffer.find('\n') {
+                    let line: String = self.buffer.drain(..end + 1).collect();
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    let item: Value = serde_json::from_str(&line).unwrap();
+                    let cursor = item["cursor"].as_str().map(str::to_owned);
+                    self.pending
+                        .push_back((cursor.filter(|c| !c.is_empty()), item["frame"].clone()));
+                }
+            }
+            Kind::Iframe => {
+                const OPEN: &str = "<script>parent.sb.deliver(";
+                const CLOSE: &str = ");</script>";
+                while let Some(start) = self.buffer.find(OPEN) {
+                    let Some(end) = self.buffer[start..].find(CLOSE) else {
+                        break;
+                    };
+                    let json = self.buffer[start + OPEN.len()..start + end].to_owned();
+                    self.buffer.drain(..start + end + CLOSE.len());
+                    assert!(!json.contains('<'), "escaped for a script: {json}");
+                    let item: Value = serde_json::from_str(&json).unwrap();
+                    let cursor = item["cursor"].as_str().map(str::to_owned);
+                    self.pending
+                        .push_back((cursor.filter(|c| !c.is_empty()), item["frame"].clone()));
+                }
+            }
+            Kind::LongPoll | Kind::Poll => {}
+        }
+    }
+
+    /// The client's network drops: the open response is gone with whatever was in flight.
+    /// Polls: the batch in hand was received; the next answer is lost instead.
+    fn cut(&mut self) {
+        if matches!(self.kind, Kind::LongPoll | Kind::Poll) {
+            self.lose_next_answer = true;
+        } else {
+            self.response = None;
+            self.buffer.clear();
+            self.pending.clear();
+        }
+    }
+
+    /// Skips frames until one with this event arrives.
+    async fn expect_event(&mut self, event: &str) -> Value {
+        loop {
+            let frame = self.next().await.expect("the downstream is open");
+            if frame["event"] == event {
+                return frame;
+            }
+        }
+    }
+
+    /// Sends client frames upstream.
+    async fn send(&self, frames: Value) -> StatusCode {
+        let session = self.session.as_deref().unwrap_or_default();
+        let cursor = self.cursor.as_deref().unwrap_or_default();
+        self.http
+            .post(format!("{}/send", self.base))
+            .query(&[("session", session), ("cursor", cursor)])
+            .header("Origin", ORIGIN)
+            .header("Content-Type", "text/plain")
+            .body(frames.to_string())
+            .send()
+            .await
+            .expect("request sent")
+            .status()
+    }
+}
+
+async fn publish(app: &TestApp, channel: &str, data: &str) {
+    let response = app.trigger(channel, "tick", data, None).await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn every_carrier_connects_subscribes_and_receives_across_origins() {
+    let app = spawn_app().await;
+    for kind in KINDS {
+        let channel = format!("news-{kind:?}");
+        let mut carrier = Carrier::new(&app, kind, vec![json!({ "channel": channel })]);
+        let headers = carrier.open().await;
+        assert_eq!(headers["access-control-allow-origin"], ORIGIN, "{kind:?}");
+        assert!(
+            headers["access-control-allow-headers"]
+                .to_str()
+                .unwrap()
+                .contains("Last-Event-ID")
+        );
+        let content_type = headers["content-type"].to_str().unwrap().to_owned();
+        let expected = match kind {
+            Kind::Sse => "text/event-stream",
+            Kind::LongPoll | Kind::Poll => "application/json",
+            Kind::Stream => "application/x-ndjson",
+            Kind::Iframe => "text/html",
+        };
+        assert!(
+            content_type.starts_with(expected),
+            "{kind:?}: {content_type}"
+        );
+        let established = carrier.next().await.unwrap();
+        assert_eq!(
+            established["event"], "pusher:connection_established",
+            "{kind:?}"
+        );
+        let succeeded = carrier
+            .expect_event("pusher_internal:subscription_succeeded")
+            .await;
+        assert_eq!(succeeded["channel"], channel.as_str());
+        assert_eq!(data_of(&succeeded)["serial"], 0);
+        publish(&app, &channel, "hello").await;
+        let event = carrier.expect_event("tick").await;
+        assert_eq!(
+            (event["data"].clone(), event["serial"].clone()),
+            (json!("hello"), json!(1)),
+            "{kind:?}"
+        );
+        assert!(
+            carrier.cursor.is_some(),
+            "{kind:?}: a cursor came with the frame"
+        );
+    }
+}
+
+#[tokio::test]
+async fn preflight_and_errors_carry_cors_headers() {
+    let app = spawn_app().await;
+    let url = |path: &str| format!("http://127.0.0.1:{}/sb/app/{}/{path}", app.port, APP.1);
+    let preflight = app
+        .http
+        .request(reqwest::Method::OPTIONS, url("send"))
+        .header("Origin", ORIGIN)
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
+    let headers = preflight.headers();
+    assert_eq!(headers["access-control-allow-origin"], ORIGIN);
+    assert!(
+        headers["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    let unknown = app
+        .http
+        .post(url("send"))
+        .query(&[("session", "1.1"), ("cursor", "x")])
+        .body("[]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert_eq!(unknown.headers()["access-control-allow-origin"], "*");
+    let bad_callback = app
+        .http
+        .get(url("iframe"))
+        .query(&[("callback", "alert(1)")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_callback.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_refusal_is_a_pusher_error_and_a_close_in_a_200() {
+    let app = spawn_app().await;
+    let mut carrier = Carrier::new(&app, Kind::Sse, Vec::new());
+    carrier.base = format!("http://127.0.0.1:{}/sb/app/nosuchkey", app.port);
+    carrier.open().await;
+    let error = carrier.next().await.unwrap();
+    assert_eq!(error["event"], "pusher:error");
+    assert_eq!(error["data"]["code"], 4001);
+    let closed = carrier.next().await.unwrap();
+    assert_eq!(closed["event"], "switchboard:closed");
+    assert_eq!(closed["data"]["code"], 4001);
+    assert!(carrier.next().await.is_none(), "the stream ends");
+}
+
+#[tokio::test]
+async fn a_client_event_sent_upstream_reaches_a_websocket_subscriber() {
+    let app = spawn_app().await;
+    let (mut ws, ws_socket) = app.connected(APP.1).await;
+    ws.send(json!({"event":"pusher:subscribe","data":{
+        "channel":"private-chat","auth": channel_auth(&ws_socket, "private-chat", None)}}))
+        .await;
+    ws.expect_event("pusher_internal:subscription_succeeded")
+        .await;
+    for kind in KINDS {
+        let mut carrier = Carrier::new(&app, kind, Vec::new());
+        carrier.expect_event("pusher:connection_established").await;
+        let socket_id = carrier.session.clone().unwrap();
+        let subscribe = json!([{"event":"pusher:subscribe","data":{
+            "channel":"private-chat","auth": channel_auth(&socket_id, "private-chat", None)}}]);
+        assert_eq!(carrier.send(subscribe).await, StatusCode::NO_CONTENT);
+        carrier
+            .expect_event("pusher_internal:subscription_succeeded")
+            .await;
+        let event = json!([{"event":"client-typing","channel":"private-chat","data":{"kind":format!("{kind:?}")}}]);
+        assert_eq!(carrier.send(event).await, StatusCode::NO_CONTENT);
+        let received = ws.expect_event("client-typing").await;
+        assert_eq!(
+            serde_json::from_str::<Value>(received["data"].as_str().unwrap()).unwrap(),
+            json!({"kind": format!("{kind:?}")})
+        );
+        // Without a cursor of the session, nobody else may post to it.
+        let forged = app
+            .http
+            .post(format!("{}/send", carrier.base))
+            .query(&[("session", socket_id.as_str())])
+            .body("[]")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), StatusCode::NOT_FOUND);
+    }
+}
+
+/// Waits until no one on `app` is subscribed to `channel` (a session expired).
+async fn until_unoccupied(app: &TestApp, channel: &str) {
+    let path = format!("/apps/{}/channels/{channel}", APP.0);
+    tokio::time::timeout(STEP_TIMEOUT, async {
+        loop {
+            let info: Value = app
+                .api(APP, "GET", &path, &[], None)
+                .await
+                .json()
+                .await
+                .unwrap();
+            if info["occupied"] == false {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the session expires in time");
+}
+
+fn short_grace() -> EdgeSettings {
+    EdgeSettings {
+        sb_session_grace: Duration::from_millis(500),
+        // A dropped stream is noticed on its next write.
+        sb_heartbeat_interval: Duration::from_millis(100),
+        ..EdgeSettings::default()
+    }
+}
+
+#[tokio::test]
+async fn another_edge_rebuilds_the_session_with_its_id_and_resumes_from_the_cursor() {
+    // Two edges sharing nothing but the apps: each its own broker and history.
+    let first = spawn_app_with(short_grace()).await;
+    let second = spawn_app_with(short_grace()).await;
+    for kind in KINDS {
+        let channel = format!("moved-{kind:?}");
+        let mut carrier = Carrier::new(&first, kind, vec![json!({ "channel": channel })]);
+        carrier
+            .expect_event("pusher_internal:subscription_succeeded")
+            .await;
+        publish(&first, &channel, "on the first edge").await;
+        carrier.expect_event("tick").await;
+        let socket_id = carrier.session.clone().unwrap();
+
+        // The next request lands on the second edge, which never saw the session.
+        carrier.move_to(second.port);
+        let established = carrier.expect_event("pusher:connection_established").await;
+        assert_eq!(
+            data_of(&established)["socket_id"],
+            socket_id.as_str(),
+            "{kind:?}"
+        );
+        carrier
+            .expect_event("pusher_internal:subscription_succeeded")
+            .await;
+        // Its history is not the first edge's: said so, never silently skipped.
+        let failed = carrier.expect_event("switchboard:resume_failed").await;
+        assert_eq!(data_of(&failed)["reason"], "epoch_changed");
+        publish(&second, &channel, "b1").await;
+        assert_eq!(carrier.expect_event("tick").await["data"], "b1");
+
+        // Gone long enough for the second edge to forget the session too; it comes back
+        // with the cursor and gets what it missed from that edge's history.
+        carrier.cut();
+        if matches!(kind, Kind::LongPoll | Kind::Poll) {
+            carrier.lose_next_answer = false;
+        }
+        until_unoccupied(&second, &channel).await;
+        publish(&second, &channel, "b2").await;
+        publish(&second, &channel, "b3").await;
+        let established = carrier.expect_event("pusher:connection_established").await;
+        assert_eq!(data_of(&established)["socket_id"], socket_id.as_str());
+        let succeeded = carrier
+            .expect_event("pusher_internal:subscription_succeeded")
+            .await;
+        assert_eq!(
+            data_of(&succeeded)["serial"],
+            1,
+            "{kind:?}: resumes after b1"
+        );
+        let next = carrier.next().await.unwrap();
+        assert_eq!(
+            (next["event"].clone(), next["data"].clone()),
+            (json!("tick"), json!("b2"))
+        );
+        assert_eq!(carrier.next().await.unwrap()["data"], "b3");
+    }
+}
+
+/// Events published while the client is cut and resumes.
+const LOSS_TEST_EVENTS: u64 = 2_000;
+/// The publisher stays at most this far ahead of what the client has, so every gap fits the
+/// static apps' 100-event window (flow control, not timing).
+const PUBLISHER_LEAD: u64 = 50;
+
+enum Cut {
+    /// The client's network drops the open request (and what was in flight).
+    Client,
+    /// The server closes the session (terminate_connections: 4009).
+    Server,
+    /// The client stays away until the session expires on the server.
+    Expiry,
+}
+
+async fn loss_test(kind: Kind) {
+    let app = Arc::new(spawn_app_with(short_grace()).await);
+    let cuts: HashMap<u64, Cut> = [
+        (150, Cut::Client),
+        (420, Cut::Expiry),
+        (777, Cut::Server),
+        (1001, Cut::Client),
+        (1333, Cut::Expiry),
+        (1600, Cut::Server),
+        (1999, Cut::Client),
+    ]
+    .into_iter()
+    .collect();
+    let (received_tx, received_rx) = watch::channel(0u64);
+    let mut publisher = None;
+    let mut received: Vec<u64> = Vec::new();
+    let mut last_serial = 0;
+    let (mut duplicates, mut closed_by_server) = (0, 0);
+    let mut carrier = Carrier::new(&app, kind, vec![json!({"channel": "loss"})]);
+    let mut awaiting_close = false;
+    while (received.len() as u64) < LOSS_TEST_EVENTS || awaiting_close {
+        let Some(frame) = carrier.next().await else {
+            continue; // a stream ended: the next `next` reconnects with the cursor
+        };
+        match frame["event"].as_str().unwrap() {
+            "pusher_internal:subscription_succeeded" => {
+                publisher.get_or_insert_with(|| {
+                    let (app, mut received_rx) = (app.clone(), received_rx.clone());
+                    tokio::spawn(async move {
+                        for n in 1..=LOSS_TEST_EVENTS {
+                            received_rx
+                                .wait_for(|received| received + PUBLISHER_LEAD >= n)
+                                .await
+                                .expect("the client is alive");
+                            publish(&app, "loss", &n.to_string()).await;
+                        }
+                    })
+                });
+                assert_eq!(
+                    data_of(&frame)["serial"],
+                    last_serial,
+                    "resumed where it left off"
+                );
+            }
+            "switchboard:resume_failed" => panic!("{frame}"),
+            "pusher:signin_success" => {
+                let path = format!("/apps/{}/users/reader/terminate_connections", APP.0);
+                let response = app.api(APP, "POST", &path, &[], Some(&json!({}))).await;
+                assert_eq!(response.status(), 200);
+            }
+            "switchboard:closed" => {
+                assert!(awaiting_close, "only the cuts close the session: {frame}");
+                assert_eq!(frame["data"]["code"], 4009);
+                awaiting_close = false;
+                closed_by_server += 1;
+            }
+            "tick" => {
+                let serial = frame["serial"].as_u64().expect("a serial");
+                if serial <= last_serial {
+                    duplicates += 1;
+                    continue;
+                }
+                assert_eq!(serial, last_serial + 1, "{kind:?}: no serial skipped");
+                last_serial = serial;
+                received.push(frame["data"].as_str().unwrap().parse().unwrap());
+                let count = received.len() as u64;
+                received_tx.send_replace(count);
+                match cuts.get(&count) {
+                    Some(Cut::Client) => carrier.cut(),
+                    Some(Cut::Expiry) => {
+                        carrier.cut();
+                        until_unoccupied(&app, "loss").await;
+                        if matches!(kind, Kind::LongPoll | Kind::Poll) {
+                            carrier.lose_next_answer = false;
+                        }
+                    }
+                    Some(Cut::Server) => {
+                        // Signed in, so terminate_connections reaches it (on signin_success).
+                        let socket_id = carrier.session.clone().unwrap();
+                        let user_data = r#"{"id":"reader"}"#;
+                        let signature = protocol::sign::hmac_hex(
+                            APP.2,
+                            &protocol::sign::user_auth_string(&socket_id, user_data),
+                        );
+                        let auth = format!("{}:{signature}", APP.1);
+                        let signin = json!([{"event":"pusher:signin","data":{"auth":auth,"user_data":user_data}}]);
+                        assert_eq!(carrier.send(signin).await, StatusCode::NO_CONTENT);
+                        awaiting_close = true;
+                    }
+                    None => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    let publisher = publisher.expect("the publisher started");
+    publisher.await.expect("the publisher finished");
+    assert_eq!(
+        received,
+        (1..=LOSS_TEST_EVENTS).collect::<Vec<_>>(),
+        "{kind:?}"
+    );
+    assert_eq!(
+        closed_by_server, 2,
+        "{kind:?}: every server cut took effect"
+    );
+    assert_eq!(duplicates, 0, "{kind:?}: each serial once");
+}
+
+#[tokio::test]
+async fn sse_loses_nothing_across_cuts() {
+    loss_test(Kind::Sse).await;
+}
+
+#[tokio::test]
+async fn long_polling_loses_nothing_across_cuts() {
+    loss_test(Kind::LongPoll).await;
+}
+
+#[tokio::test]
+async fn polling_loses_nothing_across_cuts() {
+    loss_test(Kind::Poll).await;
+}
+
+#[tokio::test]
+async fn http_streaming_loses_nothing_across_cuts() {
+    loss_test(Kind::Stream).await;
+}
+
+#[tokio::test]
+async fn the_forever_frame_loses_nothing_across_cuts() {
+    loss_test(Kind::Iframe).await;
+}
