@@ -107,71 +107,47 @@ pub struct UsageRow {
     pub bytes_out: i64,
 }
 
-/// The account's app's minutes in `[from, to)`, oldest first.
-pub async fn minutes(
-    conn: &mut PgConnection,
-    account_id: Uuid,
-    app_id: &str,
-    from: OffsetDateTime,
-    to: OffsetDateTime,
-) -> sqlx::Result<Vec<UsageRow>> {
-    sqlx::query_as(
-        "SELECT u.minute AS time, u.peak_connections, u.connections_opened, \
-         u.messages_published, u.messages_delivered, u.bytes_out \
-         FROM usage_minutes u JOIN apps a ON a.id = u.app_id \
-         WHERE u.app_id = $1 AND a.account_id = $2 AND u.minute >= $3 AND u.minute < $4 \
-         ORDER BY u.minute",
-    )
-    .bind(app_id)
-    .bind(account_id)
-    .bind(from)
-    .bind(to)
-    .fetch_all(conn)
-    .await
+/// The read of one table's periods; only the table and its period column differ.
+macro_rules! read_usage_sql {
+    ($table:literal, $period:literal) => {
+        concat!(
+            "SELECT u.",
+            $period,
+            " AS time, u.peak_connections, u.connections_opened, \
+             u.messages_published, u.messages_delivered, u.bytes_out \
+             FROM ",
+            $table,
+            " u JOIN apps a ON a.id = u.app_id \
+             WHERE u.app_id = $1 AND a.account_id = $2 AND u.",
+            $period,
+            " >= $3 AND u.",
+            $period,
+            " < $4 \
+             ORDER BY u.",
+            $period
+        )
+    };
 }
 
-/// The account's app's hours in `[from, to)`, oldest first.
-pub async fn hours(
+/// The account's app's periods in `[from, to)` from `table`, oldest first.
+pub async fn read(
     conn: &mut PgConnection,
+    table: Table,
     account_id: Uuid,
     app_id: &str,
     from: OffsetDateTime,
     to: OffsetDateTime,
 ) -> sqlx::Result<Vec<UsageRow>> {
-    sqlx::query_as(
-        "SELECT u.hour AS time, u.peak_connections, u.connections_opened, \
-         u.messages_published, u.messages_delivered, u.bytes_out \
-         FROM usage_hours u JOIN apps a ON a.id = u.app_id \
-         WHERE u.app_id = $1 AND a.account_id = $2 AND u.hour >= $3 AND u.hour < $4 \
-         ORDER BY u.hour",
-    )
-    .bind(app_id)
-    .bind(account_id)
-    .bind(from)
-    .bind(to)
-    .fetch_all(conn)
-    .await
-}
-
-/// The account's app's days in `[from, to)`, oldest first.
-pub async fn days(
-    conn: &mut PgConnection,
-    account_id: Uuid,
-    app_id: &str,
-    from: OffsetDateTime,
-    to: OffsetDateTime,
-) -> sqlx::Result<Vec<UsageRow>> {
-    sqlx::query_as(
-        "SELECT u.day AS time, u.peak_connections, u.connections_opened, \
-         u.messages_published, u.messages_delivered, u.bytes_out \
-         FROM usage_days u JOIN apps a ON a.id = u.app_id \
-         WHERE u.app_id = $1 AND a.account_id = $2 AND u.day >= $3 AND u.day < $4 \
-         ORDER BY u.day",
-    )
-    .bind(app_id)
-    .bind(account_id)
-    .bind(from)
-    .bind(to)
-    .fetch_all(conn)
-    .await
+    let sql = match table {
+        Table::Minutes => read_usage_sql!("usage_minutes", "minute"),
+        Table::Hours => read_usage_sql!("usage_hours", "hour"),
+        Table::Days => read_usage_sql!("usage_days", "day"),
+    };
+    sqlx::query_as(sql)
+        .bind(app_id)
+        .bind(account_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(conn)
+        .await
 }

@@ -125,17 +125,12 @@ impl Control {
         apps::find(&mut conn, account_id, app_id)
             .await?
             .ok_or(ControlError::NotFound)?;
-        let rows = match resolution {
-            Resolution::Minute => {
-                repository::usage::minutes(&mut conn, account_id, app_id, from, to).await?
-            }
-            Resolution::Hour => {
-                repository::usage::hours(&mut conn, account_id, app_id, from, to).await?
-            }
-            Resolution::Day => {
-                repository::usage::days(&mut conn, account_id, app_id, from, to).await?
-            }
+        let table = match resolution {
+            Resolution::Minute => repository::usage::Table::Minutes,
+            Resolution::Hour => repository::usage::Table::Hours,
+            Resolution::Day => repository::usage::Table::Days,
         };
+        let rows = repository::usage::read(&mut conn, table, account_id, app_id, from, to).await?;
         Ok(rows)
     }
 }
