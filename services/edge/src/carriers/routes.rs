@@ -163,8 +163,11 @@ async fn stream(request: HttpRequest, state: web::Data<EdgeState>) -> HttpRespon
 
 async fn iframe(request: HttpRequest, state: web::Data<EdgeState>) -> HttpResponse {
     let params = query(&request);
-    let Some(format) = param(&params, "callback").and_then(Iframe::new) else {
-        let message = "callback must match ^[A-Za-z_$][A-Za-z0-9_$.]{0,63}$";
+    let callback = param(&params, "callback").unwrap_or_default();
+    let origin = param(&params, "origin").unwrap_or_default();
+    let Some(format) = Iframe::new(callback, origin) else {
+        let message = "callback must match ^[A-Za-z_$][A-Za-z0-9_$.]{0,63}$ and origin be \
+                       the page's origin, http(s)://host[:port]";
         return error(&request, StatusCode::BAD_REQUEST, message);
     };
     match open(&request, &state).await {

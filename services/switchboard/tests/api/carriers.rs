@@ -97,7 +97,10 @@ impl Carrier {
         match self.kind {
             Kind::LongPoll => query.push(("wait".to_owned(), "25".to_owned())),
             Kind::Poll => query.push(("wait".to_owned(), "0".to_owned())),
-            Kind::Iframe => query.push(("callback".to_owned(), "sb.deliver".to_owned())),
+            Kind::Iframe => {
+                query.push(("callback".to_owned(), "sb.deliver".to_owned()));
+                query.push(("origin".to_owned(), ORIGIN.to_owned()));
+            }
             Kind::Sse | Kind::Stream => {}
         }
         query
@@ -245,16 +248,19 @@ impl Carrier {
                 }
             }
             Kind::Iframe => {
-                const OPEN: &str = "<script>parent.sb.deliver(";
-                const CLOSE: &str = ");</script>";
+                const OPEN: &str = "<script>parent.postMessage(";
+                let close = format!(",{});</script>", Value::from(ORIGIN));
+                let close = close.as_str();
                 while let Some(start) = self.buffer.find(OPEN) {
-                    let Some(end) = self.buffer[start..].find(CLOSE) else {
+                    let Some(end) = self.buffer[start..].find(close) else {
                         break;
                     };
                     let json = self.buffer[start + OPEN.len()..start + end].to_owned();
-                    self.buffer.drain(..start + end + CLOSE.len());
+                    self.buffer.drain(..start + end + close.len());
                     assert!(!json.contains('<'), "escaped for a script: {json}");
                     let item: Value = serde_json::from_str(&json).unwrap();
+                    assert_eq!(item["type"], "switchboard", "{json}");
+                    assert_eq!(item["callback"], "sb.deliver", "{json}");
                     let cursor = item["cursor"].as_str().map(str::to_owned);
                     self.pending
                         .push_back((cursor.filter(|c| !c.is_empty()), item["frame"].clone()));
@@ -392,11 +398,23 @@ async fn preflight_and_errors_carry_cors_headers() {
     let bad_callback = app
         .http
         .get(url("iframe"))
-        .query(&[("callback", "alert(1)")])
+        .query(&[("callback", "alert(1)"), ("origin", ORIGIN)])
         .send()
         .await
         .unwrap();
     assert_eq!(bad_callback.status(), StatusCode::BAD_REQUEST);
+    for origin in [None, Some("*"), Some("http://page.example/path")] {
+        let mut query = vec![("callback", "sb")];
+        query.extend(origin.map(|origin| ("origin", origin)));
+        let bad_origin = app
+            .http
+            .get(url("iframe"))
+            .query(&query)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad_origin.status(), StatusCode::BAD_REQUEST, "{origin:?}");
+    }
 }
 
 #[tokio::test]
