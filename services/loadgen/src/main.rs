@@ -9,6 +9,8 @@ mod procfs;
 mod publish;
 mod report;
 mod stats;
+mod traffic;
+mod wire;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -34,6 +36,9 @@ fn main() {
 }
 
 fn real_main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("traffic") {
+        return traffic::main(std::env::args().skip(1));
+    }
     let plan = plan(Args::parse())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(plan.threads)
