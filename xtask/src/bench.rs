@@ -163,10 +163,17 @@ impl Server {
                 .spawn()
         }
         .map_err(|e| format!("starting {target}: {e}"))?;
-        let server = Self {
+        let mut server = Self {
             child,
             nchan: target == "nchan",
         };
+        // Another process on the port would answer in its place: refuse to measure it.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        if let Ok(Some(status)) = server.child.try_wait() {
+            return Err(format!(
+                "{target} exited at start ({status}); is its port already taken?"
+            ));
+        }
         let port = if server.nchan { 7101 } else { 6001 };
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
