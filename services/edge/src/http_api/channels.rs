@@ -82,7 +82,6 @@ pub async fn list(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let authenticated = authenticate(&state, &request, &[]).await?;
-    tracing::Span::current().record("app_id", authenticated.app.id.as_str());
     let prefix = authenticated.param("filter_by_prefix").unwrap_or("");
     let attributes = parse_info(authenticated.param("info"))?;
     if attributes.contains(&Attribute::UserCount) && !prefix.starts_with("presence-") {
@@ -107,7 +106,6 @@ pub async fn show(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let authenticated = authenticate(&state, &request, &[]).await?;
-    tracing::Span::current().record("app_id", authenticated.app.id.as_str());
     let channel = parse_channel(&request)?;
     let attributes = parse_info(authenticated.param("info"))?;
     if attributes.contains(&Attribute::UserCount) && channel.kind() != ChannelKind::Presence {
@@ -134,7 +132,6 @@ pub async fn users(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let authenticated = authenticate(&state, &request, &[]).await?;
-    tracing::Span::current().record("app_id", authenticated.app.id.as_str());
     let channel = parse_channel(&request)?;
     if channel.kind() != ChannelKind::Presence {
         return Err(ApiError::BadRequest(

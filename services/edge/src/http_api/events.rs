@@ -174,7 +174,6 @@ pub async fn trigger(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let authenticated = authenticate(&state, &request, &body).await?;
-    tracing::Span::current().record("app_id", authenticated.app.id.as_str());
     let trigger = Trigger::parse(parse_json(&body)?, &authenticated.app)?;
     admit_publish(&state, &authenticated.app)?;
     trigger.publish(&state, &authenticated.app).await?;
@@ -194,7 +193,6 @@ pub async fn trigger_batch(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let authenticated = authenticate(&state, &request, &body).await?;
-    tracing::Span::current().record("app_id", authenticated.app.id.as_str());
     let batch: BatchBody = parse_json(&body)?;
     if batch.batch.len() > MAX_BATCH_EVENTS {
         return Err(ApiError::BadRequest(format!(

@@ -38,7 +38,6 @@ pub async fn history(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let authenticated = authenticate(&state, &request, &[]).await?;
-    tracing::Span::current().record("app_id", authenticated.app.id.as_str());
     let channel = parse_channel(&request)?;
     tracing::Span::current().record("channel", channel.as_str());
     let since = authenticated

@@ -94,5 +94,7 @@ pub async fn authenticate(
     if !app.enabled {
         return Err(ApiError::AppDisabled);
     }
+    // Every API handler's span has an `app_id` field; fill it here once.
+    tracing::Span::current().record("app_id", app.id.as_str());
     Ok(Authenticated { app, query })
 }

@@ -15,7 +15,6 @@ pub async fn terminate_connections(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let authenticated = authenticate(&state, &request, &body).await?;
-    tracing::Span::current().record("app_id", authenticated.app.id.as_str());
     let user = request.match_info().get("user_id").unwrap_or_default();
     let user = UserId::parse(user).map_err(|error| ApiError::BadRequest(error.to_string()))?;
     let closed = state.hub.terminate_user(&authenticated.app.id, &user);
