@@ -321,7 +321,11 @@ impl Connection {
             } => self.subscribe(channel, member, resume).await,
             Output::Unsubscribe { channel, member } => self.unsubscribe(&channel, member).await,
             Output::ClientEvent { channel, frame, .. } => self.client_event(channel, frame).await,
-            Output::SignedIn { user } => self.state.hub.sign_in(&self.app.id, &user, &self.outbox),
+            Output::SignedIn { user, watchlist } => {
+                self.state.hub.sign_in(&self.app.id, &user, &self.outbox);
+                let watchlists = &self.state.watchlists;
+                watchlists.sign_in(&self.app.id, &user, watchlist, &self.outbox);
+            }
             Output::Close(reason) => return Err(reason),
         }
         Ok(())
@@ -536,6 +540,7 @@ impl Connection {
         }
         if let Some(user) = self.session.signed_in_user().cloned() {
             self.state.hub.sign_out(&self.app.id, &user, &self.outbox);
+            self.state.watchlists.sign_out(&self.app.id, &self.outbox);
         }
         self.state.hub.disconnect(&self.app.id, &self.outbox);
     }

@@ -18,6 +18,7 @@ pub mod metering;
 pub mod metrics;
 mod outbox;
 mod resume;
+mod watchlist;
 mod websocket;
 
 use std::sync::Arc;
@@ -94,6 +95,8 @@ pub struct EdgeState {
     xhr_sessions: carriers::xhr_sessions::XhrSessions,
     /// Sessions of our SDK's HTTP carriers (a cache: see `carriers::session`).
     sb_sessions: carriers::SbRegistry,
+    /// Who watches whom among signed-in connections, per app.
+    watchlists: watchlist::Watchlists,
 }
 
 impl EdgeState {
@@ -130,6 +133,7 @@ impl EdgeState {
             socket_ids: SocketIds::new(),
             xhr_sessions: Default::default(),
             sb_sessions: Default::default(),
+            watchlists: Default::default(),
         })
     }
 

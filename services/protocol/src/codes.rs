@@ -60,12 +60,15 @@ impl CloseReason {
 pub enum ErrorCode {
     /// Client event rejected because the connection sends more than its rate allows.
     ClientEventRateLimited,
+    /// A signin's watchlist held more than 100 user ids; only the first 100 are watched.
+    WatchlistLimitExceeded,
 }
 
 impl ErrorCode {
     pub fn code(self) -> u16 {
         match self {
             Self::ClientEventRateLimited => 4301,
+            Self::WatchlistLimitExceeded => 4302,
         }
     }
 }
@@ -106,5 +109,6 @@ mod tests {
             [4001, 4003, 4004, 4005, 4006, 4007, 4009, 4100, 4200, 4201]
         );
         assert_eq!(ErrorCode::ClientEventRateLimited.code(), 4301);
+        assert_eq!(ErrorCode::WatchlistLimitExceeded.code(), 4302);
     }
 }

@@ -8,6 +8,7 @@ pub mod codes;
 pub mod names;
 pub mod session;
 pub mod sign;
+pub mod signin;
 pub mod wire;
 
 #[cfg(test)]

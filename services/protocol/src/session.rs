@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::codes::CloseReason;
+use crate::codes::{CloseReason, ErrorCode};
 use crate::names::{AppKey, ChannelKind, ChannelName, EventName, SocketId, UserId};
 use crate::sign::{channel_auth_string, user_auth_string, verify_auth_token};
+use crate::signin::{MAX_WATCHLIST_LEN, UserData};
 use crate::wire::{self, ChannelPosition, ClientFrame, Member};
 
 /// Limits and timings of one connection, from the app's plan and the server's settings.
@@ -80,8 +81,13 @@ pub enum Output {
         event: EventName,
         frame: String,
     },
-    /// The connection is now signed in as `user`.
-    SignedIn { user: UserId },
+    /// The connection is now signed in as `user`, following the online status of the users in
+    /// `watchlist` (distinct, at most `signin::MAX_WATCHLIST_LEN`). Comes before the
+    /// `signin_success` frame.
+    SignedIn {
+        user: UserId,
+        watchlist: Vec<UserId>,
+    },
     /// Close the connection.
     Close(CloseReason),
 }
@@ -337,35 +343,41 @@ impl Session {
         ) {
             return vec![error(None, &format!("Signin rejected: {reason}"))];
         }
-        let parsed: Option<serde_json::Map<String, Value>> = serde_json::from_str(user_data).ok();
-        let id = parsed
-            .as_ref()
-            .and_then(|d| d.get("id"))
-            .and_then(Value::as_str)
-            .and_then(|id| UserId::parse(id).ok());
-        let Some(id) = id else {
-            return vec![error(
-                None,
-                "Signin rejected: user_data must be JSON with a non-empty string id",
-            )];
+        let parsed = match UserData::parse(user_data) {
+            Ok(parsed) => parsed,
+            Err(reason) => return vec![error(None, &format!("Signin rejected: {reason}"))],
         };
-        if self.signed_in.as_ref().is_some_and(|user| user.id != id) {
+        if self
+            .signed_in
+            .as_ref()
+            .is_some_and(|user| user.id != parsed.id)
+        {
             return vec![error(
                 None,
                 "Signin rejected: a connection may not change its user",
             )];
         }
-        let user_info = parsed
-            .and_then(|mut d| d.remove("user_info"))
-            .unwrap_or_else(|| serde_json::json!({}));
         self.signed_in = Some(SignedInUser {
-            id: id.clone(),
-            user_info,
+            id: parsed.id.clone(),
+            user_info: parsed.user_info,
         });
-        vec![
+        // Signed in (and its watchers told) before the client hears of it, so anything the
+        // client does after `signin_success` sees the connection signed in.
+        let mut outputs = vec![
+            Output::SignedIn {
+                user: parsed.id,
+                watchlist: parsed.watchlist,
+            },
             Output::Send(wire::signin_success(user_data)),
-            Output::SignedIn { user: id },
-        ]
+        ];
+        if parsed.watchlist_truncated {
+            let message = format!(
+                "Watchlist limit exceeded: only the first {MAX_WATCHLIST_LEN} user ids are watched"
+            );
+            let code = ErrorCode::WatchlistLimitExceeded.code();
+            outputs.push(error(Some(code), &message));
+        }
+        outputs
     }
 
     fn on_client_event(&mut self, frame: &ClientFrame) -> Vec<Output> {

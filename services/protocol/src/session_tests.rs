@@ -303,8 +303,12 @@ fn signin_then_own_server_to_user_channel_only() {
         &mut session,
         json!({"event":"pusher:signin","data":{"auth":auth,"user_data":user_data}}),
     );
-    assert!(matches!(&out[0], Output::Send(f) if f.contains("pusher:signin_success")));
-    assert!(matches!(&out[1], Output::SignedIn { user } if user.as_str() == "42"));
+    // Signed in (watchers told) before the client hears `signin_success`.
+    assert!(
+        matches!(&out[0], Output::SignedIn { user, watchlist } if user.as_str() == "42" && watchlist.is_empty())
+    );
+    assert!(matches!(&out[1], Output::Send(f) if f.contains("pusher:signin_success")));
+    assert_eq!(out.len(), 2);
 
     assert!(matches!(
         send(&mut session, subscribe("#server-to-user-42", "", None)).as_slice(),
@@ -322,6 +326,35 @@ fn signin_then_own_server_to_user_channel_only() {
     assert!(
         matches!(out.as_slice(), [Output::Subscribe { member: Some(m), .. }] if m.user_id.as_str() == "42" && m.user_info == json!({"n":1}))
     );
+}
+
+#[test]
+fn a_watchlist_over_the_limit_is_cut_to_its_first_hundred_with_error_4302() {
+    let mut session = session(Instant::now());
+    let watchlist: Vec<String> = (0..101).map(|n| format!("u{n}")).collect();
+    let user_data = json!({ "id": "42", "watchlist": watchlist }).to_string();
+    let auth = format!(
+        "{KEY}:{}",
+        hmac_hex(SECRET, &user_auth_string(SOCKET, &user_data))
+    );
+    let out = send(
+        &mut session,
+        json!({"event":"pusher:signin","data":{"auth":auth,"user_data":user_data}}),
+    );
+    let [
+        Output::SignedIn { watchlist, .. },
+        Output::Send(success),
+        Output::Send(error),
+    ] = out.as_slice()
+    else {
+        panic!("unexpected outputs {out:?}");
+    };
+    assert_eq!(watchlist.len(), 100);
+    assert_eq!(watchlist[99].as_str(), "u99");
+    assert!(success.contains("pusher:signin_success"));
+    let error: Value = serde_json::from_str(error).unwrap();
+    assert_eq!(error["event"], "pusher:error");
+    assert_eq!(error["data"]["code"], 4302);
 }
 
 #[test]

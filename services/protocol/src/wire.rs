@@ -256,9 +256,57 @@ pub fn signin_success(user_data: &str) -> String {
     )
 }
 
+/// Whether a watched user came online (their first signed-in connection) or went offline
+/// (their last one closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnlineStatus {
+    Online,
+    Offline,
+}
+
+impl OnlineStatus {
+    /// The event name pusher-js emits on `pusher.user.watchlist`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Offline => "offline",
+        }
+    }
+}
+
+/// `pusher_internal:watchlist_events`: `{"events":[{"name":"online","user_ids":[…]},…]}`, as
+/// pusher-js's `watchlist.ts` reads it (one emit per element, by `name`).
+pub fn watchlist_events(events: &[(OnlineStatus, &[UserId])]) -> String {
+    let events: Vec<Value> = events
+        .iter()
+        .map(|(status, users)| {
+            let user_ids: Vec<&str> = users.iter().map(UserId::as_str).collect();
+            json!({ "name": status.as_str(), "user_ids": user_ids })
+        })
+        .collect();
+    internal(
+        "pusher_internal:watchlist_events",
+        None,
+        &json!({ "events": events }),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watchlist_events_double_encode_their_data() {
+        let online = [UserId::parse("b").unwrap()];
+        let offline = [UserId::parse("c").unwrap(), UserId::parse("d").unwrap()];
+        assert_eq!(
+            watchlist_events(&[
+                (OnlineStatus::Online, &online),
+                (OnlineStatus::Offline, &offline)
+            ]),
+            r#"{"event":"pusher_internal:watchlist_events","data":"{\"events\":[{\"name\":\"online\",\"user_ids\":[\"b\"]},{\"name\":\"offline\",\"user_ids\":[\"c\",\"d\"]}]}"}"#
+        );
+    }
 
     #[test]
     fn connection_established_double_encodes_data() {
