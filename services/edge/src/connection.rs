@@ -21,6 +21,7 @@ use tracing::Instrument;
 use crate::limits::{ConnectionSlot, unix_now};
 use crate::outbox::{Outbox, Outgoing};
 use crate::resume::{self, history_window};
+use crate::watchlist;
 use crate::websocket::{self, Inbound, InboundError};
 
 /// Where a connection's client messages come from: a WebSocket, or the POSTs of an HTTP
@@ -321,10 +322,20 @@ impl Connection {
             } => self.subscribe(channel, member, resume).await,
             Output::Unsubscribe { channel, member } => self.unsubscribe(&channel, member).await,
             Output::ClientEvent { channel, frame, .. } => self.client_event(channel, frame).await,
-            Output::SignedIn { user, watchlist } => {
+            Output::SignedIn {
+                user,
+                watchlist,
+                reply,
+            } => {
                 self.state.hub.sign_in(&self.app.id, &user, &self.outbox);
-                let watchlists = &self.state.watchlists;
-                watchlists.sign_in(&self.app.id, &user, watchlist, &self.outbox);
+                let signin = watchlist::SignIn {
+                    user: &user,
+                    watchlist,
+                    reply,
+                };
+                self.state
+                    .watchlists
+                    .sign_in(&self.app.id, signin, &self.outbox);
             }
             Output::Close(reason) => return Err(reason),
         }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use protocol::names::{AppId, UserId};
 use protocol::wire::{self, OnlineStatus};
 
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Outgoing};
 
 /// What one connection must be told: its watched users' new statuses, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +37,13 @@ impl<C> Notice<C> {
             .collect();
         wire::watchlist_events(&events)
     }
+}
+
+/// What a signin tells: the signed-in user's watchers, and the connection itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignInNotices<C> {
+    pub watchers: Vec<Notice<C>>,
+    pub own: Option<Notice<C>>,
 }
 
 /// One app's signed-in connections and watchlists; `C` names a connection.
@@ -68,22 +75,22 @@ impl<C> Default for Registry<C> {
 impl<C: Copy + Eq + Hash> Registry<C> {
     /// Signs `connection` in as `user` watching `watchlist` (a connection signing in again,
     /// as the same user, replaces its watchlist). Returns the `online` notices for those who
-    /// watch `user` if this is their first connection, then this connection's own initial
-    /// state: which of its watched users are online and which are offline.
+    /// watch `user` if this is their first connection, and this connection's initial state:
+    /// which of its watched users are online and which are offline.
     pub fn sign_in(
         &mut self,
         connection: C,
         user: UserId,
         watchlist: Vec<UserId>,
-    ) -> Vec<Notice<C>> {
-        let mut notices = Vec::new();
+    ) -> SignInNotices<C> {
+        let mut watchers = Vec::new();
         match self.connections.remove(&connection) {
             Some(previous) => self.stop_watching(connection, &previous.watching),
             None => {
                 let sessions = self.online.entry(user.clone()).or_default();
                 sessions.insert(connection);
                 if sessions.len() == 1 {
-                    notices.extend(self.tell_watchers(&user, OnlineStatus::Online));
+                    watchers = self.tell_watchers(&user, OnlineStatus::Online);
                 }
             }
         }
@@ -104,12 +111,10 @@ impl<C: Copy + Eq + Hash> Registry<C> {
         .into_iter()
         .filter(|(_, users)| !users.is_empty())
         .collect();
-        if !events.is_empty() {
-            notices.push(Notice {
-                to: connection,
-                events,
-            });
-        }
+        let own = (!events.is_empty()).then_some(Notice {
+            to: connection,
+            events,
+        });
         self.connections.insert(
             connection,
             SignedIn {
@@ -117,7 +122,7 @@ impl<C: Copy + Eq + Hash> Registry<C> {
                 watching: watchlist,
             },
         );
-        notices
+        SignInNotices { watchers, own }
     }
 
     /// Forgets a connection that closed; if it was its user's last, those who watch the user
@@ -186,23 +191,29 @@ fn id_of(outbox: &Arc<Outbox>) -> usize {
     Arc::as_ptr(outbox) as usize
 }
 
+/// A connection signing in: as whom, watching whom, and the `signin_success` frame to send.
+pub struct SignIn<'a> {
+    pub user: &'a UserId,
+    pub watchlist: Vec<UserId>,
+    pub reply: String,
+}
+
 impl Watchlists {
-    /// The connection signed in as `user`, watching `watchlist`: its watchers hear `online`
-    /// if it is the user's first connection, and it hears its watched users' statuses.
-    pub fn sign_in(
-        &self,
-        app: &AppId,
-        user: &UserId,
-        watchlist: Vec<UserId>,
-        outbox: &Arc<Outbox>,
-    ) {
+    /// The connection signed in: its user's watchers hear `online` if it is the user's first
+    /// connection, then it gets `reply` and its watched users' statuses. All under the lock,
+    /// so no change can slip between the statuses it is told and the changes it hears next.
+    pub fn sign_in(&self, app: &AppId, signin: SignIn<'_>, outbox: &Arc<Outbox>) {
         let mut apps = self.apps.lock().expect("watchlists lock poisoned");
         let of_app = apps.entry(app.clone()).or_default();
         of_app.outboxes.insert(id_of(outbox), outbox.clone());
         let notices = of_app
             .registry
-            .sign_in(id_of(outbox), user.clone(), watchlist);
-        of_app.deliver(&notices);
+            .sign_in(id_of(outbox), signin.user.clone(), signin.watchlist);
+        of_app.deliver(&notices.watchers);
+        outbox.send(Outgoing::Text(signin.reply.into()));
+        if let Some(own) = notices.own {
+            outbox.push(own.frame().into());
+        }
     }
 
     /// The connection closed: if it was its user's last, their watchers hear `offline`.
@@ -245,6 +256,10 @@ mod tests {
         ids.iter().map(|id| user(id)).collect()
     }
 
+    fn signed_in(watchers: Vec<Notice<u32>>, own: Option<Notice<u32>>) -> SignInNotices<u32> {
+        SignInNotices { watchers, own }
+    }
+
     fn notice(to: u32, events: &[(OnlineStatus, &[&str])]) -> Notice<u32> {
         Notice {
             to,
@@ -261,15 +276,18 @@ mod tests {
         // A (connection 1) watches B and C: both offline at first.
         assert_eq!(
             registry.sign_in(1, user("a"), users(&["b", "c"])),
-            [notice(1, &[(Offline, &["b", "c"])])]
+            signed_in(vec![], Some(notice(1, &[(Offline, &["b", "c"])])))
         );
         // B's first connection: A hears online; B watches nobody.
         assert_eq!(
             registry.sign_in(2, user("b"), Vec::new()),
-            [notice(1, &[(Online, &["b"])])]
+            signed_in(vec![notice(1, &[(Online, &["b"])])], None)
         );
         // B's second connection changes nothing for A.
-        assert_eq!(registry.sign_in(3, user("b"), Vec::new()), []);
+        assert_eq!(
+            registry.sign_in(3, user("b"), Vec::new()),
+            signed_in(vec![], None)
+        );
         assert_eq!(registry.sign_out(2), []);
         // B's last connection: A hears offline.
         assert_eq!(registry.sign_out(3), [notice(1, &[(Offline, &["b"])])]);
@@ -281,7 +299,10 @@ mod tests {
         registry.sign_in(2, user("b"), Vec::new());
         assert_eq!(
             registry.sign_in(1, user("a"), users(&["b", "c"])),
-            [notice(1, &[(Online, &["b"]), (Offline, &["c"])])]
+            signed_in(
+                vec![],
+                Some(notice(1, &[(Online, &["b"]), (Offline, &["c"])]))
+            )
         );
     }
 
@@ -291,10 +312,10 @@ mod tests {
         registry.sign_in(1, user("a"), users(&["b"]));
         assert_eq!(
             registry.sign_in(2, user("b"), users(&["a"])),
-            [
-                notice(1, &[(Online, &["b"])]),
-                notice(2, &[(Online, &["a"])])
-            ]
+            signed_in(
+                vec![notice(1, &[(Online, &["b"])])],
+                Some(notice(2, &[(Online, &["a"])]))
+            )
         );
         assert_eq!(registry.sign_out(1), [notice(2, &[(Offline, &["a"])])]);
     }
@@ -304,7 +325,10 @@ mod tests {
         let mut registry = Registry::default();
         registry.sign_in(1, user("a"), users(&["b"]));
         assert_eq!(registry.sign_out(1), []);
-        assert_eq!(registry.sign_in(2, user("b"), Vec::new()), []);
+        assert_eq!(
+            registry.sign_in(2, user("b"), Vec::new()),
+            signed_in(vec![], None)
+        );
         assert_eq!(registry.sign_out(2), []);
         assert!(registry.is_empty());
     }
@@ -316,10 +340,13 @@ mod tests {
         registry.sign_in(1, user("a"), users(&["b"]));
         assert_eq!(
             registry.sign_in(1, user("a"), users(&["c"])),
-            [notice(1, &[(Offline, &["c"])])]
+            signed_in(vec![], Some(notice(1, &[(Offline, &["c"])])))
         );
         // No longer watching B.
-        assert_eq!(registry.sign_in(2, user("b"), Vec::new()), []);
+        assert_eq!(
+            registry.sign_in(2, user("b"), Vec::new()),
+            signed_in(vec![], None)
+        );
         assert_eq!(registry.sign_out(1), [notice(9, &[(Offline, &["a"])])]);
     }
 

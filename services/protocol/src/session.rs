@@ -82,11 +82,12 @@ pub enum Output {
         frame: String,
     },
     /// The connection is now signed in as `user`, following the online status of the users in
-    /// `watchlist` (distinct, at most `signin::MAX_WATCHLIST_LEN`). Comes before the
-    /// `signin_success` frame.
+    /// `watchlist` (distinct, at most `signin::MAX_WATCHLIST_LEN`). Tell the user's watchers,
+    /// then send `reply` (`signin_success`), then the watched users' statuses.
     SignedIn {
         user: UserId,
         watchlist: Vec<UserId>,
+        reply: String,
     },
     /// Close the connection.
     Close(CloseReason),
@@ -361,15 +362,11 @@ impl Session {
             id: parsed.id.clone(),
             user_info: parsed.user_info,
         });
-        // Signed in (and its watchers told) before the client hears of it, so anything the
-        // client does after `signin_success` sees the connection signed in.
-        let mut outputs = vec![
-            Output::SignedIn {
-                user: parsed.id,
-                watchlist: parsed.watchlist,
-            },
-            Output::Send(wire::signin_success(user_data)),
-        ];
+        let mut outputs = vec![Output::SignedIn {
+            user: parsed.id,
+            watchlist: parsed.watchlist,
+            reply: wire::signin_success(user_data),
+        }];
         if parsed.watchlist_truncated {
             let message = format!(
                 "Watchlist limit exceeded: only the first {MAX_WATCHLIST_LEN} user ids are watched"

@@ -40,6 +40,12 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route(
             "/apps/{app_id}/users/{user_id}/terminate_connections",
             web::post().to(users::terminate_connections),
+        )
+        // pusher-http-python (3.x) posts its terminate call without the `/apps/{app_id}`
+        // prefix, and signs that path; the signing key names the app.
+        .route(
+            "/users/{user_id}/terminate_connections",
+            web::post().to(users::terminate_connections_of_signing_app),
         );
 }
 
@@ -97,4 +103,37 @@ pub async fn authenticate(
     // Every API handler's span has an `app_id` field; fill it here once.
     tracing::Span::current().record("app_id", app.id.as_str());
     Ok(Authenticated { app, query })
+}
+
+/// Verifies a request whose path names no app: the app is the one its `auth_key` belongs to.
+/// An unknown key is 401 (the path has no app to be unknown), a disabled app 403.
+pub async fn authenticate_by_key(
+    state: &EdgeState,
+    request: &HttpRequest,
+    body: &[u8],
+) -> Result<Authenticated, ApiError> {
+    let query: Vec<(String, String)> = serde_urlencoded::from_str(request.query_string())
+        .map_err(|_| ApiError::BadRequest("the query string is not valid URL encoding".into()))?;
+    let signed = SignedRequest {
+        method: request.method().as_str(),
+        path: request.path(),
+        query: &query,
+        body,
+    };
+    let key = signed.preflight(crate::limits::unix_now())?;
+    let key = protocol::names::AppKey::parse(key).map_err(|_| RequestAuthError::KeyMissing)?;
+    let keyed = state
+        .catalog
+        .find_by_key(&key)
+        .await?
+        .ok_or(RequestAuthError::KeyMissing)?;
+    signed.verify(keyed.secret.expose())?;
+    if !keyed.app.enabled {
+        return Err(ApiError::AppDisabled);
+    }
+    tracing::Span::current().record("app_id", keyed.app.id.as_str());
+    Ok(Authenticated {
+        app: keyed.app,
+        query,
+    })
 }

@@ -1,10 +1,11 @@
-//! `POST /apps/{app_id}/users/{user_id}/terminate_connections`.
+//! `POST /apps/{app_id}/users/{user_id}/terminate_connections`, and the same call without the
+//! `/apps/{app_id}` prefix as pusher-http-python sends it.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use protocol::names::UserId;
 
 use crate::EdgeState;
-use crate::http_api::{ApiError, authenticate};
+use crate::http_api::{ApiError, Authenticated, authenticate, authenticate_by_key};
 
 /// Closes (4009) every connection signed in as the user; presence-only members are untouched,
 /// as Pusher documents.
@@ -15,6 +16,25 @@ pub async fn terminate_connections(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let authenticated = authenticate(&state, &request, &body).await?;
+    terminate(&state, &request, &authenticated)
+}
+
+/// The same for the app whose key signed the request.
+#[tracing::instrument(skip_all, fields(app_id))]
+pub async fn terminate_connections_of_signing_app(
+    state: web::Data<EdgeState>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let authenticated = authenticate_by_key(&state, &request, &body).await?;
+    terminate(&state, &request, &authenticated)
+}
+
+fn terminate(
+    state: &EdgeState,
+    request: &HttpRequest,
+    authenticated: &Authenticated,
+) -> Result<HttpResponse, ApiError> {
     let user = request.match_info().get("user_id").unwrap_or_default();
     let user = UserId::parse(user).map_err(|error| ApiError::BadRequest(error.to_string()))?;
     let closed = state.hub.terminate_user(&authenticated.app.id, &user);

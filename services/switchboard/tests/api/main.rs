@@ -11,6 +11,7 @@ mod operators;
 mod platform;
 mod resume;
 mod tenancy;
+mod users;
 mod webhooks;
 mod websocket;
 mod xhr;
