@@ -79,9 +79,9 @@ fn lint() -> Result<(), String> {
     )
 }
 
-/// The Rust suites (against a real Postgres), then the Node compatibility suite (unmodified
-/// pusher-js and pusher) against the freshly built binary, then the JS SDK's unit and
-/// browser tests.
+/// The Rust suites (against a real Postgres), then the compatibility suite (unmodified
+/// pusher-js, pusher-http-node and pusher-http-python) against the freshly built binary,
+/// then the JS SDK's unit and browser tests.
 fn test() -> Result<(), String> {
     let root = root();
     let given =
@@ -108,6 +108,7 @@ fn run_suites(root: &Path, database_url: &str) -> Result<(), String> {
     run("cargo", &["build", "-p", "switchboard"], root)?;
     let compat = root.join("tests/compat");
     run("npm", &["ci", "--no-audit", "--no-fund"], &compat)?;
+    python_venv(&compat)?;
     run_with_env("npm", &["test"], &compat, &env)?;
     // The JS SDK: its build (with the bundle-size check) and unit tests, then the SDK in
     // Chromium against the binary built above (tests/browser uses sdk-js/dist).
@@ -117,4 +118,23 @@ fn run_suites(root: &Path, database_url: &str) -> Result<(), String> {
         run("npm", &["test"], &dir)?;
     }
     Ok(())
+}
+
+/// The venv `tests/compat/python-library.test.mjs` runs pusher-http-python in: made once with
+/// `python3 -m venv`, then the pinned requirements (pip does nothing when they are there).
+fn python_venv(compat: &Path) -> Result<(), String> {
+    let venv = compat.join(".venv");
+    if !venv.join("bin/python").exists() {
+        run("python3", &["-m", "venv", ".venv"], compat)?;
+    }
+    let pip = venv.join("bin/pip");
+    let pip = pip.to_str().ok_or("the venv path is not UTF-8")?;
+    let install = [
+        "install",
+        "--disable-pip-version-check",
+        "--quiet",
+        "--requirement",
+        "python/requirements.txt",
+    ];
+    run(pip, &install, compat)
 }
