@@ -15,16 +15,20 @@ use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
+use bytestring::ByteString;
 use protocol::names::{AppId, UserId};
 use protocol::wire::{self, OnlineStatus};
 
 use crate::outbox::{Outbox, Outgoing};
 
-/// What one connection must be told: its watched users' new statuses, in order.
+/// Statuses to tell, in order: each with the users that now have it.
+pub type Events = Vec<(OnlineStatus, Vec<UserId>)>;
+
+/// What one connection must be told: its watched users' new statuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice<C> {
     pub to: C,
-    pub events: Vec<(OnlineStatus, Vec<UserId>)>,
+    pub events: Events,
 }
 
 impl<C> Notice<C> {
@@ -233,11 +237,21 @@ impl Watchlists {
 
 impl AppWatchlists {
     /// Pushes without awaiting (under the lock, so notices keep their order); a watcher that
-    /// does not read is closed as a slow consumer like any other.
+    /// does not read is closed as a slow consumer like any other. The watchers of one change
+    /// share one frame, a refcount each, as in fan-out.
     fn deliver(&self, notices: &[Notice<usize>]) {
+        let mut shared: Option<(&Events, ByteString)> = None;
         for notice in notices {
+            let frame = match &shared {
+                Some((events, frame)) if *events == &notice.events => frame.clone(),
+                _ => {
+                    let frame = ByteString::from(notice.frame());
+                    shared = Some((&notice.events, frame.clone()));
+                    frame
+                }
+            };
             if let Some(outbox) = self.outboxes.get(&notice.to) {
-                outbox.push(notice.frame().into());
+                outbox.push(frame);
             }
         }
     }
