@@ -5,6 +5,7 @@ mod helpers;
 mod cache_channels;
 mod carriers;
 mod http_api;
+mod libraries;
 mod limits;
 mod metering;
 mod operators;
