@@ -12,4 +12,6 @@ pub mod signin;
 pub mod wire;
 
 #[cfg(test)]
+mod session_signin_tests;
+#[cfg(test)]
 mod session_tests;

@@ -7,14 +7,14 @@ use serde_json::{Value, json};
 use crate::codes::CloseReason;
 use crate::names::{AppKey, ChannelName, SocketId};
 use crate::session::{Credentials, Output, Session, SessionConfig};
-use crate::sign::{channel_auth_string, hmac_hex, user_auth_string};
+use crate::sign::{channel_auth_string, hmac_hex};
 use crate::wire::ChannelPosition;
 
-const KEY: &str = "app-key";
-const SECRET: &str = "app-secret";
-const SOCKET: &str = "1234.1234";
+pub(crate) const KEY: &str = "app-key";
+pub(crate) const SECRET: &str = "app-secret";
+pub(crate) const SOCKET: &str = "1234.1234";
 
-fn session(now: Instant) -> Session {
+pub(crate) fn session(now: Instant) -> Session {
     let credentials = Credentials {
         key: AppKey::parse(KEY).unwrap(),
         secret: SECRET.into(),
@@ -29,19 +29,19 @@ fn session(now: Instant) -> Session {
     session
 }
 
-fn auth_for(channel: &str, channel_data: Option<&str>) -> String {
+pub(crate) fn auth_for(channel: &str, channel_data: Option<&str>) -> String {
     format!(
         "{KEY}:{}",
         hmac_hex(SECRET, &channel_auth_string(SOCKET, channel, channel_data))
     )
 }
 
-fn send(session: &mut Session, frame: Value) -> Vec<Output> {
+pub(crate) fn send(session: &mut Session, frame: Value) -> Vec<Output> {
     session.on_text(&frame.to_string(), Instant::now())
 }
 
 /// The single frame sent, parsed, for outputs that should be exactly one `Send`.
-fn only_sent(outputs: &[Output]) -> Vec<Value> {
+pub(crate) fn only_sent(outputs: &[Output]) -> Vec<Value> {
     outputs
         .iter()
         .map(|output| match output {
@@ -51,7 +51,7 @@ fn only_sent(outputs: &[Output]) -> Vec<Value> {
         .collect()
 }
 
-fn subscribe(channel: &str, auth: &str, channel_data: Option<&str>) -> Value {
+pub(crate) fn subscribe(channel: &str, auth: &str, channel_data: Option<&str>) -> Value {
     let mut data = json!({ "channel": channel, "auth": auth });
     if let Some(channel_data) = channel_data {
         data["channel_data"] = json!(channel_data);
@@ -289,76 +289,6 @@ fn an_answered_ping_keeps_the_connection() {
     );
     assert_eq!(session.on_tick(start + Duration::from_secs(150)), None);
     assert_eq!(session.next_deadline(), start + Duration::from_secs(245));
-}
-
-#[test]
-fn signin_then_own_server_to_user_channel_only() {
-    let mut session = session(Instant::now());
-    let user_data = r#"{"id":"42","user_info":{"n":1}}"#;
-    let auth = format!(
-        "{KEY}:{}",
-        hmac_hex(SECRET, &user_auth_string(SOCKET, user_data))
-    );
-    let out = send(
-        &mut session,
-        json!({"event":"pusher:signin","data":{"auth":auth,"user_data":user_data}}),
-    );
-    assert!(matches!(
-        out.as_slice(),
-        [Output::SignedIn { user, watchlist, reply }]
-            if user.as_str() == "42" && watchlist.is_empty() && reply.contains("pusher:signin_success")
-    ));
-
-    assert!(matches!(
-        send(&mut session, subscribe("#server-to-user-42", "", None)).as_slice(),
-        [Output::Subscribe { .. }]
-    ));
-    let other = only_sent(&send(
-        &mut session,
-        subscribe("#server-to-user-43", "", None),
-    ));
-    assert_eq!(other[1]["event"], "pusher:subscription_error");
-
-    // A signed-in connection may join presence without channel_data.
-    let auth = auth_for("presence-r", None);
-    let out = send(&mut session, subscribe("presence-r", &auth, None));
-    assert!(
-        matches!(out.as_slice(), [Output::Subscribe { member: Some(m), .. }] if m.user_id.as_str() == "42" && m.user_info == json!({"n":1}))
-    );
-}
-
-#[test]
-fn a_watchlist_over_the_limit_is_cut_to_its_first_hundred_with_error_4302() {
-    let mut session = session(Instant::now());
-    let watchlist: Vec<String> = (0..101).map(|n| format!("u{n}")).collect();
-    let user_data = json!({ "id": "42", "watchlist": watchlist }).to_string();
-    let auth = format!(
-        "{KEY}:{}",
-        hmac_hex(SECRET, &user_auth_string(SOCKET, &user_data))
-    );
-    let out = send(
-        &mut session,
-        json!({"event":"pusher:signin","data":{"auth":auth,"user_data":user_data}}),
-    );
-    let [Output::SignedIn { watchlist, .. }, Output::Send(error)] = out.as_slice() else {
-        panic!("unexpected outputs {out:?}");
-    };
-    assert_eq!(watchlist.len(), 100);
-    assert_eq!(watchlist[99].as_str(), "u99");
-    let error: Value = serde_json::from_str(error).unwrap();
-    assert_eq!(error["event"], "pusher:error");
-    assert_eq!(error["data"]["code"], 4302);
-}
-
-#[test]
-fn bad_signin_is_refused_without_signing_in() {
-    let mut session = session(Instant::now());
-    let out = only_sent(&send(
-        &mut session,
-        json!({"event":"pusher:signin","data":{"auth":format!("{KEY}:00"),"user_data":"{\"id\":\"1\"}"}}),
-    ));
-    assert_eq!(out[0]["event"], "pusher:error");
-    assert!(session.signed_in_user().is_none());
 }
 
 #[test]
