@@ -371,6 +371,48 @@ mod tests {
         assert!(registry.is_empty());
     }
 
+    fn outbox(socket_id: &str) -> Arc<Outbox> {
+        let socket_id = protocol::names::SocketId::parse(socket_id).unwrap();
+        Arc::new(Outbox::new(socket_id, 16))
+    }
+
+    fn texts(outbox: &Outbox) -> Vec<String> {
+        outbox
+            .drain()
+            .into_iter()
+            .map(|item| match item {
+                Outgoing::Text(text) => text.to_string(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    fn signin(user: &UserId, watchlist: Vec<UserId>) -> SignIn<'_> {
+        SignIn {
+            user,
+            watchlist,
+            reply: "signed in".into(),
+        }
+    }
+
+    #[test]
+    fn apps_are_apart_and_an_app_leaves_nothing_behind() {
+        let watchlists = Watchlists::default();
+        let (one, two) = (AppId::parse("1").unwrap(), AppId::parse("2").unwrap());
+        let (watcher, foreign, local) = (outbox("1.1"), outbox("1.2"), outbox("1.3"));
+        watchlists.sign_in(&one, signin(&user("a"), users(&["b"])), &watcher);
+        watchlists.sign_in(&two, signin(&user("b"), Vec::new()), &foreign);
+        let offline = notice(0, &[(Offline, &["b"])]).frame();
+        assert_eq!(texts(&watcher), ["signed in".to_owned(), offline]);
+        // Another app's "b" told app 1's watcher nothing; app 1's "b" does.
+        watchlists.sign_in(&one, signin(&user("b"), Vec::new()), &local);
+        assert_eq!(texts(&watcher), [notice(0, &[(Online, &["b"])]).frame()]);
+        for (app, outbox) in [(&one, &watcher), (&two, &foreign), (&one, &local)] {
+            watchlists.sign_out(app, outbox);
+        }
+        assert!(watchlists.apps.lock().unwrap().is_empty());
+    }
+
     #[test]
     fn the_frame_is_what_pusher_js_reads() {
         let frame = notice(1, &[(Online, &["b"])]).frame();
