@@ -1,0 +1,214 @@
+//! Webhook fairness and durability: an app whose endpoints never answer (or always fail) does
+//! not delay another app's webhooks, retries hold no delivery slot, an endpoint's backlog is
+//! bounded, and pending requests survive a restart of the sender (kept in Postgres).
+
+use std::time::Duration;
+
+use control::webhooks::deliver::RetryPolicy;
+use control::webhooks::{PgWebhookSink, WebhookSettings};
+use protocol::names::AppId;
+use serde_json::json;
+use tenancy::WebhookSink;
+
+use crate::helpers::{TestApp, spawn_app_allowing_private_webhooks};
+use crate::webhook_support::{
+    Received, Receiver, Silent, WAIT, add_webhook, fast_settings, has, log_until, occupied,
+    rows_of, vacated,
+};
+
+/// Requests waiting in the outbox for the app.
+async fn pending(app: &TestApp, app_id: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM webhook_outbox WHERE app_id = $1")
+        .bind(app_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// Until `count` requests of the app wait in the outbox.
+async fn pending_until(app: &TestApp, app_id: &str, count: i64) {
+    tokio::time::timeout(WAIT, async {
+        while pending(app, app_id).await != count {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the outbox gets there");
+}
+
+#[tokio::test]
+async fn an_app_whose_endpoint_never_answers_does_not_delay_another_apps_webhooks() {
+    let app = spawn_app_allowing_private_webhooks().await;
+    let ann = app.signed_up("ann@example.com").await;
+    let bob = app.signed_up("bob@example.com").await;
+    let (hostile, _, _) = app.app(&ann, "hostile").await;
+    let (victim, _, _) = app.app(&bob, "victim").await;
+    let mut silent = Silent::start().await;
+    add_webhook(&app, &ann, &hostile, json!({ "url": silent.url })).await;
+    let mut receiver = Receiver::start();
+    let url = format!("{}/victim", receiver.base);
+    add_webhook(&app, &bob, &victim, json!({ "url": url })).await;
+    // Two slots in all, one per app; an attempt that hangs would hold its slot for a minute.
+    let settings = WebhookSettings {
+        max_in_flight: 2,
+        max_in_flight_per_app: 1,
+        request_timeout: Duration::from_secs(60),
+        ..fast_settings()
+    };
+    let sink = PgWebhookSink::start(app.pool.clone(), app.secrets.clone(), settings);
+    let hostile_id = AppId::parse(&hostile).unwrap();
+    for channel in ["a", "b", "c", "d", "e"] {
+        sink.emit(&hostile_id, occupied(channel));
+    }
+    silent.until_accepted(1).await;
+
+    sink.emit(&AppId::parse(&victim).unwrap(), occupied("room"));
+    let arrived = receiver.next().await;
+    assert_eq!(arrived.path, "/victim");
+    assert_eq!(
+        arrived.json()["events"],
+        json!([{ "name": "channel_occupied", "channel": "room" }])
+    );
+    // The hostile app holds its one slot, and its other requests wait in the outbox.
+    assert_eq!(silent.accepted(), 1);
+    assert_eq!(pending(&app, &hostile).await, 5);
+    sink.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_holds_no_delivery_slot_while_it_waits_to_be_retried() {
+    let app = spawn_app_allowing_private_webhooks().await;
+    let ann = app.signed_up("ann@example.com").await;
+    let bob = app.signed_up("bob@example.com").await;
+    let (failing, _, _) = app.app(&ann, "failing").await;
+    let (fine, _, _) = app.app(&bob, "fine").await;
+    let mut receiver = Receiver::start();
+    receiver.answer("/down", &[500; 100]);
+    let down = json!({ "url": format!("{}/down", receiver.base) });
+    let down = add_webhook(&app, &ann, &failing, down).await;
+    let up = json!({ "url": format!("{}/up", receiver.base) });
+    add_webhook(&app, &bob, &fine, up).await;
+    // One slot; the first retry is half a minute away.
+    let settings = WebhookSettings {
+        max_in_flight: 1,
+        retry: RetryPolicy {
+            initial: Duration::from_secs(30),
+            max_interval: Duration::from_secs(30),
+            window: Duration::from_secs(300),
+        },
+        ..fast_settings()
+    };
+    let sink = PgWebhookSink::start(app.pool.clone(), app.secrets.clone(), settings);
+    sink.emit(&AppId::parse(&failing).unwrap(), occupied("room"));
+    assert_eq!(receiver.next().await.path, "/down");
+    let log = log_until(&app, &ann, &failing, |rows| has(rows, &down, "retrying")).await;
+    assert_eq!(log[0]["error"], "http_status_500");
+    assert_eq!(log[0]["http_status"], 500);
+
+    sink.emit(&AppId::parse(&fine).unwrap(), occupied("room"));
+    assert_eq!(receiver.next().await.path, "/up");
+    assert_eq!(
+        pending(&app, &failing).await,
+        1,
+        "the retry waits in the outbox"
+    );
+    sink.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_endpoints_backlog_is_bounded() {
+    let app = spawn_app_allowing_private_webhooks().await;
+    let ann = app.signed_up("ann@example.com").await;
+    let (app_id, _, _) = app.app(&ann, "chat").await;
+    let mut silent = Silent::start().await;
+    let hook = add_webhook(&app, &ann, &app_id, json!({ "url": silent.url })).await;
+    let settings = WebhookSettings {
+        max_in_flight_per_app: 1,
+        max_pending_per_webhook: 3,
+        request_timeout: Duration::from_secs(60),
+        ..fast_settings()
+    };
+    let sink = PgWebhookSink::start(app.pool.clone(), app.secrets.clone(), settings);
+    let app_key = AppId::parse(&app_id).unwrap();
+    // One at a time, so each is written in a round of its own and the bound is exact.
+    sink.emit(&app_key, occupied("first"));
+    silent.until_accepted(1).await;
+    for (channel, waiting) in [("a", 2), ("b", 3)] {
+        sink.emit(&app_key, occupied(channel));
+        pending_until(&app, &app_id, waiting).await;
+    }
+    for (channel, dropped) in [("c", 1), ("d", 2)] {
+        sink.emit(&app_key, occupied(channel));
+        log_until(&app, &ann, &app_id, |rows| {
+            rows_of(rows, &hook)
+                .iter()
+                .filter(|row| row["status"] == "failed" && row["error"] == "backlog_full")
+                .count()
+                == dropped
+        })
+        .await;
+    }
+    assert_eq!(pending(&app, &app_id).await, 3);
+    sink.shutdown().await;
+}
+
+#[tokio::test]
+async fn pending_requests_survive_a_restart_of_the_sender() {
+    let app = spawn_app_allowing_private_webhooks().await;
+    let session = app.signed_up("ann@example.com").await;
+    let (app_id, _, _) = app.app(&session, "chat").await;
+    let mut receiver = Receiver::start();
+    receiver.answer("/later", &[503; 1000]);
+    let url = format!("{}/later", receiver.base);
+    let hook = add_webhook(&app, &session, &app_id, json!({ "url": url })).await;
+    let app_key = AppId::parse(&app_id).unwrap();
+
+    // The first process: its endpoint fails, and a leave event is still held when it stops.
+    let first = PgWebhookSink::start(
+        app.pool.clone(),
+        app.secrets.clone(),
+        WebhookSettings {
+            leave_delay: Duration::from_secs(600),
+            retry: RetryPolicy {
+                initial: Duration::from_millis(50),
+                max_interval: Duration::from_millis(100),
+                window: Duration::from_secs(600),
+            },
+            ..fast_settings()
+        },
+    );
+    first.emit(&app_key, occupied("room"));
+    let refused = receiver.next().await;
+    first.emit(&app_key, vacated("hall"));
+    first.shutdown().await;
+    assert_eq!(pending(&app, &app_id).await, 2, "both wait in Postgres");
+
+    // The next process, on the same database, with a working endpoint.
+    receiver.answer("/later", &[]);
+    while receiver.requests.try_recv().is_ok() {}
+    let second = PgWebhookSink::start(app.pool.clone(), app.secrets.clone(), fast_settings());
+    let mut seen = Vec::new();
+    while !(seen.iter().any(|r: &Received| r.body == refused.body)
+        && seen.iter().any(|r| r.body.contains("\"hall\"")))
+    {
+        seen.push(receiver.next().await);
+    }
+    let log = log_until(&app, &session, &app_id, |rows| {
+        rows_of(rows, &hook)
+            .iter()
+            .filter(|row| row["status"] == "delivered")
+            .count()
+            == 2
+    })
+    .await;
+    let room: Vec<_> = rows_of(&log, &hook)
+        .into_iter()
+        .filter(|row| row["status"] == "retrying")
+        .collect();
+    assert!(
+        room.iter().all(|row| row["error"] == "http_status_503"),
+        "{room:?}"
+    );
+    assert_eq!(pending(&app, &app_id).await, 0);
+    second.shutdown().await;
+}
