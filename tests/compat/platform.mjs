@@ -57,6 +57,8 @@ export function usePlatform() {
   const env = {
     DATABASE_URL: databaseUrl,
     SWITCHBOARD_SECRETS_KEY: randomBytes(32).toString('base64'),
+    // The tests' webhook receivers listen on 127.0.0.1.
+    SWITCHBOARD_WEBHOOKS_ALLOW_PRIVATE: 'true',
   };
   const email = `${name}@example.com`;
   const ctx = {

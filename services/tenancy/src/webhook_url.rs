@@ -100,9 +100,8 @@ pub fn parse_webhook_url(text: &str, policy: AddressPolicy) -> Result<WebhookUrl
         return Err(WebhookUrlError::Malformed);
     }
     let host = match url.host() {
-        Some(Host::Domain(name)) if name.is_empty() => return Err(WebhookUrlError::Malformed),
+        Some(Host::Domain("")) | None => return Err(WebhookUrlError::Malformed),
         Some(host) => host,
-        None => return Err(WebhookUrlError::Malformed),
     };
     if policy == AddressPolicy::PublicOnly {
         check_host(&host)?;
