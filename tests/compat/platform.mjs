@@ -87,6 +87,11 @@ export function usePlatform() {
     api(app, overrides) {
       return serverApi(ctx.server, app, overrides);
     },
+    /** Stops the server (SIGTERM, as an operator would) and starts a new one on the same database. */
+    async restart() {
+      await ctx.server.stop();
+      ctx.server = await startServer({ apps: 0, env });
+    },
   };
   before(async () => {
     await admin(`CREATE DATABASE "${name}"`);
@@ -139,8 +144,8 @@ export class WebhookReceiver {
     });
   }
 
-  async start() {
-    await new Promise((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+  async start(port = 0) {
+    await new Promise((resolve) => this.server.listen(port, '127.0.0.1', resolve));
     this.base = `http://127.0.0.1:${this.server.address().port}`;
     return this;
   }
