@@ -20,4 +20,5 @@ CREATE TABLE webhook_outbox (
 );
 CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at);
 CREATE INDEX webhook_outbox_webhook ON webhook_outbox (webhook_id);
-CREATE INDEX webhook_outbox_app ON webhook_outbox (app_id);
+-- Each app's due rows in order, for the fair claim.
+CREATE INDEX webhook_outbox_app_due ON webhook_outbox (app_id, next_attempt_at, id);

@@ -91,7 +91,7 @@ pub struct WebhookArgs {
     #[arg(
         long,
         env = "SWITCHBOARD_WEBHOOKS_MAX_PENDING_PER_WEBHOOK",
-        default_value_t = 10_000
+        default_value_t = 1_000
     )]
     pub webhooks_max_pending_per_webhook: usize,
 }

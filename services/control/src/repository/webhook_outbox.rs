@@ -64,8 +64,10 @@ pub async fn enqueue(
 
 /// Claims up to `limit` due requests, fairly between apps: each app's oldest due request
 /// first, then each app's second, and so on, and no more for an app than `per_app` minus what
-/// this process already has under way for it (`busy`: app id and count). Claimed rows are
-/// leased for `lease` (they are not due again until then) and their attempt counted.
+/// this process already has under way for it (`busy`: app id and count). Only that many rows
+/// per app are ranked, so one app's long backlog does not slow the claim for the others.
+/// Claimed rows are leased for `lease` (they are not due again until then) and their attempt
+/// counted.
 pub async fn claim_due(
     conn: &mut PgConnection,
     busy: &[(String, i32)],
@@ -78,15 +80,23 @@ pub async fn claim_due(
     sqlx::query_as(
         "WITH busy AS ( \
              SELECT * FROM unnest($1::text[], $2::int4[]) AS b(app_id, in_flight) \
+         ), due_apps AS ( \
+             SELECT DISTINCT o.app_id FROM webhook_outbox o WHERE o.next_attempt_at <= now() \
          ), ranked AS ( \
-             SELECT o.id, o.next_attempt_at, \
-                    row_number() OVER (PARTITION BY o.app_id ORDER BY o.next_attempt_at, o.id) AS turn, \
-                    $3 - COALESCE(b.in_flight, 0) AS room \
-             FROM webhook_outbox o LEFT JOIN busy b ON b.app_id = o.app_id \
-             WHERE o.next_attempt_at <= now() \
+             SELECT first.id, first.next_attempt_at, first.turn \
+             FROM due_apps a \
+             LEFT JOIN busy b ON b.app_id = a.app_id \
+             CROSS JOIN LATERAL ( \
+                 SELECT o.id, o.next_attempt_at, \
+                        row_number() OVER (ORDER BY o.next_attempt_at, o.id) AS turn \
+                 FROM webhook_outbox o \
+                 WHERE o.app_id = a.app_id AND o.next_attempt_at <= now() \
+                 ORDER BY o.next_attempt_at, o.id \
+                 LIMIT GREATEST($3 - COALESCE(b.in_flight, 0), 0) \
+             ) first \
          ), claimed AS ( \
              SELECT o.id FROM webhook_outbox o JOIN ranked r ON r.id = o.id \
-             WHERE r.turn <= r.room AND o.next_attempt_at <= now() \
+             WHERE o.next_attempt_at <= now() \
              ORDER BY r.turn, r.next_attempt_at, o.id \
              LIMIT $4 \
              FOR UPDATE OF o SKIP LOCKED \
@@ -97,7 +107,7 @@ pub async fn claim_due(
              first_attempt_at = COALESCE(o.first_attempt_at, now()) \
          FROM claimed c WHERE o.id = c.id \
          RETURNING o.id, o.webhook_id, o.app_id, o.body, o.event_count, o.attempts, \
-             EXTRACT(EPOCH FROM now() - COALESCE(o.first_attempt_at, now()))::float8 \
+             EXTRACT(EPOCH FROM now() - o.first_attempt_at)::float8 \
                  AS seconds_since_first_attempt",
     )
     .bind(busy_apps)

@@ -93,7 +93,7 @@ impl Default for WebhookSettings {
             config_ttl: Duration::from_secs(30),
             max_in_flight: 256,
             max_in_flight_per_app: 16,
-            max_pending_per_webhook: 10_000,
+            max_pending_per_webhook: 1_000,
             poll_interval: Duration::from_secs(1),
             addresses: AddressPolicy::PublicOnly,
             lookup: NameLookup::system(),

@@ -116,6 +116,62 @@ async fn a_failing_endpoint_holds_no_delivery_slot_while_it_waits_to_be_retried(
 }
 
 #[tokio::test]
+async fn claims_take_each_apps_oldest_request_before_anyones_second() {
+    use control::repository::webhook_outbox::{NewOutboxEntry, claim_due, enqueue};
+    let app = spawn_app_allowing_private_webhooks().await;
+    let ann = app.signed_up("ann@example.com").await;
+    let bob = app.signed_up("bob@example.com").await;
+    let (flooding, _, _) = app.app(&ann, "flooding").await;
+    let (quiet, _, _) = app.app(&bob, "quiet").await;
+    let flood_hook = add_webhook(
+        &app,
+        &ann,
+        &flooding,
+        json!({ "url": "http://127.0.0.1:9/" }),
+    )
+    .await;
+    let quiet_hook = add_webhook(&app, &bob, &quiet, json!({ "url": "http://127.0.0.1:9/" })).await;
+    let entry = |webhook: &str, app_id: &str| NewOutboxEntry {
+        id: uuid::Uuid::new_v4(),
+        webhook_id: webhook.parse().unwrap(),
+        app_id: app_id.to_owned(),
+        body: "{}".into(),
+        event_count: 1,
+    };
+    let mut conn = app.pool.acquire().await.unwrap();
+    // The flooding app's 50 requests are all older than the quiet app's one.
+    let flood: Vec<NewOutboxEntry> = (0..50).map(|_| entry(&flood_hook, &flooding)).collect();
+    assert_eq!(enqueue(&mut conn, &flood, 1000).await.unwrap().len(), 50);
+    let late = entry(&quiet_hook, &quiet);
+    enqueue(&mut conn, std::slice::from_ref(&late), 1000)
+        .await
+        .unwrap();
+
+    let lease = Duration::from_secs(60);
+    let claimed = claim_due(&mut conn, &[], 16, 2, lease).await.unwrap();
+    let apps: Vec<&str> = claimed.iter().map(|c| c.app_id.as_str()).collect();
+    assert!(apps.contains(&quiet.as_str()), "{apps:?}");
+    assert_eq!(claimed.len(), 2);
+    // An app at its bound gets nothing more; claimed rows are leased, not due again.
+    let busy = [(flooding.clone(), 16)];
+    assert!(
+        claim_due(&mut conn, &busy, 16, 10, lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = claim_due(&mut conn, &[(flooding.clone(), 1)], 16, 100, lease)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 15);
+    assert!(
+        again
+            .iter()
+            .all(|c| c.app_id == flooding && c.attempts == 1)
+    );
+}
+
+#[tokio::test]
 async fn an_endpoints_backlog_is_bounded() {
     let app = spawn_app_allowing_private_webhooks().await;
     let ann = app.signed_up("ann@example.com").await;
