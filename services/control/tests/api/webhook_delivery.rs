@@ -268,3 +268,41 @@ async fn pending_requests_survive_a_restart_of_the_sender() {
     assert_eq!(pending(&app, &app_id).await, 0);
     second.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_request_claimed_by_a_process_that_died_is_delivered_once_its_lease_ends() {
+    use control::repository::webhook_outbox::{NewOutboxEntry, claim_due, enqueue};
+    let app = spawn_app_allowing_private_webhooks().await;
+    let session = app.signed_up("ann@example.com").await;
+    let (app_id, _, _) = app.app(&session, "chat").await;
+    let mut receiver = Receiver::start();
+    let url = format!("{}/orphan", receiver.base);
+    let hook = add_webhook(&app, &session, &app_id, json!({ "url": url })).await;
+    let body = r#"{"time_ms":1,"events":[{"name":"channel_occupied","channel":"orphan"}]}"#;
+    let mut conn = app.pool.acquire().await.unwrap();
+    let entry = NewOutboxEntry {
+        id: uuid::Uuid::new_v4(),
+        webhook_id: hook.parse().unwrap(),
+        app_id: app_id.clone(),
+        body: body.into(),
+        event_count: 1,
+    };
+    enqueue(&mut conn, std::slice::from_ref(&entry), 1000)
+        .await
+        .unwrap();
+    // A process claims it and dies mid-attempt: nothing completes or hands it back.
+    let lease = Duration::from_secs(1);
+    let claimed = claim_due(&mut conn, &[], 16, 10, lease).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+
+    let sink = PgWebhookSink::start(app.pool.clone(), app.secrets.clone(), fast_settings());
+    let delivered = receiver.next().await;
+    assert_eq!(delivered.body, body);
+    let log = log_until(&app, &session, &app_id, |rows| {
+        has(rows, &hook, "delivered")
+    })
+    .await;
+    assert_eq!(log[0]["attempt"], 2, "the dead process's attempt counts");
+    assert_eq!(pending(&app, &app_id).await, 0);
+    sink.shutdown().await;
+}
