@@ -21,6 +21,7 @@ use crate::webhooks::delay::Delayer;
 use crate::webhooks::deliver::Status;
 use crate::webhooks::failure::Failure;
 use crate::webhooks::payload::{Target, body, requests};
+use crate::webhooks::shares::QueueShares;
 
 /// Events taken from the queue before the requests they make are written out together.
 const EVENTS_PER_ROUND: usize = 512;
@@ -45,6 +46,8 @@ pub(crate) struct Intake {
     batches: HashMap<Uuid, Batch>,
     /// Requests not yet written (kept across a database error, up to `queue_capacity`).
     pending: Vec<NewOutboxEntry>,
+    /// Each app's count of queued events, given back as they are taken.
+    shares: Arc<QueueShares>,
 }
 
 impl Intake {
@@ -52,8 +55,10 @@ impl Intake {
         settings: WebhookSettings,
         configs: Arc<Configs>,
         enqueued: Arc<Notify>,
+        shares: Arc<QueueShares>,
     ) -> Self {
         Self {
+            shares,
             delayer: Delayer::new(settings.leave_delay),
             settings,
             configs,
@@ -121,6 +126,7 @@ impl Intake {
     }
 
     async fn offer(&mut self, app: AppId, event: WebhookEvent) {
+        self.shares.give_back(&app);
         let now = Instant::now();
         if let Some(event) = self.delayer.offer(app.clone(), event, now) {
             self.dispatch(app, event).await;

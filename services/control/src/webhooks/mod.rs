@@ -20,6 +20,7 @@ pub mod guard;
 mod intake;
 mod outbox;
 pub mod payload;
+mod shares;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +38,7 @@ use crate::webhooks::deliver::RetryPolicy;
 use crate::webhooks::guard::{NameLookup, webhook_http_client};
 use crate::webhooks::intake::Intake;
 use crate::webhooks::outbox::{Attempts, Dispatcher, LEASE_MARGIN};
+use crate::webhooks::shares::QueueShares;
 
 /// The NOTIFY channel of the `webhooks` table's trigger.
 pub const WEBHOOKS_CHANNEL: &str = "switchboard_webhooks";
@@ -46,6 +48,9 @@ pub const WEBHOOKS_CHANNEL: &str = "switchboard_webhooks";
 pub struct WebhookSettings {
     /// Events queued between the edge and the intake before new ones are dropped.
     pub queue_capacity: usize,
+    /// Events one app may have in that queue; past it the app's new events are dropped, so
+    /// one app's flood cannot crowd the others out.
+    pub max_queued_per_app: usize,
     /// How long `channel_vacated` / `member_removed` wait for the channel or member to return.
     pub leave_delay: Duration,
     /// How long an endpoint with batching gathers events before a request goes out.
@@ -81,6 +86,7 @@ impl Default for WebhookSettings {
     fn default() -> Self {
         Self {
             queue_capacity: 10_000,
+            max_queued_per_app: 1_000,
             leave_delay: Duration::from_secs(3),
             batch_window: Duration::from_secs(1),
             max_batch: 100,
@@ -106,6 +112,7 @@ impl Default for WebhookSettings {
 pub struct PgWebhookSink {
     queue: mpsc::Sender<(AppId, WebhookEvent)>,
     configs: Arc<Configs>,
+    shares: Arc<QueueShares>,
     dropped: AtomicU64,
     /// Stops the intake (which then stops the dispatcher); taken by `shutdown`.
     running: Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
@@ -142,7 +149,8 @@ impl PgWebhookSink {
         };
         let (stop_dispatcher, dispatcher_stopped) = oneshot::channel();
         let dispatcher = tokio::spawn(dispatcher.run(dispatcher_stopped));
-        let intake = Intake::new(settings, configs.clone(), enqueued);
+        let shares = Arc::new(QueueShares::new(settings.max_queued_per_app));
+        let intake = Intake::new(settings, configs.clone(), enqueued, shares.clone());
         let (stop_intake, intake_stopped) = oneshot::channel();
         let intake =
             tokio::spawn(intake.run(receiver, intake_stopped, (stop_dispatcher, dispatcher)));
@@ -150,12 +158,13 @@ impl PgWebhookSink {
         Arc::new(Self {
             queue,
             configs,
+            shares,
             dropped: AtomicU64::new(0),
             running: Mutex::new(Some((stop_intake, intake))),
         })
     }
 
-    /// Events dropped because the queue was full.
+    /// Events dropped because the queue, or the app's share of it, was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -178,14 +187,24 @@ impl PgWebhookSink {
 
 impl WebhookSink for PgWebhookSink {
     fn emit(&self, app: &AppId, event: WebhookEvent) {
-        if let Err(error) = self.queue.try_send((app.clone(), event)) {
+        let refused = if !self.shares.try_take(app) {
+            Some("the app's share of the queue is full")
+        } else {
+            match self.queue.try_send((app.clone(), event)) {
+                Ok(()) => None,
+                Err(error) => {
+                    self.shares.give_back(app);
+                    Some(match error {
+                        mpsc::error::TrySendError::Full(_) => "queue full",
+                        mpsc::error::TrySendError::Closed(_) => "sender stopped",
+                    })
+                }
+            }
+        };
+        if let Some(reason) = refused {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             // Logged on the first drop and then once per thousand, so a flood stays readable.
             if dropped % 1000 == 1 {
-                let reason = match error {
-                    mpsc::error::TrySendError::Full(_) => "queue full",
-                    mpsc::error::TrySendError::Closed(_) => "sender stopped",
-                };
                 tracing::warn!(app_id = %app, dropped, reason, "webhook event dropped");
             }
         }

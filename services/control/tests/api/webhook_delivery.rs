@@ -306,3 +306,38 @@ async fn a_request_claimed_by_a_process_that_died_is_delivered_once_its_lease_en
     assert_eq!(pending(&app, &app_id).await, 0);
     sink.shutdown().await;
 }
+
+#[tokio::test]
+async fn one_apps_flood_of_events_does_not_crowd_another_out_of_the_queue() {
+    let app = spawn_app_allowing_private_webhooks().await;
+    let ann = app.signed_up("ann@example.com").await;
+    let bob = app.signed_up("bob@example.com").await;
+    let (flooding, _, _) = app.app(&ann, "flooding").await;
+    let (quiet, _, _) = app.app(&bob, "quiet").await;
+    let mut receiver = Receiver::start();
+    let url = format!("{}/quiet", receiver.base);
+    add_webhook(&app, &bob, &quiet, json!({ "url": url })).await;
+    let settings = WebhookSettings {
+        queue_capacity: 1000,
+        max_queued_per_app: 500,
+        ..fast_settings()
+    };
+    let sink = PgWebhookSink::start(app.pool.clone(), app.secrets.clone(), settings);
+    // Emitted with no await in between: the intake cannot take any meanwhile.
+    let flooding = AppId::parse(&flooding).unwrap();
+    for n in 0..1000 {
+        sink.emit(&flooding, occupied(&format!("c{n}")));
+    }
+    sink.emit(&AppId::parse(&quiet).unwrap(), occupied("room"));
+    assert_eq!(
+        sink.dropped(),
+        500,
+        "the flood past its share, and only that"
+    );
+    let arrived = receiver.next().await;
+    assert_eq!(
+        arrived.json()["events"],
+        json!([{ "name": "channel_occupied", "channel": "room" }])
+    );
+    sink.shutdown().await;
+}
