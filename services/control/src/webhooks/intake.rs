@@ -26,8 +26,11 @@ use crate::webhooks::shares::QueueShares;
 /// Events taken from the queue before the requests they make are written out together.
 const EVENTS_PER_ROUND: usize = 512;
 
-/// How often delivery attempts past their retention are deleted.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How often the delivery log is pruned (past its retention, past its rows per app).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// An endpoint's dropped requests are logged at most this often.
+const BACKLOG_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Events gathered for one endpoint with batching.
 struct Batch {
@@ -48,6 +51,9 @@ pub(crate) struct Intake {
     pending: Vec<NewOutboxEntry>,
     /// Each app's count of queued events, given back as they are taken.
     shares: Arc<QueueShares>,
+    /// When each endpoint's dropped requests were last logged (entries expire after
+    /// `BACKLOG_LOG_EVERY`).
+    backlog_logged: HashMap<Uuid, Instant>,
 }
 
 impl Intake {
@@ -59,6 +65,7 @@ impl Intake {
     ) -> Self {
         Self {
             shares,
+            backlog_logged: HashMap::new(),
             delayer: Delayer::new(settings.leave_delay),
             settings,
             configs,
@@ -208,7 +215,14 @@ impl Intake {
                     .or_insert_with(|| (entry.app_id.clone(), 0));
                 refused.1 = refused.1.saturating_add(entry.event_count);
             }
+            let now = Instant::now();
+            self.backlog_logged
+                .retain(|_, logged| now.duration_since(*logged) < BACKLOG_LOG_EVERY);
             for (webhook_id, (app_id, event_count)) in &refused {
+                if self.backlog_logged.contains_key(webhook_id) {
+                    continue;
+                }
+                self.backlog_logged.insert(*webhook_id, now);
                 tracing::warn!(%webhook_id, app_id, event_count, "webhook backlog full; requests dropped");
                 webhooks::insert_delivery(
                     &mut conn,
@@ -248,9 +262,13 @@ impl Intake {
     }
 
     async fn prune(&self) {
+        let keep = i64::try_from(self.settings.max_log_rows_per_app).unwrap_or(i64::MAX);
         let result = async {
             let mut conn = self.configs.pool.acquire().await?;
-            webhooks::prune_deliveries(&mut conn, self.settings.log_retention_days).await
+            let old =
+                webhooks::prune_deliveries(&mut conn, self.settings.log_retention_days).await?;
+            let excess = webhooks::trim_deliveries(&mut conn, keep).await?;
+            Ok::<_, sqlx::Error>(old + excess)
         }
         .await;
         match result {

@@ -80,6 +80,9 @@ pub struct WebhookSettings {
     pub lookup: NameLookup,
     /// Delivery attempts older than this many days are deleted.
     pub log_retention_days: i32,
+    /// Delivery attempts kept per app (the newest); older ones are deleted every minute, so a
+    /// flood of failing requests cannot grow the log without bound.
+    pub max_log_rows_per_app: usize,
 }
 
 impl Default for WebhookSettings {
@@ -104,6 +107,7 @@ impl Default for WebhookSettings {
             addresses: AddressPolicy::PublicOnly,
             lookup: NameLookup::system(),
             log_retention_days: 7,
+            max_log_rows_per_app: 10_000,
         }
     }
 }

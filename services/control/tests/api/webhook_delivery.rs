@@ -193,19 +193,65 @@ async fn an_endpoints_backlog_is_bounded() {
         sink.emit(&app_key, occupied(channel));
         pending_until(&app, &app_id, waiting).await;
     }
-    for (channel, dropped) in [("c", 1), ("d", 2)] {
-        sink.emit(&app_key, occupied(channel));
-        log_until(&app, &ann, &app_id, |rows| {
-            rows_of(rows, &hook)
-                .iter()
-                .filter(|row| row["status"] == "failed" && row["error"] == "backlog_full")
-                .count()
-                == dropped
-        })
-        .await;
-    }
-    assert_eq!(pending(&app, &app_id).await, 3);
+    sink.emit(&app_key, occupied("c"));
+    log_until(&app, &ann, &app_id, |rows| has(rows, &hook, "failed")).await;
+    // Dropped again, and not logged again within the minute: the log cannot be flooded.
+    sink.emit(&app_key, occupied("d"));
     sink.shutdown().await;
+    let log = log_until(&app, &ann, &app_id, |_| true).await;
+    let dropped = rows_of(&log, &hook);
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert_eq!(dropped[0]["error"], "backlog_full");
+    assert_eq!(dropped[0]["status"], "failed");
+    assert_eq!(pending(&app, &app_id).await, 3);
+}
+
+#[tokio::test]
+async fn the_delivery_log_keeps_the_newest_rows_of_each_app() {
+    use control::repository::webhooks::{insert_delivery, trim_deliveries};
+    let app = spawn_app_allowing_private_webhooks().await;
+    let ann = app.signed_up("ann@example.com").await;
+    let (busy, _, _) = app.app(&ann, "busy").await;
+    let (calm, _, _) = app.app(&ann, "calm").await;
+    let busy_hook = add_webhook(&app, &ann, &busy, json!({ "url": "http://127.0.0.1:9/" })).await;
+    let calm_hook = add_webhook(&app, &ann, &calm, json!({ "url": "http://127.0.0.1:9/" })).await;
+    let mut conn = app.pool.acquire().await.unwrap();
+    for attempt in 1..=5 {
+        let busy_hook = busy_hook.parse().unwrap();
+        insert_delivery(
+            &mut conn,
+            busy_hook,
+            &busy,
+            attempt,
+            "retrying",
+            None,
+            Some("timeout"),
+            1,
+        )
+        .await
+        .unwrap();
+    }
+    let calm_hook = calm_hook.parse().unwrap();
+    insert_delivery(
+        &mut conn,
+        calm_hook,
+        &calm,
+        1,
+        "delivered",
+        Some(200),
+        None,
+        1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(trim_deliveries(&mut conn, 3).await.unwrap(), 2);
+    let log = log_until(&app, &ann, &busy, |_| true).await;
+    let attempts: Vec<i64> = log
+        .iter()
+        .map(|row| row["attempt"].as_i64().unwrap())
+        .collect();
+    assert_eq!(attempts, [5, 4, 3]);
+    assert_eq!(log_until(&app, &ann, &calm, |_| true).await.len(), 1);
 }
 
 #[tokio::test]
