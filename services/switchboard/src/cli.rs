@@ -94,6 +94,20 @@ pub struct WebhookArgs {
         default_value_t = 1_000
     )]
     pub webhooks_max_pending_per_webhook: usize,
+    /// Webhook events one app may have queued between the edge and the sender.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_WEBHOOKS_MAX_QUEUED_PER_APP",
+        default_value_t = 1_000
+    )]
+    pub webhooks_max_queued_per_app: usize,
+    /// Webhook delivery attempts kept in each app's log (the newest).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_WEBHOOKS_LOG_ROWS_PER_APP",
+        default_value_t = 10_000
+    )]
+    pub webhooks_log_rows_per_app: usize,
 }
 
 impl WebhookArgs {
@@ -111,6 +125,8 @@ impl WebhookArgs {
             max_in_flight: self.webhooks_max_in_flight.max(1),
             max_in_flight_per_app: self.webhooks_max_in_flight_per_app.max(1),
             max_pending_per_webhook: self.webhooks_max_pending_per_webhook.max(1),
+            max_queued_per_app: self.webhooks_max_queued_per_app.max(1),
+            max_log_rows_per_app: self.webhooks_log_rows_per_app.max(1),
             ..control::webhooks::WebhookSettings::default()
         }
     }
