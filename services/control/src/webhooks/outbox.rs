@@ -158,17 +158,20 @@ impl Attempts {
     /// One attempt of a claimed request, logged; the row is then deleted (delivered, given
     /// up, or its webhook gone) or made due after its backoff.
     async fn run(&self, entry: ClaimedEntry) -> sqlx::Result<()> {
-        let config = match AppId::parse(&entry.app_id) {
-            Ok(app) => self.configs.get(&app).await,
-            Err(_) => None,
+        let Ok(app) = AppId::parse(&entry.app_id) else {
+            let mut conn = self.pool.acquire().await?;
+            return webhook_outbox::remove(&mut conn, entry.id).await;
         };
-        let target = config.as_ref().and_then(|config| {
-            config
-                .targets
-                .iter()
-                .find(|target| target.id == entry.webhook_id)
-        });
-        let (Some(config), Some(target)) = (&config, target) else {
+        // `None` only when the endpoints cannot be read (the database is unreachable): the row
+        // stays leased and comes back after its lease.
+        let Some(config) = self.configs.get(&app).await else {
+            return Ok(());
+        };
+        let Some(target) = config
+            .targets
+            .iter()
+            .find(|target| target.id == entry.webhook_id)
+        else {
             // Deleted, or the app's plan no longer has webhooks.
             let mut conn = self.pool.acquire().await?;
             return webhook_outbox::remove(&mut conn, entry.id).await;
