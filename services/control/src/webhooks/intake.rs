@@ -124,7 +124,7 @@ impl Intake {
             self.dispatch(app, event).await;
         }
         for (_, batch) in std::mem::take(&mut self.batches) {
-            self.enqueue(batch.app, batch.target, batch.events).await;
+            self.enqueue(batch.app, batch.target, batch.events);
         }
         self.write_pending().await;
         let (stop_dispatcher, dispatcher) = dispatcher;
@@ -153,7 +153,7 @@ impl Intake {
             .collect();
         for id in due {
             if let Some(batch) = self.batches.remove(&id) {
-                self.enqueue(batch.app, batch.target, batch.events).await;
+                self.enqueue(batch.app, batch.target, batch.events);
             }
         }
     }
@@ -165,8 +165,7 @@ impl Intake {
         };
         for target in config.targets.iter().filter(|t| t.accepts(event.name())) {
             if !target.batching {
-                self.enqueue(app.clone(), target.clone(), vec![event.clone()])
-                    .await;
+                self.enqueue(app.clone(), target.clone(), vec![event.clone()]);
                 continue;
             }
             let window = self.settings.batch_window;
@@ -179,13 +178,13 @@ impl Intake {
             batch.events.push(event.clone());
             if batch.events.len() >= self.settings.max_batch {
                 let batch = self.batches.remove(&target.id).expect("just inserted");
-                self.enqueue(batch.app, batch.target, batch.events).await;
+                self.enqueue(batch.app, batch.target, batch.events);
             }
         }
     }
 
     /// The endpoint's requests for `events`, to be written with the next round.
-    async fn enqueue(&mut self, app: AppId, target: Target, events: Vec<WebhookEvent>) {
+    fn enqueue(&mut self, app: AppId, target: Target, events: Vec<WebhookEvent>) {
         for events in requests(&target, events, self.settings.max_batch) {
             self.pending.push(NewOutboxEntry {
                 id: Uuid::new_v4(),
@@ -198,7 +197,7 @@ impl Intake {
     }
 
     /// Writes the pending requests in one statement; those refused because their endpoint's
-    /// backlog is full are logged as failed, once per endpoint and round.
+    /// backlog is full are logged as failed, at most once a minute per endpoint.
     async fn write_pending(&mut self) {
         if self.pending.is_empty() {
             return;
