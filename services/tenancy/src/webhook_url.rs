@@ -18,6 +18,16 @@ use url::{Host, Url};
 /// The longest webhook URL accepted, in bytes.
 pub const MAX_WEBHOOK_URL_BYTES: usize = 2048;
 
+/// Ports browsers refuse to fetch (the WHATWG fetch standard's "bad ports": SMTP, SSH, IRC,
+/// …): a POST there is a cross-protocol attack on a public host, not a webhook.
+const BAD_PORTS: [u16; 83] = [
+    0, 1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79, 87, 95, 101,
+    102, 103, 104, 109, 110, 111, 113, 115, 117, 119, 123, 135, 137, 139, 143, 161, 179, 389, 427,
+    465, 512, 513, 514, 515, 526, 530, 531, 532, 540, 548, 554, 556, 563, 587, 601, 636, 989, 990,
+    993, 995, 1719, 1720, 1723, 2049, 3659, 4045, 4190, 5060, 5061, 6000, 6566, 6665, 6666, 6667,
+    6668, 6669, 6679, 6697, 10080,
+];
+
 /// The longest host name echoed back in an error.
 const MAX_ECHOED_HOST_CHARS: usize = 64;
 
@@ -55,6 +65,8 @@ pub enum WebhookUrlError {
     },
     #[error("webhook url host {host:?} is a local name; webhooks are sent to public hosts only")]
     LocalName { host: String },
+    #[error("webhook url port {port} belongs to another protocol (a fetch-standard bad port)")]
+    ForbiddenPort { port: u16 },
 }
 
 /// A kind of address that is not the public internet.
@@ -105,6 +117,9 @@ pub fn parse_webhook_url(text: &str, policy: AddressPolicy) -> Result<WebhookUrl
     };
     if policy == AddressPolicy::PublicOnly {
         check_host(&host)?;
+        if let Some(port) = url.port().filter(|port| BAD_PORTS.contains(port)) {
+            return Err(WebhookUrlError::ForbiddenPort { port });
+        }
     }
     Ok(WebhookUrl(url))
 }
@@ -404,6 +419,29 @@ mod tests {
                 public(text)
             );
         }
+    }
+
+    #[test]
+    fn ports_of_other_protocols_are_refused() {
+        for (text, port) in [
+            ("http://mail.example.com:25/", 25),
+            ("https://example.com:22/", 22),
+            ("http://irc.example.com:6667/", 6667),
+        ] {
+            assert_eq!(
+                public(text),
+                Err(WebhookUrlError::ForbiddenPort { port }),
+                "{text}"
+            );
+        }
+        for good in [
+            "http://example.com:8080/",
+            "https://example.com:443/",
+            "http://example.com/",
+        ] {
+            assert!(public(good).is_ok(), "{good}");
+        }
+        assert!(parse_webhook_url("http://10.0.0.1:25/", AddressPolicy::AllowPrivate).is_ok());
     }
 
     #[test]

@@ -67,6 +67,12 @@ async fn webhooks_to_internal_addresses_and_local_names_are_refused_at_creation(
         let message = refused.error(StatusCode::BAD_REQUEST);
         assert!(message.contains("local name"), "{url}: {message}");
     }
+    // Other protocols' ports on public hosts (a POST to SMTP is a cross-protocol attack).
+    for url in ["http://mail.example.com:25/", "https://example.com:22/"] {
+        let refused = app.post(&session, &path, json!({ "url": url })).await;
+        let message = refused.error(StatusCode::BAD_REQUEST);
+        assert!(message.contains("another protocol"), "{url}: {message}");
+    }
     assert_eq!(app.count("webhooks").await, 0);
     // Public targets are fine.
     for url in [

@@ -42,7 +42,7 @@ async fn webhooks_are_created_listed_and_deleted_within_the_account() {
         .post(
             &session,
             &path,
-            json!({ "url": "http://hooks.example.com:9/x", "batching": true }),
+            json!({ "url": "http://hooks.example.com:8443/x", "batching": true }),
         )
         .await;
     assert_eq!(all.ok(StatusCode::CREATED)["event_types"], json!([]));
