@@ -57,6 +57,8 @@ export function usePlatform() {
   const env = {
     DATABASE_URL: databaseUrl,
     SWITCHBOARD_SECRETS_KEY: randomBytes(32).toString('base64'),
+    // The tests' webhook receivers listen on 127.0.0.1.
+    SWITCHBOARD_WEBHOOKS_ALLOW_PRIVATE: 'true',
   };
   const email = `${name}@example.com`;
   const ctx = {
@@ -84,6 +86,11 @@ export function usePlatform() {
     },
     api(app, overrides) {
       return serverApi(ctx.server, app, overrides);
+    },
+    /** Stops the server (SIGTERM, as an operator would) and starts a new one on the same database. */
+    async restart() {
+      await ctx.server.stop();
+      ctx.server = await startServer({ apps: 0, env });
     },
   };
   before(async () => {
@@ -137,8 +144,8 @@ export class WebhookReceiver {
     });
   }
 
-  async start() {
-    await new Promise((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+  async start(port = 0) {
+    await new Promise((resolve) => this.server.listen(port, '127.0.0.1', resolve));
     this.base = `http://127.0.0.1:${this.server.address().port}`;
     return this;
   }

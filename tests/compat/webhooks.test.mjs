@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { RawSocket, T, uid, waitForEvent } from './helpers.mjs';
+import { RawSocket, T, freePort, uid, waitForEvent } from './helpers.mjs';
 import { WebhookReceiver, usePlatform } from './platform.mjs';
 
 const ctx = usePlatform();
@@ -32,9 +32,9 @@ async function appWithWebhook(eventTypes = []) {
  * The next webhook to `path` carrying an event that matches `expected` (all its fields), after
  * checking the request as a Pusher customer's server would.
  */
-async function webhookEvent(api, path, expected, ms) {
+async function webhookEvent(api, path, expected, ms, at = receiver) {
   const matches = (event) => Object.entries(expected).every(([k, v]) => event[k] === v);
-  const request = await receiver.next(
+  const request = await at.next(
     (r) => r.path === path && JSON.parse(r.rawBody).events.some(matches),
     ms === undefined ? {} : { ms },
   );
@@ -186,5 +186,41 @@ test('subscription_count: pusher-js gets the count when the app opted in, and so
     name: 'subscription_count',
     channel: channelName,
     subscription_count: 2,
+  });
+});
+
+// Last in the file: it restarts the server.
+test('webhooks pending when the server stops are delivered by the next server on the same database', SLOW, async (t) => {
+  // The endpoint is down while the first server runs.
+  const port = await freePort();
+  const later = new WebhookReceiver();
+  t.after(() => later.stop());
+  const app = await ctx.newApp();
+  const path = `/hooks/${app.id}`;
+  const created = await ctx.v1('POST', `/apps/${app.id}/webhooks`, { url: `http://127.0.0.1:${port}${path}` });
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  const channelName = uid('restart-');
+  const alice = ctx.client(t, app);
+  await alice.subscribe(channelName);
+  let log;
+  for (let tries = 0; tries < 200; tries++) {
+    log = await ctx.v1('GET', `/apps/${app.id}/webhooks/deliveries`);
+    if (log.body.some((row) => row.error === 'connect_refused')) break;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.equal(log.body[0].error, 'connect_refused', JSON.stringify(log.body));
+  assert.equal(log.body[0].status, 'retrying');
+  // Alice leaves, and the server stops while her channel_vacated is still held.
+  alice.disconnect();
+  await ctx.restart();
+  await later.start(port);
+  const api = ctx.api(app);
+  assert.deepEqual(await webhookEvent(api, path, { name: 'channel_occupied', channel: channelName }, 30000, later), {
+    name: 'channel_occupied',
+    channel: channelName,
+  });
+  assert.deepEqual(await webhookEvent(api, path, { name: 'channel_vacated', channel: channelName }, 30000, later), {
+    name: 'channel_vacated',
+    channel: channelName,
   });
 });

@@ -62,6 +62,74 @@ pub struct ServeArgs {
     pub outbox_capacity: usize,
     #[command(flatten)]
     pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+}
+
+/// How webhooks are sent (with a database).
+#[derive(Debug, Args)]
+pub struct WebhookArgs {
+    /// Let webhooks reach loopback, private, link-local and other internal addresses
+    /// (on-premises use); by default only public addresses are accepted and connected to.
+    #[arg(long, env = "SWITCHBOARD_WEBHOOKS_ALLOW_PRIVATE")]
+    pub webhooks_allow_private: bool,
+    /// Webhook attempts under way at once in this process.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_WEBHOOKS_MAX_IN_FLIGHT",
+        default_value_t = 256
+    )]
+    pub webhooks_max_in_flight: usize,
+    /// Webhook attempts under way at once for one app in this process.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_WEBHOOKS_MAX_IN_FLIGHT_PER_APP",
+        default_value_t = 16
+    )]
+    pub webhooks_max_in_flight_per_app: usize,
+    /// Webhook requests kept waiting for one endpoint before new ones are dropped.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_WEBHOOKS_MAX_PENDING_PER_WEBHOOK",
+        default_value_t = 1_000
+    )]
+    pub webhooks_max_pending_per_webhook: usize,
+    /// Webhook events one app may have queued between the edge and the sender.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_WEBHOOKS_MAX_QUEUED_PER_APP",
+        default_value_t = 1_000
+    )]
+    pub webhooks_max_queued_per_app: usize,
+    /// Webhook delivery attempts kept in each app's log (the newest).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_WEBHOOKS_LOG_ROWS_PER_APP",
+        default_value_t = 10_000
+    )]
+    pub webhooks_log_rows_per_app: usize,
+}
+
+impl WebhookArgs {
+    pub fn address_policy(&self) -> tenancy::AddressPolicy {
+        if self.webhooks_allow_private {
+            tenancy::AddressPolicy::AllowPrivate
+        } else {
+            tenancy::AddressPolicy::PublicOnly
+        }
+    }
+
+    pub fn settings(&self) -> control::webhooks::WebhookSettings {
+        control::webhooks::WebhookSettings {
+            addresses: self.address_policy(),
+            max_in_flight: self.webhooks_max_in_flight.max(1),
+            max_in_flight_per_app: self.webhooks_max_in_flight_per_app.max(1),
+            max_pending_per_webhook: self.webhooks_max_pending_per_webhook.max(1),
+            max_queued_per_app: self.webhooks_max_queued_per_app.max(1),
+            max_log_rows_per_app: self.webhooks_log_rows_per_app.max(1),
+            ..control::webhooks::WebhookSettings::default()
+        }
+    }
 }
 
 impl ServeArgs {

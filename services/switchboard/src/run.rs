@@ -27,9 +27,10 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
     if let Some((pool, _)) = &database {
         database::migrate(pool).await?;
     }
-    let control = database
-        .as_ref()
-        .map(|(pool, key)| Control::new(pool.clone(), key.clone()));
+    let control = database.as_ref().map(|(pool, key)| {
+        Control::new(pool.clone(), key.clone())
+            .with_webhook_addresses(args.webhooks.address_policy())
+    });
     let control_part = match role {
         Role::EdgeOnly => None,
         Role::ControlOnly => Some(control.clone().context("`control` needs DATABASE_URL")?),
@@ -46,14 +47,17 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(control::usage::PgUsageSink::new(pool)) as Arc<dyn tenancy::UsageSink>
     });
     // With a database, the edge's webhook events go to the control plane's sender.
-    let webhooks = match (&edge_part, database.as_ref()) {
-        (Some(_), Some((pool, key))) => {
-            let settings = control::webhooks::WebhookSettings::default();
-            let sink = control::webhooks::PgWebhookSink::start(pool.clone(), key.clone(), settings);
-            Some(sink as Arc<dyn tenancy::WebhookSink>)
-        }
+    let webhook_sender = match (&edge_part, database.as_ref()) {
+        (Some(_), Some((pool, key))) => Some(control::webhooks::PgWebhookSink::start(
+            pool.clone(),
+            key.clone(),
+            args.webhooks.settings(),
+        )),
         _ => None,
     };
+    let webhooks = webhook_sender
+        .clone()
+        .map(|sink| sink as Arc<dyn tenancy::WebhookSink>);
     let parts = Parts {
         edge: edge_part,
         control: control_part.map(ControlState::new),
@@ -82,6 +86,10 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
     // The server stops only through the stopper (its own signal handling is off); wait for
     // the stopper's last step, the usage flush, before the process exits.
     let _ = stopping.await;
+    // Then what the closed connections reported goes to the outbox, for the next process.
+    if let Some(sender) = webhook_sender {
+        sender.shutdown().await;
+    }
     Ok(())
 }
 

@@ -8,11 +8,16 @@ mod catalog;
 mod spec;
 mod usage;
 mod webhook;
+mod webhook_url;
 
 pub use catalog::{AppCatalog, CatalogError, KeyedApp, LayeredCatalog, StaticCatalog};
 pub use spec::{AppSpec, AppSpecError};
 pub use usage::{MemoryUsageSink, UsageError, UsageMinute, UsageSink};
 pub use webhook::{NoWebhooks, WEBHOOK_EVENT_NAMES, WebhookEvent, WebhookSink};
+pub use webhook_url::{
+    AddressPolicy, ForbiddenRange, MAX_WEBHOOK_URL_BYTES, WebhookUrl, WebhookUrlError,
+    forbidden_range, parse_webhook_url,
+};
 
 use protocol::names::AppId;
 

@@ -9,6 +9,7 @@ pub mod plans;
 pub mod sessions;
 pub mod tokens;
 pub mod usage;
+pub mod webhook_outbox;
 pub mod webhooks;
 
 /// True when the error is a unique-constraint violation (SQLSTATE 23505).

@@ -173,3 +173,20 @@ pub async fn prune_deliveries(conn: &mut PgConnection, days: i32) -> sqlx::Resul
     .await?;
     Ok(result.rows_affected())
 }
+
+/// Keeps only the newest `keep` delivery attempts of each app that has more.
+pub async fn trim_deliveries(conn: &mut PgConnection, keep: i64) -> sqlx::Result<u64> {
+    let result = sqlx::query(
+        "DELETE FROM webhook_deliveries d USING ( \
+             SELECT id FROM ( \
+                 SELECT id, row_number() OVER (PARTITION BY app_id ORDER BY created_at DESC, id) AS newer \
+                 FROM webhook_deliveries \
+                 WHERE app_id IN (SELECT app_id FROM webhook_deliveries GROUP BY app_id HAVING count(*) > $1) \
+             ) ranked WHERE newer > $1 \
+         ) old WHERE d.id = old.id",
+    )
+    .bind(keep)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected())
+}

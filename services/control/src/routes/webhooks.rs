@@ -17,7 +17,10 @@ pub const MAX_DELIVERIES: i64 = 500;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewWebhook {
-    /// Where events are POSTed: an `http://` or `https://` URL.
+    /// Where events are POSTed: an `http://` or `https://` URL of a public host, at most
+    /// 2048 characters (no loopback, private, link-local, CGNAT, unique-local, multicast or
+    /// other internal address, and no local name such as `localhost`, unless the operator
+    /// allows private targets).
     #[schema(example = "https://example.com/pusher/webhooks")]
     pub url: String,
     /// Which events to send: any of `channel_occupied`, `channel_vacated`, `member_added`,
@@ -69,6 +72,11 @@ pub struct DeliveryView {
     pub status: String,
     /// The endpoint's HTTP status, if it answered.
     pub http_status: Option<i32>,
+    /// Why the attempt failed, as a category: `timeout`, `dns`, `forbidden_address`,
+    /// `connect_refused`, `connect_failed`, `tls`, `connection_closed`, `request_failed`,
+    /// `http_status_NNN`, `no_signing_key` or `backlog_full` (dropped unsent: the endpoint
+    /// already had too many requests waiting).
+    #[schema(example = "http_status_503")]
     pub error: Option<String>,
     /// Events in the request.
     pub event_count: i32,
@@ -136,7 +144,7 @@ pub async fn list(
     request_body = NewWebhook,
     responses(
         (status = 201, body = WebhookView),
-        (status = 400, description = "invalid URL, unknown event type, too many webhooks or malformed JSON", body = ErrorBody),
+        (status = 400, description = "invalid URL, a URL to an internal address or local name, unknown event type, too many webhooks or malformed JSON", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, description = "missing or wrong `X-CSRF-Token`, or the app's plan has no webhooks", body = ErrorBody),
         (status = 404, description = "no such app in this account", body = ErrorBody),

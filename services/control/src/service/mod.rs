@@ -81,11 +81,24 @@ pub struct NewSession {
 pub struct Control {
     pool: PgPool,
     secrets: SecretsKey,
+    /// Which webhook targets are accepted: public addresses only unless the operator allows
+    /// private ones (`--webhooks-allow-private`).
+    webhook_addresses: tenancy::AddressPolicy,
 }
 
 impl Control {
     pub fn new(pool: PgPool, secrets: SecretsKey) -> Self {
-        Self { pool, secrets }
+        Self {
+            pool,
+            secrets,
+            webhook_addresses: tenancy::AddressPolicy::PublicOnly,
+        }
+    }
+
+    /// The same control plane, accepting webhook targets under `policy`.
+    pub fn with_webhook_addresses(mut self, policy: tenancy::AddressPolicy) -> Self {
+        self.webhook_addresses = policy;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -3,13 +3,14 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::domain::{WebhookUrl, webhook_event_types};
+use crate::domain::webhook_event_types;
 use crate::repository::{apps, audit, plans, webhooks};
 
 use super::{AppRow, Control, ControlError, DeliveryRow, MAX_WEBHOOKS_PER_APP, WebhookRow};
 
 impl Control {
-    /// A new webhook for an app whose plan includes webhooks.
+    /// A new webhook for an app whose plan includes webhooks, to a URL the address policy
+    /// accepts (public hosts only, by default).
     pub async fn create_webhook(
         &self,
         account_id: Uuid,
@@ -18,7 +19,8 @@ impl Control {
         event_types: &[String],
         batching: bool,
     ) -> Result<WebhookRow, ControlError> {
-        let url = WebhookUrl::parse(url).map_err(|e| ControlError::Validation(e.to_string()))?;
+        let url = tenancy::parse_webhook_url(url, self.webhook_addresses)
+            .map_err(|e| ControlError::Validation(e.to_string()))?;
         let event_types = webhook_event_types(event_types)
             .map_err(|e| ControlError::Validation(e.to_string()))?;
         let mut tx = self.pool.begin().await?;

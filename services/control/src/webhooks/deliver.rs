@@ -1,11 +1,13 @@
-//! One request to one endpoint, retried with exponential backoff until it gets a 2xx or the
-//! retry window (Pusher: 5 minutes) is spent; every attempt is logged.
+//! One attempt of one request, and the retry policy: exponential backoff until a 2xx or the
+//! retry window (Pusher: 5 minutes) is spent. The waits are not slept here: the outbox makes
+//! the request due again (`outbox.rs`), so a failing endpoint holds no delivery slot meanwhile.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_trait::async_trait;
+use tenancy::{AddressPolicy, parse_webhook_url};
 use uuid::Uuid;
 
+use crate::webhooks::failure::Failure;
 use crate::webhooks::payload::SignedBody;
 
 /// How deliveries are retried.
@@ -47,22 +49,25 @@ impl Status {
     }
 }
 
-/// One attempt, as the delivery log keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attempt {
-    pub webhook_id: Uuid,
-    pub app_id: String,
-    pub attempt: u32,
-    pub status: Status,
-    pub http_status: Option<u16>,
-    pub error: Option<String>,
-    pub event_count: usize,
+/// What to do with a request after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Try again after this wait.
+    RetryAfter(Duration),
+    /// The retry window is spent.
+    GiveUp,
 }
 
-/// Where attempts are recorded (Postgres in production, memory in tests).
-#[async_trait]
-pub trait DeliveryLog: Send + Sync {
-    async fn record(&self, attempt: Attempt);
+impl RetryPolicy {
+    /// After attempt `attempt` (1-based) failed, `since_first` after the first one started.
+    pub fn after_failure(&self, attempt: u32, since_first: Duration) -> AfterFailure {
+        let wait = self.wait_after(attempt);
+        if since_first.saturating_add(wait) <= self.window {
+            AfterFailure::RetryAfter(wait)
+        } else {
+            AfterFailure::GiveUp
+        }
+    }
 }
 
 /// One request to send.
@@ -74,54 +79,27 @@ pub struct Job {
     pub signed: SignedBody,
 }
 
-/// The longest error text kept per attempt.
-const MAX_ERROR_CHARS: usize = 500;
-
-/// Sends the job until it is delivered or the window is spent; returns the last status.
-pub async fn deliver(
+/// One attempt: the endpoint's status if it is 2xx, else why it failed. The URL is checked
+/// against `policy` first, since IP literals never reach the guarded resolver.
+pub async fn attempt(
     http: &reqwest::Client,
-    policy: RetryPolicy,
-    log: &dyn DeliveryLog,
-    job: Job,
-) -> Status {
-    let started = Instant::now();
-    let mut attempt = 1;
-    loop {
-        let (http_status, error) = match post(http, &job).await {
-            Ok(status) if (200..300).contains(&status) => (Some(status), None),
-            Ok(status) => (Some(status), Some(format!("HTTP {status}"))),
-            Err(error) => (None, Some(error)),
-        };
-        let wait = policy.wait_after(attempt);
-        let status = match &error {
-            None => Status::Delivered,
-            Some(_) if started.elapsed() + wait <= policy.window => Status::Retrying,
-            Some(_) => Status::Failed,
-        };
-        if let Some(error) = &error {
-            tracing::info!(webhook_id = %job.webhook_id, app_id = %job.app_id, attempt, %error, status = status.as_str(), "webhook delivery failed");
-        }
-        log.record(Attempt {
-            webhook_id: job.webhook_id,
-            app_id: job.app_id.clone(),
-            attempt,
-            status,
-            http_status,
-            error,
-            event_count: job.signed.event_count,
-        })
-        .await;
-        if status != Status::Retrying {
-            return status;
-        }
-        tokio::time::sleep(wait).await;
-        attempt += 1;
+    policy: AddressPolicy,
+    job: &Job,
+) -> Result<u16, Failure> {
+    if parse_webhook_url(&job.url, policy).is_err() {
+        return Err(Failure::ForbiddenAddress);
+    }
+    let status = post(http, job).await.map_err(|error| Failure::of(&error))?;
+    if (200..300).contains(&status) {
+        Ok(status)
+    } else {
+        Err(Failure::HttpStatus(status))
     }
 }
 
 /// One POST: exactly `Content-Type: application/json` (pusher-http-node compares the whole
-/// header), `X-Pusher-Key`, `X-Pusher-Signature`.
-async fn post(http: &reqwest::Client, job: &Job) -> Result<u16, String> {
+/// header), `X-Pusher-Key`, `X-Pusher-Signature`. The answer's body is not read.
+async fn post(http: &reqwest::Client, job: &Job) -> Result<u16, reqwest::Error> {
     let response = http
         .post(&job.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -129,16 +107,7 @@ async fn post(http: &reqwest::Client, job: &Job) -> Result<u16, String> {
         .header("X-Pusher-Signature", &job.signed.signature)
         .body(job.signed.body.clone())
         .send()
-        .await
-        .map_err(|error| {
-            let mut text = format!("{error}");
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                text.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            text.chars().take(MAX_ERROR_CHARS).collect::<String>()
-        })?;
+        .await?;
     Ok(response.status().as_u16())
 }
 
@@ -164,5 +133,17 @@ mod tests {
             attempts += 1;
         }
         assert_eq!(attempts, 10);
+        assert_eq!(
+            policy.after_failure(1, Duration::ZERO),
+            AfterFailure::RetryAfter(Duration::from_secs(1))
+        );
+        assert_eq!(
+            policy.after_failure(9, Duration::from_secs(241)),
+            AfterFailure::GiveUp
+        );
+        assert_eq!(
+            policy.after_failure(9, Duration::from_secs(240)),
+            AfterFailure::RetryAfter(Duration::from_secs(60))
+        );
     }
 }

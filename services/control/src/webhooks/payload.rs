@@ -30,23 +30,30 @@ pub struct SignedBody {
     pub event_count: usize,
 }
 
-/// The body for `events` at `time_ms`, signed with the key's secret:
-/// `X-Pusher-Signature` = hex HMAC-SHA256 of the body.
-pub fn sign(events: &[WebhookEvent], time_ms: u64, key: &str, secret: &str) -> SignedBody {
+/// Pusher's body for `events` at `time_ms`: `{"time_ms":…,"events":[…]}`.
+pub fn body(events: &[WebhookEvent], time_ms: u64) -> String {
     #[derive(serde::Serialize)]
     struct Body<'a> {
         time_ms: u64,
         events: &'a [WebhookEvent],
     }
-    let body =
-        serde_json::to_string(&Body { time_ms, events }).expect("webhook events always serialise");
+    serde_json::to_string(&Body { time_ms, events }).expect("webhook events always serialise")
+}
+
+/// `body` signed with the key's secret: `X-Pusher-Signature` = hex HMAC-SHA256 of the body.
+pub fn sign_body(body: String, event_count: usize, key: &str, secret: &str) -> SignedBody {
     let signature = protocol::sign::hmac_hex(secret, &body);
     SignedBody {
         body,
         key: key.to_owned(),
         signature,
-        event_count: events.len(),
+        event_count,
     }
+}
+
+/// The body for `events` at `time_ms`, signed with the key's secret.
+pub fn sign(events: &[WebhookEvent], time_ms: u64, key: &str, secret: &str) -> SignedBody {
+    sign_body(body(events, time_ms), events.len(), key, secret)
 }
 
 /// Splits an endpoint's events into requests: one event each, or up to `max_batch` each for

@@ -14,6 +14,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
+use tenancy::AddressPolicy;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -35,6 +36,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(settings: ControlSettings) -> TestApp {
+    spawn_app_configured(settings, AddressPolicy::PublicOnly).await
+}
+
+/// With `--webhooks-allow-private`: webhooks may point at the test's local receivers.
+pub async fn spawn_app_allowing_private_webhooks() -> TestApp {
+    spawn_app_configured(ControlSettings::default(), AddressPolicy::AllowPrivate).await
+}
+
+async fn spawn_app_configured(settings: ControlSettings, webhooks: AddressPolicy) -> TestApp {
     let database = TestDatabase::create().await;
     let pool = PgPoolOptions::new()
         .max_connections(5)
@@ -44,7 +54,7 @@ pub async fn spawn_app_with(settings: ControlSettings) -> TestApp {
     control::MIGRATOR.run(&pool).await.expect("migrations run");
     let secrets = SecretsKey::from_base64(&SecretsKey::generate_base64()).unwrap();
     let state = web::Data::new(ControlState::with_settings(
-        Control::new(pool.clone(), secrets.clone()),
+        Control::new(pool.clone(), secrets.clone()).with_webhook_addresses(webhooks),
         settings,
     ));
     let listener = TcpListener::bind("127.0.0.1:0").expect("binds port 0");

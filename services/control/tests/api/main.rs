@@ -11,4 +11,7 @@ mod keys;
 mod login_limit;
 mod openapi;
 mod tokens;
+mod webhook_delivery;
+mod webhook_support;
+mod webhook_targets;
 mod webhooks;

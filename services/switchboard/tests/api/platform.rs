@@ -15,7 +15,7 @@ use edge::EdgeSettings;
 use serde_json::json;
 use sqlx::PgPool;
 use switchboard::startup::{Application, Parts};
-use tenancy::AppCatalog;
+use tenancy::{AddressPolicy, AppCatalog};
 
 use crate::helpers::{TestApp, WsClient};
 
@@ -23,7 +23,12 @@ pub struct TestPlatform {
     pub app: TestApp,
     pub control: Control,
     pub pool: PgPool,
-    _database: TestDatabase,
+    /// The webhook sender, to stop it as `switchboard serve` does after the server.
+    pub webhooks: Arc<PgWebhookSink>,
+    /// The database's URL and secrets key, for starting another platform on them.
+    pub database_url: String,
+    pub secrets: SecretsKey,
+    _database: Option<TestDatabase>,
 }
 
 /// Drops the test's database when the test ends, pass or fail.
@@ -77,9 +82,11 @@ pub async fn fresh_database() -> (String, TestDatabase) {
 }
 
 /// Pusher's webhook behaviour on a faster clock: leave events wait 300 ms, retries start
-/// after 100 ms.
+/// after 100 ms; private targets allowed (the tests' receivers are on 127.0.0.1).
 pub fn test_webhook_settings() -> WebhookSettings {
     WebhookSettings {
+        addresses: AddressPolicy::AllowPrivate,
+        poll_interval: Duration::from_millis(50),
         leave_delay: Duration::from_millis(300),
         batch_window: Duration::from_millis(100),
         retry: RetryPolicy {
@@ -94,19 +101,33 @@ pub fn test_webhook_settings() -> WebhookSettings {
 /// A database of its own for each test, migrated; the server on port 0 runs edge and control.
 pub async fn spawn_platform() -> TestPlatform {
     let (url, database) = fresh_database().await;
-    let pool = switchboard::database::connect(&url).await.unwrap();
-    switchboard::database::migrate(&pool).await.unwrap();
     let key = SecretsKey::from_base64(&SecretsKey::generate_base64()).unwrap();
-    let control = Control::new(pool.clone(), key.clone());
+    let mut platform = start_platform(&url, key).await;
+    platform._database = Some(database);
+    platform
+}
+
+/// Another platform (as after a restart) on the database and secrets key of `platform`.
+pub async fn restart_platform(platform: &TestPlatform) -> TestPlatform {
+    start_platform(&platform.database_url, platform.secrets.clone()).await
+}
+
+/// The platform on the database at `url` (migrated here), with private webhook targets
+/// allowed.
+pub async fn start_platform(url: &str, key: SecretsKey) -> TestPlatform {
+    let pool = switchboard::database::connect(url).await.unwrap();
+    switchboard::database::migrate(&pool).await.unwrap();
+    let control =
+        Control::new(pool.clone(), key.clone()).with_webhook_addresses(AddressPolicy::AllowPrivate);
     let webhooks = PgWebhookSink::start(pool.clone(), key.clone(), test_webhook_settings());
-    let catalog = PgCatalog::new(pool.clone(), key);
+    let catalog = PgCatalog::new(pool.clone(), key.clone());
     tokio::spawn(catalog.clone().listen());
     let catalog: Arc<dyn AppCatalog> = catalog;
     let parts = Parts {
         edge: Some((catalog, EdgeSettings::default())),
         control: Some(ControlState::new(control.clone())),
         usage: Some(Arc::new(PgUsageSink::new(&pool))),
-        webhooks: Some(webhooks),
+        webhooks: Some(webhooks.clone()),
     };
     let application = Application::build_with("127.0.0.1", 0, parts).expect("server binds");
     let port = application.port();
@@ -121,7 +142,10 @@ pub async fn spawn_platform() -> TestPlatform {
         app,
         control,
         pool,
-        _database: database,
+        webhooks,
+        database_url: url.to_owned(),
+        secrets: key,
+        _database: None,
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::helpers::{WsClient, data_of};
-use crate::platform::spawn_platform;
+use crate::platform::{restart_platform, spawn_platform};
 
 /// Only a hang reaches it.
 const WAIT: Duration = Duration::from_secs(20);
@@ -43,9 +43,14 @@ async fn record(request: HttpRequest, body: web::Bytes, sender: web::Data<Sent>)
 
 impl Receiver {
     fn start() -> Self {
+        Self::start_on(0)
+    }
+
+    /// On `port` (0: any free one).
+    fn start_on(port: u16) -> Self {
         let (sender, requests) = mpsc::unbounded_channel();
         let sender: web::Data<Sent> = web::Data::new(sender);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let server = HttpServer::new(move || {
             App::new()
@@ -254,4 +259,76 @@ async fn subscribers_get_subscription_counts_when_the_app_opted_in() {
     let (mut dave, _) = platform.connected(&plain.key).await;
     dave.subscribe("room", "", None).await;
     expect_nothing_more(&mut dave).await;
+}
+
+/// A free port, with nothing listening on it yet.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn a_pending_webhook_survives_a_restart_of_the_platform() {
+    let first = spawn_platform().await;
+    let (account, created) = first.account_with_app("ann@example.com", None).await;
+    let (app_id, key, secret) = (&created.app.id, &created.key, &created.secret);
+    // The endpoint is down while the first process runs.
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/hooks");
+    let hook = first
+        .control
+        .create_webhook(account, app_id, &url, &[], false)
+        .await
+        .unwrap();
+    let (mut ann, _) = first.connected(key).await;
+    ann.subscribe("room", "", None).await;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let log = first
+                .control
+                .webhook_deliveries(account, app_id, 10)
+                .await
+                .unwrap();
+            if log
+                .iter()
+                .any(|row| row.error.as_deref() == Some("connect_refused"))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the first attempt fails");
+    // Stopped as `switchboard serve` stops: connections (ann's leave is still held), then
+    // the webhook sender.
+    first.app.stopper.stop().await;
+    first.webhooks.shutdown().await;
+
+    let mut receiver = Receiver::start_on(port);
+    let second = restart_platform(&first).await;
+    let seen = receiver
+        .until(
+            key,
+            secret,
+            &json!({ "name": "channel_vacated", "channel": "room" }),
+        )
+        .await;
+    let occupied = json!({ "name": "channel_occupied", "channel": "room" });
+    let occupied = if seen.contains(&occupied) {
+        seen
+    } else {
+        receiver.until(key, secret, &occupied).await
+    };
+    assert!(!occupied.is_empty());
+    let log = second
+        .control
+        .webhook_deliveries(account, app_id, 50)
+        .await
+        .unwrap();
+    assert!(log.iter().all(|row| row.webhook_id == hook.id));
+    second.webhooks.shutdown().await;
 }
