@@ -139,7 +139,7 @@ async fn run(
     session: Arc<XhrSession>,
     source: XhrSource,
 ) {
-    Connection::run(state.clone(), keyed, slot, session.outbox.clone(), source).await;
+    Connection::run(state.clone(), keyed, Some(slot), session.outbox.clone(), source).await;
     if !session.abandoned.load(Ordering::Acquire) {
         let grace = tokio::time::sleep(session.grace);
         tokio::select! {
