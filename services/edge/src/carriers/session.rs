@@ -107,7 +107,8 @@ struct Inner {
     slot: Option<ConnectionSlot>,
     /// Taken a slot (or tried to): probation is over.
     in_use: bool,
-    /// Why the session ends instead of the connection's own close (over the quota).
+    /// Why the session ends instead of the connection's own close (over the quota when
+    /// probation ended).
     refusal: Option<CloseReason>,
     /// When the last cursor was made.
     last_cursor_at: Instant,
@@ -370,17 +371,21 @@ impl CarrierSession {
     /// its ceiling; the session must then end with 4004.
     pub(crate) fn put_in_use(&self) -> bool {
         let mut inner = self.lock();
-        Self::take_slot(&mut inner, self);
-        inner.slot.is_some()
+        Self::take_slot(&mut inner, self)
     }
 
-    fn take_slot(inner: &mut Inner, session: &Self) {
+    /// Takes the slot unless probation is already over; whether the session may go on.
+    fn take_slot(inner: &mut Inner, session: &Self) -> bool {
         if !inner.in_use {
             inner.in_use = true;
             inner.slot = session
                 .slots
                 .admit_connection(&session.app_id, &session.limits);
+            if inner.slot.is_none() {
+                inner.refusal = Some(CloseReason::OverConnectionQuota);
+            }
         }
+        inner.refusal.is_none()
     }
 
     /// Ends the session (its clean-up runs: presence leave, unsubscribe).
@@ -572,9 +577,7 @@ impl Source {
             inner.stopping = true;
             return false;
         }
-        CarrierSession::take_slot(inner, session);
-        if inner.slot.is_none() {
-            inner.refusal = Some(CloseReason::OverConnectionQuota);
+        if !CarrierSession::take_slot(inner, session) {
             inner.stopping = true;
             return false;
         }
