@@ -20,15 +20,23 @@ use bytestring::ByteString;
 use protocol::carrier_cursor::{self, Cursor};
 use protocol::codes::CloseReason;
 use protocol::names::{AppId, ChannelName, SocketId};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tenancy::PlanLimits;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
-use crate::connection::{MessageSource, closing_frames};
 use crate::limits::{ConnectionSlot, Limits, unix_now};
 use crate::outbox::{Outbox, Outgoing};
-use crate::websocket::{Inbound, InboundError};
+use crate::websocket::Inbound;
+
+mod frames;
+mod source;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use frames::closing_events;
+use frames::{closed_event, frame_channel, note_position};
+pub(crate) use source::Source;
 
 /// The event a carrier sends in place of a WebSocket close frame (its data: `code`, `reason`).
 pub(crate) const CLOSED_EVENT: &str = "switchboard:closed";
@@ -484,163 +492,6 @@ impl CarrierSession {
             session: self.clone(),
             inbound,
             next_keepalive: Instant::now() + self.keepalive,
-        }
-    }
-}
-
-fn closed_event(code: u16, reason: &str) -> ByteString {
-    json!({"event": CLOSED_EVENT, "data": {"code": code, "reason": reason}})
-        .to_string()
-        .into()
-}
-
-/// A refusal as a carrier sends it: the `pusher:error`, then `switchboard:closed`.
-pub(crate) fn closing_events(reason: CloseReason) -> Vec<ByteString> {
-    closing_frames(reason)
-        .into_iter()
-        .filter_map(|item| match item {
-            Outgoing::Text(frame) => Some(frame),
-            Outgoing::Close { code, reason } => Some(closed_event(code, &reason)),
-            Outgoing::Pong(_) => None,
-        })
-        .collect()
-}
-
-/// The channel of a subscribe or unsubscribe frame (`data` an object or a JSON string), if
-/// it is a valid name.
-fn frame_channel(frame: &Value) -> Option<ChannelName> {
-    let data = match &frame["data"] {
-        Value::String(text) => serde_json::from_str(text).ok()?,
-        other => other.clone(),
-    };
-    ChannelName::parse(data["channel"].as_str()?).ok()
-}
-
-/// Updates the channel positions from a frame: a channel event's serial and epoch, or the
-/// position `subscription_succeeded` announces. At most `bound` channels are kept.
-fn note_position(channels: &mut BTreeMap<String, (String, u64)>, frame: &str, bound: usize) {
-    #[derive(serde::Deserialize)]
-    struct Peek {
-        event: String,
-        channel: Option<String>,
-        serial: Option<u64>,
-        epoch: Option<String>,
-        data: Option<Value>,
-    }
-    let Ok(peek) = serde_json::from_str::<Peek>(frame) else {
-        return;
-    };
-    let Some(channel) = peek.channel else {
-        return;
-    };
-    let position = if let (Some(serial), Some(epoch)) = (peek.serial, peek.epoch) {
-        Some((epoch, serial))
-    } else if peek.event == "pusher_internal:subscription_succeeded" {
-        let data = match peek.data {
-            Some(Value::String(text)) => serde_json::from_str(&text).unwrap_or(Value::Null),
-            Some(other) => other,
-            None => Value::Null,
-        };
-        match (data["serial"].as_u64(), data["epoch"].as_str()) {
-            (Some(serial), Some(epoch)) => Some((epoch.to_owned(), serial)),
-            _ => None,
-        }
-    } else {
-        None
-    };
-    if let Some(position) = position
-        && (channels.len() < bound || channels.contains_key(&channel))
-    {
-        channels.insert(channel, position);
-    }
-}
-
-/// The connection's client messages: the POSTs, a keep-alive while a downstream is attached
-/// (a carrier's client cannot answer `pusher:ping` by itself), the end of probation, and the
-/// end of the session when no downstream has been attached for the grace period.
-pub(super) struct Source {
-    session: Arc<CarrierSession>,
-    inbound: mpsc::Receiver<Inbound>,
-    next_keepalive: Instant,
-}
-
-impl Source {
-    /// Ends probation once its grace is over: a session still attached is in use (and takes
-    /// a slot, or ends with 4004); one nobody came back for ends. `false`: the session ends.
-    fn end_probation(&self, inner: &mut Inner) -> bool {
-        let session = &self.session;
-        if inner.in_use {
-            return true;
-        }
-        if !inner.attached {
-            tracing::debug!("carrier session never polled again");
-            inner.stopping = true;
-            return false;
-        }
-        if !CarrierSession::take_slot(inner, session) {
-            inner.stopping = true;
-            return false;
-        }
-        true
-    }
-
-    /// Keeps an attached client's cursor fresh (it expires `cursor_lifetime` after it was
-    /// made): a frame when none was sent for a third of that.
-    fn refresh_cursor(&self, inner: &mut Inner) {
-        let now = Instant::now();
-        if inner.attached && inner.last_cursor_at + self.session.cursor_lifetime / 3 <= now {
-            // Counted from now: one refresh frame in flight at a time.
-            inner.last_cursor_at = now;
-            self.session
-                .outbox
-                .send(Outgoing::Text(CURSOR_REFRESH_FRAME.into()));
-        }
-    }
-}
-
-impl MessageSource for Source {
-    async fn next(&mut self) -> Option<Result<Inbound, InboundError>> {
-        loop {
-            let session = &self.session;
-            let now = Instant::now();
-            let probation_ends = session.started + session.first_poll_grace;
-            let wake_at = {
-                let mut inner = session.lock();
-                if inner.stopping {
-                    return None;
-                }
-                if !inner.in_use && probation_ends <= now && !self.end_probation(&mut inner) {
-                    return None;
-                }
-                self.refresh_cursor(&mut inner);
-                let mut wake_at = if inner.attached {
-                    self.next_keepalive
-                        .min(inner.last_cursor_at + session.cursor_lifetime / 3)
-                } else {
-                    inner.detached_at + session.grace
-                };
-                if !inner.in_use {
-                    wake_at = wake_at.min(probation_ends);
-                }
-                wake_at
-            };
-            tokio::select! {
-                message = self.inbound.recv() => return message.map(Ok),
-                () = session.changed.notified() => {}
-                () = tokio::time::sleep_until(wake_at) => {
-                    let mut inner = session.lock();
-                    let now = Instant::now();
-                    if inner.attached && self.next_keepalive <= now {
-                        self.next_keepalive = now + session.keepalive;
-                        return Some(Ok(Inbound::Pong));
-                    }
-                    if !inner.attached && inner.detached_at + session.grace <= now {
-                        inner.stopping = true;
-                        tracing::debug!("carrier session expired");
-                        return None;
-                    }
-                }
-            }
         }
     }
 }

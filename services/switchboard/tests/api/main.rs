@@ -3,7 +3,9 @@
 mod helpers;
 
 mod cache_channels;
+mod carrier_client;
 mod carriers;
+mod carriers_attacks;
 mod http_api;
 mod limits;
 mod metering;
