@@ -181,7 +181,11 @@ mod tests {
         );
         let mut later = cursor();
         later.expires = u64::MAX;
-        let (later_payload, _) = later.encode("key", "other").split_once('.').map(|(p, s)| (p.to_owned(), s.to_owned())).unwrap();
+        let (later_payload, _) = later
+            .encode("key", "other")
+            .split_once('.')
+            .map(|(p, s)| (p.to_owned(), s.to_owned()))
+            .unwrap();
         let (_, signature) = text.split_once('.').unwrap();
         let edited = format!("{later_payload}.{signature}");
         assert_eq!(

@@ -86,10 +86,7 @@ mod tests {
         assert_eq!(subs.len(), 3);
         assert_eq!(subs[1].channel.as_ref(), "private-a");
         assert_eq!(subs[1].auth.as_deref(), Some("k:s"));
-        assert_eq!(
-            subs[2].channel_data.as_deref(),
-            Some(r#"{"user_id":"1"}"#)
-        );
+        assert_eq!(subs[2].channel_data.as_deref(), Some(r#"{"user_id":"1"}"#));
         assert_eq!(parse_subs("[]"), Ok(Vec::new()));
     }
 
@@ -104,7 +101,10 @@ mod tests {
         ));
         let many = format!("[{}]", vec![r#"{"channel":"a"}"#; MAX_SUBS + 1].join(","));
         assert_eq!(parse_subs(&many), Err(SubsError::TooMany));
-        let long_auth = format!(r#"[{{"channel":"private-a","auth":"{}"}}]"#, "a".repeat(300));
+        let long_auth = format!(
+            r#"[{{"channel":"private-a","auth":"{}"}}]"#,
+            "a".repeat(300)
+        );
         assert_eq!(parse_subs(&long_auth), Err(SubsError::TooLong));
     }
 }

@@ -86,11 +86,19 @@ pub struct CarrierArgs {
     pub carrier_sessions_per_app_per_minute: u32,
     /// Seconds a new carrier session waits for its client's second request before it ends
     /// (it counts against the connection quota only once in use).
-    #[arg(long, env = "SWITCHBOARD_CARRIER_FIRST_POLL_GRACE", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_CARRIER_FIRST_POLL_GRACE",
+        default_value_t = 10
+    )]
     pub carrier_first_poll_grace: u64,
     /// Seconds a carrier cursor stays valid (attach, send, rebuild on another edge); live
     /// sessions get fresh ones.
-    #[arg(long, env = "SWITCHBOARD_CARRIER_CURSOR_LIFETIME", default_value_t = 300)]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_CARRIER_CURSOR_LIFETIME",
+        default_value_t = 300
+    )]
     pub carrier_cursor_lifetime: u64,
 }
 

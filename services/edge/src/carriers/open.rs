@@ -188,14 +188,16 @@ async fn create(
     let resume = match claim {
         Claim::Nothing => None,
         Claim::Verified(cursor) => Some(cursor),
-        Claim::Unverified { id, cursor } => {
-            carrier_cursor::verify(cursor, key, secret, unix_now())
-                .ok()
-                .filter(|cursor| cursor.socket_id == id.as_str())
-        }
+        Claim::Unverified { id, cursor } => carrier_cursor::verify(cursor, key, secret, unix_now())
+            .ok()
+            .filter(|cursor| cursor.socket_id == id.as_str()),
     };
     let (socket_id, slot, rebuilt_from) = match &resume {
-        Some(cursor) => (cursor.session(), Some(slot), Some(cursor.incarnation.clone())),
+        Some(cursor) => (
+            cursor.session(),
+            Some(slot),
+            Some(cursor.incarnation.clone()),
+        ),
         // Admission checked the ceiling; the slot is taken once the session is in use.
         None => (state.socket_ids.next(), None, None),
     };

@@ -11,8 +11,8 @@ use protocol::carrier_subs::parse_subs;
 use protocol::names::SocketId;
 use serde_json::{Value, json};
 
-use super::iframe::Iframe;
 use super::creation_limit::retry_after_secs;
+use super::iframe::Iframe;
 use super::open::{self, Downstream, Opened};
 use super::session::{Attachment, Delivery};
 use super::sse::Sse;

@@ -340,7 +340,7 @@ impl Stream for ReceiveBody {
         let mut relayed = Context::from_waker(&this.relay);
         let outbox = &this.session.outbox;
         if outbox.poll_take(&mut relayed, &mut this.taken).is_ready()
-            && encode(&mut with_refusal(&this.session, &mut this.taken), &mut out)
+            && encode(with_refusal(&this.session, &mut this.taken), &mut out)
         {
             this.finished = true;
             this.session.delivered_close();
@@ -368,7 +368,9 @@ fn with_refusal<'a>(
     session: &XhrSession,
     taken: &'a mut VecDeque<Outgoing>,
 ) -> &'a mut VecDeque<Outgoing> {
-    let closes = taken.iter().any(|item| matches!(item, Outgoing::Close { .. }));
+    let closes = taken
+        .iter()
+        .any(|item| matches!(item, Outgoing::Close { .. }));
     if closes && let Some(reason) = session.refusal() {
         taken.retain(|item| !matches!(item, Outgoing::Close { .. }));
         taken.extend(closing_frames(reason));
@@ -447,6 +449,35 @@ mod tests {
             encoded([Outgoing::Pong(Bytes::new())]),
             (String::new(), false)
         );
+    }
+
+    fn poll_body(body: &mut ReceiveBody) -> Poll<Option<String>> {
+        let mut context = Context::from_waker(Waker::noop());
+        Pin::new(body)
+            .poll_next(&mut context)
+            .map(|item| item.map(|chunk| String::from_utf8(chunk.unwrap().to_vec()).unwrap()))
+    }
+
+    /// The hang once seen with `xhr_polling`: a receive request superseded before its body
+    /// was first polled took the session's `o` with it; pusher-js re-polls after any 200 and
+    /// then never got one.
+    #[tokio::test]
+    async fn the_open_goes_to_the_first_response_that_writes() {
+        let session = XhrSession::for_test();
+        let interval = Duration::from_secs(25);
+        let mut superseded = ReceiveBody::new(session.clone(), Kind::Polling, interval);
+        let mut current = ReceiveBody::new(session.clone(), Kind::Polling, interval);
+        assert_eq!(poll_body(&mut superseded), Poll::Ready(None));
+        assert_eq!(poll_body(&mut current), Poll::Ready(Some("o\n".into())));
+        // Exactly once per session: the next poll waits for frames.
+        let mut next = ReceiveBody::new(session.clone(), Kind::Polling, interval);
+        assert_eq!(poll_body(&mut next), Poll::Pending);
+        drop(current);
+        // A request dropped before it wrote takes nothing either.
+        let fresh = XhrSession::for_test();
+        drop(ReceiveBody::new(fresh.clone(), Kind::Streaming, interval));
+        let mut stream = ReceiveBody::new(fresh, Kind::Streaming, interval);
+        assert_eq!(poll_body(&mut stream), Poll::Ready(Some("o\n".into())));
     }
 
     #[test]

@@ -354,6 +354,38 @@ impl XhrSession {
     }
 }
 
+#[cfg(test)]
+impl XhrSession {
+    /// A session with no connection task behind it, for the receive body's tests.
+    pub(crate) fn for_test() -> Arc<Self> {
+        let socket_id = protocol::names::SocketId::parse("1.1").unwrap();
+        let (inbound, _) = mpsc::channel(INBOUND_CAPACITY);
+        Arc::new(Self {
+            outbox: Arc::new(Outbox::new(socket_id, 16)),
+            inbound,
+            opened: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            relay: Arc::new(Relay::default()),
+            receivers: Mutex::new(Receivers {
+                open: 0,
+                last_closed: Instant::now(),
+                slot: None,
+                in_use: false,
+                refusal: None,
+            }),
+            close_delivered: Notify::new(),
+            close_sent: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
+            grace: Duration::from_secs(30),
+            app_id: AppId::parse("app").unwrap(),
+            limits: PlanLimits::pusher_defaults(),
+            slots: Arc::default(),
+            started: Instant::now(),
+            first_poll_grace: Duration::from_secs(10),
+        })
+    }
+}
+
 /// Forwards the outbox's wake-ups to the current receive request's task.
 #[derive(Default)]
 struct Relay {

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use edge::EdgeSettings;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::helpers::{APP, TestApp, data_of};
-
 
 /// Only a hang reaches it.
 pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(40);
@@ -312,7 +311,6 @@ pub(crate) async fn publish(app: &TestApp, channel: &str, data: &str) {
     let response = app.trigger(channel, "tick", data, None).await;
     assert_eq!(response.status(), 200);
 }
-
 
 /// Waits until no one on `app` is subscribed to `channel` (a session expired).
 pub(crate) async fn until_unoccupied(app: &TestApp, channel: &str) {

@@ -8,9 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::carrier_client::{
-    Carrier, KINDS, Kind, ORIGIN, publish, short_grace, until_unoccupied,
-};
+use crate::carrier_client::{Carrier, KINDS, Kind, ORIGIN, publish, short_grace, until_unoccupied};
 use crate::helpers::{APP, channel_auth, data_of, spawn_app, spawn_app_with};
 
 #[tokio::test]
@@ -169,7 +167,6 @@ async fn a_client_event_sent_upstream_reaches_a_websocket_subscriber() {
         assert_eq!(forged.status(), StatusCode::NOT_FOUND);
     }
 }
-
 
 #[tokio::test]
 async fn another_edge_rebuilds_the_session_with_its_id_and_resumes_from_the_cursor() {

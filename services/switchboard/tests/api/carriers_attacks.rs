@@ -90,7 +90,8 @@ async fn a_hijacker_can_neither_take_over_nor_speak_as_the_victim_in_a_private_c
     }
     // And keeps a session and a valid cursor of its own.
     let own = poll(&app, APP.1, &[]).await;
-    let (attacker, attacker_cursor) = (session_of(&own), own["cursor"].as_str().unwrap().to_owned());
+    let (attacker, attacker_cursor) =
+        (session_of(&own), own["cursor"].as_str().unwrap().to_owned());
 
     let mut victim = Carrier::new(&app, Kind::LongPoll, Vec::new());
     victim.expect_event("pusher:connection_established").await;
@@ -130,7 +131,11 @@ async fn a_hijacker_can_neither_take_over_nor_speak_as_the_victim_in_a_private_c
             ("subs", subs.as_str()),
         ];
         let answer = poll(&app, APP.1, &query).await;
-        assert_ne!(session_of(&answer), victim_id, "a new session, not the victim's");
+        assert_ne!(
+            session_of(&answer),
+            victim_id,
+            "a new session, not the victim's"
+        );
     }
 
     // The victim's session is untouched: its client event is the first the listener sees,
@@ -174,7 +179,11 @@ async fn a_leaked_cursor_expires_while_the_client_keeps_fresh_ones() {
     .await
     .expect("the leaked cursor expires");
     let answer = poll(&app, APP.1, &[("session", &session), ("cursor", &leaked)]).await;
-    assert_ne!(session_of(&answer), session, "an expired cursor rebuilds nothing");
+    assert_ne!(
+        session_of(&answer),
+        session,
+        "an expired cursor rebuilds nothing"
+    );
     // The attached client is given fresh cursors meanwhile (an idle session's refresh); the
     // first pongs read may be old ones, buffered while the test was not reading.
     tokio::time::timeout(STEP_TIMEOUT, async {
@@ -232,7 +241,9 @@ async fn a_flood_of_anonymous_polls_gets_429_and_a_small_plans_user_still_connec
     .execute(&platform.pool)
     .await
     .unwrap();
-    let (_, created) = platform.account_with_app("flood@example.com", Some("three")).await;
+    let (_, created) = platform
+        .account_with_app("flood@example.com", Some("three"))
+        .await;
     let app = &platform.app;
     // Anonymous polls that never come back, from one address, until refused.
     let mut created_sessions = 0;
@@ -247,7 +258,10 @@ async fn a_flood_of_anonymous_polls_gets_429_and_a_small_plans_user_still_connec
         created_sessions += 1;
         assert!(created_sessions <= 1_000, "the flood is never limited");
     };
-    assert!(created_sessions > 3, "more than the plan's connections were tried");
+    assert!(
+        created_sessions > 3,
+        "more than the plan's connections were tried"
+    );
     let retry_after: u64 = limited.headers()["retry-after"]
         .to_str()
         .unwrap()

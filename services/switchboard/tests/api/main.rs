@@ -16,3 +16,4 @@ mod tenancy;
 mod webhooks;
 mod websocket;
 mod xhr;
+mod xhr_attacks;

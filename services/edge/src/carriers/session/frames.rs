@@ -42,7 +42,11 @@ pub(super) fn frame_channel(frame: &Value) -> Option<ChannelName> {
 
 /// Updates the channel positions from a frame: a channel event's serial and epoch, or the
 /// position `subscription_succeeded` announces. At most `bound` channels are kept.
-pub(super) fn note_position(channels: &mut BTreeMap<String, (String, u64)>, frame: &str, bound: usize) {
+pub(super) fn note_position(
+    channels: &mut BTreeMap<String, (String, u64)>,
+    frame: &str,
+    bound: usize,
+) {
     #[derive(serde::Deserialize)]
     struct Peek {
         event: String,

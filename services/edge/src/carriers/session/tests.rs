@@ -62,7 +62,11 @@ fn channel_positions_are_bounded_too() {
         note_position(&mut channels, &frame, 4);
     }
     assert_eq!(channels.len(), 4);
-    note_position(&mut channels, r#"{"event":"e","channel":"c0","serial":2,"epoch":"e"}"#, 4);
+    note_position(
+        &mut channels,
+        r#"{"event":"e","channel":"c0","serial":2,"epoch":"e"}"#,
+        4,
+    );
     assert_eq!(channels["c0"], ("e".to_owned(), 2));
 }
 
