@@ -402,9 +402,13 @@ impl CarrierSession {
         self.changed.notify_one();
     }
 
-    /// Gives the connection slot back; called once the connection has ended.
+    /// Gives the connection slot back; called once the connection has ended (and ends
+    /// probation, so that a late request cannot take a slot for a session that is over).
     pub(super) fn release_slot(&self) {
-        let slot = self.lock().slot.take();
+        let mut inner = self.lock();
+        inner.in_use = true;
+        let slot = inner.slot.take();
+        drop(inner);
         drop(slot);
     }
 

@@ -153,7 +153,12 @@ async fn run(
     source: XhrSource,
 ) {
     Connection::run(state.clone(), keyed, None, session.outbox.clone(), source).await;
-    let slot = session.lock_receivers().slot.take();
+    // Probation ends too: a late receive request takes no slot for a session that is over.
+    let slot = {
+        let mut receivers = session.lock_receivers();
+        receivers.in_use = true;
+        receivers.slot.take()
+    };
     drop(slot);
     if !session.abandoned.load(Ordering::Acquire) {
         let grace = tokio::time::sleep(session.grace);
