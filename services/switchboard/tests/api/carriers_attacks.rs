@@ -319,7 +319,12 @@ async fn concurrent_downstream_requests_on_one_session_all_answer() {
         .await;
     let session = client.session.clone().unwrap();
     let cursor = client.cursor.clone().unwrap();
-    let subs = json!([{"channel": "race"}]).to_string();
+    // Many subscriptions: a rebuild takes a while to send them all, and racing requests
+    // find the session meanwhile.
+    let subs: Vec<Value> = (0..100)
+        .map(|n| json!({"channel": format!("race-{n}")}))
+        .collect();
+    let subs = Value::from(subs).to_string();
     // On the edge that holds the session, then on one that must rebuild it: at once.
     for app in [&first, &second] {
         let requests = (0..40).map(|n| {
