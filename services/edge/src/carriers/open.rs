@@ -184,7 +184,8 @@ async fn create(
     if let Err(wait) = state.carrier_limiter.check_app(&keyed.app.id) {
         return Opened::Limited(wait);
     }
-    let secret = keyed.secret.expose();
+    let secret = keyed.secret.expose().to_owned();
+    let secret = secret.as_str();
     let resume = match claim {
         Claim::Nothing => None,
         Claim::Verified(cursor) => Some(cursor),
@@ -242,7 +243,20 @@ async fn create(
         .instrument(span),
     );
     // After the task has started: more subscriptions than the channel holds wait for it.
-    let cursor = resume.unwrap_or_default();
+    // A new session still resumes each channel from a cursor signed for this key, expired
+    // or another session's: positions only ask for a replay of channels the subscriptions
+    // (re-authorised for the new socket id) may read anyway, so a client back after the
+    // cursor's lifetime loses nothing the history still holds.
+    let cursor = resume
+        .or_else(|| {
+            let text = request.cursor.as_deref()?;
+            let signed = carrier_cursor::verify(text, key, secret, 0).ok()?;
+            Some(Cursor {
+                channels: signed.channels,
+                ..Cursor::default()
+            })
+        })
+        .unwrap_or_default();
     // At most the plan's channels per connection: the rest would be refused anyway.
     for sub in request.subs.iter().take(session.max_channels()) {
         session.send(&subscribe_frame(sub, &cursor)).await;

@@ -203,6 +203,53 @@ async fn a_leaked_cursor_expires_while_the_client_keeps_fresh_ones() {
 }
 
 #[tokio::test]
+async fn a_client_back_after_its_cursor_expired_gets_a_new_session_that_resumes() {
+    let app = spawn_app_with(EdgeSettings {
+        sb_cursor_lifetime: Duration::from_secs(1),
+        ..crate::carrier_client::short_grace()
+    })
+    .await;
+    let mut client = Carrier::new(&app, Kind::Sse, vec![json!({"channel": "late"})]);
+    client
+        .expect_event("pusher_internal:subscription_succeeded")
+        .await;
+    publish(&app, "late", "seen").await;
+    assert_eq!(client.expect_event("tick").await["data"], "seen");
+    let session = client.session.clone().unwrap();
+    client.cut();
+    until_unoccupied(&app, "late").await;
+    publish(&app, "late", "missed").await;
+    // Until the client's cursor has expired: waited for on the clock the cursor names.
+    let expires = carrier_cursor::decode_unverified(client.cursor.as_deref().unwrap())
+        .unwrap()
+        .expires;
+    tokio::time::timeout(STEP_TIMEOUT, async {
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        };
+        while now() <= expires {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let established = client.expect_event("pusher:connection_established").await;
+    assert_ne!(data_of(&established)["socket_id"], session.as_str());
+    let succeeded = client
+        .expect_event("pusher_internal:subscription_succeeded")
+        .await;
+    assert_eq!(
+        data_of(&succeeded)["serial"],
+        1,
+        "resumed after what it saw"
+    );
+    assert_eq!(client.expect_event("tick").await["data"], "missed");
+}
+
+#[tokio::test]
 async fn send_requires_the_current_incarnation_of_the_session() {
     let app = spawn_app_with(crate::carrier_client::short_grace()).await;
     let mut client = Carrier::new(&app, Kind::Sse, vec![json!({"channel": "inc"})]);
