@@ -400,3 +400,30 @@ async fn concurrent_downstream_requests_on_one_session_all_answer() {
         assert!(answer["session"].is_string(), "{answer}");
     }
 }
+
+#[tokio::test]
+async fn malformed_or_oversized_subs_are_refused_with_the_reason() {
+    let app = spawn_app().await;
+    let url = format!("http://127.0.0.1:{}/sb/app/{}/poll", app.port, APP.1);
+    let many: Vec<Value> = (0..1_001)
+        .map(|n| json!({"channel": format!("c{n}")}))
+        .collect();
+    for (subs, reason) in [
+        (json!([{"channel": "bad name"}]), "invalid channel"),
+        (json!([{"channel": "x".repeat(201)}]), "invalid channel"),
+        (json!({"channel": "news"}), "JSON array"),
+        (Value::from(many), "at most 1000"),
+    ] {
+        let subs = subs.to_string();
+        let response = app
+            .http
+            .get(&url)
+            .query(&[("subs", &subs)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains(reason), "{body}");
+    }
+}
