@@ -62,7 +62,7 @@ pub async fn websocket(
                 tracing::info_span!("connection", app_id = %keyed.app.id, socket_id = %socket_id);
             let state = state.into_inner();
             actix_web::rt::spawn(
-                Connection::run(state, keyed, slot, outbox, reader).instrument(span),
+                Connection::run(state, keyed, Some(slot), outbox, reader).instrument(span),
             );
         }
         Err(reason) => {
@@ -156,8 +156,9 @@ pub(crate) struct Connection {
     outbox: Arc<Outbox>,
     /// Created on the first client event, so idle connections carry no limiter.
     client_event_limiter: Option<Box<DefaultDirectRateLimiter>>,
-    /// This connection's place in the app's connection count, released when it ends.
-    _slot: ConnectionSlot,
+    /// This connection's place in the app's connection count, released when it ends (`None`:
+    /// the carrier holds it, see `carriers::session`).
+    _slot: Option<ConnectionSlot>,
 }
 
 impl Connection {
@@ -166,7 +167,7 @@ impl Connection {
     pub(crate) async fn run<Source: MessageSource>(
         state: Arc<EdgeState>,
         keyed: KeyedApp,
-        slot: ConnectionSlot,
+        slot: Option<ConnectionSlot>,
         outbox: Arc<Outbox>,
         mut reader: Source,
     ) {

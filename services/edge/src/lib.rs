@@ -22,7 +22,6 @@ mod watchlist;
 mod websocket;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
@@ -53,6 +52,15 @@ pub struct EdgeSettings {
     pub xhr_session_grace: Duration,
     /// How long a session of our SDK's HTTP carriers outlives its last downstream request.
     pub sb_session_grace: Duration,
+    /// How long a new carrier session (ours or pusher-js's xhr) waits for its client to come
+    /// back (a second request) before it ends; it takes a connection slot only once in use.
+    pub sb_first_poll_grace: Duration,
+    /// How long a carrier cursor proves owning its session (attach, send, rebuild).
+    pub sb_cursor_lifetime: Duration,
+    /// Carrier sessions (ours and xhr) created per minute per client address (0: no limit).
+    pub carrier_sessions_per_address_per_minute: u32,
+    /// Carrier sessions created per minute per app (0: no limit).
+    pub carrier_sessions_per_app_per_minute: u32,
     /// How often an idle SSE, HTTP-streaming or forever-frame response writes a heartbeat
     /// (which is also when a client that went away is noticed).
     pub sb_heartbeat_interval: Duration,
@@ -69,6 +77,10 @@ impl Default for EdgeSettings {
             xhr_heartbeat_interval: Duration::from_secs(25),
             xhr_session_grace: Duration::from_secs(30),
             sb_session_grace: Duration::from_secs(30),
+            sb_first_poll_grace: Duration::from_secs(10),
+            sb_cursor_lifetime: Duration::from_secs(300),
+            carrier_sessions_per_address_per_minute: 300,
+            carrier_sessions_per_app_per_minute: 6_000,
             sb_heartbeat_interval: Duration::from_secs(15),
         }
     }
@@ -97,6 +109,8 @@ pub struct EdgeState {
     sb_sessions: carriers::SbRegistry,
     /// Who watches whom among signed-in connections, per app.
     watchlists: watchlist::Watchlists,
+    /// How fast carrier sessions may be created, per client address and per app.
+    carrier_limiter: carriers::creation_limit::CreationLimiter,
 }
 
 impl EdgeState {
@@ -125,7 +139,6 @@ impl EdgeState {
             broker,
             meter: hub.meter().clone(),
             hub,
-            settings,
             usage,
             webhooks,
             cache: cache::ChannelCache::default(),
@@ -134,6 +147,11 @@ impl EdgeState {
             xhr_sessions: Default::default(),
             sb_sessions: Default::default(),
             watchlists: Default::default(),
+            carrier_limiter: carriers::creation_limit::CreationLimiter::new(
+                settings.carrier_sessions_per_address_per_minute,
+                settings.carrier_sessions_per_app_per_minute,
+            ),
+            settings,
         })
     }
 
@@ -166,22 +184,20 @@ pub async fn flush_usage_periodically(state: Arc<EdgeState>) {
     }
 }
 
-/// Socket ids unique without coordination: a random per-process prefix and a counter.
-struct SocketIds {
-    node: u32,
-    next: AtomicU64,
-}
+/// Socket ids: two random numbers (`\d+\.\d+`, the form Pusher's server libraries check),
+/// 96 bits from the thread's CSPRNG. Unique without coordination, and unguessable: an id
+/// seen or predicted gives no hold on a session (that takes a signed cursor, see
+/// `carriers::session`), and nobody can pre-create the id someone else will get.
+#[derive(Default)]
+struct SocketIds;
 
 impl SocketIds {
     fn new() -> Self {
-        Self {
-            node: rand::random(),
-            next: AtomicU64::new(1),
-        }
+        Self
     }
 
     fn next(&self) -> SocketId {
-        SocketId::from_parts(self.node, self.next.fetch_add(1, Ordering::Relaxed))
+        SocketId::from_parts(rand::random::<u32>(), rand::random::<u64>())
     }
 }
 

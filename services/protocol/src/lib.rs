@@ -4,6 +4,8 @@
 //! Architecture invariant: nothing here touches a socket, a database or the system clock;
 //! time is always an argument.
 
+pub mod carrier_cursor;
+pub mod carrier_subs;
 pub mod codes;
 pub mod names;
 pub mod session;

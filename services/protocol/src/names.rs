@@ -174,10 +174,9 @@ impl SocketId {
         }
     }
 
-    /// Builds the id of a new connection from a per-node prefix and a per-node counter, so
-    /// ids are unique without coordination.
-    pub fn from_parts(node: u32, sequence: u64) -> Self {
-        Self(format!("{node}.{sequence}").into())
+    /// Builds an id from its two numbers (the edge draws both at random).
+    pub fn from_parts(left: u32, right: u64) -> Self {
+        Self(format!("{left}.{right}").into())
     }
 
     pub fn as_str(&self) -> &str {

@@ -61,6 +61,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1024)]
     pub outbox_capacity: usize,
     #[command(flatten)]
+    pub carriers: CarrierArgs,
+    #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub webhooks: WebhookArgs,
@@ -130,6 +132,42 @@ impl WebhookArgs {
             ..control::webhooks::WebhookSettings::default()
         }
     }
+}
+
+/// The HTTP carriers' sessions (ours under /sb/app/{key}, and pusher-js's xhr ones).
+#[derive(Debug, Args)]
+pub struct CarrierArgs {
+    /// New carrier sessions allowed per minute from one client address (IPv6: per /64);
+    /// past it, 429 with Retry-After. 0: no limit.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_CARRIER_SESSIONS_PER_ADDRESS_PER_MINUTE",
+        default_value_t = 300
+    )]
+    pub carrier_sessions_per_address_per_minute: u32,
+    /// New carrier sessions allowed per minute for one app; past it, 429. 0: no limit.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_CARRIER_SESSIONS_PER_APP_PER_MINUTE",
+        default_value_t = 6000
+    )]
+    pub carrier_sessions_per_app_per_minute: u32,
+    /// Seconds a new carrier session waits for its client's second request before it ends
+    /// (it counts against the connection quota only once in use).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_CARRIER_FIRST_POLL_GRACE",
+        default_value_t = 10
+    )]
+    pub carrier_first_poll_grace: u64,
+    /// Seconds a carrier cursor stays valid (attach, send, rebuild on another edge); live
+    /// sessions get fresh ones.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_CARRIER_CURSOR_LIFETIME",
+        default_value_t = 300
+    )]
+    pub carrier_cursor_lifetime: u64,
 }
 
 impl ServeArgs {

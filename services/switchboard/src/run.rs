@@ -97,6 +97,12 @@ fn edge_settings(args: &ServeArgs) -> EdgeSettings {
     EdgeSettings {
         activity_timeout: Duration::from_secs(args.activity_timeout),
         outbox_capacity: args.outbox_capacity,
+        sb_first_poll_grace: Duration::from_secs(args.carriers.carrier_first_poll_grace),
+        sb_cursor_lifetime: Duration::from_secs(args.carriers.carrier_cursor_lifetime),
+        carrier_sessions_per_address_per_minute: args
+            .carriers
+            .carrier_sessions_per_address_per_minute,
+        carrier_sessions_per_app_per_minute: args.carriers.carrier_sessions_per_app_per_minute,
         ..EdgeSettings::default()
     }
 }

@@ -5,12 +5,13 @@
 pub(crate) mod xhr;
 pub(crate) mod xhr_sessions;
 
-mod cursor;
+pub(crate) mod creation_limit;
 mod iframe;
+mod open;
 mod routes;
 pub(crate) mod session;
 mod sse;
 mod stream;
 
+pub(crate) use open::Registry as SbRegistry;
 pub(crate) use routes::configure as configure_sb;
-pub(crate) use session::Registry as SbRegistry;

@@ -7,10 +7,14 @@ use std::time::Duration;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
+use protocol::carrier_subs::parse_subs;
+use protocol::names::SocketId;
 use serde_json::{Value, json};
 
+use super::creation_limit::retry_after_secs;
 use super::iframe::Iframe;
-use super::session::{self, Attachment, Delivery, Downstream, Opened, Sub};
+use super::open::{self, Downstream, Opened};
+use super::session::{Attachment, Delivery};
 use super::sse::Sse;
 use super::stream::{Feed, Format, Ndjson, StreamingBody};
 use crate::EdgeState;
@@ -85,13 +89,11 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 /// `session`, `subs` and the cursor (EventSource's `Last-Event-ID` first: on its own
-/// reconnect it is newer than the URL's `cursor`).
+/// reconnect it is newer than the URL's `cursor`), and the client's address.
 fn downstream(request: &HttpRequest, params: &[(String, String)]) -> Result<Downstream, String> {
-    let subs: Vec<Sub> = match param(params, "subs") {
+    let subs = match param(params, "subs") {
         None => Vec::new(),
-        Some(subs) => serde_json::from_str(subs).map_err(|error| {
-            format!("subs must be a JSON array of {{channel, auth?, channel_data?}}: {error}")
-        })?,
+        Some(subs) => parse_subs(subs).map_err(|error| error.to_string())?,
     };
     let last_event_id = request
         .headers()
@@ -99,31 +101,44 @@ fn downstream(request: &HttpRequest, params: &[(String, String)]) -> Result<Down
         .and_then(|value| value.to_str().ok())
         .filter(|value| !value.is_empty())
         .map(str::to_owned);
-    let session = param(params, "session").map(str::to_owned);
-    if let Some(session) = &session
-        && protocol::names::SocketId::parse(session).is_err()
-    {
-        return Err("session must be a socket id (digits.digits)".into());
-    }
+    let session = param(params, "session")
+        .map(SocketId::parse)
+        .transpose()
+        .map_err(|_| "session must be a socket id (digits.digits)".to_owned())?;
     Ok(Downstream {
         session,
         subs,
         cursor: last_event_id.or_else(|| param(params, "cursor").map(str::to_owned)),
+        peer: request.peer_addr().map(|address| address.ip()),
     })
 }
 
+/// Opens the request's session; `Err` is the answer when there is none to stream (a bad
+/// request, or too many sessions created lately: 429 with `Retry-After`).
 async fn open(request: &HttpRequest, state: &web::Data<EdgeState>) -> Result<Opened, HttpResponse> {
     let params = query(request);
     let downstream = downstream(request, &params)
         .map_err(|message| error(request, StatusCode::BAD_REQUEST, &message))?;
     let state: Arc<EdgeState> = state.clone().into_inner();
-    Ok(session::open(&state, &key(request), downstream).await)
+    match open::open(&state, &key(request), downstream).await {
+        Opened::Limited(wait) => Err(too_many_sessions(request, wait)),
+        opened => Ok(opened),
+    }
+}
+
+/// 429: sessions are created too fast from this address or for this app.
+pub(crate) fn too_many_sessions(request: &HttpRequest, wait: Duration) -> HttpResponse {
+    cors(request, StatusCode::TOO_MANY_REQUESTS)
+        .insert_header((header::RETRY_AFTER, retry_after_secs(wait).to_string()))
+        .json(json!({ "error": "too many new sessions: retry later" }))
 }
 
 fn feed(opened: Opened) -> Feed {
     match opened {
         Opened::Attached(attachment) => Feed::Session(attachment),
         Opened::Refused(frames) => Feed::Fixed(frames),
+        // `open` answers these itself.
+        Opened::Limited(_) => Feed::Fixed(Vec::new()),
     }
 }
 
@@ -193,6 +208,7 @@ async fn poll(request: HttpRequest, state: web::Data<EdgeState>) -> HttpResponse
     };
     let answer = match open(&request, &state).await {
         Err(response) => return response,
+        Ok(Opened::Limited(wait)) => return too_many_sessions(&request, wait),
         Ok(Opened::Refused(frames)) => {
             let frames: Vec<Value> = frames
                 .iter()
@@ -241,7 +257,9 @@ async fn collect(attachment: &mut Attachment, wait: Duration) -> Vec<Value> {
 }
 
 /// `POST /sb/app/{key}/send?session=…&cursor=…`: a JSON array of client frames for the
-/// session; the cursor (any one this session's downstream gave) proves ownership.
+/// session; the cursor (one of this incarnation's, unexpired) proves ownership. A first
+/// `send` ends the session's probation (404 if the app is then over its quota: the client
+/// reopens downstream and is told 4004).
 async fn send(request: HttpRequest, body: web::Bytes, state: web::Data<EdgeState>) -> HttpResponse {
     let params = query(&request);
     let session = param(&params, "session")
@@ -264,6 +282,10 @@ async fn send(request: HttpRequest, body: web::Bytes, state: web::Data<EdgeState
     if frames.len() > 100 || frames.iter().any(|frame| !frame.is_object()) {
         let message = "at most 100 frames, each a JSON object";
         return error(&request, StatusCode::BAD_REQUEST, message);
+    }
+    if !session.put_in_use() {
+        session.stop();
+        return error(&request, StatusCode::NOT_FOUND, "the session has ended");
     }
     for frame in &frames {
         if !session.send(frame).await {

@@ -1,104 +1,95 @@
 //! A session of our SDK's HTTP carriers: a Pusher connection (`Connection::run`) whose
 //! client messages come from POSTs and whose frames go out through whichever downstream
-//! request is attached, numbered, with a cursor after each.
+//! request is attached, numbered, with a signed cursor after each.
 //!
-//! The registry is a cache: a request for a session this edge does not hold rebuilds it
-//! with the same socket id from the request's `subs` and cursor (see `open`). A session
-//! keeps the frames it handed to downstream requests (up to the outbox's capacity) until a
-//! later request's cursor shows the client has them, so a frame lost with a dropped response
-//! is sent again by this edge; on another edge, channel history fills the gap instead.
+//! A session keeps the frames it handed to downstream requests (up to the outbox's capacity)
+//! until a later request's cursor shows the client has them, so a frame lost with a dropped
+//! response is sent again by this edge; on another edge, channel history fills the gap
+//! instead (see `open`, which decides between attaching, rebuilding and a new session).
+//!
+//! A new session is on probation: it takes a connection slot of its app only once it is in
+//! use (a second downstream request, a `send`, or a downstream still attached when the
+//! first-poll grace ends); one that is never polled again ends when that grace ends.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytestring::ByteString;
+use protocol::carrier_cursor::{self, Cursor};
 use protocol::codes::CloseReason;
-use protocol::names::SocketId;
-use serde_json::{Value, json};
+use protocol::names::{AppId, ChannelName, SocketId};
+use serde_json::Value;
+use tenancy::PlanLimits;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
-use tracing::Instrument;
 
-use super::cursor::Cursor;
-use crate::EdgeState;
-use crate::connection::{Connection, MessageSource, admit, closing_frames};
+use crate::limits::{ConnectionSlot, Limits, unix_now};
 use crate::outbox::{Outbox, Outgoing};
-use crate::websocket::{Inbound, InboundError};
+use crate::websocket::Inbound;
+
+mod frames;
+mod source;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use frames::closing_events;
+use frames::{closed_event, frame_channel, note_position};
+pub(crate) use source::Source;
 
 /// The event a carrier sends in place of a WebSocket close frame (its data: `code`, `reason`).
 pub(crate) const CLOSED_EVENT: &str = "switchboard:closed";
 
-/// Every HTTP-carrier session this edge holds, by socket id.
-#[derive(Default)]
-pub(crate) struct Registry {
-    sessions: Mutex<HashMap<SocketId, Arc<CarrierSession>>>,
-}
+/// What an idle attached session sends so that the client's cursor stays fresh: the frame
+/// our SDK (and pusher-js) ignore, carrying a new cursor like every frame.
+const CURSOR_REFRESH_FRAME: &str = r#"{"event":"pusher:pong","data":{}}"#;
 
-impl Registry {
-    fn get(&self, id: &SocketId) -> Option<Arc<CarrierSession>> {
-        self.sessions
-            .lock()
-            .expect("registry lock")
-            .get(id)
-            .cloned()
-    }
-
-    fn insert(&self, session: Arc<CarrierSession>) {
-        let mut sessions = self.sessions.lock().expect("registry lock");
-        sessions.insert(session.socket_id.clone(), session);
-    }
-
-    fn remove(&self, session: &Arc<CarrierSession>) {
-        let mut sessions = self.sessions.lock().expect("registry lock");
-        if sessions
-            .get(&session.socket_id)
-            .is_some_and(|held| Arc::ptr_eq(held, session))
-        {
-            sessions.remove(&session.socket_id);
-        }
-    }
-
-    /// The live session with this id of the app with `key`, if this edge holds it.
-    pub(crate) fn find(&self, key: &str, id: &str) -> Option<Arc<CarrierSession>> {
-        let id = SocketId::parse(id).ok()?;
-        self.get(&id)
-            .filter(|session| session.key == key && !session.is_stopping())
-    }
-}
-
-/// One subscription a downstream request asks for (`subs`).
-#[derive(Debug, Clone, serde::Deserialize)]
-pub(crate) struct Sub {
-    pub channel: String,
-    #[serde(default)]
-    pub auth: Option<String>,
-    #[serde(default)]
-    pub channel_data: Option<String>,
-}
-
-/// What a downstream request names.
-#[derive(Debug, Default)]
-pub(crate) struct Downstream {
-    pub session: Option<String>,
-    pub subs: Vec<Sub>,
-    pub cursor: Option<String>,
+/// Everything a session is made from (see `open::create`).
+pub(crate) struct Spec {
+    pub socket_id: SocketId,
+    pub key: String,
+    pub secret: String,
+    pub app_id: AppId,
+    pub limits: PlanLimits,
+    pub incarnation: String,
+    pub rebuilt_from: Option<String>,
+    /// Taken at once for a rebuilt session (its client has come back); `None`: on probation.
+    pub slot: Option<ConnectionSlot>,
+    pub slots: Arc<Limits>,
+    pub outbox: Arc<Outbox>,
+    pub inbound: mpsc::Sender<Inbound>,
+    pub grace: Duration,
+    pub first_poll_grace: Duration,
+    pub keepalive: Duration,
+    pub cursor_lifetime: Duration,
+    pub buffer_capacity: usize,
 }
 
 pub(crate) struct CarrierSession {
     pub socket_id: SocketId,
-    key: String,
+    pub(super) key: String,
     /// The key's secret, which signs this session's cursors.
     secret: String,
-    incarnation: String,
+    app_id: AppId,
+    /// The plan when the session started: its connection ceiling applies when the slot is
+    /// taken, and at most its channels per connection are remembered.
+    limits: PlanLimits,
+    slots: Arc<Limits>,
+    pub(super) incarnation: String,
+    /// The incarnation this one was rebuilt from: a request with one of its cursors (one
+    /// whose answer was lost, or a concurrent one) attaches here from the first frame.
+    pub(super) rebuilt_from: Option<String>,
     outbox: Arc<Outbox>,
     inbound: mpsc::Sender<Inbound>,
     inner: Mutex<Inner>,
     /// Wakes the message source: a downstream attached or detached, or the session stops.
     changed: Notify,
     grace: Duration,
+    first_poll_grace: Duration,
+    started: Instant,
     keepalive: Duration,
+    cursor_lifetime: Duration,
     /// Whether the connection task has finished its clean-up.
     finished: watch::Sender<bool>,
     buffer_capacity: usize,
@@ -111,14 +102,24 @@ struct Inner {
     sent: VecDeque<Sent>,
     /// Channel positions as of the last frame taken.
     channels: BTreeMap<String, (String, u64)>,
-    /// Channels the client asked for (downstream `subs` and upstream subscribes).
-    requested: HashSet<String>,
+    /// Channels the client asked for (downstream `subs` and upstream subscribes): names
+    /// that parse, at most the plan's channels per connection.
+    requested: HashSet<ChannelName>,
     /// The current downstream attachment and whether it is still open.
     attachment: u64,
     attached: bool,
     detached_at: Instant,
     /// The current downstream's waker, woken when a newer request supersedes it.
     writer: Option<Waker>,
+    /// The app's connection slot, once the session is in use.
+    slot: Option<ConnectionSlot>,
+    /// Taken a slot (or tried to): probation is over.
+    in_use: bool,
+    /// Why the session ends instead of the connection's own close (over the quota when
+    /// probation ended).
+    refusal: Option<CloseReason>,
+    /// When the last cursor was made.
+    last_cursor_at: Instant,
     /// Asked to end (expiry, replacement): the source reports the client gone.
     stopping: bool,
     /// The close has been taken: nothing follows it.
@@ -168,7 +169,7 @@ impl Attachment {
         out: &mut Vec<Sent>,
     ) -> Poll<Delivery> {
         let session = self.session.clone();
-        let mut inner = session.inner.lock().expect("session lock");
+        let mut inner = session.lock();
         if inner.attachment != self.generation {
             return Poll::Ready(Delivery::Finished);
         }
@@ -204,8 +205,56 @@ impl Attachment {
 }
 
 impl CarrierSession {
-    fn is_stopping(&self) -> bool {
-        self.inner.lock().expect("session lock").stopping
+    pub(crate) fn new(spec: Spec) -> Arc<Self> {
+        let now = Instant::now();
+        let in_use = spec.slot.is_some();
+        Arc::new(Self {
+            socket_id: spec.socket_id,
+            key: spec.key,
+            secret: spec.secret,
+            app_id: spec.app_id,
+            limits: spec.limits,
+            slots: spec.slots,
+            incarnation: spec.incarnation,
+            rebuilt_from: spec.rebuilt_from,
+            outbox: spec.outbox,
+            inbound: spec.inbound,
+            inner: Mutex::new(Inner {
+                next_frame: 1,
+                sent: VecDeque::new(),
+                channels: BTreeMap::new(),
+                requested: HashSet::new(),
+                attachment: 0,
+                attached: false,
+                detached_at: now,
+                writer: None,
+                slot: spec.slot,
+                in_use,
+                refusal: None,
+                last_cursor_at: now,
+                stopping: false,
+                ended: false,
+                close_delivered: false,
+                scratch: VecDeque::new(),
+            }),
+            changed: Notify::new(),
+            grace: spec.grace,
+            first_poll_grace: spec.first_poll_grace,
+            started: now,
+            keepalive: spec.keepalive,
+            // At least a second: cursors expire in whole seconds, and are refreshed every third.
+            cursor_lifetime: spec.cursor_lifetime.max(Duration::from_secs(1)),
+            finished: watch::Sender::new(false),
+            buffer_capacity: spec.buffer_capacity,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("session lock poisoned")
+    }
+
+    pub(super) fn is_stopping(&self) -> bool {
+        self.lock().stopping
     }
 
     /// Moves the outbox's frames into the numbered buffer, with the cursor after each.
@@ -218,44 +267,59 @@ impl CarrierSession {
             inner.scratch = taken;
             return;
         }
+        let expires = unix_now() + self.cursor_lifetime.as_secs();
+        let mut frames = Vec::new();
         for item in taken.drain(..) {
-            let frame: ByteString = match item {
-                Outgoing::Text(frame) => {
-                    note_position(&mut inner.channels, &frame);
-                    frame
-                }
-                Outgoing::Pong(_) => continue,
+            match item {
+                Outgoing::Text(frame) => frames.push(frame),
+                Outgoing::Pong(_) => {}
                 Outgoing::Close { code, reason } => {
                     inner.ended = true;
-                    json!({"event": CLOSED_EVENT, "data": {"code": code, "reason": reason}})
-                        .to_string()
-                        .into()
+                    let closing = match inner.refusal {
+                        // Ended by the edge over the quota: the client hears why.
+                        Some(reason) => closing_events(reason),
+                        None => vec![closed_event(code, &reason)],
+                    };
+                    frames.extend(closing);
+                    break;
                 }
-            };
+            }
+        }
+        for frame in frames {
+            note_position(&mut inner.channels, &frame, self.max_remembered());
             let number = inner.next_frame;
             inner.next_frame += 1;
             let cursor = Cursor {
                 socket_id: self.socket_id.to_string(),
                 incarnation: self.incarnation.clone(),
                 frame: number,
+                expires,
                 channels: inner.channels.clone(),
             };
             inner.sent.push_back(Sent {
                 number,
                 frame,
-                cursor: cursor.encode(&self.secret).into(),
+                cursor: cursor.encode(&self.key, &self.secret).into(),
             });
-            if inner.ended {
-                break;
-            }
         }
+        inner.last_cursor_at = Instant::now();
         inner.scratch = taken;
+    }
+
+    /// How many channels' positions and requests the session remembers: the plan's channels
+    /// per connection (a few more positions, for frames in flight after an unsubscribe).
+    fn max_remembered(&self) -> usize {
+        self.limits.max_channels_per_connection.saturating_mul(2)
     }
 
     /// Attaches a downstream request that has every frame up to `acknowledged`; `None` when
     /// this incarnation can no longer serve it from there (the session must be rebuilt).
-    fn attach(self: &Arc<Self>, acknowledged: u64, cursor: Arc<str>) -> Option<Attachment> {
-        let mut inner = self.inner.lock().expect("session lock");
+    pub(super) fn attach(
+        self: &Arc<Self>,
+        acknowledged: u64,
+        cursor: Arc<str>,
+    ) -> Option<Attachment> {
+        let mut inner = self.lock();
         let oldest_kept = inner
             .sent
             .front()
@@ -270,24 +334,38 @@ impl CarrierSession {
         {
             inner.sent.pop_front();
         }
+        Some(self.attach_locked(&mut inner, acknowledged, cursor))
+    }
+
+    /// The first request of a session just made: it serves from the first frame. Done before
+    /// the session is findable, so no other request can have stopped it meanwhile.
+    pub(super) fn attach_first(self: &Arc<Self>) -> Attachment {
+        let mut inner = self.lock();
+        self.attach_locked(&mut inner, 0, Arc::from(""))
+    }
+
+    fn attach_locked(
+        self: &Arc<Self>,
+        inner: &mut Inner,
+        acknowledged: u64,
+        cursor: Arc<str>,
+    ) -> Attachment {
         inner.attachment += 1;
         inner.attached = true;
         if let Some(previous) = inner.writer.take() {
             previous.wake();
         }
-        let generation = inner.attachment;
-        drop(inner);
         self.changed.notify_one();
-        Some(Attachment {
+        Attachment {
             session: self.clone(),
-            generation,
+            generation: inner.attachment,
             next: acknowledged + 1,
             cursor,
-        })
+        }
     }
 
     fn detach(&self, generation: u64) {
-        let mut inner = self.inner.lock().expect("session lock");
+        let mut inner = self.lock();
         if inner.attachment == generation && inner.attached {
             inner.attached = false;
             inner.detached_at = Instant::now();
@@ -297,20 +375,51 @@ impl CarrierSession {
         }
     }
 
+    /// Ends probation: takes one of the app's connection slots. `false` when the app is at
+    /// its ceiling; the session must then end with 4004.
+    pub(crate) fn put_in_use(&self) -> bool {
+        let mut inner = self.lock();
+        Self::take_slot(&mut inner, self)
+    }
+
+    /// Takes the slot unless probation is already over; whether the session may go on.
+    fn take_slot(inner: &mut Inner, session: &Self) -> bool {
+        if !inner.in_use {
+            inner.in_use = true;
+            inner.slot = session
+                .slots
+                .admit_connection(&session.app_id, &session.limits);
+            if inner.slot.is_none() {
+                inner.refusal = Some(CloseReason::OverConnectionQuota);
+            }
+        }
+        inner.refusal.is_none()
+    }
+
     /// Ends the session (its clean-up runs: presence leave, unsubscribe).
-    fn stop(&self) {
-        self.inner.lock().expect("session lock").stopping = true;
+    pub(super) fn stop(&self) {
+        self.lock().stopping = true;
         self.changed.notify_one();
+    }
+
+    /// Gives the connection slot back; called once the connection has ended (and ends
+    /// probation, so that a late request cannot take a slot for a session that is over).
+    pub(super) fn release_slot(&self) {
+        let mut inner = self.lock();
+        inner.in_use = true;
+        let slot = inner.slot.take();
+        drop(inner);
+        drop(slot);
     }
 
     /// After a close by the server (terminate, slow consumer, shutdown): keeps the session
     /// findable until a downstream request has taken its last frames (the client learns why
     /// it was closed) or the grace period ends.
-    async fn linger(&self) {
+    pub(super) async fn linger(&self) {
         let deadline = Instant::now() + self.grace;
         loop {
             {
-                let inner = self.inner.lock().expect("session lock");
+                let inner = self.lock();
                 if inner.close_delivered || inner.stopping {
                     return;
                 }
@@ -322,9 +431,13 @@ impl CarrierSession {
         }
     }
 
-    async fn finished(&self) {
+    pub(super) async fn finished(&self) {
         let mut finished = self.finished.subscribe();
         let _ = finished.wait_for(|done| *done).await;
+    }
+
+    pub(super) fn mark_finished(&self) {
+        self.finished.send_replace(true);
     }
 
     /// Feeds a client frame to the session, noting subscriptions. `false` if it has ended.
@@ -336,287 +449,53 @@ impl CarrierSession {
             .is_ok()
     }
 
+    /// Remembers the channels the client asks for (so a later `subs` does not subscribe
+    /// them again), bounded: names that parse, at most the plan's channels per connection.
     fn note_request(&self, frame: &Value) {
-        let channel = frame_channel(frame);
-        let mut inner = self.inner.lock().expect("session lock");
-        match (frame["event"].as_str(), channel) {
-            (Some("pusher:subscribe"), Some(channel)) => {
+        let Some(channel) = frame_channel(frame) else {
+            return;
+        };
+        let mut inner = self.lock();
+        match frame["event"].as_str() {
+            Some("pusher:subscribe")
+                if inner.requested.len() < self.limits.max_channels_per_connection =>
+            {
                 inner.requested.insert(channel);
             }
-            (Some("pusher:unsubscribe"), Some(channel)) => {
+            Some("pusher:unsubscribe") => {
+                inner.channels.remove(channel.as_ref());
                 inner.requested.remove(&channel);
-                inner.channels.remove(&channel);
             }
             _ => {}
         }
     }
 
-    /// Whether `cursor` proves the client owns this session.
+    /// The plan's channels per connection, as of the session's start.
+    pub(super) fn max_channels(&self) -> usize {
+        self.limits.max_channels_per_connection
+    }
+
+    pub(super) fn has_requested(&self, channel: &ChannelName) -> bool {
+        self.lock().requested.contains(channel)
+    }
+
+    /// The cursor, verified: signed for this session's key, unexpired, naming this session.
+    pub(super) fn verify(&self, cursor: Option<&str>) -> Option<Cursor> {
+        let cursor = carrier_cursor::verify(cursor?, &self.key, &self.secret, unix_now()).ok()?;
+        (cursor.socket_id == self.socket_id.as_str()).then_some(cursor)
+    }
+
+    /// Whether `cursor` proves the client owns this incarnation of the session (`send`).
     pub(crate) fn owns(&self, cursor: Option<&str>) -> bool {
-        cursor
-            .and_then(|cursor| Cursor::decode(cursor, &self.secret))
-            .is_some_and(|cursor| cursor.socket_id == self.socket_id.as_str())
+        self.verify(cursor)
+            .is_some_and(|cursor| cursor.incarnation == self.incarnation)
     }
-}
 
-/// The channel of a subscribe or unsubscribe frame (`data` an object or a JSON string).
-fn frame_channel(frame: &Value) -> Option<String> {
-    let data = match &frame["data"] {
-        Value::String(text) => serde_json::from_str(text).ok()?,
-        other => other.clone(),
-    };
-    data["channel"].as_str().map(str::to_owned)
-}
-
-/// Updates the channel positions from a frame: a channel event's serial and epoch, or the
-/// position `subscription_succeeded` announces.
-fn note_position(channels: &mut BTreeMap<String, (String, u64)>, frame: &str) {
-    #[derive(serde::Deserialize)]
-    struct Peek {
-        event: String,
-        channel: Option<String>,
-        serial: Option<u64>,
-        epoch: Option<String>,
-        data: Option<Value>,
-    }
-    let Ok(peek) = serde_json::from_str::<Peek>(frame) else {
-        return;
-    };
-    let Some(channel) = peek.channel else {
-        return;
-    };
-    if let (Some(serial), Some(epoch)) = (peek.serial, peek.epoch) {
-        channels.insert(channel, (epoch, serial));
-        return;
-    }
-    if peek.event == "pusher_internal:subscription_succeeded" {
-        let data = match peek.data {
-            Some(Value::String(text)) => serde_json::from_str(&text).unwrap_or(Value::Null),
-            Some(other) => other,
-            None => Value::Null,
-        };
-        if let (Some(serial), Some(epoch)) = (data["serial"].as_u64(), data["epoch"].as_str()) {
-            channels.insert(channel, (epoch.to_owned(), serial));
+    pub(super) fn source(self: &Arc<Self>, inbound: mpsc::Receiver<Inbound>) -> Source {
+        Source {
+            session: self.clone(),
+            inbound,
+            next_keepalive: Instant::now() + self.keepalive,
         }
     }
-}
-
-/// The connection's client messages: the POSTs, a keep-alive while a downstream is attached
-/// (a carrier's client cannot answer `pusher:ping` by itself), and the end of the session
-/// when no downstream has been attached for the grace period.
-struct Source {
-    session: Arc<CarrierSession>,
-    inbound: mpsc::Receiver<Inbound>,
-    next_keepalive: Instant,
-}
-
-impl MessageSource for Source {
-    async fn next(&mut self) -> Option<Result<Inbound, InboundError>> {
-        loop {
-            let (attached, deadline) = {
-                let inner = self.session.inner.lock().expect("session lock");
-                if inner.stopping {
-                    return None;
-                }
-                (inner.attached, inner.detached_at + self.session.grace)
-            };
-            let wake_at = if attached {
-                self.next_keepalive
-            } else {
-                deadline
-            };
-            tokio::select! {
-                message = self.inbound.recv() => return message.map(Ok),
-                () = self.session.changed.notified() => {}
-                () = tokio::time::sleep_until(wake_at) => {
-                    if attached {
-                        self.next_keepalive = Instant::now() + self.session.keepalive;
-                        return Some(Ok(Inbound::Pong));
-                    }
-                    let mut inner = self.session.inner.lock().expect("session lock");
-                    if !inner.attached && inner.detached_at + self.session.grace <= Instant::now() {
-                        inner.stopping = true;
-                        tracing::debug!("carrier session expired");
-                        return None;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// What `open` gives a downstream request.
-pub(crate) enum Opened {
-    Attached(Attachment),
-    /// Refused: these frames (`pusher:error` and the close), then the end.
-    Refused(Vec<ByteString>),
-}
-
-/// Serves a downstream request: attaches it to the session it names if this edge holds that
-/// incarnation and the cursor proves ownership, otherwise (re)creates the session (with the
-/// same socket id when one is named) and resumes each of `subs` from the cursor's position.
-pub(crate) async fn open(state: &Arc<EdgeState>, key: &str, request: Downstream) -> Opened {
-    let unverified = request
-        .cursor
-        .as_deref()
-        .and_then(Cursor::decode_unverified)
-        .map(|(cursor, _, _)| cursor);
-    let named = request
-        .session
-        .clone()
-        .or_else(|| unverified.as_ref().map(|cursor| cursor.socket_id.clone()))
-        .and_then(|id| SocketId::parse(&id).ok());
-    let registry = &state.sb_sessions;
-    if let Some(id) = &named
-        && let Some(session) = registry.get(id)
-    {
-        let verified = request
-            .cursor
-            .as_deref()
-            .and_then(|text| Cursor::decode(text, &session.secret))
-            .filter(|cursor| cursor.socket_id == id.as_str());
-        match verified {
-            Some(cursor) if session.key == key => {
-                if cursor.incarnation == session.incarnation {
-                    let text: Arc<str> = request.cursor.clone().unwrap_or_default().into();
-                    if let Some(attachment) = session.attach(cursor.frame, text) {
-                        subscribe_missing(&attachment.session, &request.subs, &cursor).await;
-                        return Opened::Attached(attachment);
-                    }
-                }
-                // Another incarnation's cursor (the client was served elsewhere), or one
-                // this incarnation can no longer serve: rebuild from the cursor.
-                session.stop();
-                session.finished().await;
-                return create(state, key, Some(id.clone()), &request.subs, Some(cursor)).await;
-            }
-            // Without proof of ownership, a live session is not someone else's to take.
-            _ => return create(state, key, None, &request.subs, None).await,
-        }
-    }
-    let resume_from = unverified
-        .filter(|cursor| Some(cursor.socket_id.as_str()) == named.as_ref().map(SocketId::as_str));
-    create(state, key, named, &request.subs, resume_from).await
-}
-
-/// Subscribes the session to each of `subs` it was not asked for yet.
-async fn subscribe_missing(session: &Arc<CarrierSession>, subs: &[Sub], cursor: &Cursor) {
-    for sub in subs {
-        let known = session
-            .inner
-            .lock()
-            .expect("session lock")
-            .requested
-            .contains(&sub.channel);
-        if !known {
-            session.send(&subscribe_frame(sub, cursor)).await;
-        }
-    }
-}
-
-fn subscribe_frame(sub: &Sub, cursor: &Cursor) -> Value {
-    let mut data = json!({ "channel": sub.channel });
-    if let Some(auth) = &sub.auth {
-        data["auth"] = json!(auth);
-    }
-    if let Some(channel_data) = &sub.channel_data {
-        data["channel_data"] = json!(channel_data);
-    }
-    if let Some((epoch, serial)) = cursor.channels.get(&sub.channel) {
-        data["resume"] = json!({ "serial": serial, "epoch": epoch });
-    }
-    json!({ "event": "pusher:subscribe", "data": data })
-}
-
-/// Starts a session (a new socket id, or `id` when rebuilding one) and attaches the request.
-async fn create(
-    state: &Arc<EdgeState>,
-    key: &str,
-    id: Option<SocketId>,
-    subs: &[Sub],
-    cursor: Option<Cursor>,
-) -> Opened {
-    let (keyed, slot) = match admit(state, key, "").await {
-        Ok(admitted) => admitted,
-        Err(reason) => return refused(key, reason),
-    };
-    let socket_id = id.unwrap_or_else(|| state.socket_ids.next());
-    let outbox = Arc::new(Outbox::new(
-        socket_id.clone(),
-        state.settings.outbox_capacity,
-    ));
-    let (sender, receiver) = mpsc::channel(64);
-    let session = Arc::new(CarrierSession {
-        socket_id: socket_id.clone(),
-        key: key.to_owned(),
-        secret: keyed.secret.expose().to_owned(),
-        incarnation: format!("{:016x}", rand::random::<u64>()),
-        outbox: outbox.clone(),
-        inbound: sender,
-        inner: Mutex::new(Inner {
-            next_frame: 1,
-            sent: VecDeque::new(),
-            channels: BTreeMap::new(),
-            requested: HashSet::new(),
-            attachment: 0,
-            attached: false,
-            detached_at: Instant::now(),
-            writer: None,
-            stopping: false,
-            ended: false,
-            close_delivered: false,
-            scratch: VecDeque::new(),
-        }),
-        changed: Notify::new(),
-        grace: state.settings.sb_session_grace,
-        keepalive: state.settings.activity_timeout / 2,
-        finished: watch::Sender::new(false),
-        buffer_capacity: state.settings.outbox_capacity,
-    });
-    let source = Source {
-        session: session.clone(),
-        inbound: receiver,
-        next_keepalive: Instant::now() + session.keepalive,
-    };
-    state.sb_sessions.insert(session.clone());
-    let span =
-        tracing::info_span!("carrier_session", app_id = %keyed.app.id, socket_id = %socket_id);
-    let task_state = state.clone();
-    let task_session = session.clone();
-    actix_web::rt::spawn(
-        async move {
-            Connection::run(task_state.clone(), keyed, slot, outbox, source).await;
-            task_session.linger().await;
-            task_state.sb_sessions.remove(&task_session);
-            task_session.finished.send_replace(true);
-        }
-        .instrument(span),
-    );
-    // After the task has started: more subscriptions than the channel holds wait for it.
-    let cursor = cursor.unwrap_or_default();
-    for sub in subs {
-        session.send(&subscribe_frame(sub, &cursor)).await;
-    }
-    let attachment = session
-        .attach(0, Arc::from(""))
-        .expect("a new session serves from its first frame");
-    Opened::Attached(attachment)
-}
-
-fn refused(key: &str, reason: CloseReason) -> Opened {
-    tracing::info!(key = %key, code = reason.disconnect().code, "carrier session refused");
-    crate::metrics::connection_closed(reason.disconnect().code);
-    let frames = closing_frames(reason)
-        .into_iter()
-        .filter_map(|item| match item {
-            Outgoing::Text(frame) => Some(frame),
-            Outgoing::Close { code, reason } => Some(
-                json!({"event": CLOSED_EVENT, "data": {"code": code, "reason": reason}})
-                    .to_string()
-                    .into(),
-            ),
-            Outgoing::Pong(_) => None,
-        })
-        .collect();
-    Opened::Refused(frames)
 }

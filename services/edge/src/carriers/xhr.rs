@@ -26,6 +26,7 @@ use futures_util::{Stream, StreamExt};
 use protocol::codes::CloseReason;
 use tokio::time::{Instant, Sleep};
 
+use super::creation_limit::retry_after_secs;
 use super::xhr_sessions::{SessionId, XhrSession};
 use crate::EdgeState;
 use crate::connection::{admit, closing_frames};
@@ -83,11 +84,26 @@ async fn receive(request: HttpRequest, state: Arc<EdgeState>, kind: Kind) -> Htt
         return cors(HttpResponse::NotFound(), &request).finish();
     };
     let session = match state.xhr_sessions.get(&id) {
+        // The client came back: probation is over.
+        Some(session) if !session.put_in_use() => {
+            return refused_in_session(&request, &session, CloseReason::OverConnectionQuota);
+        }
         Some(session) => session,
-        None => match admit(&state, &key, request.query_string()).await {
-            Ok((keyed, slot)) => state.xhr_sessions.open(&state, id, keyed, slot),
-            Err(reason) => return refused(&request, &key, reason),
-        },
+        None => {
+            let peer = request.peer_addr().map(|address| address.ip());
+            if let Err(wait) = state.carrier_limiter.check_address(peer) {
+                return too_many_sessions(&request, wait);
+            }
+            // Admission checks the ceiling; the slot is taken once the session is in use.
+            let keyed = match admit(&state, &key, request.query_string()).await {
+                Ok((keyed, _slot)) => keyed,
+                Err(reason) => return refused(&request, &key, reason),
+            };
+            if let Err(wait) = state.carrier_limiter.check_app(&keyed.app.id) {
+                return too_many_sessions(&request, wait);
+            }
+            state.xhr_sessions.open(&state, id, keyed)
+        }
     };
     let body = ReceiveBody::new(session, kind, state.settings.xhr_heartbeat_interval);
     lines(&request).streaming(body)
@@ -102,6 +118,29 @@ fn refused(request: &HttpRequest, key: &str, reason: CloseReason) -> HttpRespons
     let mut body = BytesMut::from(&b"o\n"[..]);
     encode(&mut VecDeque::from(closing_frames(reason)), &mut body);
     lines(request).body(body.freeze())
+}
+
+/// A refusal on a session that has started (over the quota when its probation ended): the
+/// `o` only if no response has sent it yet.
+fn refused_in_session(
+    request: &HttpRequest,
+    session: &XhrSession,
+    reason: CloseReason,
+) -> HttpResponse {
+    crate::metrics::connection_closed(reason.disconnect().code);
+    let mut body = BytesMut::new();
+    if session.claim_open() {
+        body.put_slice(b"o\n");
+    }
+    encode(&mut VecDeque::from(closing_frames(reason)), &mut body);
+    lines(request).body(body.freeze())
+}
+
+/// 429: sessions are created too fast from this address or for this app.
+fn too_many_sessions(request: &HttpRequest, wait: Duration) -> HttpResponse {
+    cors(HttpResponse::TooManyRequests(), request)
+        .insert_header((header::RETRY_AFTER, retry_after_secs(wait).to_string()))
+        .finish()
 }
 
 /// `xhr_send`: the body is a JSON array of frames, each handed to the connection in order;
@@ -244,8 +283,8 @@ struct ReceiveBody {
     session: Arc<XhrSession>,
     kind: Kind,
     generation: u64,
-    /// `o` is still to be sent (the session's first receive request).
-    opening: bool,
+    /// Whether this response has written anything (before that, it may owe the `o`).
+    started: bool,
     /// The waker handed to the outbox, which forwards to the current receive request.
     relay: Waker,
     /// The outbox's second buffer, swapped in and out.
@@ -259,13 +298,13 @@ struct ReceiveBody {
 
 impl ReceiveBody {
     fn new(session: Arc<XhrSession>, kind: Kind, interval: Duration) -> Self {
-        let (generation, opening) = session.begin_receive();
+        let generation = session.begin_receive();
         Self {
             relay: session.relay_waker(),
             session,
             kind,
             generation,
-            opening,
+            started: false,
             taken: VecDeque::new(),
             heartbeat: Box::pin(tokio::time::sleep(interval)),
             interval,
@@ -280,12 +319,13 @@ impl Stream for ReceiveBody {
 
     fn poll_next(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if this.finished || !this.session.is_current(this.generation) {
+        let session = &this.session;
+        if this.finished || !session.is_current(this.generation) || session.close_was_sent() {
             this.finished = true;
             return Poll::Ready(None);
         }
         let mut out = BytesMut::new();
-        if std::mem::take(&mut this.opening) {
+        if !std::mem::replace(&mut this.started, true) && this.session.claim_open() {
             out.put_slice(b"o\n");
         }
         this.session.register(this.generation, context.waker());
@@ -300,7 +340,7 @@ impl Stream for ReceiveBody {
         let mut relayed = Context::from_waker(&this.relay);
         let outbox = &this.session.outbox;
         if outbox.poll_take(&mut relayed, &mut this.taken).is_ready()
-            && encode(&mut this.taken, &mut out)
+            && encode(with_refusal(&this.session, &mut this.taken), &mut out)
         {
             this.finished = true;
             this.session.delivered_close();
@@ -320,6 +360,22 @@ impl Stream for ReceiveBody {
         this.written += utf16_len(&out);
         Poll::Ready(Some(Ok(out.freeze())))
     }
+}
+
+/// The items to write; a close of a session refused after it started (over the quota) is
+/// that refusal, so pusher-js hears 4004 rather than a plain close.
+fn with_refusal<'a>(
+    session: &XhrSession,
+    taken: &'a mut VecDeque<Outgoing>,
+) -> &'a mut VecDeque<Outgoing> {
+    let closes = taken
+        .iter()
+        .any(|item| matches!(item, Outgoing::Close { .. }));
+    if closes && let Some(reason) = session.refusal() {
+        taken.retain(|item| !matches!(item, Outgoing::Close { .. }));
+        taken.extend(closing_frames(reason));
+    }
+    taken
 }
 
 /// The length JavaScript gives this UTF-8 text: one unit per character, two for those
@@ -393,6 +449,35 @@ mod tests {
             encoded([Outgoing::Pong(Bytes::new())]),
             (String::new(), false)
         );
+    }
+
+    fn poll_body(body: &mut ReceiveBody) -> Poll<Option<String>> {
+        let mut context = Context::from_waker(Waker::noop());
+        Pin::new(body)
+            .poll_next(&mut context)
+            .map(|item| item.map(|chunk| String::from_utf8(chunk.unwrap().to_vec()).unwrap()))
+    }
+
+    /// The hang once seen with `xhr_polling`: a receive request superseded before its body
+    /// was first polled took the session's `o` with it; pusher-js re-polls after any 200 and
+    /// then never got one.
+    #[tokio::test]
+    async fn the_open_goes_to_the_first_response_that_writes() {
+        let session = XhrSession::for_test();
+        let interval = Duration::from_secs(25);
+        let mut superseded = ReceiveBody::new(session.clone(), Kind::Polling, interval);
+        let mut current = ReceiveBody::new(session.clone(), Kind::Polling, interval);
+        assert_eq!(poll_body(&mut superseded), Poll::Ready(None));
+        assert_eq!(poll_body(&mut current), Poll::Ready(Some("o\n".into())));
+        // Exactly once per session: the next poll waits for frames.
+        let mut next = ReceiveBody::new(session.clone(), Kind::Polling, interval);
+        assert_eq!(poll_body(&mut next), Poll::Pending);
+        drop(current);
+        // A request dropped before it wrote takes nothing either.
+        let fresh = XhrSession::for_test();
+        drop(ReceiveBody::new(fresh.clone(), Kind::Streaming, interval));
+        let mut stream = ReceiveBody::new(fresh, Kind::Streaming, interval);
+        assert_eq!(poll_body(&mut stream), Poll::Ready(Some("o\n".into())));
     }
 
     #[test]

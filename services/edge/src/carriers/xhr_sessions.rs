@@ -7,6 +7,10 @@
 //! after every answer). Client frames come from `xhr_send` POSTs through a small channel, the
 //! connection's `MessageSource`. With no receive request open for `xhr_session_grace`, the
 //! client is taken as gone and the connection ends as if it had closed.
+//!
+//! As with our own carriers (`carriers::session`), a new session is on probation: it takes
+//! a connection slot only once in use (a second receive request, or a receive request still
+//! open when `sb_first_poll_grace` ends), and ends when that grace ends if nobody came back.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,14 +18,16 @@ use std::sync::{Arc, Mutex};
 use std::task::{Wake, Waker};
 use std::time::Duration;
 
-use tenancy::KeyedApp;
+use protocol::codes::CloseReason;
+use protocol::names::AppId;
+use tenancy::{KeyedApp, PlanLimits};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::EdgeState;
 use crate::connection::{Connection, MessageSource};
-use crate::limits::ConnectionSlot;
+use crate::limits::{ConnectionSlot, Limits};
 use crate::outbox::Outbox;
 use crate::websocket::{Inbound, InboundError};
 
@@ -66,15 +72,14 @@ impl XhrSessions {
         self.lock().get(id).cloned()
     }
 
-    /// Opens a session on an admitted connection and starts its protocol task; if another
-    /// request opened the same session meanwhile, that one is returned and this admission is
-    /// given back.
+    /// Opens a session on an admitted connection (on probation: no slot yet) and starts its
+    /// protocol task; if another request opened the same session meanwhile, that one is
+    /// returned.
     pub(crate) fn open(
         &self,
         state: &Arc<EdgeState>,
         id: SessionId,
         keyed: KeyedApp,
-        slot: ConnectionSlot,
     ) -> Arc<XhrSession> {
         let mut sessions = self.lock();
         if let Some(existing) = sessions.get(&id) {
@@ -95,8 +100,17 @@ impl XhrSessions {
             receivers: Mutex::new(Receivers {
                 open: 0,
                 last_closed: Instant::now(),
+                slot: None,
+                in_use: false,
+                refusal: None,
             }),
+            app_id: keyed.app.id.clone(),
+            limits: keyed.app.limits.clone(),
+            slots: state.hub.limits().clone(),
+            started: Instant::now(),
+            first_poll_grace: state.settings.sb_first_poll_grace,
             close_delivered: Notify::new(),
+            close_sent: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
             grace: state.settings.xhr_session_grace,
         });
@@ -109,7 +123,7 @@ impl XhrSessions {
             session: session.clone(),
         };
         actix_web::rt::spawn(
-            run(state.clone(), id, keyed, slot, session.clone(), source).instrument(span),
+            run(state.clone(), id, keyed, session.clone(), source).instrument(span),
         );
         session
     }
@@ -135,11 +149,17 @@ async fn run(
     state: Arc<EdgeState>,
     id: SessionId,
     keyed: KeyedApp,
-    slot: ConnectionSlot,
     session: Arc<XhrSession>,
     source: XhrSource,
 ) {
-    Connection::run(state.clone(), keyed, slot, session.outbox.clone(), source).await;
+    Connection::run(state.clone(), keyed, None, session.outbox.clone(), source).await;
+    // Probation ends too: a late receive request takes no slot for a session that is over.
+    let slot = {
+        let mut receivers = session.lock_receivers();
+        receivers.in_use = true;
+        receivers.slot.take()
+    };
+    drop(slot);
     if !session.abandoned.load(Ordering::Acquire) {
         let grace = tokio::time::sleep(session.grace);
         tokio::select! {
@@ -164,28 +184,90 @@ pub(crate) struct XhrSession {
     receivers: Mutex<Receivers>,
     /// Told when a receive request has written the closing frame.
     close_delivered: Notify,
+    close_sent: AtomicBool,
     /// Set when the connection ended because no receive request came in time.
     abandoned: AtomicBool,
     grace: Duration,
+    app_id: AppId,
+    /// The plan when the session started (its ceiling applies when the slot is taken).
+    limits: PlanLimits,
+    slots: Arc<Limits>,
+    started: Instant,
+    first_poll_grace: Duration,
 }
 
 struct Receivers {
     open: usize,
     last_closed: Instant,
+    /// The app's connection slot, once the session is in use.
+    slot: Option<ConnectionSlot>,
+    /// Probation is over (the slot was taken, or refused).
+    in_use: bool,
+    /// The app was at its ceiling when probation ended: the session ends with this.
+    refusal: Option<CloseReason>,
+}
+
+/// What the session's source does when its deadline passes.
+enum Deadline {
+    Wait,
+    /// Nobody came back: the client is gone.
+    Abandoned,
+    /// Over the quota: the connection ends with the refusal.
+    Refused,
 }
 
 impl XhrSession {
     /// Registers a new receive request: it supersedes the current one, which ends. Returns its
-    /// generation, and whether it must send `o` (the session's first receive request).
-    pub(crate) fn begin_receive(&self) -> (u64, bool) {
+    /// generation.
+    pub(crate) fn begin_receive(&self) -> u64 {
         self.receivers.lock().expect("receivers lock poisoned").open += 1;
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         // Wake the superseded request so it sees it is no longer current.
         self.relay.wake_by_ref();
         // A receive request is the client saying it is alive.
         let _ = self.inbound.try_send(Ok(Inbound::Pong));
-        let first = !self.opened.swap(true, Ordering::AcqRel);
-        (generation, first)
+        generation
+    }
+
+    /// Whether the caller, about to write, must write `o` first: true once per session, for
+    /// the first response that actually writes. (Claimed when a request came in, a request
+    /// superseded or dropped before writing took the `o` with it, and pusher-js's
+    /// `xhr_polling`, which re-polls after any 200, then waited for it forever.)
+    pub(crate) fn claim_open(&self) -> bool {
+        !self.opened.swap(true, Ordering::AcqRel)
+    }
+
+    fn lock_receivers(&self) -> std::sync::MutexGuard<'_, Receivers> {
+        self.receivers.lock().expect("receivers lock poisoned")
+    }
+
+    /// Ends probation (a second receive request): takes a connection slot. `false` when the
+    /// app is at its ceiling; the session then ends with 4004.
+    pub(crate) fn put_in_use(&self) -> bool {
+        let mut receivers = self.lock_receivers();
+        let in_use = self.take_slot(&mut receivers);
+        drop(receivers);
+        if !in_use {
+            // Wakes the source, which then ends the connection.
+            let _ = self.inbound.try_send(Ok(Inbound::Pong));
+        }
+        in_use
+    }
+
+    fn take_slot(&self, receivers: &mut Receivers) -> bool {
+        if !receivers.in_use {
+            receivers.in_use = true;
+            receivers.slot = self.slots.admit_connection(&self.app_id, &self.limits);
+            if receivers.slot.is_none() {
+                receivers.refusal = Some(CloseReason::OverConnectionQuota);
+            }
+        }
+        receivers.refusal.is_none()
+    }
+
+    /// Why the session was refused after it started, if it was.
+    pub(crate) fn refusal(&self) -> Option<CloseReason> {
+        self.lock_receivers().refusal
     }
 
     pub(crate) fn end_receive(&self) {
@@ -210,7 +292,15 @@ impl XhrSession {
     }
 
     pub(crate) fn delivered_close(&self) {
+        self.close_sent.store(true, Ordering::Release);
         self.close_delivered.notify_one();
+    }
+
+    /// Whether a receive request has written the close: nothing more will come, so a later
+    /// request on the session (in the moment before it is forgotten) ends at once instead of
+    /// waiting for frames.
+    pub(crate) fn close_was_sent(&self) -> bool {
+        self.close_sent.load(Ordering::Acquire)
     }
 
     /// Hands client messages to the connection in order; `false` once it has ended.
@@ -223,14 +313,81 @@ impl XhrSession {
         true
     }
 
-    /// When the client counts as gone if no receive request opens before then.
-    fn idle_deadline(&self) -> Instant {
-        let receivers = self.receivers.lock().expect("receivers lock poisoned");
-        if receivers.open > 0 {
-            Instant::now() + self.grace
-        } else {
-            receivers.last_closed + self.grace
+    /// When the source must look again: the end of probation, or when the client counts as
+    /// gone if no receive request opens before then.
+    fn next_deadline(&self) -> Instant {
+        let receivers = self.lock_receivers();
+        let now = Instant::now();
+        if receivers.refusal.is_some() {
+            return now;
         }
+        let idle = match receivers.open {
+            0 => receivers.last_closed + self.idle_grace(&receivers),
+            _ => now + self.grace,
+        };
+        match receivers.in_use {
+            true => idle,
+            false => idle.min(self.started + self.first_poll_grace),
+        }
+    }
+
+    /// A session on probation is given up sooner.
+    fn idle_grace(&self, receivers: &Receivers) -> Duration {
+        match receivers.in_use {
+            true => self.grace,
+            false => self.first_poll_grace,
+        }
+    }
+
+    fn on_deadline(&self) -> Deadline {
+        let mut receivers = self.lock_receivers();
+        let now = Instant::now();
+        if !receivers.in_use && self.started + self.first_poll_grace <= now {
+            if receivers.open == 0 {
+                return Deadline::Abandoned;
+            }
+            // Still receiving (a stream): in use.
+            self.take_slot(&mut receivers);
+        }
+        if receivers.refusal.is_some() {
+            return Deadline::Refused;
+        }
+        if receivers.open == 0 && receivers.last_closed + self.idle_grace(&receivers) <= now {
+            return Deadline::Abandoned;
+        }
+        Deadline::Wait
+    }
+}
+
+#[cfg(test)]
+impl XhrSession {
+    /// A session with no connection task behind it, for the receive body's tests.
+    pub(crate) fn for_test() -> Arc<Self> {
+        let socket_id = protocol::names::SocketId::parse("1.1").unwrap();
+        let (inbound, _) = mpsc::channel(INBOUND_CAPACITY);
+        Arc::new(Self {
+            outbox: Arc::new(Outbox::new(socket_id, 16)),
+            inbound,
+            opened: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            relay: Arc::new(Relay::default()),
+            receivers: Mutex::new(Receivers {
+                open: 0,
+                last_closed: Instant::now(),
+                slot: None,
+                in_use: false,
+                refusal: None,
+            }),
+            close_delivered: Notify::new(),
+            close_sent: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
+            grace: Duration::from_secs(30),
+            app_id: AppId::parse("app").unwrap(),
+            limits: PlanLimits::pusher_defaults(),
+            slots: Arc::default(),
+            started: Instant::now(),
+            first_poll_grace: Duration::from_secs(10),
+        })
     }
 }
 
@@ -276,15 +433,17 @@ struct XhrSource {
 impl MessageSource for XhrSource {
     async fn next(&mut self) -> Option<Result<Inbound, InboundError>> {
         loop {
-            let deadline = self.session.idle_deadline();
+            let deadline = self.session.next_deadline();
             tokio::select! {
                 message = self.receiver.recv() => return message,
-                () = tokio::time::sleep_until(deadline) => {
-                    if self.session.idle_deadline() <= Instant::now() {
+                () = tokio::time::sleep_until(deadline) => match self.session.on_deadline() {
+                    Deadline::Wait => {}
+                    Deadline::Abandoned => {
                         self.session.abandoned.store(true, Ordering::Release);
                         return None;
                     }
-                }
+                    Deadline::Refused => return None,
+                },
             }
         }
     }

@@ -3,7 +3,9 @@
 mod helpers;
 
 mod cache_channels;
+mod carrier_client;
 mod carriers;
+mod carriers_attacks;
 mod http_api;
 mod libraries;
 mod limits;
@@ -16,3 +18,4 @@ mod users;
 mod webhooks;
 mod websocket;
 mod xhr;
+mod xhr_attacks;
