@@ -95,7 +95,7 @@ pub(crate) async fn admit(
         Ok(None) => return Err(CloseReason::UnknownAppKey),
         Err(error) => {
             tracing::warn!(%error, "app catalog unavailable; asking the client to back off");
-            return Err(CloseReason::SlowConsumer);
+            return Err(CloseReason::CatalogUnavailable);
         }
     };
     if !keyed.app.enabled {

@@ -97,6 +97,16 @@ pub enum AdminCommand {
         #[command(flatten)]
         database: DatabaseArgs,
     },
+    /// Move an app to any plan, paid ones included (self-serve accounts may pick free plans
+    /// only); prints {"app_id":…,"plan":…} as one JSON line.
+    SetPlan {
+        #[arg(long = "app", value_name = "APP_ID")]
+        app_id: String,
+        #[arg(long, value_name = "PLAN")]
+        plan: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// Print a fresh secrets key (base64 of 32 random bytes) for SWITCHBOARD_SECRETS_KEY.
     GenerateSecretsKey,
 }

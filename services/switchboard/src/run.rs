@@ -26,6 +26,7 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
     let database = database::open(&args.database).await?;
     if let Some((pool, _)) = &database {
         database::migrate(pool).await?;
+        refuse_static_clashes(pool, &args.all_apps()).await?;
     }
     let control = database
         .as_ref()
@@ -83,6 +84,24 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
     // the stopper's last step, the usage flush, before the process exits.
     let _ = stopping.await;
     Ok(())
+}
+
+/// A static `--app` with a database app's id or key would share that tenant's channels: stop
+/// before serving anything.
+async fn refuse_static_clashes(pool: &sqlx::PgPool, apps: &[AppSpec]) -> anyhow::Result<()> {
+    if apps.is_empty() {
+        return Ok(());
+    }
+    let clashes = control::catalog::static_app_clashes(pool, apps)
+        .await
+        .context("checking the static apps against the database")?;
+    if clashes.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to start: {} (a static --app must not share a database app's id or key)",
+        clashes.join("; ")
+    )
 }
 
 fn edge_settings(args: &ServeArgs) -> EdgeSettings {

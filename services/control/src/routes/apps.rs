@@ -9,14 +9,15 @@ use utoipa::ToSchema;
 use crate::routes::ControlState;
 use crate::routes::auth::Caller;
 use crate::routes::error::{ApiError, ErrorBody};
-use crate::service::{AppRow, CreatedApp};
+use crate::service::{AppRow, CreatedApp, PlanAuthority};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewApp {
     /// 1 to 100 characters.
     #[schema(example = "chat")]
     pub name: String,
-    /// A plan id from `GET /v1/plans`; `sandbox` when left out.
+    /// A free plan's id from `GET /v1/plans` (price 0); `sandbox` when left out. Paid plans
+    /// are set by an operator until billing exists.
     #[schema(example = "sandbox")]
     pub plan: Option<String>,
 }
@@ -96,6 +97,7 @@ impl From<CreatedApp> for CreatedAppView {
         (status = 201, body = CreatedAppView),
         (status = 400, description = "invalid name, unknown plan or malformed JSON", body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 402, description = "a paid plan: set by an operator until billing exists", body = ErrorBody),
         (status = 403, description = "missing or wrong `X-CSRF-Token`", body = ErrorBody),
     )
 )]
@@ -107,7 +109,12 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let created = state
         .control
-        .create_app(caller.account_id, &body.name, body.plan.as_deref())
+        .create_app_as(
+            PlanAuthority::SelfServe,
+            caller.account_id,
+            &body.name,
+            body.plan.as_deref(),
+        )
         .await?;
     Ok(HttpResponse::Created()
         .insert_header(CacheControl(vec![CacheDirective::NoStore]))

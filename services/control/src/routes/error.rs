@@ -65,6 +65,7 @@ pub fn status_of(error: &ControlError) -> StatusCode {
         ControlError::LastKey => StatusCode::CONFLICT,
         ControlError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ControlError::NotInPlan(_) => StatusCode::FORBIDDEN,
+        ControlError::PaymentRequired(_) => StatusCode::PAYMENT_REQUIRED,
         ControlError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -13,6 +13,7 @@ use crate::crypto::SecretsKey;
 use crate::domain::Plan;
 use crate::repository::{self, apps, audit, plans};
 
+pub use app_operations::PlanAuthority;
 pub use repository::apps::AppRow;
 pub use repository::tokens::ApiTokenRow;
 pub use repository::webhooks::{DeliveryRow, WebhookRow};
@@ -44,6 +45,11 @@ pub enum ControlError {
     RateLimited,
     #[error("{0}")]
     NotInPlan(String),
+    /// A paid plan asked for through the self-serve API, which has no billing yet.
+    #[error(
+        "plan {0:?} is a paid plan: until billing exists, paid plans are set by an operator (switchboard admin set-plan); self-serve apps may move between free plans only"
+    )]
+    PaymentRequired(String),
     #[error("internal error")]
     Unexpected(#[from] anyhow::Error),
 }

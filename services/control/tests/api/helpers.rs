@@ -237,6 +237,16 @@ impl TestApp {
         (field("app_id"), field("key"), field("secret"))
     }
 
+    /// Adds a second free plan (price 0), `hobby`, so moves between free plans can be tried.
+    pub async fn add_free_plan(&self) {
+        sqlx::query(
+            "INSERT INTO plans VALUES ('hobby', 'Hobby', 0, 200, 400000, 10240, 10, 20, 100, 100, 100, 120, 1, TRUE, 0, 0, 5)",
+        )
+        .execute(&self.pool)
+        .await
+        .expect("adds the hobby plan");
+    }
+
     pub async fn count(&self, table: &'static str) -> i64 {
         // Table names come from the tests themselves, never from input.
         let sql = format!("SELECT count(*) FROM {table}");

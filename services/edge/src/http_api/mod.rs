@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::{HttpRequest, web};
-use protocol::names::AppId;
+use protocol::names::{AppId, AppKey};
 use protocol::sign::{RequestAuthError, SignedRequest};
 use tenancy::App;
 
@@ -58,20 +58,18 @@ impl Authenticated {
     }
 }
 
-/// Verifies the request's signature for the app in its path: unknown app 404, bad or
-/// foreign key or signature 401, disabled app 403.
+/// Verifies the request's signature for the app in its path: bad or foreign key or signature
+/// 401, unknown app 404 (only for a request signed with a live key), disabled app 403.
+///
+/// Everything that needs no secret is checked before the catalog is asked anything, so a
+/// request that could never be valid (unsigned, expired, malformed, a body that does not
+/// match its `body_md5`) costs no lookup, and an unknown app id answers it exactly as a
+/// known one does.
 pub async fn authenticate(
     state: &EdgeState,
     request: &HttpRequest,
     body: &[u8],
 ) -> Result<Authenticated, ApiError> {
-    let app_id = request.match_info().get("app_id").unwrap_or_default();
-    let app_id = AppId::parse(app_id).map_err(|_| ApiError::UnknownApp)?;
-    let app = state
-        .catalog
-        .find_by_id(&app_id)
-        .await?
-        .ok_or(ApiError::UnknownApp)?;
     let query: Vec<(String, String)> = serde_urlencoded::from_str(request.query_string())
         .map_err(|_| ApiError::BadRequest("the query string is not valid URL encoding".into()))?;
     let signed = SignedRequest {
@@ -84,17 +82,52 @@ pub async fn authenticate(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs());
     let key = signed.preflight(now)?;
-    let key = protocol::names::AppKey::parse(key).map_err(|_| RequestAuthError::KeyMissing)?;
-    let keyed = state.catalog.find_by_key(&key).await?;
-    // A key of another app is as unknown here as a key of no app.
-    let keyed = keyed
-        .filter(|keyed| keyed.app.id == app.id)
+    let key = AppKey::parse(key).map_err(|_| RequestAuthError::KeyMissing)?;
+    check_signature_shape(&signed)?;
+    let app_id = request.match_info().get("app_id").unwrap_or_default();
+    let app_id = AppId::parse(app_id).map_err(|_| ApiError::UnknownApp)?;
+    let keyed = state
+        .catalog
+        .find_by_key(&key)
+        .await?
         .ok_or(RequestAuthError::KeyMissing)?;
     signed.verify(keyed.secret.expose())?;
+    // A key of another app is as unknown here as a key of no app; only a caller holding a
+    // live key and its secret learns whether the app in the path exists.
+    if keyed.app.id != app_id {
+        return match state.catalog.find_by_id(&app_id).await? {
+            Some(_) => Err(RequestAuthError::KeyMissing.into()),
+            None => Err(ApiError::UnknownApp),
+        };
+    }
+    let app = keyed.app;
     if !app.enabled {
         return Err(ApiError::AppDisabled);
     }
     // Every API handler's span has an `app_id` field; fill it here once.
     tracing::Span::current().record("app_id", app.id.as_str());
     Ok(Authenticated { app, query })
+}
+
+/// The parts of a signature that need no secret: present, 64 hex digits (HMAC-SHA256), and a
+/// `body_md5` that matches the body.
+fn check_signature_shape(signed: &SignedRequest<'_>) -> Result<(), RequestAuthError> {
+    let signature = signed
+        .param("auth_signature")
+        .ok_or(RequestAuthError::SignatureMissing)?;
+    if signature.len() != 64 || !signature.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        return Err(RequestAuthError::Signature {
+            string_to_sign: signed.string_to_sign(),
+            given: signature.to_owned(),
+        });
+    }
+    let md5_matches = match signed.param("body_md5") {
+        Some(md5) => md5.eq_ignore_ascii_case(&protocol::sign::body_md5_hex(signed.body)),
+        None => signed.body.is_empty(),
+    };
+    if md5_matches {
+        Ok(())
+    } else {
+        Err(RequestAuthError::BodyMd5)
+    }
 }

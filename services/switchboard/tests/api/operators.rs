@@ -255,3 +255,177 @@ async fn edge_and_control_run_apart_on_one_database() {
         .unwrap();
     assert_eq!(not_on_control.status(), 404);
 }
+
+#[tokio::test]
+async fn admin_set_plan_moves_an_app_to_a_paid_plan_and_audits_it() {
+    let (url, _database) = fresh_database().await;
+    let key = SecretsKey::generate_base64();
+    let (ok, _, err) = switchboard(
+        &[
+            "admin",
+            "create-account",
+            "--email",
+            "paying@example.com",
+            "--password-stdin",
+        ],
+        &url,
+        &key,
+        Some("a long enough password"),
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = switchboard(
+        &[
+            "admin",
+            "create-app",
+            "--email",
+            "paying@example.com",
+            "--name",
+            "Paying",
+        ],
+        &url,
+        &key,
+        None,
+    );
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(out.trim()).unwrap();
+    let app_id = created["app_id"].as_str().unwrap();
+
+    let (ok, out, err) = switchboard(
+        &["admin", "set-plan", "--app", app_id, "--plan", "business"],
+        &url,
+        &key,
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 1, "one JSON line: {out}");
+    let printed: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(printed, json!({ "app_id": app_id, "plan": "business" }));
+
+    let pool = switchboard::database::connect(&url).await.unwrap();
+    let plan: String = sqlx::query_scalar("SELECT plan_id FROM apps WHERE id = $1")
+        .bind(app_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(plan, "business");
+    let (details, owner_matches): (Value, bool) = sqlx::query_as(
+        "SELECT l.details, l.account_id = a.account_id FROM audit_log l JOIN apps a ON a.id = l.subject \
+         WHERE l.action = 'app.plan_changed'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(details, json!({ "plan": "business", "by": "operator" }));
+    assert!(owner_matches, "the owner sees the change in its audit log");
+
+    let (ok, out, err) = switchboard(
+        &["admin", "set-plan", "--app", "999999", "--plan", "pro"],
+        &url,
+        &key,
+        None,
+    );
+    assert!(!ok && out.is_empty() && err.contains("999999"), "{err}");
+    let (ok, _, err) = switchboard(
+        &["admin", "set-plan", "--app", app_id, "--plan", "gold"],
+        &url,
+        &key,
+        None,
+    );
+    assert!(!ok && err.contains("gold"), "{err}");
+}
+
+/// Runs the binary and waits for it to exit by itself; a server that keeps running instead is
+/// killed and reported as `None` (only a failure to refuse reaches the timeout).
+fn switchboard_exit(args: &[&str], database_url: &str, secrets_key: &str) -> Option<String> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("SWITCHBOARD_SECRETS_KEY", secrets_key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let mut stderr = child.stderr.take().unwrap();
+    let (done, exited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        let _ = done.send(text);
+    });
+    match exited.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(text) => {
+            let status = child.wait().unwrap();
+            assert!(!status.success(), "exited successfully: {text}");
+            Some(text)
+        }
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_static_app_with_a_database_apps_id_or_key_is_refused_at_start() {
+    let (url, _database) = fresh_database().await;
+    let key = SecretsKey::generate_base64();
+    let (ok, _, err) = switchboard(
+        &[
+            "admin",
+            "create-account",
+            "--email",
+            "tenant@example.com",
+            "--password-stdin",
+        ],
+        &url,
+        &key,
+        Some("a long enough password"),
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = switchboard(
+        &[
+            "admin",
+            "create-app",
+            "--email",
+            "tenant@example.com",
+            "--name",
+            "Tenant",
+        ],
+        &url,
+        &key,
+        None,
+    );
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(out.trim()).unwrap();
+    let (app_id, app_key) = (
+        created["app_id"].as_str().unwrap(),
+        created["key"].as_str().unwrap(),
+    );
+    let serve = |spec: String| {
+        let args = [
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--app",
+            &spec,
+        ];
+        switchboard_exit(&args, &url, &key)
+    };
+
+    let same_id = serve(format!("{app_id}:statickey:s")).expect("refused, not served");
+    assert!(
+        same_id.contains("refusing to start") && same_id.contains(app_id),
+        "{same_id}"
+    );
+    let same_key = serve(format!("static1:{app_key}:s")).expect("refused, not served");
+    assert!(
+        same_key.contains("refusing to start") && same_key.contains(app_key),
+        "{same_key}"
+    );
+    let future_id = serve("987654:statickey:s".to_owned()).expect("refused, not served");
+    assert!(future_id.contains("987654"), "{future_id}");
+}

@@ -234,6 +234,18 @@ async fn with_postgres_gone_known_apps_keep_working() {
     );
     // An app the edge never saw cannot be checked now: the client is asked to back off (4100),
     // not told that the key does not exist.
+    // Its own reason, not the slow consumer's.
     let mut unknown = platform.app.connect("neverseen").await;
-    assert_eq!(unknown.expect_close().await.0.code, 4100);
+    let (closed, frames) = unknown.expect_close().await;
+    assert_eq!(closed.code, 4100);
+    assert_eq!(frames[0]["event"], "pusher:error");
+    assert_eq!(frames[0]["data"]["code"], 4100);
+    let reason = frames[0]["data"]["message"].as_str().unwrap();
+    assert_eq!(
+        reason,
+        protocol::codes::CloseReason::CatalogUnavailable
+            .disconnect()
+            .reason
+    );
+    assert!(reason.contains("apps cannot be looked up"), "{reason}");
 }
