@@ -23,6 +23,8 @@ pub struct TestPlatform {
     pub app: TestApp,
     pub control: Control,
     pub pool: PgPool,
+    /// The edge's catalog, for counting the queries its misses make.
+    pub catalog: Arc<PgCatalog>,
     _database: TestDatabase,
 }
 
@@ -99,9 +101,9 @@ pub async fn spawn_platform() -> TestPlatform {
     let key = SecretsKey::from_base64(&SecretsKey::generate_base64()).unwrap();
     let control = Control::new(pool.clone(), key.clone());
     let webhooks = PgWebhookSink::start(pool.clone(), key.clone(), test_webhook_settings());
-    let catalog = PgCatalog::new(pool.clone(), key);
-    tokio::spawn(catalog.clone().listen());
-    let catalog: Arc<dyn AppCatalog> = catalog;
+    let pg_catalog = PgCatalog::new(pool.clone(), key);
+    tokio::spawn(pg_catalog.clone().listen());
+    let catalog: Arc<dyn AppCatalog> = pg_catalog.clone();
     let parts = Parts {
         edge: Some((catalog, EdgeSettings::default())),
         control: Some(ControlState::new(control.clone())),
@@ -121,6 +123,7 @@ pub async fn spawn_platform() -> TestPlatform {
         app,
         control,
         pool,
+        catalog: pg_catalog,
         _database: database,
     }
 }

@@ -249,3 +249,75 @@ async fn with_postgres_gone_known_apps_keep_working() {
     );
     assert!(reason.contains("apps cannot be looked up"), "{reason}");
 }
+
+/// Unsigned, expired or malformed requests never reach the catalog, and answer the same for an
+/// app id that exists and one that does not.
+#[tokio::test]
+async fn a_flood_of_random_app_ids_costs_no_catalog_queries_and_reveals_nothing() {
+    let platform = spawn_platform().await;
+    let (_, app) = platform.account_with_app("flood@example.com", None).await;
+    let http = &platform.app.http;
+    let base = format!("http://127.0.0.1:{}", platform.app.port);
+    let base = base.as_str();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let body = r#"{"name":"e","channel":"c","data":"d"}"#;
+    let md5 = protocol::sign::body_md5_hex(body.as_bytes());
+    let sixty_four = "0".repeat(64);
+    // What an attacker without a secret can send: nothing signed, an expired timestamp, a
+    // signature of the wrong shape, a body that is not the one `body_md5` names.
+    let queries = [
+        String::new(),
+        format!("auth_key={}&auth_timestamp={now}&auth_version=1.0", app.key),
+        format!(
+            "auth_key={}&auth_timestamp={}&auth_version=1.0&body_md5={md5}&auth_signature={sixty_four}",
+            app.key,
+            now - 3600
+        ),
+        format!(
+            "auth_key={}&auth_timestamp={now}&auth_version=1.0&body_md5={md5}&auth_signature=xyz",
+            app.key
+        ),
+        format!(
+            "auth_key={}&auth_timestamp={now}&auth_version=1.0&body_md5={}&auth_signature={sixty_four}",
+            app.key,
+            "f".repeat(32)
+        ),
+    ];
+    let answer = |app_id: String, query: String| async move {
+        let response = http
+            .post(format!("{base}/apps/{app_id}/events?{query}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        // An error that quotes the string to sign quotes the path; the id in it is the caller's
+        // own, so it is not compared. The clock may tick between two answers.
+        let text = response
+            .text()
+            .await
+            .unwrap()
+            .replace(&format!("/apps/{app_id}/"), "/apps/ID/")
+            .replace(&(now + 1).to_string(), &now.to_string());
+        (status, text)
+    };
+    let before = platform.catalog.miss_queries();
+    for query in &queries {
+        let known = answer(app.app.id.clone(), query.clone()).await;
+        assert_eq!(known.0, 401, "{known:?}");
+        for round in 0..40 {
+            let random_id = format!("{}", 200_000 + round * 7919 + query.len());
+            let unknown = answer(random_id, query.clone()).await;
+            assert_eq!(unknown, known, "an unknown app answers as a known one");
+        }
+    }
+    assert_eq!(
+        platform.catalog.miss_queries(),
+        before,
+        "no request that could not be valid touched the database"
+    );
+}
