@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use control::catalog::PgCatalog;
-use control::routes::ControlState;
+use control::routes::{ControlSettings, ControlState};
 use control::service::Control;
 use edge::EdgeSettings;
 use tenancy::{AppCatalog, AppSpec, LayeredCatalog, StaticCatalog};
@@ -28,9 +28,12 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
         database::migrate(pool).await?;
         refuse_static_clashes(pool, &args.all_apps()).await?;
     }
-    let control = database
-        .as_ref()
-        .map(|(pool, key)| Control::new(pool.clone(), key.clone()));
+    let control = database.as_ref().map(|(pool, key)| {
+        Control::new(pool.clone(), key.clone()).with_password_hash_limit(
+            args.max_concurrent_password_hashes,
+            control::service::DEFAULT_PASSWORD_HASH_WAIT,
+        )
+    });
     let control_part = match role {
         Role::EdgeOnly => None,
         Role::ControlOnly => Some(control.clone().context("`control` needs DATABASE_URL")?),
@@ -57,7 +60,8 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
     };
     let parts = Parts {
         edge: edge_part,
-        control: control_part.map(ControlState::new),
+        control: control_part
+            .map(|control| ControlState::with_settings(control, control_settings(&args))),
         usage,
         webhooks,
     };
@@ -108,7 +112,17 @@ fn edge_settings(args: &ServeArgs) -> EdgeSettings {
     EdgeSettings {
         activity_timeout: Duration::from_secs(args.activity_timeout),
         outbox_capacity: args.outbox_capacity,
+        trusted_proxies: args.trusted_proxies.clone(),
         ..EdgeSettings::default()
+    }
+}
+
+fn control_settings(args: &ServeArgs) -> ControlSettings {
+    ControlSettings {
+        secure_cookies: args.secure_cookies(),
+        trusted_proxies: args.trusted_proxies.clone(),
+        signup_quota: control::routes::signups_per_hour(args.signups_per_hour),
+        ..ControlSettings::default()
     }
 }
 

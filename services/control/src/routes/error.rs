@@ -39,10 +39,9 @@ impl ApiError {
 
 impl From<ControlError> for ApiError {
     fn from(error: ControlError) -> Self {
-        Self {
-            error,
-            retry_after: None,
-        }
+        // A busy hasher frees a slot within a second or so.
+        let retry_after = matches!(error, ControlError::Busy).then_some(Duration::from_secs(1));
+        Self { error, retry_after }
     }
 }
 
@@ -64,6 +63,7 @@ pub fn status_of(error: &ControlError) -> StatusCode {
         ControlError::UnknownPlan(_) => StatusCode::BAD_REQUEST,
         ControlError::LastKey => StatusCode::CONFLICT,
         ControlError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ControlError::Busy => StatusCode::SERVICE_UNAVAILABLE,
         ControlError::NotInPlan(_) => StatusCode::FORBIDDEN,
         ControlError::PaymentRequired(_) => StatusCode::PAYMENT_REQUIRED,
         ControlError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,

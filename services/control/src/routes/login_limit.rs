@@ -1,7 +1,13 @@
-//! Login rate limiting: one `governor` quota per account email and another per client IP, so
-//! neither guessing one account's password from many addresses nor trying many accounts from
-//! one address gets far.
+//! Login and sign-up rate limiting. Logins: one `governor` quota per account email and another
+//! per client address, so neither guessing one account's password from many addresses nor
+//! trying many accounts from one address gets far. Sign-ups: a quota per client address, so
+//! no one makes accounts (each an argon2 hash and rows) by the thousand.
+//!
+//! An address is `ingress::client_address` (proxies only when trusted); IPv6 clients are
+//! counted per /64, the block one subscriber usually holds, so rotating addresses in it
+//! gains nothing. Every limiter forgets refilled keys past `RETAIN_RECENT_ABOVE`.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -56,6 +62,43 @@ impl LoginLimiter {
     }
 }
 
+/// Sign-ups per client address.
+pub struct SignupLimiter {
+    by_address: DefaultKeyedRateLimiter<IpAddr>,
+    clock: DefaultClock,
+}
+
+impl SignupLimiter {
+    pub fn new(quota: Quota) -> Self {
+        Self {
+            by_address: RateLimiter::keyed(quota),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Counts one sign-up attempt from `address` (valid or not: a refused attempt still cost
+    /// a request); on refusal, how long until the next would be allowed.
+    pub fn check(&self, address: IpAddr) -> Result<(), Duration> {
+        if self.by_address.len() > RETAIN_RECENT_ABOVE {
+            self.by_address.retain_recent();
+        }
+        self.by_address
+            .check_key(&limit_key(address))
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+}
+
+/// The key an address is limited under: itself for IPv4, its /64 for IPv6.
+pub fn limit_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(prefix.into())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::num::NonZeroU32;
@@ -76,6 +119,24 @@ mod tests {
         let wait = limiter.check("ann@example.com", "10.0.0.4").unwrap_err();
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(60));
         assert!(limiter.check("bob@example.com", "10.0.0.4").is_ok());
+    }
+
+    #[test]
+    fn sign_ups_are_limited_per_address_and_ipv6_per_64() {
+        let two = NonZeroU32::new(2).unwrap();
+        let limiter = SignupLimiter::new(Quota::per_hour(two).allow_burst(two));
+        let v4: IpAddr = "203.0.113.1".parse().unwrap();
+        assert!(limiter.check(v4).is_ok() && limiter.check(v4).is_ok());
+        assert!(limiter.check(v4).is_err());
+        assert!(limiter.check("203.0.113.2".parse().unwrap()).is_ok());
+        for host in ["2001:db8:1:2::1", "2001:db8:1:2:ffff::9"] {
+            assert!(limiter.check(host.parse().unwrap()).is_ok());
+        }
+        assert!(
+            limiter.check("2001:db8:1:2::77".parse().unwrap()).is_err(),
+            "the same /64"
+        );
+        assert!(limiter.check("2001:db8:1:3::1".parse().unwrap()).is_ok());
     }
 
     #[test]

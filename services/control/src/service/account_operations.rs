@@ -16,9 +16,7 @@ impl Control {
         let email = Email::parse(email).map_err(|e| ControlError::Validation(e.to_string()))?;
         let password =
             Password::parse(password).map_err(|e| ControlError::Validation(e.to_string()))?;
-        let hash = tokio::task::spawn_blocking(move || password.hash())
-            .await
-            .map_err(|e| ControlError::Unexpected(e.into()))?;
+        let hash = self.hash_password(move || password.hash()).await?;
         let id = Uuid::new_v4();
         let mut tx = self.pool.begin().await?;
         match accounts::insert(&mut tx, id, email.as_str(), &hash).await {
@@ -49,9 +47,9 @@ impl Control {
             |a| a.password_hash.clone(),
         );
         let attempt = password.to_owned();
-        let matches = tokio::task::spawn_blocking(move || password::verify(&attempt, &stored))
-            .await
-            .map_err(|e| ControlError::Unexpected(e.into()))?;
+        let matches = self
+            .hash_password(move || password::verify(&attempt, &stored))
+            .await?;
         match account {
             Some(account) if matches => Ok(account.id),
             _ => Err(ControlError::InvalidCredentials),

@@ -26,6 +26,8 @@ pub struct TestApp {
     pub pool: PgPool,
     /// The key app secrets are sealed with, for running what reads them (the webhook sender).
     pub secrets: SecretsKey,
+    /// The control plane behind the API (for holding its password-hash slots).
+    pub control: Control,
     server: ServerHandle,
     _database: TestDatabase,
 }
@@ -35,6 +37,21 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(settings: ControlSettings) -> TestApp {
+    spawn_app_with_control(settings, |control| control).await
+}
+
+/// The API with at most `hashes` password hashes at once, each waiting `wait` for a slot.
+pub async fn spawn_app_with_hash_limit(hashes: usize, wait: std::time::Duration) -> TestApp {
+    spawn_app_with_control(ControlSettings::default(), |control| {
+        control.with_password_hash_limit(hashes, wait)
+    })
+    .await
+}
+
+async fn spawn_app_with_control(
+    settings: ControlSettings,
+    adjust: impl FnOnce(Control) -> Control,
+) -> TestApp {
     let database = TestDatabase::create().await;
     let pool = PgPoolOptions::new()
         .max_connections(5)
@@ -43,10 +60,8 @@ pub async fn spawn_app_with(settings: ControlSettings) -> TestApp {
         .expect("connects to the test database");
     control::MIGRATOR.run(&pool).await.expect("migrations run");
     let secrets = SecretsKey::from_base64(&SecretsKey::generate_base64()).unwrap();
-    let state = web::Data::new(ControlState::with_settings(
-        Control::new(pool.clone(), secrets.clone()),
-        settings,
-    ));
+    let control = adjust(Control::new(pool.clone(), secrets.clone()));
+    let state = web::Data::new(ControlState::with_settings(control.clone(), settings));
     let listener = TcpListener::bind("127.0.0.1:0").expect("binds port 0");
     let port = listener.local_addr().unwrap().port();
     let server =
@@ -63,6 +78,7 @@ pub async fn spawn_app_with(settings: ControlSettings) -> TestApp {
         http: reqwest::Client::new(),
         pool,
         secrets,
+        control,
         server: handle,
         _database: database,
     }
