@@ -65,7 +65,7 @@ pub async fn websocket(
             );
         }
         Err(reason) => {
-            tracing::info!(key = %key, code = reason.disconnect().code, "connection refused");
+            tracing::info!(key = %ingress::Untrusted(&key), code = reason.disconnect().code, "connection refused");
             crate::metrics::connection_closed(reason.disconnect().code);
             outbox.close_with(closing_frames(reason));
         }

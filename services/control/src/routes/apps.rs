@@ -146,7 +146,7 @@ pub async fn list(
         (status = 404, description = "no such app in this account", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "show_app", skip_all, fields(account_id = %caller.account_id, app_id = %app_id))]
+#[tracing::instrument(name = "show_app", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(app_id.as_str())))]
 pub async fn show(
     state: web::Data<ControlState>,
     caller: Caller,
@@ -170,7 +170,7 @@ pub async fn show(
         (status = 404, description = "no such app in this account", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "update_app", skip_all, fields(account_id = %caller.account_id, app_id = %app_id))]
+#[tracing::instrument(name = "update_app", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(app_id.as_str())))]
 pub async fn update(
     state: web::Data<ControlState>,
     caller: Caller,
@@ -210,7 +210,7 @@ pub async fn update(
         (status = 404, description = "no such app in this account", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "delete_app", skip_all, fields(account_id = %caller.account_id, app_id = %app_id))]
+#[tracing::instrument(name = "delete_app", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(app_id.as_str())))]
 pub async fn delete(
     state: web::Data<ControlState>,
     caller: Caller,

@@ -79,7 +79,8 @@ impl ResponseError for ApiError {
     /// just "internal error".
     fn error_response(&self) -> HttpResponse {
         if let ControlError::Unexpected(detail) = &self.error {
-            tracing::error!(error = %format!("{detail:#}"), "control API call failed");
+            // Debug-escaped: a database error may quote a value a client sent.
+            tracing::error!(error = ?format!("{detail:#}"), "control API call failed");
         }
         let mut response = HttpResponse::build(self.status_code());
         if let Some(wait) = self.retry_after {

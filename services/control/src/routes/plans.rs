@@ -37,7 +37,7 @@ pub async fn list(state: web::Data<ControlState>) -> Result<web::Json<Vec<Plan>>
         (status = 404, description = "no such app in this account", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "show_app_plan", skip_all, fields(account_id = %caller.account_id, app_id = %app_id))]
+#[tracing::instrument(name = "show_app_plan", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(app_id.as_str())))]
 pub async fn show_for_app(
     state: web::Data<ControlState>,
     caller: Caller,
@@ -63,7 +63,7 @@ pub async fn show_for_app(
         (status = 404, description = "no such app in this account", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "change_app_plan", skip_all, fields(account_id = %caller.account_id, app_id = %app_id))]
+#[tracing::instrument(name = "change_app_plan", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(app_id.as_str())))]
 pub async fn change_for_app(
     state: web::Data<ControlState>,
     caller: Caller,

@@ -127,7 +127,7 @@ fn range(
         (status = 404, description = "no such app in this account", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "app_usage", skip_all, fields(account_id = %caller.account_id, app_id = %app_id))]
+#[tracing::instrument(name = "app_usage", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(app_id.as_str())))]
 pub async fn show(
     state: web::Data<ControlState>,
     caller: Caller,

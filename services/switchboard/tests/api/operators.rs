@@ -429,3 +429,76 @@ async fn a_static_app_with_a_database_apps_id_or_key_is_refused_at_start() {
     let future_id = serve("987654:statickey:s".to_owned()).expect("refused, not served");
     assert!(future_id.contains("987654"), "{future_id}");
 }
+
+#[tokio::test]
+async fn a_key_with_a_newline_is_logged_on_one_line() {
+    use std::io::BufRead;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--app",
+            "a1:k1:s1",
+        ])
+        .env_remove("DATABASE_URL")
+        .env_remove("SWITCHBOARD_LOG_FORMAT")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let port: u16 = first
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("the port");
+    let (lines, logged) = std::sync::mpsc::channel();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+
+    let forged = "bad%0A2026-12-01T00:00:00.000000Z%20ERROR%20forged:%20admin%20password%20reset";
+    let url = format!("ws://127.0.0.1:{port}/app/{forged}?protocol=7");
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    // Read to the close (4001): the refusal has been logged by then.
+    while let Some(Ok(message)) = futures_util::StreamExt::next(&mut socket).await {
+        if message.is_close() {
+            break;
+        }
+    }
+    let refusal = loop {
+        let line = logged
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the refusal is logged");
+        if line.contains("connection refused") {
+            break line;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let rest: Vec<String> = logged.try_iter().collect();
+    assert!(
+        refusal.contains("4001") && refusal.contains("bad\\n2026"),
+        "the whole event, newline escaped, on one line: {refusal}"
+    );
+    assert!(
+        rest.iter().all(|line| !line.contains("forged")),
+        "no forged line: {rest:?}"
+    );
+}
