@@ -16,10 +16,11 @@ use crate::service::NewSession;
 /// An email and password. No `Debug`, so the password cannot end up in a log line.
 #[derive(Deserialize, ToSchema)]
 pub struct Credentials {
-    #[schema(example = "ann@example.com")]
+    /// At most 254 characters; surrounding whitespace is ignored.
+    #[schema(example = "ann@example.com", format = Email, max_length = 254, pattern = r"^[^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.]$")]
     pub email: String,
-    /// At least 10 characters, and not one of the most common passwords.
-    #[schema(format = Password)]
+    /// 10 to 256 characters, and not one of the most common passwords (refused with 400).
+    #[schema(format = Password, min_length = 10, max_length = 256)]
     pub password: String,
 }
 

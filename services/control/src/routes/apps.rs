@@ -13,8 +13,14 @@ use crate::service::{AppRow, CreatedApp, PlanAuthority};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewApp {
-    /// 1 to 100 characters.
-    #[schema(example = "chat")]
+    /// 1 to 100 characters, not all whitespace, no control characters; surrounding
+    /// whitespace is dropped.
+    #[schema(
+        example = "chat",
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
     /// A free plan's id from `GET /v1/plans` (price 0); `sandbox` when left out. Paid plans
     /// are set by an operator until billing exists.
@@ -25,6 +31,12 @@ pub struct NewApp {
 /// Fields left out (or null) stay as they are.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AppChanges {
+    /// As when creating the app.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
     /// A disabled app's connections are closed and new ones refused.
     pub enabled: Option<bool>,

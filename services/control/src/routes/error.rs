@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::StatusCode;
-use actix_web::http::header::RETRY_AFTER;
+use actix_web::http::header::{ALLOW, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -137,10 +137,16 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ControlError::NotFound.into())
 }
 
-/// A known path with a method it does not serve. Not a service outcome, so it is not a
-/// `ControlError`; it still answers with the same JSON body.
-pub async fn method_not_allowed(request: HttpRequest) -> HttpResponse {
-    HttpResponse::MethodNotAllowed().json(ErrorBody {
-        error: format!("method {} not allowed here", request.method()),
-    })
+/// A known path with a method it does not serve, with the methods it does in `Allow` (as HTTP
+/// requires for a 405). Not a service outcome, so it is not a `ControlError`; it still
+/// answers with the same JSON body.
+pub async fn method_not_allowed(request: HttpRequest, allow: &'static str) -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((ALLOW, allow))
+        .json(ErrorBody {
+            error: format!(
+                "method {} not allowed here; allowed: {allow}",
+                request.method()
+            ),
+        })
 }

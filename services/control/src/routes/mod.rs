@@ -103,61 +103,64 @@ pub fn configure(state: web::Data<ControlState>) -> impl FnOnce(&mut web::Servic
                 .app_data(error::json_config(JSON_BODY_LIMIT))
                 .app_data(error::path_config())
                 .app_data(error::query_config())
-                .service(resource("/openapi.json").route(web::get().to(openapi::document)))
-                .service(resource("/signup").route(web::post().to(accounts::sign_up)))
-                .service(resource("/login").route(web::post().to(accounts::log_in)))
-                .service(resource("/logout").route(web::post().to(accounts::log_out)))
-                .service(resource("/me").route(web::get().to(accounts::me)))
-                .service(resource("/plans").route(web::get().to(plans::list)))
-                .service(resource("/audit").route(web::get().to(audit::list)))
+                .service(resource("/openapi.json", "GET").route(web::get().to(openapi::document)))
+                .service(resource("/signup", "POST").route(web::post().to(accounts::sign_up)))
+                .service(resource("/login", "POST").route(web::post().to(accounts::log_in)))
+                .service(resource("/logout", "POST").route(web::post().to(accounts::log_out)))
+                .service(resource("/me", "GET").route(web::get().to(accounts::me)))
+                .service(resource("/plans", "GET").route(web::get().to(plans::list)))
+                .service(resource("/audit", "GET").route(web::get().to(audit::list)))
                 .service(
-                    resource("/tokens")
+                    resource("/tokens", "GET, POST")
                         .route(web::get().to(tokens::list))
                         .route(web::post().to(tokens::create)),
                 )
-                .service(resource("/tokens/{token_id}").route(web::delete().to(tokens::revoke)))
                 .service(
-                    resource("/apps")
+                    resource("/tokens/{token_id}", "DELETE")
+                        .route(web::delete().to(tokens::revoke)),
+                )
+                .service(
+                    resource("/apps", "GET, POST")
                         .route(web::get().to(apps::list))
                         .route(web::post().to(apps::create)),
                 )
                 .service(
-                    resource("/apps/{app_id}")
+                    resource("/apps/{app_id}", "GET, PATCH, DELETE")
                         .route(web::get().to(apps::show))
                         .route(web::patch().to(apps::update))
                         .route(web::delete().to(apps::delete)),
                 )
                 .service(
-                    resource("/apps/{app_id}/plan")
+                    resource("/apps/{app_id}/plan", "GET, PUT")
                         .route(web::get().to(plans::show_for_app))
                         .route(web::put().to(plans::change_for_app)),
                 )
                 .service(
-                    resource("/apps/{app_id}/keys")
+                    resource("/apps/{app_id}/keys", "GET, POST")
                         .route(web::get().to(keys::list))
                         .route(web::post().to(keys::create)),
                 )
                 .service(
-                    resource("/apps/{app_id}/keys/{key}/revoke")
+                    resource("/apps/{app_id}/keys/{key}/revoke", "POST")
                         .route(web::post().to(keys::revoke)),
                 )
                 .service(
-                    resource("/apps/{app_id}/keys/{key}/secret")
+                    resource("/apps/{app_id}/keys/{key}/secret", "GET")
                         .route(web::get().to(keys::reveal_secret)),
                 )
-                .service(resource("/apps/{app_id}/usage").route(web::get().to(usage::show)))
+                .service(resource("/apps/{app_id}/usage", "GET").route(web::get().to(usage::show)))
                 .service(
-                    resource("/apps/{app_id}/webhooks")
+                    resource("/apps/{app_id}/webhooks", "GET, POST")
                         .route(web::get().to(webhooks::list))
                         .route(web::post().to(webhooks::create)),
                 )
                 // Before `/webhooks/{id}`, which would otherwise claim this path.
                 .service(
-                    resource("/apps/{app_id}/webhooks/deliveries")
+                    resource("/apps/{app_id}/webhooks/deliveries", "GET")
                         .route(web::get().to(webhooks::deliveries)),
                 )
                 .service(
-                    resource("/apps/{app_id}/webhooks/{id}")
+                    resource("/apps/{app_id}/webhooks/{id}", "DELETE")
                         .route(web::delete().to(webhooks::delete)),
                 )
                 .default_service(web::to(error::not_found)),
@@ -165,7 +168,10 @@ pub fn configure(state: web::Data<ControlState>) -> impl FnOnce(&mut web::Servic
     }
 }
 
-/// A resource whose other methods get a JSON 405, like every other error here.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(error::method_not_allowed))
+/// A resource whose other methods get a JSON 405 with `Allow: allow` (the methods routed on it;
+/// a test checks them against the OpenAPI document).
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move |request: actix_web::HttpRequest| {
+        error::method_not_allowed(request, allow)
+    }))
 }
