@@ -9,7 +9,8 @@ mod users;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use actix_web::{HttpRequest, web};
+use actix_web::http::header::ALLOW;
+use actix_web::{HttpRequest, HttpResponse, web};
 use protocol::names::{AppId, AppKey};
 use protocol::sign::{RequestAuthError, SignedRequest};
 use tenancy::App;
@@ -19,28 +20,43 @@ pub use error::ApiError;
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config
-        .route("/apps/{app_id}/events", web::post().to(events::trigger))
-        .route(
-            "/apps/{app_id}/batch_events",
-            web::post().to(events::trigger_batch),
+        .service(resource("/apps/{app_id}/events", "POST").route(web::post().to(events::trigger)))
+        .service(
+            resource("/apps/{app_id}/batch_events", "POST")
+                .route(web::post().to(events::trigger_batch)),
         )
-        .route("/apps/{app_id}/channels", web::get().to(channels::list))
-        .route(
-            "/apps/{app_id}/channels/{channel}",
-            web::get().to(channels::show),
+        .service(resource("/apps/{app_id}/channels", "GET").route(web::get().to(channels::list)))
+        .service(
+            resource("/apps/{app_id}/channels/{channel}", "GET")
+                .route(web::get().to(channels::show)),
         )
-        .route(
-            "/apps/{app_id}/channels/{channel}/users",
-            web::get().to(channels::users),
+        .service(
+            resource("/apps/{app_id}/channels/{channel}/users", "GET")
+                .route(web::get().to(channels::users)),
         )
-        .route(
-            "/apps/{app_id}/channels/{channel}/history",
-            web::get().to(history::history),
+        .service(
+            resource("/apps/{app_id}/channels/{channel}/history", "GET")
+                .route(web::get().to(history::history)),
         )
-        .route(
-            "/apps/{app_id}/users/{user_id}/terminate_connections",
-            web::post().to(users::terminate_connections),
+        .service(
+            resource(
+                "/apps/{app_id}/users/{user_id}/terminate_connections",
+                "POST",
+            )
+            .route(web::post().to(users::terminate_connections)),
         );
+}
+
+/// A resource whose other methods get a JSON 405 with `Allow: allow`, the methods routed on
+/// it (HTTP requires the header on a 405).
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move |request: HttpRequest| async move {
+        HttpResponse::MethodNotAllowed()
+            .insert_header((ALLOW, allow))
+            .json(serde_json::json!({
+                "error": format!("method {} not allowed here; allowed: {allow}", request.method())
+            }))
+    }))
 }
 
 /// A request whose signature checked out, for the app named in its path.
