@@ -604,7 +604,7 @@ async fn create(
 }
 
 fn refused(key: &str, reason: CloseReason) -> Opened {
-    tracing::info!(key = %ingress::Untrusted(&key), code = reason.disconnect().code, "carrier session refused");
+    tracing::info!(key = %ingress::Untrusted(key), code = reason.disconnect().code, "carrier session refused");
     crate::metrics::connection_closed(reason.disconnect().code);
     let frames = closing_frames(reason)
         .into_iter()

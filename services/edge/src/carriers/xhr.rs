@@ -97,7 +97,7 @@ async fn receive(request: HttpRequest, state: Arc<EdgeState>, kind: Kind) -> Htt
 /// pusher-js reads it.
 fn refused(request: &HttpRequest, key: &str, reason: CloseReason) -> HttpResponse {
     let code = reason.disconnect().code;
-    tracing::info!(key = %ingress::Untrusted(&key), code, "xhr connection refused");
+    tracing::info!(key = %ingress::Untrusted(key), code, "xhr connection refused");
     crate::metrics::connection_closed(code);
     let mut body = BytesMut::from(&b"o\n"[..]);
     encode(&mut VecDeque::from(closing_frames(reason)), &mut body);
