@@ -42,13 +42,14 @@ impl Control {
     pub async fn check_password(&self, email: &str, password: &str) -> Result<Uuid, ControlError> {
         let account =
             accounts::find_by_email(&mut *self.pool.acquire().await?, email.trim()).await?;
-        let stored = account.as_ref().map_or_else(
-            || password::decoy_hash().to_owned(),
-            |a| a.password_hash.clone(),
-        );
+        let stored = account.as_ref().map(|a| a.password_hash.clone());
         let attempt = password.to_owned();
+        // The decoy is hashed once, on first use: inside the slot, off the async threads.
         let matches = self
-            .hash_password(move || password::verify(&attempt, &stored))
+            .hash_password(move || {
+                let stored = stored.as_deref().unwrap_or_else(|| password::decoy_hash());
+                password::verify(&attempt, stored)
+            })
             .await?;
         match account {
             Some(account) if matches => Ok(account.id),
