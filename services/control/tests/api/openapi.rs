@@ -326,3 +326,31 @@ async fn a_405_names_the_documented_methods_in_allow() {
         assert!(body["error"].as_str().unwrap().contains("not allowed"));
     }
 }
+
+/// The usage range's bounds are declared `date-time` (RFC 3339), which is what the server
+/// parses: one is taken, anything else is a 400.
+#[tokio::test]
+async fn usage_bounds_are_declared_date_time_as_the_server_parses_them() {
+    let app = spawn_app().await;
+    let session = app.signed_up("ann@example.com").await;
+    let (app_id, _, _) = app.app(&session, "chat").await;
+    let document = app.get(&Caller::Anonymous, "/v1/openapi.json").await.body;
+    let parameters = document["paths"]["/v1/apps/{app_id}/usage"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .clone();
+    for name in ["from", "to"] {
+        let parameter = parameters.iter().find(|p| p["name"] == name).unwrap();
+        assert_eq!(parameter["schema"]["format"], "date-time", "{name}");
+    }
+    let path = format!("/v1/apps/{app_id}/usage");
+    app.get(
+        &session,
+        &format!("{path}?from=2026-11-26T00:00:00Z&to=2026-11-26T01:00:00%2B00:00"),
+    )
+    .await
+    .ok(StatusCode::OK);
+    app.get(&session, &format!("{path}?from=yesterday"))
+        .await
+        .error(StatusCode::BAD_REQUEST);
+}

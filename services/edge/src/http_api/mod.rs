@@ -100,8 +100,11 @@ pub async fn authenticate(
     let key = signed.preflight(now)?;
     let key = AppKey::parse(key).map_err(|_| RequestAuthError::KeyMissing)?;
     check_signature_shape(&signed)?;
-    let app_id = request.match_info().get("app_id").unwrap_or_default();
-    let app_id = AppId::parse(app_id).map_err(|_| ApiError::UnknownApp)?;
+    // A path without `{app_id}` (some server libraries' `/users/{id}/…`) means the key's app.
+    let app_id = match request.match_info().get("app_id") {
+        Some(app_id) => Some(AppId::parse(app_id).map_err(|_| ApiError::UnknownApp)?),
+        None => None,
+    };
     let keyed = state
         .catalog
         .find_by_key(&key)
@@ -110,7 +113,7 @@ pub async fn authenticate(
     signed.verify(keyed.secret.expose())?;
     // A key of another app is as unknown here as a key of no app; only a caller holding a
     // live key and its secret learns whether the app in the path exists.
-    if keyed.app.id != app_id {
+    if let Some(app_id) = app_id.filter(|app_id| *app_id != keyed.app.id) {
         return match state.catalog.find_by_id(&app_id).await? {
             Some(_) => Err(RequestAuthError::KeyMissing.into()),
             None => Err(ApiError::UnknownApp),
