@@ -502,3 +502,61 @@ async fn a_key_with_a_newline_is_logged_on_one_line() {
         "no forged line: {rest:?}"
     );
 }
+
+/// `serve` wires the operator's settings into the control plane: an https public URL makes
+/// the session cookies `Secure`, and sign-ups are counted per client address as a trusted
+/// proxy names it.
+#[tokio::test]
+async fn serve_flags_make_cookies_secure_and_trust_only_the_named_proxies() {
+    use std::io::BufRead;
+
+    let (url, _database) = fresh_database().await;
+    let key = SecretsKey::generate_base64();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+        .args(["--public-url", "https://rt.example.com"])
+        .args([
+            "--trusted-proxies",
+            "127.0.0.1/32",
+            "--signups-per-hour",
+            "1",
+        ])
+        .env("DATABASE_URL", &url)
+        .env("SWITCHBOARD_SECRETS_KEY", &key)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let port: u16 = first
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("the port");
+    let http = reqwest::Client::new();
+    let sign_up = |email: &'static str, forwarded_for: &'static str| {
+        http.post(format!("http://127.0.0.1:{port}/v1/signup"))
+            .header("x-forwarded-for", forwarded_for)
+            .json(&json!({ "email": email, "password": "correct horse battery" }))
+            .send()
+    };
+    let first = sign_up("one@example.com", "198.51.100.1").await.unwrap();
+    let second = sign_up("two@example.com", "198.51.100.2").await.unwrap();
+    let third = sign_up("three@example.com", "198.51.100.1").await.unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+
+    assert_eq!(first.status(), 201);
+    for cookie in first.headers().get_all("set-cookie") {
+        let cookie = cookie.to_str().unwrap();
+        assert!(cookie.contains("Secure"), "{cookie}");
+    }
+    assert_eq!(second.status(), 201, "another client behind the proxy");
+    assert_eq!(third.status(), 429, "the same client again");
+}
