@@ -40,6 +40,8 @@ const NEGATIVE_CAPACITY: usize = 50_000;
 const MAX_CONCURRENT_MISSES: usize = 3;
 /// How long a miss waits for one of those connections before answering "unavailable".
 const MISS_WAIT: Duration = Duration::from_secs(3);
+/// Counts `miss_queries` for Prometheus too (the edge's `/metrics` renders it).
+const MISS_QUERIES_METRIC: &str = "switchboard_catalog_miss_queries_total";
 /// Pause between attempts to re-establish the listener while Postgres is down.
 const RELISTEN_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -86,6 +88,10 @@ struct Loaded {
 impl PgCatalog {
     pub fn new(pool: PgPool, secrets: SecretsKey) -> Arc<Self> {
         let (changes, _) = broadcast::channel(1024);
+        metrics::describe_counter!(
+            MISS_QUERIES_METRIC,
+            "App catalog lookups that missed the cache and went to Postgres"
+        );
         Arc::new(Self {
             pool,
             secrets,
@@ -296,6 +302,7 @@ impl PgCatalog {
             .map_err(|_| unavailable("too many app lookups waiting for the database"))?
             .map_err(unavailable)?;
         self.miss_queries.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(MISS_QUERIES_METRIC).increment(1);
         Ok(permit)
     }
 }

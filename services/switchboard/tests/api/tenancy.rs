@@ -320,4 +320,21 @@ async fn a_flood_of_random_app_ids_costs_no_catalog_queries_and_reveals_nothing(
         before,
         "no request that could not be valid touched the database"
     );
+
+    // One unknown key, tried many times, is one query; `/metrics` shows the misses.
+    for _ in 0..20 {
+        let mut refused = platform.app.connect("0123456789abcdef0123").await;
+        assert_eq!(refused.expect_close().await.0.code, 4001);
+    }
+    assert_eq!(platform.catalog.miss_queries(), before + 1);
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchboard_catalog_miss_queries_total"),
+        "{metrics}"
+    );
 }
