@@ -10,6 +10,7 @@ mod metering;
 mod operators;
 mod platform;
 mod resume;
+mod serve_binary;
 mod tenancy;
 mod webhooks;
 mod websocket;
