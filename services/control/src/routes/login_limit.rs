@@ -5,10 +5,15 @@
 //!
 //! An address is `ingress::client_address` (proxies only when trusted); IPv6 clients are
 //! counted per /64, the block one subscriber usually holds, so rotating addresses in it
-//! gains nothing. Every limiter forgets refilled keys past `RETAIN_RECENT_ABOVE`.
+//! gains nothing. Every limiter forgets refilled keys past `RETAIN_RECENT_ABOVE` and tracks at
+//! most `MAX_TRACKED_KEYS`.
 
 use std::net::IpAddr;
 use std::time::Duration;
+
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::time::Instant;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -16,21 +21,59 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 /// Keys longer than this are cut: a limiter key is memory held for a while, and no email is
 /// longer than 254 characters.
 const MAX_KEY_CHARS: usize = 320;
-/// Past this many tracked keys, entries whose quota has fully refilled are dropped.
+/// Past this many tracked keys, entries whose quota has fully refilled are dropped (at most
+/// once per `SWEEP_INTERVAL`: a sweep walks every key).
 const RETAIN_RECENT_ABOVE: usize = 10_000;
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Most keys one limiter tracks. Past it (every key still recent: a distributed flood) new
+/// attempts are refused for `FULL_WAIT` rather than growing memory without bound.
+pub const MAX_TRACKED_KEYS: usize = 100_000;
+const FULL_WAIT: Duration = Duration::from_secs(10);
+
+/// A keyed `governor` limiter whose memory is bounded (see the constants above).
+struct BoundedLimiter<K: Hash + Eq + Clone> {
+    limiter: DefaultKeyedRateLimiter<K>,
+    last_sweep: Mutex<Instant>,
+    clock: DefaultClock,
+}
+
+impl<K: Hash + Eq + Clone> BoundedLimiter<K> {
+    fn new(quota: Quota) -> Self {
+        Self {
+            limiter: RateLimiter::keyed(quota),
+            last_sweep: Mutex::new(Instant::now()),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Counts one attempt for `key`; on refusal, how long to wait.
+    fn check(&self, key: &K) -> Result<(), Duration> {
+        if self.limiter.len() > RETAIN_RECENT_ABOVE {
+            let mut last_sweep = self.last_sweep.lock().expect("limiter lock poisoned");
+            if last_sweep.elapsed() >= SWEEP_INTERVAL {
+                self.limiter.retain_recent();
+                *last_sweep = Instant::now();
+            }
+        }
+        if self.limiter.len() >= MAX_TRACKED_KEYS {
+            return Err(FULL_WAIT);
+        }
+        self.limiter
+            .check_key(key)
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+}
 
 pub struct LoginLimiter {
-    by_email: DefaultKeyedRateLimiter<String>,
-    by_ip: DefaultKeyedRateLimiter<String>,
-    clock: DefaultClock,
+    by_email: BoundedLimiter<String>,
+    by_ip: BoundedLimiter<String>,
 }
 
 impl LoginLimiter {
     pub fn new(quota: Quota) -> Self {
         Self {
-            by_email: RateLimiter::keyed(quota),
-            by_ip: RateLimiter::keyed(quota),
-            clock: DefaultClock::default(),
+            by_email: BoundedLimiter::new(quota),
+            by_ip: BoundedLimiter::new(quota),
         }
     }
 
@@ -38,7 +81,6 @@ impl LoginLimiter {
     /// attempt would be allowed. Every attempt counts, right or wrong, so a limited client
     /// learns nothing about the password by trying it.
     pub fn check(&self, email: &str, ip: &str) -> Result<(), Duration> {
-        self.forget_idle_keys();
         let email_key: String = email
             .trim()
             .to_lowercase()
@@ -48,43 +90,27 @@ impl LoginLimiter {
         let ip_key: String = ip.chars().take(MAX_KEY_CHARS).collect();
         // The IP first: a client over its IP quota does not also use up the account's.
         self.by_ip
-            .check_key(&ip_key)
-            .and_then(|()| self.by_email.check_key(&email_key))
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
-    }
-
-    fn forget_idle_keys(&self) {
-        for limiter in [&self.by_email, &self.by_ip] {
-            if limiter.len() > RETAIN_RECENT_ABOVE {
-                limiter.retain_recent();
-            }
-        }
+            .check(&ip_key)
+            .and_then(|()| self.by_email.check(&email_key))
     }
 }
 
 /// Sign-ups per client address.
 pub struct SignupLimiter {
-    by_address: DefaultKeyedRateLimiter<IpAddr>,
-    clock: DefaultClock,
+    by_address: BoundedLimiter<IpAddr>,
 }
 
 impl SignupLimiter {
     pub fn new(quota: Quota) -> Self {
         Self {
-            by_address: RateLimiter::keyed(quota),
-            clock: DefaultClock::default(),
+            by_address: BoundedLimiter::new(quota),
         }
     }
 
     /// Counts one sign-up attempt from `address` (valid or not: a refused attempt still cost
     /// a request); on refusal, how long until the next would be allowed.
     pub fn check(&self, address: IpAddr) -> Result<(), Duration> {
-        if self.by_address.len() > RETAIN_RECENT_ABOVE {
-            self.by_address.retain_recent();
-        }
-        self.by_address
-            .check_key(&limit_key(address))
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+        self.by_address.check(&limit_key(address))
     }
 }
 
@@ -119,6 +145,17 @@ mod tests {
         let wait = limiter.check("ann@example.com", "10.0.0.4").unwrap_err();
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(60));
         assert!(limiter.check("bob@example.com", "10.0.0.4").is_ok());
+    }
+
+    #[test]
+    fn a_limiter_full_of_recent_keys_refuses_instead_of_growing() {
+        let one = NonZeroU32::new(1).unwrap();
+        let limiter = BoundedLimiter::new(Quota::per_hour(one));
+        for n in 0..MAX_TRACKED_KEYS as u32 {
+            assert!(limiter.check(&n).is_ok());
+        }
+        assert_eq!(limiter.check(&u32::MAX), Err(FULL_WAIT));
+        assert!(limiter.limiter.len() <= MAX_TRACKED_KEYS);
     }
 
     #[test]
