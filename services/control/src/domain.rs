@@ -15,6 +15,9 @@ pub enum DomainError {
     WebhookEventType(String),
 }
 
+/// Longest email address, in characters (RFC 5321's path limit).
+pub const MAX_EMAIL_CHARS: usize = 254;
+
 /// An email address, trimmed; compared case-insensitively by the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
@@ -30,7 +33,7 @@ impl Email {
             && !domain.starts_with('.')
             && !domain.ends_with('.')
             && !domain.contains('@')
-            && text.len() <= 254
+            && text.chars().count() <= MAX_EMAIL_CHARS
             && !text.chars().any(char::is_whitespace);
         if valid {
             Ok(Self(text.to_owned()))

@@ -66,7 +66,7 @@ pub async fn websocket(
             );
         }
         Err(reason) => {
-            tracing::info!(key = %key, code = reason.disconnect().code, "connection refused");
+            tracing::info!(key = %ingress::Untrusted(&key), code = reason.disconnect().code, "connection refused");
             crate::metrics::connection_closed(reason.disconnect().code);
             outbox.close_with(closing_frames(reason));
         }
@@ -96,7 +96,7 @@ pub(crate) async fn admit(
         Ok(None) => return Err(CloseReason::UnknownAppKey),
         Err(error) => {
             tracing::warn!(%error, "app catalog unavailable; asking the client to back off");
-            return Err(CloseReason::SlowConsumer);
+            return Err(CloseReason::CatalogUnavailable);
         }
     };
     if !keyed.app.enabled {

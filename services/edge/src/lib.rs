@@ -64,6 +64,9 @@ pub struct EdgeSettings {
     /// How often an idle SSE, HTTP-streaming or forever-frame response writes a heartbeat
     /// (which is also when a client that went away is noticed).
     pub sb_heartbeat_interval: Duration,
+    /// Proxies whose `X-Forwarded-For` names the client for per-address limits
+    /// (`ingress::client_address`); none by default.
+    pub trusted_proxies: ingress::TrustedProxies,
 }
 
 impl Default for EdgeSettings {
@@ -82,6 +85,7 @@ impl Default for EdgeSettings {
             carrier_sessions_per_address_per_minute: 300,
             carrier_sessions_per_app_per_minute: 6_000,
             sb_heartbeat_interval: Duration::from_secs(15),
+            trusted_proxies: ingress::TrustedProxies::none(),
         }
     }
 }

@@ -24,6 +24,9 @@ pub enum CloseReason {
     Unauthorized,
     /// The connection did not drain its outbound queue fast enough.
     SlowConsumer,
+    /// The app catalog (the control plane's database) cannot answer and the key is not
+    /// cached: a transient failure of ours, so the client backs off and retries.
+    CatalogUnavailable,
     /// The node is shutting down or draining; reconnect at once elsewhere.
     ServerShuttingDown,
     /// The client did not answer a `pusher:ping` in time.
@@ -48,6 +51,10 @@ impl CloseReason {
             Self::UnsupportedProtocol => (4007, "Unsupported protocol version"),
             Self::Unauthorized => (4009, "Connection is unauthorized"),
             Self::SlowConsumer => (4100, "Over capacity: the client did not read fast enough"),
+            Self::CatalogUnavailable => (
+                4100,
+                "Over capacity: apps cannot be looked up right now; retry later",
+            ),
             Self::ServerShuttingDown => (4200, "Server is restarting; reconnect"),
             Self::PongTimeout => (4201, "Pong reply not received"),
         };
@@ -75,9 +82,11 @@ impl ErrorCode {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
-    const ALL: [CloseReason; 10] = [
+    const ALL: [CloseReason; 11] = [
         CloseReason::UnknownAppKey,
         CloseReason::AppDisabled,
         CloseReason::OverConnectionQuota,
@@ -86,6 +95,7 @@ mod tests {
         CloseReason::UnsupportedProtocol,
         CloseReason::Unauthorized,
         CloseReason::SlowConsumer,
+        CloseReason::CatalogUnavailable,
         CloseReason::ServerShuttingDown,
         CloseReason::PongTimeout,
     ];
@@ -106,9 +116,17 @@ mod tests {
         let codes: Vec<u16> = ALL.iter().map(|r| r.disconnect().code).collect();
         assert_eq!(
             codes,
-            [4001, 4003, 4004, 4005, 4006, 4007, 4009, 4100, 4200, 4201]
+            [
+                4001, 4003, 4004, 4005, 4006, 4007, 4009, 4100, 4100, 4200, 4201
+            ]
         );
         assert_eq!(ErrorCode::ClientEventRateLimited.code(), 4301);
         assert_eq!(ErrorCode::WatchlistLimitExceeded.code(), 4302);
+    }
+
+    #[test]
+    fn every_reason_has_its_own_text() {
+        let texts: HashSet<&str> = ALL.iter().map(|r| r.disconnect().reason).collect();
+        assert_eq!(texts.len(), ALL.len());
     }
 }

@@ -4,7 +4,7 @@ use std::io::BufRead;
 
 use anyhow::Context;
 use control::crypto::SecretsKey;
-use control::service::Control;
+use control::service::{Control, ControlError};
 
 use crate::cli::{AdminCommand, DatabaseArgs};
 use crate::database;
@@ -50,6 +50,25 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
             println!(
                 "{}",
                 serde_json::json!({ "app_id": created.app.id, "key": created.key, "secret": created.secret })
+            );
+        }
+        AdminCommand::SetPlan {
+            app_id,
+            plan,
+            database,
+        } => {
+            let control = open(&database).await?;
+            let app = control
+                .set_plan_as_operator(&app_id, &plan)
+                .await
+                .map_err(|error| match error {
+                    ControlError::NotFound => anyhow::anyhow!("no app with id {app_id:?}"),
+                    other => anyhow::anyhow!("{other}"),
+                })?;
+            tracing::info!(app_id = ?app.id, plan = ?app.plan_id, "plan set by operator");
+            println!(
+                "{}",
+                serde_json::json!({ "app_id": app.id, "plan": app.plan_id })
             );
         }
         AdminCommand::GenerateSecretsKey => println!("{}", SecretsKey::generate_base64()),

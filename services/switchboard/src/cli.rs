@@ -1,6 +1,7 @@
 //! The operator's command line. Scripts depend on these names: keep them stable.
 
 use clap::{Args, Parser, Subcommand};
+use ingress::TrustedProxies;
 use tenancy::AppSpec;
 
 #[derive(Debug, Parser)]
@@ -60,6 +61,24 @@ pub struct ServeArgs {
     /// Frames a connection may have queued before it is closed as a slow consumer (4100).
     #[arg(long, default_value_t = 1024)]
     pub outbox_capacity: usize,
+    /// The URL clients reach this server at (scheme and host), e.g. https://rt.example.com;
+    /// with https, session cookies are `Secure`.
+    #[arg(long, env = "SWITCHBOARD_PUBLIC_URL", value_name = "URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+    /// Marks session cookies `Secure` (true) or not (false) whatever the public URL says.
+    #[arg(long, env = "SWITCHBOARD_SECURE_COOKIES", value_name = "true|false")]
+    pub secure_cookies: Option<bool>,
+    /// Proxies (comma-separated addresses or CIDR ranges) whose X-Forwarded-For names the
+    /// client for per-address limits; none by default (the TCP peer is the client).
+    #[arg(long, env = "SWITCHBOARD_TRUSTED_PROXIES", value_name = "CIDR,...", value_parser = TrustedProxies::parse, default_value = "")]
+    pub trusted_proxies: TrustedProxies,
+    /// Sign-ups allowed per client address (IPv6: per /64) per hour.
+    #[arg(long, env = "SWITCHBOARD_SIGNUPS_PER_HOUR", default_value_t = control::routes::DEFAULT_SIGNUPS_PER_HOUR)]
+    pub signups_per_hour: u32,
+    /// Password hashes (argon2, ~19 MiB each) computed at once; sign-ups and logins past it
+    /// wait, then get 503.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONCURRENT_PASSWORD_HASHES", default_value_t = control::service::DEFAULT_CONCURRENT_PASSWORD_HASHES)]
+    pub max_concurrent_password_hashes: usize,
     #[command(flatten)]
     pub carriers: CarrierArgs,
     #[command(flatten)]
@@ -170,7 +189,28 @@ pub struct CarrierArgs {
     pub carrier_cursor_lifetime: u64,
 }
 
+/// An absolute http(s) URL with a host.
+fn parse_public_url(text: &str) -> Result<String, String> {
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or_else(|| format!("{text:?} must start with https:// or http://"))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(format!("{text:?} has no host"));
+    }
+    Ok(text.to_owned())
+}
+
 impl ServeArgs {
+    /// Cookies are `Secure` when the public URL is https, unless `--secure-cookies` says.
+    pub fn secure_cookies(&self) -> bool {
+        self.secure_cookies.unwrap_or_else(|| {
+            self.public_url
+                .as_deref()
+                .is_some_and(|url| url.starts_with("https://"))
+        })
+    }
+
     /// Every app given by flag or environment.
     pub fn all_apps(&self) -> Vec<AppSpec> {
         let mut apps = self.apps.clone();
@@ -203,6 +243,61 @@ pub enum AdminCommand {
         #[command(flatten)]
         database: DatabaseArgs,
     },
+    /// Move an app to any plan, paid ones included (self-serve accounts may pick free plans
+    /// only); prints {"app_id":…,"plan":…} as one JSON line.
+    SetPlan {
+        #[arg(long = "app", value_name = "APP_ID")]
+        app_id: String,
+        #[arg(long, value_name = "PLAN")]
+        plan: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// Print a fresh secrets key (base64 of 32 random bytes) for SWITCHBOARD_SECRETS_KEY.
     GenerateSecretsKey,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let mut all = vec!["switchboard", "serve"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all).expect("parses").command {
+            Command::Serve(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn cookies_are_secure_behind_an_https_public_url_unless_overridden() {
+        assert!(!serve(&[]).secure_cookies());
+        assert!(!serve(&["--public-url", "http://localhost:6001"]).secure_cookies());
+        assert!(serve(&["--public-url", "https://rt.example.com"]).secure_cookies());
+        let overridden = [
+            "--public-url",
+            "https://rt.example.com",
+            "--secure-cookies",
+            "false",
+        ];
+        assert!(!serve(&overridden).secure_cookies());
+        assert!(serve(&["--secure-cookies", "true"]).secure_cookies());
+        assert!(
+            Cli::try_parse_from(["switchboard", "serve", "--public-url", "rt.example.com"])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_and_limits_have_safe_defaults() {
+        let defaults = serve(&[]);
+        assert!(defaults.trusted_proxies.is_empty());
+        assert_eq!(defaults.signups_per_hour, 10);
+        assert_eq!(defaults.max_concurrent_password_hashes, 4);
+        let behind = serve(&["--trusted-proxies", "10.0.0.0/8,192.168.0.1"]);
+        assert!(behind.trusted_proxies.trusts("10.2.3.4".parse().unwrap()));
+        let bad = ["switchboard", "serve", "--trusted-proxies", "10.0.0.0/99"];
+        assert!(Cli::try_parse_from(bad).is_err());
+    }
 }

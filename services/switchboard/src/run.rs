@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use control::catalog::PgCatalog;
-use control::routes::ControlState;
+use control::routes::{ControlSettings, ControlState};
 use control::service::Control;
 use edge::EdgeSettings;
 use tenancy::{AppCatalog, AppSpec, LayeredCatalog, StaticCatalog};
@@ -26,10 +26,15 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
     let database = database::open(&args.database).await?;
     if let Some((pool, _)) = &database {
         database::migrate(pool).await?;
+        refuse_static_clashes(pool, &args.all_apps()).await?;
     }
     let control = database.as_ref().map(|(pool, key)| {
         Control::new(pool.clone(), key.clone())
             .with_webhook_addresses(args.webhooks.address_policy())
+            .with_password_hash_limit(
+                args.max_concurrent_password_hashes,
+                control::service::DEFAULT_PASSWORD_HASH_WAIT,
+            )
     });
     let control_part = match role {
         Role::EdgeOnly => None,
@@ -60,7 +65,8 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
         .map(|sink| sink as Arc<dyn tenancy::WebhookSink>);
     let parts = Parts {
         edge: edge_part,
-        control: control_part.map(ControlState::new),
+        control: control_part
+            .map(|control| ControlState::with_settings(control, control_settings(&args))),
         usage,
         webhooks,
     };
@@ -93,6 +99,24 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A static `--app` with a database app's id or key would share that tenant's channels: stop
+/// before serving anything.
+async fn refuse_static_clashes(pool: &sqlx::PgPool, apps: &[AppSpec]) -> anyhow::Result<()> {
+    if apps.is_empty() {
+        return Ok(());
+    }
+    let clashes = control::catalog::static_app_clashes(pool, apps)
+        .await
+        .context("checking the static apps against the database")?;
+    if clashes.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to start: {} (a static --app must not share a database app's id or key)",
+        clashes.join("; ")
+    )
+}
+
 fn edge_settings(args: &ServeArgs) -> EdgeSettings {
     EdgeSettings {
         activity_timeout: Duration::from_secs(args.activity_timeout),
@@ -103,7 +127,17 @@ fn edge_settings(args: &ServeArgs) -> EdgeSettings {
             .carriers
             .carrier_sessions_per_address_per_minute,
         carrier_sessions_per_app_per_minute: args.carriers.carrier_sessions_per_app_per_minute,
+        trusted_proxies: args.trusted_proxies.clone(),
         ..EdgeSettings::default()
+    }
+}
+
+fn control_settings(args: &ServeArgs) -> ControlSettings {
+    ControlSettings {
+        secure_cookies: args.secure_cookies(),
+        trusted_proxies: args.trusted_proxies.clone(),
+        signup_quota: control::routes::signups_per_hour(args.signups_per_hour),
+        ..ControlSettings::default()
     }
 }
 

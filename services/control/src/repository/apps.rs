@@ -79,6 +79,20 @@ pub async fn set_plan(
         .await
 }
 
+/// Moves any app to a plan, whoever owns it: for the operator's `admin set-plan` only, the one
+/// write here not scoped by account.
+pub async fn set_plan_as_operator(
+    conn: &mut PgConnection,
+    app_id: &str,
+    plan_id: &str,
+) -> sqlx::Result<Option<AppRow>> {
+    sqlx::query_as("UPDATE apps SET plan_id = $2 WHERE id = $1 RETURNING id, account_id, name, enabled, plan_id, subscription_counting, created_at")
+        .bind(app_id)
+        .bind(plan_id)
+        .fetch_optional(conn)
+        .await
+}
+
 /// Turns `pusher_internal:subscription_count` events on or off.
 pub async fn set_subscription_counting(
     conn: &mut PgConnection,
@@ -101,6 +115,15 @@ pub async fn delete(conn: &mut PgConnection, account_id: Uuid, app_id: &str) -> 
         .execute(conn)
         .await?;
     Ok(result.rows_affected() == 1)
+}
+
+/// Which of these ids name an app, for refusing a static `--app` that would share a tenant's
+/// channels (not scoped: the operator's check at start).
+pub async fn existing_ids(conn: &mut PgConnection, ids: &[String]) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT id FROM apps WHERE id = ANY($1) ORDER BY id")
+        .bind(ids)
+        .fetch_all(conn)
+        .await
 }
 
 /// The app with its plan's limits, for the edge catalog (not scoped: edges serve every app).

@@ -81,3 +81,12 @@ pub async fn count_live(conn: &mut PgConnection, app_id: &str) -> sqlx::Result<i
         .fetch_one(conn)
         .await
 }
+
+/// Which of these keys exist (revoked ones too: a key names one app forever), for refusing a
+/// static `--app` whose key is a database app's.
+pub async fn existing_keys(conn: &mut PgConnection, keys: &[String]) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT key FROM app_keys WHERE key = ANY($1) ORDER BY key")
+        .bind(keys)
+        .fetch_all(conn)
+        .await
+}

@@ -1,5 +1,7 @@
 //! Sign up, log in, log out, and who am I.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use serde::{Deserialize, Serialize};
@@ -7,17 +9,18 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::routes::ControlState;
-use crate::routes::auth::{Caller, client_ip, removal_cookies, session_cookies};
+use crate::routes::auth::{Caller, client_address, removal_cookies, session_cookies};
 use crate::routes::error::{ApiError, ErrorBody};
 use crate::service::NewSession;
 
 /// An email and password. No `Debug`, so the password cannot end up in a log line.
 #[derive(Deserialize, ToSchema)]
 pub struct Credentials {
-    #[schema(example = "ann@example.com")]
+    /// At most 254 characters; surrounding whitespace is ignored.
+    #[schema(example = "ann@example.com", format = Email, max_length = 254, pattern = r"^[^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.]$")]
     pub email: String,
-    /// At least 10 characters, and not one of the most common passwords.
-    #[schema(format = Password)]
+    /// 10 to 256 characters, and not one of the most common passwords (refused with 400).
+    #[schema(format = Password, min_length = 10, max_length = 256)]
     pub password: String,
 }
 
@@ -42,7 +45,7 @@ pub struct LoggedIn {
     pub csrf_token: String,
 }
 
-/// Creates an account and signs it in.
+/// Creates an account and signs it in. Rate limited per client address.
 #[utoipa::path(
     post, path = "/v1/signup", tag = "accounts",
     request_body = Credentials,
@@ -50,13 +53,22 @@ pub struct LoggedIn {
         (status = 201, description = "signed up; sets the `sb_session` and `sb_csrf` cookies", body = SignedUp),
         (status = 400, description = "invalid email, weak password or malformed JSON", body = ErrorBody),
         (status = 409, description = "an account with this email (in any case) exists", body = ErrorBody),
+        (status = 429, description = "too many sign-ups from this address; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "too many password checks under way; see `Retry-After`", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "sign_up", skip_all)]
+#[tracing::instrument(name = "sign_up", skip_all, fields(client_address))]
 pub async fn sign_up(
     state: web::Data<ControlState>,
+    request: HttpRequest,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
+    let address = client_address(&request, &state).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    tracing::Span::current().record("client_address", tracing::field::display(address));
+    if let Err(wait) = state.signup_limiter.check(address) {
+        tracing::info!("sign-up refused: rate limited");
+        return Err(ApiError::rate_limited(wait));
+    }
     let control = &state.control;
     let account_id = control.sign_up(&body.email, &body.password).await?;
     let session = control.create_session(account_id).await?;
@@ -77,17 +89,18 @@ pub async fn sign_up(
         (status = 400, description = "malformed JSON", body = ErrorBody),
         (status = 401, description = "wrong email or password", body = ErrorBody),
         (status = 429, description = "too many attempts; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "too many password checks under way; see `Retry-After`", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "log_in", skip_all, fields(client_ip))]
+#[tracing::instrument(name = "log_in", skip_all, fields(client_address))]
 pub async fn log_in(
     state: web::Data<ControlState>,
     request: HttpRequest,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    let ip = client_ip(&request, state.settings.trust_proxy_headers);
-    tracing::Span::current().record("client_ip", ip.as_str());
-    if let Err(wait) = state.login_limiter.check(&body.email, &ip) {
+    let address = client_address(&request, &state).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    tracing::Span::current().record("client_address", tracing::field::display(address));
+    if let Err(wait) = state.login_limiter.check(&body.email, &address.to_string()) {
         tracing::info!("login refused: rate limited");
         return Err(ApiError::rate_limited(wait));
     }

@@ -9,14 +9,21 @@ use utoipa::ToSchema;
 use crate::routes::ControlState;
 use crate::routes::auth::Caller;
 use crate::routes::error::{ApiError, ErrorBody};
-use crate::service::{AppRow, CreatedApp};
+use crate::service::{AppRow, CreatedApp, PlanAuthority};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewApp {
-    /// 1 to 100 characters.
-    #[schema(example = "chat")]
+    /// 1 to 100 characters, not all whitespace, no control characters; surrounding
+    /// whitespace is dropped.
+    #[schema(
+        example = "chat",
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
-    /// A plan id from `GET /v1/plans`; `sandbox` when left out.
+    /// A free plan's id from `GET /v1/plans` (price 0); `sandbox` when left out. Paid plans
+    /// are set by an operator until billing exists.
     #[schema(example = "sandbox")]
     pub plan: Option<String>,
 }
@@ -24,6 +31,12 @@ pub struct NewApp {
 /// Fields left out (or null) stay as they are.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AppChanges {
+    /// As when creating the app.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
     /// A disabled app's connections are closed and new ones refused.
     pub enabled: Option<bool>,
@@ -96,6 +109,7 @@ impl From<CreatedApp> for CreatedAppView {
         (status = 201, body = CreatedAppView),
         (status = 400, description = "invalid name, unknown plan or malformed JSON", body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 402, description = "a paid plan: set by an operator until billing exists", body = ErrorBody),
         (status = 403, description = "missing or wrong `X-CSRF-Token`", body = ErrorBody),
     )
 )]
@@ -107,7 +121,12 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let created = state
         .control
-        .create_app(caller.account_id, &body.name, body.plan.as_deref())
+        .create_app_as(
+            PlanAuthority::SelfServe,
+            caller.account_id,
+            &body.name,
+            body.plan.as_deref(),
+        )
         .await?;
     Ok(HttpResponse::Created()
         .insert_header(CacheControl(vec![CacheDirective::NoStore]))
@@ -139,7 +158,7 @@ pub async fn list(
         (status = 404, description = "no such app in this account", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "show_app", skip_all, fields(account_id = %caller.account_id, app_id = %app_id))]
+#[tracing::instrument(name = "show_app", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(app_id.as_str())))]
 pub async fn show(
     state: web::Data<ControlState>,
     caller: Caller,
@@ -163,7 +182,7 @@ pub async fn show(
         (status = 404, description = "no such app in this account", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "update_app", skip_all, fields(account_id = %caller.account_id, app_id = %app_id))]
+#[tracing::instrument(name = "update_app", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(app_id.as_str())))]
 pub async fn update(
     state: web::Data<ControlState>,
     caller: Caller,
@@ -203,7 +222,7 @@ pub async fn update(
         (status = 404, description = "no such app in this account", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "delete_app", skip_all, fields(account_id = %caller.account_id, app_id = %app_id))]
+#[tracing::instrument(name = "delete_app", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(app_id.as_str())))]
 pub async fn delete(
     state: web::Data<ControlState>,
     caller: Caller,

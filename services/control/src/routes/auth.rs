@@ -7,6 +7,7 @@
 //! `sb_csrf` cookie). A Bearer token is never sent implicitly, so it needs no CSRF token.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 
 use actix_web::cookie::{Cookie, SameSite};
@@ -159,25 +160,11 @@ fn base_cookie(name: &'static str, value: String, secure: bool) -> Cookie<'stati
     cookie
 }
 
-/// The client address the login limiter counts against: the TCP peer, or what a trusted
-/// proxy says it forwarded.
-pub fn client_ip(request: &HttpRequest, trust_proxy_headers: bool) -> String {
-    let address = if trust_proxy_headers {
-        request
-            .connection_info()
-            .realip_remote_addr()
-            .map(str::to_owned)
-    } else {
-        request.peer_addr().map(|peer| peer.ip().to_string())
-    };
-    match address {
-        // `realip_remote_addr` may carry a port; the port is not part of who the client is.
-        Some(address) => match address.parse::<std::net::SocketAddr>() {
-            Ok(socket) => socket.ip().to_string(),
-            Err(_) => address,
-        },
-        None => "unknown".to_owned(),
-    }
+/// The client address the per-address limits count against, as the limiter keys it (IPv6 by
+/// its /64); `None` only for a request without a peer (never over TCP).
+pub fn client_address(request: &HttpRequest, state: &ControlState) -> Option<IpAddr> {
+    ingress::client_address(request, &state.settings.trusted_proxies)
+        .map(crate::routes::login_limit::limit_key)
 }
 
 #[cfg(test)]

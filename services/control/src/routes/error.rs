@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::StatusCode;
-use actix_web::http::header::RETRY_AFTER;
+use actix_web::http::header::{ALLOW, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -39,10 +39,9 @@ impl ApiError {
 
 impl From<ControlError> for ApiError {
     fn from(error: ControlError) -> Self {
-        Self {
-            error,
-            retry_after: None,
-        }
+        // A busy hasher frees a slot within a second or so.
+        let retry_after = matches!(error, ControlError::Busy).then_some(Duration::from_secs(1));
+        Self { error, retry_after }
     }
 }
 
@@ -64,7 +63,9 @@ pub fn status_of(error: &ControlError) -> StatusCode {
         ControlError::UnknownPlan(_) => StatusCode::BAD_REQUEST,
         ControlError::LastKey => StatusCode::CONFLICT,
         ControlError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ControlError::Busy => StatusCode::SERVICE_UNAVAILABLE,
         ControlError::NotInPlan(_) => StatusCode::FORBIDDEN,
+        ControlError::PaymentRequired(_) => StatusCode::PAYMENT_REQUIRED,
         ControlError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -78,7 +79,8 @@ impl ResponseError for ApiError {
     /// just "internal error".
     fn error_response(&self) -> HttpResponse {
         if let ControlError::Unexpected(detail) = &self.error {
-            tracing::error!(error = %format!("{detail:#}"), "control API call failed");
+            // Debug-escaped: a database error may quote a value a client sent.
+            tracing::error!(error = ?format!("{detail:#}"), "control API call failed");
         }
         let mut response = HttpResponse::build(self.status_code());
         if let Some(wait) = self.retry_after {
@@ -135,10 +137,16 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ControlError::NotFound.into())
 }
 
-/// A known path with a method it does not serve. Not a service outcome, so it is not a
-/// `ControlError`; it still answers with the same JSON body.
-pub async fn method_not_allowed(request: HttpRequest) -> HttpResponse {
-    HttpResponse::MethodNotAllowed().json(ErrorBody {
-        error: format!("method {} not allowed here", request.method()),
-    })
+/// A known path with a method it does not serve, with the methods it does in `Allow` (as HTTP
+/// requires for a 405). Not a service outcome, so it is not a `ControlError`; it still
+/// answers with the same JSON body.
+pub async fn method_not_allowed(request: HttpRequest, allow: &'static str) -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((ALLOW, allow))
+        .json(ErrorBody {
+            error: format!(
+                "method {} not allowed here; allowed: {allow}",
+                request.method()
+            ),
+        })
 }

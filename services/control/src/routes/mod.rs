@@ -23,7 +23,9 @@ use std::num::NonZeroU32;
 use actix_web::web;
 use governor::Quota;
 
-use crate::routes::login_limit::LoginLimiter;
+use ingress::TrustedProxies;
+
+use crate::routes::login_limit::{LoginLimiter, SignupLimiter};
 use crate::service::Control;
 
 /// Largest JSON body the API reads; every request body here is a few short fields.
@@ -32,26 +34,37 @@ const JSON_BODY_LIMIT: usize = 16 * 1024;
 /// How the API behaves in one deployment.
 #[derive(Debug, Clone)]
 pub struct ControlSettings {
-    /// Marks the session and CSRF cookies `Secure` (set it whenever the API is served over
-    /// HTTPS, which is everywhere but a developer's machine).
+    /// Marks the session and CSRF cookies `Secure` (the binary sets it whenever the public
+    /// URL is https, which is everywhere but a developer's machine).
     pub secure_cookies: bool,
-    /// Takes the client IP for login rate limiting from `Forwarded` / `X-Forwarded-For`.
-    /// Only safe behind a proxy that overwrites those headers: otherwise a client could name
-    /// a fresh IP on every attempt.
-    pub trust_proxy_headers: bool,
-    /// Login attempts allowed per account email and, separately, per client IP.
+    /// Proxies whose `X-Forwarded-For` names the client for every per-address limit; none by
+    /// default (a client could otherwise name a fresh address on every attempt).
+    pub trusted_proxies: TrustedProxies,
+    /// Login attempts allowed per account email and, separately, per client address.
     pub login_quota: Quota,
+    /// Sign-ups allowed per client address (IPv6: per /64).
+    pub signup_quota: Quota,
 }
+
+/// Sign-ups per client address per hour by default (and the burst allowed at once).
+pub const DEFAULT_SIGNUPS_PER_HOUR: u32 = 10;
 
 impl Default for ControlSettings {
     fn default() -> Self {
         let five = NonZeroU32::new(5).expect("5 is not zero");
         Self {
             secure_cookies: false,
-            trust_proxy_headers: false,
+            trusted_proxies: TrustedProxies::none(),
             login_quota: Quota::per_minute(five).allow_burst(five),
+            signup_quota: signups_per_hour(DEFAULT_SIGNUPS_PER_HOUR),
         }
     }
+}
+
+/// `per_hour` sign-ups an hour per address, all of them allowed at once (at least one).
+pub fn signups_per_hour(per_hour: u32) -> Quota {
+    let per_hour = NonZeroU32::new(per_hour.max(1)).expect("at least 1");
+    Quota::per_hour(per_hour).allow_burst(per_hour)
 }
 
 /// What every `/v1` handler shares.
@@ -59,21 +72,24 @@ pub struct ControlState {
     pub control: Control,
     pub settings: ControlSettings,
     pub login_limiter: LoginLimiter,
+    pub signup_limiter: SignupLimiter,
 }
 
 impl ControlState {
-    /// Development settings: cookies without `Secure`, peer addresses as client IPs, and 5
-    /// login attempts a minute per email and per IP.
+    /// Development settings: cookies without `Secure`, peer addresses as client addresses, 5
+    /// login attempts a minute per email and per address, 10 sign-ups an hour per address.
     pub fn new(control: Control) -> Self {
         Self::with_settings(control, ControlSettings::default())
     }
 
     pub fn with_settings(control: Control, settings: ControlSettings) -> Self {
         let login_limiter = LoginLimiter::new(settings.login_quota);
+        let signup_limiter = SignupLimiter::new(settings.signup_quota);
         Self {
             control,
             settings,
             login_limiter,
+            signup_limiter,
         }
     }
 }
@@ -87,61 +103,64 @@ pub fn configure(state: web::Data<ControlState>) -> impl FnOnce(&mut web::Servic
                 .app_data(error::json_config(JSON_BODY_LIMIT))
                 .app_data(error::path_config())
                 .app_data(error::query_config())
-                .service(resource("/openapi.json").route(web::get().to(openapi::document)))
-                .service(resource("/signup").route(web::post().to(accounts::sign_up)))
-                .service(resource("/login").route(web::post().to(accounts::log_in)))
-                .service(resource("/logout").route(web::post().to(accounts::log_out)))
-                .service(resource("/me").route(web::get().to(accounts::me)))
-                .service(resource("/plans").route(web::get().to(plans::list)))
-                .service(resource("/audit").route(web::get().to(audit::list)))
+                .service(resource("/openapi.json", "GET").route(web::get().to(openapi::document)))
+                .service(resource("/signup", "POST").route(web::post().to(accounts::sign_up)))
+                .service(resource("/login", "POST").route(web::post().to(accounts::log_in)))
+                .service(resource("/logout", "POST").route(web::post().to(accounts::log_out)))
+                .service(resource("/me", "GET").route(web::get().to(accounts::me)))
+                .service(resource("/plans", "GET").route(web::get().to(plans::list)))
+                .service(resource("/audit", "GET").route(web::get().to(audit::list)))
                 .service(
-                    resource("/tokens")
+                    resource("/tokens", "GET, POST")
                         .route(web::get().to(tokens::list))
                         .route(web::post().to(tokens::create)),
                 )
-                .service(resource("/tokens/{token_id}").route(web::delete().to(tokens::revoke)))
                 .service(
-                    resource("/apps")
+                    resource("/tokens/{token_id}", "DELETE")
+                        .route(web::delete().to(tokens::revoke)),
+                )
+                .service(
+                    resource("/apps", "GET, POST")
                         .route(web::get().to(apps::list))
                         .route(web::post().to(apps::create)),
                 )
                 .service(
-                    resource("/apps/{app_id}")
+                    resource("/apps/{app_id}", "GET, PATCH, DELETE")
                         .route(web::get().to(apps::show))
                         .route(web::patch().to(apps::update))
                         .route(web::delete().to(apps::delete)),
                 )
                 .service(
-                    resource("/apps/{app_id}/plan")
+                    resource("/apps/{app_id}/plan", "GET, PUT")
                         .route(web::get().to(plans::show_for_app))
                         .route(web::put().to(plans::change_for_app)),
                 )
                 .service(
-                    resource("/apps/{app_id}/keys")
+                    resource("/apps/{app_id}/keys", "GET, POST")
                         .route(web::get().to(keys::list))
                         .route(web::post().to(keys::create)),
                 )
                 .service(
-                    resource("/apps/{app_id}/keys/{key}/revoke")
+                    resource("/apps/{app_id}/keys/{key}/revoke", "POST")
                         .route(web::post().to(keys::revoke)),
                 )
                 .service(
-                    resource("/apps/{app_id}/keys/{key}/secret")
+                    resource("/apps/{app_id}/keys/{key}/secret", "GET")
                         .route(web::get().to(keys::reveal_secret)),
                 )
-                .service(resource("/apps/{app_id}/usage").route(web::get().to(usage::show)))
+                .service(resource("/apps/{app_id}/usage", "GET").route(web::get().to(usage::show)))
                 .service(
-                    resource("/apps/{app_id}/webhooks")
+                    resource("/apps/{app_id}/webhooks", "GET, POST")
                         .route(web::get().to(webhooks::list))
                         .route(web::post().to(webhooks::create)),
                 )
                 // Before `/webhooks/{id}`, which would otherwise claim this path.
                 .service(
-                    resource("/apps/{app_id}/webhooks/deliveries")
+                    resource("/apps/{app_id}/webhooks/deliveries", "GET")
                         .route(web::get().to(webhooks::deliveries)),
                 )
                 .service(
-                    resource("/apps/{app_id}/webhooks/{id}")
+                    resource("/apps/{app_id}/webhooks/{id}", "DELETE")
                         .route(web::delete().to(webhooks::delete)),
                 )
                 .default_service(web::to(error::not_found)),
@@ -149,7 +168,10 @@ pub fn configure(state: web::Data<ControlState>) -> impl FnOnce(&mut web::Servic
     }
 }
 
-/// A resource whose other methods get a JSON 405, like every other error here.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(error::method_not_allowed))
+/// A resource whose other methods get a JSON 405 with `Allow: allow` (the methods routed on it;
+/// a test checks them against the OpenAPI document).
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move |request: actix_web::HttpRequest| {
+        error::method_not_allowed(request, allow)
+    }))
 }

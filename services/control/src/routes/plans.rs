@@ -37,7 +37,7 @@ pub async fn list(state: web::Data<ControlState>) -> Result<web::Json<Vec<Plan>>
         (status = 404, description = "no such app in this account", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "show_app_plan", skip_all, fields(account_id = %caller.account_id, app_id = %app_id))]
+#[tracing::instrument(name = "show_app_plan", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(app_id.as_str())))]
 pub async fn show_for_app(
     state: web::Data<ControlState>,
     caller: Caller,
@@ -47,7 +47,8 @@ pub async fn show_for_app(
     Ok(web::Json(state.control.plan(&app.plan_id).await?))
 }
 
-/// Moves the app to another plan; its limits change without reconnects.
+/// Moves the app to another free plan; its limits change without reconnects. Paid plans are
+/// set by an operator until billing exists (402 here).
 #[utoipa::path(
     put, path = "/v1/apps/{app_id}/plan", tag = "plans",
     security(("session" = []), ("bearer" = [])),
@@ -57,11 +58,12 @@ pub async fn show_for_app(
         (status = 200, description = "the app's new plan", body = Plan),
         (status = 400, description = "unknown plan or malformed JSON", body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 402, description = "a paid plan: set by an operator until billing exists", body = ErrorBody),
         (status = 403, description = "missing or wrong `X-CSRF-Token`", body = ErrorBody),
         (status = 404, description = "no such app in this account", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "change_app_plan", skip_all, fields(account_id = %caller.account_id, app_id = %app_id))]
+#[tracing::instrument(name = "change_app_plan", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(app_id.as_str())))]
 pub async fn change_for_app(
     state: web::Data<ControlState>,
     caller: Caller,
@@ -70,7 +72,7 @@ pub async fn change_for_app(
 ) -> Result<web::Json<Plan>, ApiError> {
     let app = state
         .control
-        .change_plan(caller.account_id, &app_id, &body.plan)
+        .change_plan_self_serve(caller.account_id, &app_id, &body.plan)
         .await?;
     Ok(web::Json(state.control.plan(&app.plan_id).await?))
 }

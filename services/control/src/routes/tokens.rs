@@ -14,8 +14,13 @@ use crate::service::ApiTokenRow;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewToken {
-    /// What the token is for, 1 to 100 characters.
-    #[schema(example = "deploy script")]
+    /// What the token is for: 1 to 100 characters, not all whitespace, no control characters.
+    #[schema(
+        example = "deploy script",
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
 }
 

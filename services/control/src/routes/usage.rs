@@ -20,9 +20,10 @@ pub const MAX_POINTS: i64 = 7 * 24 * 60;
 pub struct UsageQuery {
     /// Start of the range (inclusive), RFC 3339. Default: `to` minus 1 hour (minute), 2 days
     /// (hour) or 30 days (day).
-    #[param(example = "2026-11-26T00:00:00Z")]
+    #[param(example = "2026-11-26T00:00:00Z", format = DateTime)]
     pub from: Option<String>,
     /// End of the range (exclusive), RFC 3339. Default: now.
+    #[param(format = DateTime)]
     pub to: Option<String>,
     /// `minute` (default), `hour` or `day`; periods are UTC.
     #[param(inline)]
@@ -127,7 +128,7 @@ fn range(
         (status = 404, description = "no such app in this account", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "app_usage", skip_all, fields(account_id = %caller.account_id, app_id = %app_id))]
+#[tracing::instrument(name = "app_usage", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(app_id.as_str())))]
 pub async fn show(
     state: web::Data<ControlState>,
     caller: Caller,

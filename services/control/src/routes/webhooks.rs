@@ -123,7 +123,7 @@ pub struct DeliveriesQuery {
         (status = 404, description = "no such app in this account", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "list_webhooks", skip_all, fields(account_id = %caller.account_id, app_id = %app_id))]
+#[tracing::instrument(name = "list_webhooks", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(app_id.as_str())))]
 pub async fn list(
     state: web::Data<ControlState>,
     caller: Caller,
@@ -150,7 +150,7 @@ pub async fn list(
         (status = 404, description = "no such app in this account", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "create_webhook", skip_all, fields(account_id = %caller.account_id, app_id = %app_id))]
+#[tracing::instrument(name = "create_webhook", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(app_id.as_str())))]
 pub async fn create(
     state: web::Data<ControlState>,
     caller: Caller,
@@ -181,7 +181,7 @@ pub async fn create(
         (status = 404, description = "no such webhook of an app in this account", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "delete_webhook", skip_all, fields(account_id = %caller.account_id, app_id = %path.app_id))]
+#[tracing::instrument(name = "delete_webhook", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(path.app_id.as_str())))]
 pub async fn delete(
     state: web::Data<ControlState>,
     caller: Caller,
@@ -206,7 +206,7 @@ pub async fn delete(
         (status = 404, description = "no such app in this account", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "webhook_deliveries", skip_all, fields(account_id = %caller.account_id, app_id = %app_id))]
+#[tracing::instrument(name = "webhook_deliveries", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(app_id.as_str())))]
 pub async fn deliveries(
     state: web::Data<ControlState>,
     caller: Caller,

@@ -16,9 +16,7 @@ impl Control {
         let email = Email::parse(email).map_err(|e| ControlError::Validation(e.to_string()))?;
         let password =
             Password::parse(password).map_err(|e| ControlError::Validation(e.to_string()))?;
-        let hash = tokio::task::spawn_blocking(move || password.hash())
-            .await
-            .map_err(|e| ControlError::Unexpected(e.into()))?;
+        let hash = self.hash_password(move || password.hash()).await?;
         let id = Uuid::new_v4();
         let mut tx = self.pool.begin().await?;
         match accounts::insert(&mut tx, id, email.as_str(), &hash).await {
@@ -44,14 +42,15 @@ impl Control {
     pub async fn check_password(&self, email: &str, password: &str) -> Result<Uuid, ControlError> {
         let account =
             accounts::find_by_email(&mut *self.pool.acquire().await?, email.trim()).await?;
-        let stored = account.as_ref().map_or_else(
-            || password::decoy_hash().to_owned(),
-            |a| a.password_hash.clone(),
-        );
+        let stored = account.as_ref().map(|a| a.password_hash.clone());
         let attempt = password.to_owned();
-        let matches = tokio::task::spawn_blocking(move || password::verify(&attempt, &stored))
-            .await
-            .map_err(|e| ControlError::Unexpected(e.into()))?;
+        // The decoy is hashed once, on first use: inside the slot, off the async threads.
+        let matches = self
+            .hash_password(move || {
+                let stored = stored.as_deref().unwrap_or_else(|| password::decoy_hash());
+                password::verify(&attempt, stored)
+            })
+            .await?;
         match account {
             Some(account) if matches => Ok(account.id),
             _ => Err(ControlError::InvalidCredentials),

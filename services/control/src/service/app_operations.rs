@@ -4,14 +4,52 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::crypto::random_hex;
-use crate::domain::AppName;
+use crate::domain::{AppName, Plan};
 use crate::repository::{apps, audit, keys, plans};
 
 use super::{AppRow, Control, ControlError, CreatedApp, DEFAULT_PLAN, KeyInfo};
 
+/// Who picks a plan. Until billing exists, an account serving itself may pick only free
+/// plans (price 0); an operator (`switchboard admin`) may pick any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanAuthority {
+    SelfServe,
+    Operator,
+}
+
+/// The plan if it exists and `authority` may pick it.
+async fn allowed_plan(
+    conn: &mut sqlx::PgConnection,
+    plan: &str,
+    authority: PlanAuthority,
+) -> Result<Plan, ControlError> {
+    let found = plans::find(conn, plan)
+        .await?
+        .ok_or_else(|| ControlError::UnknownPlan(plan.to_owned()))?;
+    match authority {
+        PlanAuthority::SelfServe if found.price_cents > 0 => {
+            Err(ControlError::PaymentRequired(plan.to_owned()))
+        }
+        PlanAuthority::SelfServe | PlanAuthority::Operator => Ok(found),
+    }
+}
+
 impl Control {
+    /// A new app on any plan, as an operator makes it (`admin create-app`); the `/v1` API
+    /// calls `create_app_as(PlanAuthority::SelfServe, …)`.
     pub async fn create_app(
         &self,
+        account_id: Uuid,
+        name: &str,
+        plan: Option<&str>,
+    ) -> Result<CreatedApp, ControlError> {
+        self.create_app_as(PlanAuthority::Operator, account_id, name, plan)
+            .await
+    }
+
+    pub async fn create_app_as(
+        &self,
+        authority: PlanAuthority,
         account_id: Uuid,
         name: &str,
         plan: Option<&str>,
@@ -19,9 +57,7 @@ impl Control {
         let name = AppName::parse(name).map_err(|e| ControlError::Validation(e.to_string()))?;
         let plan = plan.unwrap_or(DEFAULT_PLAN);
         let mut tx = self.pool.begin().await?;
-        if plans::find(&mut tx, plan).await?.is_none() {
-            return Err(ControlError::UnknownPlan(plan.to_owned()));
-        }
+        allowed_plan(&mut tx, plan, authority).await?;
         let app = apps::insert(&mut tx, account_id, name.as_str(), plan).await?;
         let (key, secret) = self.insert_new_key(&mut tx, &app.id).await?;
         let details = json!({ "name": name.as_str(), "plan": plan, "key": key });
@@ -87,16 +123,42 @@ impl Control {
         Ok(())
     }
 
+    /// Moves one of the account's apps to any plan (an operator's or a test's move); the
+    /// `/v1` API calls `change_plan_self_serve`.
     pub async fn change_plan(
         &self,
         account_id: Uuid,
         app_id: &str,
         plan: &str,
     ) -> Result<AppRow, ControlError> {
+        self.change_plan_as(PlanAuthority::Operator, account_id, app_id, plan)
+            .await
+    }
+
+    /// Moves one of the account's apps to another free plan; a paid one is `PaymentRequired`.
+    pub async fn change_plan_self_serve(
+        &self,
+        account_id: Uuid,
+        app_id: &str,
+        plan: &str,
+    ) -> Result<AppRow, ControlError> {
+        self.change_plan_as(PlanAuthority::SelfServe, account_id, app_id, plan)
+            .await
+    }
+
+    async fn change_plan_as(
+        &self,
+        authority: PlanAuthority,
+        account_id: Uuid,
+        app_id: &str,
+        plan: &str,
+    ) -> Result<AppRow, ControlError> {
         let mut tx = self.pool.begin().await?;
-        if plans::find(&mut tx, plan).await?.is_none() {
-            return Err(ControlError::UnknownPlan(plan.to_owned()));
-        }
+        // Another account's app is not found, whatever the plan.
+        apps::find(&mut tx, account_id, app_id)
+            .await?
+            .ok_or(ControlError::NotFound)?;
+        allowed_plan(&mut tx, plan, authority).await?;
         let app = apps::set_plan(&mut tx, account_id, app_id, plan)
             .await?
             .ok_or(ControlError::NotFound)?;
@@ -106,6 +168,30 @@ impl Control {
             "app.plan_changed",
             app_id,
             json!({ "plan": plan }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(app)
+    }
+
+    /// The operator's `admin set-plan`: moves any app, paid plans included. Audited under the
+    /// app's account (so its owner sees the change), marked as the operator's.
+    pub async fn set_plan_as_operator(
+        &self,
+        app_id: &str,
+        plan: &str,
+    ) -> Result<AppRow, ControlError> {
+        let mut tx = self.pool.begin().await?;
+        allowed_plan(&mut tx, plan, PlanAuthority::Operator).await?;
+        let app = apps::set_plan_as_operator(&mut tx, app_id, plan)
+            .await?
+            .ok_or(ControlError::NotFound)?;
+        audit::record(
+            &mut tx,
+            Some(app.account_id),
+            "app.plan_changed",
+            app_id,
+            json!({ "plan": plan, "by": "operator" }),
         )
         .await?;
         tx.commit().await?;

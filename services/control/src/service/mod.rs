@@ -5,14 +5,18 @@ mod account_operations;
 mod app_operations;
 mod webhook_operations;
 
+use std::sync::Arc;
+
 use sqlx::PgPool;
 use time::{Duration, OffsetDateTime};
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::crypto::SecretsKey;
 use crate::domain::Plan;
 use crate::repository::{self, apps, audit, plans};
 
+pub use app_operations::PlanAuthority;
 pub use repository::apps::AppRow;
 pub use repository::tokens::ApiTokenRow;
 pub use repository::webhooks::{DeliveryRow, WebhookRow};
@@ -42,8 +46,16 @@ pub enum ControlError {
     LastKey,
     #[error("too many attempts; try again later")]
     RateLimited,
+    /// Every password-hash slot is taken (each argon2 hash holds ~19 MiB); try again shortly.
+    #[error("too many sign-ins under way; try again in a moment")]
+    Busy,
     #[error("{0}")]
     NotInPlan(String),
+    /// A paid plan asked for through the self-serve API, which has no billing yet.
+    #[error(
+        "plan {0:?} is a paid plan: until billing exists, paid plans are set by an operator (switchboard admin set-plan); self-serve apps may move between free plans only"
+    )]
+    PaymentRequired(String),
     #[error("internal error")]
     Unexpected(#[from] anyhow::Error),
 }
@@ -77,6 +89,12 @@ pub struct NewSession {
     pub csrf_token: String,
 }
 
+/// Argon2 hashes computed at once by default: each holds ~19 MiB for ~0.1 s on a core.
+pub const DEFAULT_CONCURRENT_PASSWORD_HASHES: usize = 4;
+/// How long a sign-up or login waits for a hash slot by default before it is answered `Busy`
+/// (503).
+pub const DEFAULT_PASSWORD_HASH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct Control {
     pool: PgPool,
@@ -84,6 +102,10 @@ pub struct Control {
     /// Which webhook targets are accepted: public addresses only unless the operator allows
     /// private ones (`--webhooks-allow-private`).
     webhook_addresses: tenancy::AddressPolicy,
+    /// Bounds the argon2 hashes (sign-up, login, password change) under way at once, so their
+    /// memory and blocking threads are bounded whatever arrives.
+    password_hashes: Arc<Semaphore>,
+    password_hash_wait: std::time::Duration,
 }
 
 impl Control {
@@ -92,6 +114,8 @@ impl Control {
             pool,
             secrets,
             webhook_addresses: tenancy::AddressPolicy::PublicOnly,
+            password_hashes: Arc::new(Semaphore::new(DEFAULT_CONCURRENT_PASSWORD_HASHES)),
+            password_hash_wait: DEFAULT_PASSWORD_HASH_WAIT,
         }
     }
 
@@ -99,6 +123,34 @@ impl Control {
     pub fn with_webhook_addresses(mut self, policy: tenancy::AddressPolicy) -> Self {
         self.webhook_addresses = policy;
         self
+    }
+
+    /// The same control plane with at most `hashes` (at least 1) password hashes at once, each
+    /// waiting at most `wait` for its slot.
+    pub fn with_password_hash_limit(mut self, hashes: usize, wait: std::time::Duration) -> Self {
+        self.password_hashes = Arc::new(Semaphore::new(hashes.max(1)));
+        self.password_hash_wait = wait;
+        self
+    }
+
+    /// The slots password hashes take (one each while it runs); tests hold them to show that
+    /// no hash runs without one.
+    pub fn password_hash_slots(&self) -> &Arc<Semaphore> {
+        &self.password_hashes
+    }
+
+    /// Runs an argon2 hash or verification on the blocking pool once a slot is free.
+    async fn hash_password<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ControlError> {
+        let _slot = tokio::time::timeout(self.password_hash_wait, self.password_hashes.acquire())
+            .await
+            .map_err(|_| ControlError::Busy)?
+            .map_err(|e| ControlError::Unexpected(e.into()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| ControlError::Unexpected(e.into()))
     }
 
     pub fn pool(&self) -> &PgPool {

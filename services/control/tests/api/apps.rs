@@ -30,14 +30,15 @@ async fn apps_are_created_listed_shown_updated_and_deleted() {
     let app_id = created["app_id"].as_str().unwrap();
     let path = format!("/v1/apps/{app_id}");
 
-    let on_pro = app
+    app.add_free_plan().await;
+    let on_hobby = app
         .post(
             &session,
             "/v1/apps",
-            json!({ "name": "game", "plan": "pro" }),
+            json!({ "name": "game", "plan": "hobby" }),
         )
         .await;
-    assert_eq!(on_pro.ok(StatusCode::CREATED)["plan"], "pro");
+    assert_eq!(on_hobby.ok(StatusCode::CREATED)["plan"], "hobby");
 
     let listed = app.get(&session, "/v1/apps").await;
     let listed = listed.ok(StatusCode::OK).as_array().unwrap().clone();
@@ -121,13 +122,19 @@ async fn plans_are_public_and_an_apps_plan_is_read_and_changed() {
     assert_eq!(plan.ok(StatusCode::OK)["id"], "sandbox");
     assert_eq!(plan.body, plans[0]);
 
+    app.add_free_plan().await;
     let changed = app
-        .request(&session, Method::PUT, &path, Some(json!({ "plan": "pro" })))
+        .request(
+            &session,
+            Method::PUT,
+            &path,
+            Some(json!({ "plan": "hobby" })),
+        )
         .await;
-    assert_eq!(changed.ok(StatusCode::OK)["id"], "pro");
-    assert_eq!(app.get(&session, &path).await.body["id"], "pro");
+    assert_eq!(changed.ok(StatusCode::OK)["id"], "hobby");
+    assert_eq!(app.get(&session, &path).await.body["id"], "hobby");
     let shown = app.get(&session, &format!("/v1/apps/{app_id}")).await;
-    assert_eq!(shown.body["plan"], "pro");
+    assert_eq!(shown.body["plan"], "hobby");
 
     let unknown = app
         .request(
@@ -140,11 +147,49 @@ async fn plans_are_public_and_an_apps_plan_is_read_and_changed() {
     unknown.error(StatusCode::BAD_REQUEST);
     assert_eq!(
         app.get(&session, &path).await.body["id"],
-        "pro",
+        "hobby",
         "unchanged"
     );
     let malformed = app
         .request(&session, Method::PUT, &path, Some(json!({ "plan": 3 })))
         .await;
     malformed.error(StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_self_serve_account_cannot_take_a_paid_plan_402() {
+    let app = spawn_app().await;
+    let session = app.signed_up("ann@example.com").await;
+    let (app_id, _, _) = app.app(&session, "chat").await;
+    let path = format!("/v1/apps/{app_id}/plan");
+    for paid in ["startup", "pro", "business"] {
+        let refused = app
+            .request(&session, Method::PUT, &path, Some(json!({ "plan": paid })))
+            .await;
+        let message = refused.error(StatusCode::PAYMENT_REQUIRED);
+        assert!(
+            message.contains(paid) && message.contains("admin set-plan"),
+            "{message}"
+        );
+        assert_eq!(app.get(&session, &path).await.body["id"], "sandbox");
+    }
+    let created = app
+        .post(
+            &session,
+            "/v1/apps",
+            json!({ "name": "game", "plan": "business" }),
+        )
+        .await;
+    created.error(StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(app.count("apps").await, 1, "no app on a paid plan was made");
+    let token = app.api_token(&session).await;
+    app.request(&token, Method::PUT, &path, Some(json!({ "plan": "pro" })))
+        .await
+        .error(StatusCode::PAYMENT_REQUIRED);
+    let moves: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'app.plan_changed'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(moves, 0, "a refused move is not audited as a change");
 }

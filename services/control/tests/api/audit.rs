@@ -18,11 +18,12 @@ async fn the_audit_log_records_the_accounts_actions_latest_first() {
     )
     .await
     .ok(StatusCode::OK);
+    app.add_free_plan().await;
     app.request(
         &session,
         Method::PUT,
         &format!("/v1/apps/{app_id}/plan"),
-        Some(json!({ "plan": "pro" })),
+        Some(json!({ "plan": "hobby" })),
     )
     .await
     .ok(StatusCode::OK);

@@ -27,6 +27,8 @@ pub struct TestApp {
     pub pool: PgPool,
     /// The key app secrets are sealed with, for running what reads them (the webhook sender).
     pub secrets: SecretsKey,
+    /// The control plane behind the API (for holding its password-hash slots).
+    pub control: Control,
     server: ServerHandle,
     _database: TestDatabase,
 }
@@ -36,15 +38,29 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(settings: ControlSettings) -> TestApp {
-    spawn_app_configured(settings, AddressPolicy::PublicOnly).await
+    spawn_app_with_control(settings, |control| control).await
 }
 
 /// With `--webhooks-allow-private`: webhooks may point at the test's local receivers.
 pub async fn spawn_app_allowing_private_webhooks() -> TestApp {
-    spawn_app_configured(ControlSettings::default(), AddressPolicy::AllowPrivate).await
+    spawn_app_with_control(ControlSettings::default(), |control| {
+        control.with_webhook_addresses(AddressPolicy::AllowPrivate)
+    })
+    .await
 }
 
-async fn spawn_app_configured(settings: ControlSettings, webhooks: AddressPolicy) -> TestApp {
+/// The API with at most `hashes` password hashes at once, each waiting `wait` for a slot.
+pub async fn spawn_app_with_hash_limit(hashes: usize, wait: std::time::Duration) -> TestApp {
+    spawn_app_with_control(ControlSettings::default(), |control| {
+        control.with_password_hash_limit(hashes, wait)
+    })
+    .await
+}
+
+async fn spawn_app_with_control(
+    settings: ControlSettings,
+    adjust: impl FnOnce(Control) -> Control,
+) -> TestApp {
     let database = TestDatabase::create().await;
     let pool = PgPoolOptions::new()
         .max_connections(5)
@@ -53,10 +69,8 @@ async fn spawn_app_configured(settings: ControlSettings, webhooks: AddressPolicy
         .expect("connects to the test database");
     control::MIGRATOR.run(&pool).await.expect("migrations run");
     let secrets = SecretsKey::from_base64(&SecretsKey::generate_base64()).unwrap();
-    let state = web::Data::new(ControlState::with_settings(
-        Control::new(pool.clone(), secrets.clone()).with_webhook_addresses(webhooks),
-        settings,
-    ));
+    let control = adjust(Control::new(pool.clone(), secrets.clone()));
+    let state = web::Data::new(ControlState::with_settings(control.clone(), settings));
     let listener = TcpListener::bind("127.0.0.1:0").expect("binds port 0");
     let port = listener.local_addr().unwrap().port();
     let server =
@@ -73,6 +87,7 @@ async fn spawn_app_configured(settings: ControlSettings, webhooks: AddressPolicy
         http: reqwest::Client::new(),
         pool,
         secrets,
+        control,
         server: handle,
         _database: database,
     }
@@ -245,6 +260,16 @@ impl TestApp {
         let body = response.ok(StatusCode::CREATED);
         let field = |name: &str| body[name].as_str().unwrap().to_owned();
         (field("app_id"), field("key"), field("secret"))
+    }
+
+    /// Adds a second free plan (price 0), `hobby`, so moves between free plans can be tried.
+    pub async fn add_free_plan(&self) {
+        sqlx::query(
+            "INSERT INTO plans VALUES ('hobby', 'Hobby', 0, 200, 400000, 10240, 10, 20, 100, 100, 100, 120, 1, TRUE, 0, 0, 5)",
+        )
+        .execute(&self.pool)
+        .await
+        .expect("adds the hobby plan");
     }
 
     pub async fn count(&self, table: &'static str) -> i64 {

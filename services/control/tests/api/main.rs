@@ -6,6 +6,7 @@ mod helpers;
 mod accounts;
 mod apps;
 mod audit;
+mod catalog;
 mod isolation;
 mod keys;
 mod login_limit;

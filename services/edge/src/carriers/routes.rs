@@ -90,7 +90,11 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 /// `session`, `subs` and the cursor (EventSource's `Last-Event-ID` first: on its own
 /// reconnect it is newer than the URL's `cursor`), and the client's address.
-fn downstream(request: &HttpRequest, params: &[(String, String)]) -> Result<Downstream, String> {
+fn downstream(
+    request: &HttpRequest,
+    state: &EdgeState,
+    params: &[(String, String)],
+) -> Result<Downstream, String> {
     let subs = match param(params, "subs") {
         None => Vec::new(),
         Some(subs) => parse_subs(subs).map_err(|error| error.to_string())?,
@@ -109,7 +113,8 @@ fn downstream(request: &HttpRequest, params: &[(String, String)]) -> Result<Down
         session,
         subs,
         cursor: last_event_id.or_else(|| param(params, "cursor").map(str::to_owned)),
-        peer: request.peer_addr().map(|address| address.ip()),
+        // Behind a trusted proxy, the client's own address (`--trusted-proxies`).
+        peer: ingress::client_address(request, &state.settings.trusted_proxies),
     })
 }
 
@@ -117,7 +122,7 @@ fn downstream(request: &HttpRequest, params: &[(String, String)]) -> Result<Down
 /// request, or too many sessions created lately: 429 with `Retry-After`).
 async fn open(request: &HttpRequest, state: &web::Data<EdgeState>) -> Result<Opened, HttpResponse> {
     let params = query(request);
-    let downstream = downstream(request, &params)
+    let downstream = downstream(request, state, &params)
         .map_err(|message| error(request, StatusCode::BAD_REQUEST, &message))?;
     let state: Arc<EdgeState> = state.clone().into_inner();
     match open::open(&state, &key(request), downstream).await {

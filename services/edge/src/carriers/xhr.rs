@@ -90,7 +90,7 @@ async fn receive(request: HttpRequest, state: Arc<EdgeState>, kind: Kind) -> Htt
         }
         Some(session) => session,
         None => {
-            let peer = request.peer_addr().map(|address| address.ip());
+            let peer = ingress::client_address(&request, &state.settings.trusted_proxies);
             if let Err(wait) = state.carrier_limiter.check_address(peer) {
                 return too_many_sessions(&request, wait);
             }
@@ -113,7 +113,7 @@ async fn receive(request: HttpRequest, state: Arc<EdgeState>, kind: Kind) -> Htt
 /// pusher-js reads it.
 fn refused(request: &HttpRequest, key: &str, reason: CloseReason) -> HttpResponse {
     let code = reason.disconnect().code;
-    tracing::info!(key = %key, code, "xhr connection refused");
+    tracing::info!(key = %ingress::Untrusted(key), code, "xhr connection refused");
     crate::metrics::connection_closed(code);
     let mut body = BytesMut::from(&b"o\n"[..]);
     encode(&mut VecDeque::from(closing_frames(reason)), &mut body);

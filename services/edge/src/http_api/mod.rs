@@ -9,8 +9,9 @@ mod users;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use actix_web::{HttpRequest, web};
-use protocol::names::AppId;
+use actix_web::http::header::ALLOW;
+use actix_web::{HttpRequest, HttpResponse, web};
+use protocol::names::{AppId, AppKey};
 use protocol::sign::{RequestAuthError, SignedRequest};
 use tenancy::App;
 
@@ -19,34 +20,49 @@ pub use error::ApiError;
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config
-        .route("/apps/{app_id}/events", web::post().to(events::trigger))
-        .route(
-            "/apps/{app_id}/batch_events",
-            web::post().to(events::trigger_batch),
+        .service(resource("/apps/{app_id}/events", "POST").route(web::post().to(events::trigger)))
+        .service(
+            resource("/apps/{app_id}/batch_events", "POST")
+                .route(web::post().to(events::trigger_batch)),
         )
-        .route("/apps/{app_id}/channels", web::get().to(channels::list))
-        .route(
-            "/apps/{app_id}/channels/{channel}",
-            web::get().to(channels::show),
+        .service(resource("/apps/{app_id}/channels", "GET").route(web::get().to(channels::list)))
+        .service(
+            resource("/apps/{app_id}/channels/{channel}", "GET")
+                .route(web::get().to(channels::show)),
         )
-        .route(
-            "/apps/{app_id}/channels/{channel}/users",
-            web::get().to(channels::users),
+        .service(
+            resource("/apps/{app_id}/channels/{channel}/users", "GET")
+                .route(web::get().to(channels::users)),
         )
-        .route(
-            "/apps/{app_id}/channels/{channel}/history",
-            web::get().to(history::history),
+        .service(
+            resource("/apps/{app_id}/channels/{channel}/history", "GET")
+                .route(web::get().to(history::history)),
         )
-        .route(
-            "/apps/{app_id}/users/{user_id}/terminate_connections",
-            web::post().to(users::terminate_connections),
+        .service(
+            resource(
+                "/apps/{app_id}/users/{user_id}/terminate_connections",
+                "POST",
+            )
+            .route(web::post().to(users::terminate_connections)),
         )
         // pusher-http-python (3.x) posts its terminate call without the `/apps/{app_id}`
-        // prefix, and signs that path; the signing key names the app.
-        .route(
-            "/users/{user_id}/terminate_connections",
-            web::post().to(users::terminate_connections_of_signing_app),
+        // prefix, and signs that path; the signing key names the app (see `authenticate`).
+        .service(
+            resource("/users/{user_id}/terminate_connections", "POST")
+                .route(web::post().to(users::terminate_connections)),
         );
+}
+
+/// A resource whose other methods get a JSON 405 with `Allow: allow`, the methods routed on
+/// it (HTTP requires the header on a 405).
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move |request: HttpRequest| async move {
+        HttpResponse::MethodNotAllowed()
+            .insert_header((ALLOW, allow))
+            .json(serde_json::json!({
+                "error": format!("method {} not allowed here; allowed: {allow}", request.method())
+            }))
+    }))
 }
 
 /// A request whose signature checked out, for the app named in its path.
@@ -64,20 +80,18 @@ impl Authenticated {
     }
 }
 
-/// Verifies the request's signature for the app in its path: unknown app 404, bad or
-/// foreign key or signature 401, disabled app 403.
+/// Verifies the request's signature for the app in its path: bad or foreign key or signature
+/// 401, unknown app 404 (only for a request signed with a live key), disabled app 403.
+///
+/// Everything that needs no secret is checked before the catalog is asked anything, so a
+/// request that could never be valid (unsigned, expired, malformed, a body that does not
+/// match its `body_md5`) costs no lookup, and an unknown app id answers it exactly as a
+/// known one does.
 pub async fn authenticate(
     state: &EdgeState,
     request: &HttpRequest,
     body: &[u8],
 ) -> Result<Authenticated, ApiError> {
-    let app_id = request.match_info().get("app_id").unwrap_or_default();
-    let app_id = AppId::parse(app_id).map_err(|_| ApiError::UnknownApp)?;
-    let app = state
-        .catalog
-        .find_by_id(&app_id)
-        .await?
-        .ok_or(ApiError::UnknownApp)?;
     let query: Vec<(String, String)> = serde_urlencoded::from_str(request.query_string())
         .map_err(|_| ApiError::BadRequest("the query string is not valid URL encoding".into()))?;
     let signed = SignedRequest {
@@ -90,13 +104,28 @@ pub async fn authenticate(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs());
     let key = signed.preflight(now)?;
-    let key = protocol::names::AppKey::parse(key).map_err(|_| RequestAuthError::KeyMissing)?;
-    let keyed = state.catalog.find_by_key(&key).await?;
-    // A key of another app is as unknown here as a key of no app.
-    let keyed = keyed
-        .filter(|keyed| keyed.app.id == app.id)
+    let key = AppKey::parse(key).map_err(|_| RequestAuthError::KeyMissing)?;
+    check_signature_shape(&signed)?;
+    // A path without `{app_id}` (some server libraries' `/users/{id}/…`) means the key's app.
+    let app_id = match request.match_info().get("app_id") {
+        Some(app_id) => Some(AppId::parse(app_id).map_err(|_| ApiError::UnknownApp)?),
+        None => None,
+    };
+    let keyed = state
+        .catalog
+        .find_by_key(&key)
+        .await?
         .ok_or(RequestAuthError::KeyMissing)?;
     signed.verify(keyed.secret.expose())?;
+    // A key of another app is as unknown here as a key of no app; only a caller holding a
+    // live key and its secret learns whether the app in the path exists.
+    if let Some(app_id) = app_id.filter(|app_id| *app_id != keyed.app.id) {
+        return match state.catalog.find_by_id(&app_id).await? {
+            Some(_) => Err(RequestAuthError::KeyMissing.into()),
+            None => Err(ApiError::UnknownApp),
+        };
+    }
+    let app = keyed.app;
     if !app.enabled {
         return Err(ApiError::AppDisabled);
     }
@@ -105,35 +134,25 @@ pub async fn authenticate(
     Ok(Authenticated { app, query })
 }
 
-/// Verifies a request whose path names no app: the app is the one its `auth_key` belongs to.
-/// An unknown key is 401 (the path has no app to be unknown), a disabled app 403.
-pub async fn authenticate_by_key(
-    state: &EdgeState,
-    request: &HttpRequest,
-    body: &[u8],
-) -> Result<Authenticated, ApiError> {
-    let query: Vec<(String, String)> = serde_urlencoded::from_str(request.query_string())
-        .map_err(|_| ApiError::BadRequest("the query string is not valid URL encoding".into()))?;
-    let signed = SignedRequest {
-        method: request.method().as_str(),
-        path: request.path(),
-        query: &query,
-        body,
-    };
-    let key = signed.preflight(crate::limits::unix_now())?;
-    let key = protocol::names::AppKey::parse(key).map_err(|_| RequestAuthError::KeyMissing)?;
-    let keyed = state
-        .catalog
-        .find_by_key(&key)
-        .await?
-        .ok_or(RequestAuthError::KeyMissing)?;
-    signed.verify(keyed.secret.expose())?;
-    if !keyed.app.enabled {
-        return Err(ApiError::AppDisabled);
+/// The parts of a signature that need no secret: present, 64 hex digits (HMAC-SHA256), and a
+/// `body_md5` that matches the body.
+fn check_signature_shape(signed: &SignedRequest<'_>) -> Result<(), RequestAuthError> {
+    let signature = signed
+        .param("auth_signature")
+        .ok_or(RequestAuthError::SignatureMissing)?;
+    if signature.len() != 64 || !signature.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        return Err(RequestAuthError::Signature {
+            string_to_sign: signed.string_to_sign(),
+            given: signature.to_owned(),
+        });
     }
-    tracing::Span::current().record("app_id", keyed.app.id.as_str());
-    Ok(Authenticated {
-        app: keyed.app,
-        query,
-    })
+    let md5_matches = match signed.param("body_md5") {
+        Some(md5) => md5.eq_ignore_ascii_case(&protocol::sign::body_md5_hex(signed.body)),
+        None => signed.body.is_empty(),
+    };
+    if md5_matches {
+        Ok(())
+    } else {
+        Err(RequestAuthError::BodyMd5)
+    }
 }

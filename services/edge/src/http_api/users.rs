@@ -5,10 +5,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use protocol::names::UserId;
 
 use crate::EdgeState;
-use crate::http_api::{ApiError, Authenticated, authenticate, authenticate_by_key};
+use crate::http_api::{ApiError, Authenticated, authenticate};
 
 /// Closes (4009) every connection signed in as the user; presence-only members are untouched,
-/// as Pusher documents.
+/// as Pusher documents. On the path without `/apps/{app_id}`, the app is the signing key's.
 #[tracing::instrument(skip_all, fields(app_id))]
 pub async fn terminate_connections(
     state: web::Data<EdgeState>,
@@ -16,17 +16,6 @@ pub async fn terminate_connections(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let authenticated = authenticate(&state, &request, &body).await?;
-    terminate(&state, &request, &authenticated)
-}
-
-/// The same for the app whose key signed the request.
-#[tracing::instrument(skip_all, fields(app_id))]
-pub async fn terminate_connections_of_signing_app(
-    state: web::Data<EdgeState>,
-    request: HttpRequest,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    let authenticated = authenticate_by_key(&state, &request, &body).await?;
     terminate(&state, &request, &authenticated)
 }
 

@@ -389,3 +389,35 @@ async fn healthz_answers() {
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+#[tokio::test]
+async fn a_wrong_method_is_405_with_allow() {
+    let app = spawn_app().await;
+    let routes = [
+        ("/apps/app1/events", "GET", "POST"),
+        ("/apps/app1/batch_events", "PUT", "POST"),
+        ("/apps/app1/channels", "POST", "GET"),
+        ("/apps/app1/channels/c", "DELETE", "GET"),
+        ("/apps/app1/channels/presence-c/users", "POST", "GET"),
+        ("/apps/app1/channels/c/history", "PATCH", "GET"),
+        ("/apps/app1/users/u1/terminate_connections", "GET", "POST"),
+    ];
+    for (path, wrong, allowed) in routes {
+        let response = app
+            .http
+            .request(
+                reqwest::Method::from_bytes(wrong.as_bytes()).unwrap(),
+                format!("http://127.0.0.1:{}{path}", app.port),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{wrong} {path}");
+        assert_eq!(response.headers()["allow"], allowed, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("not allowed"),
+            "{body}"
+        );
+    }
+}

@@ -13,6 +13,7 @@ mod metering;
 mod operators;
 mod platform;
 mod resume;
+mod serve_binary;
 mod tenancy;
 mod users;
 mod webhooks;

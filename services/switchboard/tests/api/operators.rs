@@ -15,7 +15,7 @@ use switchboard::startup::{Application, Parts};
 use crate::helpers::TestApp;
 use crate::platform::fresh_database;
 
-fn switchboard(
+pub(crate) fn switchboard(
     args: &[&str],
     database_url: &str,
     secrets_key: &str,
@@ -254,4 +254,82 @@ async fn edge_and_control_run_apart_on_one_database() {
         .await
         .unwrap();
     assert_eq!(not_on_control.status(), 404);
+}
+
+#[tokio::test]
+async fn admin_set_plan_moves_an_app_to_a_paid_plan_and_audits_it() {
+    let (url, _database) = fresh_database().await;
+    let key = SecretsKey::generate_base64();
+    let (ok, _, err) = switchboard(
+        &[
+            "admin",
+            "create-account",
+            "--email",
+            "paying@example.com",
+            "--password-stdin",
+        ],
+        &url,
+        &key,
+        Some("a long enough password"),
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = switchboard(
+        &[
+            "admin",
+            "create-app",
+            "--email",
+            "paying@example.com",
+            "--name",
+            "Paying",
+        ],
+        &url,
+        &key,
+        None,
+    );
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(out.trim()).unwrap();
+    let app_id = created["app_id"].as_str().unwrap();
+
+    let (ok, out, err) = switchboard(
+        &["admin", "set-plan", "--app", app_id, "--plan", "business"],
+        &url,
+        &key,
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 1, "one JSON line: {out}");
+    let printed: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(printed, json!({ "app_id": app_id, "plan": "business" }));
+
+    let pool = switchboard::database::connect(&url).await.unwrap();
+    let plan: String = sqlx::query_scalar("SELECT plan_id FROM apps WHERE id = $1")
+        .bind(app_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(plan, "business");
+    let (details, owner_matches): (Value, bool) = sqlx::query_as(
+        "SELECT l.details, l.account_id = a.account_id FROM audit_log l JOIN apps a ON a.id = l.subject \
+         WHERE l.action = 'app.plan_changed'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(details, json!({ "plan": "business", "by": "operator" }));
+    assert!(owner_matches, "the owner sees the change in its audit log");
+
+    let (ok, out, err) = switchboard(
+        &["admin", "set-plan", "--app", "999999", "--plan", "pro"],
+        &url,
+        &key,
+        None,
+    );
+    assert!(!ok && out.is_empty() && err.contains("999999"), "{err}");
+    let (ok, _, err) = switchboard(
+        &["admin", "set-plan", "--app", app_id, "--plan", "gold"],
+        &url,
+        &key,
+        None,
+    );
+    assert!(!ok && err.contains("gold"), "{err}");
 }

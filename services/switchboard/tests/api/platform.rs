@@ -28,6 +28,8 @@ pub struct TestPlatform {
     /// The database's URL and secrets key, for starting another platform on them.
     pub database_url: String,
     pub secrets: SecretsKey,
+    /// The edge's catalog, for counting the queries its misses make.
+    pub catalog: Arc<PgCatalog>,
     _database: Option<TestDatabase>,
 }
 
@@ -120,9 +122,9 @@ pub async fn start_platform(url: &str, key: SecretsKey) -> TestPlatform {
     let control =
         Control::new(pool.clone(), key.clone()).with_webhook_addresses(AddressPolicy::AllowPrivate);
     let webhooks = PgWebhookSink::start(pool.clone(), key.clone(), test_webhook_settings());
-    let catalog = PgCatalog::new(pool.clone(), key.clone());
-    tokio::spawn(catalog.clone().listen());
-    let catalog: Arc<dyn AppCatalog> = catalog;
+    let pg_catalog = PgCatalog::new(pool.clone(), key.clone());
+    tokio::spawn(pg_catalog.clone().listen());
+    let catalog: Arc<dyn AppCatalog> = pg_catalog.clone();
     let parts = Parts {
         edge: Some((catalog, EdgeSettings::default())),
         control: Some(ControlState::new(control.clone())),
@@ -145,6 +147,7 @@ pub async fn start_platform(url: &str, key: SecretsKey) -> TestPlatform {
         webhooks,
         database_url: url.to_owned(),
         secrets: key,
+        catalog: pg_catalog,
         _database: None,
     }
 }

@@ -234,6 +234,107 @@ async fn with_postgres_gone_known_apps_keep_working() {
     );
     // An app the edge never saw cannot be checked now: the client is asked to back off (4100),
     // not told that the key does not exist.
+    // Its own reason, not the slow consumer's.
     let mut unknown = platform.app.connect("neverseen").await;
-    assert_eq!(unknown.expect_close().await.0.code, 4100);
+    let (closed, frames) = unknown.expect_close().await;
+    assert_eq!(closed.code, 4100);
+    assert_eq!(frames[0]["event"], "pusher:error");
+    assert_eq!(frames[0]["data"]["code"], 4100);
+    let reason = frames[0]["data"]["message"].as_str().unwrap();
+    assert_eq!(
+        reason,
+        protocol::codes::CloseReason::CatalogUnavailable
+            .disconnect()
+            .reason
+    );
+    assert!(reason.contains("apps cannot be looked up"), "{reason}");
+}
+
+/// Unsigned, expired or malformed requests never reach the catalog, and answer the same for an
+/// app id that exists and one that does not.
+#[tokio::test]
+async fn a_flood_of_random_app_ids_costs_no_catalog_queries_and_reveals_nothing() {
+    let platform = spawn_platform().await;
+    let (_, app) = platform.account_with_app("flood@example.com", None).await;
+    let http = &platform.app.http;
+    let base = format!("http://127.0.0.1:{}", platform.app.port);
+    let base = base.as_str();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let body = r#"{"name":"e","channel":"c","data":"d"}"#;
+    let md5 = protocol::sign::body_md5_hex(body.as_bytes());
+    let sixty_four = "0".repeat(64);
+    // What an attacker without a secret can send: nothing signed, an expired timestamp, a
+    // signature of the wrong shape, a body that is not the one `body_md5` names.
+    let queries = [
+        String::new(),
+        format!("auth_key={}&auth_timestamp={now}&auth_version=1.0", app.key),
+        format!(
+            "auth_key={}&auth_timestamp={}&auth_version=1.0&body_md5={md5}&auth_signature={sixty_four}",
+            app.key,
+            now - 3600
+        ),
+        format!(
+            "auth_key={}&auth_timestamp={now}&auth_version=1.0&body_md5={md5}&auth_signature=xyz",
+            app.key
+        ),
+        format!(
+            "auth_key={}&auth_timestamp={now}&auth_version=1.0&body_md5={}&auth_signature={sixty_four}",
+            app.key,
+            "f".repeat(32)
+        ),
+    ];
+    let answer = |app_id: String, query: String| async move {
+        let response = http
+            .post(format!("{base}/apps/{app_id}/events?{query}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        // An error that quotes the string to sign quotes the path; the id in it is the caller's
+        // own, so it is not compared. The clock may tick between two answers.
+        let text = response
+            .text()
+            .await
+            .unwrap()
+            .replace(&format!("/apps/{app_id}/"), "/apps/ID/")
+            .replace(&(now + 1).to_string(), &now.to_string());
+        (status, text)
+    };
+    let before = platform.catalog.miss_queries();
+    for query in &queries {
+        let known = answer(app.app.id.clone(), query.clone()).await;
+        assert_eq!(known.0, 401, "{known:?}");
+        for round in 0..40 {
+            let random_id = format!("{}", 200_000 + round * 7919 + query.len());
+            let unknown = answer(random_id, query.clone()).await;
+            assert_eq!(unknown, known, "an unknown app answers as a known one");
+        }
+    }
+    assert_eq!(
+        platform.catalog.miss_queries(),
+        before,
+        "no request that could not be valid touched the database"
+    );
+
+    // One unknown key, tried many times, is one query; `/metrics` shows the misses.
+    for _ in 0..20 {
+        let mut refused = platform.app.connect("0123456789abcdef0123").await;
+        assert_eq!(refused.expect_close().await.0.code, 4001);
+    }
+    assert_eq!(platform.catalog.miss_queries(), before + 1);
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchboard_catalog_miss_queries_total"),
+        "{metrics}"
+    );
 }

@@ -1,11 +1,20 @@
 //! `PgCatalog`: the edge's view of apps and keys in Postgres.
 //!
-//! Lookups are served from memory; a miss reads Postgres once. A listener on the
-//! `switchboard_catalog` channel (fed by triggers on apps, keys and plans) reloads a changed
-//! app and tells the edge, so a revoked key or disabled app stops working within a second.
-//! When Postgres is unreachable, every app already cached keeps being served (fail-static).
+//! Lookups are served from memory; a miss reads Postgres once, and a name Postgres does not
+//! hold is remembered as unknown (`negative.rs`, bounded) until a NOTIFY says it exists. A
+//! listener on the `switchboard_catalog` channel (fed by triggers on apps, keys and plans)
+//! reloads a changed app and tells the edge, so a revoked key or disabled app stops working
+//! within a second. When Postgres is unreachable, every app already cached keeps being served
+//! (fail-static). Misses share a few database connections (`MAX_CONCURRENT_MISSES`), so a
+//! flood of unknown names cannot take the pool the `/v1` API uses.
+
+mod negative;
+mod static_apps;
+
+pub use static_apps::static_app_clashes;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -14,15 +23,25 @@ use protocol::names::{AppId, AppKey};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tenancy::{App, AppCatalog, CatalogError, KeyedApp, PlanLimits, Secret};
-use tokio::sync::broadcast;
+use tokio::sync::{Semaphore, broadcast, watch};
 
+use crate::catalog::negative::NegativeCache;
 use crate::crypto::SecretsKey;
 use crate::repository::{apps, keys};
 
 /// The NOTIFY channel the migration's triggers write to.
 pub const CATALOG_CHANNEL: &str = "switchboard_catalog";
-/// How long an unknown key is remembered as unknown, so floods of bad keys cost no queries.
-const NEGATIVE_TTL: Duration = Duration::from_secs(2);
+/// How long an unknown key or app id is remembered as unknown. A NOTIFY of its creation ends
+/// it sooner; the expiry only bounds how long a lost notification could hide a new app.
+const NEGATIVE_TTL: Duration = Duration::from_secs(60);
+/// Most unknown keys, and separately app ids, remembered at once (a few MiB at most).
+const NEGATIVE_CAPACITY: usize = 50_000;
+/// Database connections cache misses may hold at once (the pool has 10, shared with `/v1`).
+const MAX_CONCURRENT_MISSES: usize = 3;
+/// How long a miss waits for one of those connections before answering "unavailable".
+const MISS_WAIT: Duration = Duration::from_secs(3);
+/// Counts `miss_queries` for Prometheus too (the edge's `/metrics` renders it).
+const MISS_QUERIES_METRIC: &str = "switchboard_catalog_miss_queries_total";
 /// Pause between attempts to re-establish the listener while Postgres is down.
 const RELISTEN_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -31,13 +50,29 @@ pub struct PgCatalog {
     secrets: SecretsKey,
     cache: RwLock<Cache>,
     changes: broadcast::Sender<AppId>,
+    misses: Semaphore,
+    /// Whether the listener is following notifications now.
+    listening: watch::Sender<bool>,
+    /// Queries made for lookups that missed the cache (reloads after NOTIFY not included).
+    miss_queries: AtomicU64,
 }
 
-#[derive(Default)]
 struct Cache {
     apps: HashMap<AppId, Arc<App>>,
     keys: HashMap<AppKey, KeyedApp>,
-    unknown_keys: HashMap<AppKey, Instant>,
+    unknown_keys: NegativeCache<AppKey>,
+    unknown_ids: NegativeCache<AppId>,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self {
+            apps: HashMap::new(),
+            keys: HashMap::new(),
+            unknown_keys: NegativeCache::new(NEGATIVE_CAPACITY, NEGATIVE_TTL),
+            unknown_ids: NegativeCache::new(NEGATIVE_CAPACITY, NEGATIVE_TTL),
+        }
+    }
 }
 
 fn unavailable(error: impl std::fmt::Display) -> CatalogError {
@@ -53,12 +88,31 @@ struct Loaded {
 impl PgCatalog {
     pub fn new(pool: PgPool, secrets: SecretsKey) -> Arc<Self> {
         let (changes, _) = broadcast::channel(1024);
+        metrics::describe_counter!(
+            MISS_QUERIES_METRIC,
+            "App catalog lookups that missed the cache and went to Postgres"
+        );
         Arc::new(Self {
             pool,
             secrets,
             cache: RwLock::new(Cache::default()),
             changes,
+            misses: Semaphore::new(MAX_CONCURRENT_MISSES),
+            listening: watch::Sender::new(false),
+            miss_queries: AtomicU64::new(0),
         })
+    }
+
+    /// Resolves once the listener follows notifications (changes made before may be missed).
+    pub async fn until_listening(&self) {
+        let mut listening = self.listening.subscribe();
+        // The sender lives as long as `self`, so this cannot fail while we borrow it.
+        let _ = listening.wait_for(|listening| *listening).await;
+    }
+
+    /// How many lookups have gone to Postgres because the cache could not answer them.
+    pub fn miss_queries(&self) -> u64 {
+        self.miss_queries.load(Ordering::Relaxed)
     }
 
     /// Listens for changes until the process ends; spawn it once per catalog.
@@ -67,9 +121,13 @@ impl PgCatalog {
             match PgListener::connect_with(&self.pool).await {
                 Ok(mut listener) => {
                     if listener.listen(CATALOG_CHANNEL).await.is_ok() {
-                        // Anything may have changed while no one was listening.
+                        // Anything may have changed while no one was listening, and names
+                        // remembered as unknown may exist now.
+                        self.forget_unknown_names();
                         self.reload_all_cached().await;
+                        self.listening.send_replace(true);
                         self.follow(&mut listener).await;
+                        self.listening.send_replace(false);
                     }
                 }
                 Err(error) => {
@@ -104,6 +162,12 @@ impl PgCatalog {
         }
     }
 
+    fn forget_unknown_names(&self) {
+        let mut cache = self.cache.write().expect("catalog lock poisoned");
+        cache.unknown_keys.clear();
+        cache.unknown_ids.clear();
+    }
+
     async fn reload_all_cached(&self) {
         let cached: Vec<AppId> = self
             .cache
@@ -131,10 +195,13 @@ impl PgCatalog {
         {
             let mut cache = self.cache.write().expect("catalog lock poisoned");
             cache.keys.retain(|_, keyed| keyed.app.id != *app_id);
-            cache.unknown_keys.clear();
             match loaded {
                 Some(Loaded { app, keys }) => {
+                    // Only names that exist now leave the negative caches; clearing them on
+                    // every reload would let any app's changes reopen a flood to Postgres.
+                    cache.unknown_ids.remove(app_id);
                     for (key, secret) in keys {
+                        cache.unknown_keys.remove(&key);
                         cache.keys.insert(
                             key.clone(),
                             KeyedApp {
@@ -210,11 +277,33 @@ impl PgCatalog {
         if let Some(keyed) = cache.keys.get(key) {
             return Some(Some(keyed.clone()));
         }
-        let recently_unknown = cache
+        cache
             .unknown_keys
-            .get(key)
-            .is_some_and(|at| at.elapsed() < NEGATIVE_TTL);
-        recently_unknown.then_some(None)
+            .contains(key, Instant::now())
+            .then_some(None)
+    }
+
+    fn cached_id(&self, id: &AppId) -> Option<Option<Arc<App>>> {
+        let cache = self.cache.read().expect("catalog lock poisoned");
+        if let Some(app) = cache.apps.get(id) {
+            return Some(Some(app.clone()));
+        }
+        cache
+            .unknown_ids
+            .contains(id, Instant::now())
+            .then_some(None)
+    }
+
+    /// One of the few connections misses may use; counted, so tests can see floods cost
+    /// nothing.
+    async fn miss_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, CatalogError> {
+        let permit = tokio::time::timeout(MISS_WAIT, self.misses.acquire())
+            .await
+            .map_err(|_| unavailable("too many app lookups waiting for the database"))?
+            .map_err(unavailable)?;
+        self.miss_queries.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(MISS_QUERIES_METRIC).increment(1);
+        Ok(permit)
     }
 }
 
@@ -224,6 +313,7 @@ impl AppCatalog for PgCatalog {
         if let Some(cached) = self.cached_key(key) {
             return Ok(cached);
         }
+        let permit = self.miss_permit().await?;
         let row = {
             let mut conn = self.pool.acquire().await.map_err(unavailable)?;
             keys::find_live(&mut conn, key.as_str())
@@ -231,35 +321,32 @@ impl AppCatalog for PgCatalog {
                 .map_err(unavailable)?
         };
         let Some(app_id) = row.and_then(|row| AppId::parse(&row.app_id).ok()) else {
+            // A key created meanwhile is safe: its NOTIFY's reload puts it among the known
+            // keys, which are looked at before the unknown ones.
             let mut cache = self.cache.write().expect("catalog lock poisoned");
-            cache
-                .unknown_keys
-                .retain(|_, at| at.elapsed() < NEGATIVE_TTL);
             cache.unknown_keys.insert(key.clone(), Instant::now());
             return Ok(None);
         };
         self.reload(&app_id).await?;
+        drop(permit);
         Ok(self.cached_key(key).flatten())
     }
 
     async fn find_by_id(&self, id: &AppId) -> Result<Option<Arc<App>>, CatalogError> {
-        if let Some(app) = self
-            .cache
-            .read()
-            .expect("catalog lock poisoned")
-            .apps
-            .get(id)
-        {
-            return Ok(Some(app.clone()));
+        if let Some(cached) = self.cached_id(id) {
+            return Ok(cached);
         }
+        let permit = self.miss_permit().await?;
         self.reload(id).await?;
-        Ok(self
-            .cache
-            .read()
-            .expect("catalog lock poisoned")
-            .apps
-            .get(id)
-            .cloned())
+        drop(permit);
+        let mut cache = self.cache.write().expect("catalog lock poisoned");
+        match cache.apps.get(id) {
+            Some(app) => Ok(Some(app.clone())),
+            None => {
+                cache.unknown_ids.insert(id.clone(), Instant::now());
+                Ok(None)
+            }
+        }
     }
 
     fn changes(&self) -> Option<broadcast::Receiver<AppId>> {
