@@ -41,6 +41,9 @@ pub struct EdgeSettings {
     pub pong_timeout: Duration,
     /// Frames a connection may have queued before it is closed as a slow consumer.
     pub outbox_capacity: usize,
+    /// Bytes a connection may have queued before it is closed as a slow consumer (its own
+    /// replies may take as much again).
+    pub outbox_max_bytes: usize,
     /// Largest WebSocket frame accepted from a client.
     pub max_frame_bytes: usize,
     /// How often closed usage minutes are written to the usage sink.
@@ -63,6 +66,7 @@ impl Default for EdgeSettings {
             activity_timeout: Duration::from_secs(120),
             pong_timeout: Duration::from_secs(30),
             outbox_capacity: 1024,
+            outbox_max_bytes: 1024 * 1024,
             max_frame_bytes: 64 * 1024,
             usage_flush_interval: Duration::from_secs(5),
             xhr_heartbeat_interval: Duration::from_secs(25),
@@ -90,6 +94,8 @@ pub struct EdgeState {
     /// When each channel's `subscription_count` was last sent.
     count_throttle: channel_events::CountThrottle,
     socket_ids: SocketIds,
+    /// What every outbox of this node holds (`/metrics`).
+    pub outbox_stats: Arc<outbox::OutboxStats>,
     /// pusher-js's `xhr_streaming` / `xhr_polling` sessions.
     xhr_sessions: carriers::xhr_sessions::XhrSessions,
     /// Sessions of our SDK's HTTP carriers (a cache: see `carriers::session`).
@@ -128,9 +134,19 @@ impl EdgeState {
             cache: cache::ChannelCache::default(),
             count_throttle: channel_events::CountThrottle::default(),
             socket_ids: SocketIds::new(),
+            outbox_stats: Arc::default(),
             xhr_sessions: Default::default(),
             sb_sessions: Default::default(),
         })
+    }
+
+    /// The bounds of a new connection's outbox, from the settings.
+    pub(crate) fn outbox_bounds(&self) -> outbox::OutboxBounds {
+        outbox::OutboxBounds {
+            frames: self.settings.outbox_capacity,
+            bytes: self.settings.outbox_max_bytes,
+            stats: self.outbox_stats.clone(),
+        }
     }
 
     /// Writes every usage minute, the current one included; call once connections are closed.

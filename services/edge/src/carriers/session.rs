@@ -541,10 +541,7 @@ async fn create(
         Err(reason) => return refused(key, reason),
     };
     let socket_id = id.unwrap_or_else(|| state.socket_ids.next());
-    let outbox = Arc::new(Outbox::new(
-        socket_id.clone(),
-        state.settings.outbox_capacity,
-    ));
+    let outbox = Arc::new(Outbox::new(socket_id.clone(), state.outbox_bounds()));
     let (sender, receiver) = mpsc::channel(64);
     let session = Arc::new(CarrierSession {
         socket_id: socket_id.clone(),

@@ -81,10 +81,7 @@ impl XhrSessions {
             return existing.clone();
         }
         let socket_id = state.socket_ids.next();
-        let outbox = Arc::new(Outbox::new(
-            socket_id.clone(),
-            state.settings.outbox_capacity,
-        ));
+        let outbox = Arc::new(Outbox::new(socket_id.clone(), state.outbox_bounds()));
         let (sender, receiver) = mpsc::channel(INBOUND_CAPACITY);
         let session = Arc::new(XhrSession {
             outbox: outbox.clone(),
