@@ -44,6 +44,11 @@ pub struct EdgeSettings {
     /// Bytes a connection may have queued before it is closed as a slow consumer (its own
     /// replies may take as much again).
     pub outbox_max_bytes: usize,
+    /// Bytes of channel history this node keeps for all apps together (and, apart, of cache
+    /// channels' last events); past it the largest app's oldest events are evicted.
+    pub history_max_bytes: usize,
+    /// Channels with kept history (or a cached event) one app may have on this node.
+    pub history_max_channels_per_app: usize,
     /// Largest WebSocket frame accepted from a client.
     pub max_frame_bytes: usize,
     /// How often closed usage minutes are written to the usage sink.
@@ -67,6 +72,8 @@ impl Default for EdgeSettings {
             pong_timeout: Duration::from_secs(30),
             outbox_capacity: 1024,
             outbox_max_bytes: 1024 * 1024,
+            history_max_bytes: 256 * 1024 * 1024,
+            history_max_channels_per_app: 10_000,
             max_frame_bytes: 64 * 1024,
             usage_flush_interval: Duration::from_secs(5),
             xhr_heartbeat_interval: Duration::from_secs(25),
@@ -111,7 +118,15 @@ impl EdgeState {
         webhooks: Option<Arc<dyn WebhookSink>>,
     ) -> Arc<Self> {
         let hub = Arc::new(Hub::default());
-        let broker = Arc::new(broker::Local::new(hub.clone()));
+        let limits = broker::HistoryLimits {
+            max_bytes: settings.history_max_bytes,
+            max_channels_per_app: settings.history_max_channels_per_app,
+        };
+        let broker = Arc::new(broker::Local::with_limits(
+            hub.clone(),
+            broker::Clock::system(),
+            limits,
+        ));
         Self::new(catalog, broker, hub, settings, usage, webhooks)
     }
 

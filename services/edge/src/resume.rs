@@ -22,6 +22,7 @@ pub fn history_window(limits: &PlanLimits) -> HistoryWindow {
     HistoryWindow {
         max_events: limits.history_events,
         max_age: Duration::from_secs(limits.history_seconds),
+        app_max_bytes: limits.history_bytes,
     }
 }
 

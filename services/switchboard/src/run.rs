@@ -89,6 +89,9 @@ fn edge_settings(args: &ServeArgs) -> EdgeSettings {
     EdgeSettings {
         activity_timeout: Duration::from_secs(args.activity_timeout),
         outbox_capacity: args.outbox_capacity,
+        outbox_max_bytes: args.outbox_max_bytes,
+        history_max_bytes: args.history_max_bytes,
+        history_max_channels_per_app: args.history_max_channels_per_app,
         ..EdgeSettings::default()
     }
 }
