@@ -97,7 +97,7 @@ pub struct EdgeState {
     /// Where webhook events are reported; without one (no database), nowhere.
     pub webhooks: Option<Arc<dyn WebhookSink>>,
     /// The last API event of each cache channel.
-    cache: cache::ChannelCache,
+    pub(crate) cache: cache::ChannelCache,
     /// When each channel's `subscription_count` was last sent.
     count_throttle: channel_events::CountThrottle,
     socket_ids: SocketIds,
@@ -138,6 +138,10 @@ impl EdgeState {
         usage: Option<Arc<dyn UsageSink>>,
         webhooks: Option<Arc<dyn WebhookSink>>,
     ) -> Arc<Self> {
+        let cache_limits = cache::CacheLimits {
+            max_bytes: settings.history_max_bytes,
+            max_channels_per_app: settings.history_max_channels_per_app,
+        };
         Arc::new(Self {
             catalog,
             broker,
@@ -146,7 +150,7 @@ impl EdgeState {
             settings,
             usage,
             webhooks,
-            cache: cache::ChannelCache::default(),
+            cache: cache::ChannelCache::new(cache_limits),
             count_throttle: channel_events::CountThrottle::default(),
             socket_ids: SocketIds::new(),
             outbox_stats: Arc::default(),
