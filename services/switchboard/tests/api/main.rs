@@ -6,6 +6,7 @@ mod cache_channels;
 mod carriers;
 mod http_api;
 mod limits;
+mod memory;
 mod metering;
 mod operators;
 mod platform;
