@@ -130,6 +130,9 @@ pub async fn render(state: web::Data<EdgeState>) -> HttpResponse {
         .body(body)
 }
 
+/// Name, type, help and the values by `store` label (`""`: no label) of one node figure.
+type NodeFigure<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, u64)]);
+
 /// The figures of what this node holds in memory for clients and tenants. They are rendered
 /// from the edge's own counters rather than kept in the global recorder, so each edge of a
 /// process (tests start many) reports its own.
@@ -137,7 +140,7 @@ fn node_figures(state: &EdgeState) -> String {
     let outboxes = &state.outbox_stats;
     let history = state.broker.history_usage();
     let cache = state.cache.usage();
-    let figures: [(&str, &str, &str, &[(&str, u64)]); 6] = [
+    let figures: [NodeFigure; 6] = [
         (
             OUTBOX_BYTES,
             "gauge",
