@@ -381,3 +381,46 @@ async fn a_socket_refused_by_a_full_presence_channel_is_not_on_it() {
         "and nothing from the refused socket came first"
     );
 }
+
+#[tokio::test]
+async fn the_plans_history_bytes_bound_what_one_app_keeps() {
+    let platform = spawn_platform().await;
+    let budget = 16 * 1024;
+    sqlx::query(
+        "INSERT INTO plans VALUES ('small-history', 'Small history', 0, 10, 1000000, 10240, 10, \
+         100, 100, 100, 1000, 600, 1, TRUE, 0, 0, 21, $1)",
+    )
+    .bind(budget as i64)
+    .execute(&platform.pool)
+    .await
+    .unwrap();
+    let (_, created) = platform
+        .account_with_app("history@example.com", Some("small-history"))
+        .await;
+    let app_id = created.app.id.to_string();
+    let channels: Vec<String> = (0..100).map(|n| format!("c-{n}")).collect();
+    let body = json!({"name": "e", "channels": channels, "data": "x".repeat(1024)});
+    let path = format!("/apps/{app_id}/events");
+    let credentials = (
+        app_id.as_str(),
+        created.key.as_str(),
+        created.secret.as_str(),
+    );
+    for _ in 0..3 {
+        let response = platform
+            .app
+            .api(credentials, "POST", &path, &[], Some(&body))
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    let stored = metric(&platform.app, "switchboard_stored_bytes{store=\"history\"}").await;
+    assert!(
+        stored <= budget as u64,
+        "{stored} bytes kept for a plan of {budget}"
+    );
+    let evicted = "switchboard_stored_evictions_total{store=\"history\"}";
+    assert!(
+        metric(&platform.app, evicted).await >= 280,
+        "most of 300 events evicted"
+    );
+}
