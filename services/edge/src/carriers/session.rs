@@ -102,6 +102,8 @@ pub(crate) struct CarrierSession {
     /// Whether the connection task has finished its clean-up.
     finished: watch::Sender<bool>,
     buffer_capacity: usize,
+    /// Bytes the handed-out frames may hold (the outbox's byte bound).
+    buffer_max_bytes: usize,
 }
 
 struct Inner {
@@ -109,6 +111,8 @@ struct Inner {
     next_frame: u64,
     /// Frames handed out and not yet acknowledged by a later cursor, oldest first.
     sent: VecDeque<Sent>,
+    /// Bytes of `sent` (frames and cursors).
+    sent_bytes: usize,
     /// Channel positions as of the last frame taken.
     channels: BTreeMap<String, (String, u64)>,
     /// Channels the client asked for (downstream `subs` and upstream subscribes).
@@ -179,13 +183,14 @@ impl Attachment {
             out.push(sent.clone());
         }
         // Frames the client has certainly not seen stay; the rest is bounded.
-        while inner.sent.len() > session.buffer_capacity
+        while (inner.sent.len() > session.buffer_capacity
+            || inner.sent_bytes > session.buffer_max_bytes)
             && inner
                 .sent
                 .front()
                 .is_some_and(|sent| sent.number < self.next)
         {
-            inner.sent.pop_front();
+            inner.pop_sent();
         }
         if let Some(last) = out[first..].last() {
             self.next = last.number + 1;
@@ -200,6 +205,14 @@ impl Attachment {
             return Poll::Ready(Delivery::Finished);
         }
         Poll::Pending
+    }
+}
+
+impl Inner {
+    fn pop_sent(&mut self) {
+        if let Some(sent) = self.sent.pop_front() {
+            self.sent_bytes -= sent.frame.len() + sent.cursor.len();
+        }
     }
 }
 
@@ -240,10 +253,12 @@ impl CarrierSession {
                 frame: number,
                 channels: inner.channels.clone(),
             };
+            let cursor: Arc<str> = cursor.encode(&self.secret).into();
+            inner.sent_bytes += frame.len() + cursor.len();
             inner.sent.push_back(Sent {
                 number,
                 frame,
-                cursor: cursor.encode(&self.secret).into(),
+                cursor,
             });
             if inner.ended {
                 break;
@@ -268,7 +283,7 @@ impl CarrierSession {
             .front()
             .is_some_and(|sent| sent.number <= acknowledged)
         {
-            inner.sent.pop_front();
+            inner.pop_sent();
         }
         inner.attachment += 1;
         inner.attached = true;
@@ -553,6 +568,7 @@ async fn create(
         inner: Mutex::new(Inner {
             next_frame: 1,
             sent: VecDeque::new(),
+            sent_bytes: 0,
             channels: BTreeMap::new(),
             requested: HashSet::new(),
             attachment: 0,
@@ -569,6 +585,7 @@ async fn create(
         keepalive: state.settings.activity_timeout / 2,
         finished: watch::Sender::new(false),
         buffer_capacity: state.settings.outbox_capacity,
+        buffer_max_bytes: state.settings.outbox_max_bytes,
     });
     let source = Source {
         session: session.clone(),
