@@ -86,6 +86,7 @@ struct Histories {
 
 /// One channel's history and its marks in the budget.
 struct Slot {
+    key: ChannelKey,
     marks: Marks,
     state: Mutex<HistorySlot>,
 }
@@ -215,6 +216,7 @@ impl Local {
             self.evict_oldest_slot(histories, app);
         }
         let slot = Arc::new(Slot {
+            key: key.clone(),
             marks: Marks::default(),
             state: Mutex::new(HistorySlot {
                 forgotten: false,
@@ -231,32 +233,32 @@ impl Local {
     }
 
     fn evict_oldest_slot(&self, histories: &mut Histories, app: &AppId) {
-        let Some(slots) = histories.per_app.get_mut(app) else {
+        loop {
+            let Some(slots) = histories.per_app.get_mut(app) else {
+                return;
+            };
+            // A slot whose lock is held is in use: the next oldest goes instead.
+            let Some(index) = slots.iter().position(|slot| slot.state.try_lock().is_ok()) else {
+                return;
+            };
+            let Some(slot) = slots.remove(index) else {
+                return;
+            };
+            let mut state = slot.state.lock().expect("channel history lock poisoned");
+            if state.forgotten {
+                // The sweep forgot it while it was in use: only its place in the order was left.
+                continue;
+            }
+            state.forgotten = true;
+            state.history.remove_all();
+            let mut budget = self.budget.lock().expect("budget lock poisoned");
+            budget.discharge(app, &slot, state.history.take_removed());
+            drop(budget);
+            histories.channels.remove(&slot.key);
+            histories.ended(&slot.key, &state.history);
+            histories.evicted_slots += 1;
             return;
-        };
-        // A slot whose lock is held is in use: the next oldest goes instead.
-        let Some(index) = slots.iter().position(|slot| slot.state.try_lock().is_ok()) else {
-            return;
-        };
-        let Some(slot) = slots.remove(index) else {
-            return;
-        };
-        let mut state = slot.state.lock().expect("channel history lock poisoned");
-        state.forgotten = true;
-        state.history.remove_all();
-        let mut budget = self.budget.lock().expect("budget lock poisoned");
-        budget.discharge(app, &slot, state.history.take_removed());
-        drop(budget);
-        let key = histories
-            .channels
-            .iter()
-            .find(|(_, candidate)| Arc::ptr_eq(candidate, &slot))
-            .map(|(key, _)| key.clone());
-        if let Some(key) = key {
-            histories.channels.remove(&key);
-            histories.ended(&key, &state.history);
         }
-        histories.evicted_slots += 1;
     }
 
     /// Drops the histories that may be forgotten (giving back what their windows dropped). A
