@@ -9,6 +9,10 @@
 //! The stored frames are the stamped ones, kept while they are within the window (the newest
 //! `max_events`, none older than `max_age`). Their serials are contiguous: frames only ever
 //! leave from the oldest end, so a replay after serial `n` is a suffix found by arithmetic.
+//!
+//! Frames leave by the window (count, age) or by the byte budget (`evict_through`). Those
+//! the window drops are recorded (`take_removed`) so the broker can give their bytes back to
+//! the app's budget.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -18,11 +22,13 @@ use bytestring::ByteString;
 use crate::History;
 
 /// How much of a channel's past its plan keeps: the newest `max_events`, none older than
-/// `max_age`. Either being zero keeps nothing (serials are still assigned).
+/// `max_age`. Either being zero keeps nothing (serials are still assigned). `app_max_bytes`
+/// bounds what all the app's channels keep together on a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryWindow {
     pub max_events: usize,
     pub max_age: Duration,
+    pub app_max_bytes: usize,
 }
 
 /// The frame with `,"serial":N,"epoch":"E"` spliced in before its final `}`. A frame that does
@@ -56,6 +62,10 @@ pub struct ChannelHistory {
     /// The window of the last publication (a plan change applies from the next one).
     window: Option<HistoryWindow>,
     entries: VecDeque<Entry>,
+    /// Bytes of the stored frames.
+    bytes: usize,
+    /// `(serial, bytes)` of frames the window dropped since the last `take_removed`.
+    removed: Vec<(u64, usize)>,
     /// The last publication or read, for forgetting idle channels.
     last_touched: Instant,
 }
@@ -75,8 +85,42 @@ impl ChannelHistory {
             latest: 0,
             window: None,
             entries: VecDeque::new(),
+            bytes: 0,
+            removed: Vec::new(),
             last_touched: now,
         }
+    }
+
+    /// Bytes of the frames stored now.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The `(serial, bytes)` of every frame the window dropped since the last call, oldest
+    /// first.
+    pub fn take_removed(&mut self) -> impl Iterator<Item = (u64, usize)> + '_ {
+        self.removed.drain(..)
+    }
+
+    /// Whether the window dropped frames not yet taken with `take_removed`.
+    pub fn has_removed(&self) -> bool {
+        !self.removed.is_empty()
+    }
+
+    /// Drops every stored frame up to and including `serial` (the byte budget evicted them);
+    /// they are not recorded as removed.
+    pub fn evict_through(&mut self, serial: u64) {
+        while let Some(entry) = self.entries.front()
+            && entry.serial <= serial
+        {
+            self.bytes -= entry.frame.len();
+            self.entries.pop_front();
+        }
+    }
+
+    /// Drops every stored frame, recording each as removed (the channel is being forgotten).
+    pub fn remove_all(&mut self) {
+        while self.pop_oldest() {}
     }
 
     pub fn epoch(&self) -> &str {
@@ -100,6 +144,7 @@ impl ChannelHistory {
         self.last_touched = now;
         self.window = Some(window);
         let stamped = stamp(frame, self.latest, &self.epoch);
+        self.bytes += stamped.len();
         self.entries.push_back(Entry {
             serial: self.latest,
             at: now,
@@ -168,15 +213,25 @@ impl ChannelHistory {
             return;
         };
         while self.entries.len() > window.max_events {
-            self.entries.pop_front();
+            self.pop_oldest();
         }
         while self
             .entries
             .front()
             .is_some_and(|entry| now.saturating_duration_since(entry.at) >= window.max_age)
         {
-            self.entries.pop_front();
+            self.pop_oldest();
         }
+    }
+
+    /// Drops the oldest stored frame, recording it as removed; false when none is stored.
+    fn pop_oldest(&mut self) -> bool {
+        let Some(entry) = self.entries.pop_front() else {
+            return false;
+        };
+        self.bytes -= entry.frame.len();
+        self.removed.push((entry.serial, entry.frame.len()));
+        true
     }
 }
 
@@ -190,7 +245,41 @@ mod tests {
         HistoryWindow {
             max_events,
             max_age: Duration::from_secs(seconds),
+            app_max_bytes: usize::MAX,
         }
+    }
+
+    #[test]
+    fn stored_bytes_follow_appends_trims_and_evictions() {
+        let now = Instant::now();
+        let mut history = ChannelHistory::new("e".into(), now);
+        let mut sizes = Vec::new();
+        for n in 1..=4 {
+            let (_, stamped) = history.append(&frame(n), window(3, 60), now);
+            sizes.push(stamped.len());
+        }
+        assert_eq!(history.bytes(), sizes[1] + sizes[2] + sizes[3]);
+        assert_eq!(history.take_removed().collect::<Vec<_>>(), [(1, sizes[0])]);
+        history.evict_through(2);
+        assert_eq!(history.bytes(), sizes[2] + sizes[3]);
+        assert_eq!(
+            history.take_removed().count(),
+            0,
+            "evictions are not recorded"
+        );
+        assert!(matches!(
+            history.read(Some(1), None, now),
+            History::Gap {
+                oldest_available: 3,
+                ..
+            }
+        ));
+        history.remove_all();
+        assert_eq!(history.bytes(), 0);
+        assert_eq!(
+            history.take_removed().collect::<Vec<_>>(),
+            [(3, sizes[2]), (4, sizes[3])]
+        );
     }
 
     fn frame(n: u64) -> String {
@@ -306,7 +395,7 @@ mod tests {
             steps_apart_ms in 0u64..2_000,
         ) {
             let start = Instant::now();
-            let window = HistoryWindow { max_events, max_age: Duration::from_secs(60) };
+            let window = HistoryWindow { max_events, max_age: Duration::from_secs(60), app_max_bytes: usize::MAX };
             let mut history = ChannelHistory::new("e".into(), start);
             let mut published = Vec::new();
             for n in 1..=events {

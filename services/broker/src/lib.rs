@@ -6,11 +6,13 @@
 //!
 //! Every publication that carries a `HistoryWindow` gets the channel's next serial and goes
 //! into the channel's bounded history (`history`); `Broker::history` replays it after a
-//! serial, for resume and the history API.
+//! serial, for resume and the history API. History memory is bounded by byte budgets per
+//! app and per node (`budget`) and by a number of channels per app.
 //!
 //! Architecture invariant: the broker carries frames as shared bytes and never parses them
 //! (stamping a serial is a byte splice, see `history::stamp`).
 
+mod budget;
 mod clock;
 mod history;
 mod local;
@@ -24,7 +26,7 @@ use thiserror::Error;
 
 pub use clock::Clock;
 pub use history::{ChannelHistory, HistoryWindow, stamp};
-pub use local::{FORGET_IDLE_CHANNELS_AFTER, Local};
+pub use local::{FORGET_IDLE_CHANNELS_AFTER, HistoryLimits, Local};
 
 /// One event for one channel of one app, serialised once and shared by every subscriber.
 #[derive(Debug, Clone)]
@@ -72,6 +74,19 @@ pub struct Position {
     pub serial: u64,
 }
 
+/// What a broker's history holds, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryUsage {
+    /// Bytes of stored frames (and their bookkeeping) charged to the byte budgets.
+    pub bytes: u64,
+    /// Stored frames evicted because an app or the node was over its byte budget.
+    pub evictions: u64,
+    /// Channels with a history slot.
+    pub channels: u64,
+    /// Slots evicted because their app had too many.
+    pub evicted_channels: u64,
+}
+
 /// Where a broker hands publications for this node's connections.
 pub trait DeliverySink: Send + Sync + 'static {
     fn deliver(&self, publication: &Publication);
@@ -104,8 +119,8 @@ pub trait Broker: Send + Sync + 'static {
     async fn publish(&self, publication: Publication) -> Result<(), BrokerError>;
 
     /// The stored frames after `since_serial` (all of them for `None`), or `History::Gap`
-    /// when any of them is gone or `epoch` is not the channel's. A channel with no history
-    /// yet starts one (a new epoch).
+    /// when any of them is gone (outside the window, or evicted by a byte budget) or `epoch`
+    /// is not the channel's. A channel with no history reads as one just started.
     async fn history(
         &self,
         app: &AppId,
@@ -114,9 +129,13 @@ pub trait Broker: Send + Sync + 'static {
         epoch: Option<&str>,
     ) -> Result<History, BrokerError>;
 
-    /// The channel's epoch and last serial, starting its history if it has none, so a new
-    /// subscriber knows where it stands without copying any frame.
+    /// The channel's epoch and last serial, so a new subscriber knows where it stands without
+    /// copying any frame. A channel never published to gets no state: it is at serial 0 of
+    /// the epoch its first publication will carry.
     async fn position(&self, app: &AppId, channel: &ChannelName) -> Result<Position, BrokerError>;
+
+    /// What the history holds now.
+    fn history_usage(&self) -> HistoryUsage;
 
     /// Adds `socket` to the channel as `member`. Joining twice with one socket is a no-op; a
     /// new user beyond `max_members` distinct users is refused with `PresenceFull`.

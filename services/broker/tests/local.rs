@@ -4,7 +4,8 @@ use broker::Local;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn local_broker_conforms() {
-    broker::testing::conformance(|sink, clock| Local::with_clock(sink, clock)).await;
+    broker::testing::conformance(|sink, clock, limits| Local::with_limits(sink, clock, limits))
+        .await;
 }
 
 /// Local only: the memory of channels used once is bounded by forgetting idle ones.
@@ -30,6 +31,7 @@ async fn an_idle_channel_with_nothing_kept_is_forgotten_and_a_resume_gets_a_gap(
         history: Some(HistoryWindow {
             max_events: 10,
             max_age: Duration::from_secs(60),
+            app_max_bytes: usize::MAX,
         }),
         serial: None,
     };

@@ -46,10 +46,7 @@ pub async fn websocket(
         .to_owned();
     let admission = admit(&state, &key, request.query_string()).await;
     let socket_id = state.socket_ids.next();
-    let outbox = Arc::new(Outbox::new(
-        socket_id.clone(),
-        state.settings.outbox_capacity,
-    ));
+    let outbox = Arc::new(Outbox::new(socket_id.clone(), state.outbox_bounds()));
     let (response, reader) = websocket::upgrade(
         &request,
         payload,
@@ -367,6 +364,8 @@ impl Connection {
                         .hub
                         .unsubscribe(&self.app.id, &channel, &self.outbox);
                     self.outbox.discard_held(&channel);
+                    // Not on the channel: no client events there, no slot of the channel limit.
+                    self.session.subscription_refused(&channel);
                     return self.send(refusal);
                 }
             },

@@ -41,6 +41,14 @@ pub struct EdgeSettings {
     pub pong_timeout: Duration,
     /// Frames a connection may have queued before it is closed as a slow consumer.
     pub outbox_capacity: usize,
+    /// Bytes a connection may have queued before it is closed as a slow consumer (its own
+    /// replies may take as much again).
+    pub outbox_max_bytes: usize,
+    /// Bytes of channel history this node keeps for all apps together (and, apart, of cache
+    /// channels' last events); past it the largest app's oldest events are evicted.
+    pub history_max_bytes: usize,
+    /// Channels with kept history (or a cached event) one app may have on this node.
+    pub history_max_channels_per_app: usize,
     /// Largest WebSocket frame accepted from a client.
     pub max_frame_bytes: usize,
     /// How often closed usage minutes are written to the usage sink.
@@ -75,6 +83,9 @@ impl Default for EdgeSettings {
             activity_timeout: Duration::from_secs(120),
             pong_timeout: Duration::from_secs(30),
             outbox_capacity: 1024,
+            outbox_max_bytes: 1024 * 1024,
+            history_max_bytes: 256 * 1024 * 1024,
+            history_max_channels_per_app: 10_000,
             max_frame_bytes: 64 * 1024,
             usage_flush_interval: Duration::from_secs(5),
             xhr_heartbeat_interval: Duration::from_secs(25),
@@ -103,10 +114,12 @@ pub struct EdgeState {
     /// Where webhook events are reported; without one (no database), nowhere.
     pub webhooks: Option<Arc<dyn WebhookSink>>,
     /// The last API event of each cache channel.
-    cache: cache::ChannelCache,
+    pub(crate) cache: cache::ChannelCache,
     /// When each channel's `subscription_count` was last sent.
     count_throttle: channel_events::CountThrottle,
     socket_ids: SocketIds,
+    /// What every outbox of this node holds (`/metrics`).
+    pub outbox_stats: Arc<outbox::OutboxStats>,
     /// pusher-js's `xhr_streaming` / `xhr_polling` sessions.
     xhr_sessions: carriers::xhr_sessions::XhrSessions,
     /// Sessions of our SDK's HTTP carriers (a cache: see `carriers::session`).
@@ -126,7 +139,15 @@ impl EdgeState {
         webhooks: Option<Arc<dyn WebhookSink>>,
     ) -> Arc<Self> {
         let hub = Arc::new(Hub::default());
-        let broker = Arc::new(broker::Local::new(hub.clone()));
+        let limits = broker::HistoryLimits {
+            max_bytes: settings.history_max_bytes,
+            max_channels_per_app: settings.history_max_channels_per_app,
+        };
+        let broker = Arc::new(broker::Local::with_limits(
+            hub.clone(),
+            broker::Clock::system(),
+            limits,
+        ));
         Self::new(catalog, broker, hub, settings, usage, webhooks)
     }
 
@@ -138,6 +159,10 @@ impl EdgeState {
         usage: Option<Arc<dyn UsageSink>>,
         webhooks: Option<Arc<dyn WebhookSink>>,
     ) -> Arc<Self> {
+        let cache_limits = cache::CacheLimits {
+            max_bytes: settings.history_max_bytes,
+            max_channels_per_app: settings.history_max_channels_per_app,
+        };
         Arc::new(Self {
             catalog,
             broker,
@@ -145,9 +170,10 @@ impl EdgeState {
             hub,
             usage,
             webhooks,
-            cache: cache::ChannelCache::default(),
+            cache: cache::ChannelCache::new(cache_limits),
             count_throttle: channel_events::CountThrottle::default(),
             socket_ids: SocketIds::new(),
+            outbox_stats: Arc::default(),
             xhr_sessions: Default::default(),
             sb_sessions: Default::default(),
             watchlists: Default::default(),
@@ -157,6 +183,15 @@ impl EdgeState {
             ),
             settings,
         })
+    }
+
+    /// The bounds of a new connection's outbox, from the settings.
+    pub(crate) fn outbox_bounds(&self) -> outbox::OutboxBounds {
+        outbox::OutboxBounds {
+            frames: self.settings.outbox_capacity,
+            bytes: self.settings.outbox_max_bytes,
+            stats: self.outbox_stats.clone(),
+        }
     }
 
     /// Writes every usage minute, the current one included; call once connections are closed.

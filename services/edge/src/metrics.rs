@@ -9,13 +9,15 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use actix_web::HttpResponse;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::ContentType;
 use actix_web::middleware::Next;
+use actix_web::{HttpResponse, web};
 use metrics::{Counter, Gauge, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::EdgeState;
 
 const CONNECTIONS: &str = "switchboard_connections";
 const SUBSCRIPTIONS: &str = "switchboard_subscriptions";
@@ -24,6 +26,12 @@ const DELIVERED: &str = "switchboard_messages_delivered_total";
 const OUTBOX_DROPS: &str = "switchboard_outbox_drops_total";
 const CLOSED: &str = "switchboard_connections_closed_total";
 const API_DURATION: &str = "switchboard_api_request_duration_seconds";
+const OUTBOX_BYTES: &str = "switchboard_outbox_bytes";
+const OUTBOX_PEAK_BYTES: &str = "switchboard_outbox_peak_bytes";
+const SLOW_CONSUMERS: &str = "switchboard_slow_consumers_total";
+const STORED_BYTES: &str = "switchboard_stored_bytes";
+const STORED_EVICTIONS: &str = "switchboard_stored_evictions_total";
+const STORED_CHANNELS: &str = "switchboard_stored_channels";
 
 /// Histogram buckets for request durations, in seconds.
 const DURATION_BUCKETS: [f64; 13] = [
@@ -108,15 +116,79 @@ pub fn run_upkeep() {
     prometheus().run_upkeep();
 }
 
-/// `GET /metrics`: the Prometheus text exposition.
-pub async fn render() -> HttpResponse {
+/// `GET /metrics`: the Prometheus text exposition: the process's recorder, then this node's
+/// memory figures (outboxes, history, cache channels), read from the edge's state.
+pub async fn render(state: web::Data<EdgeState>) -> HttpResponse {
+    let mut body = prometheus().render();
+    body.push_str(&node_figures(&state));
     HttpResponse::Ok()
         .content_type(ContentType(
             "text/plain; version=0.0.4; charset=utf-8"
                 .parse()
                 .expect("a valid media type"),
         ))
-        .body(prometheus().render())
+        .body(body)
+}
+
+/// Name, type, help and the values by `store` label (`""`: no label) of one node figure.
+type NodeFigure<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, u64)]);
+
+/// The figures of what this node holds in memory for clients and tenants. They are rendered
+/// from the edge's own counters rather than kept in the global recorder, so each edge of a
+/// process (tests start many) reports its own.
+fn node_figures(state: &EdgeState) -> String {
+    let outboxes = &state.outbox_stats;
+    let history = state.broker.history_usage();
+    let cache = state.cache.usage();
+    let figures: [NodeFigure; 6] = [
+        (
+            OUTBOX_BYTES,
+            "gauge",
+            "Bytes queued in this node's connection outboxes",
+            &[("", outboxes.queued_bytes())],
+        ),
+        (
+            OUTBOX_PEAK_BYTES,
+            "gauge",
+            "The most bytes one outbox of this node has held",
+            &[("", outboxes.peak_bytes())],
+        ),
+        (
+            SLOW_CONSUMERS,
+            "counter",
+            "Connections closed because their outbox was full (4100)",
+            &[("", outboxes.overflows())],
+        ),
+        (
+            STORED_BYTES,
+            "gauge",
+            "Bytes of channel history and cached events kept, charged to the byte budgets",
+            &[("history", history.bytes), ("cache", cache.bytes)],
+        ),
+        (
+            STORED_EVICTIONS,
+            "counter",
+            "Events evicted by a byte or channel budget (history: events; cache: events)",
+            &[("history", history.evictions), ("cache", cache.evictions)],
+        ),
+        (
+            STORED_CHANNELS,
+            "gauge",
+            "Channels with kept history or a cached event",
+            &[("history", history.channels), ("cache", cache.channels)],
+        ),
+    ];
+    let mut text = String::new();
+    for (name, kind, help, values) in figures {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (store, value) in values {
+            match *store {
+                "" => text.push_str(&format!("{name} {value}\n")),
+                store => text.push_str(&format!("{name}{{store=\"{store}\"}} {value}\n")),
+            }
+        }
+    }
+    text
 }
 
 /// Middleware timing every routed HTTP request by its route template (`/apps/{app_id}/events`);

@@ -15,11 +15,14 @@ use protocol::names::{AppId, ChannelName};
 use protocol::wire::{self, ChannelPosition, ResumeFailure};
 use tenancy::PlanLimits;
 
+use crate::outbox::Room;
+
 /// The history window a plan gives every channel of its apps.
 pub fn history_window(limits: &PlanLimits) -> HistoryWindow {
     HistoryWindow {
         max_events: limits.history_events,
         max_age: Duration::from_secs(limits.history_seconds),
+        app_max_bytes: limits.history_bytes,
     }
 }
 
@@ -36,14 +39,15 @@ pub struct CatchUp {
 }
 
 /// Reads the channel's position, or with `resume` what the client missed since it. At most
-/// `room` frames are replayed; a longer gap fails as `too_many_to_replay` (the history API
-/// pages through it) rather than closing the connection as a slow consumer.
+/// what fits the outbox's `room` (frames and bytes) is replayed; a longer gap fails as
+/// `too_many_to_replay` (the history API pages through it) rather than closing the
+/// connection as a slow consumer.
 pub async fn catch_up(
     broker: &dyn Broker,
     app: &AppId,
     channel: &ChannelName,
     resume: Option<&ChannelPosition>,
-    room: usize,
+    room: Room,
 ) -> CatchUp {
     let Some(resume) = resume else {
         return match broker.position(app, channel).await {
@@ -83,7 +87,7 @@ pub async fn catch_up(
             epoch,
             latest,
             frames,
-        }) if frames.len() > room => {
+        }) if !fits(&frames, room) => {
             let oldest = frames.first().map_or(latest + 1, |(serial, _)| *serial);
             failed(epoch, latest, oldest, ResumeFailure::TooManyToReplay)
         }
@@ -125,4 +129,10 @@ pub async fn catch_up(
             }
         }
     }
+}
+
+/// Whether a replay fits the outbox's room, in frames and in bytes.
+fn fits(frames: &[(u64, ByteString)], room: Room) -> bool {
+    let bytes: usize = frames.iter().map(|(_, frame)| frame.len()).sum();
+    frames.len() <= room.frames && bytes <= room.bytes
 }

@@ -155,6 +155,13 @@ impl Session {
         self.config.max_channels = max_channels;
     }
 
+    /// The edge could not complete an `Output::Subscribe` (a full presence channel, presence
+    /// unavailable) and sent the refusal: the connection is not on the channel, so it may not
+    /// send client events there and the channel does not count toward its limit.
+    pub fn subscription_refused(&mut self, channel: &ChannelName) {
+        self.subscriptions.remove(channel);
+    }
+
     pub fn is_subscribed(&self, channel: &ChannelName) -> bool {
         self.subscriptions.contains_key(channel)
     }
@@ -227,7 +234,7 @@ impl Session {
             Err(reason) => {
                 return vec![error(
                     None,
-                    &format!("Invalid channel name {name:?}: {reason}"),
+                    &format!("Invalid channel name {}: {reason}", wire::echo(name)),
                 )];
             }
         };

@@ -209,6 +209,91 @@ fn client_events_only_on_subscribed_private_or_presence_channels() {
 }
 
 #[test]
+fn a_refused_presence_subscription_leaves_no_channel_behind() {
+    let now = Instant::now();
+    let credentials = Credentials {
+        key: AppKey::parse(KEY).unwrap(),
+        secret: SECRET.into(),
+    };
+    let config = SessionConfig {
+        max_channels: 1,
+        ..SessionConfig::pusher_defaults()
+    };
+    let (mut session, _) = Session::new(SocketId::parse(SOCKET).unwrap(), credentials, config, now);
+    let data = r#"{"user_id":"u3"}"#;
+    let full = "presence-full";
+    let outputs = send(
+        &mut session,
+        subscribe(full, &auth_for(full, Some(data)), Some(data)),
+    );
+    assert!(matches!(
+        outputs.as_slice(),
+        [Output::Subscribe {
+            member: Some(_),
+            ..
+        }]
+    ));
+    // The edge's presence join says the channel is full.
+    let channel = ChannelName::parse(full).unwrap();
+    session.subscription_refused(&channel);
+
+    assert!(!session.is_subscribed(&channel));
+    assert_eq!(session.subscriptions().count(), 0);
+    let event = json!({"event":"client-hi","channel":full,"data":"yo"});
+    let refused = only_sent(&send(&mut session, event));
+    assert!(
+        refused[0]["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not subscribed"),
+        "{refused:?}"
+    );
+    assert!(
+        matches!(
+            send(&mut session, subscribe("news", "", None)).as_slice(),
+            [Output::Subscribe { .. }]
+        ),
+        "the refused channel takes no slot of the channel limit"
+    );
+    assert!(session.on_closed().iter().all(
+        |output| matches!(output, Output::Unsubscribe { channel, .. } if channel.as_str() == "news")
+    ));
+}
+
+#[test]
+fn error_frames_repeat_at_most_a_short_quoted_excerpt_of_the_input() {
+    let mut session = session(Instant::now());
+    // Every byte of this name would be escaped several times over if it were echoed whole.
+    let name = "\u{1}\"".repeat(20_000);
+    let sent = only_sent(&send(&mut session, subscribe(&name, "", None)));
+    let message = sent[0]["data"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Invalid channel name \"\\u0001\\\""),
+        "{message}"
+    );
+    // JSON escaping makes a byte at most six: the excerpt is bounded, however long the name.
+    assert!(
+        message.len() < 7 * crate::wire::MAX_ECHOED_INPUT_BYTES,
+        "{}",
+        message.len()
+    );
+
+    let auth = format!("{}:00", "k".repeat(50_000));
+    let sent = only_sent(&send(&mut session, subscribe("private-a", &auth, None)));
+    assert!(
+        sent.iter().all(|frame| frame.to_string().len() < 1_000),
+        "{sent:?}"
+    );
+    let data = "\"".repeat(50_000);
+    let presence = subscribe("presence-a", &format!("{KEY}:00"), Some(&data));
+    let sent = only_sent(&send(&mut session, presence));
+    assert!(
+        sent.iter().all(|frame| frame.to_string().len() < 2_000),
+        "{sent:?}"
+    );
+}
+
+#[test]
 fn oversize_client_event_is_refused() {
     let mut session = session(Instant::now());
     send(

@@ -68,13 +68,14 @@ pub fn verify_auth_token(
 ) -> Result<(), AuthTokenError> {
     let (key, signature) = auth.split_once(':').ok_or(AuthTokenError::Format)?;
     if key != app_key {
-        return Err(AuthTokenError::WrongKey(key.to_owned()));
+        return Err(AuthTokenError::WrongKey(crate::wire::echo(key)));
     }
     if verify_hmac_hex(secret, &signed_string, signature) {
         Ok(())
     } else {
+        // The signed string holds the client's channel_data: shown cut, like any input.
         Err(AuthTokenError::Signature {
-            expected_string: signed_string,
+            expected_string: crate::wire::echo(&signed_string),
         })
     }
 }

@@ -143,6 +143,24 @@ pub fn pong() -> String {
     internal("pusher:pong", None, &json!({}))
 }
 
+/// The most bytes of client input an error message repeats.
+pub const MAX_ECHOED_INPUT_BYTES: usize = 200;
+
+/// Client input as an error message may show it: at most `MAX_ECHOED_INPUT_BYTES` (cut on a
+/// character boundary, `…` marking the cut), as a JSON string literal, never `Debug`-escaped.
+/// An error frame thereby stays small whatever the client sent.
+pub fn echo(input: &str) -> String {
+    let mut end = input.len().min(MAX_ECHOED_INPUT_BYTES);
+    while !input.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut shown = input[..end].to_owned();
+    if end < input.len() {
+        shown.push('…');
+    }
+    serde_json::to_string(&shown).expect("strings always serialise")
+}
+
 /// `pusher:error`; `code` is `None` for the non-fatal errors Pusher sends with `code: null`.
 pub fn error(code: Option<u16>, message: &str) -> String {
     json!({ "event": "pusher:error", "data": { "code": code, "message": message } }).to_string()
@@ -416,6 +434,25 @@ mod tests {
         assert_eq!(object.data_object(), string.data_object());
         assert!(ClientFrame::parse("{").is_err());
         assert!(ClientFrame::parse(r#"{"channel":"a"}"#).is_err());
+    }
+
+    #[test]
+    fn echoed_input_is_cut_on_a_character_boundary_and_json_quoted() {
+        assert_eq!(echo("a\"b"), r#""a\"b""#);
+        assert_eq!(echo("\u{0}"), r#""\u0000""#);
+        let long = "é".repeat(MAX_ECHOED_INPUT_BYTES);
+        let shown: String = serde_json::from_str(&echo(&long)).unwrap();
+        assert_eq!(
+            shown,
+            format!("{}…", "é".repeat(MAX_ECHOED_INPUT_BYTES / 2))
+        );
+        let odd = format!("x{long}");
+        let shown: String = serde_json::from_str(&echo(&odd)).unwrap();
+        assert!(
+            shown.len() <= MAX_ECHOED_INPUT_BYTES + '…'.len_utf8(),
+            "{}",
+            shown.len()
+        );
     }
 
     #[test]

@@ -81,6 +81,22 @@ pub struct ServeArgs {
     pub max_concurrent_password_hashes: usize,
     #[command(flatten)]
     pub carriers: CarrierArgs,
+    /// Bytes a connection may have queued before it is closed as a slow consumer (4100); its
+    /// own replies may take as much again.
+    #[arg(long, env = "SWITCHBOARD_OUTBOX_MAX_BYTES", default_value_t = 1024 * 1024)]
+    pub outbox_max_bytes: usize,
+    /// Bytes of channel history (and of cache channels' last events) this node keeps for all
+    /// apps together; past it the largest app's oldest events go first.
+    #[arg(long, env = "SWITCHBOARD_HISTORY_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub history_max_bytes: usize,
+    /// Channels with kept history (or a cached event) one app may have on this node; a new one
+    /// past it evicts the app's oldest.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_HISTORY_MAX_CHANNELS_PER_APP",
+        default_value_t = 10_000
+    )]
+    pub history_max_channels_per_app: usize,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]

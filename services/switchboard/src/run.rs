@@ -128,6 +128,9 @@ fn edge_settings(args: &ServeArgs) -> EdgeSettings {
             .carrier_sessions_per_address_per_minute,
         carrier_sessions_per_app_per_minute: args.carriers.carrier_sessions_per_app_per_minute,
         trusted_proxies: args.trusted_proxies.clone(),
+        outbox_max_bytes: args.outbox_max_bytes,
+        history_max_bytes: args.history_max_bytes,
+        history_max_channels_per_app: args.history_max_channels_per_app,
         ..EdgeSettings::default()
     }
 }

@@ -69,6 +69,9 @@ pub struct PlanLimits {
     pub history_events: usize,
     /// How long, in seconds, each channel keeps an event for resume and the history API.
     pub history_seconds: u64,
+    /// Bytes of history all the app's channels keep together on one node (and, apart, of its
+    /// cache channels' last events); past it the app's oldest events are evicted first.
+    pub history_bytes: usize,
 }
 
 impl PlanLimits {
@@ -87,6 +90,7 @@ impl PlanLimits {
             webhooks_allowed: true,
             history_events: 100,
             history_seconds: 120,
+            history_bytes: 16 * 1024 * 1024,
         }
     }
 

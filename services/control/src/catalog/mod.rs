@@ -244,6 +244,7 @@ impl PgCatalog {
             webhooks_allowed: row.webhooks_allowed,
             history_events: usize::try_from(row.history_events).unwrap_or(0),
             history_seconds: u64::try_from(row.history_seconds).unwrap_or(0),
+            history_bytes: usize::try_from(row.history_bytes).unwrap_or(0),
         };
         let app = Arc::new(App {
             id: app_id.clone(),

@@ -143,6 +143,7 @@ pub struct CatalogAppRow {
     pub subscription_counting: bool,
     pub history_events: i32,
     pub history_seconds: i32,
+    pub history_bytes: i64,
 }
 
 pub async fn find_for_catalog(
@@ -153,7 +154,7 @@ pub async fn find_for_catalog(
         "SELECT a.id, a.enabled, p.max_connections, p.messages_per_day, p.burst_multiplier, \
          p.max_message_bytes, p.client_events_per_second, p.publish_requests_per_second, \
          p.max_presence_members, p.max_channels_per_connection, p.webhooks_allowed, \
-         a.subscription_counting, p.history_events, p.history_seconds \
+         a.subscription_counting, p.history_events, p.history_seconds, p.history_bytes \
          FROM apps a JOIN plans p ON p.id = a.plan_id WHERE a.id = $1",
     )
     .bind(app_id)

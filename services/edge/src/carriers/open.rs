@@ -203,7 +203,7 @@ async fn create(
         None => (state.socket_ids.next(), None, None),
     };
     let settings = &state.settings;
-    let outbox = Arc::new(Outbox::new(socket_id.clone(), settings.outbox_capacity));
+    let outbox = Arc::new(Outbox::new(socket_id.clone(), state.outbox_bounds()));
     let (sender, receiver) = mpsc::channel(INBOUND_CAPACITY);
     let session = CarrierSession::new(Spec {
         socket_id: socket_id.clone(),
@@ -222,6 +222,7 @@ async fn create(
         keepalive: settings.activity_timeout / 2,
         cursor_lifetime: settings.sb_cursor_lifetime,
         buffer_capacity: settings.outbox_capacity,
+        buffer_max_bytes: settings.outbox_max_bytes,
     });
     // Attached before anyone can find it: a concurrent request may supersede this one, but
     // never leave it without an attachment.

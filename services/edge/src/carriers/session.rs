@@ -64,6 +64,8 @@ pub(crate) struct Spec {
     pub keepalive: Duration,
     pub cursor_lifetime: Duration,
     pub buffer_capacity: usize,
+    /// Bytes the handed-out frames may hold (the outbox's byte bound).
+    pub buffer_max_bytes: usize,
 }
 
 pub(crate) struct CarrierSession {
@@ -93,6 +95,15 @@ pub(crate) struct CarrierSession {
     /// Whether the connection task has finished its clean-up.
     finished: watch::Sender<bool>,
     buffer_capacity: usize,
+    buffer_max_bytes: usize,
+}
+
+impl Inner {
+    fn pop_sent(&mut self) {
+        if let Some(sent) = self.sent.pop_front() {
+            self.sent_bytes -= sent.frame.len() + sent.cursor.len();
+        }
+    }
 }
 
 struct Inner {
@@ -100,6 +111,8 @@ struct Inner {
     next_frame: u64,
     /// Frames handed out and not yet acknowledged by a later cursor, oldest first.
     sent: VecDeque<Sent>,
+    /// Bytes of `sent` (frames and cursors).
+    sent_bytes: usize,
     /// Channel positions as of the last frame taken.
     channels: BTreeMap<String, (String, u64)>,
     /// Channels the client asked for (downstream `subs` and upstream subscribes): names
@@ -180,13 +193,14 @@ impl Attachment {
             out.push(sent.clone());
         }
         // Frames the client has certainly not seen stay; the rest is bounded.
-        while inner.sent.len() > session.buffer_capacity
+        while (inner.sent.len() > session.buffer_capacity
+            || inner.sent_bytes > session.buffer_max_bytes)
             && inner
                 .sent
                 .front()
                 .is_some_and(|sent| sent.number < self.next)
         {
-            inner.sent.pop_front();
+            inner.pop_sent();
         }
         if let Some(last) = out[first..].last() {
             self.next = last.number + 1;
@@ -222,6 +236,7 @@ impl CarrierSession {
             inner: Mutex::new(Inner {
                 next_frame: 1,
                 sent: VecDeque::new(),
+                sent_bytes: 0,
                 channels: BTreeMap::new(),
                 requested: HashSet::new(),
                 attachment: 0,
@@ -246,6 +261,7 @@ impl CarrierSession {
             cursor_lifetime: spec.cursor_lifetime.max(Duration::from_secs(1)),
             finished: watch::Sender::new(false),
             buffer_capacity: spec.buffer_capacity,
+            buffer_max_bytes: spec.buffer_max_bytes,
         })
     }
 
@@ -296,10 +312,12 @@ impl CarrierSession {
                 expires,
                 channels: inner.channels.clone(),
             };
+            let cursor: Arc<str> = cursor.encode(&self.key, &self.secret).into();
+            inner.sent_bytes += frame.len() + cursor.len();
             inner.sent.push_back(Sent {
                 number,
                 frame,
-                cursor: cursor.encode(&self.key, &self.secret).into(),
+                cursor,
             });
         }
         inner.last_cursor_at = Instant::now();
@@ -332,7 +350,7 @@ impl CarrierSession {
             .front()
             .is_some_and(|sent| sent.number <= acknowledged)
         {
-            inner.sent.pop_front();
+            inner.pop_sent();
         }
         Some(self.attach_locked(&mut inner, acknowledged, cursor))
     }

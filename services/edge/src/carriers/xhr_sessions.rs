@@ -86,10 +86,7 @@ impl XhrSessions {
             return existing.clone();
         }
         let socket_id = state.socket_ids.next();
-        let outbox = Arc::new(Outbox::new(
-            socket_id.clone(),
-            state.settings.outbox_capacity,
-        ));
+        let outbox = Arc::new(Outbox::new(socket_id.clone(), state.outbox_bounds()));
         let (sender, receiver) = mpsc::channel(INBOUND_CAPACITY);
         let session = Arc::new(XhrSession {
             outbox: outbox.clone(),
@@ -366,7 +363,7 @@ impl XhrSession {
         let socket_id = protocol::names::SocketId::parse("1.1").unwrap();
         let (inbound, _) = mpsc::channel(INBOUND_CAPACITY);
         Arc::new(Self {
-            outbox: Arc::new(Outbox::new(socket_id, 16)),
+            outbox: Arc::new(Outbox::new(socket_id, crate::outbox::OutboxBounds::frames_for_test(16))),
             inbound,
             opened: AtomicBool::new(false),
             generation: AtomicU64::new(0),

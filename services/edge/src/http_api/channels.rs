@@ -29,7 +29,8 @@ pub fn parse_info(info: Option<&str>) -> Result<Vec<Attribute>, ApiError> {
             "subscription_count" => Ok(Attribute::SubscriptionCount),
             "cache" => Ok(Attribute::Cache),
             other => Err(ApiError::BadRequest(format!(
-                "unknown info attribute {other:?}"
+                "unknown info attribute {}",
+                protocol::wire::echo(other)
             ))),
         })
         .collect()

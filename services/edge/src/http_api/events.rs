@@ -81,7 +81,7 @@ impl Trigger {
             .iter()
             .map(|name| {
                 ChannelName::parse(name)
-                    .map_err(|e| ApiError::BadRequest(format!("channel {name:?}: {e}")))
+                    .map_err(|e| ApiError::BadRequest(format!("channel {}: {e}", wire::echo(name))))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let except = body
@@ -104,7 +104,9 @@ impl Trigger {
         for channel in &self.channels {
             let frame = wire::channel_event(self.name.as_str(), channel.as_str(), &self.data, None);
             // Cache channels remember their last API event for new subscribers.
-            state.cache.store(app, channel, &self.data, &frame);
+            state
+                .cache
+                .store(app, channel, &self.data, &frame, window.app_max_bytes);
             let publication = Publication {
                 app: app.clone(),
                 channel: channel.clone(),

@@ -9,6 +9,7 @@ mod carriers_attacks;
 mod http_api;
 mod libraries;
 mod limits;
+mod memory;
 mod metering;
 mod operators;
 mod platform;

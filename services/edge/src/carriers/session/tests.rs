@@ -21,13 +21,14 @@ fn session(max_channels: usize) -> Arc<CarrierSession> {
         rebuilt_from: None,
         slot: None,
         slots: Arc::default(),
-        outbox: Arc::new(Outbox::new(socket_id, 16)),
+        outbox: Arc::new(Outbox::new(socket_id, crate::outbox::OutboxBounds::frames_for_test(16))),
         inbound,
         grace: Duration::from_secs(30),
         first_poll_grace: Duration::from_secs(10),
         keepalive: Duration::from_secs(60),
         cursor_lifetime: Duration::from_secs(300),
         buffer_capacity: 16,
+        buffer_max_bytes: 1024 * 1024,
     })
 }
 

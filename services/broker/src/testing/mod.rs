@@ -6,7 +6,9 @@ use std::time::Duration;
 use protocol::names::{AppId, ChannelName, SocketId, UserId};
 use protocol::wire::Member;
 
-use crate::{Broker, Clock, DeliverySink, History, HistoryWindow, Publication};
+use crate::{Broker, Clock, DeliverySink, History, HistoryLimits, HistoryWindow, Publication};
+
+mod memory;
 
 /// A sink that remembers every publication it was handed.
 #[derive(Default)]
@@ -43,9 +45,13 @@ fn member(user: &str) -> Member {
 }
 
 /// Runs every conformance check against brokers made by `make`, which must deliver to the
-/// given sink and age history by the given clock (a manual one, moved by the checks). Run it
-/// on a multi-threaded runtime so concurrent publishers really are concurrent.
-pub async fn conformance<B: Broker>(make: impl Fn(Arc<RecordingSink>, Clock) -> B) {
+/// given sink, age history by the given clock (a manual one, moved by the checks) and keep
+/// the node's history within the given limits. Run it on a multi-threaded runtime so
+/// concurrent publishers really are concurrent.
+pub async fn conformance<B: Broker>(make: impl Fn(Arc<RecordingSink>, Clock, HistoryLimits) -> B) {
+    let make_limited = |limits| make(Arc::new(RecordingSink::default()), Clock::manual(), limits);
+    memory::conformance(&make_limited).await;
+    let make = |sink, clock| make(sink, clock, HistoryLimits::default());
     let make_now = |sink| make(sink, Clock::manual());
     publications_reach_the_sink_intact(&make_now).await;
     presence_refuses_new_users_beyond_the_maximum(&make_now).await;
@@ -68,6 +74,7 @@ fn window(max_events: usize, seconds: u64) -> Option<HistoryWindow> {
     Some(HistoryWindow {
         max_events,
         max_age: Duration::from_secs(seconds),
+        app_max_bytes: usize::MAX,
     })
 }
 
