@@ -373,7 +373,10 @@ mod tests {
 
     fn outbox(socket_id: &str) -> Arc<Outbox> {
         let socket_id = protocol::names::SocketId::parse(socket_id).unwrap();
-        Arc::new(Outbox::new(socket_id, crate::outbox::OutboxBounds::frames_for_test(16)))
+        Arc::new(Outbox::new(
+            socket_id,
+            crate::outbox::OutboxBounds::frames_for_test(16),
+        ))
     }
 
     fn texts(outbox: &Outbox) -> Vec<String> {

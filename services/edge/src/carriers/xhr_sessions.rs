@@ -363,7 +363,10 @@ impl XhrSession {
         let socket_id = protocol::names::SocketId::parse("1.1").unwrap();
         let (inbound, _) = mpsc::channel(INBOUND_CAPACITY);
         Arc::new(Self {
-            outbox: Arc::new(Outbox::new(socket_id, crate::outbox::OutboxBounds::frames_for_test(16))),
+            outbox: Arc::new(Outbox::new(
+                socket_id,
+                crate::outbox::OutboxBounds::frames_for_test(16),
+            )),
             inbound,
             opened: AtomicBool::new(false),
             generation: AtomicU64::new(0),

@@ -21,7 +21,10 @@ fn session(max_channels: usize) -> Arc<CarrierSession> {
         rebuilt_from: None,
         slot: None,
         slots: Arc::default(),
-        outbox: Arc::new(Outbox::new(socket_id, crate::outbox::OutboxBounds::frames_for_test(16))),
+        outbox: Arc::new(Outbox::new(
+            socket_id,
+            crate::outbox::OutboxBounds::frames_for_test(16),
+        )),
         inbound,
         grace: Duration::from_secs(30),
         first_poll_grace: Duration::from_secs(10),
