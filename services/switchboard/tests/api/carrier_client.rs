@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use edge::EdgeSettings;
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::{APP, TestApp, data_of};
 
@@ -53,6 +53,15 @@ pub(crate) struct Carrier {
 impl Carrier {
     pub(crate) fn new(app: &TestApp, kind: Kind, subs: Vec<Value>) -> Self {
         Self::on_port(app.port, kind, subs)
+    }
+
+    /// A client subscribed to the public `channel`, once the server has confirmed it.
+    pub(crate) async fn subscribed(app: &TestApp, kind: Kind, channel: &str) -> Self {
+        let mut carrier = Self::new(app, kind, vec![json!({ "channel": channel })]);
+        carrier
+            .expect_event("pusher_internal:subscription_succeeded")
+            .await;
+        carrier
     }
 
     pub(crate) fn on_port(port: u16, kind: Kind, subs: Vec<Value>) -> Self {

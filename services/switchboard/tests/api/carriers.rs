@@ -175,10 +175,7 @@ async fn another_edge_rebuilds_the_session_with_its_id_and_resumes_from_the_curs
     let second = spawn_app_with(short_grace()).await;
     for kind in KINDS {
         let channel = format!("moved-{kind:?}");
-        let mut carrier = Carrier::new(&first, kind, vec![json!({ "channel": channel })]);
-        carrier
-            .expect_event("pusher_internal:subscription_succeeded")
-            .await;
+        let mut carrier = Carrier::subscribed(&first, kind, &channel).await;
         publish(&first, &channel, "on the first edge").await;
         carrier.expect_event("tick").await;
         let socket_id = carrier.session.clone().unwrap();

@@ -2,7 +2,6 @@
 //! forged ids and cursors, leaked and stale cursors), session floods, races between
 //! downstream requests of one session.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use edge::EdgeSettings;
@@ -11,7 +10,10 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::carrier_client::{Carrier, Kind, ORIGIN, STEP_TIMEOUT, publish, until_unoccupied};
-use crate::helpers::{APP, TestApp, channel_auth, data_of, spawn_app, spawn_app_with};
+use crate::helpers::{
+    APP, TestApp, assert_too_many_requests, channel_auth, data_of, http_from_another_address,
+    spawn_app, spawn_app_with,
+};
 use crate::platform::spawn_platform;
 
 /// One poll (`wait=0`) as an attacker scripts it: the whole answer.
@@ -160,10 +162,7 @@ async fn a_leaked_cursor_expires_while_the_client_keeps_fresh_ones() {
         ..EdgeSettings::default()
     })
     .await;
-    let mut client = Carrier::new(&app, Kind::Sse, vec![json!({"channel": "news"})]);
-    client
-        .expect_event("pusher_internal:subscription_succeeded")
-        .await;
+    let mut client = Carrier::subscribed(&app, Kind::Sse, "news").await;
     let session = client.session.clone().unwrap();
     let leaked = client.cursor.clone().unwrap();
     assert_eq!(
@@ -209,10 +208,7 @@ async fn a_client_back_after_its_cursor_expired_gets_a_new_session_that_resumes(
         ..crate::carrier_client::short_grace()
     })
     .await;
-    let mut client = Carrier::new(&app, Kind::Sse, vec![json!({"channel": "late"})]);
-    client
-        .expect_event("pusher_internal:subscription_succeeded")
-        .await;
+    let mut client = Carrier::subscribed(&app, Kind::Sse, "late").await;
     publish(&app, "late", "seen").await;
     assert_eq!(client.expect_event("tick").await["data"], "seen");
     let session = client.session.clone().unwrap();
@@ -252,10 +248,7 @@ async fn a_client_back_after_its_cursor_expired_gets_a_new_session_that_resumes(
 #[tokio::test]
 async fn send_requires_the_current_incarnation_of_the_session() {
     let app = spawn_app_with(crate::carrier_client::short_grace()).await;
-    let mut client = Carrier::new(&app, Kind::Sse, vec![json!({"channel": "inc"})]);
-    client
-        .expect_event("pusher_internal:subscription_succeeded")
-        .await;
+    let mut client = Carrier::subscribed(&app, Kind::Sse, "inc").await;
     let session = client.session.clone().unwrap();
     let old = client.cursor.clone().unwrap();
     // The session expires and is rebuilt, with the same id, from the cursor.
@@ -277,17 +270,7 @@ async fn send_requires_the_current_incarnation_of_the_session() {
 #[tokio::test]
 async fn a_flood_of_anonymous_polls_gets_429_and_a_small_plans_user_still_connects() {
     let platform = spawn_platform().await;
-    sqlx::query(
-        "INSERT INTO plans (id, display_name, price_cents, max_connections, messages_per_day, \
-         max_message_bytes, client_events_per_second, publish_requests_per_second, \
-         max_presence_members, max_channels_per_connection, history_events, history_seconds, \
-         burst_multiplier, webhooks_allowed, overage_cents_per_million_messages, \
-         overage_cents_per_thousand_connections, sort_order) \
-         VALUES ('three', 'Three', 0, 3, 200000, 10240, 10, 100, 10, 10, 10, 60, 1, TRUE, 0, 0, 9)",
-    )
-    .execute(&platform.pool)
-    .await
-    .unwrap();
+    platform.add_plan_with_connections("three", 3).await;
     let (_, created) = platform
         .account_with_app("flood@example.com", Some("three"))
         .await;
@@ -309,21 +292,12 @@ async fn a_flood_of_anonymous_polls_gets_429_and_a_small_plans_user_still_connec
         created_sessions > 3,
         "more than the plan's connections were tried"
     );
-    let retry_after: u64 = limited.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_too_many_requests(&limited);
     let body: Value = limited.json().await.unwrap();
     assert!(body["error"].is_string());
 
     // A real user, from another address, still gets in: over a carrier and a WebSocket.
-    let other: IpAddr = "127.0.0.2".parse().unwrap();
-    let http = reqwest::Client::builder()
-        .local_address(other)
-        .build()
-        .unwrap();
+    let http = http_from_another_address();
     let url = format!("http://127.0.0.1:{}/sb/app/{}/poll", app.port, created.key);
     let answer: Value = http.get(url).send().await.unwrap().json().await.unwrap();
     assert_eq!(
@@ -345,9 +319,7 @@ async fn a_session_never_polled_again_ends_after_the_first_poll_grace() {
         ..EdgeSettings::default()
     })
     .await;
-    let mut kept = Carrier::new(&app, Kind::Sse, vec![json!({"channel": "kept"})]);
-    kept.expect_event("pusher_internal:subscription_succeeded")
-        .await;
+    let mut kept = Carrier::subscribed(&app, Kind::Sse, "kept").await;
     let subs = json!([{"channel": "abandoned"}]).to_string();
     poll(&app, APP.1, &[("subs", &subs)]).await;
     until_unoccupied(&app, "abandoned").await;
@@ -360,10 +332,7 @@ async fn a_session_never_polled_again_ends_after_the_first_poll_grace() {
 async fn concurrent_downstream_requests_on_one_session_all_answer() {
     let first = spawn_app().await;
     let second = spawn_app().await;
-    let mut client = Carrier::new(&first, Kind::Poll, vec![json!({"channel": "race"})]);
-    client
-        .expect_event("pusher_internal:subscription_succeeded")
-        .await;
+    let client = Carrier::subscribed(&first, Kind::Poll, "race").await;
     let session = client.session.clone().unwrap();
     let cursor = client.cursor.clone().unwrap();
     // Many subscriptions: a rebuild takes a while to send them all, and racing requests

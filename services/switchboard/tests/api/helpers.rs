@@ -160,6 +160,17 @@ impl TestApp {
 
 pub fn channel_auth(socket_id: &str, channel: &str, channel_data: Option<&str>) -> String {
     let (_, key, secret) = APP;
+    channel_auth_with(key, secret, socket_id, channel, channel_data)
+}
+
+/// A channel authorization signed with the credentials of any app.
+pub fn channel_auth_with(
+    key: &str,
+    secret: &str,
+    socket_id: &str,
+    channel: &str,
+    channel_data: Option<&str>,
+) -> String {
     let signed = protocol::sign::channel_auth_string(socket_id, channel, channel_data);
     format!("{key}:{}", hmac_hex(secret, &signed))
 }
@@ -273,6 +284,27 @@ impl WsClient {
         // Wait for the server's side of the close so its clean-up has run.
         while let Some(Ok(_)) = self.stream.next().await {}
     }
+}
+
+/// An HTTP client whose requests come from 127.0.0.2: another client address than the tests'
+/// own, for checking that a limit per address spares everyone else.
+pub fn http_from_another_address() -> reqwest::Client {
+    let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    reqwest::Client::builder()
+        .local_address(other)
+        .build()
+        .unwrap()
+}
+
+/// Asserts a 429 whose `Retry-After` asks for one second to a minute.
+pub fn assert_too_many_requests(response: &reqwest::Response) {
+    assert_eq!(response.status(), reqwest::StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
 }
 
 /// Parses the string `data` of a server frame.

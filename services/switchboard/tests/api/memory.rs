@@ -12,11 +12,45 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-use crate::helpers::{APP, TestApp, data_of, spawn_app_with};
+use crate::helpers::{APP, TestApp, channel_auth_with, data_of, spawn_app_with};
 use crate::platform::spawn_platform;
 
 /// Only a hang reaches this.
 const TIMEOUT: Duration = Duration::from_secs(60);
+
+const SLOW_CONSUMERS: &str = "switchboard_slow_consumers_total";
+const OUTBOX_PEAK: &str = "switchboard_outbox_peak_bytes";
+const HISTORY_BYTES: &str = "switchboard_stored_bytes{store=\"history\"}";
+const HISTORY_EVICTIONS: &str = "switchboard_stored_evictions_total{store=\"history\"}";
+const HISTORY_CHANNELS: &str = "switchboard_stored_channels{store=\"history\"}";
+
+async fn spawn_app_with_outbox_bound(outbox_max_bytes: usize) -> TestApp {
+    spawn_app_with(EdgeSettings {
+        outbox_max_bytes,
+        ..EdgeSettings::default()
+    })
+    .await
+}
+
+/// `prefix-0`, `prefix-1`, … : `count` channel names.
+fn numbered_channels(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|n| format!("{prefix}-{n}")).collect()
+}
+
+/// One event with `data` triggered on all `channels` at once, signed as `credentials`.
+async fn trigger_on_all(
+    server: &TestApp,
+    credentials: (&str, &str, &str),
+    channels: &[String],
+    data: &str,
+) {
+    let body = json!({"name": "e", "channels": channels, "data": data});
+    let path = format!("/apps/{}/events", credentials.0);
+    let response = server
+        .api(credentials, "POST", &path, &[], Some(&body))
+        .await;
+    assert_eq!(response.status(), 200);
+}
 
 /// One figure of the server's `/metrics`, e.g. `switchboard_outbox_peak_bytes` or
 /// `switchboard_stored_bytes{store="history"}`.
@@ -124,11 +158,7 @@ where
 async fn a_client_that_stops_reading_and_provokes_large_errors_is_closed_with_4100_within_its_bound()
  {
     let bound = 64 * 1024;
-    let app = spawn_app_with(EdgeSettings {
-        outbox_max_bytes: bound,
-        ..EdgeSettings::default()
-    })
-    .await;
+    let app = spawn_app_with_outbox_bound(bound).await;
     let client = client_that_will_stop_reading(&app, "news").await;
     let (mut sink, stream) = client.split();
     // Each subscribe names a channel of 2,000 control characters: once, every one of them came
@@ -137,10 +167,10 @@ async fn a_client_that_stops_reading_and_provokes_large_errors_is_closed_with_41
     let frame = json!({"event":"pusher:subscribe","data":{"channel":name}}).to_string();
     let provoking =
         tokio::spawn(async move { while sink.send(Message::text(frame.clone())).await.is_ok() {} });
-    wait_for_metric(&app, "switchboard_slow_consumers_total", 1).await;
+    wait_for_metric(&app, SLOW_CONSUMERS, 1).await;
     provoking.abort();
 
-    let peak = metric(&app, "switchboard_outbox_peak_bytes").await;
+    let peak = metric(&app, OUTBOX_PEAK).await;
     // Replies may take twice the fan-out bound; the close came when they would have passed it.
     assert!(peak <= 2 * bound as u64, "one outbox held {peak} bytes");
     assert!(
@@ -159,11 +189,7 @@ async fn a_client_that_stops_reading_and_provokes_large_errors_is_closed_with_41
 async fn a_thousand_clients_that_never_read_are_closed_with_4100_and_healthy_ones_get_every_event()
 {
     let bound = 32 * 1024;
-    let app = spawn_app_with(EdgeSettings {
-        outbox_max_bytes: bound,
-        ..EdgeSettings::default()
-    })
-    .await;
+    let app = spawn_app_with_outbox_bound(bound).await;
     let mut slow = Vec::new();
     for _ in 0..1_000 {
         slow.push(client_that_will_stop_reading(&app, "news").await);
@@ -193,7 +219,7 @@ async fn a_thousand_clients_that_never_read_are_closed_with_4100_and_healthy_one
     }
     let padding = "x".repeat(8 * 1024);
     let mut published = 0;
-    while metric(&app, "switchboard_slow_consumers_total").await < 1_000 {
+    while metric(&app, SLOW_CONSUMERS).await < 1_000 {
         assert!(published < 5_000, "the slow clients were never closed");
         let data = format!("{published}:{padding}");
         assert_eq!(app.trigger("news", "e", &data, None).await.status(), 200);
@@ -202,7 +228,7 @@ async fn a_thousand_clients_that_never_read_are_closed_with_4100_and_healthy_one
             assert_eq!(seen.unwrap(), Some(published));
         }
         published += 1;
-        let peak = metric(&app, "switchboard_outbox_peak_bytes").await;
+        let peak = metric(&app, OUTBOX_PEAK).await;
         assert!(peak <= bound as u64, "one outbox held {peak} bytes");
     }
     assert_eq!(app.trigger("news", "e", "last", None).await.status(), 200);
@@ -217,10 +243,7 @@ async fn a_thousand_clients_that_never_read_are_closed_with_4100_and_healthy_one
             "every event, in order"
         );
     }
-    assert_eq!(
-        metric(&app, "switchboard_slow_consumers_total").await,
-        1_000
-    );
+    assert_eq!(metric(&app, SLOW_CONSUMERS).await, 1_000);
     // Each reads what its socket still holds, then the close frame: 4100.
     let closes: Vec<_> = slow
         .into_iter()
@@ -229,7 +252,7 @@ async fn a_thousand_clients_that_never_read_are_closed_with_4100_and_healthy_one
     for close in closes {
         assert_eq!(close.await.unwrap().0, 4100);
     }
-    let peak = metric(&app, "switchboard_outbox_peak_bytes").await;
+    let peak = metric(&app, OUTBOX_PEAK).await;
     assert!(peak <= bound as u64, "one outbox held {peak} bytes");
 }
 
@@ -246,24 +269,13 @@ async fn a_trigger_to_many_channels_stays_within_the_node_history_budget_and_a_r
     let position = data_of(&early.subscribe("hist-0", "", None).await);
     early.close().await;
 
-    let channels: Vec<String> = (0..100).map(|n| format!("hist-{n}")).collect();
-    let data = "x".repeat(1024);
+    let channels = numbered_channels("hist", 100);
     for _ in 0..3 {
-        let body = json!({"name": "e", "channels": channels, "data": data});
-        let path = format!("/apps/{}/events", APP.0);
-        let response = app.api(APP, "POST", &path, &[], Some(&body)).await;
-        assert_eq!(response.status(), 200);
+        trigger_on_all(&app, APP, &channels, &"x".repeat(1024)).await;
     }
-    let stored = metric(&app, "switchboard_stored_bytes{store=\"history\"}").await;
+    let stored = metric(&app, HISTORY_BYTES).await;
     assert!(stored <= budget as u64, "{stored} bytes of history kept");
-    assert!(
-        metric(
-            &app,
-            "switchboard_stored_evictions_total{store=\"history\"}"
-        )
-        .await
-            > 0
-    );
+    assert!(metric(&app, HISTORY_EVICTIONS).await > 0);
 
     let (mut resuming, _) = app.connected(APP.1).await;
     let resume = json!({"epoch": position["epoch"], "serial": 0});
@@ -294,21 +306,12 @@ async fn subscribing_keeps_no_history_and_published_channels_stop_at_the_cap_per
         client.send(unsubscribe).await;
     }
     assert_eq!(
-        metric(&app, "switchboard_stored_channels{store=\"history\"}").await,
+        metric(&app, HISTORY_CHANNELS).await,
         0,
         "subscribers alone hold no history"
     );
-    let channels: Vec<String> = (0..10).map(|n| format!("busy-{n}")).collect();
-    let body = json!({"name": "e", "channels": channels, "data": "d"});
-    let path = format!("/apps/{}/events", APP.0);
-    assert_eq!(
-        app.api(APP, "POST", &path, &[], Some(&body)).await.status(),
-        200
-    );
-    assert_eq!(
-        metric(&app, "switchboard_stored_channels{store=\"history\"}").await,
-        5
-    );
+    trigger_on_all(&app, APP, &numbered_channels("busy", 10), "d").await;
+    assert_eq!(metric(&app, HISTORY_CHANNELS).await, 5);
 }
 
 #[tokio::test]
@@ -326,12 +329,7 @@ async fn a_socket_refused_by_a_full_presence_channel_is_not_on_it() {
         .account_with_app("full@example.com", Some("two-members"))
         .await;
     let auth = |socket_id: &str, channel: &str, data: Option<&str>| {
-        let signed = protocol::sign::channel_auth_string(socket_id, channel, data);
-        format!(
-            "{}:{}",
-            app.key,
-            protocol::sign::hmac_hex(&app.secret, &signed)
-        )
+        channel_auth_with(&app.key, &app.secret, socket_id, channel, data)
     };
     let channel = "presence-full";
     let mut members = Vec::new();
@@ -400,29 +398,22 @@ async fn the_plans_history_bytes_bound_what_one_app_keeps() {
         .account_with_app("history@example.com", Some("small-history"))
         .await;
     let app_id = created.app.id.to_string();
-    let channels: Vec<String> = (0..100).map(|n| format!("c-{n}")).collect();
-    let body = json!({"name": "e", "channels": channels, "data": "x".repeat(1024)});
-    let path = format!("/apps/{app_id}/events");
     let credentials = (
         app_id.as_str(),
         created.key.as_str(),
         created.secret.as_str(),
     );
+    let channels = numbered_channels("c", 100);
     for _ in 0..3 {
-        let response = platform
-            .app
-            .api(credentials, "POST", &path, &[], Some(&body))
-            .await;
-        assert_eq!(response.status(), 200);
+        trigger_on_all(&platform.app, credentials, &channels, &"x".repeat(1024)).await;
     }
-    let stored = metric(&platform.app, "switchboard_stored_bytes{store=\"history\"}").await;
+    let stored = metric(&platform.app, HISTORY_BYTES).await;
     assert!(
         stored <= budget as u64,
         "{stored} bytes kept for a plan of {budget}"
     );
-    let evicted = "switchboard_stored_evictions_total{store=\"history\"}";
     assert!(
-        metric(&platform.app, evicted).await >= 280,
+        metric(&platform.app, HISTORY_EVICTIONS).await >= 280,
         "most of 300 events evicted"
     );
 }

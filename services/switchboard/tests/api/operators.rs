@@ -1,7 +1,5 @@
 //! The operator's contract: `switchboard admin …` output, and edge and control run apart.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use control::catalog::PgCatalog;
@@ -12,35 +10,9 @@ use edge::EdgeSettings;
 use serde_json::{Value, json};
 use switchboard::startup::{Application, Parts};
 
+use crate::binary::{create_account_and_app, switchboard};
 use crate::helpers::TestApp;
 use crate::platform::fresh_database;
-
-pub(crate) fn switchboard(
-    args: &[&str],
-    database_url: &str,
-    secrets_key: &str,
-    stdin: Option<&str>,
-) -> (bool, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(args)
-        .env("DATABASE_URL", database_url)
-        .env("SWITCHBOARD_SECRETS_KEY", secrets_key)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    if let Some(text) = stdin {
-        writeln!(child.stdin.take().unwrap(), "{text}").unwrap();
-    }
-    let output = child.wait_with_output().unwrap();
-    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
-    (
-        output.status.success(),
-        text(output.stdout),
-        text(output.stderr),
-    )
-}
 
 #[tokio::test]
 async fn admin_commands_make_an_account_and_an_app_the_edge_serves() {
@@ -260,34 +232,7 @@ async fn edge_and_control_run_apart_on_one_database() {
 async fn admin_set_plan_moves_an_app_to_a_paid_plan_and_audits_it() {
     let (url, _database) = fresh_database().await;
     let key = SecretsKey::generate_base64();
-    let (ok, _, err) = switchboard(
-        &[
-            "admin",
-            "create-account",
-            "--email",
-            "paying@example.com",
-            "--password-stdin",
-        ],
-        &url,
-        &key,
-        Some("a long enough password"),
-    );
-    assert!(ok, "{err}");
-    let (ok, out, err) = switchboard(
-        &[
-            "admin",
-            "create-app",
-            "--email",
-            "paying@example.com",
-            "--name",
-            "Paying",
-        ],
-        &url,
-        &key,
-        None,
-    );
-    assert!(ok, "{err}");
-    let created: Value = serde_json::from_str(out.trim()).unwrap();
+    let created = create_account_and_app(&url, &key, "paying@example.com", "Paying");
     let app_id = created["app_id"].as_str().unwrap();
 
     let (ok, out, err) = switchboard(

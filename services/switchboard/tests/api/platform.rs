@@ -168,6 +168,24 @@ impl TestPlatform {
         (account, created)
     }
 
+    /// A free plan `id` that allows `max_connections`, with room for everything else a test
+    /// does on it.
+    pub async fn add_plan_with_connections(&self, id: &str, max_connections: i32) {
+        sqlx::query(
+            "INSERT INTO plans (id, display_name, price_cents, max_connections, messages_per_day, \
+             max_message_bytes, client_events_per_second, publish_requests_per_second, \
+             max_presence_members, max_channels_per_connection, history_events, history_seconds, \
+             burst_multiplier, webhooks_allowed, overage_cents_per_million_messages, \
+             overage_cents_per_thousand_connections, sort_order) \
+             VALUES ($1, $1, 0, $2, 200000, 10240, 10, 100, 10, 10, 10, 60, 1, TRUE, 0, 0, 9)",
+        )
+        .bind(id)
+        .bind(max_connections)
+        .execute(&self.pool)
+        .await
+        .unwrap();
+    }
+
     /// Connects with `key` and returns the client and its socket id.
     pub async fn connected(&self, key: &str) -> (WsClient, String) {
         self.app.connected(key).await

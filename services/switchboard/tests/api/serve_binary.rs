@@ -4,90 +4,24 @@
 use std::process::{Command, Stdio};
 
 use control::crypto::SecretsKey;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::operators::switchboard;
+use crate::binary::{
+    SERVE_ON_ANY_PORT, Serving, create_account_and_app, switchboard_command, switchboard_exit,
+};
 use crate::platform::fresh_database;
-
-/// Runs the binary and waits for it to exit by itself; a server that keeps running instead is
-/// killed and reported as `None` (only a failure to refuse reaches the timeout).
-fn switchboard_exit(args: &[&str], database_url: &str, secrets_key: &str) -> Option<String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(args)
-        .env("DATABASE_URL", database_url)
-        .env("SWITCHBOARD_SECRETS_KEY", secrets_key)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let mut stderr = child.stderr.take().unwrap();
-    let (done, exited) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-        let _ = done.send(text);
-    });
-    match exited.recv_timeout(std::time::Duration::from_secs(30)) {
-        Ok(text) => {
-            let status = child.wait().unwrap();
-            assert!(!status.success(), "exited successfully: {text}");
-            Some(text)
-        }
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            None
-        }
-    }
-}
 
 #[tokio::test]
 async fn a_static_app_with_a_database_apps_id_or_key_is_refused_at_start() {
     let (url, _database) = fresh_database().await;
     let key = SecretsKey::generate_base64();
-    let (ok, _, err) = switchboard(
-        &[
-            "admin",
-            "create-account",
-            "--email",
-            "tenant@example.com",
-            "--password-stdin",
-        ],
-        &url,
-        &key,
-        Some("a long enough password"),
-    );
-    assert!(ok, "{err}");
-    let (ok, out, err) = switchboard(
-        &[
-            "admin",
-            "create-app",
-            "--email",
-            "tenant@example.com",
-            "--name",
-            "Tenant",
-        ],
-        &url,
-        &key,
-        None,
-    );
-    assert!(ok, "{err}");
-    let created: Value = serde_json::from_str(out.trim()).unwrap();
+    let created = create_account_and_app(&url, &key, "tenant@example.com", "Tenant");
     let (app_id, app_key) = (
         created["app_id"].as_str().unwrap(),
         created["key"].as_str().unwrap(),
     );
     let serve = |spec: String| {
-        let args = [
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--app",
-            &spec,
-        ];
+        let args = [&SERVE_ON_ANY_PORT[..], &["--app", &spec]].concat();
         switchboard_exit(&args, &url, &key)
     };
 
@@ -109,37 +43,19 @@ async fn a_static_app_with_a_database_apps_id_or_key_is_refused_at_start() {
 async fn a_key_with_a_newline_is_logged_on_one_line() {
     use std::io::BufRead;
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--app",
-            "a1:k1:s1",
-        ])
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    command
+        .args(SERVE_ON_ANY_PORT)
+        .args(["--app", "a1:k1:s1"])
         .env_remove("DATABASE_URL")
         .env_remove("SWITCHBOARD_LOG_FORMAT")
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    let port: u16 = first
-        .trim()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .expect("the port");
+        .stderr(Stdio::piped());
+    let mut server = Serving::start(command);
+    let port = server.port;
     let (lines, logged) = std::sync::mpsc::channel();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let stderr = std::io::BufReader::new(server.child.stderr.take().unwrap());
     std::thread::spawn(move || {
         for line in stderr.lines().map_while(Result::ok) {
             if lines.send(line).is_err() {
@@ -165,8 +81,7 @@ async fn a_key_with_a_newline_is_logged_on_one_line() {
             break line;
         }
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    server.stop();
     let rest: Vec<String> = logged.try_iter().collect();
     assert!(
         refusal.contains("4001") && refusal.contains("bad\\n2026"),
@@ -183,12 +98,11 @@ async fn a_key_with_a_newline_is_logged_on_one_line() {
 /// proxy names it.
 #[tokio::test]
 async fn serve_flags_make_cookies_secure_and_trust_only_the_named_proxies() {
-    use std::io::BufRead;
-
     let (url, _database) = fresh_database().await;
     let key = SecretsKey::generate_base64();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+    let mut command = switchboard_command(&url, &key);
+    command
+        .args(SERVE_ON_ANY_PORT)
         .args(["--public-url", "https://rt.example.com"])
         .args([
             "--trusted-proxies",
@@ -196,24 +110,10 @@ async fn serve_flags_make_cookies_secure_and_trust_only_the_named_proxies() {
             "--signups-per-hour",
             "1",
         ])
-        .env("DATABASE_URL", &url)
-        .env("SWITCHBOARD_SECRETS_KEY", &key)
         .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the binary starts");
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    let port: u16 = first
-        .trim()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .expect("the port");
+        .stderr(Stdio::null());
+    let mut server = Serving::start(command);
+    let port = server.port;
     let http = reqwest::Client::new();
     let sign_up = |email: &'static str, forwarded_for: &'static str| {
         http.post(format!("http://127.0.0.1:{port}/v1/signup"))
@@ -224,8 +124,7 @@ async fn serve_flags_make_cookies_secure_and_trust_only_the_named_proxies() {
     let first = sign_up("one@example.com", "198.51.100.1").await.unwrap();
     let second = sign_up("two@example.com", "198.51.100.2").await.unwrap();
     let third = sign_up("three@example.com", "198.51.100.1").await.unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    server.stop();
 
     assert_eq!(first.status(), 201);
     for cookie in first.headers().get_all("set-cookie") {

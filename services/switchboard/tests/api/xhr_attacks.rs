@@ -1,13 +1,14 @@
 //! pusher-js's xhr transports against a hostile or unlucky client: racing first polls, a
 //! flood of new sessions, sessions that are never used.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use edge::EdgeSettings;
 use reqwest::StatusCode;
 
-use crate::helpers::{APP, TestApp, spawn_app_with};
+use crate::helpers::{
+    APP, TestApp, assert_too_many_requests, http_from_another_address, spawn_app_with,
+};
 use crate::platform::spawn_platform;
 
 fn receive_url(app: &TestApp, key: &str, session: &str) -> String {
@@ -64,37 +65,20 @@ async fn a_flood_of_new_xhr_sessions_from_one_address_gets_429() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry_after: u64 = response.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=60).contains(&retry_after));
+    assert_too_many_requests(&response);
     // Another address is not limited by this one's flood.
-    let other: IpAddr = "127.0.0.2".parse().unwrap();
-    let http = reqwest::Client::builder()
-        .local_address(other)
-        .build()
-        .unwrap();
-    let (status, body) = receive(&http, &receive_url(&app, APP.1, "1/other")).await;
+    let (status, body) = receive(
+        &http_from_another_address(),
+        &receive_url(&app, APP.1, "1/other"),
+    )
+    .await;
     assert_eq!((status, opens(&body)), (StatusCode::OK, 1), "{body}");
 }
 
 #[tokio::test]
 async fn an_xhr_session_counts_against_the_quota_only_once_used() {
     let platform = spawn_platform().await;
-    sqlx::query(
-        "INSERT INTO plans (id, display_name, price_cents, max_connections, messages_per_day, \
-         max_message_bytes, client_events_per_second, publish_requests_per_second, \
-         max_presence_members, max_channels_per_connection, history_events, history_seconds, \
-         burst_multiplier, webhooks_allowed, overage_cents_per_million_messages, \
-         overage_cents_per_thousand_connections, sort_order) \
-         VALUES ('two', 'Two', 0, 2, 200000, 10240, 10, 100, 10, 10, 10, 60, 1, TRUE, 0, 0, 9)",
-    )
-    .execute(&platform.pool)
-    .await
-    .unwrap();
+    platform.add_plan_with_connections("two", 2).await;
     let (_, created) = platform
         .account_with_app("xhr@example.com", Some("two"))
         .await;
