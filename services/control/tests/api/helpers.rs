@@ -262,6 +262,13 @@ impl TestApp {
         (field("app_id"), field("key"), field("secret"))
     }
 
+    /// A new account's browser session and a new app of it: (session, app id).
+    pub async fn signed_up_with_app(&self, email: &str, app_name: &str) -> (Caller, String) {
+        let session = self.signed_up(email).await;
+        let (app_id, _, _) = self.app(&session, app_name).await;
+        (session, app_id)
+    }
+
     /// Adds a second free plan (price 0), `hobby`, so moves between free plans can be tried.
     pub async fn add_free_plan(&self) {
         sqlx::query(

@@ -13,6 +13,7 @@ mod login_limit;
 mod openapi;
 mod tokens;
 mod webhook_delivery;
+mod webhook_receiver;
 mod webhook_support;
 mod webhook_targets;
 mod webhooks;

@@ -4,16 +4,16 @@
 
 use std::time::Duration;
 
+use control::webhooks::WebhookSettings;
 use control::webhooks::deliver::RetryPolicy;
-use control::webhooks::{PgWebhookSink, WebhookSettings};
-use protocol::names::AppId;
 use serde_json::json;
 use tenancy::WebhookSink;
 
 use crate::helpers::{TestApp, spawn_app_allowing_private_webhooks};
+use crate::webhook_receiver::{Received, Receiver, WAIT};
 use crate::webhook_support::{
-    Received, Receiver, Silent, WAIT, add_webhook, fast_settings, has, log_until, occupied,
-    rows_of, vacated,
+    Silent, add_webhook_to, fast_settings, has, log_until, occupied, parse_app_id, rows_of,
+    start_sender, vacated,
 };
 
 /// Requests waiting in the outbox for the app.
@@ -39,15 +39,13 @@ async fn pending_until(app: &TestApp, app_id: &str, count: i64) {
 #[tokio::test]
 async fn an_app_whose_endpoint_never_answers_does_not_delay_another_apps_webhooks() {
     let app = spawn_app_allowing_private_webhooks().await;
-    let ann = app.signed_up("ann@example.com").await;
-    let bob = app.signed_up("bob@example.com").await;
-    let (hostile, _, _) = app.app(&ann, "hostile").await;
-    let (victim, _, _) = app.app(&bob, "victim").await;
+    let (ann, hostile) = app.signed_up_with_app("ann@example.com", "hostile").await;
+    let (bob, victim) = app.signed_up_with_app("bob@example.com", "victim").await;
     let mut silent = Silent::start().await;
-    add_webhook(&app, &ann, &hostile, json!({ "url": silent.url })).await;
+    add_webhook_to(&app, &ann, &hostile, &silent.url).await;
     let mut receiver = Receiver::start();
     let url = format!("{}/victim", receiver.base);
-    add_webhook(&app, &bob, &victim, json!({ "url": url })).await;
+    add_webhook_to(&app, &bob, &victim, &url).await;
     // Two slots in all, one per app; an attempt that hangs would hold its slot for a minute.
     let settings = WebhookSettings {
         max_in_flight: 2,
@@ -55,14 +53,14 @@ async fn an_app_whose_endpoint_never_answers_does_not_delay_another_apps_webhook
         request_timeout: Duration::from_secs(60),
         ..fast_settings()
     };
-    let sink = PgWebhookSink::start(app.pool.clone(), app.secrets.clone(), settings);
-    let hostile_id = AppId::parse(&hostile).unwrap();
+    let sink = start_sender(&app, settings);
+    let hostile_id = parse_app_id(&hostile);
     for channel in ["a", "b", "c", "d", "e"] {
         sink.emit(&hostile_id, occupied(channel));
     }
     silent.until_accepted(1).await;
 
-    sink.emit(&AppId::parse(&victim).unwrap(), occupied("room"));
+    sink.emit(&parse_app_id(&victim), occupied("room"));
     let arrived = receiver.next().await;
     assert_eq!(arrived.path, "/victim");
     assert_eq!(
@@ -78,16 +76,13 @@ async fn an_app_whose_endpoint_never_answers_does_not_delay_another_apps_webhook
 #[tokio::test]
 async fn a_failing_endpoint_holds_no_delivery_slot_while_it_waits_to_be_retried() {
     let app = spawn_app_allowing_private_webhooks().await;
-    let ann = app.signed_up("ann@example.com").await;
-    let bob = app.signed_up("bob@example.com").await;
-    let (failing, _, _) = app.app(&ann, "failing").await;
-    let (fine, _, _) = app.app(&bob, "fine").await;
+    let (ann, failing) = app.signed_up_with_app("ann@example.com", "failing").await;
+    let (bob, fine) = app.signed_up_with_app("bob@example.com", "fine").await;
     let mut receiver = Receiver::start();
     receiver.answer("/down", &[500; 100]);
-    let down = json!({ "url": format!("{}/down", receiver.base) });
-    let down = add_webhook(&app, &ann, &failing, down).await;
-    let up = json!({ "url": format!("{}/up", receiver.base) });
-    add_webhook(&app, &bob, &fine, up).await;
+    let down = format!("{}/down", receiver.base);
+    let down = add_webhook_to(&app, &ann, &failing, &down).await;
+    add_webhook_to(&app, &bob, &fine, &format!("{}/up", receiver.base)).await;
     // One slot; the first retry is half a minute away.
     let settings = WebhookSettings {
         max_in_flight: 1,
@@ -98,14 +93,14 @@ async fn a_failing_endpoint_holds_no_delivery_slot_while_it_waits_to_be_retried(
         },
         ..fast_settings()
     };
-    let sink = PgWebhookSink::start(app.pool.clone(), app.secrets.clone(), settings);
-    sink.emit(&AppId::parse(&failing).unwrap(), occupied("room"));
+    let sink = start_sender(&app, settings);
+    sink.emit(&parse_app_id(&failing), occupied("room"));
     assert_eq!(receiver.next().await.path, "/down");
     let log = log_until(&app, &ann, &failing, |rows| has(rows, &down, "retrying")).await;
     assert_eq!(log[0]["error"], "http_status_500");
     assert_eq!(log[0]["http_status"], 500);
 
-    sink.emit(&AppId::parse(&fine).unwrap(), occupied("room"));
+    sink.emit(&parse_app_id(&fine), occupied("room"));
     assert_eq!(receiver.next().await.path, "/up");
     assert_eq!(
         pending(&app, &failing).await,
@@ -119,18 +114,10 @@ async fn a_failing_endpoint_holds_no_delivery_slot_while_it_waits_to_be_retried(
 async fn claims_take_each_apps_oldest_request_before_anyones_second() {
     use control::repository::webhook_outbox::{NewOutboxEntry, claim_due, enqueue};
     let app = spawn_app_allowing_private_webhooks().await;
-    let ann = app.signed_up("ann@example.com").await;
-    let bob = app.signed_up("bob@example.com").await;
-    let (flooding, _, _) = app.app(&ann, "flooding").await;
-    let (quiet, _, _) = app.app(&bob, "quiet").await;
-    let flood_hook = add_webhook(
-        &app,
-        &ann,
-        &flooding,
-        json!({ "url": "http://127.0.0.1:9/" }),
-    )
-    .await;
-    let quiet_hook = add_webhook(&app, &bob, &quiet, json!({ "url": "http://127.0.0.1:9/" })).await;
+    let (ann, flooding) = app.signed_up_with_app("ann@example.com", "flooding").await;
+    let (bob, quiet) = app.signed_up_with_app("bob@example.com", "quiet").await;
+    let flood_hook = add_webhook_to(&app, &ann, &flooding, "http://127.0.0.1:9/").await;
+    let quiet_hook = add_webhook_to(&app, &bob, &quiet, "http://127.0.0.1:9/").await;
     let entry = |webhook: &str, app_id: &str| NewOutboxEntry {
         id: uuid::Uuid::new_v4(),
         webhook_id: webhook.parse().unwrap(),
@@ -174,18 +161,17 @@ async fn claims_take_each_apps_oldest_request_before_anyones_second() {
 #[tokio::test]
 async fn an_endpoints_backlog_is_bounded() {
     let app = spawn_app_allowing_private_webhooks().await;
-    let ann = app.signed_up("ann@example.com").await;
-    let (app_id, _, _) = app.app(&ann, "chat").await;
+    let (ann, app_id) = app.signed_up_with_app("ann@example.com", "chat").await;
     let mut silent = Silent::start().await;
-    let hook = add_webhook(&app, &ann, &app_id, json!({ "url": silent.url })).await;
+    let hook = add_webhook_to(&app, &ann, &app_id, &silent.url).await;
     let settings = WebhookSettings {
         max_in_flight_per_app: 1,
         max_pending_per_webhook: 3,
         request_timeout: Duration::from_secs(60),
         ..fast_settings()
     };
-    let sink = PgWebhookSink::start(app.pool.clone(), app.secrets.clone(), settings);
-    let app_key = AppId::parse(&app_id).unwrap();
+    let sink = start_sender(&app, settings);
+    let app_key = parse_app_id(&app_id);
     // One at a time, so each is written in a round of its own and the bound is exact.
     sink.emit(&app_key, occupied("first"));
     silent.until_accepted(1).await;
@@ -210,11 +196,10 @@ async fn an_endpoints_backlog_is_bounded() {
 async fn the_delivery_log_keeps_the_newest_rows_of_each_app() {
     use control::repository::webhooks::{insert_delivery, trim_deliveries};
     let app = spawn_app_allowing_private_webhooks().await;
-    let ann = app.signed_up("ann@example.com").await;
-    let (busy, _, _) = app.app(&ann, "busy").await;
+    let (ann, busy) = app.signed_up_with_app("ann@example.com", "busy").await;
     let (calm, _, _) = app.app(&ann, "calm").await;
-    let busy_hook = add_webhook(&app, &ann, &busy, json!({ "url": "http://127.0.0.1:9/" })).await;
-    let calm_hook = add_webhook(&app, &ann, &calm, json!({ "url": "http://127.0.0.1:9/" })).await;
+    let busy_hook = add_webhook_to(&app, &ann, &busy, "http://127.0.0.1:9/").await;
+    let calm_hook = add_webhook_to(&app, &ann, &calm, "http://127.0.0.1:9/").await;
     let mut conn = app.pool.acquire().await.unwrap();
     for attempt in 1..=5 {
         let busy_hook = busy_hook.parse().unwrap();
@@ -257,18 +242,16 @@ async fn the_delivery_log_keeps_the_newest_rows_of_each_app() {
 #[tokio::test]
 async fn pending_requests_survive_a_restart_of_the_sender() {
     let app = spawn_app_allowing_private_webhooks().await;
-    let session = app.signed_up("ann@example.com").await;
-    let (app_id, _, _) = app.app(&session, "chat").await;
+    let (session, app_id) = app.signed_up_with_app("ann@example.com", "chat").await;
     let mut receiver = Receiver::start();
     receiver.answer("/later", &[503; 1000]);
     let url = format!("{}/later", receiver.base);
-    let hook = add_webhook(&app, &session, &app_id, json!({ "url": url })).await;
-    let app_key = AppId::parse(&app_id).unwrap();
+    let hook = add_webhook_to(&app, &session, &app_id, &url).await;
+    let app_key = parse_app_id(&app_id);
 
     // The first process: its endpoint fails, and a leave event is still held when it stops.
-    let first = PgWebhookSink::start(
-        app.pool.clone(),
-        app.secrets.clone(),
+    let first = start_sender(
+        &app,
         WebhookSettings {
             leave_delay: Duration::from_secs(600),
             retry: RetryPolicy {
@@ -288,7 +271,7 @@ async fn pending_requests_survive_a_restart_of_the_sender() {
     // The next process, on the same database, with a working endpoint.
     receiver.answer("/later", &[]);
     while receiver.requests.try_recv().is_ok() {}
-    let second = PgWebhookSink::start(app.pool.clone(), app.secrets.clone(), fast_settings());
+    let second = start_sender(&app, fast_settings());
     let mut seen = Vec::new();
     while !(seen.iter().any(|r: &Received| r.body == refused.body)
         && seen.iter().any(|r| r.body.contains("\"hall\"")))
@@ -319,11 +302,10 @@ async fn pending_requests_survive_a_restart_of_the_sender() {
 async fn a_request_claimed_by_a_process_that_died_is_delivered_once_its_lease_ends() {
     use control::repository::webhook_outbox::{NewOutboxEntry, claim_due, enqueue};
     let app = spawn_app_allowing_private_webhooks().await;
-    let session = app.signed_up("ann@example.com").await;
-    let (app_id, _, _) = app.app(&session, "chat").await;
+    let (session, app_id) = app.signed_up_with_app("ann@example.com", "chat").await;
     let mut receiver = Receiver::start();
     let url = format!("{}/orphan", receiver.base);
-    let hook = add_webhook(&app, &session, &app_id, json!({ "url": url })).await;
+    let hook = add_webhook_to(&app, &session, &app_id, &url).await;
     let body = r#"{"time_ms":1,"events":[{"name":"channel_occupied","channel":"orphan"}]}"#;
     let mut conn = app.pool.acquire().await.unwrap();
     let entry = NewOutboxEntry {
@@ -341,7 +323,7 @@ async fn a_request_claimed_by_a_process_that_died_is_delivered_once_its_lease_en
     let claimed = claim_due(&mut conn, &[], 16, 10, lease).await.unwrap();
     assert_eq!(claimed.len(), 1);
 
-    let sink = PgWebhookSink::start(app.pool.clone(), app.secrets.clone(), fast_settings());
+    let sink = start_sender(&app, fast_settings());
     let delivered = receiver.next().await;
     assert_eq!(delivered.body, body);
     let log = log_until(&app, &session, &app_id, |rows| {
@@ -356,25 +338,23 @@ async fn a_request_claimed_by_a_process_that_died_is_delivered_once_its_lease_en
 #[tokio::test]
 async fn one_apps_flood_of_events_does_not_crowd_another_out_of_the_queue() {
     let app = spawn_app_allowing_private_webhooks().await;
-    let ann = app.signed_up("ann@example.com").await;
-    let bob = app.signed_up("bob@example.com").await;
-    let (flooding, _, _) = app.app(&ann, "flooding").await;
-    let (quiet, _, _) = app.app(&bob, "quiet").await;
+    let (_, flooding) = app.signed_up_with_app("ann@example.com", "flooding").await;
+    let (bob, quiet) = app.signed_up_with_app("bob@example.com", "quiet").await;
     let mut receiver = Receiver::start();
     let url = format!("{}/quiet", receiver.base);
-    add_webhook(&app, &bob, &quiet, json!({ "url": url })).await;
+    add_webhook_to(&app, &bob, &quiet, &url).await;
     let settings = WebhookSettings {
         queue_capacity: 1000,
         max_queued_per_app: 500,
         ..fast_settings()
     };
-    let sink = PgWebhookSink::start(app.pool.clone(), app.secrets.clone(), settings);
+    let sink = start_sender(&app, settings);
     // Emitted with no await in between: the intake cannot take any meanwhile.
-    let flooding = AppId::parse(&flooding).unwrap();
+    let flooding = parse_app_id(&flooding);
     for n in 0..1000 {
         sink.emit(&flooding, occupied(&format!("c{n}")));
     }
-    sink.emit(&AppId::parse(&quiet).unwrap(), occupied("room"));
+    sink.emit(&parse_app_id(&quiet), occupied("room"));
     assert_eq!(
         sink.dropped(),
         500,

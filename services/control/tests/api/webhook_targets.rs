@@ -7,24 +7,23 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use control::webhooks::WebhookSettings;
 use control::webhooks::guard::NameLookup;
-use control::webhooks::{PgWebhookSink, WebhookSettings};
-use protocol::names::AppId;
 use reqwest::StatusCode;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde_json::json;
 use tenancy::{AddressPolicy, WebhookSink};
 
 use crate::helpers::{spawn_app, spawn_app_allowing_private_webhooks};
+use crate::webhook_receiver::Receiver;
 use crate::webhook_support::{
-    Receiver, add_webhook, fast_settings, has, log_until, occupied, rows_of,
+    add_webhook_to, fast_settings, has, log_until, occupied, parse_app_id, rows_of, start_sender,
 };
 
 #[tokio::test]
 async fn webhooks_to_internal_addresses_and_local_names_are_refused_at_creation() {
     let app = spawn_app().await;
-    let session = app.signed_up("ann@example.com").await;
-    let (app_id, _, _) = app.app(&session, "chat").await;
+    let (session, app_id) = app.signed_up_with_app("ann@example.com", "chat").await;
     let path = format!("/v1/apps/{app_id}/webhooks");
     for url in [
         "http://127.0.0.1:8080/hook",
@@ -87,14 +86,13 @@ async fn webhooks_to_internal_addresses_and_local_names_are_refused_at_creation(
 #[tokio::test]
 async fn the_operator_setting_allows_private_targets() {
     let app = spawn_app_allowing_private_webhooks().await;
-    let session = app.signed_up("ann@example.com").await;
-    let (app_id, _, _) = app.app(&session, "chat").await;
+    let (session, app_id) = app.signed_up_with_app("ann@example.com", "chat").await;
     for url in [
         "http://127.0.0.1:9/x",
         "http://localhost:8080/",
         "http://10.1.2.3/",
     ] {
-        add_webhook(&app, &session, &app_id, json!({ "url": url })).await;
+        add_webhook_to(&app, &session, &app_id, url).await;
     }
 }
 
@@ -130,19 +128,14 @@ async fn a_name_that_resolves_to_loopback_is_refused_at_connect_time() {
     // The API refuses internal addresses, so the name passes; its resolution is what points
     // inward (as a DNS rebinding attack would, after creation).
     let app = spawn_app().await;
-    let session = app.signed_up("ann@example.com").await;
-    let (app_id, _, _) = app.app(&session, "chat").await;
+    let (session, app_id) = app.signed_up_with_app("ann@example.com", "chat").await;
     let mut receiver = Receiver::start();
     let port = receiver.base.rsplit(':').next().unwrap().to_owned();
     let url = format!("http://rebound.example.com:{port}/inside");
-    let hook = add_webhook(&app, &session, &app_id, json!({ "url": url })).await;
+    let hook = add_webhook_to(&app, &session, &app_id, &url).await;
 
-    let strict = PgWebhookSink::start(
-        app.pool.clone(),
-        app.secrets.clone(),
-        rebinding_settings(AddressPolicy::PublicOnly),
-    );
-    strict.emit(&AppId::parse(&app_id).unwrap(), occupied("room"));
+    let strict = start_sender(&app, rebinding_settings(AddressPolicy::PublicOnly));
+    strict.emit(&parse_app_id(&app_id), occupied("room"));
     let log = log_until(&app, &session, &app_id, |rows| has(rows, &hook, "failed")).await;
     let rows = rows_of(&log, &hook);
     assert!(rows.len() >= 2, "{rows:?}");
@@ -158,12 +151,8 @@ async fn a_name_that_resolves_to_loopback_is_refused_at_connect_time() {
     );
 
     // The same name with private targets allowed does reach it: the guard made the difference.
-    let open = PgWebhookSink::start(
-        app.pool.clone(),
-        app.secrets.clone(),
-        rebinding_settings(AddressPolicy::AllowPrivate),
-    );
-    open.emit(&AppId::parse(&app_id).unwrap(), occupied("hall"));
+    let open = start_sender(&app, rebinding_settings(AddressPolicy::AllowPrivate));
+    open.emit(&parse_app_id(&app_id), occupied("hall"));
     let arrived = receiver.until("/inside", "channel_occupied").await;
     assert_eq!(
         arrived.last().unwrap().json()["events"],
@@ -176,29 +165,28 @@ async fn an_internal_address_stored_before_is_refused_before_each_attempt() {
     // A webhook made while private targets were allowed, sent by a sender that refuses them
     // (IP literals never reach the resolver, so the URL itself is checked).
     let app = spawn_app_allowing_private_webhooks().await;
-    let session = app.signed_up("ann@example.com").await;
-    let (app_id, _, _) = app.app(&session, "chat").await;
+    let (session, app_id) = app.signed_up_with_app("ann@example.com", "chat").await;
     let mut receiver = Receiver::start();
-    let literal = add_webhook(
+    let literal = add_webhook_to(
         &app,
         &session,
         &app_id,
-        json!({ "url": format!("{}/literal", receiver.base) }),
+        &format!("{}/literal", receiver.base),
     )
     .await;
-    let local = add_webhook(
+    let local = add_webhook_to(
         &app,
         &session,
         &app_id,
-        json!({ "url": format!("{}/local", receiver.base.replace("127.0.0.1", "localhost")) }),
+        &format!("{}/local", receiver.base.replace("127.0.0.1", "localhost")),
     )
     .await;
     let strict = WebhookSettings {
         addresses: AddressPolicy::PublicOnly,
         ..fast_settings()
     };
-    let sink = PgWebhookSink::start(app.pool.clone(), app.secrets.clone(), strict);
-    sink.emit(&AppId::parse(&app_id).unwrap(), occupied("room"));
+    let sink = start_sender(&app, strict);
+    sink.emit(&parse_app_id(&app_id), occupied("room"));
     let log = log_until(&app, &session, &app_id, |rows| {
         has(rows, &literal, "failed") && has(rows, &local, "failed")
     })
@@ -214,31 +202,24 @@ async fn an_internal_address_stored_before_is_refused_before_each_attempt() {
 #[tokio::test]
 async fn the_delivery_log_keeps_categories_not_error_text() {
     let app = spawn_app_allowing_private_webhooks().await;
-    let session = app.signed_up("ann@example.com").await;
-    let (app_id, _, _) = app.app(&session, "chat").await;
+    let (session, app_id) = app.signed_up_with_app("ann@example.com", "chat").await;
     let receiver = Receiver::start();
     // TLS spoken to a plain HTTP server; a name that does not resolve.
-    let tls = add_webhook(
+    let tls = add_webhook_to(
         &app,
         &session,
         &app_id,
-        json!({ "url": format!("{}/tls", receiver.base.replace("http://", "https://")) }),
+        &format!("{}/tls", receiver.base.replace("http://", "https://")),
     )
     .await;
-    let dns = add_webhook(
-        &app,
-        &session,
-        &app_id,
-        json!({ "url": "http://nowhere.invalid/hook" }),
-    )
-    .await;
+    let dns = add_webhook_to(&app, &session, &app_id, "http://nowhere.invalid/hook").await;
     // Names resolve from an empty table (no network needed): `nowhere.invalid` has no address.
     let settings = WebhookSettings {
         lookup: NameLookup(Arc::new(Rebinding(HashMap::new()))),
         ..fast_settings()
     };
-    let sink = PgWebhookSink::start(app.pool.clone(), app.secrets.clone(), settings);
-    sink.emit(&AppId::parse(&app_id).unwrap(), occupied("room"));
+    let sink = start_sender(&app, settings);
+    sink.emit(&parse_app_id(&app_id), occupied("room"));
     let log = log_until(&app, &session, &app_id, |rows| {
         has(rows, &tls, "failed") && has(rows, &dns, "failed")
     })

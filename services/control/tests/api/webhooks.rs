@@ -2,17 +2,15 @@
 //! local receiver: filtering per endpoint, Pusher's signature, batching, the leave delay,
 //! retries with backoff and the delivery log.
 
-use std::time::Duration;
-
-use control::webhooks::PgWebhookSink;
-use protocol::names::AppId;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tenancy::{WebhookEvent, WebhookSink};
 
 use crate::helpers::{spawn_app, spawn_app_allowing_private_webhooks};
+use crate::webhook_receiver::{Received, Receiver};
 use crate::webhook_support::{
-    Received, Receiver, WAIT, add_webhook, fast_settings, occupied, vacated,
+    add_webhook, fast_settings, has, log_until, occupied, parse_app_id, rows_of, start_sender,
+    vacated,
 };
 
 #[tokio::test]
@@ -177,11 +175,11 @@ async fn events_reach_the_endpoints_that_asked_for_them_signed_as_pusher_signs()
     add_webhook(&app, &session, &app_id, channels_only).await;
     let everything = json!({ "url": format!("{}/all", receiver.base), "batching": true });
     add_webhook(&app, &session, &app_id, everything).await;
-    let sink = PgWebhookSink::start(app.pool.clone(), app.secrets.clone(), fast_settings());
-    let app_id = AppId::parse(&app_id).unwrap();
+    let sink = start_sender(&app, fast_settings());
+    let app_id = parse_app_id(&app_id);
     // An app without webhooks: its events go nowhere.
     let (bare_app, _, _) = app.app(&session, "bare").await;
-    sink.emit(&AppId::parse(&bare_app).unwrap(), occupied("lost"));
+    sink.emit(&parse_app_id(&bare_app), occupied("lost"));
 
     sink.emit(&app_id, occupied("room"));
     let client_event = WebhookEvent::ClientEvent {
@@ -297,8 +295,8 @@ async fn failed_deliveries_are_retried_with_backoff_then_given_up_and_every_atte
         json!({ "url": "http://127.0.0.1:9/dead" }),
     )
     .await;
-    let sink = PgWebhookSink::start(app.pool.clone(), app.secrets.clone(), fast_settings());
-    sink.emit(&AppId::parse(&app_id).unwrap(), occupied("room"));
+    let sink = start_sender(&app, fast_settings());
+    sink.emit(&parse_app_id(&app_id), occupied("room"));
 
     let attempts: Vec<Received> = vec![
         receiver.next().await,
@@ -312,35 +310,11 @@ async fn failed_deliveries_are_retried_with_backoff_then_given_up_and_every_atte
     );
 
     // The log: the flaky endpoint's three attempts; the dead one's retries, then "failed".
-    let path = format!("/v1/apps/{app_id}/webhooks/deliveries");
-    let log = tokio::time::timeout(WAIT, async {
-        loop {
-            let log = app.get(&session, &path).await.body;
-            let finished = |id: &str, status: &str| {
-                log.as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|d| d["webhook_id"] == id && d["status"] == status)
-            };
-            if finished(&flaky, "delivered") && finished(&dead, "failed") {
-                return log;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    let log = log_until(&app, &session, &app_id, |rows| {
+        has(rows, &flaky, "delivered") && has(rows, &dead, "failed")
     })
-    .await
-    .expect("both deliveries finish");
-    let of = |id: &str| {
-        let mut rows: Vec<Value> = log
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|d| d["webhook_id"] == id)
-            .cloned()
-            .collect();
-        rows.sort_by_key(|d| d["attempt"].as_i64());
-        rows
-    };
+    .await;
+    let of = |id: &str| rows_of(&log, id);
     let flaky_rows: Vec<(i64, String, Value)> = of(&flaky)
         .iter()
         .map(|d| {

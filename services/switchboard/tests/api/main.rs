@@ -19,6 +19,10 @@ mod serve_binary;
 mod tenancy;
 mod users;
 mod webhooks;
+// The webhook receiver of control's tests, shared; this crate uses only part of it.
+#[allow(dead_code)]
+#[path = "../../../control/tests/api/webhook_receiver.rs"]
+mod webhook_receiver;
 mod websocket;
 mod xhr;
 mod xhr_attacks;

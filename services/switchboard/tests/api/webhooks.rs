@@ -4,93 +4,45 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
-use crate::helpers::{WsClient, data_of};
+use crate::helpers::{WsClient, channel_auth_with, data_of};
 use crate::platform::{restart_platform, spawn_platform};
+use crate::webhook_receiver::{Receiver, WAIT};
 
-/// Only a hang reaches it.
-const WAIT: Duration = Duration::from_secs(20);
-
-/// A local webhook endpoint: every request's signature headers and body.
-struct Receiver {
-    url: String,
-    requests: mpsc::UnboundedReceiver<(String, String, String, String)>,
-}
-
-type Sent = mpsc::UnboundedSender<(String, String, String, String)>;
-
-/// Keeps the request's content type, signature headers and body; answers 200.
-async fn record(request: HttpRequest, body: web::Bytes, sender: web::Data<Sent>) -> HttpResponse {
-    let header = |name: &str| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let _ = sender.send((
-        header("content-type"),
-        header("x-pusher-key"),
-        header("x-pusher-signature"),
-        String::from_utf8(body.to_vec()).unwrap(),
-    ));
-    HttpResponse::Ok().finish()
-}
-
-impl Receiver {
-    fn start() -> Self {
-        Self::start_on(0)
-    }
-
-    /// On `port` (0: any free one).
-    fn start_on(port: u16) -> Self {
-        let (sender, requests) = mpsc::unbounded_channel();
-        let sender: web::Data<Sent> = web::Data::new(sender);
-        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(sender.clone())
-                .default_service(web::to(record))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .unwrap()
-        .run();
-        tokio::spawn(server);
-        Self {
-            url: format!("http://127.0.0.1:{port}/hooks"),
-            requests,
+/// Events until one equal to `wanted` arrives, each request checked as pusher-http-node
+/// checks it.
+async fn events_until(
+    receiver: &mut Receiver,
+    key: &str,
+    secret: &str,
+    wanted: &Value,
+) -> Vec<Value> {
+    let mut events = Vec::new();
+    loop {
+        let request = receiver
+            .next_in_time()
+            .await
+            .unwrap_or_else(|| panic!("waiting for {wanted}, got {events:?}"));
+        assert_eq!(request.content_type, "application/json");
+        assert_eq!(request.key, key);
+        assert_eq!(
+            request.signature,
+            protocol::sign::hmac_hex(secret, &request.body)
+        );
+        let body = request.json();
+        let batch = body["events"].as_array().unwrap();
+        assert_eq!(batch.len(), 1, "one event per request without batching");
+        events.push(batch[0].clone());
+        if &batch[0] == wanted {
+            return events;
         }
     }
+}
 
-    /// Events until one equal to `wanted` arrives, each request checked as pusher-http-node
-    /// checks it.
-    async fn until(&mut self, key: &str, secret: &str, wanted: &Value) -> Vec<Value> {
-        let mut events = Vec::new();
-        loop {
-            let (content_type, sent_key, signature, body) =
-                tokio::time::timeout(WAIT, self.requests.recv())
-                    .await
-                    .unwrap_or_else(|_| panic!("waiting for {wanted}, got {events:?}"))
-                    .expect("the receiver runs");
-            assert_eq!(content_type, "application/json");
-            assert_eq!(sent_key, key);
-            assert_eq!(signature, protocol::sign::hmac_hex(secret, &body));
-            let body: Value = serde_json::from_str(&body).unwrap();
-            let batch = body["events"].as_array().unwrap();
-            assert_eq!(batch.len(), 1, "one event per request without batching");
-            events.push(batch[0].clone());
-            if &batch[0] == wanted {
-                return events;
-            }
-        }
-    }
+/// Where `receiver` takes webhooks.
+fn hooks_url(receiver: &Receiver) -> String {
+    format!("{}/hooks", receiver.base)
 }
 
 #[tokio::test]
@@ -101,23 +53,22 @@ async fn the_edge_reports_channel_presence_client_and_cache_events() {
     let mut receiver = Receiver::start();
     platform
         .control
-        .create_webhook(account, app_id, &receiver.url, &[], false)
+        .create_webhook(account, app_id, &hooks_url(&receiver), &[], false)
         .await
         .unwrap();
     let auth = |socket_id: &str, channel: &str, data: Option<&str>| {
-        let signed = protocol::sign::channel_auth_string(socket_id, channel, data);
-        format!("{key}:{}", protocol::sign::hmac_hex(secret, &signed))
+        channel_auth_with(key, secret, socket_id, channel, data)
     };
 
     let (mut ann, ann_id) = platform.connected(key).await;
     ann.subscribe("room", "", None).await;
-    receiver
-        .until(
-            key,
-            secret,
-            &json!({ "name": "channel_occupied", "channel": "room" }),
-        )
-        .await;
+    events_until(
+        &mut receiver,
+        key,
+        secret,
+        &json!({ "name": "channel_occupied", "channel": "room" }),
+    )
+    .await;
 
     let lobby = "presence-lobby";
     let ann_data = r#"{"user_id":"ann"}"#;
@@ -127,57 +78,57 @@ async fn the_edge_reports_channel_presence_client_and_cache_events() {
     let bob_data = r#"{"user_id":"bob","user_info":{"name":"Bob"}}"#;
     bob.subscribe(lobby, &auth(&bob_id, lobby, Some(bob_data)), Some(bob_data))
         .await;
-    let seen = receiver
-        .until(
-            key,
-            secret,
-            &json!({ "name": "member_added", "channel": lobby, "user_id": "bob" }),
-        )
-        .await;
+    let seen = events_until(
+        &mut receiver,
+        key,
+        secret,
+        &json!({ "name": "member_added", "channel": lobby, "user_id": "bob" }),
+    )
+    .await;
     assert!(seen.contains(&json!({ "name": "member_added", "channel": lobby, "user_id": "ann" })));
 
     bob.send(json!({ "event": "client-wave", "channel": lobby, "data": { "hand": "left" } }))
         .await;
-    receiver
-        .until(
-            key,
-            secret,
-            &json!({
-                "name": "client_event", "channel": lobby, "event": "client-wave",
-                "data": "{\"hand\":\"left\"}", "socket_id": bob_id, "user_id": "bob",
-            }),
-        )
-        .await;
+    events_until(
+        &mut receiver,
+        key,
+        secret,
+        &json!({
+            "name": "client_event", "channel": lobby, "event": "client-wave",
+            "data": "{\"hand\":\"left\"}", "socket_id": bob_id, "user_id": "bob",
+        }),
+    )
+    .await;
 
     // (Ann has presence and client frames queued before these.)
     ann.subscribe("cache-score", "", None).await;
     ann.expect_event("pusher:cache_miss").await;
-    receiver
-        .until(
-            key,
-            secret,
-            &json!({ "name": "cache_miss", "channel": "cache-score" }),
-        )
-        .await;
+    events_until(
+        &mut receiver,
+        key,
+        secret,
+        &json!({ "name": "cache_miss", "channel": "cache-score" }),
+    )
+    .await;
 
     // Leaving: after the grace period, per channel and per user (also on disconnect).
     ann.send(json!({ "event": "pusher:unsubscribe", "data": { "channel": "room" } }))
         .await;
-    receiver
-        .until(
-            key,
-            secret,
-            &json!({ "name": "channel_vacated", "channel": "room" }),
-        )
-        .await;
+    events_until(
+        &mut receiver,
+        key,
+        secret,
+        &json!({ "name": "channel_vacated", "channel": "room" }),
+    )
+    .await;
     bob.close().await;
-    let seen = receiver
-        .until(
-            key,
-            secret,
-            &json!({ "name": "member_removed", "channel": lobby, "user_id": "bob" }),
-        )
-        .await;
+    let seen = events_until(
+        &mut receiver,
+        key,
+        secret,
+        &json!({ "name": "member_removed", "channel": lobby, "user_id": "bob" }),
+    )
+    .await;
     assert!(
         !seen.iter().any(|event| event["name"] == "channel_vacated"),
         "ann is still in the lobby: {seen:?}"
@@ -246,11 +197,7 @@ async fn subscribers_get_subscription_counts_when_the_app_opted_in() {
     let (mut carol, carol_id) = platform.connected(key).await;
     let lobby = "presence-lobby";
     let data = r#"{"user_id":"carol"}"#;
-    let signed = protocol::sign::channel_auth_string(&carol_id, lobby, Some(data));
-    let auth = format!(
-        "{key}:{}",
-        protocol::sign::hmac_hex(&created.secret, &signed)
-    );
+    let auth = channel_auth_with(key, &created.secret, &carol_id, lobby, Some(data));
     carol.subscribe(lobby, &auth, Some(data)).await;
     expect_nothing_more(&mut carol).await;
 
@@ -310,18 +257,18 @@ async fn a_pending_webhook_survives_a_restart_of_the_platform() {
 
     let mut receiver = Receiver::start_on(port);
     let second = restart_platform(&first).await;
-    let seen = receiver
-        .until(
-            key,
-            secret,
-            &json!({ "name": "channel_vacated", "channel": "room" }),
-        )
-        .await;
+    let seen = events_until(
+        &mut receiver,
+        key,
+        secret,
+        &json!({ "name": "channel_vacated", "channel": "room" }),
+    )
+    .await;
     let occupied = json!({ "name": "channel_occupied", "channel": "room" });
     let occupied = if seen.contains(&occupied) {
         seen
     } else {
-        receiver.until(key, secret, &occupied).await
+        events_until(&mut receiver, key, secret, &occupied).await
     };
     assert!(!occupied.is_empty());
     let log = second
