@@ -477,6 +477,60 @@ export class RawSocket {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// User authentication: pusher-js `signin()` answered by a server library
+
+/** A pusher-js custom auth handler answered by `sign(params)`, a value or a promise. */
+const answeredBy = (sign) => (params, callback) => {
+  new Promise((resolve) => resolve(sign(params))).then(
+    (auth) => callback(null, auth),
+    (err) => callback(err, null),
+  );
+};
+
+/**
+ * A pusher-js client of `app` (`ws` only) whose `signin()` is answered by
+ * `authenticateUser(socketId)` and whose private and presence subscriptions by
+ * `authorizeChannel(socketId, channelName)` (each returns the signature or a promise of it).
+ * `frames` holds every frame it received.
+ */
+export function signingInClient(server, app, { authenticateUser, authorizeChannel }) {
+  const frames = [];
+  const options = {
+    cluster: 'x',
+    wsHost: server.host,
+    wsPort: server.port,
+    forceTLS: false,
+    enabledTransports: ['ws'],
+    enableStats: false,
+    userAuthentication: { customHandler: answeredBy(({ socketId }) => authenticateUser(socketId)) },
+  };
+  if (authorizeChannel) {
+    const authorize = ({ socketId, channelName }) => authorizeChannel(socketId, channelName);
+    options.channelAuthorization = { customHandler: answeredBy(authorize) };
+  }
+  const pusher = new PusherClient(app.key, options);
+  pusher.connection.bind('message', (frame) => frames.push(frame));
+  const describe = () => `frames: ${JSON.stringify(frames)}`;
+  return { pusher, frames, describe };
+}
+
+/**
+ * Calls `signin()` on a `signingInClient`; resolves on `pusher:signin_success`, or with
+ * `userId` once the user's own channel `#server-to-user-{userId}` is subscribed too.
+ */
+export async function signIn(client, userId) {
+  const done = waitForEvent(client.pusher.connection, 'message', {
+    predicate: (frame) =>
+      userId === undefined
+        ? frame.event === 'pusher:signin_success'
+        : frame.event === 'pusher_internal:subscription_succeeded' && frame.channel === `#server-to-user-${userId}`,
+    describe: client.describe,
+  });
+  client.pusher.signin();
+  await done;
+}
+
 /** Parse the double-encoded `data` of a server frame (a JSON string for protocol events). */
 export function frameData(frame) {
   return typeof frame.data === 'string' ? JSON.parse(frame.data) : frame.data;
@@ -505,6 +559,20 @@ export function useServer(opts = {}) {
     },
     api(app, overrides) {
       return serverApi(ctx.server, app, overrides);
+    },
+    /** A `signingInClient`, disconnected when the test ends. */
+    signingIn(t, app, handlers) {
+      const c = signingInClient(ctx.server, app, handlers);
+      t.after(() => c.pusher.disconnect());
+      return c;
+    },
+    /** A raw socket signed in with `authenticateUser(socketId)`'s signature (or its promise). */
+    async rawSignedIn(t, app, authenticateUser) {
+      const r = ctx.raw(t, app.key);
+      const established = await r.next('pusher:connection_established');
+      r.send({ event: 'pusher:signin', data: await authenticateUser(frameData(established).socket_id) });
+      await r.next('pusher:signin_success');
+      return r;
     },
   };
   before(async () => {

@@ -12,7 +12,7 @@ import { createInterface } from 'node:readline';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import { PusherClient, T, WAIT_MS, frameData, uid, useServer, waitForEvent, withTimeout } from './helpers.mjs';
+import { T, WAIT_MS, signIn, uid, useServer, waitForEvent, withTimeout } from './helpers.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const PYTHON = process.env.COMPAT_PYTHON || path.join(HERE, '.venv/bin/python');
@@ -76,36 +76,13 @@ function startDriver(server) {
  * what presence data and user data).
  */
 function pythonAuthClient(t, app, { presence, user } = {}) {
-  const frames = [];
-  const pusher = new PusherClient(app.key, {
-    cluster: 'x',
-    wsHost: ctx.server.host,
-    wsPort: ctx.server.port,
-    forceTLS: false,
-    enabledTransports: ['ws'],
-    enableStats: false,
-    channelAuthorization: {
-      customHandler: ({ socketId, channelName }, callback) => {
-        const customData = channelName.startsWith('presence-') ? [presence] : [];
-        py.call(app, 'authenticate', [channelName, socketId, ...customData]).then(
-          (auth) => callback(null, auth),
-          (err) => callback(err, null),
-        );
-      },
-    },
-    userAuthentication: {
-      customHandler: ({ socketId }, callback) => {
-        py.call(app, 'authenticate_user', [socketId, user]).then(
-          (auth) => callback(null, auth),
-          (err) => callback(err, null),
-        );
-      },
+  return ctx.signingIn(t, app, {
+    authenticateUser: (socketId) => py.call(app, 'authenticate_user', [socketId, user]),
+    authorizeChannel: (socketId, channelName) => {
+      const customData = channelName.startsWith('presence-') ? [presence] : [];
+      return py.call(app, 'authenticate', [channelName, socketId, ...customData]);
     },
   });
-  pusher.connection.bind('message', (frame) => frames.push(frame));
-  t.after(() => pusher.disconnect());
-  const describe = () => `frames: ${JSON.stringify(frames)}`;
-  return { pusher, frames, describe };
 }
 
 async function subscribed(client, name) {
@@ -192,13 +169,7 @@ test('authenticate_user signs a signin; send_to_user reaches it; terminate_user_
   const user = { id: uid('py-user-'), user_info: { plan: 'pro' } };
   const client = pythonAuthClient(t, app, { user });
   await connected(client);
-  const success = waitForEvent(client.pusher.connection, 'message', {
-    predicate: (frame) =>
-      frame.event === 'pusher_internal:subscription_succeeded' && frame.channel === `#server-to-user-${user.id}`,
-    describe: client.describe,
-  });
-  client.pusher.signin();
-  await success;
+  await signIn(client, user.id);
   const got = waitForEvent(client.pusher.user, 'note', { describe: client.describe });
   assert.deepEqual(await py.call(app, 'send_to_user', [user.id, 'note', { n: 1 }]), {});
   assert.deepEqual((await got).data, { n: 1 });
@@ -206,11 +177,7 @@ test('authenticate_user signs a signin; send_to_user reaches it; terminate_user_
   // The terminated user on a raw socket (pusher-js refused with 4009 keeps a 30 s timer of
   // its WebSocket library alive), signed in with pusher-http-python's signature.
   const victim = { id: uid('py-victim-') };
-  const raw = ctx.raw(t, app.key);
-  const established = await raw.next('pusher:connection_established');
-  const signin = await py.call(app, 'authenticate_user', [frameData(established).socket_id, victim]);
-  raw.send({ event: 'pusher:signin', data: signin });
-  await raw.next('pusher:signin_success');
+  const raw = await ctx.rawSignedIn(t, app, (socketId) => py.call(app, 'authenticate_user', [socketId, victim]));
 
   // The library posts to /users/{id}/terminate_connections, without /apps/{id}.
   assert.deepEqual(await py.call(app, 'terminate_user_connections', [victim.id]), {});

@@ -4,49 +4,22 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { PusherClient, T, frameData, uid, useServer, waitForEvent } from './helpers.mjs';
+import { T, frameData, signIn, uid, useServer, waitForEvent } from './helpers.mjs';
 
 const ctx = useServer();
 
 /** A pusher-js client that signs in as `user` through the app's own pusher-http-node. */
 function signingInClient(t, app, user, api = ctx.api(app)) {
-  const frames = [];
-  const pusher = new PusherClient(app.key, {
-    cluster: 'x',
-    wsHost: ctx.server.host,
-    wsPort: ctx.server.port,
-    forceTLS: false,
-    enabledTransports: ['ws'],
-    enableStats: false,
-    userAuthentication: {
-      customHandler: ({ socketId }, callback) => {
-        try {
-          callback(null, api.authenticateUser(socketId, user));
-        } catch (err) {
-          callback(err, null);
-        }
-      },
-    },
-    channelAuthorization: {
-      // No presence data: the server takes the member from the signed-in user.
-      customHandler: ({ socketId, channelName }, callback) => callback(null, api.authorizeChannel(socketId, channelName)),
-    },
+  return ctx.signingIn(t, app, {
+    authenticateUser: (socketId) => api.authenticateUser(socketId, user),
+    // No presence data: the server takes the member from the signed-in user.
+    authorizeChannel: (socketId, channelName) => api.authorizeChannel(socketId, channelName),
   });
-  pusher.connection.bind('message', (frame) => frames.push(frame));
-  t.after(() => pusher.disconnect());
-  const describe = () => `frames: ${JSON.stringify(frames)}`;
-  return { pusher, frames, describe };
 }
 
 /** Resolves once the server confirmed the signin and the user's own channel. */
 async function signedIn(client, userId) {
-  const subscribed = waitForEvent(client.pusher.connection, 'message', {
-    predicate: (frame) =>
-      frame.event === 'pusher_internal:subscription_succeeded' && frame.channel === `#server-to-user-${userId}`,
-    describe: client.describe,
-  });
-  client.pusher.signin();
-  await subscribed;
+  await signIn(client, userId);
   const success = client.frames.find((f) => f.event === 'pusher:signin_success');
   assert.ok(success, client.describe());
   assert.deepEqual(client.pusher.user.user_data.id, userId);
@@ -110,10 +83,7 @@ test('terminateUserConnections closes that user\'s connections (4009) and spares
   const eve = { id: uid('eve-') };
   // Dave on a raw socket (pusher-js, refused with 4009, would keep a 30 s close timer of its
   // WebSocket library alive past the test), signed in with pusher-http-node's signature.
-  const raw = ctx.raw(t, app.key);
-  const established = await raw.next('pusher:connection_established');
-  const signin = api.authenticateUser(frameData(established).socket_id, dave);
-  raw.send({ event: 'pusher:signin', data: signin });
+  const raw = await ctx.rawSignedIn(t, app, (socketId) => api.authenticateUser(socketId, dave));
   const success = await raw.next('pusher:signin_success');
   assert.deepEqual(JSON.parse(frameData(success).user_data), dave);
   const eveClient = signingInClient(t, app, eve);

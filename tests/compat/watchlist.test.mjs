@@ -9,50 +9,21 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { PusherClient, T, frameData, uid, useServer, waitForEvent, withTimeout, WAIT_MS } from './helpers.mjs';
+import { T, WAIT_MS, signIn, uid, useServer, waitForEvent, withTimeout } from './helpers.mjs';
 
 const ctx = useServer();
 
 /** A pusher-js client of `app` that signs in as `user` (its user_data may carry a watchlist). */
 function signingInClient(t, app, user) {
   const api = ctx.api(app);
-  const frames = [];
-  const pusher = new PusherClient(app.key, {
-    cluster: 'x',
-    wsHost: ctx.server.host,
-    wsPort: ctx.server.port,
-    forceTLS: false,
-    enabledTransports: ['ws'],
-    enableStats: false,
-    userAuthentication: {
-      customHandler: ({ socketId }, callback) => {
-        try {
-          callback(null, api.authenticateUser(socketId, user));
-        } catch (err) {
-          callback(err, null);
-        }
-      },
-    },
-  });
-  pusher.connection.bind('message', (frame) => frames.push(frame));
-  t.after(() => pusher.disconnect());
+  const client = ctx.signingIn(t, app, { authenticateUser: (socketId) => api.authenticateUser(socketId, user) });
   // Every watchlist event pusher-js emits, in order, as {name, user_ids}.
   const watched = [];
   for (const name of ['online', 'offline']) {
-    pusher.user.watchlist.bind(name, (event) => watched.push({ name: event.name, user_ids: event.user_ids }));
+    client.pusher.user.watchlist.bind(name, (event) => watched.push({ name: event.name, user_ids: event.user_ids }));
   }
-  const describe = () => `watchlist events: ${JSON.stringify(watched)}\nframes: ${JSON.stringify(frames)}`;
-  return { pusher, frames, watched, describe };
-}
-
-/** Signs the client in; resolves on `pusher:signin_success`. */
-async function signIn(client) {
-  const success = waitForEvent(client.pusher.connection, 'message', {
-    predicate: (frame) => frame.event === 'pusher:signin_success',
-    describe: client.describe,
-  });
-  client.pusher.signin();
-  await success;
+  const describe = () => `watchlist events: ${JSON.stringify(watched)}\nframes: ${JSON.stringify(client.frames)}`;
+  return { ...client, watched, describe };
 }
 
 /** Resolves once the client has received `count` watchlist events. */
@@ -68,12 +39,8 @@ async function watchlistEvents(client, count) {
 }
 
 /** A raw socket of `app` signed in as `user` with pusher-http-node's signature. */
-async function rawSignedIn(t, app, user) {
-  const raw = ctx.raw(t, app.key);
-  const established = await raw.next('pusher:connection_established');
-  raw.send({ event: 'pusher:signin', data: ctx.api(app).authenticateUser(frameData(established).socket_id, user) });
-  await raw.next('pusher:signin_success');
-  return raw;
+function rawSignedIn(t, app, user) {
+  return ctx.rawSignedIn(t, app, (socketId) => ctx.api(app).authenticateUser(socketId, user));
 }
 
 /** Closes the raw socket with a close handshake; the server answers after its clean-up. */
