@@ -11,6 +11,7 @@ mod cache;
 mod carriers;
 mod channel_events;
 mod connection;
+pub mod drain;
 mod http_api;
 mod hub;
 pub mod limits;
@@ -128,6 +129,8 @@ pub struct EdgeState {
     watchlists: watchlist::Watchlists,
     /// How fast carrier sessions may be created, per client address and per app.
     carrier_limiter: carriers::creation_limit::CreationLimiter,
+    /// Ready, or draining: new clients refused, `/readyz` 503 (see `drain`).
+    pub readiness: Arc<drain::Readiness>,
 }
 
 impl EdgeState {
@@ -181,6 +184,7 @@ impl EdgeState {
                 settings.carrier_sessions_per_address_per_minute,
                 settings.carrier_sessions_per_app_per_minute,
             ),
+            readiness: Arc::default(),
             settings,
         })
     }
@@ -258,16 +262,18 @@ pub async fn follow_catalog_changes(state: Arc<EdgeState>) {
     }
 }
 
-/// Mounts the WebSocket endpoint, the HTTP API and `/healthz`.
+/// Mounts the WebSocket endpoint, the HTTP API, `/healthz` (liveness) and `/readyz`.
 pub fn configure(state: Arc<EdgeState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |config| {
         config
+            .app_data(web::Data::from(state.readiness.clone()))
             .app_data(web::Data::from(state))
             .app_data(web::JsonConfig::default().limit(1024 * 1024))
             .route(
                 "/healthz",
                 web::get().to(|| async { HttpResponse::Ok().body("ok") }),
             )
+            .route("/readyz", web::get().to(drain::readyz))
             .route("/metrics", web::get().to(metrics::render))
             .route("/app/{key}", web::get().to(connection::websocket))
             .route(

@@ -97,6 +97,16 @@ pub struct ServeArgs {
         default_value_t = 10_000
     )]
     pub history_max_channels_per_app: usize,
+    /// Seconds between SIGTERM and closing the clients (4200): meanwhile /readyz answers 503
+    /// and new clients are refused, so a load balancer stops sending them here. A second
+    /// SIGTERM or SIGINT exits at once.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_DRAIN_DELAY",
+        value_name = "SECONDS",
+        default_value_t = 5
+    )]
+    pub drain_delay: u64,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
@@ -311,6 +321,8 @@ mod tests {
         assert!(defaults.trusted_proxies.is_empty());
         assert_eq!(defaults.signups_per_hour, 10);
         assert_eq!(defaults.max_concurrent_password_hashes, 4);
+        assert_eq!(defaults.drain_delay, 5);
+        assert_eq!(serve(&["--drain-delay", "0"]).drain_delay, 0);
         let behind = serve(&["--trusted-proxies", "10.0.0.0/8,192.168.0.1"]);
         assert!(behind.trusted_proxies.trusts("10.2.3.4".parse().unwrap()));
         let bad = ["switchboard", "serve", "--trusted-proxies", "10.0.0.0/99"];
