@@ -234,3 +234,37 @@ impl DeliverySink for Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use protocol::codes::CloseReason;
+    use protocol::names::SocketId;
+
+    use super::*;
+    use crate::outbox::OutboxBounds;
+
+    fn outbox() -> Arc<Outbox> {
+        let bounds = OutboxBounds {
+            frames: 16,
+            bytes: 1024,
+            stats: Arc::default(),
+        };
+        Arc::new(Outbox::new(SocketId::parse("1.1").unwrap(), bounds))
+    }
+
+    #[test]
+    fn a_connection_that_registers_after_the_shutdown_is_shut_down_at_once() {
+        let hub = Hub::default();
+        let app = AppId::parse("app").unwrap();
+        let before = outbox();
+        hub.connect(&app, &before);
+        hub.shut_down_all();
+        assert_eq!(before.close_reason(), Some(CloseReason::ServerShuttingDown));
+        // Admitted before the drain refused newcomers, registered after the shutdown.
+        let late = outbox();
+        hub.connect(&app, &late);
+        assert_eq!(late.close_reason(), Some(CloseReason::ServerShuttingDown));
+        hub.disconnect(&app, &late);
+        hub.disconnect(&app, &before);
+    }
+}
