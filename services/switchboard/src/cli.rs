@@ -54,7 +54,9 @@ pub struct ServeArgs {
     pub apps: Vec<AppSpec>,
     /// More apps, comma-separated ID:KEY:SECRET.
     #[arg(long, env = "SWITCHBOARD_APPS", value_name = "ID:KEY:SECRET,...", value_parser = AppSpec::parse_list, hide_env_values = true)]
-    pub apps_env: Option<Vec<AppSpec>>,
+    // Fully qualified, so clap takes the list as one value (a bare `Vec` would mean repeated
+    // values, and reading the parsed list back panicked).
+    pub apps_env: Option<::std::vec::Vec<AppSpec>>,
     /// Seconds of client silence before the server pings (sent to clients as activity_timeout).
     #[arg(long, default_value_t = 120)]
     pub activity_timeout: u64,
@@ -313,6 +315,13 @@ mod tests {
             Cli::try_parse_from(["switchboard", "serve", "--public-url", "rt.example.com"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn apps_come_from_flags_and_one_comma_separated_list() {
+        let args = serve(&["--app", "a:ka:sa", "--apps-env", "b:kb:sb, c:kc:sc,"]);
+        let ids: Vec<String> = args.all_apps().iter().map(|app| app.id.to_string()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
     }
 
     #[test]
