@@ -98,7 +98,7 @@ test('SIGTERM: pusher-js gets 4200, reconnects at once to the ready edge, and is
   const client = new Client(balancer, app);
   t.after(() => client.disconnect());
   const live = uid('drain-live-');
-  const channel = await client.subscribe(live);
+  await client.subscribe(live);
   const firstSocket = client.socketId;
   assert.deepEqual(balancer.routes, [first.port]);
   // A channel whose position the client keeps itself (serial and epoch of our extension), as
@@ -110,7 +110,7 @@ test('SIGTERM: pusher-js gets 4200, reconnects at once to the ready edge, and is
   for (let n = 1; n <= 3; n++) {
     await onFirst.trigger([live, kept], 'tick', { n });
   }
-  await client.waitFor(live, 'tick', { predicate: (data) => data.n === 3 });
+  await untilFrames(client, () => client.framesFor(live, 'tick').length === 3);
   await untilFrames(client, () => client.framesFor(kept, 'tick').length === 3);
   const position = { epoch, serial: client.framesFor(kept, 'tick').length };
   assert.equal(position.serial, 3);
@@ -137,7 +137,7 @@ test('SIGTERM: pusher-js gets 4200, reconnects at once to the ready edge, and is
   // pusher-js resubscribed by itself; live events published on the second edge arrive.
   await untilFrames(client, () => client.framesFor(live, 'pusher_internal:subscription_succeeded').length === 2);
   await serverApi(second, app).trigger(live, 'tick', { n: 4 });
-  await client.waitFor(live, 'tick', { predicate: (data) => data.n === 4 });
+  await untilFrames(client, () => client.framesFor(live, 'tick').some((f) => f.data.n === 4));
 
   // The kept channel resumes from its position. The second edge shares nothing with the
   // first, so it can only say so, explicitly, never skip silently.
