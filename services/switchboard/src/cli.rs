@@ -320,7 +320,11 @@ mod tests {
     #[test]
     fn apps_come_from_flags_and_one_comma_separated_list() {
         let args = serve(&["--app", "a:ka:sa", "--apps-env", "b:kb:sb, c:kc:sc,"]);
-        let ids: Vec<String> = args.all_apps().iter().map(|app| app.id.to_string()).collect();
+        let ids: Vec<String> = args
+            .all_apps()
+            .iter()
+            .map(|app| app.id.to_string())
+            .collect();
         assert_eq!(ids, ["a", "b", "c"]);
     }
 
