@@ -175,6 +175,10 @@ async fn a_drain_closes_every_kind_of_client_with_4200() {
 struct Served {
     child: Child,
     port: u16,
+    /// Kept open, so the process never writes to a closed pipe.
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
+    /// Its log lines (info and up), as they come.
+    logged: tokio::sync::mpsc::UnboundedReceiver<String>,
 }
 
 impl Served {
@@ -185,10 +189,12 @@ impl Served {
             .args(args)
             .env_remove("DATABASE_URL")
             .env_remove("SWITCHBOARD_DRAIN_DELAY")
-            .env("RUST_LOG", "warn")
+            .env_remove("SWITCHBOARD_LOG_FORMAT")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(Stdio::piped());
         if let Some((url, key)) = database {
             command
                 .env("DATABASE_URL", url)
@@ -200,7 +206,32 @@ impl Served {
         stdout.read_line(&mut first).unwrap();
         let port = first.trim().rsplit(':').next().unwrap().parse();
         let port = port.unwrap_or_else(|_| panic!("the port in {first:?}"));
-        Self { child, port }
+        let (lines, logged) = tokio::sync::mpsc::unbounded_channel();
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            child,
+            port,
+            _stdout: stdout,
+            logged,
+        }
+    }
+
+    /// Waits for a log line containing `text`.
+    async fn until_logged(&mut self, text: &str) {
+        loop {
+            let line = tokio::time::timeout(HANG, self.logged.recv()).await;
+            let line = line.expect("logged in time").expect("the process logs");
+            if line.contains(text) {
+                return;
+            }
+        }
     }
 
     /// Clients and signed API calls for the binary. (`TestApp` comes with an in-process
@@ -274,20 +305,19 @@ async fn sigterm_closes_every_client_with_4200_flushes_usage_and_exits_0() {
 #[tokio::test]
 async fn a_client_open_during_the_drain_delay_sees_readyz_503_and_a_second_signal_exits_at_once() {
     let app_spec = format!("{}:{}:{}", APP.0, APP.1, APP.2);
-    let served = Served::start(&["--app", &app_spec, "--drain-delay", "600"], None);
+    let mut served = Served::start(&["--app", &app_spec, "--drain-delay", "600"], None);
     let app = served.app().await;
     let mut client = subscribed(&app, "news").await;
     assert_eq!(get(app.port, "/readyz").await.0, StatusCode::OK);
 
     served.terminate();
 
-    tokio::time::timeout(HANG, async {
-        while get(app.port, "/readyz").await.0 != StatusCode::SERVICE_UNAVAILABLE {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("/readyz turns 503");
+    // Logged once the node is marked draining.
+    served.until_logged("draining: /readyz answers 503").await;
+    assert_eq!(
+        get(app.port, "/readyz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     // Still open, still served, while the load balancer takes the node out.
     client.send(json!({"event":"pusher:ping","data":{}})).await;
     client.expect_event("pusher:pong").await;
