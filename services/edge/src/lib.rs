@@ -12,6 +12,7 @@ mod carriers;
 mod channel_events;
 mod connection;
 pub mod drain;
+pub mod health;
 mod http_api;
 mod hub;
 pub mod limits;
@@ -25,7 +26,7 @@ mod websocket;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{HttpResponse, web};
+use actix_web::web;
 use broker::Broker;
 use protocol::names::SocketId;
 use tenancy::{AppCatalog, UsageSink, WebhookSink};
@@ -131,6 +132,8 @@ pub struct EdgeState {
     carrier_limiter: carriers::creation_limit::CreationLimiter,
     /// Ready, or draining: new clients refused, `/readyz` 503 (see `drain`).
     pub readiness: Arc<drain::Readiness>,
+    /// Dependencies in trouble, reported by `/healthz` and `/metrics` (see `health`).
+    pub health: Arc<health::Health>,
 }
 
 impl EdgeState {
@@ -185,6 +188,7 @@ impl EdgeState {
                 settings.carrier_sessions_per_app_per_minute,
             ),
             readiness: Arc::default(),
+            health: Arc::default(),
             settings,
         })
     }
@@ -267,12 +271,10 @@ pub fn configure(state: Arc<EdgeState>) -> impl FnOnce(&mut web::ServiceConfig) 
     move |config| {
         config
             .app_data(web::Data::from(state.readiness.clone()))
+            .app_data(web::Data::from(state.health.clone()))
             .app_data(web::Data::from(state))
             .app_data(web::JsonConfig::default().limit(1024 * 1024))
-            .route(
-                "/healthz",
-                web::get().to(|| async { HttpResponse::Ok().body("ok") }),
-            )
+            .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(drain::readyz))
             .route("/metrics", web::get().to(metrics::render))
             .route("/app/{key}", web::get().to(connection::websocket))

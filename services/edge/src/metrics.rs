@@ -33,6 +33,7 @@ const STORED_BYTES: &str = "switchboard_stored_bytes";
 const STORED_EVICTIONS: &str = "switchboard_stored_evictions_total";
 const STORED_CHANNELS: &str = "switchboard_stored_channels";
 const DRAINING: &str = "switchboard_draining";
+const DEPENDENCY_TROUBLE: &str = "switchboard_dependency_trouble";
 
 /// Histogram buckets for request durations, in seconds.
 const DURATION_BUCKETS: [f64; 13] = [
@@ -196,6 +197,16 @@ fn node_figures(state: &EdgeState) -> String {
                 store => text.push_str(&format!("{name}{{store=\"{store}\"}} {value}\n")),
             }
         }
+    }
+    text.push_str(&format!(
+        "# HELP {DEPENDENCY_TROUBLE} 1 while a dependency (e.g. the broker) is in trouble\n\
+         # TYPE {DEPENDENCY_TROUBLE} gauge\n"
+    ));
+    for (dependency, trouble) in state.health.dependencies() {
+        let value = u8::from(trouble.is_some());
+        text.push_str(&format!(
+            "{DEPENDENCY_TROUBLE}{{dependency=\"{dependency}\"}} {value}\n"
+        ));
     }
     text
 }

@@ -69,6 +69,7 @@ impl Application {
             .as_ref()
             .map_or_else(Arc::default, |state| state.readiness.clone());
         let control_readiness = web::Data::from(readiness.clone());
+        let control_health = web::Data::new(edge::health::Health::default());
         let control = parts.control.map(web::Data::new);
         let server = HttpServer::new(move || {
             let mut app = App::new().wrap(from_fn(edge::metrics::time_requests));
@@ -80,7 +81,8 @@ impl Application {
             } else {
                 app = app
                     .app_data(control_readiness.clone())
-                    .route("/healthz", web::get().to(|| async { "ok" }))
+                    .app_data(control_health.clone())
+                    .route("/healthz", web::get().to(edge::health::healthz))
                     .route("/readyz", web::get().to(edge::drain::readyz));
             }
             app

@@ -84,7 +84,11 @@ async fn readiness_turns_503_and_new_clients_are_refused_before_any_client_is_cl
             json!({"status":"draining"}).to_string()
         )
     );
-    assert_eq!(get(app.port, "/healthz").await.0, StatusCode::OK, "alive");
+    assert_eq!(
+        get(app.port, "/healthz").await,
+        (StatusCode::OK, json!({"status":"ok"}).to_string()),
+        "alive"
+    );
     assert_eq!(draining_gauge(app.port).await, "1");
     // The connected client carries on, and the HTTP API still publishes to it.
     assert_eq!(
