@@ -105,6 +105,12 @@ impl Application {
         self.port
     }
 
+    /// The edge's shared state (with an edge part), e.g. to hand `health` to what watches a
+    /// dependency.
+    pub fn edge_state(&self) -> Option<Arc<EdgeState>> {
+        self.edge.clone()
+    }
+
     /// A handle that drains and stops the server (see `Stopper::drain`).
     pub fn stopper(&self) -> Stopper {
         Stopper {

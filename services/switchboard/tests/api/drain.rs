@@ -175,6 +175,50 @@ async fn a_drain_closes_every_kind_of_client_with_4200() {
     assert!(xhr_text.contains("c[4200,"), "{xhr_text}");
 }
 
+#[tokio::test]
+async fn healthz_reports_a_dependency_in_trouble_until_it_recovers_and_stays_200() {
+    let settings = switchboard::startup::ServeSettings {
+        host: "127.0.0.1".into(),
+        port: 0,
+        apps: Vec::new(),
+        edge: edge::EdgeSettings::default(),
+    };
+    let application = switchboard::startup::Application::build(settings).expect("binds");
+    let (port, edge) = (application.port(), application.edge_state().unwrap());
+    tokio::spawn(application.run_until_stopped());
+    let trouble_gauge = |text: String| {
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix("switchboard_dependency_trouble{dependency=\"broker\"} ")
+                    .map(str::to_owned)
+            })
+            .expect("the broker's figure")
+    };
+
+    edge.health
+        .trouble("broker", "redis unreachable: connection refused");
+
+    let (status, body) = get(port, "/healthz").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "alive: the node serves what it can alone"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"status":"degraded","troubles":{"broker":"redis unreachable: connection refused"}})
+    );
+    assert_eq!(trouble_gauge(get(port, "/metrics").await.1), "1");
+
+    edge.health.recovered("broker");
+
+    assert_eq!(
+        get(port, "/healthz").await,
+        (StatusCode::OK, json!({"status":"ok"}).to_string())
+    );
+    assert_eq!(trouble_gauge(get(port, "/metrics").await.1), "0");
+}
+
 /// The built binary, serving on a free port.
 struct Served {
     child: Child,
