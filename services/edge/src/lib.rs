@@ -2,7 +2,9 @@
 //!
 //! `connection` runs one WebSocket through `protocol::session::Session`; `hub` fans
 //! publications out to local connections; `http_api` is Pusher's REST API. `metering` counts
-//! usage per app and minute for the usage sink; `metrics` serves Prometheus `/metrics`.
+//! usage per app and minute for the usage sink; `metrics` serves Prometheus `/metrics`;
+//! `drain` answers `/readyz` and refuses new clients while draining; `health` answers
+//! `/healthz` with the dependencies in trouble.
 //!
 //! Architecture invariant: no sqlx, no Stripe, no import of `control`. Apps come only
 //! through `tenancy::AppCatalog`.
