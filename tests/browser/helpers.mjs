@@ -50,7 +50,7 @@ export async function startServer({ port: fixedPort, app: fixedApp } = {}) {
   const app = fixedApp || { id: String(randomInt(100000, 999999999)), key: randomBytes(10).toString('hex'), secret: randomBytes(10).toString('hex') };
   const port = fixedPort || (await freePort());
   const args = ['serve', '--host', '127.0.0.1', '--port', String(port), '--app', `${app.id}:${app.key}:${app.secret}`];
-  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' } });
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn', SWITCHBOARD_DRAIN_DELAY: '0' } });
   let output = '';
   const keep = (chunk) => (output = (output + chunk).slice(-64 * 1024));
   child.stdout.on('data', keep);

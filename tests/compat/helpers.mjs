@@ -101,7 +101,8 @@ async function launch(bin, port, apps, env = {}) {
   for (const a of apps) args.push('--app', `${a.id}:${a.key}:${a.secret}`);
   const child = spawn(bin, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn', ...env },
+    // No drain delay: a stop (SIGTERM) closes clients at once; `env` may set one.
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn', SWITCHBOARD_DRAIN_DELAY: '0', ...env },
   });
   let output = '';
   const keep = (chunk) => {

@@ -4,6 +4,7 @@
 //! copy) into the outbox of every local subscriber.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use broker::{DeliverySink, Publication};
@@ -27,6 +28,9 @@ pub struct Hub {
     channels: RwLock<HashMap<ChannelKey, Subscribers>>,
     users: Mutex<HashMap<(AppId, UserId), Subscribers>>,
     connections: Mutex<HashMap<AppId, Subscribers>>,
+    /// Set (under the `connections` lock) by `shut_down_all`: a connection admitted just
+    /// before it that registers after it is shut down at once, so none escapes a drain.
+    shut_down: AtomicBool,
 }
 
 fn id_of(outbox: &Arc<Outbox>) -> usize {
@@ -52,7 +56,11 @@ impl Hub {
             .or_default()
             .insert(id_of(outbox), outbox.clone())
             .is_none();
+        let shut_down = self.shut_down.load(Ordering::Relaxed);
         drop(connections);
+        if shut_down {
+            outbox.shut_down();
+        }
         if new {
             self.meter.connection_opened(app);
             metrics().connections.increment(1.0);
@@ -84,9 +92,12 @@ impl Hub {
             .sum()
     }
 
-    /// Asks every connection to close with "reconnect now".
+    /// Asks every connection to close with "reconnect now", and every one that registers
+    /// from now on.
     pub fn shut_down_all(&self) {
-        for of_app in self.connections.lock().expect("hub lock poisoned").values() {
+        let connections = self.connections.lock().expect("hub lock poisoned");
+        self.shut_down.store(true, Ordering::Relaxed);
+        for of_app in connections.values() {
             of_app.values().for_each(|outbox| outbox.shut_down());
         }
     }
@@ -221,5 +232,39 @@ impl DeliverySink for Hub {
             self.meter.delivered(&publication.app, delivered, bytes);
             metrics().delivered.increment(delivered);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use protocol::codes::CloseReason;
+    use protocol::names::SocketId;
+
+    use super::*;
+    use crate::outbox::OutboxBounds;
+
+    fn outbox() -> Arc<Outbox> {
+        let bounds = OutboxBounds {
+            frames: 16,
+            bytes: 1024,
+            stats: Arc::default(),
+        };
+        Arc::new(Outbox::new(SocketId::parse("1.1").unwrap(), bounds))
+    }
+
+    #[test]
+    fn a_connection_that_registers_after_the_shutdown_is_shut_down_at_once() {
+        let hub = Hub::default();
+        let app = AppId::parse("app").unwrap();
+        let before = outbox();
+        hub.connect(&app, &before);
+        hub.shut_down_all();
+        assert_eq!(before.close_reason(), Some(CloseReason::ServerShuttingDown));
+        // Admitted before the drain refused newcomers, registered after the shutdown.
+        let late = outbox();
+        hub.connect(&app, &late);
+        assert_eq!(late.close_reason(), Some(CloseReason::ServerShuttingDown));
+        hub.disconnect(&app, &late);
+        hub.disconnect(&app, &before);
     }
 }

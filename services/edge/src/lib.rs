@@ -2,7 +2,9 @@
 //!
 //! `connection` runs one WebSocket through `protocol::session::Session`; `hub` fans
 //! publications out to local connections; `http_api` is Pusher's REST API. `metering` counts
-//! usage per app and minute for the usage sink; `metrics` serves Prometheus `/metrics`.
+//! usage per app and minute for the usage sink; `metrics` serves Prometheus `/metrics`;
+//! `drain` answers `/readyz` and refuses new clients while draining; `health` answers
+//! `/healthz` with the dependencies in trouble.
 //!
 //! Architecture invariant: no sqlx, no Stripe, no import of `control`. Apps come only
 //! through `tenancy::AppCatalog`.
@@ -11,6 +13,8 @@ mod cache;
 mod carriers;
 mod channel_events;
 mod connection;
+pub mod drain;
+pub mod health;
 mod http_api;
 mod hub;
 pub mod limits;
@@ -24,7 +28,7 @@ mod websocket;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{HttpResponse, web};
+use actix_web::web;
 use broker::Broker;
 use protocol::names::SocketId;
 use tenancy::{AppCatalog, UsageSink, WebhookSink};
@@ -128,6 +132,10 @@ pub struct EdgeState {
     watchlists: watchlist::Watchlists,
     /// How fast carrier sessions may be created, per client address and per app.
     carrier_limiter: carriers::creation_limit::CreationLimiter,
+    /// Ready, or draining: new clients refused, `/readyz` 503 (see `drain`).
+    pub readiness: Arc<drain::Readiness>,
+    /// Dependencies in trouble, reported by `/healthz` and `/metrics` (see `health`).
+    pub health: Arc<health::Health>,
 }
 
 impl EdgeState {
@@ -181,6 +189,8 @@ impl EdgeState {
                 settings.carrier_sessions_per_address_per_minute,
                 settings.carrier_sessions_per_app_per_minute,
             ),
+            readiness: Arc::default(),
+            health: Arc::default(),
             settings,
         })
     }
@@ -258,16 +268,16 @@ pub async fn follow_catalog_changes(state: Arc<EdgeState>) {
     }
 }
 
-/// Mounts the WebSocket endpoint, the HTTP API and `/healthz`.
+/// Mounts the WebSocket endpoint, the HTTP API, `/healthz` (liveness) and `/readyz`.
 pub fn configure(state: Arc<EdgeState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |config| {
         config
+            .app_data(web::Data::from(state.readiness.clone()))
+            .app_data(web::Data::from(state.health.clone()))
             .app_data(web::Data::from(state))
             .app_data(web::JsonConfig::default().limit(1024 * 1024))
-            .route(
-                "/healthz",
-                web::get().to(|| async { HttpResponse::Ok().body("ok") }),
-            )
+            .route("/healthz", web::get().to(health::healthz))
+            .route("/readyz", web::get().to(drain::readyz))
             .route("/metrics", web::get().to(metrics::render))
             .route("/app/{key}", web::get().to(connection::websocket))
             .route(

@@ -32,6 +32,8 @@ const SLOW_CONSUMERS: &str = "switchboard_slow_consumers_total";
 const STORED_BYTES: &str = "switchboard_stored_bytes";
 const STORED_EVICTIONS: &str = "switchboard_stored_evictions_total";
 const STORED_CHANNELS: &str = "switchboard_stored_channels";
+const DRAINING: &str = "switchboard_draining";
+const DEPENDENCY_TROUBLE: &str = "switchboard_dependency_trouble";
 
 /// Histogram buckets for request durations, in seconds.
 const DURATION_BUCKETS: [f64; 13] = [
@@ -117,7 +119,8 @@ pub fn run_upkeep() {
 }
 
 /// `GET /metrics`: the Prometheus text exposition: the process's recorder, then this node's
-/// memory figures (outboxes, history, cache channels), read from the edge's state.
+/// memory figures (outboxes, history, cache channels) and whether it is draining, read from
+/// the edge's state.
 pub async fn render(state: web::Data<EdgeState>) -> HttpResponse {
     let mut body = prometheus().render();
     body.push_str(&node_figures(&state));
@@ -140,7 +143,8 @@ fn node_figures(state: &EdgeState) -> String {
     let outboxes = &state.outbox_stats;
     let history = state.broker.history_usage();
     let cache = state.cache.usage();
-    let figures: [NodeFigure; 6] = [
+    let draining = u64::from(state.readiness.is_draining());
+    let figures: [NodeFigure; 7] = [
         (
             OUTBOX_BYTES,
             "gauge",
@@ -177,6 +181,12 @@ fn node_figures(state: &EdgeState) -> String {
             "Channels with kept history or a cached event",
             &[("history", history.channels), ("cache", cache.channels)],
         ),
+        (
+            DRAINING,
+            "gauge",
+            "1 once this node is draining (SIGTERM): /readyz answers 503, new clients are refused",
+            &[("", draining)],
+        ),
     ];
     let mut text = String::new();
     for (name, kind, help, values) in figures {
@@ -187,6 +197,16 @@ fn node_figures(state: &EdgeState) -> String {
                 store => text.push_str(&format!("{name}{{store=\"{store}\"}} {value}\n")),
             }
         }
+    }
+    text.push_str(&format!(
+        "# HELP {DEPENDENCY_TROUBLE} 1 while a dependency (e.g. the broker) is in trouble\n\
+         # TYPE {DEPENDENCY_TROUBLE} gauge\n"
+    ));
+    for (dependency, trouble) in state.health.dependencies() {
+        let value = u8::from(trouble.is_some());
+        text.push_str(&format!(
+            "{DEPENDENCY_TROUBLE}{{dependency=\"{dependency}\"}} {value}\n"
+        ));
     }
     text
 }

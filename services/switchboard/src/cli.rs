@@ -54,7 +54,9 @@ pub struct ServeArgs {
     pub apps: Vec<AppSpec>,
     /// More apps, comma-separated ID:KEY:SECRET.
     #[arg(long, env = "SWITCHBOARD_APPS", value_name = "ID:KEY:SECRET,...", value_parser = AppSpec::parse_list, hide_env_values = true)]
-    pub apps_env: Option<Vec<AppSpec>>,
+    // Fully qualified, so clap takes the list as one value (a bare `Vec` would mean repeated
+    // values, and reading the parsed list back panicked).
+    pub apps_env: Option<::std::vec::Vec<AppSpec>>,
     /// Seconds of client silence before the server pings (sent to clients as activity_timeout).
     #[arg(long, default_value_t = 120)]
     pub activity_timeout: u64,
@@ -97,6 +99,16 @@ pub struct ServeArgs {
         default_value_t = 10_000
     )]
     pub history_max_channels_per_app: usize,
+    /// Seconds between SIGTERM and closing the clients (4200): meanwhile /readyz answers 503
+    /// and new clients are refused, so a load balancer stops sending them here. A second
+    /// SIGTERM or SIGINT exits at once.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_DRAIN_DELAY",
+        value_name = "SECONDS",
+        default_value_t = 5
+    )]
+    pub drain_delay: u64,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
@@ -306,11 +318,24 @@ mod tests {
     }
 
     #[test]
+    fn apps_come_from_flags_and_one_comma_separated_list() {
+        let args = serve(&["--app", "a:ka:sa", "--apps-env", "b:kb:sb, c:kc:sc,"]);
+        let ids: Vec<String> = args
+            .all_apps()
+            .iter()
+            .map(|app| app.id.to_string())
+            .collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+    }
+
+    #[test]
     fn trusted_proxies_and_limits_have_safe_defaults() {
         let defaults = serve(&[]);
         assert!(defaults.trusted_proxies.is_empty());
         assert_eq!(defaults.signups_per_hour, 10);
         assert_eq!(defaults.max_concurrent_password_hashes, 4);
+        assert_eq!(defaults.drain_delay, 5);
+        assert_eq!(serve(&["--drain-delay", "0"]).drain_delay, 0);
         let behind = serve(&["--trusted-proxies", "10.0.0.0/8,192.168.0.1"]);
         assert!(behind.trusted_proxies.trusts("10.2.3.4".parse().unwrap()));
         let bad = ["switchboard", "serve", "--trusted-proxies", "10.0.0.0/99"];

@@ -12,7 +12,10 @@ use tenancy::{AppCatalog, AppSpec, LayeredCatalog, StaticCatalog};
 
 use crate::cli::ServeArgs;
 use crate::database;
-use crate::startup::{Application, Parts, shutdown_signal};
+use crate::startup::{Application, Parts, ShutdownSignals};
+
+/// The exit status after a second SIGINT/SIGTERM cut a drain short (0 after a full drain).
+pub const EXIT_INTERRUPTED_DRAIN: i32 = 1;
 
 /// Which parts a command runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +73,7 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
         usage,
         webhooks,
     };
+    let mut signals = ShutdownSignals::install().context("installing the signal handlers")?;
     let application = Application::build_with(&args.host, args.port, parts)?;
     println!(
         "switchboard listening on {}:{}",
@@ -83,10 +87,23 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
         "listening"
     );
     let stopper = application.stopper();
+    let drain_delay = Duration::from_secs(args.drain_delay);
+    let (first_signal, signalled) = tokio::sync::oneshot::channel();
+    actix_web::rt::spawn(async move {
+        signals.next().await;
+        let _ = first_signal.send(());
+        signals.next().await;
+        tracing::warn!("second signal: exiting at once, without finishing the drain");
+        std::process::exit(EXIT_INTERRUPTED_DRAIN);
+    });
     let stopping = actix_web::rt::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: asking clients to reconnect");
-        stopper.stop().await;
+        if signalled.await.is_ok() {
+            tracing::info!(
+                delay_secs = drain_delay.as_secs(),
+                "signal: draining; clients are closed with 4200 after the drain delay"
+            );
+            stopper.drain(drain_delay).await;
+        }
     });
     application.run_until_stopped().await?;
     // The server stops only through the stopper (its own signal handling is off); wait for

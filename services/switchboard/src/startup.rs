@@ -1,12 +1,14 @@
-//! Builds the server from its parts and a listener; shutdown is a future.
+//! Builds the server from its parts and a listener; a drain stops it (see `Stopper::drain`).
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use control::routes::ControlState;
+use edge::drain::Readiness;
 use edge::{EdgeSettings, EdgeState};
 use tenancy::{AppCatalog, AppSpec, StaticCatalog, UsageSink, WebhookSink};
 
@@ -35,6 +37,7 @@ pub struct Application {
     port: u16,
     server: Server,
     edge: Option<Arc<EdgeState>>,
+    readiness: Arc<Readiness>,
 }
 
 impl Application {
@@ -61,6 +64,12 @@ impl Application {
             tokio::spawn(edge::flush_usage_periodically(state.clone()));
         }
         let edge_state = edge.clone();
+        // The edge's, whose admissions it governs; a control plane alone has its own.
+        let readiness = edge
+            .as_ref()
+            .map_or_else(Arc::default, |state| state.readiness.clone());
+        let control_readiness = web::Data::from(readiness.clone());
+        let control_health = web::Data::new(edge::health::Health::default());
         let control = parts.control.map(web::Data::new);
         let server = HttpServer::new(move || {
             let mut app = App::new().wrap(from_fn(edge::metrics::time_requests));
@@ -70,7 +79,11 @@ impl Application {
             if let Some(state) = &edge {
                 app = app.configure(edge::configure(state.clone()));
             } else {
-                app = app.route("/healthz", web::get().to(|| async { "ok" }));
+                app = app
+                    .app_data(control_readiness.clone())
+                    .app_data(control_health.clone())
+                    .route("/healthz", web::get().to(edge::health::healthz))
+                    .route("/readyz", web::get().to(edge::drain::readyz));
             }
             app
         })
@@ -84,6 +97,7 @@ impl Application {
             port,
             server,
             edge: edge_state,
+            readiness,
         })
     }
 
@@ -91,12 +105,18 @@ impl Application {
         self.port
     }
 
-    /// A handle that stops the server: every connection is first told to reconnect (4200),
-    /// then, once they are closed, usage is flushed.
+    /// The edge's shared state (with an edge part), e.g. to hand `health` to what watches a
+    /// dependency.
+    pub fn edge_state(&self) -> Option<Arc<EdgeState>> {
+        self.edge.clone()
+    }
+
+    /// A handle that drains and stops the server (see `Stopper::drain`).
     pub fn stopper(&self) -> Stopper {
         Stopper {
             handle: self.server.handle(),
             edge: self.edge.clone(),
+            readiness: self.readiness.clone(),
         }
     }
 
@@ -109,13 +129,45 @@ impl Application {
 pub struct Stopper {
     handle: ServerHandle,
     edge: Option<Arc<EdgeState>>,
+    readiness: Arc<Readiness>,
 }
 
 impl Stopper {
-    /// Asks every connection to reconnect, stops the server once they are closed, then
-    /// writes the usage counted so far, the current minute included.
+    /// The drain, in this order: unready and refusing new clients (4200) at once, so a load
+    /// balancer stops sending them; after `delay`, every connected client closed with 4200
+    /// (pusher-js reconnects at once, elsewhere); the server stopped once they are closed;
+    /// then the usage counted so far written, the current minute included. The HTTP API
+    /// serves until the server stops.
+    pub async fn drain(&self, delay: Duration) {
+        self.begin_drain();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        self.close_clients_and_stop().await;
+    }
+
+    /// A drain without delay.
     pub async fn stop(&self) {
+        self.drain(Duration::ZERO).await;
+    }
+
+    /// The drain's first step: `/readyz` answers 503 and new WebSockets and carrier sessions
+    /// are refused with 4200; connected clients are left alone.
+    pub fn begin_drain(&self) {
+        if self.readiness.start_draining() {
+            tracing::info!("draining: /readyz answers 503, new clients are refused with 4200");
+        }
+    }
+
+    /// The drain's last steps: every connection is asked to reconnect (4200), the server
+    /// stops once they are closed, and the usage is flushed.
+    pub async fn close_clients_and_stop(&self) {
+        self.begin_drain();
         if let Some(edge) = &self.edge {
+            tracing::info!(
+                connections = edge.hub.connection_count(),
+                "closing every client with 4200"
+            );
             edge.hub.shut_down_all();
         }
         self.handle.stop(true).await;
@@ -125,19 +177,38 @@ impl Stopper {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// SIGINT and SIGTERM, listened to from start to exit: the first begins the drain, a second
+/// one exits at once (the handlers stay installed, so without listening it would be ignored).
+pub struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers; call before serving, so no signal is missed.
+    pub fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+
+    /// Resolves on the next SIGINT or SIGTERM.
+    pub async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
