@@ -6,6 +6,8 @@
 pub mod catalog;
 pub mod crypto;
 pub mod domain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod password;
 pub mod repository;
 pub mod routes;

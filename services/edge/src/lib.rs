@@ -11,6 +11,8 @@ mod cache;
 mod carriers;
 mod channel_events;
 mod connection;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http_api;
 mod hub;
 pub mod limits;

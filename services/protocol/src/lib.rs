@@ -5,6 +5,8 @@
 //! time is always an argument.
 
 pub mod codes;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod names;
 pub mod session;
 pub mod sign;

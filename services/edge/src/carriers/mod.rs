@@ -5,9 +5,9 @@
 pub(crate) mod xhr;
 pub(crate) mod xhr_sessions;
 
-mod cursor;
+pub(crate) mod cursor;
 mod iframe;
-mod routes;
+pub(crate) mod routes;
 pub(crate) mod session;
 mod sse;
 mod stream;

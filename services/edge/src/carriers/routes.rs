@@ -87,11 +87,9 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
 /// `session`, `subs` and the cursor (EventSource's `Last-Event-ID` first: on its own
 /// reconnect it is newer than the URL's `cursor`).
 fn downstream(request: &HttpRequest, params: &[(String, String)]) -> Result<Downstream, String> {
-    let subs: Vec<Sub> = match param(params, "subs") {
+    let subs = match param(params, "subs") {
         None => Vec::new(),
-        Some(subs) => serde_json::from_str(subs).map_err(|error| {
-            format!("subs must be a JSON array of {{channel, auth?, channel_data?}}: {error}")
-        })?,
+        Some(subs) => parse_subs(subs)?,
     };
     let last_event_id = request
         .headers()
@@ -109,6 +107,13 @@ fn downstream(request: &HttpRequest, params: &[(String, String)]) -> Result<Down
         session,
         subs,
         cursor: last_event_id.or_else(|| param(params, "cursor").map(str::to_owned)),
+    })
+}
+
+/// The `subs` parameter: a JSON array of `{channel, auth?, channel_data?}`.
+pub(crate) fn parse_subs(text: &str) -> Result<Vec<Sub>, String> {
+    serde_json::from_str(text).map_err(|error| {
+        format!("subs must be a JSON array of {{channel, auth?, channel_data?}}: {error}")
     })
 }
 

@@ -360,7 +360,7 @@ impl CarrierSession {
 }
 
 /// The channel of a subscribe or unsubscribe frame (`data` an object or a JSON string).
-fn frame_channel(frame: &Value) -> Option<String> {
+pub(crate) fn frame_channel(frame: &Value) -> Option<String> {
     let data = match &frame["data"] {
         Value::String(text) => serde_json::from_str(text).ok()?,
         other => other.clone(),
@@ -514,7 +514,7 @@ async fn subscribe_missing(session: &Arc<CarrierSession>, subs: &[Sub], cursor: 
     }
 }
 
-fn subscribe_frame(sub: &Sub, cursor: &Cursor) -> Value {
+pub(crate) fn subscribe_frame(sub: &Sub, cursor: &Cursor) -> Value {
     let mut data = json!({ "channel": sub.channel });
     if let Some(auth) = &sub.auth {
         data["auth"] = json!(auth);
