@@ -82,6 +82,9 @@ impl TokenName {
     }
 }
 
+/// Longest webhook URL stored, in bytes, after normalisation.
+pub const MAX_WEBHOOK_URL_LEN: usize = 2048;
+
 /// Where a webhook is delivered: an absolute http(s) URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookUrl(String);
@@ -89,10 +92,15 @@ pub struct WebhookUrl(String);
 impl WebhookUrl {
     pub fn parse(text: &str) -> Result<Self, DomainError> {
         let text = text.trim();
+        if text.len() > MAX_WEBHOOK_URL_LEN {
+            return Err(DomainError::WebhookUrl);
+        }
         let url = reqwest::Url::parse(text).map_err(|_| DomainError::WebhookUrl)?;
+        // The bound is on what is stored: normalising percent-encodes spaces and non-ASCII,
+        // so 2,048 characters given can become three times as many.
         let valid = matches!(url.scheme(), "http" | "https")
             && url.host_str().is_some_and(|host| !host.is_empty())
-            && text.len() <= 2048;
+            && url.as_str().len() <= MAX_WEBHOOK_URL_LEN;
         if valid {
             Ok(Self(url.to_string()))
         } else {

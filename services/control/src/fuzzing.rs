@@ -3,10 +3,7 @@
 //! `fuzz/` so an ordinary `cargo test` replays every input the fuzzer ever crashed on
 //! (`fuzz/regressions/webhook_url/`) and every seed. Not an API: hidden from the docs.
 
-use crate::domain::WebhookUrl;
-
-/// The bound `DomainError::WebhookUrl` promises.
-const MAX_WEBHOOK_URL_LEN: usize = 2048;
+use crate::domain::{MAX_WEBHOOK_URL_LEN, WebhookUrl};
 
 /// Parses `data` as a webhook URL. What is stored keeps the documented bound, is an http(s)
 /// URL with a host, and parses again to itself (so editing a webhook never changes its URL).
