@@ -322,3 +322,53 @@ fn host_triple() -> Result<String, String> {
         .map(str::to_owned)
         .ok_or_else(|| "rustc -vV names no host".to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn options_default_to_every_target_and_name_the_known_ones_on_a_typo() {
+        let all = Options::parse(&[]).unwrap();
+        assert_eq!(all.seconds, DEFAULT_SECONDS);
+        assert_eq!(all.targets, TARGETS);
+        let some = Options::parse(&args("--seconds 600 --jobs 1 session cursor")).unwrap();
+        assert_eq!((some.seconds, some.jobs), (600, 1));
+        assert_eq!(some.targets, ["session", "cursor"]);
+        let typo = Options::parse(&args("sesion")).err().unwrap();
+        assert!(typo.contains("client_frame session"), "{typo}");
+        assert!(Options::parse(&args("--seconds")).is_err());
+    }
+
+    #[test]
+    fn every_target_has_a_binary_and_seeds() {
+        let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+        let manifest = std::fs::read_to_string(fuzz.join("Cargo.toml")).unwrap();
+        for target in TARGETS {
+            assert!(
+                manifest.contains(&format!("name = \"{target}\"")),
+                "{target}"
+            );
+            assert!(
+                !files_in(&fuzz.join("corpus").join(target)).is_empty(),
+                "{target}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_summary_reads_libfuzzers_closing_lines() {
+        let log = "#2 INITED cov: 10 ft: 11 corp: 3/40b exec/s: 0 rss: 30Mb\n\
+                   #900 DONE cov: 812 ft: 2301 corp: 140/9Kb lim: 4096 exec/s: 30 rss: 40Mb\n\
+                   stat::number_of_executed_units: 900\n";
+        assert_eq!(
+            summary(log),
+            "900 inputs, 812 edges covered, corpus 140/9Kb"
+        );
+        assert_eq!(summary(""), "? inputs, ? edges covered, corpus ?");
+    }
+}
