@@ -5,9 +5,11 @@
 //! - `cargo xtask test`: every test, Rust and Node, against a real Postgres.
 //! - `cargo xtask lint`: `cargo fmt --check` and `cargo clippy -D warnings`.
 //! - `cargo xtask bench`: the benchmark workloads against switchboard and nchan.
+//! - `cargo xtask fuzz [--seconds N] [--jobs J] [target…]`: the libFuzzer targets (`fuzz.rs`).
 
 mod bench;
 mod demo;
+mod fuzz;
 mod postgres;
 
 use std::path::{Path, PathBuf};
@@ -20,7 +22,13 @@ fn main() -> ExitCode {
         "test" => test(),
         "lint" => lint(),
         "bench" => bench::bench(&root()),
-        _ => Err("usage: cargo xtask run [serve flags…] | test | lint | bench".to_owned()),
+        "fuzz" => fuzz::Options::parse(&std::env::args().skip(2).collect::<Vec<_>>())
+            .and_then(|options| fuzz::fuzz(&root(), &options)),
+        _ => Err(
+            "usage: cargo xtask run [serve flags…] | test | lint | bench | fuzz [--seconds N] \
+             [--jobs J] [target…]"
+                .to_owned(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,6 +73,12 @@ fn run_with_env(
 fn lint() -> Result<(), String> {
     let root = root();
     run("cargo", &["fmt", "--all", "--check"], &root)?;
+    // The fuzz crate is its own workspace; formatting it needs no build.
+    run(
+        "cargo",
+        &["fmt", "--manifest-path", "fuzz/Cargo.toml", "--check"],
+        &root,
+    )?;
     run(
         "cargo",
         &[
@@ -79,9 +93,9 @@ fn lint() -> Result<(), String> {
     )
 }
 
-/// The Rust suites (against a real Postgres), then the compatibility suite (unmodified
-/// pusher-js, pusher-http-node and pusher-http-python) against the freshly built binary,
-/// then the JS SDK's unit and browser tests.
+/// The Rust suites (against a real Postgres), then every fuzz target for a bounded time, then
+/// the compatibility suite (unmodified pusher-js, pusher-http-node and pusher-http-python)
+/// against the freshly built binary, then the JS SDK's unit and browser tests.
 fn test() -> Result<(), String> {
     let root = root();
     let given =
@@ -105,6 +119,7 @@ fn test() -> Result<(), String> {
 fn run_suites(root: &Path, database_url: &str) -> Result<(), String> {
     let env = [("SWITCHBOARD_TEST_DATABASE_URL", database_url)];
     run_with_env("cargo", &["test", "--workspace"], root, &env)?;
+    fuzz::fuzz(root, &fuzz::Options::for_tests())?;
     run("cargo", &["build", "-p", "switchboard"], root)?;
     let compat = root.join("tests/compat");
     run("npm", &["ci", "--no-audit", "--no-fund"], &compat)?;

@@ -3,6 +3,7 @@
 //! session. Pure, so a fuzz target can feed it any bytes.
 
 use serde::Deserialize;
+use serde_json::json;
 
 use crate::names::{ChannelName, NameError};
 
@@ -32,6 +33,24 @@ pub enum SubsError {
     Channel(NameError),
     #[error("a subs entry's auth or channel_data is too long")]
     TooLong,
+}
+
+impl Sub {
+    /// The `pusher:subscribe` frame a session is fed for this subscription, resuming from
+    /// `position` (the cursor's `(epoch, serial)` for the channel) when there is one.
+    pub fn subscribe_frame(&self, position: Option<&(String, u64)>) -> serde_json::Value {
+        let mut data = json!({ "channel": self.channel.as_ref() });
+        if let Some(auth) = &self.auth {
+            data["auth"] = json!(auth);
+        }
+        if let Some(channel_data) = &self.channel_data {
+            data["channel_data"] = json!(channel_data);
+        }
+        if let Some((epoch, serial)) = position {
+            data["resume"] = json!({ "serial": serial, "epoch": epoch });
+        }
+        json!({ "event": "pusher:subscribe", "data": data })
+    }
 }
 
 #[derive(Deserialize)]

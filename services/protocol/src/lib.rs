@@ -7,6 +7,8 @@
 pub mod carrier_cursor;
 pub mod carrier_subs;
 pub mod codes;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod names;
 pub mod session;
 pub mod sign;

@@ -265,6 +265,17 @@ impl Session {
         match self.authorize_subscription(&channel, auth, channel_data) {
             Ok(member) => {
                 let user = member.as_ref().map(|m| m.user_id.clone());
+                // The broker keeps one membership per connection and channel, and a
+                // re-subscribe leaves it as it is: taking another user here would make client
+                // events carry one user while the member list shows another.
+                if let Some(Some(held)) = self.subscriptions.get(&channel)
+                    && user.as_ref() != Some(held)
+                {
+                    return Refusal::forbidden(
+                        "already on this presence channel as another user: unsubscribe first",
+                    )
+                    .into_outputs(&channel);
+                }
                 self.subscriptions.insert(channel.clone(), user);
                 vec![Output::Subscribe {
                     channel,

@@ -108,6 +108,12 @@ pub enum RequestAuthError {
     BodyMd5,
 }
 
+/// A request's raw query string decoded into pairs, as the HTTP API reads it before
+/// verifying (`None`: not valid URL encoding).
+pub fn decode_query(query: &str) -> Option<Vec<(String, String)>> {
+    serde_urlencoded::from_str(query).ok()
+}
+
 /// A request to the HTTP API as the verifier needs it: decoded query pairs, not re-encoded.
 pub struct SignedRequest<'a> {
     pub method: &'a str,
@@ -168,6 +174,23 @@ impl SignedRequest<'_> {
         self.param("auth_key").ok_or(RequestAuthError::KeyMissing)
     }
 
+    /// Checks the parts of the signature that need no secret: present, 64 hex digits
+    /// (HMAC-SHA256), and a `body_md5` that matches the body. Run before the key's secret is
+    /// looked up, so a malformed request costs no catalog query; whatever `verify` accepts
+    /// passes it.
+    pub fn check_shape(&self) -> Result<(), RequestAuthError> {
+        let signature = self
+            .param("auth_signature")
+            .ok_or(RequestAuthError::SignatureMissing)?;
+        if signature.len() != 64 || !signature.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            return Err(RequestAuthError::Signature {
+                string_to_sign: self.string_to_sign(),
+                given: signature.to_owned(),
+            });
+        }
+        self.check_body_md5()
+    }
+
     /// Checks the signature with the key's secret, then `body_md5` against the body.
     pub fn verify(&self, secret: &str) -> Result<(), RequestAuthError> {
         let given = self
@@ -180,6 +203,10 @@ impl SignedRequest<'_> {
                 given: given.to_owned(),
             });
         }
+        self.check_body_md5()
+    }
+
+    fn check_body_md5(&self) -> Result<(), RequestAuthError> {
         let md5_matches = match self.param("body_md5") {
             Some(md5) => md5.eq_ignore_ascii_case(&body_md5_hex(self.body)),
             None => self.body.is_empty(),

@@ -5,6 +5,8 @@
 //! memory; the Postgres catalog lives in `control` and implements the same trait.
 
 mod catalog;
+#[doc(hidden)]
+pub mod fuzzing;
 mod spec;
 mod usage;
 mod webhook;

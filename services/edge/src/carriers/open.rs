@@ -16,7 +16,6 @@ use protocol::carrier_cursor::{self, Cursor};
 use protocol::carrier_subs::Sub;
 use protocol::codes::CloseReason;
 use protocol::names::SocketId;
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -146,23 +145,11 @@ pub(crate) async fn open(state: &Arc<EdgeState>, key: &str, request: Downstream)
 async fn subscribe_missing(session: &Arc<CarrierSession>, subs: &[Sub], cursor: &Cursor) {
     for sub in subs.iter().take(session.max_channels()) {
         if !session.has_requested(&sub.channel) {
-            session.send(&subscribe_frame(sub, cursor)).await;
+            session
+                .send(&sub.subscribe_frame(cursor.channels.get(sub.channel.as_ref())))
+                .await;
         }
     }
-}
-
-fn subscribe_frame(sub: &Sub, cursor: &Cursor) -> Value {
-    let mut data = json!({ "channel": sub.channel.as_ref() });
-    if let Some(auth) = &sub.auth {
-        data["auth"] = json!(auth);
-    }
-    if let Some(channel_data) = &sub.channel_data {
-        data["channel_data"] = json!(channel_data);
-    }
-    if let Some((epoch, serial)) = cursor.channels.get(sub.channel.as_ref()) {
-        data["resume"] = json!({ "serial": serial, "epoch": epoch });
-    }
-    json!({ "event": "pusher:subscribe", "data": data })
 }
 
 /// Starts a session: with the claimed id when the cursor proves it (a rebuild, which counts
@@ -260,7 +247,9 @@ async fn create(
         .unwrap_or_default();
     // At most the plan's channels per connection: the rest would be refused anyway.
     for sub in request.subs.iter().take(session.max_channels()) {
-        session.send(&subscribe_frame(sub, &cursor)).await;
+        session
+            .send(&sub.subscribe_frame(cursor.channels.get(sub.channel.as_ref())))
+            .await;
     }
     Opened::Attached(attachment)
 }

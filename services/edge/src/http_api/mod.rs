@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use actix_web::http::header::ALLOW;
 use actix_web::{HttpRequest, HttpResponse, web};
 use protocol::names::{AppId, AppKey};
-use protocol::sign::{RequestAuthError, SignedRequest};
+use protocol::sign::{RequestAuthError, SignedRequest, decode_query};
 use tenancy::App;
 
 use crate::EdgeState;
@@ -92,8 +92,8 @@ pub async fn authenticate(
     request: &HttpRequest,
     body: &[u8],
 ) -> Result<Authenticated, ApiError> {
-    let query: Vec<(String, String)> = serde_urlencoded::from_str(request.query_string())
-        .map_err(|_| ApiError::BadRequest("the query string is not valid URL encoding".into()))?;
+    let query = decode_query(request.query_string())
+        .ok_or_else(|| ApiError::BadRequest("the query string is not valid URL encoding".into()))?;
     let signed = SignedRequest {
         method: request.method().as_str(),
         path: request.path(),
@@ -105,7 +105,7 @@ pub async fn authenticate(
         .map_or(0, |elapsed| elapsed.as_secs());
     let key = signed.preflight(now)?;
     let key = AppKey::parse(key).map_err(|_| RequestAuthError::KeyMissing)?;
-    check_signature_shape(&signed)?;
+    signed.check_shape()?;
     // A path without `{app_id}` (some server libraries' `/users/{id}/…`) means the key's app.
     let app_id = match request.match_info().get("app_id") {
         Some(app_id) => Some(AppId::parse(app_id).map_err(|_| ApiError::UnknownApp)?),
@@ -132,27 +132,4 @@ pub async fn authenticate(
     // Every API handler's span has an `app_id` field; fill it here once.
     tracing::Span::current().record("app_id", app.id.as_str());
     Ok(Authenticated { app, query })
-}
-
-/// The parts of a signature that need no secret: present, 64 hex digits (HMAC-SHA256), and a
-/// `body_md5` that matches the body.
-fn check_signature_shape(signed: &SignedRequest<'_>) -> Result<(), RequestAuthError> {
-    let signature = signed
-        .param("auth_signature")
-        .ok_or(RequestAuthError::SignatureMissing)?;
-    if signature.len() != 64 || !signature.bytes().all(|byte| byte.is_ascii_hexdigit()) {
-        return Err(RequestAuthError::Signature {
-            string_to_sign: signed.string_to_sign(),
-            given: signature.to_owned(),
-        });
-    }
-    let md5_matches = match signed.param("body_md5") {
-        Some(md5) => md5.eq_ignore_ascii_case(&protocol::sign::body_md5_hex(signed.body)),
-        None => signed.body.is_empty(),
-    };
-    if md5_matches {
-        Ok(())
-    } else {
-        Err(RequestAuthError::BodyMd5)
-    }
 }
