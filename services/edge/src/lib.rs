@@ -14,6 +14,7 @@ mod connection;
 mod http_api;
 mod hub;
 pub mod limits;
+mod link;
 pub mod metering;
 pub mod metrics;
 mod outbox;
@@ -269,10 +270,10 @@ pub fn configure(state: Arc<EdgeState>) -> impl FnOnce(&mut web::ServiceConfig) 
                 web::get().to(|| async { HttpResponse::Ok().body("ok") }),
             )
             .route("/metrics", web::get().to(metrics::render))
-            .route("/app/{key}", web::get().to(connection::websocket))
+            .route("/app/{key}", web::get().to(websocket::websocket))
             .route(
                 "/{prefix:.+}/app/{key}",
-                web::get().to(connection::websocket),
+                web::get().to(websocket::websocket),
             )
             .configure(carriers::xhr::configure)
             .configure(carriers::configure_sb)

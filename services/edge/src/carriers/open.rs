@@ -22,8 +22,9 @@ use tracing::Instrument;
 
 use super::session::{Attachment, CarrierSession, Spec, closing_events};
 use crate::EdgeState;
-use crate::connection::{Connection, admit};
+use crate::connection::Connection;
 use crate::limits::unix_now;
+use crate::link::admit;
 use crate::outbox::Outbox;
 
 /// Client frames a session queues before a `send` waits for the connection.

@@ -26,8 +26,8 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::limits::{ConnectionSlot, Limits, unix_now};
+use crate::link::Inbound;
 use crate::outbox::{Outbox, Outgoing};
-use crate::websocket::Inbound;
 
 mod frames;
 mod source;

@@ -29,9 +29,8 @@ use tokio::time::{Instant, Sleep};
 use super::creation_limit::retry_after_secs;
 use super::xhr_sessions::{SessionId, XhrSession};
 use crate::EdgeState;
-use crate::connection::{admit, closing_frames};
+use crate::link::{Inbound, InboundError, admit, closing_frames};
 use crate::outbox::Outgoing;
-use crate::websocket::{Inbound, InboundError};
 
 /// Mounts the receive and send endpoints under any `httpPath` (pusher-js: `/pusher`).
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
@@ -173,7 +172,7 @@ async fn send(
     };
     let messages = if frames.is_empty() {
         // The heartbeat: the client is alive.
-        vec![Ok(Inbound::Pong)]
+        vec![Ok(Inbound::Activity)]
     } else {
         let message = |frame: String| match frame.len() > max_frame {
             true => Err(InboundError::TooBig),

@@ -26,10 +26,10 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::EdgeState;
-use crate::connection::{Connection, MessageSource};
+use crate::connection::Connection;
 use crate::limits::{ConnectionSlot, Limits};
+use crate::link::{Inbound, InboundError, MessageSource};
 use crate::outbox::Outbox;
-use crate::websocket::{Inbound, InboundError};
 
 /// Client messages a session queues before an `xhr_send` waits for the connection.
 const INBOUND_CAPACITY: usize = 16;
@@ -222,7 +222,7 @@ impl XhrSession {
         // Wake the superseded request so it sees it is no longer current.
         self.relay.wake_by_ref();
         // A receive request is the client saying it is alive.
-        let _ = self.inbound.try_send(Ok(Inbound::Pong));
+        let _ = self.inbound.try_send(Ok(Inbound::Activity));
         generation
     }
 
@@ -246,7 +246,7 @@ impl XhrSession {
         drop(receivers);
         if !in_use {
             // Wakes the source, which then ends the connection.
-            let _ = self.inbound.try_send(Ok(Inbound::Pong));
+            let _ = self.inbound.try_send(Ok(Inbound::Activity));
         }
         in_use
     }

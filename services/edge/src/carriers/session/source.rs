@@ -7,9 +7,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{CURSOR_REFRESH_FRAME, CarrierSession, Inner};
-use crate::connection::MessageSource;
+use crate::link::{Inbound, InboundError, MessageSource};
 use crate::outbox::Outgoing;
-use crate::websocket::{Inbound, InboundError};
 
 /// The connection's client messages: the POSTs, a keep-alive while a downstream is attached
 /// (a carrier's client cannot answer `pusher:ping` by itself), the end of probation, and the
@@ -88,7 +87,7 @@ impl MessageSource for Source {
                     let now = Instant::now();
                     if inner.attached && self.next_keepalive <= now {
                         self.next_keepalive = now + session.keepalive;
-                        return Some(Ok(Inbound::Pong));
+                        return Some(Ok(Inbound::Activity));
                     }
                     if !inner.attached && inner.detached_at + session.grace <= now {
                         inner.stopping = true;
