@@ -6,6 +6,7 @@ pub(crate) mod xhr;
 pub(crate) mod xhr_sessions;
 
 pub(crate) mod creation_limit;
+mod detached;
 mod iframe;
 mod open;
 mod routes;
