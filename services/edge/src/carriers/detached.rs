@@ -185,3 +185,11 @@ impl<Slot> Detached<Slot> {
         self.timing.grace
     }
 }
+
+/// Sleeps until `at`, or forever (until the caller's other branches fire) for `None`.
+pub(crate) async fn sleep_until_or_forever(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

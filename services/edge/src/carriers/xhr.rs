@@ -387,7 +387,7 @@ fn utf16_len(utf8: &[u8]) -> usize {
 
 impl Drop for ReceiveBody {
     fn drop(&mut self) {
-        self.session.end_receive();
+        self.session.end_receive(self.generation);
     }
 }
 
