@@ -7,9 +7,11 @@
 //! response is sent again by this edge; on another edge, channel history fills the gap
 //! instead (see `open`, which decides between attaching, rebuilding and a new session).
 //!
-//! A new session is on probation: it takes a connection slot of its app only once it is in
-//! use (a second downstream request, a `send`, or a downstream still attached when the
-//! first-poll grace ends); one that is never polled again ends when that grace ends.
+//! Attachment, grace, probation (a connection slot only once in use: a second downstream
+//! request, a `send`, or a downstream still attached when the first-poll grace ends) and
+//! close delivery are the machine every detached session runs (`carriers::detached`), shared
+//! with pusher-js's xhr sessions; this file is the cursor framing's part: the numbered buffer
+//! of handed-out frames, the signed cursors, and what a rebuild needs.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -18,13 +20,13 @@ use std::time::Duration;
 
 use bytestring::ByteString;
 use protocol::carrier_cursor::{self, Cursor};
-use protocol::codes::CloseReason;
 use protocol::names::{AppId, ChannelName, SocketId};
 use serde_json::Value;
 use tenancy::PlanLimits;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
+use super::detached::{Detached, Timing};
 use crate::limits::{ConnectionSlot, Limits, unix_now};
 use crate::link::Inbound;
 use crate::outbox::{Outbox, Outgoing};
@@ -87,9 +89,6 @@ pub(crate) struct CarrierSession {
     inner: Mutex<Inner>,
     /// Wakes the message source: a downstream attached or detached, or the session stops.
     changed: Notify,
-    grace: Duration,
-    first_poll_grace: Duration,
-    started: Instant,
     keepalive: Duration,
     cursor_lifetime: Duration,
     /// Whether the connection task has finished its clean-up.
@@ -118,27 +117,15 @@ struct Inner {
     /// Channels the client asked for (downstream `subs` and upstream subscribes): names
     /// that parse, at most the plan's channels per connection.
     requested: HashSet<ChannelName>,
-    /// The current downstream attachment and whether it is still open.
-    attachment: u64,
-    attached: bool,
-    detached_at: Instant,
+    /// Which downstream is current, grace, probation (the slot, a refusal), stopping (expiry,
+    /// replacement) and close delivery.
+    machine: Detached<ConnectionSlot>,
     /// The current downstream's waker, woken when a newer request supersedes it.
     writer: Option<Waker>,
-    /// The app's connection slot, once the session is in use.
-    slot: Option<ConnectionSlot>,
-    /// Taken a slot (or tried to): probation is over.
-    in_use: bool,
-    /// Why the session ends instead of the connection's own close (over the quota when
-    /// probation ended).
-    refusal: Option<CloseReason>,
     /// When the last cursor was made.
     last_cursor_at: Instant,
-    /// Asked to end (expiry, replacement): the source reports the client gone.
-    stopping: bool,
     /// The close has been taken: nothing follows it.
     ended: bool,
-    /// A downstream request has been handed the close.
-    close_delivered: bool,
     scratch: VecDeque<Outgoing>,
 }
 
@@ -183,7 +170,7 @@ impl Attachment {
     ) -> Poll<Delivery> {
         let session = self.session.clone();
         let mut inner = session.lock();
-        if inner.attachment != self.generation {
+        if !inner.machine.is_current(self.generation) {
             return Poll::Ready(Delivery::Finished);
         }
         inner.writer = Some(context.waker().clone());
@@ -206,7 +193,7 @@ impl Attachment {
             self.next = last.number + 1;
             self.cursor = last.cursor.clone();
             if inner.ended && self.next == inner.next_frame {
-                inner.close_delivered = true;
+                inner.machine.deliver_close();
                 session.changed.notify_one();
             }
             return Poll::Ready(Delivery::Frames);
@@ -221,7 +208,10 @@ impl Attachment {
 impl CarrierSession {
     pub(crate) fn new(spec: Spec) -> Arc<Self> {
         let now = Instant::now();
-        let in_use = spec.slot.is_some();
+        let timing = Timing {
+            grace: spec.grace,
+            first_poll_grace: spec.first_poll_grace,
+        };
         Arc::new(Self {
             socket_id: spec.socket_id,
             key: spec.key,
@@ -239,23 +229,13 @@ impl CarrierSession {
                 sent_bytes: 0,
                 channels: BTreeMap::new(),
                 requested: HashSet::new(),
-                attachment: 0,
-                attached: false,
-                detached_at: now,
+                machine: Detached::new(timing, now, spec.slot),
                 writer: None,
-                slot: spec.slot,
-                in_use,
-                refusal: None,
                 last_cursor_at: now,
-                stopping: false,
                 ended: false,
-                close_delivered: false,
                 scratch: VecDeque::new(),
             }),
             changed: Notify::new(),
-            grace: spec.grace,
-            first_poll_grace: spec.first_poll_grace,
-            started: now,
             keepalive: spec.keepalive,
             // At least a second: cursors expire in whole seconds, and are refreshed every third.
             cursor_lifetime: spec.cursor_lifetime.max(Duration::from_secs(1)),
@@ -270,7 +250,7 @@ impl CarrierSession {
     }
 
     pub(super) fn is_stopping(&self) -> bool {
-        self.lock().stopping
+        self.lock().machine.is_stopping()
     }
 
     /// Moves the outbox's frames into the numbered buffer, with the cursor after each.
@@ -291,7 +271,7 @@ impl CarrierSession {
                 Outgoing::Pong(_) => {}
                 Outgoing::Close { code, reason } => {
                     inner.ended = true;
-                    let closing = match inner.refusal {
+                    let closing = match inner.machine.refusal() {
                         // Ended by the edge over the quota: the client hears why.
                         Some(reason) => closing_events(reason),
                         None => vec![closed_event(code, &reason)],
@@ -342,7 +322,10 @@ impl CarrierSession {
             .sent
             .front()
             .map_or(inner.next_frame, |sent| sent.number);
-        if acknowledged >= inner.next_frame || acknowledged + 1 < oldest_kept || inner.stopping {
+        if acknowledged >= inner.next_frame
+            || acknowledged + 1 < oldest_kept
+            || inner.machine.is_stopping()
+        {
             return None;
         }
         while inner
@@ -368,15 +351,14 @@ impl CarrierSession {
         acknowledged: u64,
         cursor: Arc<str>,
     ) -> Attachment {
-        inner.attachment += 1;
-        inner.attached = true;
+        let generation = inner.machine.attach();
         if let Some(previous) = inner.writer.take() {
             previous.wake();
         }
         self.changed.notify_one();
         Attachment {
             session: self.clone(),
-            generation: inner.attachment,
+            generation,
             next: acknowledged + 1,
             cursor,
         }
@@ -384,9 +366,7 @@ impl CarrierSession {
 
     fn detach(&self, generation: u64) {
         let mut inner = self.lock();
-        if inner.attachment == generation && inner.attached {
-            inner.attached = false;
-            inner.detached_at = Instant::now();
+        if inner.machine.detach(generation, Instant::now()) {
             inner.writer = None;
             drop(inner);
             self.changed.notify_one();
@@ -396,37 +376,24 @@ impl CarrierSession {
     /// Ends probation: takes one of the app's connection slots. `false` when the app is at
     /// its ceiling; the session must then end with 4004.
     pub(crate) fn put_in_use(&self) -> bool {
-        let mut inner = self.lock();
-        Self::take_slot(&mut inner, self)
+        self.lock().machine.put_in_use(|| self.admit())
     }
 
-    /// Takes the slot unless probation is already over; whether the session may go on.
-    fn take_slot(inner: &mut Inner, session: &Self) -> bool {
-        if !inner.in_use {
-            inner.in_use = true;
-            inner.slot = session
-                .slots
-                .admit_connection(&session.app_id, &session.limits);
-            if inner.slot.is_none() {
-                inner.refusal = Some(CloseReason::OverConnectionQuota);
-            }
-        }
-        inner.refusal.is_none()
+    /// One of the app's connection slots, if it has one left (the plan as of the start).
+    fn admit(&self) -> Option<ConnectionSlot> {
+        self.slots.admit_connection(&self.app_id, &self.limits)
     }
 
     /// Ends the session (its clean-up runs: presence leave, unsubscribe).
     pub(super) fn stop(&self) {
-        self.lock().stopping = true;
+        self.lock().machine.stop();
         self.changed.notify_one();
     }
 
     /// Gives the connection slot back; called once the connection has ended (and ends
     /// probation, so that a late request cannot take a slot for a session that is over).
     pub(super) fn release_slot(&self) {
-        let mut inner = self.lock();
-        inner.in_use = true;
-        let slot = inner.slot.take();
-        drop(inner);
+        let slot = self.lock().machine.end();
         drop(slot);
     }
 
@@ -434,13 +401,10 @@ impl CarrierSession {
     /// findable until a downstream request has taken its last frames (the client learns why
     /// it was closed) or the grace period ends.
     pub(super) async fn linger(&self) {
-        let deadline = Instant::now() + self.grace;
+        let deadline = Instant::now() + self.lock().machine.grace();
         loop {
-            {
-                let inner = self.lock();
-                if inner.close_delivered || inner.stopping {
-                    return;
-                }
+            if self.lock().machine.done_lingering() {
+                return;
             }
             tokio::select! {
                 () = self.changed.notified() => {}

@@ -12,10 +12,14 @@ enum Step {
     /// Detaches the downstream of this generation.
     Detach(u64),
     /// A second downstream or a send; whether the app has a slot left.
-    PutInUse { slot_free: bool },
+    PutInUse {
+        slot_free: bool,
+    },
     Stop,
     /// The source looks, with a slot free or not if probation ends now.
-    Check { slot_free: bool },
+    Check {
+        slot_free: bool,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -56,13 +60,16 @@ fn run(steps: &[(u64, Step, Expect)]) -> Detached<()> {
     machine
 }
 
-
 #[test]
 fn a_session_nobody_polls_again_ends_when_probation_does() {
     let machine = run(&[
         (0, Step::Attach, Expect::Nothing),
         (1, Step::Detach(1), Expect::Detached(true)),
-        (10, Step::Check { slot_free: true }, Expect::Verdict(Verdict::Gone)),
+        (
+            10,
+            Step::Check { slot_free: true },
+            Expect::Verdict(Verdict::Gone),
+        ),
     ]);
     assert!(machine.is_stopping());
     assert!(machine.done_lingering());
@@ -90,7 +97,11 @@ fn a_second_downstream_ends_probation_once() {
         (2, Step::PutInUse { slot_free: true }, Expect::InUse(true)),
         // Already in use: no second slot is taken, so a full app does not refuse it now.
         (3, Step::PutInUse { slot_free: false }, Expect::InUse(true)),
-        (40, Step::Check { slot_free: false }, Expect::Verdict(Verdict::Wait(None))),
+        (
+            40,
+            Step::Check { slot_free: false },
+            Expect::Verdict(Verdict::Wait(None)),
+        ),
     ]);
     assert!(machine.refusal().is_none());
 }
@@ -101,7 +112,11 @@ fn a_second_downstream_over_the_ceiling_is_refused() {
         (0, Step::Attach, Expect::Nothing),
         (1, Step::Attach, Expect::Nothing),
         (1, Step::PutInUse { slot_free: false }, Expect::InUse(false)),
-        (1, Step::Check { slot_free: true }, Expect::Verdict(Verdict::Refused)),
+        (
+            1,
+            Step::Check { slot_free: true },
+            Expect::Verdict(Verdict::Refused),
+        ),
     ]);
 }
 
@@ -112,7 +127,11 @@ fn a_superseded_downstream_ending_does_not_detach_the_session() {
         (1, Step::Attach, Expect::Nothing),
         (1, Step::PutInUse { slot_free: true }, Expect::InUse(true)),
         (2, Step::Detach(1), Expect::Detached(false)),
-        (100, Step::Check { slot_free: true }, Expect::Verdict(Verdict::Wait(None))),
+        (
+            100,
+            Step::Check { slot_free: true },
+            Expect::Verdict(Verdict::Wait(None)),
+        ),
         (101, Step::Detach(2), Expect::Detached(true)),
         (101, Step::Detach(2), Expect::Detached(false)),
     ]);
@@ -156,7 +175,11 @@ fn a_stopped_session_is_gone_and_a_delivered_close_ends_its_linger() {
     let machine = run(&[
         (0, Step::Attach, Expect::Nothing),
         (1, Step::Stop, Expect::Nothing),
-        (1, Step::Check { slot_free: true }, Expect::Verdict(Verdict::Gone)),
+        (
+            1,
+            Step::Check { slot_free: true },
+            Expect::Verdict(Verdict::Gone),
+        ),
     ]);
     assert!(machine.done_lingering());
     let mut machine = run(&[(0, Step::Attach, Expect::Nothing)]);
