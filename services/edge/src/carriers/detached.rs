@@ -13,10 +13,14 @@
 use std::time::Duration;
 
 use protocol::codes::CloseReason;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
+mod registry;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use registry::Registry;
 
 /// How long a session waits for its client.
 #[derive(Debug, Clone, Copy)]
@@ -183,6 +187,19 @@ impl<Slot> Detached<Slot> {
     /// How long a session lingers for a downstream to take its close.
     pub(crate) fn grace(&self) -> Duration {
         self.timing.grace
+    }
+}
+
+/// After the connection ended: waits until `done` (the close was delivered, or the client
+/// is gone), each time `changed` is notified, for at most `grace`; the session is then
+/// forgotten.
+pub(crate) async fn linger(grace: Duration, changed: &Notify, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + grace;
+    while !done() {
+        tokio::select! {
+            () = changed.notified() => {}
+            () = tokio::time::sleep_until(deadline) => return,
+        }
     }
 }
 

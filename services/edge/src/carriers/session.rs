@@ -26,7 +26,7 @@ use tenancy::PlanLimits;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
-use super::detached::{Detached, Timing};
+use super::detached::{self, Detached, Timing};
 use crate::limits::{ConnectionSlot, Limits, unix_now};
 use crate::link::Inbound;
 use crate::outbox::{Outbox, Outgoing};
@@ -401,16 +401,11 @@ impl CarrierSession {
     /// findable until a downstream request has taken its last frames (the client learns why
     /// it was closed) or the grace period ends.
     pub(super) async fn linger(&self) {
-        let deadline = Instant::now() + self.lock().machine.grace();
-        loop {
-            if self.lock().machine.done_lingering() {
-                return;
-            }
-            tokio::select! {
-                () = self.changed.notified() => {}
-                () = tokio::time::sleep_until(deadline) => return,
-            }
-        }
+        let grace = self.lock().machine.grace();
+        detached::linger(grace, &self.changed, || {
+            self.lock().machine.done_lingering()
+        })
+        .await;
     }
 
     pub(super) async fn finished(&self) {

@@ -14,7 +14,6 @@
 //! the xhr framing's part: the registry by pusher-js's session path, the `o` claimed once,
 //! and the relay that wakes the current receive request.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Wake, Waker};
@@ -26,7 +25,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::detached::{Detached, Timing, Verdict, sleep_until_or_forever};
+use super::detached::{self, Detached, Timing, Verdict, sleep_until_or_forever};
 use crate::EdgeState;
 use crate::connection::Connection;
 use crate::limits::{ConnectionSlot, Limits};
@@ -45,7 +44,7 @@ const MAX_KEY: usize = 256;
 /// Every open xhr session of this edge, by `{key}/{server}/{session}`.
 #[derive(Default)]
 pub(crate) struct XhrSessions {
-    sessions: Mutex<HashMap<SessionId, Arc<XhrSession>>>,
+    sessions: detached::Registry<SessionId, XhrSession>,
 }
 
 /// `{key}/{server}/{session}`: the key is part of it, so two apps never share a session.
@@ -71,7 +70,7 @@ impl SessionId {
 
 impl XhrSessions {
     pub(crate) fn get(&self, id: &SessionId) -> Option<Arc<XhrSession>> {
-        self.lock().get(id).cloned()
+        self.sessions.get(id)
     }
 
     /// Opens a session on an admitted connection (on probation: no slot yet) and starts its
@@ -83,30 +82,31 @@ impl XhrSessions {
         id: SessionId,
         keyed: KeyedApp,
     ) -> Arc<XhrSession> {
-        let mut sessions = self.lock();
-        if let Some(existing) = sessions.get(&id) {
-            return existing.clone();
-        }
-        let socket_id = state.socket_ids.next();
-        let outbox = Arc::new(Outbox::new(socket_id.clone(), state.outbox_bounds()));
-        let (sender, receiver) = mpsc::channel(INBOUND_CAPACITY);
-        let timing = Timing {
-            grace: state.settings.xhr_session_grace,
-            first_poll_grace: state.settings.sb_first_poll_grace,
-        };
-        let session = Arc::new(XhrSession {
-            outbox: outbox.clone(),
-            inbound: sender,
-            opened: AtomicBool::new(false),
-            relay: Arc::new(Relay::default()),
-            machine: Mutex::new(Detached::new(timing, Instant::now(), None)),
-            changed: Notify::new(),
-            app_id: keyed.app.id.clone(),
-            limits: keyed.app.limits.clone(),
-            slots: state.hub.limits().clone(),
+        let mut receiver = None;
+        let (session, made) = self.sessions.get_or_insert_with(id.clone(), || {
+            let socket_id = state.socket_ids.next();
+            let (sender, inbound) = mpsc::channel(INBOUND_CAPACITY);
+            receiver = Some(inbound);
+            let timing = Timing {
+                grace: state.settings.xhr_session_grace,
+                first_poll_grace: state.settings.sb_first_poll_grace,
+            };
+            Arc::new(XhrSession {
+                outbox: Arc::new(Outbox::new(socket_id, state.outbox_bounds())),
+                inbound: sender,
+                opened: AtomicBool::new(false),
+                relay: Arc::new(Relay::default()),
+                machine: Mutex::new(Detached::new(timing, Instant::now(), None)),
+                changed: Notify::new(),
+                app_id: keyed.app.id.clone(),
+                limits: keyed.app.limits.clone(),
+                slots: state.hub.limits().clone(),
+            })
         });
-        sessions.insert(id.clone(), session.clone());
-        drop(sessions);
+        let (true, Some(receiver)) = (made, receiver) else {
+            return session;
+        };
+        let socket_id = session.outbox.socket_id().clone();
         let span =
             tracing::info_span!("xhr_session", app_id = %keyed.app.id, socket_id = %socket_id);
         let source = XhrSource {
@@ -117,20 +117,6 @@ impl XhrSessions {
             run(state.clone(), id, keyed, session.clone(), source).instrument(span),
         );
         session
-    }
-
-    fn remove(&self, id: &SessionId, session: &Arc<XhrSession>) {
-        let mut sessions = self.lock();
-        if sessions
-            .get(id)
-            .is_some_and(|current| Arc::ptr_eq(current, session))
-        {
-            sessions.remove(id);
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<XhrSession>>> {
-        self.sessions.lock().expect("xhr sessions lock poisoned")
     }
 }
 
@@ -148,7 +134,7 @@ async fn run(
     let slot = session.lock_machine().end();
     drop(slot);
     session.linger().await;
-    state.xhr_sessions.remove(&id, &session);
+    state.xhr_sessions.sessions.remove(&id, &session);
 }
 
 /// One xhr session: the connection's outbox and the way to its task.
@@ -263,13 +249,11 @@ impl XhrSession {
     /// written the close (pusher-js learns the code) or the grace ends; at once if the
     /// client is gone.
     async fn linger(&self) {
-        let deadline = Instant::now() + self.lock_machine().grace();
-        while !self.lock_machine().done_lingering() {
-            tokio::select! {
-                () = self.changed.notified() => {}
-                () = tokio::time::sleep_until(deadline) => return,
-            }
-        }
+        let grace = self.lock_machine().grace();
+        detached::linger(grace, &self.changed, || {
+            self.lock_machine().done_lingering()
+        })
+        .await;
     }
 }
 
