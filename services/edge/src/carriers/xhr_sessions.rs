@@ -261,12 +261,19 @@ impl XhrSession {
 impl XhrSession {
     /// A session with no connection task behind it, for the receive body's tests.
     pub(crate) fn for_test() -> Arc<Self> {
-        let socket_id = protocol::names::SocketId::parse("1.1").unwrap();
-        let (inbound, _) = mpsc::channel(INBOUND_CAPACITY);
         let timing = Timing {
             grace: std::time::Duration::from_secs(30),
             first_poll_grace: std::time::Duration::from_secs(10),
         };
+        let (inbound, _) = mpsc::channel(INBOUND_CAPACITY);
+        Self::with_inbound(timing, inbound)
+    }
+
+    fn with_inbound(
+        timing: Timing,
+        inbound: mpsc::Sender<Result<Inbound, InboundError>>,
+    ) -> Arc<Self> {
+        let socket_id = protocol::names::SocketId::parse("1.1").unwrap();
         Arc::new(Self {
             outbox: Arc::new(Outbox::new(
                 socket_id,
@@ -341,5 +348,62 @@ impl MessageSource for XhrSource {
                 () = sleep_until_or_forever(wake_at) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_last_receive_ending_wakes_the_source_which_ends_after_the_grace() {
+        let timing = Timing {
+            grace: Duration::ZERO,
+            first_poll_grace: Duration::from_secs(10),
+        };
+        let (sender, receiver) = mpsc::channel(INBOUND_CAPACITY);
+        let session = XhrSession::with_inbound(timing, sender);
+        let first = session.begin_receive();
+        let second = session.begin_receive();
+        assert!(session.put_in_use());
+        let mut source = XhrSource {
+            receiver,
+            session: session.clone(),
+        };
+        // The two receive requests' activity comes first.
+        for _ in 0..2 {
+            assert!(matches!(source.next().await, Some(Ok(Inbound::Activity))));
+        }
+        let counter = Arc::new(Counter::default());
+        let waker = Waker::from(counter.clone());
+        let mut context = Context::from_waker(&waker);
+        let mut next = std::pin::pin!(source.next());
+        // In use and attached: nothing to wait for but a wake-up.
+        assert!(next.as_mut().poll(&mut context).is_pending());
+        // The superseded request ending changes nothing.
+        session.end_receive(first);
+        assert_eq!(counter.0.load(Ordering::SeqCst), 0);
+        assert!(next.as_mut().poll(&mut context).is_pending());
+        session.end_receive(second);
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert!(matches!(
+            next.as_mut().poll(&mut context),
+            Poll::Ready(None)
+        ));
     }
 }
