@@ -16,10 +16,12 @@ use protocol::codes::CloseReason;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+mod common;
 mod registry;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use common::{Core, DetachedSession};
 pub(crate) use registry::Registry;
 
 /// How long a session waits for its client.

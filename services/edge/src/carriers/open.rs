@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::detached;
+use super::detached::{self, DetachedSession};
 use super::session::{Attachment, CarrierSession, Spec, closing_events};
 use crate::EdgeState;
 use crate::connection::Connection;
@@ -229,8 +229,7 @@ async fn create(
     actix_web::rt::spawn(
         async move {
             Connection::run(task_state.clone(), keyed, None, outbox, source).await;
-            task_session.release_slot();
-            task_session.linger().await;
+            task_session.after_connection().await;
             task_state.sb_sessions.remove(&task_session);
             task_session.mark_finished();
         }

@@ -23,10 +23,10 @@ use protocol::carrier_cursor::{self, Cursor};
 use protocol::names::{AppId, ChannelName, SocketId};
 use serde_json::Value;
 use tenancy::PlanLimits;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::detached::{self, Detached, Timing};
+use super::detached::{Core, Detached, DetachedSession, Timing};
 use crate::limits::{ConnectionSlot, Limits, unix_now};
 use crate::link::Inbound;
 use crate::outbox::{Outbox, Outgoing};
@@ -75,20 +75,14 @@ pub(crate) struct CarrierSession {
     pub(super) key: String,
     /// The key's secret, which signs this session's cursors.
     secret: String,
-    app_id: AppId,
-    /// The plan when the session started: its connection ceiling applies when the slot is
-    /// taken, and at most its channels per connection are remembered.
-    limits: PlanLimits,
-    slots: Arc<Limits>,
+    /// The connection's outbox, the wake-up for the source, the plan as of the start.
+    core: Core,
     pub(super) incarnation: String,
     /// The incarnation this one was rebuilt from: a request with one of its cursors (one
     /// whose answer was lost, or a concurrent one) attaches here from the first frame.
     pub(super) rebuilt_from: Option<String>,
-    outbox: Arc<Outbox>,
     inbound: mpsc::Sender<Inbound>,
     inner: Mutex<Inner>,
-    /// Wakes the message source: a downstream attached or detached, or the session stops.
-    changed: Notify,
     keepalive: Duration,
     cursor_lifetime: Duration,
     /// Whether the connection task has finished its clean-up.
@@ -194,7 +188,7 @@ impl Attachment {
             self.cursor = last.cursor.clone();
             if inner.ended && self.next == inner.next_frame {
                 inner.machine.deliver_close();
-                session.changed.notify_one();
+                session.core.changed.notify_one();
             }
             return Poll::Ready(Delivery::Frames);
         }
@@ -202,6 +196,16 @@ impl Attachment {
             return Poll::Ready(Delivery::Finished);
         }
         Poll::Pending
+    }
+}
+
+impl DetachedSession for CarrierSession {
+    fn core(&self) -> &Core {
+        &self.core
+    }
+
+    fn with_machine<R>(&self, step: impl FnOnce(&mut Detached<ConnectionSlot>) -> R) -> R {
+        step(&mut self.lock().machine)
     }
 }
 
@@ -216,12 +220,9 @@ impl CarrierSession {
             socket_id: spec.socket_id,
             key: spec.key,
             secret: spec.secret,
-            app_id: spec.app_id,
-            limits: spec.limits,
-            slots: spec.slots,
+            core: Core::new(spec.outbox, spec.app_id, spec.limits, spec.slots),
             incarnation: spec.incarnation,
             rebuilt_from: spec.rebuilt_from,
-            outbox: spec.outbox,
             inbound: spec.inbound,
             inner: Mutex::new(Inner {
                 next_frame: 1,
@@ -235,7 +236,6 @@ impl CarrierSession {
                 ended: false,
                 scratch: VecDeque::new(),
             }),
-            changed: Notify::new(),
             keepalive: spec.keepalive,
             // At least a second: cursors expire in whole seconds, and are refreshed every third.
             cursor_lifetime: spec.cursor_lifetime.max(Duration::from_secs(1)),
@@ -259,7 +259,7 @@ impl CarrierSession {
             return;
         }
         let mut taken = std::mem::take(&mut inner.scratch);
-        if self.outbox.poll_take(context, &mut taken).is_pending() {
+        if self.core.outbox.poll_take(context, &mut taken).is_pending() {
             inner.scratch = taken;
             return;
         }
@@ -307,7 +307,10 @@ impl CarrierSession {
     /// How many channels' positions and requests the session remembers: the plan's channels
     /// per connection (a few more positions, for frames in flight after an unsubscribe).
     fn max_remembered(&self) -> usize {
-        self.limits.max_channels_per_connection.saturating_mul(2)
+        self.core
+            .limits
+            .max_channels_per_connection
+            .saturating_mul(2)
     }
 
     /// Attaches a downstream request that has every frame up to `acknowledged`; `None` when
@@ -355,7 +358,7 @@ impl CarrierSession {
         if let Some(previous) = inner.writer.take() {
             previous.wake();
         }
-        self.changed.notify_one();
+        self.core.changed.notify_one();
         Attachment {
             session: self.clone(),
             generation,
@@ -369,43 +372,14 @@ impl CarrierSession {
         if inner.machine.detach(generation, Instant::now()) {
             inner.writer = None;
             drop(inner);
-            self.changed.notify_one();
+            self.core.changed.notify_one();
         }
-    }
-
-    /// Ends probation: takes one of the app's connection slots. `false` when the app is at
-    /// its ceiling; the session must then end with 4004.
-    pub(crate) fn put_in_use(&self) -> bool {
-        self.lock().machine.put_in_use(|| self.admit())
-    }
-
-    /// One of the app's connection slots, if it has one left (the plan as of the start).
-    fn admit(&self) -> Option<ConnectionSlot> {
-        self.slots.admit_connection(&self.app_id, &self.limits)
     }
 
     /// Ends the session (its clean-up runs: presence leave, unsubscribe).
     pub(super) fn stop(&self) {
         self.lock().machine.stop();
-        self.changed.notify_one();
-    }
-
-    /// Gives the connection slot back; called once the connection has ended (and ends
-    /// probation, so that a late request cannot take a slot for a session that is over).
-    pub(super) fn release_slot(&self) {
-        let slot = self.lock().machine.end();
-        drop(slot);
-    }
-
-    /// After a close by the server (terminate, slow consumer, shutdown): keeps the session
-    /// findable until a downstream request has taken its last frames (the client learns why
-    /// it was closed) or the grace period ends.
-    pub(super) async fn linger(&self) {
-        let grace = self.lock().machine.grace();
-        detached::linger(grace, &self.changed, || {
-            self.lock().machine.done_lingering()
-        })
-        .await;
+        self.core.changed.notify_one();
     }
 
     pub(super) async fn finished(&self) {
@@ -435,7 +409,7 @@ impl CarrierSession {
         let mut inner = self.lock();
         match frame["event"].as_str() {
             Some("pusher:subscribe")
-                if inner.requested.len() < self.limits.max_channels_per_connection =>
+                if inner.requested.len() < self.core.limits.max_channels_per_connection =>
             {
                 inner.requested.insert(channel);
             }
@@ -449,7 +423,7 @@ impl CarrierSession {
 
     /// The plan's channels per connection, as of the session's start.
     pub(super) fn max_channels(&self) -> usize {
-        self.limits.max_channels_per_connection
+        self.core.limits.max_channels_per_connection
     }
 
     pub(super) fn has_requested(&self, channel: &ChannelName) -> bool {

@@ -27,6 +27,7 @@ use protocol::codes::CloseReason;
 use tokio::time::{Instant, Sleep};
 
 use super::creation_limit::retry_after_secs;
+use super::detached::DetachedSession;
 use super::xhr_sessions::{SessionId, XhrSession};
 use crate::EdgeState;
 use crate::link::{Inbound, InboundError, admit, closing_frames};
@@ -337,7 +338,7 @@ impl Stream for ReceiveBody {
             return Poll::Ready(None);
         }
         let mut relayed = Context::from_waker(&this.relay);
-        let outbox = &this.session.outbox;
+        let outbox = &this.session.core.outbox;
         if outbox.poll_take(&mut relayed, &mut this.taken).is_ready()
             && encode(with_refusal(&this.session, &mut this.taken), &mut out)
         {

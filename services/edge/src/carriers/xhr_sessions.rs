@@ -18,17 +18,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Wake, Waker};
 
-use protocol::codes::CloseReason;
-use protocol::names::AppId;
-use tenancy::{KeyedApp, PlanLimits};
-use tokio::sync::{Notify, mpsc};
+use tenancy::KeyedApp;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::detached::{self, Detached, Timing, Verdict, sleep_until_or_forever};
+use super::detached::{
+    self, Core, Detached, DetachedSession, Timing, Verdict, sleep_until_or_forever,
+};
 use crate::EdgeState;
 use crate::connection::Connection;
-use crate::limits::{ConnectionSlot, Limits};
+use crate::limits::ConnectionSlot;
 use crate::link::{Inbound, InboundError, MessageSource};
 use crate::outbox::Outbox;
 
@@ -92,21 +92,22 @@ impl XhrSessions {
                 first_poll_grace: state.settings.sb_first_poll_grace,
             };
             Arc::new(XhrSession {
-                outbox: Arc::new(Outbox::new(socket_id, state.outbox_bounds())),
+                core: Core::new(
+                    Arc::new(Outbox::new(socket_id, state.outbox_bounds())),
+                    keyed.app.id.clone(),
+                    keyed.app.limits.clone(),
+                    state.hub.limits().clone(),
+                ),
                 inbound: sender,
                 opened: AtomicBool::new(false),
                 relay: Arc::new(Relay::default()),
                 machine: Mutex::new(Detached::new(timing, Instant::now(), None)),
-                changed: Notify::new(),
-                app_id: keyed.app.id.clone(),
-                limits: keyed.app.limits.clone(),
-                slots: state.hub.limits().clone(),
             })
         });
         let (true, Some(receiver)) = (made, receiver) else {
             return session;
         };
-        let socket_id = session.outbox.socket_id().clone();
+        let socket_id = session.core.outbox.socket_id().clone();
         let span =
             tracing::info_span!("xhr_session", app_id = %keyed.app.id, socket_id = %socket_id);
         let source = XhrSource {
@@ -129,17 +130,22 @@ async fn run(
     session: Arc<XhrSession>,
     source: XhrSource,
 ) {
-    Connection::run(state.clone(), keyed, None, session.outbox.clone(), source).await;
-    // Probation ends too: a late receive request takes no slot for a session that is over.
-    let slot = session.lock_machine().end();
-    drop(slot);
-    session.linger().await;
+    Connection::run(
+        state.clone(),
+        keyed,
+        None,
+        session.core.outbox.clone(),
+        source,
+    )
+    .await;
+    session.after_connection().await;
     state.xhr_sessions.sessions.remove(&id, &session);
 }
 
 /// One xhr session: the connection's outbox and the way to its task.
 pub(crate) struct XhrSession {
-    pub(crate) outbox: Arc<Outbox>,
+    /// The connection's outbox, the wake-up for the source, the plan for probation.
+    pub(crate) core: Core,
     inbound: mpsc::Sender<Result<Inbound, InboundError>>,
     /// Whether `o` was sent: pusher-js reads a second `o` as "server lost session".
     opened: AtomicBool,
@@ -147,22 +153,21 @@ pub(crate) struct XhrSession {
     relay: Arc<Relay>,
     /// Which receive request is current, grace, probation, close delivery.
     machine: Mutex<Detached<ConnectionSlot>>,
-    /// Wakes the message source and the lingering task: a receive request ended, probation
-    /// was refused, or the close was delivered.
-    changed: Notify,
-    app_id: AppId,
-    /// The plan when the session started (its ceiling applies when the slot is taken).
-    limits: PlanLimits,
-    slots: Arc<Limits>,
+}
+
+impl DetachedSession for XhrSession {
+    fn core(&self) -> &Core {
+        &self.core
+    }
+
+    fn with_machine<R>(&self, step: impl FnOnce(&mut Detached<ConnectionSlot>) -> R) -> R {
+        step(&mut self.lock_machine())
+    }
 }
 
 impl XhrSession {
     fn lock_machine(&self) -> std::sync::MutexGuard<'_, Detached<ConnectionSlot>> {
         self.machine.lock().expect("xhr session lock poisoned")
-    }
-
-    fn admit(&self) -> Option<ConnectionSlot> {
-        self.slots.admit_connection(&self.app_id, &self.limits)
     }
 
     /// Registers a new receive request: it supersedes the current one, which ends. Returns its
@@ -180,7 +185,7 @@ impl XhrSession {
     /// grace starts.
     pub(crate) fn end_receive(&self, generation: u64) {
         if self.lock_machine().detach(generation, Instant::now()) {
-            self.changed.notify_one();
+            self.core.changed.notify_one();
         }
     }
 
@@ -190,22 +195,6 @@ impl XhrSession {
     /// `xhr_polling`, which re-polls after any 200, then waited for it forever.)
     pub(crate) fn claim_open(&self) -> bool {
         !self.opened.swap(true, Ordering::AcqRel)
-    }
-
-    /// Ends probation (a second receive request): takes a connection slot. `false` when the
-    /// app is at its ceiling; the session then ends with 4004.
-    pub(crate) fn put_in_use(&self) -> bool {
-        let in_use = self.lock_machine().put_in_use(|| self.admit());
-        if !in_use {
-            // Wakes the source, which then ends the connection.
-            self.changed.notify_one();
-        }
-        in_use
-    }
-
-    /// Why the session was refused after it started, if it was.
-    pub(crate) fn refusal(&self) -> Option<CloseReason> {
-        self.lock_machine().refusal()
     }
 
     pub(crate) fn is_current(&self, generation: u64) -> bool {
@@ -225,7 +214,7 @@ impl XhrSession {
 
     pub(crate) fn delivered_close(&self) {
         self.lock_machine().deliver_close();
-        self.changed.notify_one();
+        self.core.changed.notify_one();
     }
 
     /// Whether a receive request has written the close: nothing more will come, so a later
@@ -244,18 +233,10 @@ impl XhrSession {
         }
         true
     }
-
-    /// After the connection ended: keeps the session findable until a receive request has
-    /// written the close (pusher-js learns the code) or the grace ends; at once if the
-    /// client is gone.
-    async fn linger(&self) {
-        let grace = self.lock_machine().grace();
-        detached::linger(grace, &self.changed, || {
-            self.lock_machine().done_lingering()
-        })
-        .await;
-    }
 }
+
+#[cfg(test)]
+use {protocol::names::AppId, tenancy::PlanLimits};
 
 #[cfg(test)]
 impl XhrSession {
@@ -275,18 +256,19 @@ impl XhrSession {
     ) -> Arc<Self> {
         let socket_id = protocol::names::SocketId::parse("1.1").unwrap();
         Arc::new(Self {
-            outbox: Arc::new(Outbox::new(
-                socket_id,
-                crate::outbox::OutboxBounds::frames_for_test(16),
-            )),
+            core: Core::new(
+                Arc::new(Outbox::new(
+                    socket_id,
+                    crate::outbox::OutboxBounds::frames_for_test(16),
+                )),
+                AppId::parse("app").unwrap(),
+                PlanLimits::pusher_defaults(),
+                Arc::default(),
+            ),
             inbound,
             opened: AtomicBool::new(false),
             relay: Arc::new(Relay::default()),
             machine: Mutex::new(Detached::new(timing, Instant::now(), None)),
-            changed: Notify::new(),
-            app_id: AppId::parse("app").unwrap(),
-            limits: PlanLimits::pusher_defaults(),
-            slots: Arc::default(),
         })
     }
 }
@@ -336,7 +318,7 @@ impl MessageSource for XhrSource {
             let session = &self.session;
             let verdict = session
                 .lock_machine()
-                .check(Instant::now(), || session.admit());
+                .check(Instant::now(), || session.core.admit());
             let wake_at = match verdict {
                 Verdict::Wait(wake_at) => wake_at,
                 // Gone: nobody came back; refused: the connection ends with the refusal.
@@ -344,7 +326,7 @@ impl MessageSource for XhrSource {
             };
             tokio::select! {
                 message = self.receiver.recv() => return message,
-                () = session.changed.notified() => {}
+                () = session.core.changed.notified() => {}
                 () = sleep_until_or_forever(wake_at) => {}
             }
         }

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{CURSOR_REFRESH_FRAME, CarrierSession, Inner};
-use crate::carriers::detached::{Verdict, sleep_until_or_forever};
+use crate::carriers::detached::{DetachedSession, Verdict, sleep_until_or_forever};
 use crate::link::{Inbound, InboundError, MessageSource};
 use crate::outbox::Outgoing;
 
@@ -29,6 +29,7 @@ impl Source {
             // Counted from now: one refresh frame in flight at a time.
             inner.last_cursor_at = now;
             self.session
+                .core
                 .outbox
                 .send(Outgoing::Text(CURSOR_REFRESH_FRAME.into()));
         }
@@ -39,7 +40,7 @@ impl Source {
     fn step(&self, now: Instant) -> Option<Option<Instant>> {
         let session = &self.session;
         let mut inner = session.lock();
-        let wake_at = match inner.machine.check(now, || session.admit()) {
+        let wake_at = match inner.machine.check(now, || session.core().admit()) {
             Verdict::Wait(wake_at) => wake_at,
             Verdict::Gone => return None,
             Verdict::Refused => {
@@ -66,7 +67,7 @@ impl MessageSource for Source {
             let session = self.session.clone();
             tokio::select! {
                 message = self.inbound.recv() => return message.map(Ok),
-                () = session.changed.notified() => {}
+                () = session.core().changed.notified() => {}
                 () = sleep_until_or_forever(wake_at) => {
                     let now = Instant::now();
                     if session.lock().machine.is_attached() && self.next_keepalive <= now {
