@@ -1,13 +1,13 @@
-//! One WebSocket connection: admission, then a loop that feeds the protocol session with
-//! client frames, close requests and timer ticks, and performs what it returns.
+//! One admitted protocol connection, whatever carries it: a loop that feeds the protocol
+//! session with client messages (from any `link::MessageSource`), close requests and timer
+//! ticks, and performs what it returns.
 //!
-//! Everything sent to the client goes through the connection's `Outbox`, which the response
-//! body writes to the socket; nothing here awaits the client.
+//! Everything sent to the client goes through the connection's `Outbox`, which the carrier
+//! drains; nothing here awaits the client.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use actix_web::{HttpRequest, HttpResponse, web};
 use broker::{BrokerError, Publication};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use protocol::codes::{CloseReason, ErrorCode};
@@ -16,117 +16,13 @@ use protocol::session::{Credentials, Output, Session, SessionConfig};
 use protocol::wire::{self, ChannelPosition, Member};
 use tenancy::{App, KeyedApp};
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::limits::{ConnectionSlot, unix_now};
+use crate::link::{Inbound, MessageSource, closing_frames, protocol_close};
 use crate::outbox::{Outbox, Outgoing};
 use crate::resume::{self, history_window};
 use crate::watchlist;
-use crate::websocket::{self, Inbound, InboundError};
-
-/// Where a connection's client messages come from: a WebSocket, or the POSTs of an HTTP
-/// carrier. `next` must be cancel-safe (it is raced against timers and close requests).
-pub trait MessageSource {
-    /// The next message, or `None` when the client is gone.
-    fn next(&mut self) -> impl std::future::Future<Output = Option<Result<Inbound, InboundError>>>;
-}
 use crate::{EdgeState, channel_events};
-
-/// `GET /app/{key}`: upgrades to a WebSocket, then admits or refuses with Pusher's codes
-/// (refusals are sent over the open socket, as pusher-js reads them from the close code).
-pub async fn websocket(
-    request: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<EdgeState>,
-) -> actix_web::Result<HttpResponse> {
-    let key = request
-        .match_info()
-        .get("key")
-        .unwrap_or_default()
-        .to_owned();
-    let admission = admit(&state, &key, request.query_string()).await;
-    let socket_id = state.socket_ids.next();
-    let outbox = Arc::new(Outbox::new(socket_id.clone(), state.outbox_bounds()));
-    let (response, reader) = websocket::upgrade(
-        &request,
-        payload,
-        outbox.clone(),
-        state.settings.max_frame_bytes,
-    )?;
-    match admission {
-        Ok((keyed, slot)) => {
-            let span =
-                tracing::info_span!("connection", app_id = %keyed.app.id, socket_id = %socket_id);
-            let state = state.into_inner();
-            actix_web::rt::spawn(
-                Connection::run(state, keyed, Some(slot), outbox, reader).instrument(span),
-            );
-        }
-        Err(reason) => {
-            tracing::info!(key = %ingress::Untrusted(&key), code = reason.disconnect().code, "connection refused");
-            crate::metrics::connection_closed(reason.disconnect().code);
-            outbox.close_with(closing_frames(reason));
-        }
-    }
-    Ok(response)
-}
-
-/// Checks that the node is not draining, the handshake, the key and the app, and takes one of
-/// the app's connection slots.
-pub(crate) async fn admit(
-    state: &EdgeState,
-    key: &str,
-    query: &str,
-) -> Result<(KeyedApp, ConnectionSlot), CloseReason> {
-    // A draining node takes no one new (before the catalog: a drain costs no lookups); 4200
-    // sends the client straight back to the load balancer, which no longer picks this node.
-    if state.readiness.is_draining() {
-        return Err(CloseReason::ServerShuttingDown);
-    }
-    let params: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
-    // A missing `protocol` is taken as 7, as soketi and sockudo do, so lax clients connect.
-    if let Some((_, version)) = params.iter().find(|(name, _)| name == "protocol") {
-        let version: u32 = version
-            .parse()
-            .map_err(|_| CloseReason::InvalidProtocolFormat)?;
-        if !(5..=7).contains(&version) {
-            return Err(CloseReason::UnsupportedProtocol);
-        }
-    }
-    let key = AppKey::parse(key).map_err(|_| CloseReason::UnknownAppKey)?;
-    let keyed = match state.catalog.find_by_key(&key).await {
-        Ok(Some(keyed)) => keyed,
-        Ok(None) => return Err(CloseReason::UnknownAppKey),
-        Err(error) => {
-            tracing::warn!(%error, "app catalog unavailable; asking the client to back off");
-            return Err(CloseReason::CatalogUnavailable);
-        }
-    };
-    if !keyed.app.enabled {
-        return Err(CloseReason::AppDisabled);
-    }
-    // 4004, not 4100: pusher-js stops instead of retrying every second, so a tenant at its
-    // ceiling does not turn its clients into a reconnect storm (see ARCHITECTURE.md).
-    let slot = state
-        .hub
-        .limits()
-        .admit_connection(&keyed.app.id, &keyed.app.limits);
-    let slot = slot.ok_or(CloseReason::OverConnectionQuota)?;
-    Ok((keyed, slot))
-}
-
-/// The reason as `pusher:error`, then the close frame with its code.
-pub(crate) fn closing_frames(reason: CloseReason) -> [Outgoing; 2] {
-    let disconnect = reason.disconnect();
-    let error = wire::error(Some(disconnect.code), disconnect.reason);
-    [
-        Outgoing::Text(error.into()),
-        Outgoing::Close {
-            code: disconnect.code,
-            reason: disconnect.reason.to_owned(),
-        },
-    ]
-}
 
 /// How the connection ended.
 enum Ending {
@@ -220,7 +116,7 @@ impl Connection {
                     None | Some(Ok(Inbound::Close)) => return Ending::ClientLeft,
                     Some(Ok(message)) => self.on_message(message).await,
                     Some(Err(error)) => {
-                        let close = websocket::protocol_close(&error, self.state.settings.max_frame_bytes);
+                        let close = protocol_close(&error, self.state.settings.max_frame_bytes);
                         return Ending::Protocol(close);
                     }
                 },
@@ -259,7 +155,7 @@ impl Connection {
                 self.outbox.send(Outgoing::Pong(bytes));
                 Ok(())
             }
-            Inbound::Pong => {
+            Inbound::Activity => {
                 self.session.note_activity(now);
                 Ok(())
             }

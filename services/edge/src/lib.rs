@@ -18,6 +18,7 @@ pub mod health;
 mod http_api;
 mod hub;
 pub mod limits;
+mod link;
 pub mod metering;
 pub mod metrics;
 mod outbox;
@@ -279,10 +280,10 @@ pub fn configure(state: Arc<EdgeState>) -> impl FnOnce(&mut web::ServiceConfig) 
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(drain::readyz))
             .route("/metrics", web::get().to(metrics::render))
-            .route("/app/{key}", web::get().to(connection::websocket))
+            .route("/app/{key}", web::get().to(websocket::websocket))
             .route(
                 "/{prefix:.+}/app/{key}",
-                web::get().to(connection::websocket),
+                web::get().to(websocket::websocket),
             )
             .configure(carriers::xhr::configure)
             .configure(carriers::configure_sb)

@@ -12,6 +12,7 @@ use protocol::names::SocketId;
 use serde_json::{Value, json};
 
 use super::creation_limit::retry_after_secs;
+use super::detached::DetachedSession;
 use super::iframe::Iframe;
 use super::open::{self, Downstream, Opened};
 use super::session::{Attachment, Delivery};
