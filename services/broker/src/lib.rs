@@ -9,6 +9,10 @@
 //! serial, for resume and the history API. History memory is bounded by byte budgets per
 //! app and per node (`budget`) and by a number of channels per app.
 //!
+//! `Redis` (`redis`) is the implementation for many nodes: fan-out over Redis pub/sub, with
+//! each node subscribed once per channel (`Broker::subscribe`), serials and history in one
+//! Lua step per publication, presence in hashes.
+//!
 //! Architecture invariant: the broker carries frames as shared bytes and never parses them
 //! (stamping a serial is a byte splice, see `history::stamp`).
 
@@ -16,6 +20,7 @@ mod budget;
 mod clock;
 mod history;
 mod local;
+mod redis;
 pub mod testing;
 
 use async_trait::async_trait;
@@ -27,6 +32,7 @@ use thiserror::Error;
 pub use clock::Clock;
 pub use history::{ChannelHistory, HistoryWindow, stamp};
 pub use local::{FORGET_IDLE_CHANNELS_AFTER, HistoryLimits, Local};
+pub use redis::Redis;
 
 /// One event for one channel of one app, serialised once and shared by every subscriber.
 #[derive(Debug, Clone)]
@@ -113,6 +119,19 @@ pub enum BrokerError {
 /// Pub/sub and presence across every edge node.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
+    /// This node wants the channel's publications: called by the hub when the channel gets
+    /// its first local subscriber, and finished before that subscriber is told it is in.
+    /// A no-op for `Local`, whose publications reach the sink whatever.
+    async fn subscribe(&self, _app: &AppId, _channel: &ChannelName) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    /// This node no longer wants the channel's publications: its last local subscriber left.
+    /// Calls are balanced with `subscribe`, one each per first and last local subscriber.
+    async fn unsubscribe(&self, _app: &AppId, _channel: &ChannelName) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
     /// Hands `publication` to the sink of every node, this one included. With a history
     /// window it first gets the channel's next serial, its frame is stamped and stored; serial
     /// order, history order and delivery order are one order.

@@ -14,6 +14,7 @@ mod memory;
 #[derive(Default)]
 pub struct RecordingSink {
     pub received: Mutex<Vec<Publication>>,
+    arrived: tokio::sync::Notify,
 }
 
 impl DeliverySink for RecordingSink {
@@ -22,6 +23,41 @@ impl DeliverySink for RecordingSink {
             .lock()
             .expect("sink lock poisoned")
             .push(publication.clone());
+        self.arrived.notify_waiters();
+    }
+}
+
+/// How long a check waits for deliveries before it fails rather than hangs (a guard, not a
+/// measurement: deliveries take milliseconds).
+const DELIVERY_GUARD: Duration = Duration::from_secs(30);
+
+impl RecordingSink {
+    /// Waits until at least `count` publications arrived. Brokers for many nodes deliver
+    /// over the network, after `publish` returned; `Local` has delivered already.
+    pub async fn wait_for(&self, count: usize) {
+        let arrived = async {
+            loop {
+                let notified = self.arrived.notified();
+                if self.received.lock().expect("sink lock poisoned").len() >= count {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(DELIVERY_GUARD, arrived).await.is_err() {
+            let got = self.received.lock().expect("sink lock poisoned").len();
+            panic!("expected {count} deliveries, got {got}");
+        }
+    }
+}
+
+/// Subscribes this node to the channels a check publishes to (a no-op for `Local`).
+async fn subscribe_to<B: Broker>(broker: &B, channels: &[(&str, &str)]) {
+    for (app_id, channel_name) in channels {
+        broker
+            .subscribe(&app(app_id), &channel(channel_name))
+            .await
+            .expect("subscribe");
     }
 }
 
@@ -44,13 +80,22 @@ fn member(user: &str) -> Member {
     }
 }
 
-/// Runs every conformance check against brokers made by `make`, which must deliver to the
-/// given sink, age history by the given clock (a manual one, moved by the checks) and keep
-/// the node's history within the given limits. Run it on a multi-threaded runtime so
-/// concurrent publishers really are concurrent.
-pub async fn conformance<B: Broker>(make: impl Fn(Arc<RecordingSink>, Clock, HistoryLimits) -> B) {
+/// Runs the checks of the node's history memory bounds (byte budgets, the channel cap, no
+/// state for quiet channels) against brokers made by `make`. Those bounds are `Local`'s: a
+/// Redis broker keeps history in Redis, bounded by each channel's window (and Redis's own
+/// `maxmemory`), not by one node's budget.
+pub async fn memory_conformance<B: Broker>(
+    make: impl Fn(Arc<RecordingSink>, Clock, HistoryLimits) -> B,
+) {
     let make_limited = |limits| make(Arc::new(RecordingSink::default()), Clock::manual(), limits);
     memory::conformance(&make_limited).await;
+}
+
+/// Runs every conformance check against brokers made by `make`, which must deliver to the
+/// given sink, age history by the given clock (a manual one, moved by the checks) and keep
+/// the node's history within the given limits. Every broker made must start empty. Run it
+/// on a multi-threaded runtime so concurrent publishers really are concurrent.
+pub async fn conformance<B: Broker>(make: impl Fn(Arc<RecordingSink>, Clock, HistoryLimits) -> B) {
     let make = |sink, clock| make(sink, clock, HistoryLimits::default());
     let make_now = |sink| make(sink, Clock::manual());
     publications_reach_the_sink_intact(&make_now).await;
@@ -62,7 +107,42 @@ pub async fn conformance<B: Broker>(make: impl Fn(Arc<RecordingSink>, Clock, His
     a_replay_after_resume_equals_the_missed_suffix(&make_now).await;
     concurrent_publishers_get_one_order_for_serials_and_delivery(&make_now).await;
     another_epoch_is_a_gap(&make_now).await;
+    a_quiet_channels_position_is_stable_and_its_first_event_carries_it(&make_now).await;
     the_window_holds_by_count_and_by_age(&make).await;
+}
+
+async fn a_quiet_channels_position_is_stable_and_its_first_event_carries_it<B: Broker>(
+    make: &impl Fn(Arc<RecordingSink>) -> B,
+) {
+    let sink = Arc::new(RecordingSink::default());
+    let broker = make(sink.clone());
+    let (a, quiet) = (app("a"), channel("quiet"));
+    subscribe_to(&broker, &[("a", "quiet")]).await;
+    let told = broker.position(&a, &quiet).await.unwrap();
+    assert_eq!(told.serial, 0);
+    let read = broker
+        .history(&a, &quiet, Some(0), Some(&told.epoch))
+        .await
+        .unwrap();
+    assert_eq!(
+        read,
+        History::Replay {
+            epoch: told.epoch.clone(),
+            latest: 0,
+            frames: vec![]
+        }
+    );
+    assert_eq!(broker.position(&a, &quiet).await.unwrap(), told, "stable");
+    broker.publish(event("a", "quiet", 1)).await.unwrap();
+    sink.wait_for(1).await;
+    let after = broker.position(&a, &quiet).await.unwrap();
+    assert_eq!(
+        (after.epoch.as_str(), after.serial),
+        (told.epoch.as_str(), 1)
+    );
+    let stamped: serde_json::Value =
+        serde_json::from_str(&sink.received.lock().unwrap()[0].frame).unwrap();
+    assert_eq!(stamped["epoch"], told.epoch.as_str());
 }
 
 /// A plain frame, as the edge builds it before the broker stamps it.
@@ -110,6 +190,7 @@ fn replayed(history: History) -> Vec<(u64, bytestring::ByteString)> {
 async fn publications_reach_the_sink_intact<B: Broker>(make: &impl Fn(Arc<RecordingSink>) -> B) {
     let sink = Arc::new(RecordingSink::default());
     let broker = make(sink.clone());
+    subscribe_to(&broker, &[("a", "c")]).await;
     for n in 0..3 {
         let publication = Publication {
             app: app("a"),
@@ -121,6 +202,7 @@ async fn publications_reach_the_sink_intact<B: Broker>(make: &impl Fn(Arc<Record
         };
         broker.publish(publication).await.expect("publish");
     }
+    sink.wait_for(3).await;
     let received = sink.received.lock().expect("sink lock poisoned");
     let frames: Vec<&str> = received.iter().map(|p| &*p.frame).collect();
     assert_eq!(
@@ -284,12 +366,14 @@ async fn serials_increase_per_channel_independently_across_channels_and_apps<B: 
         ("a", "c"),
         ("a", "d"),
     ];
+    subscribe_to(&broker, &[("a", "c"), ("a", "d"), ("b", "c")]).await;
     for (n, (app_id, channel_name)) in order.into_iter().enumerate() {
         broker
             .publish(event(app_id, channel_name, n))
             .await
             .expect("publish");
     }
+    sink.wait_for(order.len()).await;
     assert_eq!(delivered_serials(&sink, "a", "c"), [1, 2, 3]);
     assert_eq!(
         delivered_serials(&sink, "a", "d"),
@@ -317,6 +401,7 @@ async fn protocol_frames_get_no_serial_and_are_not_kept<B: Broker>(
 ) {
     let sink = Arc::new(RecordingSink::default());
     let broker = make(sink.clone());
+    subscribe_to(&broker, &[("a", "c")]).await;
     broker.publish(event("a", "c", 1)).await.unwrap();
     let member_added = Publication {
         history: None,
@@ -324,6 +409,7 @@ async fn protocol_frames_get_no_serial_and_are_not_kept<B: Broker>(
     };
     broker.publish(member_added).await.unwrap();
     broker.publish(event("a", "c", 3)).await.unwrap();
+    sink.wait_for(3).await;
     let received = sink.received.lock().expect("sink lock poisoned").clone();
     assert_eq!(received[1].serial, None);
     assert_eq!(&*received[1].frame, event_frame(2), "delivered as given");
@@ -346,9 +432,11 @@ async fn a_replay_after_resume_equals_the_missed_suffix<B: Broker>(
     let sink = Arc::new(RecordingSink::default());
     let broker = make(sink.clone());
     let (a, c) = (app("a"), channel("c"));
+    subscribe_to(&broker, &[("a", "c")]).await;
     for n in 0..5 {
         broker.publish(event("a", "c", n)).await.unwrap();
     }
+    sink.wait_for(5).await;
     let delivered: Vec<(u64, bytestring::ByteString)> = sink
         .received
         .lock()
@@ -384,6 +472,7 @@ async fn concurrent_publishers_get_one_order_for_serials_and_delivery<B: Broker>
 ) {
     let sink = Arc::new(RecordingSink::default());
     let broker = Arc::new(make(sink.clone()));
+    subscribe_to(&*broker, &[("a", "c")]).await;
     let publishers: Vec<_> = (0..4)
         .map(|_| {
             let broker = broker.clone();
@@ -397,6 +486,7 @@ async fn concurrent_publishers_get_one_order_for_serials_and_delivery<B: Broker>
     for publisher in publishers {
         publisher.await.expect("publisher finished");
     }
+    sink.wait_for(400).await;
     let delivered = delivered_serials(&sink, "a", "c");
     assert_eq!(
         delivered,
@@ -420,12 +510,14 @@ async fn another_epoch_is_a_gap<B: Broker>(make: &impl Fn(Arc<RecordingSink>) ->
     let sink = Arc::new(RecordingSink::default());
     let broker = make(sink.clone());
     let (a, c) = (app("a"), channel("c"));
+    subscribe_to(&broker, &[("a", "c")]).await;
     let before = broker.position(&a, &c).await.unwrap();
     assert_eq!(
         before.serial, 0,
         "a channel with no publication yet is at 0"
     );
     broker.publish(event("a", "c", 1)).await.unwrap();
+    sink.wait_for(1).await;
     let stamped: serde_json::Value =
         serde_json::from_str(&sink.received.lock().unwrap()[0].frame).unwrap();
     assert_eq!(

@@ -1,0 +1,454 @@
+//! The broker for many nodes, on Redis.
+//!
+//! Fan-out: every publication is one Redis step that (with history) gives it the channel's
+//! serial, stamps and stores it, and `PUBLISH`es it on the channel's pub/sub channel (see
+//! `scripts`). A node subscribes to a channel's pub/sub channel once, when its first local
+//! subscriber arrives (`Broker::subscribe`); every delivery, to this node too, comes back
+//! over that subscription, so delivery order is the order Redis ran the steps in: serial
+//! order, on every node. Round trips per publication: one, whatever the number of nodes or
+//! subscribers.
+//!
+//! Keys (see `keys`) carry the hash tag `{app:channel}`: one channel's state lives on one
+//! shard, so every step is atomic there. Time for the history window comes from `Clock` as
+//! unix milliseconds (nodes' clocks must agree to well within the window, as NTP gives).
+//!
+//! Connections: two `ConnectionManager`s (commands, subscriptions), both reconnecting by
+//! themselves; the subscription one resubscribes after a reconnect.
+
+mod keys;
+mod scripts;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytestring::ByteString;
+use protocol::names::{AppId, ChannelName, SocketId, UserId};
+use protocol::wire::Member;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{PushInfo, PushKind, Value};
+
+use crate::{
+    Broker, BrokerError, Clock, DeliverySink, FORGET_IDLE_CHANNELS_AFTER, History, HistoryUsage,
+    Position, PresenceJoin, Publication,
+};
+use keys::Keys;
+
+/// Pub/sub, presence and channel history shared by every node on one Redis.
+pub struct Redis {
+    commands: ConnectionManager,
+    subscriptions: ConnectionManager,
+    /// This node's subscriptions, counted: Redis is asked on 0 → 1 and 1 → 0 only. The lock
+    /// is held across the Redis call so subscribe and unsubscribe of a channel keep their
+    /// order.
+    subscribed: tokio::sync::Mutex<HashMap<String, usize>>,
+    keys: Keys,
+    clock: Clock,
+    /// The clock's reading that `wall_at_start` (unix ms) corresponds to.
+    started: Instant,
+    wall_at_start: u64,
+    scripts: Scripts,
+}
+
+struct Scripts {
+    publish: redis::Script,
+    history: redis::Script,
+    position: redis::Script,
+    presence_join: redis::Script,
+    presence_leave: redis::Script,
+}
+
+fn unavailable(error: redis::RedisError) -> BrokerError {
+    BrokerError::Unavailable(error.to_string())
+}
+
+impl Redis {
+    /// Connects to `url` (`redis://host:port/db`). Every key starts with `namespace`, so
+    /// several platforms (or tests) can share one Redis.
+    pub async fn connect(
+        url: &str,
+        namespace: &str,
+        sink: Arc<dyn DeliverySink>,
+        clock: Clock,
+    ) -> Result<Self, BrokerError> {
+        let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(unavailable)?;
+        let redis_settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let info = info.set_redis_settings(redis_settings);
+        let client = redis::Client::open(info).map_err(unavailable)?;
+        let commands = client
+            .get_connection_manager_with_config(base_config())
+            .await
+            .map_err(unavailable)?;
+        let deliveries = Deliveries { sink };
+        let subscription_config = base_config()
+            .set_push_sender(move |push: PushInfo| {
+                deliveries.push(push);
+                Ok::<(), redis::aio::SendError>(())
+            })
+            .set_automatic_resubscription();
+        let subscriptions = client
+            .get_connection_manager_with_config(subscription_config)
+            .await
+            .map_err(unavailable)?;
+        let started = clock.now();
+        let wall_at_start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        Ok(Self {
+            commands,
+            subscriptions,
+            subscribed: tokio::sync::Mutex::default(),
+            keys: Keys::new(namespace),
+            clock,
+            started,
+            wall_at_start,
+            scripts: Scripts {
+                publish: scripts::publish(),
+                history: scripts::history(),
+                position: scripts::position(),
+                presence_join: redis::Script::new(scripts::PRESENCE_JOIN),
+                presence_leave: redis::Script::new(scripts::PRESENCE_LEAVE),
+            },
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        let elapsed = self.clock.now().saturating_duration_since(self.started);
+        self.wall_at_start + elapsed.as_millis() as u64
+    }
+
+    fn idle_ms() -> u64 {
+        FORGET_IDLE_CHANNELS_AFTER.as_millis() as u64
+    }
+
+    /// The epoch a history that starts now would get: 12 characters of `[0-9a-f]`, safe to
+    /// splice into JSON unescaped.
+    fn proposed_epoch() -> String {
+        format!("{:012x}", rand::random::<u64>() >> 16)
+    }
+}
+
+fn base_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_max_delay(Duration::from_secs(2))
+}
+
+/// Turns pub/sub messages into deliveries to this node's sink, in the order they arrive.
+struct Deliveries {
+    sink: Arc<dyn DeliverySink>,
+}
+
+impl Deliveries {
+    fn push(&self, push: PushInfo) {
+        if push.kind != PushKind::Message {
+            return;
+        }
+        // `message`: [channel, payload].
+        let Some(Value::BulkString(payload)) = push.data.get(1) else {
+            return;
+        };
+        match decode(payload) {
+            Some(publication) => self.sink.deliver(&publication),
+            None => tracing::warn!("a malformed message on a broker channel was dropped"),
+        }
+    }
+}
+
+/// `serial\nexcept\napp\nchannel\nframe`, as the steps publish it (an empty serial or except
+/// for none).
+fn encode_head(publication: &Publication) -> String {
+    format!(
+        "{}\n{}\n{}",
+        publication.except.as_ref().map_or("", SocketId::as_str),
+        publication.app.as_str(),
+        publication.channel.as_str()
+    )
+}
+
+fn decode(payload: &[u8]) -> Option<Publication> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut parts = text.splitn(5, '\n');
+    let serial = parts.next()?;
+    let except = parts.next()?;
+    let app = AppId::parse(parts.next()?).ok()?;
+    let channel = ChannelName::parse(parts.next()?).ok()?;
+    let frame = parts.next()?;
+    Some(Publication {
+        app,
+        channel,
+        frame: ByteString::from(frame),
+        except: match except {
+            "" => None,
+            id => Some(SocketId::parse(id).ok()?),
+        },
+        history: None,
+        serial: match serial {
+            "" => None,
+            serial => Some(serial.parse().ok()?),
+        },
+    })
+}
+
+fn integer(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(n) => Some(*n),
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    }
+}
+
+fn malformed(what: &str) -> BrokerError {
+    BrokerError::Unavailable(format!("unexpected reply from Redis to {what}"))
+}
+
+/// `user, info, user, info, ...` as members ordered by user id.
+fn members(flat: &[Value]) -> Result<Vec<Member>, BrokerError> {
+    let mut members = flat
+        .chunks_exact(2)
+        .map(|pair| {
+            let user = UserId::parse(&text(&pair[0])?).ok()?;
+            let info = serde_json::from_str(&text(&pair[1])?).ok()?;
+            Some(Member {
+                user_id: user,
+                user_info: info,
+            })
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| malformed("presence"))?;
+    members.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+    Ok(members)
+}
+
+#[async_trait]
+impl Broker for Redis {
+    async fn subscribe(&self, app: &AppId, channel: &ChannelName) -> Result<(), BrokerError> {
+        let name = self.keys.messages(app, channel);
+        let mut subscribed = self.subscribed.lock().await;
+        let count = subscribed.entry(name.clone()).or_default();
+        *count += 1;
+        if *count == 1 {
+            let result = self.subscriptions.clone().subscribe(&name).await;
+            if let Err(error) = result {
+                subscribed.remove(&name);
+                return Err(unavailable(error));
+            }
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, app: &AppId, channel: &ChannelName) -> Result<(), BrokerError> {
+        let name = self.keys.messages(app, channel);
+        let mut subscribed = self.subscribed.lock().await;
+        let Some(count) = subscribed.get_mut(&name) else {
+            return Ok(());
+        };
+        *count -= 1;
+        if *count == 0 {
+            subscribed.remove(&name);
+            self.subscriptions
+                .clone()
+                .unsubscribe(&name)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, publication: Publication) -> Result<(), BrokerError> {
+        let head = encode_head(&publication);
+        let channel_name = self.keys.messages(&publication.app, &publication.channel);
+        let mut commands = self.commands.clone();
+        let Some(window) = publication.history else {
+            let payload = format!("\n{head}\n{}", publication.frame);
+            return redis::cmd("PUBLISH")
+                .arg(&channel_name)
+                .arg(payload)
+                .exec_async(&mut commands)
+                .await
+                .map_err(unavailable);
+        };
+        let channel_keys = self.keys.channel(&publication.app, &publication.channel);
+        let max_age_ms = window.max_age.as_millis() as u64;
+        self.scripts
+            .publish
+            .key(&channel_keys.meta)
+            .key(&channel_keys.list)
+            .arg(&*publication.frame)
+            .arg(self.now_ms())
+            .arg(window.max_events)
+            .arg(max_age_ms)
+            .arg(Self::idle_ms())
+            .arg(Self::proposed_epoch())
+            .arg(&channel_name)
+            .arg(head)
+            .invoke_async::<i64>(&mut commands)
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    async fn history(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        since_serial: Option<u64>,
+        epoch: Option<&str>,
+    ) -> Result<History, BrokerError> {
+        let channel_keys = self.keys.channel(app, channel);
+        let since = since_serial.map_or(-1, |since| i64::try_from(since).unwrap_or(i64::MAX));
+        let reply: Vec<Value> = self
+            .scripts
+            .history
+            .key(&channel_keys.meta)
+            .key(&channel_keys.list)
+            .arg(self.now_ms())
+            .arg(Self::idle_ms())
+            .arg(Self::proposed_epoch())
+            .arg(since)
+            .arg(epoch.unwrap_or(""))
+            .invoke_async(&mut self.commands.clone())
+            .await
+            .map_err(unavailable)?;
+        parse_history(&reply).ok_or_else(|| malformed("history"))
+    }
+
+    async fn position(&self, app: &AppId, channel: &ChannelName) -> Result<Position, BrokerError> {
+        let channel_keys = self.keys.channel(app, channel);
+        let (epoch, serial): (String, u64) = self
+            .scripts
+            .position
+            .key(&channel_keys.meta)
+            .arg(Self::idle_ms())
+            .arg(Self::proposed_epoch())
+            .invoke_async(&mut self.commands.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(Position { epoch, serial })
+    }
+
+    /// Redis holds the history; this node keeps no figures of it.
+    fn history_usage(&self) -> HistoryUsage {
+        HistoryUsage::default()
+    }
+
+    async fn presence_join(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        socket: &SocketId,
+        member: Member,
+        max_members: usize,
+    ) -> Result<PresenceJoin, BrokerError> {
+        let presence = self.keys.presence(app, channel);
+        let reply: Vec<Value> = self
+            .scripts
+            .presence_join
+            .key(&presence.sockets)
+            .key(&presence.counts)
+            .key(&presence.infos)
+            .arg(socket.as_str())
+            .arg(member.user_id.as_str())
+            .arg(member.user_info.to_string())
+            .arg(max_members)
+            .invoke_async(&mut self.commands.clone())
+            .await
+            .map_err(unavailable)?;
+        let first = reply
+            .first()
+            .and_then(integer)
+            .ok_or_else(|| malformed("presence join"))?;
+        if first < 0 {
+            return Err(BrokerError::PresenceFull { max: max_members });
+        }
+        Ok(PresenceJoin {
+            members: members(&reply[1..])?,
+            first_for_user: first == 1,
+        })
+    }
+
+    async fn presence_leave(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        socket: &SocketId,
+    ) -> Result<Option<UserId>, BrokerError> {
+        let presence = self.keys.presence(app, channel);
+        let left: Option<String> = self
+            .scripts
+            .presence_leave
+            .key(&presence.sockets)
+            .key(&presence.counts)
+            .key(&presence.infos)
+            .arg(socket.as_str())
+            .invoke_async(&mut self.commands.clone())
+            .await
+            .map_err(unavailable)?;
+        left.map(|user| UserId::parse(&user).map_err(|_| malformed("presence leave")))
+            .transpose()
+    }
+
+    async fn presence_members(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+    ) -> Result<Vec<Member>, BrokerError> {
+        let presence = self.keys.presence(app, channel);
+        let reply: Value = redis::cmd("HGETALL")
+            .arg(&presence.infos)
+            .query_async(&mut self.commands.clone())
+            .await
+            .map_err(unavailable)?;
+        // RESP3 answers HGETALL with a map, RESP2 with a flat array.
+        let flat: Vec<Value> = match reply {
+            Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            Value::Array(flat) => flat,
+            _ => return Err(malformed("presence members")),
+        };
+        members(&flat)
+    }
+}
+
+/// `{gap, epoch, latest, oldest available, entries...}`, each entry `at:frame`.
+fn parse_history(reply: &[Value]) -> Option<History> {
+    let gap = integer(reply.first()?)? == 1;
+    let epoch = text(reply.get(1)?)?;
+    let latest = u64::try_from(integer(reply.get(2)?)?).ok()?;
+    let oldest_available = u64::try_from(integer(reply.get(3)?)?).ok()?;
+    if gap {
+        return Some(History::Gap {
+            epoch,
+            latest,
+            oldest_available,
+        });
+    }
+    let entries = &reply[4..];
+    let first = latest + 1 - entries.len() as u64;
+    let frames = entries
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            let entry = text(entry)?;
+            let (_, frame) = entry.split_once(':')?;
+            Some((first + index as u64, ByteString::from(frame)))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(History::Replay {
+        epoch,
+        latest,
+        frames,
+    })
+}
