@@ -30,7 +30,7 @@ pub trait MessageSource {
     /// The next message, or `None` when the client is gone.
     fn next(&mut self) -> impl std::future::Future<Output = Option<Result<Inbound, InboundError>>>;
 }
-use crate::{EdgeState, channel_events};
+use crate::{EdgeState, channel_events, node_subscriptions};
 
 /// `GET /app/{key}`: upgrades to a WebSocket, then admits or refuses with Pusher's codes
 /// (refusals are sent over the open socket, as pusher-js reads them from the close code).
@@ -351,18 +351,20 @@ impl Connection {
         self.outbox.hold(&channel);
         // Registered before the history is read, so an event published after the read is
         // delivered live, and one published before it is in the history: none is missed.
-        let added = self
-            .state
-            .hub
-            .subscribe(&self.app.id, &channel, &self.outbox);
+        let added =
+            node_subscriptions::subscribe(&self.state, &self.app.id, &channel, &self.outbox).await;
         let joined = match &member {
             None => None,
             Some(member) => match self.join_presence(&channel, member).await {
                 Ok(joined) => Some(joined),
                 Err(refusal) => {
-                    self.state
-                        .hub
-                        .unsubscribe(&self.app.id, &channel, &self.outbox);
+                    node_subscriptions::unsubscribe(
+                        &self.state,
+                        &self.app.id,
+                        &channel,
+                        &self.outbox,
+                    )
+                    .await;
                     self.outbox.discard_held(&channel);
                     // Not on the channel: no client events there, no slot of the channel limit.
                     self.session.subscription_refused(&channel);
@@ -467,10 +469,8 @@ impl Connection {
     }
 
     async fn unsubscribe(&mut self, channel: &ChannelName, member: Option<UserId>) {
-        let removed = self
-            .state
-            .hub
-            .unsubscribe(&self.app.id, channel, &self.outbox);
+        let removed =
+            node_subscriptions::unsubscribe(&self.state, &self.app.id, channel, &self.outbox).await;
         channel_events::unsubscribed(&self.state, &self.app, channel, removed);
         if member.is_none() {
             return;

@@ -16,6 +16,7 @@ mod hub;
 pub mod limits;
 pub mod metering;
 pub mod metrics;
+mod node_subscriptions;
 mod outbox;
 mod resume;
 mod watchlist;

@@ -7,12 +7,13 @@ use anyhow::Context;
 use control::catalog::PgCatalog;
 use control::routes::{ControlSettings, ControlState};
 use control::service::Control;
-use edge::EdgeSettings;
+use edge::{EdgeSettings, Hub};
 use tenancy::{AppCatalog, AppSpec, LayeredCatalog, StaticCatalog};
 
 use crate::cli::ServeArgs;
 use crate::database;
-use crate::startup::{Application, Parts, shutdown_signal};
+use crate::broker::build_broker;
+use crate::startup::{Application, NodeBroker, Parts, shutdown_signal};
 
 /// Which parts a command runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +71,15 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
         usage,
         webhooks,
     };
-    let application = Application::build_with(&args.host, args.port, parts)?;
+    let node = match (&parts.edge, &args.broker) {
+        (Some((_, settings)), Some(url)) => {
+            let hub = Arc::new(Hub::default());
+            let broker = build_broker(Some(url), hub.clone(), settings).await?;
+            Some(NodeBroker { hub, broker })
+        }
+        _ => None,
+    };
+    let application = Application::build_on(&args.host, args.port, parts, node)?;
     println!(
         "switchboard listening on {}:{}",
         args.host,
