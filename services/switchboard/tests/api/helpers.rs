@@ -30,11 +30,45 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(EdgeSettings::default()).await
 }
 
-pub async fn spawn_app_with(edge: EdgeSettings) -> TestApp {
-    let apps = [APP, OTHER_APP]
+fn test_apps() -> Vec<AppSpec> {
+    [APP, OTHER_APP]
         .iter()
         .map(|(id, key, secret)| AppSpec::parse(&format!("{id}:{key}:{secret}")).unwrap())
-        .collect();
+        .collect()
+}
+
+/// An edge on the cluster whose Redis is at `broker_url`, as `serve --broker URL` runs it.
+pub async fn spawn_app_on_broker(broker_url: &str) -> TestApp {
+    use std::sync::Arc;
+    use switchboard::startup::{NodeBroker, Parts};
+
+    let settings = EdgeSettings::default();
+    let hub = Arc::new(edge::Hub::default());
+    let broker = switchboard::broker::build_broker(Some(broker_url), hub.clone(), &settings)
+        .await
+        .expect("joins the cluster");
+    let catalog = Arc::new(tenancy::StaticCatalog::new(&test_apps()));
+    let parts = Parts {
+        edge: Some((catalog, settings)),
+        control: None,
+        usage: None,
+        webhooks: None,
+    };
+    let node = NodeBroker { hub, broker };
+    let application =
+        Application::build_on("127.0.0.1", 0, parts, Some(node)).expect("server binds");
+    let port = application.port();
+    let stopper = application.stopper();
+    tokio::spawn(application.run_until_stopped());
+    TestApp {
+        port,
+        http: reqwest::Client::new(),
+        stopper,
+    }
+}
+
+pub async fn spawn_app_with(edge: EdgeSettings) -> TestApp {
+    let apps = test_apps();
     let settings = ServeSettings {
         host: "127.0.0.1".into(),
         port: 0,

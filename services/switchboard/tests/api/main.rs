@@ -6,6 +6,7 @@ mod cache_channels;
 mod carrier_client;
 mod carriers;
 mod carriers_attacks;
+mod cluster;
 mod http_api;
 mod libraries;
 mod limits;
