@@ -7,6 +7,8 @@
 //! - `<ns>m:{app:channel}`: the pub/sub channel of its publications
 //! - `<ns>ps:` / `<ns>pc:` / `<ns>pi:{app:channel}`: presence hashes, socket → user,
 //!   user → connections (cluster-wide), user → user info JSON
+//! - `<ns>bq:{app}` / `<ns>bt:{app}`: the app's byte budget: its charges in publication
+//!   order (`channel\nepoch\nserial\nbytes`) and their total
 
 use protocol::names::{AppId, ChannelName};
 
@@ -50,6 +52,15 @@ impl Keys {
 
     pub fn messages(&self, app: &AppId, channel: &ChannelName) -> String {
         self.key("m", app, channel)
+    }
+
+    /// The app's budget keys: charges and total, on the app's own shard.
+    pub fn budget(&self, app: &AppId) -> (String, String) {
+        let tag = app.as_str();
+        (
+            format!("{}bq:{{{tag}}}", self.namespace),
+            format!("{}bt:{{{tag}}}", self.namespace),
+        )
     }
 
     pub fn presence(&self, app: &AppId, channel: &ChannelName) -> PresenceKeys {

@@ -20,6 +20,7 @@ mod scripts;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -29,6 +30,7 @@ use protocol::wire::Member;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{PushInfo, PushKind, Value};
 
+use crate::budget::CHARGE_OVERHEAD;
 use crate::{
     Broker, BrokerError, Clock, DeliverySink, FORGET_IDLE_CHANNELS_AFTER, History, HistoryUsage,
     Position, PresenceJoin, Publication,
@@ -49,6 +51,8 @@ pub struct Redis {
     started: Instant,
     wall_at_start: u64,
     scripts: Scripts,
+    /// Stored frames this node's publications evicted for their app's byte budget.
+    evictions: AtomicU64,
 }
 
 struct Scripts {
@@ -57,6 +61,8 @@ struct Scripts {
     position: redis::Script,
     presence_join: redis::Script,
     presence_leave: redis::Script,
+    charge: redis::Script,
+    evict: redis::Script,
 }
 
 fn unavailable(error: redis::RedisError) -> BrokerError {
@@ -112,7 +118,10 @@ impl Redis {
                 position: scripts::position(),
                 presence_join: redis::Script::new(scripts::PRESENCE_JOIN),
                 presence_leave: redis::Script::new(scripts::PRESENCE_LEAVE),
+                charge: redis::Script::new(scripts::CHARGE),
+                evict: redis::Script::new(scripts::EVICT),
             },
+            evictions: AtomicU64::new(0),
         })
     }
 
@@ -129,6 +138,59 @@ impl Redis {
     /// splice into JSON unescaped.
     fn proposed_epoch() -> String {
         format!("{:012x}", rand::random::<u64>() >> 16)
+    }
+}
+
+impl Redis {
+    /// Charges a stored frame to its app's byte budget and evicts what the budget pops, the
+    /// oldest of the app's frames first: a second round trip, and one per channel evicted
+    /// from (in steady state about one per publication, whatever the number of nodes).
+    async fn charge(
+        &self,
+        publication: &Publication,
+        epoch: &str,
+        serial: u64,
+        stored: usize,
+        app_max_bytes: usize,
+    ) -> Result<(), BrokerError> {
+        let (charges, total) = self.keys.budget(&publication.app);
+        let popped: Vec<String> = self
+            .scripts
+            .charge
+            .key(&charges)
+            .key(&total)
+            .arg(publication.channel.as_str())
+            .arg(epoch)
+            .arg(serial)
+            .arg(stored + CHARGE_OVERHEAD)
+            .arg(app_max_bytes)
+            .arg(Self::idle_ms())
+            .invoke_async(&mut self.commands.clone())
+            .await
+            .map_err(unavailable)?;
+        // Through the newest popped serial of each (channel, epoch): one call per channel.
+        let mut through: HashMap<(&str, &str), u64> = HashMap::new();
+        for charge in popped.chunks_exact(3) {
+            let serial = charge[2].parse().map_err(|_| malformed("charge"))?;
+            let newest = through.entry((&charge[0], &charge[1])).or_default();
+            *newest = (*newest).max(serial);
+        }
+        for ((channel, epoch), serial) in through {
+            let channel = ChannelName::parse(channel).map_err(|_| malformed("charge"))?;
+            let channel_keys = self.keys.channel(&publication.app, &channel);
+            let dropped: u64 = self
+                .scripts
+                .evict
+                .key(&channel_keys.meta)
+                .key(&channel_keys.list)
+                .arg(epoch)
+                .arg(serial)
+                .invoke_async(&mut self.commands.clone())
+                .await
+                .map_err(unavailable)?;
+            self.evictions.fetch_add(dropped, Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
 
@@ -283,7 +345,8 @@ impl Broker for Redis {
         };
         let channel_keys = self.keys.channel(&publication.app, &publication.channel);
         let max_age_ms = window.max_age.as_millis() as u64;
-        self.scripts
+        let stored = self
+            .scripts
             .publish
             .key(&channel_keys.meta)
             .key(&channel_keys.list)
@@ -295,10 +358,15 @@ impl Broker for Redis {
             .arg(Self::proposed_epoch())
             .arg(&channel_name)
             .arg(head)
-            .invoke_async::<i64>(&mut commands)
+            .invoke_async::<(u64, String, usize)>(&mut commands)
             .await
-            .map(drop)
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        let (serial, epoch, stored) = stored;
+        if stored == 0 || window.app_max_bytes == usize::MAX {
+            return Ok(());
+        }
+        self.charge(&publication, &epoch, serial, stored, window.app_max_bytes)
+            .await
     }
 
     async fn history(
@@ -340,9 +408,13 @@ impl Broker for Redis {
         Ok(Position { epoch, serial })
     }
 
-    /// Redis holds the history; this node keeps no figures of it.
+    /// Redis holds the history: this node knows only the evictions its own publications
+    /// made (bytes and channels are Redis's, see its `INFO memory`).
     fn history_usage(&self) -> HistoryUsage {
-        HistoryUsage::default()
+        HistoryUsage {
+            evictions: self.evictions.load(Ordering::Relaxed),
+            ..HistoryUsage::default()
+        }
     }
 
     async fn presence_join(

@@ -38,7 +38,8 @@ end
 /// KEYS: meta, list. ARGV: frame, now ms, max events, max age ms, idle ms, proposed epoch,
 /// pub/sub channel, message head (`except\napp\nchannel`). Gives the frame the next serial,
 /// stamps it (`,"serial":N,"epoch":"E"` before the final `}`, as `history::stamp` does),
-/// stores it within the window and publishes `serial\nhead\nstamped`. Returns the serial.
+/// stores it within the window and publishes `serial\nhead\nstamped`. Returns `{serial,
+/// epoch, bytes stored (0: none)}`.
 const PUBLISH: &str = r#"
 local meta, list = KEYS[1], KEYS[2]
 local frame, now, max_events, max_age, idle = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -53,14 +54,58 @@ if head then
   if string.match(head, '^{%s*$') then sep = '' end
   stamped = head .. sep .. '"serial":' .. serial .. ',"epoch":"' .. epoch .. '"}'
 end
+local stored = 0
 if max_events > 0 and max_age > 0 then
-  redis.call('RPUSH', list, now .. ':' .. stamped)
+  local entry = now .. ':' .. stamped
+  stored = #entry
+  redis.call('RPUSH', list, entry)
   redis.call('PEXPIRE', list, math.max(idle, max_age))
 end
 trim(meta, list, now)
 redis.call('PEXPIRE', meta, math.max(idle, max_age))
 redis.call('PUBLISH', ARGV[7], serial .. '\n' .. ARGV[8] .. '\n' .. stamped)
-return serial
+return {serial, epoch, stored}
+"#;
+
+/// The app's byte budget. KEYS: charges (list of `channel\nepoch\nserial\nbytes`, oldest
+/// first), total (bytes charged). ARGV: channel, epoch, serial, bytes, max bytes, idle ms.
+/// Charges the frame just stored, then pops the oldest charges until the app is within its
+/// budget; returns the popped ones as `{channel, epoch, serial, ...}` for `EVICT`.
+pub const CHARGE: &str = r#"
+local charges, total = KEYS[1], KEYS[2]
+local max, idle = tonumber(ARGV[5]), tonumber(ARGV[6])
+redis.call('RPUSH', charges, ARGV[1] .. '\n' .. ARGV[2] .. '\n' .. ARGV[3] .. '\n' .. ARGV[4])
+local bytes = redis.call('INCRBY', total, ARGV[4])
+local popped = {}
+while bytes > max do
+  local charge = redis.call('LPOP', charges)
+  if not charge then
+    redis.call('SET', total, 0)
+    break
+  end
+  local channel, epoch, serial, size = string.match(charge, '^([^\n]*)\n([^\n]*)\n(%d+)\n(%d+)$')
+  bytes = redis.call('INCRBY', total, -tonumber(size))
+  table.insert(popped, channel)
+  table.insert(popped, epoch)
+  table.insert(popped, serial)
+end
+redis.call('PEXPIRE', charges, idle)
+redis.call('PEXPIRE', total, idle)
+return popped
+"#;
+
+/// KEYS: meta, list. ARGV: epoch, serial. Drops the channel's stored frames up to and
+/// including `serial` (the app's budget evicted them), unless the history started anew
+/// since. Returns how many were dropped.
+pub const EVICT: &str = r#"
+local meta, list = KEYS[1], KEYS[2]
+if redis.call('HGET', meta, 'e') ~= ARGV[1] then return 0 end
+local latest = tonumber(redis.call('HGET', meta, 's') or '0')
+local len = redis.call('LLEN', list)
+local drop = tonumber(ARGV[2]) - (latest - len + 1) + 1
+if drop <= 0 then return 0 end
+if drop >= len then redis.call('DEL', list) else redis.call('LTRIM', list, drop, -1) end
+return math.min(drop, len)
 "#;
 
 /// KEYS: meta, list. ARGV: now ms, idle ms, proposed epoch, since (`-1`: from the start),

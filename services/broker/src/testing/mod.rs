@@ -80,8 +80,8 @@ fn member(user: &str) -> Member {
     }
 }
 
-/// Runs the checks of the node's history memory bounds (byte budgets, the channel cap, no
-/// state for quiet channels) against brokers made by `make`. Those bounds are `Local`'s: a
+/// Runs the checks of the node's history memory bounds (the node's byte budget, the channel
+/// cap, no state for quiet channels) against brokers made by `make`. Those bounds are `Local`'s: a
 /// Redis broker keeps history in Redis, bounded by each channel's window (and Redis's own
 /// `maxmemory`), not by one node's budget.
 pub async fn memory_conformance<B: Broker>(
@@ -96,6 +96,9 @@ pub async fn memory_conformance<B: Broker>(
 /// the node's history within the given limits. Every broker made must start empty. Run it
 /// on a multi-threaded runtime so concurrent publishers really are concurrent.
 pub async fn conformance<B: Broker>(make: impl Fn(Arc<RecordingSink>, Clock, HistoryLimits) -> B) {
+    let make_limited = |limits| make(Arc::new(RecordingSink::default()), Clock::manual(), limits);
+    memory::the_app_budget_evicts_its_oldest_events_and_a_resume_past_them_is_a_gap(&make_limited)
+        .await;
     let make = |sink, clock| make(sink, clock, HistoryLimits::default());
     let make_now = |sink| make(sink, Clock::manual());
     publications_reach_the_sink_intact(&make_now).await;
