@@ -41,7 +41,10 @@ fn member(user: &str) -> Member {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_one_redis_share_fan_out_serials_and_presence() {
     let server = RedisServer::start();
-    let (sink_a, sink_b) = (Arc::new(RecordingSink::default()), Arc::new(RecordingSink::default()));
+    let (sink_a, sink_b) = (
+        Arc::new(RecordingSink::default()),
+        Arc::new(RecordingSink::default()),
+    );
     let node_a = connect(&server, "sb:", sink_a.clone(), Clock::system());
     let node_b = connect(&server, "sb:", sink_b.clone(), Clock::system());
     let (app, channel) = (AppId::parse("a").unwrap(), ChannelName::parse("c").unwrap());
@@ -61,8 +64,18 @@ async fn two_nodes_on_one_redis_share_fan_out_serials_and_presence() {
     node_a.publish(publication(1)).await.unwrap();
     node_a.publish(publication(2)).await.unwrap();
     sink_b.wait_for(2).await;
-    let serials: Vec<_> = sink_b.received.lock().unwrap().iter().map(|p| p.serial).collect();
-    assert_eq!(serials, [Some(1), Some(2)], "node B gets node A's events with their serials");
+    let serials: Vec<_> = sink_b
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p.serial)
+        .collect();
+    assert_eq!(
+        serials,
+        [Some(1), Some(2)],
+        "node B gets node A's events with their serials"
+    );
     assert!(
         sink_a.received.lock().unwrap().is_empty(),
         "a node not subscribed to the channel gets nothing"
@@ -74,17 +87,41 @@ async fn two_nodes_on_one_redis_share_fan_out_serials_and_presence() {
     );
 
     let room = ChannelName::parse("presence-room").unwrap();
-    let (on_a, on_b) = (SocketId::parse("1.1").unwrap(), SocketId::parse("2.1").unwrap());
-    let join_a = node_a.presence_join(&app, &room, &on_a, member("ann"), 10).await.unwrap();
-    let join_b = node_b.presence_join(&app, &room, &on_b, member("ann"), 10).await.unwrap();
+    let (on_a, on_b) = (
+        SocketId::parse("1.1").unwrap(),
+        SocketId::parse("2.1").unwrap(),
+    );
+    let join_a = node_a
+        .presence_join(&app, &room, &on_a, member("ann"), 10)
+        .await
+        .unwrap();
+    let join_b = node_b
+        .presence_join(&app, &room, &on_b, member("ann"), 10)
+        .await
+        .unwrap();
     assert!(join_a.first_for_user);
-    assert!(!join_b.first_for_user, "one user on two nodes is one member: added once");
-    assert_eq!(node_b.presence_members(&app, &room).await.unwrap(), [member("ann")]);
-    assert_eq!(node_a.presence_leave(&app, &room, &on_a).await.unwrap(), None);
+    assert!(
+        !join_b.first_for_user,
+        "one user on two nodes is one member: added once"
+    );
+    assert_eq!(
+        node_b.presence_members(&app, &room).await.unwrap(),
+        [member("ann")]
+    );
+    assert_eq!(
+        node_a.presence_leave(&app, &room, &on_a).await.unwrap(),
+        None
+    );
     assert_eq!(
         node_b.presence_leave(&app, &room, &on_b).await.unwrap(),
         Some(member("ann").user_id),
         "removed once, by the node where the user's last connection left"
     );
-    assert!(node_a.presence_members(&app, &room).await.unwrap().is_empty());
+    assert!(
+        node_a
+            .presence_members(&app, &room)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -100,7 +100,12 @@ pub struct ServeArgs {
     /// Redis URL (redis://host:port/db) of the cluster this edge joins: fan-out, serials,
     /// history and presence are then shared with every edge on it. Without it the edge runs
     /// alone, in process.
-    #[arg(long, env = "SWITCHBOARD_BROKER", value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_BROKER",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub broker: Option<String>,
     #[command(flatten)]
     pub database: DatabaseArgs,

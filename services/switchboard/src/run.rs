@@ -10,9 +10,9 @@ use control::service::Control;
 use edge::{EdgeSettings, Hub};
 use tenancy::{AppCatalog, AppSpec, LayeredCatalog, StaticCatalog};
 
+use crate::broker::build_broker;
 use crate::cli::ServeArgs;
 use crate::database;
-use crate::broker::build_broker;
 use crate::startup::{Application, NodeBroker, Parts, shutdown_signal};
 
 /// Which parts a command runs.

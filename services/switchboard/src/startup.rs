@@ -6,8 +6,8 @@ use std::sync::Arc;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
-use control::routes::ControlState;
 use broker::Broker;
+use control::routes::ControlState;
 use edge::{EdgeSettings, EdgeState, Hub};
 use tenancy::{AppCatalog, AppSpec, StaticCatalog, UsageSink, WebhookSink};
 

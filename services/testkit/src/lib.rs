@@ -37,7 +37,10 @@ impl RedisServer {
             .by_ref()
             .map_while(Result::ok)
             .any(|line| line.contains("Ready to accept connections"));
-        assert!(ready, "redis-server on port {port} exited before it was ready");
+        assert!(
+            ready,
+            "redis-server on port {port} exited before it was ready"
+        );
         // Keep draining its log so it never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
         Self { child, port }

@@ -17,7 +17,9 @@ async fn an_event_published_through_one_edge_reaches_a_subscriber_on_another_wit
     assert_eq!(joined["event"], "pusher_internal:subscription_succeeded");
 
     for n in 1..=2 {
-        let response = edge_b.trigger("news", "story", &format!("s{n}"), None).await;
+        let response = edge_b
+            .trigger("news", "story", &format!("s{n}"), None)
+            .await;
         assert_eq!(response.status(), 200);
     }
     for n in 1..=2 {
@@ -74,11 +76,16 @@ async fn presence_across_edges_is_one_view_and_members_are_announced_once() {
 
     // Bob leaves on B: Ann hears it on A once; then a marker event proves nothing else came.
     bob_on_b.close().await;
-    let removed = ann_on_a.expect_event("pusher_internal:member_removed").await;
+    let removed = ann_on_a
+        .expect_event("pusher_internal:member_removed")
+        .await;
     assert_eq!(data_of(&removed)["user_id"], "bob");
     edge_b.trigger(room, "marker", "m", None).await;
     let next = ann_on_a.next_frame().await;
-    assert_eq!(next["event"], "marker", "member_added/removed came once: {next}");
+    assert_eq!(
+        next["event"], "marker",
+        "member_added/removed came once: {next}"
+    );
 }
 
 /// The channel's users as one edge's HTTP API answers.
