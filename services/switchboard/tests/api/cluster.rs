@@ -1,10 +1,17 @@
 //! Two edges on one Redis (`--broker`) behave as one platform: a subscriber on one gets
-//! what is published through the other, with its serial, and presence is one view.
+//! what is published through the other, with its serial, and presence is one view. In
+//! process (`spawn_app_on_broker`) and as two `switchboard serve` processes.
 
 use serde_json::{Value, json};
 use testkit::RedisServer;
 
-use crate::helpers::{APP, TestApp, channel_auth, data_of, spawn_app_on_broker};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::helpers::{
+    APP, TestApp, channel_auth, data_of, signed_api, spawn_app_on_broker, ws_connect,
+};
 
 #[tokio::test]
 async fn an_event_published_through_one_edge_reaches_a_subscriber_on_another_with_its_serial() {
@@ -94,4 +101,85 @@ async fn users(edge: &TestApp, room: &str) -> Value {
     let response = edge.api(APP, "GET", &path, &[], None).await;
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
+}
+
+/// A `switchboard serve` process, killed on drop.
+struct ServeProcess {
+    child: Child,
+    port: u16,
+}
+
+impl ServeProcess {
+    /// Starts the binary with `args` (and `env`) and waits for it to say where it listens.
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let app = format!("{}:{}:{}", APP.0, APP.1, APP.2);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["serve", "--host", "127.0.0.1", "--port", "0", "--app", &app])
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .env_remove("SWITCHBOARD_BROKER")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary starts");
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let port = stdout
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| {
+                let address = line.strip_prefix("switchboard listening on ")?;
+                address.rsplit(':').next()?.parse().ok()
+            })
+            .expect("the server says where it listens");
+        Self { child, port }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn two_serve_processes_on_one_redis_by_flag_and_by_env_are_one_platform() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let edge_a = ServeProcess::start(&["--broker", &url], &[]);
+    let edge_b = ServeProcess::start(&[], &[("SWITCHBOARD_BROKER", &url)]);
+
+    let mut subscriber = ws_connect(&format!(
+        "ws://127.0.0.1:{}/app/{}?protocol=7&client=test&version=1",
+        edge_a.port, APP.1
+    ))
+    .await;
+    subscriber
+        .expect_event("pusher:connection_established")
+        .await;
+    let joined = subscriber.subscribe("news", "", None).await;
+    assert_eq!(joined["event"], "pusher_internal:subscription_succeeded");
+
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let body = json!({ "name": "story", "channel": "news", "data": "through B" });
+    let response = signed_api(
+        (&reqwest::Client::new(), edge_b.port),
+        (APP.1, APP.2),
+        &timestamp,
+        "POST",
+        &format!("/apps/{}/events", APP.0),
+        &[],
+        Some(&body),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let event = subscriber.expect_event("story").await;
+    assert_eq!(event["data"], "through B");
+    assert_eq!(event["serial"], 1, "{event}");
 }

@@ -96,10 +96,7 @@ impl TestApp {
     }
 
     pub async fn connect_url(&self, url: &str) -> WsClient {
-        let (stream, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("websocket connects");
-        WsClient { stream }
+        ws_connect(url).await
     }
 
     /// A connected client with its socket id.
@@ -140,34 +137,8 @@ impl TestApp {
         params: &[(&str, &str)],
         body: Option<&Value>,
     ) -> reqwest::Response {
-        let body = body.map(Value::to_string).unwrap_or_default();
-        let mut query: Vec<(String, String)> = params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        query.push(("auth_key".into(), key.into()));
-        query.push(("auth_timestamp".into(), timestamp.into()));
-        query.push(("auth_version".into(), "1.0".into()));
-        if !body.is_empty() {
-            query.push(("body_md5".into(), body_md5_hex(body.as_bytes())));
-        }
-        query.sort();
-        let canonical: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let signature = hmac_hex(
-            secret,
-            &format!("{method}\n{path}\n{}", canonical.join("&")),
-        );
-        query.push(("auth_signature".into(), signature));
-        let url = format!("http://127.0.0.1:{}{path}", self.port);
-        let request = match method {
-            "POST" => self
-                .http
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body),
-            _ => self.http.get(url),
-        };
-        request.query(&query).send().await.expect("request sent")
+        let to = (&self.http, self.port);
+        signed_api(to, (key, secret), timestamp, method, path, params, body).await
     }
 
     pub async fn trigger(
@@ -307,6 +278,53 @@ impl WsClient {
         // Wait for the server's side of the close so its clean-up has run.
         while let Some(Ok(_)) = self.stream.next().await {}
     }
+}
+
+/// A WebSocket client on `url`.
+pub async fn ws_connect(url: &str) -> WsClient {
+    let (stream, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket connects");
+    WsClient { stream }
+}
+
+/// A request to the HTTP API on `port`, signed with `(key, secret)` at `timestamp`.
+pub async fn signed_api(
+    (http, port): (&reqwest::Client, u16),
+    (key, secret): (&str, &str),
+    timestamp: &str,
+    method: &str,
+    path: &str,
+    params: &[(&str, &str)],
+    body: Option<&Value>,
+) -> reqwest::Response {
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut query: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    query.push(("auth_key".into(), key.into()));
+    query.push(("auth_timestamp".into(), timestamp.into()));
+    query.push(("auth_version".into(), "1.0".into()));
+    if !body.is_empty() {
+        query.push(("body_md5".into(), body_md5_hex(body.as_bytes())));
+    }
+    query.sort();
+    let canonical: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let signature = hmac_hex(
+        secret,
+        &format!("{method}\n{path}\n{}", canonical.join("&")),
+    );
+    query.push(("auth_signature".into(), signature));
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let request = match method {
+        "POST" => http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body),
+        _ => http.get(url),
+    };
+    request.query(&query).send().await.expect("request sent")
 }
 
 /// Parses the string `data` of a server frame.
