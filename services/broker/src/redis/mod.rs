@@ -208,6 +208,12 @@ struct Deliveries {
 
 impl Deliveries {
     fn push(&self, push: PushInfo) {
+        if push.kind == PushKind::Disconnection {
+            // The manager reconnects and resubscribes by itself; what was published meanwhile
+            // does not reach this node's subscribers live (a resume finds it in the history).
+            tracing::warn!("lost the broker's subscription connection; reconnecting");
+            return;
+        }
         if push.kind != PushKind::Message {
             return;
         }
@@ -523,4 +529,42 @@ fn parse_history(reply: &[Value]) -> Option<History> {
         latest,
         frames,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_round_trips_and_a_malformed_one_is_refused() {
+        let publication = Publication {
+            app: AppId::parse("app-1").unwrap(),
+            channel: ChannelName::parse("private-a.b").unwrap(),
+            frame: "{\"data\":\"two\\nlines\"}\n".into(),
+            except: Some(SocketId::parse("12.34").unwrap()),
+            history: None,
+            serial: None,
+        };
+        let payload = format!("7\n{}\n{}", encode_head(&publication), publication.frame);
+        let decoded = decode(payload.as_bytes()).expect("decodes");
+        assert_eq!(decoded.serial, Some(7));
+        assert_eq!(decoded.except, publication.except);
+        assert_eq!(
+            (decoded.app, decoded.channel),
+            (publication.app, publication.channel)
+        );
+        assert_eq!(
+            decoded.frame, publication.frame,
+            "the frame is last: newlines survive"
+        );
+        for malformed in [
+            "",
+            "x\n\na\nc\n{}",
+            "1\nnot a socket\na\nc\n{}",
+            "1\n\na\n{bad}\n{}",
+        ] {
+            assert!(decode(malformed.as_bytes()).is_none(), "{malformed:?}");
+        }
+        assert!(decode(&[0xff, 0xfe]).is_none(), "not UTF-8");
+    }
 }

@@ -27,10 +27,14 @@ local function trim(meta, list, now)
   end
 end
 
--- The channel's epoch: the stored one, or (a new history) the proposed one.
+-- The channel's epoch: the stored one, or (a new history) the proposed one. Use keeps the
+-- channel for `idle` more, never for less than it already has (a long window's publish).
 local function epoch_of(meta, proposed, idle)
-  redis.call('HSETNX', meta, 'e', proposed)
-  redis.call('PEXPIRE', meta, idle)
+  if redis.call('HSETNX', meta, 'e', proposed) == 1 then
+    redis.call('PEXPIRE', meta, idle)
+  else
+    redis.call('PEXPIRE', meta, idle, 'GT')
+  end
   return redis.call('HGET', meta, 'e')
 end
 "#;

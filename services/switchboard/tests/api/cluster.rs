@@ -183,3 +183,24 @@ async fn two_serve_processes_on_one_redis_by_flag_and_by_env_are_one_platform() 
     assert_eq!(event["data"], "through B");
     assert_eq!(event["serial"], 1, "{event}");
 }
+
+#[tokio::test]
+async fn a_broker_url_that_is_not_redis_or_not_reachable_is_refused_at_start() {
+    let hub = std::sync::Arc::new(edge::Hub::default());
+    let settings = edge::EdgeSettings::default();
+    let build =
+        |url: &'static str| switchboard::broker::build_broker(Some(url), hub.clone(), &settings);
+    let not_redis = build("http://127.0.0.1:6379").await.err().expect("refused");
+    assert!(not_redis.to_string().contains("redis://"), "{not_redis}");
+    // Port 1 on loopback refuses connections: the edge stops with a clear error.
+    let unreachable = build("redis://:hunter2@127.0.0.1:1/0")
+        .await
+        .err()
+        .expect("refused");
+    let message = format!("{unreachable:#}");
+    assert!(message.contains("connecting to the broker"), "{message}");
+    assert!(
+        !message.contains("hunter2"),
+        "the password is not logged: {message}"
+    );
+}
