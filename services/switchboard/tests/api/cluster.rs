@@ -204,3 +204,37 @@ async fn a_broker_url_that_is_not_redis_or_not_reachable_is_refused_at_start() {
         "the password is not logged: {message}"
     );
 }
+
+/// How many connections are subscribed to the pub/sub channel of `news` of the test app.
+async fn node_subscriptions(redis: &RedisServer) -> i64 {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let channel = format!("sb:m:{{{}:news}}", APP.0);
+    let (_, count): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(&channel)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    count
+}
+
+#[tokio::test]
+async fn a_node_subscribes_to_a_channel_once_however_many_of_its_clients_do() {
+    let redis = RedisServer::start();
+    let edge = spawn_app_on_broker(&redis.url()).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let (mut client, _) = edge.connected(APP.1).await;
+        client.subscribe("news", "", None).await;
+        clients.push(client);
+    }
+    assert_eq!(node_subscriptions(&redis).await, 1, "one subscription for the node");
+    let last = clients.pop().unwrap();
+    for client in clients {
+        client.close().await;
+    }
+    assert_eq!(node_subscriptions(&redis).await, 1, "kept while a client is on it");
+    last.close().await;
+    assert_eq!(node_subscriptions(&redis).await, 0, "dropped with the last one");
+}
