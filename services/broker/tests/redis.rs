@@ -125,3 +125,19 @@ async fn two_nodes_on_one_redis_share_fan_out_serials_and_presence() {
             .is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_broker_conforms_on_a_redis_cluster() {
+    let cluster = testkit::RedisCluster::start();
+    let url = cluster.url();
+    let made = AtomicUsize::new(0);
+    broker::testing::conformance(|sink, clock, _limits| {
+        let namespace = format!("t{}:", made.fetch_add(1, Ordering::Relaxed));
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current()
+                .block_on(Redis::connect(&url, &namespace, sink, clock))
+        })
+        .expect("connects to the cluster")
+    })
+    .await;
+}

@@ -1,7 +1,8 @@
 //! Test infrastructure shared by the broker's and the binary's tests: `RedisServer` starts a
 //! throwaway `redis-server` on a free loopback port, as a child process killed on drop. It
 //! never uses a Redis the machine already runs. When `redis-server` is missing it is
-//! installed with apt-get (as root), as xtask does for PostgreSQL.
+//! installed with apt-get (as root), as xtask does for PostgreSQL. `RedisCluster` starts
+//! three of them as a Redis Cluster.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -22,11 +23,17 @@ impl RedisServer {
     /// When `redis-server` is missing and cannot be installed, or does not start: a test
     /// without its Redis cannot run.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// As `start`, with more `redis-server` arguments.
+    pub fn start_with(extra: &[&str]) -> Self {
         let program = redis_server().unwrap_or_else(|error| panic!("{error}"));
         let port = free_port();
         let mut child = Command::new(program)
             .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
             .args(["--port", &port.to_string(), "--daemonize", "no"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -117,4 +124,69 @@ fn install() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A throwaway three-master Redis Cluster (`--cluster-enabled yes`, slots spread by
+/// `redis-cli --cluster create`), its servers killed and its directory removed on drop.
+pub struct RedisCluster {
+    servers: Vec<RedisServer>,
+    dir: PathBuf,
+}
+
+impl RedisCluster {
+    /// # Panics
+    /// When the servers do not start or the cluster cannot be created.
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "testkit-cluster-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("a directory for the cluster's node files");
+        let servers: Vec<RedisServer> = (0..3)
+            .map(|n| {
+                let nodes = dir.join(format!("nodes-{n}.conf"));
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    nodes.to_str().expect("a UTF-8 temp dir"),
+                ])
+            })
+            .collect();
+        let addresses: Vec<String> = servers
+            .iter()
+            .map(|server| format!("127.0.0.1:{}", server.port()))
+            .collect();
+        let redis_cli = redis_server()
+            .map(|server| server.with_file_name("redis-cli"))
+            .unwrap_or_else(|error| panic!("{error}"));
+        // `--cluster create` returns once every node agrees on the slots.
+        let created = Command::new(redis_cli)
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("redis-cli runs");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        Self { servers, dir }
+    }
+
+    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .servers
+            .iter()
+            .map(|server| format!("127.0.0.1:{}", server.port()))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        self.servers.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -12,22 +12,22 @@
 //! shard, so every step is atomic there. Time for the history window comes from `Clock` as
 //! unix milliseconds (nodes' clocks must agree to well within the window, as NTP gives).
 //!
-//! Connections: two `ConnectionManager`s (commands, subscriptions), both reconnecting by
-//! themselves; the subscription one resubscribes after a reconnect.
+//! Connections (`connection`): commands and subscriptions, to one Redis or a Redis Cluster,
+//! both reconnecting by themselves; subscriptions are renewed after a reconnect.
 
+mod connection;
 mod keys;
 mod scripts;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytestring::ByteString;
 use protocol::names::{AppId, ChannelName, SocketId, UserId};
 use protocol::wire::Member;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{PushInfo, PushKind, Value};
 
 use crate::budget::CHARGE_OVERHEAD;
@@ -35,12 +35,13 @@ use crate::{
     Broker, BrokerError, Clock, DeliverySink, FORGET_IDLE_CHANNELS_AFTER, History, HistoryUsage,
     Position, PresenceJoin, Publication,
 };
+use connection::{Commands, Subscriptions};
 use keys::Keys;
 
 /// Pub/sub, presence and channel history shared by every node on one Redis.
 pub struct Redis {
-    commands: ConnectionManager,
-    subscriptions: ConnectionManager,
+    commands: Commands,
+    subscriptions: Subscriptions,
     /// This node's subscriptions, counted: Redis is asked on 0 → 1 and 1 → 0 only. The lock
     /// is held across the Redis call so subscribe and unsubscribe of a channel keep their
     /// order.
@@ -78,26 +79,8 @@ impl Redis {
         sink: Arc<dyn DeliverySink>,
         clock: Clock,
     ) -> Result<Self, BrokerError> {
-        let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(unavailable)?;
-        let redis_settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(redis::ProtocolVersion::RESP3);
-        let info = info.set_redis_settings(redis_settings);
-        let client = redis::Client::open(info).map_err(unavailable)?;
-        let commands = client
-            .get_connection_manager_with_config(base_config())
-            .await
-            .map_err(unavailable)?;
         let deliveries = Deliveries { sink };
-        let subscription_config = base_config()
-            .set_push_sender(move |push: PushInfo| {
-                deliveries.push(push);
-                Ok::<(), redis::aio::SendError>(())
-            })
-            .set_automatic_resubscription();
-        let subscriptions = client
-            .get_connection_manager_with_config(subscription_config)
+        let (commands, subscriptions) = connection::open(url, move |push| deliveries.push(push))
             .await
             .map_err(unavailable)?;
         let started = clock.now();
@@ -194,13 +177,6 @@ impl Redis {
     }
 }
 
-fn base_config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_max_delay(Duration::from_secs(2))
-}
-
 /// Turns pub/sub messages into deliveries to this node's sink, in the order they arrive.
 struct Deliveries {
     sink: Arc<dyn DeliverySink>,
@@ -214,10 +190,10 @@ impl Deliveries {
             tracing::warn!("lost the broker's subscription connection; reconnecting");
             return;
         }
-        if push.kind != PushKind::Message {
+        if push.kind != PushKind::Message && push.kind != PushKind::SMessage {
             return;
         }
-        // `message`: [channel, payload].
+        // `message` / `smessage`: [channel, payload].
         let Some(Value::BulkString(payload)) = push.data.get(1) else {
             return;
         };
@@ -342,7 +318,7 @@ impl Broker for Redis {
         let mut commands = self.commands.clone();
         let Some(window) = publication.history else {
             let payload = format!("\n{head}\n{}", publication.frame);
-            return redis::cmd("PUBLISH")
+            return redis::cmd(commands.publish_command())
                 .arg(&channel_name)
                 .arg(payload)
                 .exec_async(&mut commands)
@@ -364,6 +340,7 @@ impl Broker for Redis {
             .arg(Self::proposed_epoch())
             .arg(&channel_name)
             .arg(head)
+            .arg(commands.publish_command())
             .invoke_async::<(u64, String, usize)>(&mut commands)
             .await
             .map_err(unavailable)?;

@@ -40,7 +40,8 @@ end
 "#;
 
 /// KEYS: meta, list. ARGV: frame, now ms, max events, max age ms, idle ms, proposed epoch,
-/// pub/sub channel, message head (`except\napp\nchannel`). Gives the frame the next serial,
+/// pub/sub channel, message head (`except\napp\nchannel`), publish command (`PUBLISH`, or
+/// `SPUBLISH` on a cluster). Gives the frame the next serial,
 /// stamps it (`,"serial":N,"epoch":"E"` before the final `}`, as `history::stamp` does),
 /// stores it within the window and publishes `serial\nhead\nstamped`. Returns `{serial,
 /// epoch, bytes stored (0: none)}`.
@@ -67,7 +68,7 @@ if max_events > 0 and max_age > 0 then
 end
 trim(meta, list, now)
 redis.call('PEXPIRE', meta, math.max(idle, max_age))
-redis.call('PUBLISH', ARGV[7], serial .. '\n' .. ARGV[8] .. '\n' .. stamped)
+redis.call(ARGV[9], ARGV[7], serial .. '\n' .. ARGV[8] .. '\n' .. stamped)
 return {serial, epoch, stored}
 "#;
 

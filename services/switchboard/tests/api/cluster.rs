@@ -229,12 +229,24 @@ async fn a_node_subscribes_to_a_channel_once_however_many_of_its_clients_do() {
         client.subscribe("news", "", None).await;
         clients.push(client);
     }
-    assert_eq!(node_subscriptions(&redis).await, 1, "one subscription for the node");
+    assert_eq!(
+        node_subscriptions(&redis).await,
+        1,
+        "one subscription for the node"
+    );
     let last = clients.pop().unwrap();
     for client in clients {
         client.close().await;
     }
-    assert_eq!(node_subscriptions(&redis).await, 1, "kept while a client is on it");
+    assert_eq!(
+        node_subscriptions(&redis).await,
+        1,
+        "kept while a client is on it"
+    );
     last.close().await;
-    assert_eq!(node_subscriptions(&redis).await, 0, "dropped with the last one");
+    assert_eq!(
+        node_subscriptions(&redis).await,
+        0,
+        "dropped with the last one"
+    );
 }
