@@ -1,5 +1,5 @@
-//! Which broker this node runs: `Local` alone, or `Redis` (`--broker redis://...`) to be one
-//! of many edges.
+//! Which broker this node runs: `Local` alone, or `Redis` (`--broker redis://...`, or
+//! `redis+cluster://...` for a Redis Cluster) to be one of many edges.
 
 use std::sync::Arc;
 
@@ -23,8 +23,10 @@ pub async fn build_broker(
         };
         return Ok(Arc::new(Local::with_limits(hub, Clock::system(), limits)));
     };
-    if !url.starts_with("redis://") {
-        anyhow::bail!("--broker takes a redis://host:port/db URL");
+    if !url.starts_with("redis://") && !url.starts_with("redis+cluster://") {
+        anyhow::bail!(
+            "--broker takes redis://host:port/db, or redis+cluster://host:port,... for a Redis Cluster"
+        );
     }
     let redis = Redis::connect(url, REDIS_NAMESPACE, hub, Clock::system())
         .await

@@ -97,9 +97,9 @@ pub struct ServeArgs {
         default_value_t = 10_000
     )]
     pub history_max_channels_per_app: usize,
-    /// Redis URL (redis://host:port/db) of the cluster this edge joins: fan-out, serials,
-    /// history and presence are then shared with every edge on it. Without it the edge runs
-    /// alone, in process.
+    /// Redis URL (redis://host:port/db, or redis+cluster://host:port,host:port,... for a
+    /// Redis Cluster) of the cluster this edge joins: fan-out, serials, history and presence
+    /// are then shared with every edge on it. Without it the edge runs alone, in process.
     #[arg(
         long,
         env = "SWITCHBOARD_BROKER",

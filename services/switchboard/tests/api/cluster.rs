@@ -16,8 +16,18 @@ use crate::helpers::{
 #[tokio::test]
 async fn an_event_published_through_one_edge_reaches_a_subscriber_on_another_with_its_serial() {
     let redis = RedisServer::start();
-    let edge_a = spawn_app_on_broker(&redis.url()).await;
-    let edge_b = spawn_app_on_broker(&redis.url()).await;
+    fan_out_across_edges(&redis.url()).await;
+}
+
+#[tokio::test]
+async fn an_event_crosses_edges_on_a_three_master_redis_cluster_too() {
+    let cluster = testkit::RedisCluster::start();
+    fan_out_across_edges(&cluster.url()).await;
+}
+
+async fn fan_out_across_edges(broker_url: &str) {
+    let edge_a = spawn_app_on_broker(broker_url).await;
+    let edge_b = spawn_app_on_broker(broker_url).await;
 
     let (mut subscriber, _) = edge_a.connected(APP.1).await;
     let joined = subscriber.subscribe("news", "", None).await;
