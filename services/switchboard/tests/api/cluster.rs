@@ -260,3 +260,56 @@ async fn a_node_subscribes_to_a_channel_once_however_many_of_its_clients_do() {
         "dropped with the last one"
     );
 }
+
+/// `subscription_succeeded` data of a subscription to `channel` with `resume` (if any).
+async fn subscribe_resuming(client: &mut crate::helpers::WsClient, resume: Option<Value>) -> Value {
+    let mut data = json!({ "channel": "news" });
+    if let Some(resume) = resume {
+        data["resume"] = resume;
+    }
+    client
+        .send(json!({ "event": "pusher:subscribe", "data": data }))
+        .await;
+    let succeeded = client.next_json().await;
+    assert_eq!(
+        succeeded["event"], "pusher_internal:subscription_succeeded",
+        "{succeeded}"
+    );
+    data_of(&succeeded)
+}
+
+#[tokio::test]
+async fn a_client_that_resumes_on_another_edge_gets_exactly_what_it_missed() {
+    let redis = RedisServer::start();
+    let edge_a = spawn_app_on_broker(&redis.url()).await;
+    let edge_b = spawn_app_on_broker(&redis.url()).await;
+    let (mut client, _) = edge_a.connected(APP.1).await;
+    let told = subscribe_resuming(&mut client, None).await;
+    let epoch = told["epoch"].clone();
+    for n in 1..=2 {
+        edge_a.trigger("news", "tick", &n.to_string(), None).await;
+        assert_eq!(client.expect_event("tick").await["serial"], n);
+    }
+    drop(client); // edge A is lost to this client: no close frame
+
+    for n in 3..=5 {
+        edge_a.trigger("news", "tick", &n.to_string(), None).await;
+    }
+    let (mut client, _) = edge_b.connected(APP.1).await;
+    let resumed = subscribe_resuming(&mut client, Some(json!({"serial": 2, "epoch": epoch}))).await;
+    assert_eq!(resumed, json!({"epoch": epoch, "serial": 2}));
+    for n in 3..=5 {
+        let tick = client.next_json().await;
+        assert_eq!(
+            (&tick["data"], &tick["serial"]),
+            (&json!(n.to_string()), &json!(n)),
+            "{tick}"
+        );
+    }
+    edge_a.trigger("news", "tick", "6", None).await;
+    let live = client.next_json().await;
+    assert_eq!(
+        live["serial"], 6,
+        "then live from edge A's publications: {live}"
+    );
+}
