@@ -141,3 +141,31 @@ async fn redis_broker_conforms_on_a_redis_cluster() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlimited_window_is_kept_without_a_redis_error() {
+    let server = RedisServer::start();
+    let sink = Arc::new(RecordingSink::default());
+    let broker = connect(&server, "sb:", sink.clone(), Clock::system());
+    let (app, channel) = (AppId::parse("a").unwrap(), ChannelName::parse("c").unwrap());
+    broker.subscribe(&app, &channel).await.unwrap();
+    let publication = Publication {
+        app: app.clone(),
+        channel: channel.clone(),
+        frame: r#"{"event":"e","channel":"c","data":"x"}"#.into(),
+        except: None,
+        history: Some(HistoryWindow {
+            max_events: usize::MAX,
+            max_age: Duration::MAX,
+            app_max_bytes: usize::MAX - 1,
+        }),
+        serial: None,
+    };
+    broker.publish(publication).await.expect("published");
+    sink.wait_for(1).await;
+    let history = broker.history(&app, &channel, Some(0), None).await.unwrap();
+    assert!(
+        matches!(&history, broker::History::Replay { frames, .. } if frames.len() == 1),
+        "{history:?}"
+    );
+}

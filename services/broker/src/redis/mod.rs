@@ -23,7 +23,7 @@ mod scripts;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use protocol::names::{AppId, ChannelName, SocketId, UserId};
@@ -38,6 +38,9 @@ use crate::{
 use connection::{Commands, Subscriptions};
 use keys::Keys;
 use replies::{Deliveries, encode_head, integer, malformed, members, parse_history};
+
+/// The longest history age kept in Redis; longer windows are cut to it.
+const LONGEST_WINDOW: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// Pub/sub, presence and channel history shared by every node on one Redis.
 pub struct Redis {
@@ -227,7 +230,8 @@ impl Broker for Redis {
                 .map_err(unavailable);
         };
         let channel_keys = self.keys.channel(&publication.app, &publication.channel);
-        let max_age_ms = window.max_age.as_millis() as u64;
+        // Redis takes TTLs as integers: an "unlimited" age is a long one.
+        let max_age_ms = window.max_age.min(LONGEST_WINDOW).as_millis() as u64;
         let stored = self
             .scripts
             .publish
