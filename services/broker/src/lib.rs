@@ -119,22 +119,21 @@ pub enum BrokerError {
 /// Pub/sub and presence across every edge node.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
-    /// This node wants the channel's publications: called by the hub when the channel gets
-    /// its first local subscriber, and finished before that subscriber is told it is in.
-    /// A no-op for `Local`, whose publications reach the sink whatever.
+    /// A connection of this node joined the channel (`edge::node_subscriptions` calls it for
+    /// every one). The broker counts them and subscribes the node on the first; it returns
+    /// once the node receives the channel's publications, also for a connection that joined
+    /// while the first one's subscription was still being made. A no-op for `Local`, whose
+    /// publications reach the sink whatever.
     async fn subscribe(&self, _app: &AppId, _channel: &ChannelName) -> Result<(), BrokerError> {
         Ok(())
     }
 
-    /// This node no longer wants the channel's publications: its last local subscriber left.
-    /// Calls are balanced with `subscribe`, one each per first and last local subscriber.
+    /// A connection of this node left the channel; the node unsubscribes with the last one.
+    /// Calls are balanced with `subscribe`.
     async fn unsubscribe(&self, _app: &AppId, _channel: &ChannelName) -> Result<(), BrokerError> {
         Ok(())
     }
 
-    /// Hands `publication` to the sink of every node, this one included. With a history
-    /// window it first gets the channel's next serial, its frame is stamped and stored; serial
-    /// order, history order and delivery order are one order.
     async fn publish(&self, publication: Publication) -> Result<(), BrokerError>;
 
     /// The stored frames after `since_serial` (all of them for `None`), or `History::Gap`
