@@ -134,6 +134,10 @@ pub trait Broker: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Hands `publication` to the sink of every node subscribed to its channel (for `Local`,
+    /// this one, always). With a history window it first gets the channel's next serial, its
+    /// frame is stamped and stored; serial order, history order and delivery order are one
+    /// order.
     async fn publish(&self, publication: Publication) -> Result<(), BrokerError>;
 
     /// The stored frames after `since_serial` (all of them for `None`), or `History::Gap`
