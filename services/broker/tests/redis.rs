@@ -169,3 +169,83 @@ async fn an_unlimited_window_is_kept_without_a_redis_error() {
         "{history:?}"
     );
 }
+
+/// Scripts clients ran since the last `CONFIG RESETSTAT`: the broker's round trips here (the
+/// commands a script runs, its `PUBLISH` too, count under their own names).
+async fn round_trips(server: &RedisServer) -> u64 {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    info.lines()
+        .filter(|line| {
+            ["cmdstat_evalsha:", "cmdstat_eval:"]
+                .iter()
+                .any(|name| line.starts_with(name))
+        })
+        .filter_map(|line| {
+            let calls = line.split("calls=").nth(1)?.split(',').next()?;
+            calls.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+async fn reset_stats(server: &RedisServer) {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .exec_async(&mut connection)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_round_trip_per_publication_whatever_the_number_of_nodes() {
+    let server = RedisServer::start();
+    let (app, channel) = (AppId::parse("a").unwrap(), ChannelName::parse("c").unwrap());
+    let publication = |n: u32| Publication {
+        app: app.clone(),
+        channel: channel.clone(),
+        frame: format!(r#"{{"event":"e","channel":"c","data":"{n}"}}"#).into(),
+        except: None,
+        history: Some(HistoryWindow {
+            max_events: 100,
+            max_age: Duration::from_secs(60),
+            app_max_bytes: usize::MAX,
+        }),
+        serial: None,
+    };
+    let mut per_publication = Vec::new();
+    for nodes in [1, 3] {
+        let sinks: Vec<_> = (0..nodes)
+            .map(|_| Arc::new(RecordingSink::default()))
+            .collect();
+        let namespace = format!("n{nodes}:");
+        let brokers: Vec<_> = sinks
+            .iter()
+            .map(|sink| connect(&server, &namespace, sink.clone(), Clock::system()))
+            .collect();
+        for broker in &brokers {
+            broker.subscribe(&app, &channel).await.unwrap();
+        }
+        // Warm the script cache, so a first NOSCRIPT retry is not counted.
+        brokers[0].publish(publication(0)).await.unwrap();
+        reset_stats(&server).await;
+        for n in 1..=10 {
+            brokers[0].publish(publication(n)).await.unwrap();
+        }
+        for sink in &sinks {
+            sink.wait_for(11).await;
+        }
+        per_publication.push(round_trips(&server).await);
+    }
+    assert_eq!(
+        per_publication,
+        [10, 10],
+        "one step per publication, for 1 node and for 3"
+    );
+}
