@@ -6,6 +6,10 @@ use broker::Local;
 async fn local_broker_conforms() {
     broker::testing::conformance(|sink, clock, limits| Local::with_limits(sink, clock, limits))
         .await;
+    broker::testing::memory_conformance(|sink, clock, limits| {
+        Local::with_limits(sink, clock, limits)
+    })
+    .await;
 }
 
 /// Local only: the memory of channels used once is bounded by forgetting idle ones.

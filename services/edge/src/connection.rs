@@ -22,7 +22,7 @@ use crate::link::{Inbound, MessageSource, closing_frames, protocol_close};
 use crate::outbox::{Outbox, Outgoing};
 use crate::resume::{self, history_window};
 use crate::watchlist;
-use crate::{EdgeState, channel_events};
+use crate::{EdgeState, channel_events, node_subscriptions};
 
 /// How the connection ended.
 enum Ending {
@@ -253,18 +253,20 @@ impl Connection {
         self.outbox.hold(&channel);
         // Registered before the history is read, so an event published after the read is
         // delivered live, and one published before it is in the history: none is missed.
-        let added = self
-            .state
-            .hub
-            .subscribe(&self.app.id, &channel, &self.outbox);
+        let added =
+            node_subscriptions::subscribe(&self.state, &self.app.id, &channel, &self.outbox).await;
         let joined = match &member {
             None => None,
             Some(member) => match self.join_presence(&channel, member).await {
                 Ok(joined) => Some(joined),
                 Err(refusal) => {
-                    self.state
-                        .hub
-                        .unsubscribe(&self.app.id, &channel, &self.outbox);
+                    node_subscriptions::unsubscribe(
+                        &self.state,
+                        &self.app.id,
+                        &channel,
+                        &self.outbox,
+                    )
+                    .await;
                     self.outbox.discard_held(&channel);
                     // Not on the channel: no client events there, no slot of the channel limit.
                     self.session.subscription_refused(&channel);
@@ -369,10 +371,8 @@ impl Connection {
     }
 
     async fn unsubscribe(&mut self, channel: &ChannelName, member: Option<UserId>) {
-        let removed = self
-            .state
-            .hub
-            .unsubscribe(&self.app.id, channel, &self.outbox);
+        let removed =
+            node_subscriptions::unsubscribe(&self.state, &self.app.id, channel, &self.outbox).await;
         channel_events::unsubscribed(&self.state, &self.app, channel, removed);
         if member.is_none() {
             return;

@@ -21,6 +21,7 @@ pub mod limits;
 mod link;
 pub mod metering;
 pub mod metrics;
+mod node_subscriptions;
 mod outbox;
 mod resume;
 mod watchlist;

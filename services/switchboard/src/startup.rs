@@ -7,9 +7,10 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
+use broker::Broker;
 use control::routes::ControlState;
 use edge::drain::Readiness;
-use edge::{EdgeSettings, EdgeState};
+use edge::{EdgeSettings, EdgeState, Hub};
 use tenancy::{AppCatalog, AppSpec, StaticCatalog, UsageSink, WebhookSink};
 
 /// An edge on static apps only, as `serve --app` without a database and most tests run it.
@@ -30,6 +31,12 @@ pub struct Parts {
     /// Where the edge reports webhook events (the control plane's sender with a database);
     /// `None` reports nothing.
     pub webhooks: Option<Arc<dyn WebhookSink>>,
+}
+
+/// A broker built by the binary and the hub it delivers to.
+pub struct NodeBroker {
+    pub hub: Arc<Hub>,
+    pub broker: Arc<dyn Broker>,
 }
 
 /// A bound, not yet running server.
@@ -53,12 +60,26 @@ impl Application {
     }
 
     pub fn build_with(host: &str, port: u16, parts: Parts) -> std::io::Result<Self> {
+        Self::build_on(host, port, parts, None)
+    }
+
+    /// As `build_with`, with the edge on `node`'s broker (from `broker::build_broker`)
+    /// rather than on its own `Local` one.
+    pub fn build_on(
+        host: &str,
+        port: u16,
+        parts: Parts,
+        node: Option<NodeBroker>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind((host, port))?;
         let port = listener.local_addr()?.port();
         let (usage, webhooks) = (parts.usage, parts.webhooks);
-        let edge = parts
-            .edge
-            .map(|(catalog, settings)| EdgeState::single_node(catalog, settings, usage, webhooks));
+        let edge = parts.edge.map(|(catalog, settings)| match node {
+            Some(NodeBroker { hub, broker }) => {
+                EdgeState::new(catalog, broker, hub, settings, usage, webhooks)
+            }
+            None => EdgeState::single_node(catalog, settings, usage, webhooks),
+        });
         if let Some(state) = &edge {
             tokio::spawn(edge::follow_catalog_changes(state.clone()));
             tokio::spawn(edge::flush_usage_periodically(state.clone()));
