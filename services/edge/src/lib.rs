@@ -7,7 +7,6 @@
 //! Architecture invariant: no sqlx, no Stripe, no import of `control`. Apps come only
 //! through `tenancy::AppCatalog`.
 
-mod cache;
 mod carriers;
 mod channel_events;
 mod connection;

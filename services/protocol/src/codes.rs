@@ -27,6 +27,9 @@ pub enum CloseReason {
     /// The app catalog (the control plane's database) cannot answer and the key is not
     /// cached: a transient failure of ours, so the client backs off and retries.
     CatalogUnavailable,
+    /// The cluster's shared state (connection counts) cannot answer: a transient failure of
+    /// ours, so the client backs off and retries.
+    ClusterUnavailable,
     /// The node is shutting down or draining; reconnect at once elsewhere.
     ServerShuttingDown,
     /// The client did not answer a `pusher:ping` in time.
@@ -54,6 +57,10 @@ impl CloseReason {
             Self::CatalogUnavailable => (
                 4100,
                 "Over capacity: apps cannot be looked up right now; retry later",
+            ),
+            Self::ClusterUnavailable => (
+                4100,
+                "Over capacity: cluster state cannot be reached right now; retry later",
             ),
             Self::ServerShuttingDown => (4200, "Server is restarting; reconnect"),
             Self::PongTimeout => (4201, "Pong reply not received"),
