@@ -6,8 +6,10 @@ use std::sync::Arc;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
+use broker::counters::{LocalMessages, MessageCounter};
+use broker::{Cluster, LocalSpec};
 use control::routes::ControlState;
-use edge::{EdgeSettings, EdgeState};
+use edge::{EdgeSettings, EdgeState, Hub};
 use tenancy::{AppCatalog, AppSpec, StaticCatalog, UsageSink, WebhookSink};
 
 /// An edge on static apps only, as `serve --app` without a database and most tests run it.
@@ -28,6 +30,28 @@ pub struct Parts {
     /// Where the edge reports webhook events (the control plane's sender with a database);
     /// `None` reports nothing.
     pub webhooks: Option<Arc<dyn WebhookSink>>,
+}
+
+/// An edge whose cluster is this process alone: every piece of cluster-wide state in memory
+/// (`Cluster::local`), delivering to and counting for this node's hub.
+fn single_node_edge(
+    catalog: Arc<dyn AppCatalog>,
+    settings: EdgeSettings,
+    usage: Option<Arc<dyn UsageSink>>,
+    webhooks: Option<Arc<dyn WebhookSink>>,
+) -> Arc<EdgeState> {
+    let messages: Arc<dyn MessageCounter> = Arc::new(LocalMessages::default());
+    let hub = Arc::new(Hub::new(messages.clone()));
+    let cluster = Cluster::local(LocalSpec {
+        node: hub.clone(),
+        messages,
+        clock: broker::Clock::system(),
+        history: broker::HistoryLimits {
+            max_bytes: settings.history_max_bytes,
+            max_channels_per_app: settings.history_max_channels_per_app,
+        },
+    });
+    EdgeState::new(catalog, cluster, hub, settings, usage, webhooks)
 }
 
 /// A bound, not yet running server.
@@ -55,7 +79,7 @@ impl Application {
         let (usage, webhooks) = (parts.usage, parts.webhooks);
         let edge = parts
             .edge
-            .map(|(catalog, settings)| EdgeState::single_node(catalog, settings, usage, webhooks));
+            .map(|(catalog, settings)| single_node_edge(catalog, settings, usage, webhooks));
         if let Some(state) = &edge {
             tokio::spawn(edge::follow_catalog_changes(state.clone()));
             tokio::spawn(edge::flush_usage_periodically(state.clone()));

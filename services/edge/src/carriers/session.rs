@@ -25,7 +25,7 @@ use tenancy::PlanLimits;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
-use crate::limits::{ConnectionSlot, Limits, unix_now};
+use crate::limits::{ConnectionSlot, Limits, Probation, unix_now};
 use crate::outbox::{Outbox, Outgoing};
 use crate::websocket::Inbound;
 
@@ -73,11 +73,11 @@ pub(crate) struct CarrierSession {
     pub(super) key: String,
     /// The key's secret, which signs this session's cursors.
     secret: String,
-    app_id: AppId,
     /// The plan when the session started: its connection ceiling applies when the slot is
     /// taken, and at most its channels per connection are remembered.
     limits: PlanLimits,
-    slots: Arc<Limits>,
+    /// The app's connection slot, taken once the session is in use.
+    probation: Probation,
     pub(super) incarnation: String,
     /// The incarnation this one was rebuilt from: a request with one of its cursors (one
     /// whose answer was lost, or a concurrent one) attaches here from the first frame.
@@ -124,13 +124,6 @@ struct Inner {
     detached_at: Instant,
     /// The current downstream's waker, woken when a newer request supersedes it.
     writer: Option<Waker>,
-    /// The app's connection slot, once the session is in use.
-    slot: Option<ConnectionSlot>,
-    /// Taken a slot (or tried to): probation is over.
-    in_use: bool,
-    /// Why the session ends instead of the connection's own close (over the quota when
-    /// probation ended).
-    refusal: Option<CloseReason>,
     /// When the last cursor was made.
     last_cursor_at: Instant,
     /// Asked to end (expiry, replacement): the source reports the client gone.
@@ -221,14 +214,17 @@ impl Attachment {
 impl CarrierSession {
     pub(crate) fn new(spec: Spec) -> Arc<Self> {
         let now = Instant::now();
-        let in_use = spec.slot.is_some();
+        let (app, plan) = (spec.app_id.clone(), spec.limits.clone());
+        let probation = match spec.slot {
+            Some(slot) => Probation::in_use(app, plan, spec.slots, slot),
+            None => Probation::new(app, plan, spec.slots),
+        };
         Arc::new(Self {
             socket_id: spec.socket_id,
             key: spec.key,
             secret: spec.secret,
-            app_id: spec.app_id,
             limits: spec.limits,
-            slots: spec.slots,
+            probation,
             incarnation: spec.incarnation,
             rebuilt_from: spec.rebuilt_from,
             outbox: spec.outbox,
@@ -243,9 +239,6 @@ impl CarrierSession {
                 attached: false,
                 detached_at: now,
                 writer: None,
-                slot: spec.slot,
-                in_use,
-                refusal: None,
                 last_cursor_at: now,
                 stopping: false,
                 ended: false,
@@ -291,10 +284,10 @@ impl CarrierSession {
                 Outgoing::Pong(_) => {}
                 Outgoing::Close { code, reason } => {
                     inner.ended = true;
-                    let closing = match inner.refusal {
-                        // Ended by the edge over the quota: the client hears why.
-                        Some(reason) => closing_events(reason),
-                        None => vec![closed_event(code, &reason)],
+                    // Ended by the edge over the quota: the client hears why.
+                    let closing = match self.probation.refused() {
+                        true => closing_events(CloseReason::OverConnectionQuota),
+                        false => vec![closed_event(code, &reason)],
                     };
                     frames.extend(closing);
                     break;
@@ -395,23 +388,13 @@ impl CarrierSession {
 
     /// Ends probation: takes one of the app's connection slots. `false` when the app is at
     /// its ceiling; the session must then end with 4004.
-    pub(crate) fn put_in_use(&self) -> bool {
-        let mut inner = self.lock();
-        Self::take_slot(&mut inner, self)
+    pub(crate) async fn put_in_use(&self) -> bool {
+        self.probation.put_in_use().await
     }
 
-    /// Takes the slot unless probation is already over; whether the session may go on.
-    fn take_slot(inner: &mut Inner, session: &Self) -> bool {
-        if !inner.in_use {
-            inner.in_use = true;
-            inner.slot = session
-                .slots
-                .admit_connection(&session.app_id, &session.limits);
-            if inner.slot.is_none() {
-                inner.refusal = Some(CloseReason::OverConnectionQuota);
-            }
-        }
-        inner.refusal.is_none()
+    /// Whether probation is over (the slot was taken or refused, or the session ended).
+    fn in_use(&self) -> bool {
+        self.probation.is_over()
     }
 
     /// Ends the session (its clean-up runs: presence leave, unsubscribe).
@@ -423,11 +406,7 @@ impl CarrierSession {
     /// Gives the connection slot back; called once the connection has ended (and ends
     /// probation, so that a late request cannot take a slot for a session that is over).
     pub(super) fn release_slot(&self) {
-        let mut inner = self.lock();
-        inner.in_use = true;
-        let slot = inner.slot.take();
-        drop(inner);
-        drop(slot);
+        self.probation.release();
     }
 
     /// After a close by the server (terminate, slow consumer, shutdown): keeps the session

@@ -19,15 +19,14 @@ use std::task::{Wake, Waker};
 use std::time::Duration;
 
 use protocol::codes::CloseReason;
-use protocol::names::AppId;
-use tenancy::{KeyedApp, PlanLimits};
+use tenancy::KeyedApp;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::EdgeState;
 use crate::connection::{Connection, MessageSource};
-use crate::limits::{ConnectionSlot, Limits};
+use crate::limits::Probation;
 use crate::outbox::Outbox;
 use crate::websocket::{Inbound, InboundError};
 
@@ -97,13 +96,12 @@ impl XhrSessions {
             receivers: Mutex::new(Receivers {
                 open: 0,
                 last_closed: Instant::now(),
-                slot: None,
-                in_use: false,
-                refusal: None,
             }),
-            app_id: keyed.app.id.clone(),
-            limits: keyed.app.limits.clone(),
-            slots: state.hub.limits().clone(),
+            probation: Probation::new(
+                keyed.app.id.clone(),
+                keyed.app.limits.clone(),
+                state.limits.clone(),
+            ),
             started: Instant::now(),
             first_poll_grace: state.settings.sb_first_poll_grace,
             close_delivered: Notify::new(),
@@ -151,12 +149,7 @@ async fn run(
 ) {
     Connection::run(state.clone(), keyed, None, session.outbox.clone(), source).await;
     // Probation ends too: a late receive request takes no slot for a session that is over.
-    let slot = {
-        let mut receivers = session.lock_receivers();
-        receivers.in_use = true;
-        receivers.slot.take()
-    };
-    drop(slot);
+    session.probation.release();
     if !session.abandoned.load(Ordering::Acquire) {
         let grace = tokio::time::sleep(session.grace);
         tokio::select! {
@@ -185,10 +178,9 @@ pub(crate) struct XhrSession {
     /// Set when the connection ended because no receive request came in time.
     abandoned: AtomicBool,
     grace: Duration,
-    app_id: AppId,
-    /// The plan when the session started (its ceiling applies when the slot is taken).
-    limits: PlanLimits,
-    slots: Arc<Limits>,
+    /// The app's connection slot, taken once the session is in use (with the plan when the
+    /// session started).
+    probation: Probation,
     started: Instant,
     first_poll_grace: Duration,
 }
@@ -196,12 +188,6 @@ pub(crate) struct XhrSession {
 struct Receivers {
     open: usize,
     last_closed: Instant,
-    /// The app's connection slot, once the session is in use.
-    slot: Option<ConnectionSlot>,
-    /// Probation is over (the slot was taken, or refused).
-    in_use: bool,
-    /// The app was at its ceiling when probation ended: the session ends with this.
-    refusal: Option<CloseReason>,
 }
 
 /// What the session's source does when its deadline passes.
@@ -240,10 +226,8 @@ impl XhrSession {
 
     /// Ends probation (a second receive request): takes a connection slot. `false` when the
     /// app is at its ceiling; the session then ends with 4004.
-    pub(crate) fn put_in_use(&self) -> bool {
-        let mut receivers = self.lock_receivers();
-        let in_use = self.take_slot(&mut receivers);
-        drop(receivers);
+    pub(crate) async fn put_in_use(&self) -> bool {
+        let in_use = self.probation.put_in_use().await;
         if !in_use {
             // Wakes the source, which then ends the connection.
             let _ = self.inbound.try_send(Ok(Inbound::Pong));
@@ -251,20 +235,11 @@ impl XhrSession {
         in_use
     }
 
-    fn take_slot(&self, receivers: &mut Receivers) -> bool {
-        if !receivers.in_use {
-            receivers.in_use = true;
-            receivers.slot = self.slots.admit_connection(&self.app_id, &self.limits);
-            if receivers.slot.is_none() {
-                receivers.refusal = Some(CloseReason::OverConnectionQuota);
-            }
-        }
-        receivers.refusal.is_none()
-    }
-
     /// Why the session was refused after it started, if it was.
     pub(crate) fn refusal(&self) -> Option<CloseReason> {
-        self.lock_receivers().refusal
+        self.probation
+            .refused()
+            .then_some(CloseReason::OverConnectionQuota)
     }
 
     pub(crate) fn end_receive(&self) {
@@ -315,41 +290,41 @@ impl XhrSession {
     fn next_deadline(&self) -> Instant {
         let receivers = self.lock_receivers();
         let now = Instant::now();
-        if receivers.refusal.is_some() {
+        if self.probation.refused() {
             return now;
         }
         let idle = match receivers.open {
-            0 => receivers.last_closed + self.idle_grace(&receivers),
+            0 => receivers.last_closed + self.idle_grace(),
             _ => now + self.grace,
         };
-        match receivers.in_use {
+        match self.probation.is_over() {
             true => idle,
             false => idle.min(self.started + self.first_poll_grace),
         }
     }
 
     /// A session on probation is given up sooner.
-    fn idle_grace(&self, receivers: &Receivers) -> Duration {
-        match receivers.in_use {
+    fn idle_grace(&self) -> Duration {
+        match self.probation.is_over() {
             true => self.grace,
             false => self.first_poll_grace,
         }
     }
 
-    fn on_deadline(&self) -> Deadline {
-        let mut receivers = self.lock_receivers();
+    async fn on_deadline(&self) -> Deadline {
         let now = Instant::now();
-        if !receivers.in_use && self.started + self.first_poll_grace <= now {
-            if receivers.open == 0 {
+        if !self.probation.is_over() && self.started + self.first_poll_grace <= now {
+            if self.lock_receivers().open == 0 {
                 return Deadline::Abandoned;
             }
             // Still receiving (a stream): in use.
-            self.take_slot(&mut receivers);
+            self.probation.put_in_use().await;
         }
-        if receivers.refusal.is_some() {
+        if self.probation.refused() {
             return Deadline::Refused;
         }
-        if receivers.open == 0 && receivers.last_closed + self.idle_grace(&receivers) <= now {
+        let receivers = self.lock_receivers();
+        if receivers.open == 0 && receivers.last_closed + self.idle_grace() <= now {
             return Deadline::Abandoned;
         }
         Deadline::Wait
@@ -374,17 +349,16 @@ impl XhrSession {
             receivers: Mutex::new(Receivers {
                 open: 0,
                 last_closed: Instant::now(),
-                slot: None,
-                in_use: false,
-                refusal: None,
             }),
             close_delivered: Notify::new(),
             close_sent: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
             grace: Duration::from_secs(30),
-            app_id: AppId::parse("app").unwrap(),
-            limits: PlanLimits::pusher_defaults(),
-            slots: Arc::default(),
+            probation: Probation::new(
+                protocol::names::AppId::parse("app").unwrap(),
+                tenancy::PlanLimits::pusher_defaults(),
+                crate::limits::Limits::local_for_tests(),
+            ),
             started: Instant::now(),
             first_poll_grace: Duration::from_secs(10),
         })
@@ -436,7 +410,7 @@ impl MessageSource for XhrSource {
             let deadline = self.session.next_deadline();
             tokio::select! {
                 message = self.receiver.recv() => return message,
-                () = tokio::time::sleep_until(deadline) => match self.session.on_deadline() {
+                () = tokio::time::sleep_until(deadline) => match self.session.on_deadline().await {
                     Deadline::Wait => {}
                     Deadline::Abandoned => {
                         self.session.abandoned.store(true, Ordering::Release);

@@ -23,18 +23,18 @@ pub(crate) struct Source {
 impl Source {
     /// Ends probation once its grace is over: a session still attached is in use (and takes
     /// a slot, or ends with 4004); one nobody came back for ends. `false`: the session ends.
-    fn end_probation(&self, inner: &mut Inner) -> bool {
+    async fn end_probation(&self) -> bool {
         let session = &self.session;
-        if inner.in_use {
-            return true;
+        {
+            let mut inner = session.lock();
+            if !inner.attached {
+                tracing::debug!("carrier session never polled again");
+                inner.stopping = true;
+                return false;
+            }
         }
-        if !inner.attached {
-            tracing::debug!("carrier session never polled again");
-            inner.stopping = true;
-            return false;
-        }
-        if !CarrierSession::take_slot(inner, session) {
-            inner.stopping = true;
+        if !session.put_in_use().await {
+            session.lock().stopping = true;
             return false;
         }
         true
@@ -60,12 +60,16 @@ impl MessageSource for Source {
             let session = &self.session;
             let now = Instant::now();
             let probation_ends = session.started + session.first_poll_grace;
+            if !session.in_use()
+                && probation_ends <= now
+                && !session.is_stopping()
+                && !self.end_probation().await
+            {
+                return None;
+            }
             let wake_at = {
                 let mut inner = session.lock();
                 if inner.stopping {
-                    return None;
-                }
-                if !inner.in_use && probation_ends <= now && !self.end_probation(&mut inner) {
                     return None;
                 }
                 self.refresh_cursor(&mut inner);
@@ -75,7 +79,7 @@ impl MessageSource for Source {
                 } else {
                     inner.detached_at + session.grace
                 };
-                if !inner.in_use {
+                if !session.in_use() {
                     wake_at = wake_at.min(probation_ends);
                 }
                 wake_at
