@@ -73,19 +73,40 @@ impl Application {
         Self::build_with(&settings.host, settings.port, parts)
     }
 
+    /// An edge on static apps whose cluster `make` builds around this node's hub (tests let
+    /// several edges share parts this way).
+    pub fn build_on_cluster(
+        settings: ServeSettings,
+        make: impl FnOnce(&EdgeSettings) -> (Arc<Hub>, Cluster),
+    ) -> std::io::Result<Self> {
+        let catalog: Arc<dyn AppCatalog> = Arc::new(StaticCatalog::new(&settings.apps));
+        let (hub, cluster) = make(&settings.edge);
+        let edge = EdgeState::new(catalog, cluster, hub, settings.edge, None, None);
+        Self::serve(&settings.host, settings.port, Some(edge), None)
+    }
+
     pub fn build_with(host: &str, port: u16, parts: Parts) -> std::io::Result<Self> {
-        let listener = TcpListener::bind((host, port))?;
-        let port = listener.local_addr()?.port();
         let (usage, webhooks) = (parts.usage, parts.webhooks);
         let edge = parts
             .edge
             .map(|(catalog, settings)| single_node_edge(catalog, settings, usage, webhooks));
+        Self::serve(host, port, edge, parts.control)
+    }
+
+    fn serve(
+        host: &str,
+        port: u16,
+        edge: Option<Arc<EdgeState>>,
+        control: Option<ControlState>,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind((host, port))?;
+        let port = listener.local_addr()?.port();
         if let Some(state) = &edge {
             tokio::spawn(edge::follow_catalog_changes(state.clone()));
             tokio::spawn(edge::flush_usage_periodically(state.clone()));
         }
         let edge_state = edge.clone();
-        let control = parts.control.map(web::Data::new);
+        let control = control.map(web::Data::new);
         let server = HttpServer::new(move || {
             let mut app = App::new().wrap(from_fn(edge::metrics::time_requests));
             if let Some(control) = &control {

@@ -6,6 +6,7 @@ mod cache_channels;
 mod carrier_client;
 mod carriers;
 mod carriers_attacks;
+mod cluster_seam;
 mod http_api;
 mod libraries;
 mod limits;
