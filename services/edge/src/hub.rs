@@ -116,8 +116,8 @@ impl Hub {
     }
 
     /// Adds the connection to the channel; idempotent. Returns the channel's subscriber count
-    /// on this node when the connection was added (1: the channel became occupied), `None`
-    /// when it was already there.
+    /// on this node when the connection was added, `None` when it was already there (the
+    /// cluster's count is `broker::Occupancy`'s).
     pub fn subscribe(
         &self,
         app: &AppId,
@@ -133,8 +133,8 @@ impl Hub {
         None
     }
 
-    /// Returns the subscriber count left on this node when the connection was removed (0: the
-    /// channel became vacant), `None` when it was not subscribed.
+    /// Returns the subscriber count left on this node when the connection was removed, `None`
+    /// when it was not subscribed.
     pub fn unsubscribe(
         &self,
         app: &AppId,
