@@ -93,7 +93,7 @@ mod tests {
 
     use super::*;
 
-    const ALL: [CloseReason; 11] = [
+    const ALL: [CloseReason; 12] = [
         CloseReason::UnknownAppKey,
         CloseReason::AppDisabled,
         CloseReason::OverConnectionQuota,
@@ -103,6 +103,7 @@ mod tests {
         CloseReason::Unauthorized,
         CloseReason::SlowConsumer,
         CloseReason::CatalogUnavailable,
+        CloseReason::ClusterUnavailable,
         CloseReason::ServerShuttingDown,
         CloseReason::PongTimeout,
     ];
@@ -124,7 +125,7 @@ mod tests {
         assert_eq!(
             codes,
             [
-                4001, 4003, 4004, 4005, 4006, 4007, 4009, 4100, 4100, 4200, 4201
+                4001, 4003, 4004, 4005, 4006, 4007, 4009, 4100, 4100, 4100, 4200, 4201
             ]
         );
         assert_eq!(ErrorCode::ClientEventRateLimited.code(), 4301);

@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use broker::broadcast::{Broadcast, NodeMessage, NodeSink};
 use broker::cache::{CacheChannels, CacheLimits, LocalCache};
-use broker::counters::{LocalConnections, LocalMessages, LocalPublishRates};
+use broker::counters::{ConnectionCounter, LocalConnections, LocalMessages, LocalPublishRates};
 use broker::occupancy::LocalOccupancy;
 use broker::{BrokerError, Clock, Cluster, HistoryLimits, Local};
 use edge::{EdgeSettings, Hub};
+use protocol::names::AppId;
 use serde_json::{Value, json};
 use switchboard::startup::{Application, ServeSettings};
 use tenancy::AppSpec;
@@ -66,6 +67,11 @@ fn shared() -> Shared {
 
 /// An edge whose broker is its own and whose other parts are `shared`'s.
 async fn edge_on(shared: &Shared) -> TestApp {
+    edge_with(shared, |cluster| cluster).await
+}
+
+/// Like `edge_on`, with `adjust` changing the edge's parts.
+async fn edge_with(shared: &Shared, adjust: impl FnOnce(Cluster) -> Cluster) -> TestApp {
     let settings = ServeSettings {
         host: "127.0.0.1".into(),
         port: 0,
@@ -79,7 +85,7 @@ async fn edge_on(shared: &Shared) -> TestApp {
             broker: Arc::new(Local::new(hub.clone())),
             ..shared.cluster.clone()
         };
-        (hub, cluster)
+        (hub, adjust(cluster))
     })
     .expect("server binds");
     let port = application.port();
@@ -158,4 +164,36 @@ async fn channel_queries_terminate_and_the_cache_answer_for_both_edges() {
         shown.json::<Value>().await.unwrap(),
         json!({"occupied": false})
     );
+}
+
+/// A connection counter whose store cannot be reached.
+struct Unreachable;
+
+#[async_trait]
+impl ConnectionCounter for Unreachable {
+    async fn acquire(&self, _: &AppId, _: Option<u64>) -> Result<bool, BrokerError> {
+        Err(BrokerError::Unavailable("no route to the store".into()))
+    }
+    fn release(&self, _: &AppId) {}
+    async fn count(&self, _: &AppId) -> Result<u64, BrokerError> {
+        Err(BrokerError::Unavailable("no route to the store".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_connection_count_that_cannot_answer_refuses_with_back_off() {
+    let shared = shared();
+    let edge = edge_with(&shared, |cluster| Cluster {
+        connections: Arc::new(Unreachable),
+        ..cluster
+    })
+    .await;
+    let mut refused = edge.connect(APP.1).await;
+    let (closed, frames) = refused.expect_close().await;
+    assert_eq!(closed.code, 4100, "back off and retry, not a quota refusal");
+    let error = frames
+        .iter()
+        .find(|frame| frame["event"] == "pusher:error")
+        .expect("the reason comes first");
+    assert_eq!(error["data"]["code"], 4100);
 }
