@@ -63,7 +63,9 @@ pub trait CacheChannels: Send + Sync + 'static {
         app_max_bytes: usize,
     ) -> Result<(), BrokerError>;
 
-    /// What a new subscriber gets; `None` for a channel that is not a cache channel.
+    /// What a new subscriber gets; `None` for a channel that is not a cache channel. An event
+    /// stored before the call returns is a hit on every node (a cluster implementation
+    /// writes through).
     async fn replay(
         &self,
         app: &AppId,

@@ -32,7 +32,8 @@ pub trait ConnectionCounter: Send + Sync + 'static {
     /// often in a `Drop`); a cluster implementation sends it in the background.
     fn release(&self, app: &AppId);
 
-    /// The app's slots in use (cluster-wide for a cluster implementation).
+    /// The app's slots in use (cluster-wide for a cluster implementation): a snapshot, which
+    /// may not yet show releases still in flight.
     async fn count(&self, app: &AppId) -> Result<u64, BrokerError>;
 }
 
@@ -47,7 +48,9 @@ pub trait MessageCounter: Send + Sync + 'static {
     /// Adds `messages` to the app's count for the UTC day of `now_unix_secs`.
     fn add(&self, app: &AppId, messages: u64, now_unix_secs: u64);
 
-    /// The app's count for the UTC day of `now_unix_secs` (0 on a new day).
+    /// The app's count for the UTC day of `now_unix_secs` (0 on a new day). A cluster
+    /// implementation may answer from a copy refreshed in the background (within its flush
+    /// interval); it must not lose additions.
     async fn today(&self, app: &AppId, now_unix_secs: u64) -> Result<u64, BrokerError>;
 }
 

@@ -30,7 +30,7 @@ pub trait Occupancy: Send + Sync + 'static {
     /// none stays at 0.
     async fn unsubscribed(&self, app: &AppId, channel: &ChannelName) -> Result<u64, BrokerError>;
 
-    /// The channel's subscriptions now.
+    /// The channel's subscriptions now (a snapshot: exact at the moment of the read).
     async fn subscription_count(
         &self,
         app: &AppId,
@@ -38,7 +38,8 @@ pub trait Occupancy: Send + Sync + 'static {
     ) -> Result<u64, BrokerError>;
 
     /// The app's occupied channels whose names start with `prefix`, with their counts,
-    /// sorted by name.
+    /// sorted by name (a snapshot; a cluster implementation may read channel by channel, so
+    /// a channel changing meanwhile shows either count).
     async fn occupied_channels(
         &self,
         app: &AppId,
