@@ -7,9 +7,11 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
+use broker::counters::{LocalMessages, MessageCounter};
+use broker::{Cluster, LocalSpec};
 use control::routes::ControlState;
 use edge::drain::Readiness;
-use edge::{EdgeSettings, EdgeState};
+use edge::{EdgeSettings, EdgeState, Hub};
 use tenancy::{AppCatalog, AppSpec, StaticCatalog, UsageSink, WebhookSink};
 
 /// An edge on static apps only, as `serve --app` without a database and most tests run it.
@@ -32,6 +34,28 @@ pub struct Parts {
     pub webhooks: Option<Arc<dyn WebhookSink>>,
 }
 
+/// An edge whose cluster is this process alone: every piece of cluster-wide state in memory
+/// (`Cluster::local`), delivering to and counting for this node's hub.
+fn single_node_edge(
+    catalog: Arc<dyn AppCatalog>,
+    settings: EdgeSettings,
+    usage: Option<Arc<dyn UsageSink>>,
+    webhooks: Option<Arc<dyn WebhookSink>>,
+) -> Arc<EdgeState> {
+    let messages: Arc<dyn MessageCounter> = Arc::new(LocalMessages::default());
+    let hub = Arc::new(Hub::new(messages.clone()));
+    let cluster = Cluster::local(LocalSpec {
+        node: hub.clone(),
+        messages,
+        clock: broker::Clock::system(),
+        history: broker::HistoryLimits {
+            max_bytes: settings.history_max_bytes,
+            max_channels_per_app: settings.history_max_channels_per_app,
+        },
+    });
+    EdgeState::new(catalog, cluster, hub, settings, usage, webhooks)
+}
+
 /// A bound, not yet running server.
 pub struct Application {
     port: u16,
@@ -52,13 +76,34 @@ impl Application {
         Self::build_with(&settings.host, settings.port, parts)
     }
 
+    /// An edge on static apps whose cluster `make` builds around this node's hub (tests let
+    /// several edges share parts this way).
+    pub fn build_on_cluster(
+        settings: ServeSettings,
+        make: impl FnOnce(&EdgeSettings) -> (Arc<Hub>, Cluster),
+    ) -> std::io::Result<Self> {
+        let catalog: Arc<dyn AppCatalog> = Arc::new(StaticCatalog::new(&settings.apps));
+        let (hub, cluster) = make(&settings.edge);
+        let edge = EdgeState::new(catalog, cluster, hub, settings.edge, None, None);
+        Self::serve(&settings.host, settings.port, Some(edge), None)
+    }
+
     pub fn build_with(host: &str, port: u16, parts: Parts) -> std::io::Result<Self> {
-        let listener = TcpListener::bind((host, port))?;
-        let port = listener.local_addr()?.port();
         let (usage, webhooks) = (parts.usage, parts.webhooks);
         let edge = parts
             .edge
-            .map(|(catalog, settings)| EdgeState::single_node(catalog, settings, usage, webhooks));
+            .map(|(catalog, settings)| single_node_edge(catalog, settings, usage, webhooks));
+        Self::serve(host, port, edge, parts.control)
+    }
+
+    fn serve(
+        host: &str,
+        port: u16,
+        edge: Option<Arc<EdgeState>>,
+        control: Option<ControlState>,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind((host, port))?;
+        let port = listener.local_addr()?.port();
         if let Some(state) = &edge {
             tokio::spawn(edge::follow_catalog_changes(state.clone()));
             tokio::spawn(edge::flush_usage_periodically(state.clone()));
@@ -70,7 +115,7 @@ impl Application {
             .map_or_else(Arc::default, |state| state.readiness.clone());
         let control_readiness = web::Data::from(readiness.clone());
         let control_health = web::Data::new(edge::health::Health::default());
-        let control = parts.control.map(web::Data::new);
+        let control = control.map(web::Data::new);
         let server = HttpServer::new(move || {
             let mut app = App::new().wrap(from_fn(edge::metrics::time_requests));
             if let Some(control) = &control {

@@ -28,7 +28,6 @@ use super::detached::{
 };
 use crate::EdgeState;
 use crate::connection::Connection;
-use crate::limits::ConnectionSlot;
 use crate::link::{Inbound, InboundError, MessageSource};
 use crate::outbox::Outbox;
 
@@ -96,12 +95,13 @@ impl XhrSessions {
                     Arc::new(Outbox::new(socket_id, state.outbox_bounds())),
                     keyed.app.id.clone(),
                     keyed.app.limits.clone(),
-                    state.hub.limits().clone(),
+                    state.limits.clone(),
+                    None,
                 ),
                 inbound: sender,
                 opened: AtomicBool::new(false),
                 relay: Arc::new(Relay::default()),
-                machine: Mutex::new(Detached::new(timing, Instant::now(), None)),
+                machine: Mutex::new(Detached::new(timing, Instant::now(), false)),
             })
         });
         let (true, Some(receiver)) = (made, receiver) else {
@@ -152,7 +152,7 @@ pub(crate) struct XhrSession {
     /// The outbox's writer waker, forwarding to the current receive request.
     relay: Arc<Relay>,
     /// Which receive request is current, grace, probation, close delivery.
-    machine: Mutex<Detached<ConnectionSlot>>,
+    machine: Mutex<Detached>,
 }
 
 impl DetachedSession for XhrSession {
@@ -160,13 +160,13 @@ impl DetachedSession for XhrSession {
         &self.core
     }
 
-    fn with_machine<R>(&self, step: impl FnOnce(&mut Detached<ConnectionSlot>) -> R) -> R {
+    fn with_machine<R>(&self, step: impl FnOnce(&mut Detached) -> R) -> R {
         step(&mut self.lock_machine())
     }
 }
 
 impl XhrSession {
-    fn lock_machine(&self) -> std::sync::MutexGuard<'_, Detached<ConnectionSlot>> {
+    fn lock_machine(&self) -> std::sync::MutexGuard<'_, Detached> {
         self.machine.lock().expect("xhr session lock poisoned")
     }
 
@@ -263,12 +263,13 @@ impl XhrSession {
                 )),
                 AppId::parse("app").unwrap(),
                 PlanLimits::pusher_defaults(),
-                Arc::default(),
+                crate::limits::Limits::local_for_tests(),
+                None,
             ),
             inbound,
             opened: AtomicBool::new(false),
             relay: Arc::new(Relay::default()),
-            machine: Mutex::new(Detached::new(timing, Instant::now(), None)),
+            machine: Mutex::new(Detached::new(timing, Instant::now(), false)),
         })
     }
 }
@@ -316,11 +317,14 @@ impl MessageSource for XhrSource {
     async fn next(&mut self) -> Option<Result<Inbound, InboundError>> {
         loop {
             let session = &self.session;
-            let verdict = session
-                .lock_machine()
-                .check(Instant::now(), || session.core.admit());
+            let verdict = session.lock_machine().check(Instant::now());
             let wake_at = match verdict {
                 Verdict::Wait(wake_at) => wake_at,
+                Verdict::TakeSlot => {
+                    // Refused: the next check ends the connection with the refusal.
+                    session.put_in_use().await;
+                    continue;
+                }
                 // Gone: nobody came back; refused: the connection ends with the refusal.
                 Verdict::Gone | Verdict::Refused => return None,
             };
@@ -362,7 +366,7 @@ mod tests {
         let session = XhrSession::with_inbound(timing, sender);
         let first = session.begin_receive();
         let second = session.begin_receive();
-        assert!(session.put_in_use());
+        assert!(session.put_in_use().await);
         let mut source = XhrSource {
             receiver,
             session: session.clone(),

@@ -7,6 +7,7 @@ mod cache_channels;
 mod carrier_client;
 mod carriers;
 mod carriers_attacks;
+mod cluster_seam;
 mod drain;
 mod http_api;
 mod libraries;
