@@ -254,6 +254,16 @@ impl XhrSession {
         timing: Timing,
         inbound: mpsc::Sender<Result<Inbound, InboundError>>,
     ) -> Arc<Self> {
+        let limits = crate::limits::Limits::local_for_tests();
+        Self::with_plan(timing, inbound, PlanLimits::pusher_defaults(), limits)
+    }
+
+    fn with_plan(
+        timing: Timing,
+        inbound: mpsc::Sender<Result<Inbound, InboundError>>,
+        plan: PlanLimits,
+        slots: Arc<crate::limits::Limits>,
+    ) -> Arc<Self> {
         let socket_id = protocol::names::SocketId::parse("1.1").unwrap();
         Arc::new(Self {
             core: Core::new(
@@ -262,8 +272,8 @@ impl XhrSession {
                     crate::outbox::OutboxBounds::frames_for_test(16),
                 )),
                 AppId::parse("app").unwrap(),
-                PlanLimits::pusher_defaults(),
-                crate::limits::Limits::local_for_tests(),
+                plan,
+                slots,
                 None,
             ),
             inbound,
@@ -391,5 +401,59 @@ mod tests {
             next.as_mut().poll(&mut context),
             Poll::Ready(None)
         ));
+    }
+
+    /// Probation ends with a receive still open: the source takes the slot from the
+    /// cluster's counter (async, outside the machine's lock), or ends with the refusal.
+    #[tokio::test]
+    async fn probation_ending_attached_takes_the_slot_or_ends_with_4004() {
+        // Probation ends at the first look, with the receive open.
+        let timing = Timing {
+            grace: Duration::from_secs(30),
+            first_poll_grace: Duration::ZERO,
+        };
+        let plan = PlanLimits {
+            max_connections: Some(1),
+            burst_multiplier: 1,
+            ..PlanLimits::pusher_defaults()
+        };
+        let limits = crate::limits::Limits::local_for_tests();
+        let open = |limits: &Arc<crate::limits::Limits>| {
+            let (sender, receiver) = mpsc::channel(INBOUND_CAPACITY);
+            let session = XhrSession::with_plan(timing, sender, plan.clone(), limits.clone());
+            let receive = session.begin_receive();
+            let source = XhrSource {
+                receiver,
+                session: session.clone(),
+            };
+            (session, receive, source)
+        };
+        let (first, _first_receive, mut first_source) = open(&limits);
+        assert!(matches!(
+            first_source.next().await,
+            Some(Ok(Inbound::Activity))
+        ));
+        // In use, holding the app's one slot: nothing more until a message comes.
+        let waker = Waker::from(Arc::new(Counter::default()));
+        let mut context = Context::from_waker(&waker);
+        assert!(
+            std::pin::pin!(first_source.next())
+                .poll(&mut context)
+                .is_pending()
+        );
+        assert_eq!(first.refusal(), None);
+        let app = AppId::parse("app").unwrap();
+        let full = limits.admit_connection(&app, &plan).await.unwrap();
+        assert!(full.is_none(), "the session holds the one slot");
+
+        let (second, _second_receive, mut second_source) = open(&limits);
+        assert!(
+            second_source.next().await.is_none(),
+            "refused: the connection ends"
+        );
+        assert_eq!(
+            second.refusal(),
+            Some(protocol::codes::CloseReason::OverConnectionQuota)
+        );
     }
 }
