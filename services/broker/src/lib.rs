@@ -1,4 +1,6 @@
-//! Fan-out between edges and the presence sets of every channel, behind one narrow trait.
+//! Fan-out between edges and the presence sets of every channel, behind one narrow trait,
+//! and beside it every other piece of cluster-wide state behind its own (`counters`,
+//! `occupancy`, `broadcast`, `cache`), grouped in `Cluster`.
 //!
 //! `Local` is the in-process implementation for a single node (the default). A Redis
 //! implementation for many nodes implements the same trait and passes the same conformance
@@ -16,10 +18,15 @@
 //! Architecture invariant: the broker carries frames as shared bytes and never parses them
 //! (stamping a serial is a byte splice, see `history::stamp`).
 
+pub mod broadcast;
 mod budget;
+pub mod cache;
 mod clock;
+mod cluster;
+pub mod counters;
 mod history;
 mod local;
+pub mod occupancy;
 mod redis;
 pub mod testing;
 
@@ -30,6 +37,7 @@ use protocol::wire::Member;
 use thiserror::Error;
 
 pub use clock::Clock;
+pub use cluster::{Cluster, LocalSpec};
 pub use history::{ChannelHistory, HistoryWindow, stamp};
 pub use local::{FORGET_IDLE_CHANNELS_AFTER, HistoryLimits, Local};
 pub use redis::Redis;

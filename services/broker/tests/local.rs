@@ -62,3 +62,35 @@ async fn an_idle_channel_with_nothing_kept_is_forgotten_and_a_resume_gets_a_gap(
         .unwrap();
     assert!(matches!(resume, History::Gap { .. }), "{resume:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_connection_counter_conforms() {
+    broker::testing::connection_counter_conformance(broker::counters::LocalConnections::default)
+        .await;
+}
+
+#[tokio::test]
+async fn local_message_counter_conforms() {
+    broker::testing::message_counter_conformance(broker::counters::LocalMessages::default).await;
+}
+
+#[tokio::test]
+async fn local_publish_rate_conforms() {
+    broker::testing::publish_rate_conformance(broker::counters::LocalPublishRates::default).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_occupancy_conforms() {
+    broker::testing::occupancy_conformance(broker::occupancy::LocalOccupancy::default).await;
+}
+
+#[tokio::test]
+async fn local_broadcast_conforms() {
+    broker::testing::broadcast_conformance(|sink| broker::broadcast::LocalBroadcast::new(sink))
+        .await;
+}
+
+#[tokio::test]
+async fn local_cache_conforms() {
+    broker::testing::cache_conformance(broker::cache::LocalCache::new).await;
+}

@@ -274,8 +274,13 @@ impl Connection {
                 }
             },
         };
+        // Counted cluster-wide only once the subscription stands (a refused one never was).
+        let occupancy = match added {
+            Some(_) => channel_events::count_subscribed(&self.state, &self.app.id, &channel).await,
+            None => None,
+        };
         let catch_up = resume::catch_up(
-            self.state.broker.as_ref(),
+            self.state.cluster.broker.as_ref(),
             &self.app.id,
             &channel,
             resume.as_ref(),
@@ -289,7 +294,7 @@ impl Connection {
                 wire::presence_subscription_succeeded(channel.as_str(), &joined.members, position)
             }
         });
-        channel_events::subscribed(&self.state, &self.app, &channel, &self.outbox, added);
+        channel_events::subscribed(&self.state, &self.app, &channel, &self.outbox, occupancy).await;
         if let Some(failure) = catch_up.failure {
             self.send(failure);
         }
@@ -326,8 +331,7 @@ impl Connection {
             return;
         }
         self.state
-            .hub
-            .limits()
+            .limits
             .count_messages(&self.app.id, frames, unix_now());
         self.state
             .meter
@@ -344,6 +348,7 @@ impl Connection {
         let socket_id = self.session.socket_id().clone();
         let joined = self
             .state
+            .cluster
             .broker
             .presence_join(
                 &self.app.id,
@@ -373,13 +378,17 @@ impl Connection {
     async fn unsubscribe(&mut self, channel: &ChannelName, member: Option<UserId>) {
         let removed =
             node_subscriptions::unsubscribe(&self.state, &self.app.id, channel, &self.outbox).await;
-        channel_events::unsubscribed(&self.state, &self.app, channel, removed);
+        if removed.is_some() {
+            let left = channel_events::count_unsubscribed(&self.state, &self.app.id, channel).await;
+            channel_events::unsubscribed(&self.state, &self.app, channel, left).await;
+        }
         if member.is_none() {
             return;
         }
         let socket_id = self.session.socket_id().clone();
         match self
             .state
+            .cluster
             .broker
             .presence_leave(&self.app.id, channel, &socket_id)
             .await
@@ -406,11 +415,22 @@ impl Connection {
                 format!("Client event rejected due to rate limit ({per_second} per second)");
             return self.send(wire::error(Some(code), &message));
         }
-        let limits = self.state.hub.limits();
+        let limits = &self.state.limits;
         let now = unix_now();
-        if !limits.may_publish(&self.app.id, &self.app.limits, now) {
-            let message = "Client event rejected - the app is over its daily message quota";
-            return self.send(wire::error(None, message));
+        match limits
+            .may_publish(&self.app.id, &self.app.limits, now)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                let message = "Client event rejected - the app is over its daily message quota";
+                return self.send(wire::error(None, message));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "daily message count unavailable");
+                let message = "Client event rejected - message counts are unavailable";
+                return self.send(wire::error(None, message));
+            }
         }
         limits.count_messages(&self.app.id, 1, now);
         self.state.meter.published(&self.app.id, 1);
@@ -439,7 +459,7 @@ impl Connection {
             history,
             serial: None,
         };
-        if let Err(error) = self.state.broker.publish(publication).await {
+        if let Err(error) = self.state.cluster.broker.publish(publication).await {
             tracing::warn!(%error, "publish failed");
         }
     }

@@ -80,9 +80,13 @@ pub(crate) async fn admit(
     // 4004, not 4100: pusher-js stops instead of retrying every second, so a tenant at its
     // ceiling does not turn its clients into a reconnect storm (see ARCHITECTURE.md).
     let slot = state
-        .hub
-        .limits()
-        .admit_connection(&keyed.app.id, &keyed.app.limits);
+        .limits
+        .admit_connection(&keyed.app.id, &keyed.app.limits)
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "connection count unavailable; asking the client to back off");
+            CloseReason::ClusterUnavailable
+        })?;
     let slot = slot.ok_or(CloseReason::OverConnectionQuota)?;
     Ok((keyed, slot))
 }

@@ -23,7 +23,7 @@ pub(crate) async fn subscribe(
 ) -> Option<usize> {
     let added = state.hub.subscribe(app, channel, outbox);
     if added.is_some()
-        && let Err(error) = state.broker.subscribe(app, channel).await
+        && let Err(error) = state.cluster.broker.subscribe(app, channel).await
     {
         // The connection stays on the channel and gets this node's own publications; other
         // nodes' reach it once the broker is back (it resubscribes by itself).
@@ -41,7 +41,7 @@ pub(crate) async fn unsubscribe(
 ) -> Option<usize> {
     let removed = state.hub.unsubscribe(app, channel, outbox);
     if removed.is_some()
-        && let Err(error) = state.broker.unsubscribe(app, channel).await
+        && let Err(error) = state.cluster.broker.unsubscribe(app, channel).await
     {
         tracing::warn!(%error, channel = channel.as_str(), "the node could not unsubscribe");
     }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use control::catalog::PgCatalog;
 use control::routes::{ControlSettings, ControlState};
 use control::service::Control;
-use edge::{EdgeSettings, Hub};
+use edge::EdgeSettings;
 use tenancy::{AppCatalog, AppSpec, LayeredCatalog, StaticCatalog};
 
 use crate::broker::build_broker;
@@ -77,9 +77,13 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
     let mut signals = ShutdownSignals::install().context("installing the signal handlers")?;
     let node = match (&parts.edge, &args.broker) {
         (Some((_, settings)), Some(url)) => {
-            let hub = Arc::new(Hub::default());
+            let (hub, messages) = NodeBroker::hub();
             let broker = build_broker(Some(url), hub.clone(), settings).await?;
-            Some(NodeBroker { hub, broker })
+            Some(NodeBroker {
+                hub,
+                messages,
+                broker,
+            })
         }
         _ => None,
     };

@@ -8,8 +8,19 @@ use protocol::wire::Member;
 
 use crate::{Broker, Clock, DeliverySink, History, HistoryLimits, HistoryWindow, Publication};
 
+mod broadcast;
+mod cache;
+mod counters;
 mod memory;
+mod occupancy;
 mod presence;
+
+pub use broadcast::{RecordingNodeSink, broadcast_conformance};
+pub use cache::cache_conformance;
+pub use counters::{
+    connection_counter_conformance, message_counter_conformance, publish_rate_conformance,
+};
+pub use occupancy::occupancy_conformance;
 
 /// A sink that remembers every publication it was handed.
 #[derive(Default)]

@@ -8,7 +8,10 @@
 //! only once in use: a second downstream, a send, or a downstream still attached when the
 //! first-poll grace ends; one nobody came back for ends then), which downstream is current
 //! (a newer one supersedes an older), and whether the close has been delivered. It holds no
-//! sockets and reads no clock: every step takes `now`, so the table tests below drive it.
+//! sockets, no slot and reads no clock: every step takes `now`, so the table tests below
+//! drive it. Taking the slot is async (the cluster's connection counter): the machine says
+//! when (`Verdict::TakeSlot`), `Core`'s `limits::Probation` takes it once, outside any lock,
+//! and the answer settles probation (`settle_probation`).
 
 use std::time::Duration;
 
@@ -42,10 +45,13 @@ pub(crate) enum Verdict {
     Gone,
     /// Probation ended over the app's connection ceiling: end with the refusal.
     Refused,
+    /// Probation ended with a downstream attached: take the slot (`DetachedSession::
+    /// put_in_use`), then look again.
+    TakeSlot,
 }
 
-/// A detached session's lifecycle; `Slot` is the app's connection slot (held while in use).
-pub(crate) struct Detached<Slot> {
+/// A detached session's lifecycle (the slot itself is `Core`'s).
+pub(crate) struct Detached {
     timing: Timing,
     started: Instant,
     /// The current downstream's number; a newer one supersedes it.
@@ -53,8 +59,7 @@ pub(crate) struct Detached<Slot> {
     /// Whether the current downstream is still open.
     attached: bool,
     detached_at: Instant,
-    slot: Option<Slot>,
-    /// Probation is over (a slot was taken, or refused).
+    /// Probation is over (a slot was taken, or refused, or the session ended).
     in_use: bool,
     refusal: Option<CloseReason>,
     /// Asked to end (gone, replaced, refused): the source reports the client gone.
@@ -63,18 +68,17 @@ pub(crate) struct Detached<Slot> {
     close_delivered: bool,
 }
 
-impl<Slot> Detached<Slot> {
-    /// A new session; with a `slot` already (a rebuilt session's client is back) it is in
-    /// use at once, else on probation.
-    pub(crate) fn new(timing: Timing, now: Instant, slot: Option<Slot>) -> Self {
+impl Detached {
+    /// A new session; `in_use` when it holds a slot already (a rebuilt session's client is
+    /// back), else on probation.
+    pub(crate) fn new(timing: Timing, now: Instant, in_use: bool) -> Self {
         Self {
             timing,
             started: now,
             generation: 0,
             attached: false,
             detached_at: now,
-            in_use: slot.is_some(),
-            slot,
+            in_use,
             refusal: None,
             stopping: false,
             close_delivered: false,
@@ -107,13 +111,18 @@ impl<Slot> Detached<Slot> {
         self.attached
     }
 
-    /// Ends probation: takes a slot with `admit` unless already in use. `false` when the
-    /// app is at its ceiling (the session must end with the refusal).
-    pub(crate) fn put_in_use(&mut self, admit: impl FnOnce() -> Option<Slot>) -> bool {
+    /// Whether probation is over (a slot was taken or refused, or the session ended).
+    pub(crate) fn is_in_use(&self) -> bool {
+        self.in_use
+    }
+
+    /// Ends probation with the slot-taking's answer (`slot_taken`), unless it is already
+    /// over (then the answer changes nothing). `false` when the session must end with the
+    /// refusal.
+    pub(crate) fn settle_probation(&mut self, slot_taken: bool) -> bool {
         if !self.in_use {
             self.in_use = true;
-            self.slot = admit();
-            if self.slot.is_none() {
+            if !slot_taken {
                 self.refusal = Some(CloseReason::OverConnectionQuota);
             }
         }
@@ -126,7 +135,7 @@ impl<Slot> Detached<Slot> {
     }
 
     /// The source's step at `now`: whether the client is still there, and when to look again.
-    pub(crate) fn check(&mut self, now: Instant, admit: impl FnOnce() -> Option<Slot>) -> Verdict {
+    pub(crate) fn check(&mut self, now: Instant) -> Verdict {
         if self.stopping {
             return Verdict::Gone;
         }
@@ -137,8 +146,8 @@ impl<Slot> Detached<Slot> {
                 self.stopping = true;
                 return Verdict::Gone;
             }
-            // Still attached (a stream): in use.
-            self.put_in_use(admit);
+            // Still attached (a stream): in use, once it has its slot.
+            return Verdict::TakeSlot;
         }
         if self.refusal.is_some() {
             return Verdict::Refused;
@@ -165,11 +174,10 @@ impl<Slot> Detached<Slot> {
         self.stopping
     }
 
-    /// The connection has ended: gives the slot back (to drop outside any lock) and ends
-    /// probation, so that a late downstream takes no slot for a session that is over.
-    pub(crate) fn end(&mut self) -> Option<Slot> {
+    /// The connection has ended: ends probation, so that a late downstream takes no slot
+    /// for a session that is over (`Core` gives the slot back).
+    pub(crate) fn end(&mut self) {
         self.in_use = true;
-        self.slot.take()
     }
 
     pub(crate) fn deliver_close(&mut self) {

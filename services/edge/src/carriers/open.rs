@@ -121,7 +121,7 @@ pub(crate) async fn open(state: &Arc<EdgeState>, key: &str, request: Downstream)
     };
     let text: Arc<str> = request.cursor.clone().unwrap_or_default().into();
     if let Some(attachment) = from.and_then(|from| held.attach(from, text)) {
-        if !held.put_in_use() {
+        if !held.put_in_use().await {
             held.stop();
             return refused(key, CloseReason::OverConnectionQuota);
         }
@@ -207,7 +207,7 @@ async fn create(
         incarnation: format!("{:016x}", rand::random::<u64>()),
         rebuilt_from,
         slot,
-        slots: state.hub.limits().clone(),
+        slots: state.limits.clone(),
         outbox: outbox.clone(),
         inbound: sender,
         grace: settings.sb_session_grace,

@@ -111,9 +111,9 @@ struct Inner {
     /// Channels the client asked for (downstream `subs` and upstream subscribes): names
     /// that parse, at most the plan's channels per connection.
     requested: HashSet<ChannelName>,
-    /// Which downstream is current, grace, probation (the slot, a refusal), stopping (expiry,
+    /// Which downstream is current, grace, probation (a refusal), stopping (expiry,
     /// replacement) and close delivery.
-    machine: Detached<ConnectionSlot>,
+    machine: Detached,
     /// The current downstream's waker, woken when a newer request supersedes it.
     writer: Option<Waker>,
     /// When the last cursor was made.
@@ -204,7 +204,7 @@ impl DetachedSession for CarrierSession {
         &self.core
     }
 
-    fn with_machine<R>(&self, step: impl FnOnce(&mut Detached<ConnectionSlot>) -> R) -> R {
+    fn with_machine<R>(&self, step: impl FnOnce(&mut Detached) -> R) -> R {
         step(&mut self.lock().machine)
     }
 }
@@ -212,6 +212,7 @@ impl DetachedSession for CarrierSession {
 impl CarrierSession {
     pub(crate) fn new(spec: Spec) -> Arc<Self> {
         let now = Instant::now();
+        let in_use = spec.slot.is_some();
         let timing = Timing {
             grace: spec.grace,
             first_poll_grace: spec.first_poll_grace,
@@ -220,7 +221,7 @@ impl CarrierSession {
             socket_id: spec.socket_id,
             key: spec.key,
             secret: spec.secret,
-            core: Core::new(spec.outbox, spec.app_id, spec.limits, spec.slots),
+            core: Core::new(spec.outbox, spec.app_id, spec.limits, spec.slots, spec.slot),
             incarnation: spec.incarnation,
             rebuilt_from: spec.rebuilt_from,
             inbound: spec.inbound,
@@ -230,7 +231,7 @@ impl CarrierSession {
                 sent_bytes: 0,
                 channels: BTreeMap::new(),
                 requested: HashSet::new(),
-                machine: Detached::new(timing, now, spec.slot),
+                machine: Detached::new(timing, now, in_use),
                 writer: None,
                 last_cursor_at: now,
                 ended: false,

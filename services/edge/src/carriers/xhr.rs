@@ -85,10 +85,12 @@ async fn receive(request: HttpRequest, state: Arc<EdgeState>, kind: Kind) -> Htt
     };
     let session = match state.xhr_sessions.get(&id) {
         // The client came back: probation is over.
-        Some(session) if !session.put_in_use() => {
-            return refused_in_session(&request, &session, CloseReason::OverConnectionQuota);
+        Some(session) => {
+            if !session.put_in_use().await {
+                return refused_in_session(&request, &session, CloseReason::OverConnectionQuota);
+            }
+            session
         }
-        Some(session) => session,
         None => {
             let peer = ingress::client_address(&request, &state.settings.trusted_proxies);
             if let Err(wait) = state.carrier_limiter.check_address(peer) {

@@ -28,7 +28,6 @@ use super::detached::{
 };
 use crate::EdgeState;
 use crate::connection::Connection;
-use crate::limits::ConnectionSlot;
 use crate::link::{Inbound, InboundError, MessageSource};
 use crate::outbox::Outbox;
 
@@ -96,12 +95,13 @@ impl XhrSessions {
                     Arc::new(Outbox::new(socket_id, state.outbox_bounds())),
                     keyed.app.id.clone(),
                     keyed.app.limits.clone(),
-                    state.hub.limits().clone(),
+                    state.limits.clone(),
+                    None,
                 ),
                 inbound: sender,
                 opened: AtomicBool::new(false),
                 relay: Arc::new(Relay::default()),
-                machine: Mutex::new(Detached::new(timing, Instant::now(), None)),
+                machine: Mutex::new(Detached::new(timing, Instant::now(), false)),
             })
         });
         let (true, Some(receiver)) = (made, receiver) else {
@@ -152,7 +152,7 @@ pub(crate) struct XhrSession {
     /// The outbox's writer waker, forwarding to the current receive request.
     relay: Arc<Relay>,
     /// Which receive request is current, grace, probation, close delivery.
-    machine: Mutex<Detached<ConnectionSlot>>,
+    machine: Mutex<Detached>,
 }
 
 impl DetachedSession for XhrSession {
@@ -160,13 +160,13 @@ impl DetachedSession for XhrSession {
         &self.core
     }
 
-    fn with_machine<R>(&self, step: impl FnOnce(&mut Detached<ConnectionSlot>) -> R) -> R {
+    fn with_machine<R>(&self, step: impl FnOnce(&mut Detached) -> R) -> R {
         step(&mut self.lock_machine())
     }
 }
 
 impl XhrSession {
-    fn lock_machine(&self) -> std::sync::MutexGuard<'_, Detached<ConnectionSlot>> {
+    fn lock_machine(&self) -> std::sync::MutexGuard<'_, Detached> {
         self.machine.lock().expect("xhr session lock poisoned")
     }
 
@@ -254,6 +254,16 @@ impl XhrSession {
         timing: Timing,
         inbound: mpsc::Sender<Result<Inbound, InboundError>>,
     ) -> Arc<Self> {
+        let limits = crate::limits::Limits::local_for_tests();
+        Self::with_plan(timing, inbound, PlanLimits::pusher_defaults(), limits)
+    }
+
+    fn with_plan(
+        timing: Timing,
+        inbound: mpsc::Sender<Result<Inbound, InboundError>>,
+        plan: PlanLimits,
+        slots: Arc<crate::limits::Limits>,
+    ) -> Arc<Self> {
         let socket_id = protocol::names::SocketId::parse("1.1").unwrap();
         Arc::new(Self {
             core: Core::new(
@@ -262,13 +272,14 @@ impl XhrSession {
                     crate::outbox::OutboxBounds::frames_for_test(16),
                 )),
                 AppId::parse("app").unwrap(),
-                PlanLimits::pusher_defaults(),
-                Arc::default(),
+                plan,
+                slots,
+                None,
             ),
             inbound,
             opened: AtomicBool::new(false),
             relay: Arc::new(Relay::default()),
-            machine: Mutex::new(Detached::new(timing, Instant::now(), None)),
+            machine: Mutex::new(Detached::new(timing, Instant::now(), false)),
         })
     }
 }
@@ -316,11 +327,14 @@ impl MessageSource for XhrSource {
     async fn next(&mut self) -> Option<Result<Inbound, InboundError>> {
         loop {
             let session = &self.session;
-            let verdict = session
-                .lock_machine()
-                .check(Instant::now(), || session.core.admit());
+            let verdict = session.lock_machine().check(Instant::now());
             let wake_at = match verdict {
                 Verdict::Wait(wake_at) => wake_at,
+                Verdict::TakeSlot => {
+                    // Refused: the next check ends the connection with the refusal.
+                    session.put_in_use().await;
+                    continue;
+                }
                 // Gone: nobody came back; refused: the connection ends with the refusal.
                 Verdict::Gone | Verdict::Refused => return None,
             };
@@ -362,7 +376,7 @@ mod tests {
         let session = XhrSession::with_inbound(timing, sender);
         let first = session.begin_receive();
         let second = session.begin_receive();
-        assert!(session.put_in_use());
+        assert!(session.put_in_use().await);
         let mut source = XhrSource {
             receiver,
             session: session.clone(),
@@ -387,5 +401,59 @@ mod tests {
             next.as_mut().poll(&mut context),
             Poll::Ready(None)
         ));
+    }
+
+    /// Probation ends with a receive still open: the source takes the slot from the
+    /// cluster's counter (async, outside the machine's lock), or ends with the refusal.
+    #[tokio::test]
+    async fn probation_ending_attached_takes_the_slot_or_ends_with_4004() {
+        // Probation ends at the first look, with the receive open.
+        let timing = Timing {
+            grace: Duration::from_secs(30),
+            first_poll_grace: Duration::ZERO,
+        };
+        let plan = PlanLimits {
+            max_connections: Some(1),
+            burst_multiplier: 1,
+            ..PlanLimits::pusher_defaults()
+        };
+        let limits = crate::limits::Limits::local_for_tests();
+        let open = |limits: &Arc<crate::limits::Limits>| {
+            let (sender, receiver) = mpsc::channel(INBOUND_CAPACITY);
+            let session = XhrSession::with_plan(timing, sender, plan.clone(), limits.clone());
+            let receive = session.begin_receive();
+            let source = XhrSource {
+                receiver,
+                session: session.clone(),
+            };
+            (session, receive, source)
+        };
+        let (first, _first_receive, mut first_source) = open(&limits);
+        assert!(matches!(
+            first_source.next().await,
+            Some(Ok(Inbound::Activity))
+        ));
+        // In use, holding the app's one slot: nothing more until a message comes.
+        let waker = Waker::from(Arc::new(Counter::default()));
+        let mut context = Context::from_waker(&waker);
+        assert!(
+            std::pin::pin!(first_source.next())
+                .poll(&mut context)
+                .is_pending()
+        );
+        assert_eq!(first.refusal(), None);
+        let app = AppId::parse("app").unwrap();
+        let full = limits.admit_connection(&app, &plan).await.unwrap();
+        assert!(full.is_none(), "the session holds the one slot");
+
+        let (second, _second_receive, mut second_source) = open(&limits);
+        assert!(
+            second_source.next().await.is_none(),
+            "refused: the connection ends"
+        );
+        assert_eq!(
+            second.refusal(),
+            Some(protocol::codes::CloseReason::OverConnectionQuota)
+        );
     }
 }

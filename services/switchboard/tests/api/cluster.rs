@@ -196,7 +196,7 @@ async fn two_serve_processes_on_one_redis_by_flag_and_by_env_are_one_platform() 
 
 #[tokio::test]
 async fn a_broker_url_that_is_not_redis_or_not_reachable_is_refused_at_start() {
-    let hub = std::sync::Arc::new(edge::Hub::default());
+    let (hub, _) = switchboard::startup::NodeBroker::hub();
     let settings = edge::EdgeSettings::default();
     let build =
         |url: &'static str| switchboard::broker::build_broker(Some(url), hub.clone(), &settings);

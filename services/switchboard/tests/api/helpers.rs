@@ -43,7 +43,7 @@ pub async fn spawn_app_on_broker(broker_url: &str) -> TestApp {
     use switchboard::startup::{NodeBroker, Parts};
 
     let settings = EdgeSettings::default();
-    let hub = Arc::new(edge::Hub::default());
+    let (hub, messages) = NodeBroker::hub();
     let broker = switchboard::broker::build_broker(Some(broker_url), hub.clone(), &settings)
         .await
         .expect("joins the cluster");
@@ -54,7 +54,11 @@ pub async fn spawn_app_on_broker(broker_url: &str) -> TestApp {
         usage: None,
         webhooks: None,
     };
-    let node = NodeBroker { hub, broker };
+    let node = NodeBroker {
+        hub,
+        messages,
+        broker,
+    };
     let application =
         Application::build_on("127.0.0.1", 0, parts, Some(node)).expect("server binds");
     let port = application.port();

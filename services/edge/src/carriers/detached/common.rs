@@ -1,7 +1,8 @@
 //! What a session of either framing is made of besides its framing's own parts: its
-//! connection's outbox, the wake-up for its message source and its linger, what probation
-//! needs to take a slot (`Core`), and the steps both framings take on the machine through a
-//! small trait (`DetachedSession`), so neither copies them.
+//! connection's outbox, the wake-up for its message source and its linger, its connection
+//! slot (`limits::Probation`: taken once, async, from the cluster's counter; a slot that
+//! arrives after the session ended goes straight back) (`Core`), and the steps both framings
+//! take on the machine through a small trait (`DetachedSession`), so neither copies them.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use tenancy::PlanLimits;
 use tokio::sync::Notify;
 
 use super::{Detached, linger};
-use crate::limits::{ConnectionSlot, Limits};
+use crate::limits::{ConnectionSlot, Limits, Probation};
 use crate::outbox::Outbox;
 
 pub(crate) struct Core {
@@ -19,32 +20,33 @@ pub(crate) struct Core {
     /// Wakes the message source and the lingering task: a downstream attached or detached,
     /// probation refused, the close delivered, the session stopped.
     pub changed: Notify,
-    app_id: AppId,
-    /// The plan when the session started: its connection ceiling applies when the slot is
-    /// taken, and its channels per connection bound what the session remembers.
+    /// The plan when the session started: its channels per connection bound what the
+    /// session remembers (and its connection ceiling applies when the slot is taken).
     pub limits: PlanLimits,
-    slots: Arc<Limits>,
+    /// The app's connection slot, taken once the session is in use.
+    probation: Probation,
 }
 
 impl Core {
+    /// A session's core; with a `slot` already (a rebuilt session) it holds it from the start.
     pub(crate) fn new(
         outbox: Arc<Outbox>,
         app_id: AppId,
         limits: PlanLimits,
         slots: Arc<Limits>,
+        slot: Option<ConnectionSlot>,
     ) -> Self {
+        let plan = limits.clone();
+        let probation = match slot {
+            Some(slot) => Probation::in_use(app_id, plan, slots, slot),
+            None => Probation::new(app_id, plan, slots),
+        };
         Self {
             outbox,
             changed: Notify::new(),
-            app_id,
             limits,
-            slots,
+            probation,
         }
-    }
-
-    /// One of the app's connection slots, if it has one left.
-    pub(crate) fn admit(&self) -> Option<ConnectionSlot> {
-        self.slots.admit_connection(&self.app_id, &self.limits)
     }
 }
 
@@ -53,13 +55,19 @@ impl Core {
 pub(crate) trait DetachedSession {
     fn core(&self) -> &Core;
 
-    fn with_machine<R>(&self, step: impl FnOnce(&mut Detached<ConnectionSlot>) -> R) -> R;
+    fn with_machine<R>(&self, step: impl FnOnce(&mut Detached) -> R) -> R;
 
-    /// Ends probation: takes one of the app's connection slots. `false` when the app is at
-    /// its ceiling; the session then ends with 4004 (its source is woken to end it).
-    fn put_in_use(&self) -> bool {
+    /// Ends probation: takes one of the app's connection slots (once; concurrent callers
+    /// wait for the one answer). `false` when the app is at its ceiling or the count cannot
+    /// answer; the session then ends with 4004 (its source is woken to end it). Cancel-safe:
+    /// a cancelled take leaves probation on, for the next caller.
+    async fn put_in_use(&self) -> bool {
         let core = self.core();
-        let in_use = self.with_machine(|machine| machine.put_in_use(|| core.admit()));
+        if self.with_machine(|machine| machine.is_in_use()) {
+            return self.with_machine(|machine| machine.refusal().is_none());
+        }
+        let taken = core.probation.put_in_use().await;
+        let in_use = self.with_machine(|machine| machine.settle_probation(taken));
         if !in_use {
             core.changed.notify_one();
         }
@@ -75,8 +83,8 @@ pub(crate) trait DetachedSession {
     /// request takes none), then lingers until a downstream has taken the close (the client
     /// learns why it was closed), the client is gone, or the grace ends.
     async fn after_connection(&self) {
-        let slot = self.with_machine(|machine| machine.end());
-        drop(slot);
+        self.with_machine(|machine| machine.end());
+        self.core().probation.release();
         let grace = self.with_machine(|machine| machine.grace());
         let done = || self.with_machine(|machine| machine.done_lingering());
         linger(grace, &self.core().changed, done).await;

@@ -35,35 +35,45 @@ impl Source {
         }
     }
 
-    /// When to look again, or `None` when the session ends (the client is gone, or
+    /// When to look again (`Verdict::Wait`), `Verdict::TakeSlot` when probation ends with a
+    /// downstream attached, or `Verdict::Gone` when the session ends (the client is gone, or
     /// probation ended over the app's ceiling).
-    fn step(&self, now: Instant) -> Option<Option<Instant>> {
+    fn step(&self, now: Instant) -> Verdict {
         let session = &self.session;
         let mut inner = session.lock();
-        let wake_at = match inner.machine.check(now, || session.core().admit()) {
+        let wake_at = match inner.machine.check(now) {
             Verdict::Wait(wake_at) => wake_at,
-            Verdict::Gone => return None,
+            Verdict::Gone => return Verdict::Gone,
+            Verdict::TakeSlot => return Verdict::TakeSlot,
             Verdict::Refused => {
                 // Stopped: the close (the refusal) is not waited for, as before probation.
                 inner.machine.stop();
-                return None;
+                return Verdict::Gone;
             }
         };
         self.refresh_cursor(&mut inner, now);
         if !inner.machine.is_attached() {
-            return Some(wake_at);
+            return Verdict::Wait(wake_at);
         }
         let attached = self
             .next_keepalive
             .min(inner.last_cursor_at + session.cursor_lifetime / 3);
-        Some(Some(wake_at.map_or(attached, |at| at.min(attached))))
+        Verdict::Wait(Some(wake_at.map_or(attached, |at| at.min(attached))))
     }
 }
 
 impl MessageSource for Source {
     async fn next(&mut self) -> Option<Result<Inbound, InboundError>> {
         loop {
-            let wake_at = self.step(Instant::now())?;
+            let wake_at = match self.step(Instant::now()) {
+                Verdict::Wait(wake_at) => wake_at,
+                Verdict::TakeSlot => {
+                    // Refused: the next step ends the session.
+                    self.session.put_in_use().await;
+                    continue;
+                }
+                Verdict::Gone | Verdict::Refused => return None,
+            };
             let session = self.session.clone();
             tokio::select! {
                 message = self.inbound.recv() => return message.map(Ok),
