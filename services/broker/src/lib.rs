@@ -1,4 +1,6 @@
-//! Fan-out between edges and the presence sets of every channel, behind one narrow trait.
+//! Fan-out between edges and the presence sets of every channel, behind one narrow trait,
+//! and beside it every other piece of cluster-wide state behind its own (`counters`,
+//! `occupancy`, `broadcast`, `cache`), grouped in `Cluster`.
 //!
 //! `Local` is the in-process implementation for a single node (the default). A Redis
 //! implementation for many nodes implements the same trait and passes the same conformance
@@ -9,13 +11,23 @@
 //! serial, for resume and the history API. History memory is bounded by byte budgets per
 //! app and per node (`budget`) and by a number of channels per app.
 //!
+//! `Redis` (`redis`) is the implementation for many nodes: fan-out over Redis pub/sub, with
+//! each node subscribed once per channel (`Broker::subscribe`), serials and history in one
+//! Lua step per publication, presence in hashes.
+//!
 //! Architecture invariant: the broker carries frames as shared bytes and never parses them
 //! (stamping a serial is a byte splice, see `history::stamp`).
 
+pub mod broadcast;
 mod budget;
+pub mod cache;
 mod clock;
+mod cluster;
+pub mod counters;
 mod history;
 mod local;
+pub mod occupancy;
+mod redis;
 pub mod testing;
 
 use async_trait::async_trait;
@@ -25,8 +37,10 @@ use protocol::wire::Member;
 use thiserror::Error;
 
 pub use clock::Clock;
+pub use cluster::{Cluster, LocalSpec};
 pub use history::{ChannelHistory, HistoryWindow, stamp};
 pub use local::{FORGET_IDLE_CHANNELS_AFTER, HistoryLimits, Local};
+pub use redis::Redis;
 
 /// One event for one channel of one app, serialised once and shared by every subscriber.
 #[derive(Debug, Clone)]
@@ -113,9 +127,25 @@ pub enum BrokerError {
 /// Pub/sub and presence across every edge node.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
-    /// Hands `publication` to the sink of every node, this one included. With a history
-    /// window it first gets the channel's next serial, its frame is stamped and stored; serial
-    /// order, history order and delivery order are one order.
+    /// A connection of this node joined the channel (`edge::node_subscriptions` calls it for
+    /// every one). The broker counts them and subscribes the node on the first; it returns
+    /// once the node receives the channel's publications, also for a connection that joined
+    /// while the first one's subscription was still being made. A no-op for `Local`, whose
+    /// publications reach the sink whatever.
+    async fn subscribe(&self, _app: &AppId, _channel: &ChannelName) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    /// A connection of this node left the channel; the node unsubscribes with the last one.
+    /// Calls are balanced with `subscribe`.
+    async fn unsubscribe(&self, _app: &AppId, _channel: &ChannelName) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    /// Hands `publication` to the sink of every node subscribed to its channel (for `Local`,
+    /// this one, always). With a history window it first gets the channel's next serial, its
+    /// frame is stamped and stored; serial order, history order and delivery order are one
+    /// order.
     async fn publish(&self, publication: Publication) -> Result<(), BrokerError>;
 
     /// The stored frames after `since_serial` (all of them for `None`), or `History::Gap`

@@ -6,6 +6,10 @@ use broker::Local;
 async fn local_broker_conforms() {
     broker::testing::conformance(|sink, clock, limits| Local::with_limits(sink, clock, limits))
         .await;
+    broker::testing::memory_conformance(|sink, clock, limits| {
+        Local::with_limits(sink, clock, limits)
+    })
+    .await;
 }
 
 /// Local only: the memory of channels used once is bounded by forgetting idle ones.
@@ -57,4 +61,36 @@ async fn an_idle_channel_with_nothing_kept_is_forgotten_and_a_resume_gets_a_gap(
         .await
         .unwrap();
     assert!(matches!(resume, History::Gap { .. }), "{resume:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_connection_counter_conforms() {
+    broker::testing::connection_counter_conformance(broker::counters::LocalConnections::default)
+        .await;
+}
+
+#[tokio::test]
+async fn local_message_counter_conforms() {
+    broker::testing::message_counter_conformance(broker::counters::LocalMessages::default).await;
+}
+
+#[tokio::test]
+async fn local_publish_rate_conforms() {
+    broker::testing::publish_rate_conformance(broker::counters::LocalPublishRates::default).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_occupancy_conforms() {
+    broker::testing::occupancy_conformance(broker::occupancy::LocalOccupancy::default).await;
+}
+
+#[tokio::test]
+async fn local_broadcast_conforms() {
+    broker::testing::broadcast_conformance(|sink| broker::broadcast::LocalBroadcast::new(sink))
+        .await;
+}
+
+#[tokio::test]
+async fn local_cache_conforms() {
+    broker::testing::cache_conformance(broker::cache::LocalCache::new).await;
 }

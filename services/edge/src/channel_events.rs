@@ -1,6 +1,6 @@
 //! What a subscription change sets off besides the subscription itself: webhook events
-//! (`channel_occupied` / `channel_vacated` as this node's count of a channel's subscribers
-//! goes 0 → 1 → 0, `member_added` / `member_removed`, `client_event`, `cache_miss`,
+//! (`channel_occupied` / `channel_vacated` as the cluster's count of a channel's
+//! subscriptions, `broker::occupancy`, goes 0 → 1 → 0, `member_added` / `member_removed`, `client_event`, `cache_miss`,
 //! `subscription_count`), the opt-in `pusher_internal:subscription_count` frames, and the
 //! replay of a cache channel's last event. `connection` calls these at the matching points.
 //!
@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use broker::{DeliverySink, Publication};
+use broker::broadcast::NodeMessage;
+use broker::cache::Replay;
 use protocol::names::{AppId, ChannelKind, ChannelName, SocketId, UserId};
 use protocol::wire;
 use serde::Deserialize;
@@ -19,12 +20,11 @@ use tenancy::{App, WebhookEvent};
 use tokio::time::Instant;
 
 use crate::EdgeState;
-use crate::cache::Replay;
 use crate::outbox::{Outbox, Outgoing};
 
 /// Above this many subscribers, `subscription_count` goes out at most every
 /// `COUNT_INTERVAL` per channel (Pusher's throttle).
-pub const COUNT_THROTTLE_ABOVE: usize = 100;
+pub const COUNT_THROTTLE_ABOVE: u64 = 100;
 pub const COUNT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Reports a webhook event if the app may want it; `event` is built only then.
@@ -36,15 +36,41 @@ fn emit(state: &EdgeState, app: &AppId, name: &str, event: impl FnOnce() -> Webh
     }
 }
 
-/// After `subscription_succeeded` was queued: `channel_occupied` for the first subscriber,
-/// the subscription count, and for cache channels the cached event or `pusher:cache_miss`.
-/// `added` is what `Hub::subscribe` returned.
-pub fn subscribed(
+/// Counts a new subscription cluster-wide; the count after it, `None` when occupancy cannot
+/// answer (then no occupancy webhook or count goes out for it).
+pub async fn count_subscribed(
+    state: &EdgeState,
+    app: &AppId,
+    channel: &ChannelName,
+) -> Option<u64> {
+    let counted = state.cluster.occupancy.subscribed(app, channel).await;
+    counted
+        .inspect_err(|error| tracing::warn!(%error, "occupancy unavailable"))
+        .ok()
+}
+
+/// Counts a subscription gone cluster-wide; the count left.
+pub async fn count_unsubscribed(
+    state: &EdgeState,
+    app: &AppId,
+    channel: &ChannelName,
+) -> Option<u64> {
+    let counted = state.cluster.occupancy.unsubscribed(app, channel).await;
+    counted
+        .inspect_err(|error| tracing::warn!(%error, "occupancy unavailable"))
+        .ok()
+}
+
+/// After `subscription_succeeded` was queued: `channel_occupied` for the first subscription
+/// in the cluster, the subscription count, and for cache channels the cached event or
+/// `pusher:cache_miss`. `added` is the cluster's count after this subscription (`None`: the
+/// connection was already subscribed, or occupancy could not say).
+pub async fn subscribed(
     state: &Arc<EdgeState>,
     app: &App,
     channel: &ChannelName,
     outbox: &Outbox,
-    added: Option<usize>,
+    added: Option<u64>,
 ) {
     // `#server-to-user-` channels are the protocol's own: no occupancy webhooks for them.
     let internal = channel.kind() == ChannelKind::ServerToUser;
@@ -56,9 +82,13 @@ pub fn subscribed(
                 }
             });
         }
-        subscription_count_changed(state, app, channel, count);
+        subscription_count_changed(state, app, channel, count).await;
     }
-    match state.cache.replay(&app.id, channel) {
+    let replay = state.cluster.cache.replay(&app.id, channel).await;
+    let replay = replay
+        .inspect_err(|error| tracing::warn!(%error, "cache channels unavailable"))
+        .unwrap_or_default();
+    match replay {
         None => {}
         Some(Replay::Hit(frame)) => outbox.send(Outgoing::Text(frame)),
         Some(Replay::Miss { report }) => {
@@ -73,13 +103,14 @@ pub fn subscribed(
     }
 }
 
-/// After the connection left the channel: `channel_vacated` when it was the last subscriber
-/// here, and the subscription count. `removed` is what `Hub::unsubscribe` returned.
-pub fn unsubscribed(
+/// After the connection left the channel: `channel_vacated` when it was the last
+/// subscription in the cluster, and the subscription count. `removed` is the cluster's count
+/// left (`None`: occupancy could not say).
+pub async fn unsubscribed(
     state: &Arc<EdgeState>,
     app: &App,
     channel: &ChannelName,
-    removed: Option<usize>,
+    removed: Option<u64>,
 ) {
     let Some(count) = removed else {
         return;
@@ -91,7 +122,7 @@ pub fn unsubscribed(
             }
         });
     }
-    subscription_count_changed(state, app, channel, count);
+    subscription_count_changed(state, app, channel, count).await;
 }
 
 /// A user's first connection joined the presence channel.
@@ -173,7 +204,7 @@ enum Decision {
 }
 
 impl CountThrottle {
-    fn decide(&self, app: &AppId, channel: &ChannelName, count: usize, now: Instant) -> Decision {
+    fn decide(&self, app: &AppId, channel: &ChannelName, count: u64, now: Instant) -> Decision {
         let mut channels = self.channels.lock().expect("throttle lock poisoned");
         let key = (app.clone(), channel.clone());
         if count == 0 {
@@ -205,13 +236,14 @@ impl CountThrottle {
     }
 }
 
-/// `pusher_internal:subscription_count` to the channel's subscribers here and the
+/// `pusher_internal:subscription_count` to the channel's subscribers on every node and the
 /// `subscription_count` webhook, for apps that opted in and channels other than presence.
-fn subscription_count_changed(
+/// Each node throttles the counts it sends (so a cluster of N sends at most N per interval).
+async fn subscription_count_changed(
     state: &Arc<EdgeState>,
     app: &App,
     channel: &ChannelName,
-    count: usize,
+    count: u64,
 ) {
     if !app.subscription_counting
         || matches!(
@@ -225,43 +257,42 @@ fn subscription_count_changed(
         .count_throttle
         .decide(&app.id, channel, count, Instant::now())
     {
-        Decision::Now => send_count(state, &app.id, channel, count),
+        Decision::Now => send_count(state, &app.id, channel, count).await,
         Decision::Skip => {}
         Decision::At(at) => {
             let (state, app, channel) = (state.clone(), app.id.clone(), channel.clone());
             tokio::spawn(async move {
                 tokio::time::sleep_until(at).await;
                 state.count_throttle.fired(&app, &channel, Instant::now());
-                let count = state.hub.subscription_count(&app, &channel);
-                send_count(&state, &app, &channel, count);
+                let count = state
+                    .cluster
+                    .occupancy
+                    .subscription_count(&app, &channel)
+                    .await;
+                match count {
+                    Ok(count) => send_count(&state, &app, &channel, count).await,
+                    Err(error) => tracing::warn!(%error, "occupancy unavailable"),
+                }
             });
         }
     }
 }
 
-fn send_count(state: &EdgeState, app: &AppId, channel: &ChannelName, count: usize) {
+async fn send_count(state: &EdgeState, app: &AppId, channel: &ChannelName, count: u64) {
     if count > 0 {
-        let data = serde_json::json!({ "subscription_count": count }).to_string();
-        let frame = wire::channel_event(
-            "pusher_internal:subscription_count",
-            channel.as_str(),
-            &data,
-            None,
-        );
-        state.hub.deliver(&Publication {
+        let message = NodeMessage::SubscriptionCount {
             app: app.clone(),
             channel: channel.clone(),
-            frame: frame.into(),
-            except: None,
-            // A protocol frame: no serial, not kept in the channel's history.
-            history: None,
-            serial: None,
-        });
+            count,
+        };
+        if let Err(error) = state.cluster.broadcast.broadcast(message).await {
+            tracing::warn!(%error, "subscription count not broadcast");
+        }
     }
     emit(state, app, "subscription_count", || {
         WebhookEvent::SubscriptionCount {
             channel: channel.to_string(),
-            subscription_count: count as u64,
+            subscription_count: count,
         }
     });
 }

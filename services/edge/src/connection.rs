@@ -1,13 +1,13 @@
-//! One WebSocket connection: admission, then a loop that feeds the protocol session with
-//! client frames, close requests and timer ticks, and performs what it returns.
+//! One admitted protocol connection, whatever carries it: a loop that feeds the protocol
+//! session with client messages (from any `link::MessageSource`), close requests and timer
+//! ticks, and performs what it returns.
 //!
-//! Everything sent to the client goes through the connection's `Outbox`, which the response
-//! body writes to the socket; nothing here awaits the client.
+//! Everything sent to the client goes through the connection's `Outbox`, which the carrier
+//! drains; nothing here awaits the client.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use actix_web::{HttpRequest, HttpResponse, web};
 use broker::{BrokerError, Publication};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use protocol::codes::{CloseReason, ErrorCode};
@@ -16,117 +16,13 @@ use protocol::session::{Credentials, Output, Session, SessionConfig};
 use protocol::wire::{self, ChannelPosition, Member};
 use tenancy::{App, KeyedApp};
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::limits::{ConnectionSlot, unix_now};
+use crate::link::{Inbound, MessageSource, closing_frames, protocol_close};
 use crate::outbox::{Outbox, Outgoing};
 use crate::resume::{self, history_window};
 use crate::watchlist;
-use crate::websocket::{self, Inbound, InboundError};
-
-/// Where a connection's client messages come from: a WebSocket, or the POSTs of an HTTP
-/// carrier. `next` must be cancel-safe (it is raced against timers and close requests).
-pub trait MessageSource {
-    /// The next message, or `None` when the client is gone.
-    fn next(&mut self) -> impl std::future::Future<Output = Option<Result<Inbound, InboundError>>>;
-}
-use crate::{EdgeState, channel_events};
-
-/// `GET /app/{key}`: upgrades to a WebSocket, then admits or refuses with Pusher's codes
-/// (refusals are sent over the open socket, as pusher-js reads them from the close code).
-pub async fn websocket(
-    request: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<EdgeState>,
-) -> actix_web::Result<HttpResponse> {
-    let key = request
-        .match_info()
-        .get("key")
-        .unwrap_or_default()
-        .to_owned();
-    let admission = admit(&state, &key, request.query_string()).await;
-    let socket_id = state.socket_ids.next();
-    let outbox = Arc::new(Outbox::new(socket_id.clone(), state.outbox_bounds()));
-    let (response, reader) = websocket::upgrade(
-        &request,
-        payload,
-        outbox.clone(),
-        state.settings.max_frame_bytes,
-    )?;
-    match admission {
-        Ok((keyed, slot)) => {
-            let span =
-                tracing::info_span!("connection", app_id = %keyed.app.id, socket_id = %socket_id);
-            let state = state.into_inner();
-            actix_web::rt::spawn(
-                Connection::run(state, keyed, Some(slot), outbox, reader).instrument(span),
-            );
-        }
-        Err(reason) => {
-            tracing::info!(key = %ingress::Untrusted(&key), code = reason.disconnect().code, "connection refused");
-            crate::metrics::connection_closed(reason.disconnect().code);
-            outbox.close_with(closing_frames(reason));
-        }
-    }
-    Ok(response)
-}
-
-/// Checks that the node is not draining, the handshake, the key and the app, and takes one of
-/// the app's connection slots.
-pub(crate) async fn admit(
-    state: &EdgeState,
-    key: &str,
-    query: &str,
-) -> Result<(KeyedApp, ConnectionSlot), CloseReason> {
-    // A draining node takes no one new (before the catalog: a drain costs no lookups); 4200
-    // sends the client straight back to the load balancer, which no longer picks this node.
-    if state.readiness.is_draining() {
-        return Err(CloseReason::ServerShuttingDown);
-    }
-    let params: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
-    // A missing `protocol` is taken as 7, as soketi and sockudo do, so lax clients connect.
-    if let Some((_, version)) = params.iter().find(|(name, _)| name == "protocol") {
-        let version: u32 = version
-            .parse()
-            .map_err(|_| CloseReason::InvalidProtocolFormat)?;
-        if !(5..=7).contains(&version) {
-            return Err(CloseReason::UnsupportedProtocol);
-        }
-    }
-    let key = AppKey::parse(key).map_err(|_| CloseReason::UnknownAppKey)?;
-    let keyed = match state.catalog.find_by_key(&key).await {
-        Ok(Some(keyed)) => keyed,
-        Ok(None) => return Err(CloseReason::UnknownAppKey),
-        Err(error) => {
-            tracing::warn!(%error, "app catalog unavailable; asking the client to back off");
-            return Err(CloseReason::CatalogUnavailable);
-        }
-    };
-    if !keyed.app.enabled {
-        return Err(CloseReason::AppDisabled);
-    }
-    // 4004, not 4100: pusher-js stops instead of retrying every second, so a tenant at its
-    // ceiling does not turn its clients into a reconnect storm (see ARCHITECTURE.md).
-    let slot = state
-        .hub
-        .limits()
-        .admit_connection(&keyed.app.id, &keyed.app.limits);
-    let slot = slot.ok_or(CloseReason::OverConnectionQuota)?;
-    Ok((keyed, slot))
-}
-
-/// The reason as `pusher:error`, then the close frame with its code.
-pub(crate) fn closing_frames(reason: CloseReason) -> [Outgoing; 2] {
-    let disconnect = reason.disconnect();
-    let error = wire::error(Some(disconnect.code), disconnect.reason);
-    [
-        Outgoing::Text(error.into()),
-        Outgoing::Close {
-            code: disconnect.code,
-            reason: disconnect.reason.to_owned(),
-        },
-    ]
-}
+use crate::{EdgeState, channel_events, node_subscriptions};
 
 /// How the connection ended.
 enum Ending {
@@ -220,7 +116,7 @@ impl Connection {
                     None | Some(Ok(Inbound::Close)) => return Ending::ClientLeft,
                     Some(Ok(message)) => self.on_message(message).await,
                     Some(Err(error)) => {
-                        let close = websocket::protocol_close(&error, self.state.settings.max_frame_bytes);
+                        let close = protocol_close(&error, self.state.settings.max_frame_bytes);
                         return Ending::Protocol(close);
                     }
                 },
@@ -259,7 +155,7 @@ impl Connection {
                 self.outbox.send(Outgoing::Pong(bytes));
                 Ok(())
             }
-            Inbound::Pong => {
+            Inbound::Activity => {
                 self.session.note_activity(now);
                 Ok(())
             }
@@ -357,18 +253,20 @@ impl Connection {
         self.outbox.hold(&channel);
         // Registered before the history is read, so an event published after the read is
         // delivered live, and one published before it is in the history: none is missed.
-        let added = self
-            .state
-            .hub
-            .subscribe(&self.app.id, &channel, &self.outbox);
+        let added =
+            node_subscriptions::subscribe(&self.state, &self.app.id, &channel, &self.outbox).await;
         let joined = match &member {
             None => None,
             Some(member) => match self.join_presence(&channel, member).await {
                 Ok(joined) => Some(joined),
                 Err(refusal) => {
-                    self.state
-                        .hub
-                        .unsubscribe(&self.app.id, &channel, &self.outbox);
+                    node_subscriptions::unsubscribe(
+                        &self.state,
+                        &self.app.id,
+                        &channel,
+                        &self.outbox,
+                    )
+                    .await;
                     self.outbox.discard_held(&channel);
                     // Not on the channel: no client events there, no slot of the channel limit.
                     self.session.subscription_refused(&channel);
@@ -376,8 +274,13 @@ impl Connection {
                 }
             },
         };
+        // Counted cluster-wide only once the subscription stands (a refused one never was).
+        let occupancy = match added {
+            Some(_) => channel_events::count_subscribed(&self.state, &self.app.id, &channel).await,
+            None => None,
+        };
         let catch_up = resume::catch_up(
-            self.state.broker.as_ref(),
+            self.state.cluster.broker.as_ref(),
             &self.app.id,
             &channel,
             resume.as_ref(),
@@ -391,7 +294,7 @@ impl Connection {
                 wire::presence_subscription_succeeded(channel.as_str(), &joined.members, position)
             }
         });
-        channel_events::subscribed(&self.state, &self.app, &channel, &self.outbox, added);
+        channel_events::subscribed(&self.state, &self.app, &channel, &self.outbox, occupancy).await;
         if let Some(failure) = catch_up.failure {
             self.send(failure);
         }
@@ -428,8 +331,7 @@ impl Connection {
             return;
         }
         self.state
-            .hub
-            .limits()
+            .limits
             .count_messages(&self.app.id, frames, unix_now());
         self.state
             .meter
@@ -446,6 +348,7 @@ impl Connection {
         let socket_id = self.session.socket_id().clone();
         let joined = self
             .state
+            .cluster
             .broker
             .presence_join(
                 &self.app.id,
@@ -473,17 +376,19 @@ impl Connection {
     }
 
     async fn unsubscribe(&mut self, channel: &ChannelName, member: Option<UserId>) {
-        let removed = self
-            .state
-            .hub
-            .unsubscribe(&self.app.id, channel, &self.outbox);
-        channel_events::unsubscribed(&self.state, &self.app, channel, removed);
+        let removed =
+            node_subscriptions::unsubscribe(&self.state, &self.app.id, channel, &self.outbox).await;
+        if removed.is_some() {
+            let left = channel_events::count_unsubscribed(&self.state, &self.app.id, channel).await;
+            channel_events::unsubscribed(&self.state, &self.app, channel, left).await;
+        }
         if member.is_none() {
             return;
         }
         let socket_id = self.session.socket_id().clone();
         match self
             .state
+            .cluster
             .broker
             .presence_leave(&self.app.id, channel, &socket_id)
             .await
@@ -510,11 +415,22 @@ impl Connection {
                 format!("Client event rejected due to rate limit ({per_second} per second)");
             return self.send(wire::error(Some(code), &message));
         }
-        let limits = self.state.hub.limits();
+        let limits = &self.state.limits;
         let now = unix_now();
-        if !limits.may_publish(&self.app.id, &self.app.limits, now) {
-            let message = "Client event rejected - the app is over its daily message quota";
-            return self.send(wire::error(None, message));
+        match limits
+            .may_publish(&self.app.id, &self.app.limits, now)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                let message = "Client event rejected - the app is over its daily message quota";
+                return self.send(wire::error(None, message));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "daily message count unavailable");
+                let message = "Client event rejected - message counts are unavailable";
+                return self.send(wire::error(None, message));
+            }
         }
         limits.count_messages(&self.app.id, 1, now);
         self.state.meter.published(&self.app.id, 1);
@@ -543,7 +459,7 @@ impl Connection {
             history,
             serial: None,
         };
-        if let Err(error) = self.state.broker.publish(publication).await {
+        if let Err(error) = self.state.cluster.broker.publish(publication).await {
             tracing::warn!(%error, "publish failed");
         }
     }

@@ -1,16 +1,21 @@
 //! This node's connections by channel and by signed-in user, and local fan-out.
 //!
 //! The hub is the broker's `DeliverySink`: a publication's frame is shared (a refcount, not a
-//! copy) into the outbox of every local subscriber.
+//! copy) into the outbox of every local subscriber. It is also the node's `NodeSink` for
+//! cluster broadcasts (terminate a user, subscription counts). Counts that span nodes
+//! (occupancy, connection slots) are the cluster's, not the hub's.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use broker::broadcast::{NodeMessage, NodeSink};
+use broker::counters::MessageCounter;
 use broker::{DeliverySink, Publication};
 use protocol::names::{AppId, ChannelName, UserId};
+use protocol::wire;
 
-use crate::limits::{Limits, unix_now};
+use crate::limits::unix_now;
 use crate::metering::Meter;
 use crate::metrics::metrics;
 use crate::outbox::Outbox;
@@ -19,10 +24,9 @@ type ChannelKey = (AppId, ChannelName);
 /// Subscribers keyed by the outbox's address, which is unique while it is alive.
 type Subscribers = HashMap<usize, Arc<Outbox>>;
 
-#[derive(Default)]
 pub struct Hub {
     /// Deliveries count toward the app's daily messages.
-    limits: Arc<Limits>,
+    messages: Arc<dyn MessageCounter>,
     /// Usage per app and minute: connections and deliveries are counted here.
     meter: Arc<Meter>,
     channels: RwLock<HashMap<ChannelKey, Subscribers>>,
@@ -38,9 +42,16 @@ fn id_of(outbox: &Arc<Outbox>) -> usize {
 }
 
 impl Hub {
-    /// The counters of connections and daily messages this node keeps.
-    pub fn limits(&self) -> &Arc<Limits> {
-        &self.limits
+    /// A hub adding its deliveries to `messages` (the cluster's daily counts).
+    pub fn new(messages: Arc<dyn MessageCounter>) -> Self {
+        Self {
+            messages,
+            meter: Arc::default(),
+            channels: RwLock::default(),
+            users: Mutex::default(),
+            connections: Mutex::default(),
+            shut_down: AtomicBool::new(false),
+        }
     }
 
     /// The usage counters flushed to the usage sink.
@@ -117,8 +128,8 @@ impl Hub {
     }
 
     /// Adds the connection to the channel; idempotent. Returns the channel's subscriber count
-    /// on this node when the connection was added (1: the channel became occupied), `None`
-    /// when it was already there.
+    /// on this node when the connection was added, `None` when it was already there (the
+    /// cluster's count is `broker::Occupancy`'s).
     pub fn subscribe(
         &self,
         app: &AppId,
@@ -134,8 +145,8 @@ impl Hub {
         None
     }
 
-    /// Returns the subscriber count left on this node when the connection was removed (0: the
-    /// channel became vacant), `None` when it was not subscribed.
+    /// Returns the subscriber count left on this node when the connection was removed, `None`
+    /// when it was not subscribed.
     pub fn unsubscribe(
         &self,
         app: &AppId,
@@ -154,26 +165,6 @@ impl Hub {
             channels.remove(&key);
         }
         removed.then_some(left)
-    }
-
-    /// Connections subscribed to the channel on this node.
-    pub fn subscription_count(&self, app: &AppId, channel: &ChannelName) -> usize {
-        let channels = self.channels.read().expect("hub lock poisoned");
-        channels
-            .get(&(app.clone(), channel.clone()))
-            .map_or(0, HashMap::len)
-    }
-
-    /// The app's occupied channels with their subscription counts, sorted by name.
-    pub fn occupied_channels(&self, app: &AppId) -> Vec<(ChannelName, usize)> {
-        let channels = self.channels.read().expect("hub lock poisoned");
-        let mut occupied: Vec<(ChannelName, usize)> = channels
-            .iter()
-            .filter(|((owner, _), _)| owner == app)
-            .map(|((_, channel), subscribers)| (channel.clone(), subscribers.len()))
-            .collect();
-        occupied.sort();
-        occupied
     }
 
     pub fn sign_in(&self, app: &AppId, user: &UserId, outbox: &Arc<Outbox>) {
@@ -225,12 +216,44 @@ impl DeliverySink for Hub {
                 delivered += 1;
             }
         }
-        self.limits
-            .count_messages(&publication.app, delivered, unix_now());
+        self.messages.add(&publication.app, delivered, unix_now());
         if delivered > 0 {
             let bytes = publication.frame.len() as u64;
             self.meter.delivered(&publication.app, delivered, bytes);
             metrics().delivered.increment(delivered);
+        }
+    }
+}
+
+impl NodeSink for Hub {
+    fn on_message(&self, message: &NodeMessage) {
+        match message {
+            NodeMessage::TerminateUser { app, user } => {
+                let closed = self.terminate_user(app, user);
+                tracing::info!(closed, "terminated user connections on this node");
+            }
+            NodeMessage::SubscriptionCount {
+                app,
+                channel,
+                count,
+            } => {
+                let data = serde_json::json!({ "subscription_count": count }).to_string();
+                let frame = wire::channel_event(
+                    "pusher_internal:subscription_count",
+                    channel.as_str(),
+                    &data,
+                    None,
+                );
+                self.deliver(&Publication {
+                    app: app.clone(),
+                    channel: channel.clone(),
+                    frame: frame.into(),
+                    except: None,
+                    // A protocol frame: no serial, not kept in the channel's history.
+                    history: None,
+                    serial: None,
+                });
+            }
         }
     }
 }
@@ -254,7 +277,7 @@ mod tests {
 
     #[test]
     fn a_connection_that_registers_after_the_shutdown_is_shut_down_at_once() {
-        let hub = Hub::default();
+        let hub = Hub::new(Arc::new(broker::counters::LocalMessages::default()));
         let app = AppId::parse("app").unwrap();
         let before = outbox();
         hub.connect(&app, &before);

@@ -1,7 +1,9 @@
 //! The edge: holds client connections and serves the Pusher-compatible HTTP API.
 //!
 //! `connection` runs one WebSocket through `protocol::session::Session`; `hub` fans
-//! publications out to local connections; `http_api` is Pusher's REST API. `metering` counts
+//! publications out to local connections; `http_api` is Pusher's REST API. Every piece of
+//! state shared with other nodes is in `EdgeState::cluster` (`broker::Cluster`), which the
+//! binary builds and injects: the edge never picks an implementation. `metering` counts
 //! usage per app and minute for the usage sink; `metrics` serves Prometheus `/metrics`;
 //! `drain` answers `/readyz` and refuses new clients while draining; `health` answers
 //! `/healthz` with the dependencies in trouble.
@@ -9,7 +11,6 @@
 //! Architecture invariant: no sqlx, no Stripe, no import of `control`. Apps come only
 //! through `tenancy::AppCatalog`.
 
-mod cache;
 mod carriers;
 mod channel_events;
 mod connection;
@@ -18,8 +19,10 @@ pub mod health;
 mod http_api;
 mod hub;
 pub mod limits;
+mod link;
 pub mod metering;
 pub mod metrics;
+mod node_subscriptions;
 mod outbox;
 mod resume;
 mod watchlist;
@@ -29,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use broker::Broker;
+use broker::Cluster;
 use protocol::names::SocketId;
 use tenancy::{AppCatalog, UsageSink, WebhookSink};
 
@@ -108,7 +111,10 @@ impl Default for EdgeSettings {
 /// What every edge handler shares.
 pub struct EdgeState {
     pub catalog: Arc<dyn AppCatalog>,
-    pub broker: Arc<dyn Broker>,
+    /// Fan-out, history, presence, counters, occupancy, broadcasts and cache channels.
+    pub cluster: Cluster,
+    /// The plans applied to the cluster's counters.
+    pub limits: Arc<limits::Limits>,
     pub hub: Arc<Hub>,
     pub settings: EdgeSettings,
     /// Usage counters (the hub's): see `metering`.
@@ -117,8 +123,6 @@ pub struct EdgeState {
     pub usage: Option<Arc<dyn UsageSink>>,
     /// Where webhook events are reported; without one (no database), nowhere.
     pub webhooks: Option<Arc<dyn WebhookSink>>,
-    /// The last API event of each cache channel.
-    pub(crate) cache: cache::ChannelCache,
     /// When each channel's `subscription_count` was last sent.
     count_throttle: channel_events::CountThrottle,
     socket_ids: SocketIds,
@@ -139,46 +143,24 @@ pub struct EdgeState {
 }
 
 impl EdgeState {
-    /// An edge on a single node: the in-process broker delivering to this node's hub.
-    pub fn single_node(
-        catalog: Arc<dyn AppCatalog>,
-        settings: EdgeSettings,
-        usage: Option<Arc<dyn UsageSink>>,
-        webhooks: Option<Arc<dyn WebhookSink>>,
-    ) -> Arc<Self> {
-        let hub = Arc::new(Hub::default());
-        let limits = broker::HistoryLimits {
-            max_bytes: settings.history_max_bytes,
-            max_channels_per_app: settings.history_max_channels_per_app,
-        };
-        let broker = Arc::new(broker::Local::with_limits(
-            hub.clone(),
-            broker::Clock::system(),
-            limits,
-        ));
-        Self::new(catalog, broker, hub, settings, usage, webhooks)
-    }
-
+    /// An edge on `cluster`, whose broker delivers to `hub` and whose broadcasts reach it
+    /// (and whose message counter the hub adds its deliveries to).
     pub fn new(
         catalog: Arc<dyn AppCatalog>,
-        broker: Arc<dyn Broker>,
+        cluster: Cluster,
         hub: Arc<Hub>,
         settings: EdgeSettings,
         usage: Option<Arc<dyn UsageSink>>,
         webhooks: Option<Arc<dyn WebhookSink>>,
     ) -> Arc<Self> {
-        let cache_limits = cache::CacheLimits {
-            max_bytes: settings.history_max_bytes,
-            max_channels_per_app: settings.history_max_channels_per_app,
-        };
         Arc::new(Self {
             catalog,
-            broker,
+            limits: Arc::new(limits::Limits::new(&cluster)),
+            cluster,
             meter: hub.meter().clone(),
             hub,
             usage,
             webhooks,
-            cache: cache::ChannelCache::new(cache_limits),
             count_throttle: channel_events::CountThrottle::default(),
             socket_ids: SocketIds::new(),
             outbox_stats: Arc::default(),
@@ -279,10 +261,10 @@ pub fn configure(state: Arc<EdgeState>) -> impl FnOnce(&mut web::ServiceConfig) 
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(drain::readyz))
             .route("/metrics", web::get().to(metrics::render))
-            .route("/app/{key}", web::get().to(connection::websocket))
+            .route("/app/{key}", web::get().to(websocket::websocket))
             .route(
                 "/{prefix:.+}/app/{key}",
-                web::get().to(connection::websocket),
+                web::get().to(websocket::websocket),
             )
             .configure(carriers::xhr::configure)
             .configure(carriers::configure_sb)

@@ -1,20 +1,15 @@
-//! Plan limits that need counting across connections: concurrent connections and daily
-//! messages per app, and the publish API's request rate per app. Per-connection limits
-//! (client event rate, channels per connection, message size) live with the connection and
-//! the protocol session.
-//!
-//! On one node these counts are exact: admission takes a mutex, so many simultaneous connects
-//! cannot overshoot. A cluster will keep the same interface over broker counters.
+//! Plan limits that need counting across connections (and, in a cluster, across nodes):
+//! concurrent connections and daily messages per app, and the publish API's request rate per
+//! app. The counts themselves are the cluster's (`broker::counters`); this applies the plan
+//! to them. Per-connection limits (client event rate, channels per connection, message size)
+//! live with the connection and the protocol session.
 
-use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use broker::counters::{ConnectionCounter, MessageCounter, PublishRate};
+use broker::{BrokerError, Cluster};
 use protocol::names::AppId;
 use tenancy::PlanLimits;
-
-const SECONDS_PER_DAY: u64 = 86_400;
 
 /// Seconds since the Unix epoch, for the daily counters.
 pub fn unix_now() -> u64 {
@@ -23,132 +18,182 @@ pub fn unix_now() -> u64 {
         .map_or(0, |elapsed| elapsed.as_secs())
 }
 
-#[derive(Default)]
+/// The plan applied to the cluster's counters.
 pub struct Limits {
-    connections: Mutex<HashMap<AppId, u64>>,
-    messages: Mutex<HashMap<AppId, DailyCount>>,
-    publish_rates: Mutex<HashMap<AppId, (u32, Arc<DefaultDirectRateLimiter>)>>,
+    connections: Arc<dyn ConnectionCounter>,
+    messages: Arc<dyn MessageCounter>,
+    publish_rates: Arc<dyn PublishRate>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct DailyCount {
-    /// Days since the Unix epoch, UTC.
-    day: u64,
-    used: u64,
-}
-
-/// Holds one of the app's connection slots; dropping it frees the slot.
+/// Holds one of the app's connection slots; dropping it gives the slot back.
 pub struct ConnectionSlot {
-    limits: Arc<Limits>,
+    connections: Arc<dyn ConnectionCounter>,
     app: AppId,
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let mut connections = self
-            .limits
-            .connections
-            .lock()
-            .expect("limits lock poisoned");
-        if let Some(count) = connections.get_mut(&self.app) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                connections.remove(&self.app);
-            }
-        }
+        self.connections.release(&self.app);
     }
 }
 
 impl Limits {
-    /// Takes a connection slot unless the app is at its plan's ceiling (included connections
-    /// times the burst multiplier).
-    pub fn admit_connection(
-        self: &Arc<Self>,
-        app: &AppId,
-        limits: &PlanLimits,
-    ) -> Option<ConnectionSlot> {
-        let mut connections = self.connections.lock().expect("limits lock poisoned");
-        let count = connections.entry(app.clone()).or_insert(0);
-        if limits
-            .connection_ceiling()
-            .is_some_and(|ceiling| *count >= ceiling)
-        {
-            return None;
+    pub fn new(cluster: &Cluster) -> Self {
+        Self {
+            connections: cluster.connections.clone(),
+            messages: cluster.messages.clone(),
+            publish_rates: cluster.publish_rates.clone(),
         }
-        *count += 1;
-        Some(ConnectionSlot {
-            limits: self.clone(),
-            app: app.clone(),
-        })
     }
 
-    pub fn connections(&self, app: &AppId) -> u64 {
-        self.connections
-            .lock()
-            .expect("limits lock poisoned")
-            .get(app)
-            .copied()
-            .unwrap_or(0)
+    /// Takes a connection slot unless the app is at its plan's ceiling (included connections
+    /// times the burst multiplier); `None` at the ceiling.
+    pub async fn admit_connection(
+        &self,
+        app: &AppId,
+        limits: &PlanLimits,
+    ) -> Result<Option<ConnectionSlot>, BrokerError> {
+        let taken = self
+            .connections
+            .acquire(app, limits.connection_ceiling())
+            .await?;
+        Ok(taken.then(|| ConnectionSlot {
+            connections: self.connections.clone(),
+            app: app.clone(),
+        }))
     }
 
     /// Whether the app may publish now: its messages today (UTC) are under the plan's daily
     /// ceiling. The message itself is counted by `count_messages` once published.
-    pub fn may_publish(&self, app: &AppId, limits: &PlanLimits, now_unix_secs: u64) -> bool {
+    pub async fn may_publish(
+        &self,
+        app: &AppId,
+        limits: &PlanLimits,
+        now_unix_secs: u64,
+    ) -> Result<bool, BrokerError> {
         let Some(ceiling) = limits.daily_message_ceiling() else {
-            return true;
+            return Ok(true);
         };
-        self.messages_today(app, now_unix_secs) < ceiling
+        Ok(self.messages.today(app, now_unix_secs).await? < ceiling)
     }
 
     /// Adds published or delivered messages to the app's count for today (UTC).
     pub fn count_messages(&self, app: &AppId, messages: u64, now_unix_secs: u64) {
-        let today = now_unix_secs / SECONDS_PER_DAY;
-        let mut counts = self.messages.lock().expect("limits lock poisoned");
-        let count = counts.entry(app.clone()).or_insert(DailyCount {
-            day: today,
-            used: 0,
-        });
-        if count.day != today {
-            *count = DailyCount {
-                day: today,
-                used: 0,
-            };
-        }
-        count.used = count.used.saturating_add(messages);
-    }
-
-    pub fn messages_today(&self, app: &AppId, now_unix_secs: u64) -> u64 {
-        let today = now_unix_secs / SECONDS_PER_DAY;
-        let counts = self.messages.lock().expect("limits lock poisoned");
-        counts
-            .get(app)
-            .filter(|count| count.day == today)
-            .map_or(0, |count| count.used)
+        self.messages.add(app, messages, now_unix_secs);
     }
 
     /// Takes one publish request from the app's per-second allowance.
-    pub fn allow_publish_request(&self, app: &AppId, limits: &PlanLimits) -> bool {
-        let Some(per_second) = limits.publish_requests_per_second else {
-            return true;
-        };
-        let limiter = {
-            let mut rates = self.publish_rates.lock().expect("limits lock poisoned");
-            let entry = rates
-                .entry(app.clone())
-                .or_insert_with(|| (per_second, limiter(per_second)));
-            // A plan change replaces the limiter with one at the new rate.
-            if entry.0 != per_second {
-                *entry = (per_second, limiter(per_second));
-            }
-            entry.1.clone()
-        };
-        limiter.check().is_ok()
+    pub async fn allow_publish_request(
+        &self,
+        app: &AppId,
+        limits: &PlanLimits,
+    ) -> Result<bool, BrokerError> {
+        match limits.publish_requests_per_second {
+            None => Ok(true),
+            Some(per_second) => self.publish_rates.take(app, per_second).await,
+        }
     }
 }
 
-fn limiter(per_second: u32) -> Arc<DefaultDirectRateLimiter> {
-    let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
-    Arc::new(RateLimiter::direct(Quota::per_second(rate)))
+/// A carrier session's connection slot: none while on probation, then taken once, when the
+/// session comes into use (or refused: the app was at its ceiling). Concurrent requests that
+/// end probation wait for the one answer.
+pub struct Probation {
+    app: AppId,
+    /// The plan when the session started: its ceiling applies when the slot is taken.
+    plan: PlanLimits,
+    limits: Arc<Limits>,
+    /// Whether the session may go on (`false`: refused); set once probation is over.
+    decided: tokio::sync::OnceCell<bool>,
+    slot: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    slot: Option<ConnectionSlot>,
+    /// The session is over: a slot taken late is given back at once.
+    released: bool,
+}
+
+impl Probation {
+    /// A session on probation.
+    pub fn new(app: AppId, plan: PlanLimits, limits: Arc<Limits>) -> Self {
+        Self {
+            app,
+            plan,
+            limits,
+            decided: tokio::sync::OnceCell::new(),
+            slot: Mutex::default(),
+        }
+    }
+
+    /// A session that holds its slot from the start (a rebuilt one: its client came back).
+    pub fn in_use(app: AppId, plan: PlanLimits, limits: Arc<Limits>, slot: ConnectionSlot) -> Self {
+        let probation = Self::new(app, plan, limits);
+        let _ = probation.decided.set(true);
+        probation.lock().slot = Some(slot);
+        probation
+    }
+
+    /// Probation is over (the slot was taken or refused, or the session ended).
+    pub fn is_over(&self) -> bool {
+        self.decided.initialized()
+    }
+
+    /// Over the ceiling when probation ended.
+    pub fn refused(&self) -> bool {
+        self.decided.get() == Some(&false)
+    }
+
+    /// Ends probation: takes one of the app's slots, once. `false`: the app is at its ceiling
+    /// (or the cluster cannot say), and the session must end with 4004.
+    pub async fn put_in_use(&self) -> bool {
+        *self
+            .decided
+            .get_or_init(|| async {
+                let admitted = self.limits.admit_connection(&self.app, &self.plan).await;
+                let slot = admitted.unwrap_or_else(|error| {
+                    tracing::warn!(%error, "connection count unavailable; refusing the session");
+                    None
+                });
+                let Some(slot) = slot else {
+                    return false;
+                };
+                let mut state = self.lock();
+                if !state.released {
+                    state.slot = Some(slot);
+                }
+                true
+            })
+            .await
+    }
+
+    /// The session is over: gives the slot back, and a later `put_in_use` takes none.
+    pub fn release(&self) {
+        let _ = self.decided.set(true);
+        let slot = {
+            let mut state = self.lock();
+            state.released = true;
+            state.slot.take()
+        };
+        drop(slot);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.slot.lock().expect("probation lock poisoned")
+    }
+}
+
+#[cfg(test)]
+impl Limits {
+    /// Limits on in-process counters, for unit tests.
+    pub fn local_for_tests() -> Arc<Self> {
+        Arc::new(Self {
+            connections: Arc::new(broker::counters::LocalConnections::default()),
+            messages: Arc::new(broker::counters::LocalMessages::default()),
+            publish_rates: Arc::new(broker::counters::LocalPublishRates::default()),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -168,103 +213,61 @@ mod tests {
         }
     }
 
-    #[test]
-    fn connections_stop_at_the_ceiling_and_slots_come_back() {
-        let limits = Arc::new(Limits::default());
-        let hard = plan(2, 10, 1);
-        let first = limits.admit_connection(&app("a"), &hard);
-        let second = limits.admit_connection(&app("a"), &hard);
-        assert!(first.is_some() && second.is_some());
-        assert!(
-            limits.admit_connection(&app("a"), &hard).is_none(),
-            "the third is over the hard limit"
-        );
-        assert!(
-            limits.admit_connection(&app("b"), &hard).is_some(),
-            "another app has its own count"
-        );
-        drop(first);
-        let third = limits.admit_connection(&app("a"), &hard);
-        assert!(third.is_some(), "a closed connection frees its slot");
-        assert_eq!(limits.connections(&app("a")), 2);
-    }
-
-    #[test]
-    fn paid_plans_burst_to_twice_the_included_amount() {
-        let limits = Arc::new(Limits::default());
+    #[tokio::test]
+    async fn paid_plans_burst_to_twice_the_included_amount_and_slots_come_back() {
+        let limits = Limits::local_for_tests();
         let paid = plan(2, 10, 2);
-        let slots: Vec<_> = (0..4)
-            .map(|_| limits.admit_connection(&app("a"), &paid))
-            .collect();
+        let mut slots = Vec::new();
+        for _ in 0..4 {
+            slots.push(limits.admit_connection(&app("a"), &paid).await.unwrap());
+        }
         assert!(slots.iter().all(Option::is_some));
-        assert!(limits.admit_connection(&app("a"), &paid).is_none());
+        assert!(
+            limits
+                .admit_connection(&app("a"), &paid)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        slots.pop();
+        assert!(
+            limits
+                .admit_connection(&app("a"), &paid)
+                .await
+                .unwrap()
+                .is_some(),
+            "a dropped slot is given back"
+        );
     }
 
-    #[test]
-    fn many_threads_connecting_at_once_never_overshoot() {
-        let limits = Arc::new(Limits::default());
-        let hard = plan(50, 10, 1);
-        let admitted: usize = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..8)
-                .map(|_| {
-                    let (limits, hard) = (limits.clone(), hard.clone());
-                    scope.spawn(move || {
-                        (0..20)
-                            .filter_map(|_| limits.admit_connection(&app("a"), &hard))
-                            .map(std::mem::forget)
-                            .count()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|handle| handle.join().unwrap())
-                .sum()
-        });
-        assert_eq!(admitted, 50);
-    }
-
-    #[test]
-    fn the_daily_message_count_rolls_over_at_utc_midnight() {
-        let limits = Limits::default();
+    #[tokio::test]
+    async fn the_daily_ceiling_applies_to_the_counted_messages() {
+        let limits = Limits::local_for_tests();
         let hard = plan(10, 5, 1);
-        let last_second_of_day = 20_000 * SECONDS_PER_DAY - 1;
-        limits.count_messages(&app("a"), 4, last_second_of_day);
-        assert!(limits.may_publish(&app("a"), &hard, last_second_of_day));
-        limits.count_messages(&app("a"), 2, last_second_of_day);
-        assert!(
-            !limits.may_publish(&app("a"), &hard, last_second_of_day),
-            "6 of 5 used"
-        );
-        assert!(
-            limits.may_publish(&app("a"), &hard, last_second_of_day + 1),
-            "a new UTC day starts at zero"
-        );
-        assert_eq!(limits.messages_today(&app("a"), last_second_of_day + 1), 0);
+        let now = 20_000 * 86_400 - 1;
+        limits.count_messages(&app("a"), 4, now);
+        assert!(limits.may_publish(&app("a"), &hard, now).await.unwrap());
+        limits.count_messages(&app("a"), 2, now);
+        assert!(!limits.may_publish(&app("a"), &hard, now).await.unwrap());
+        assert!(limits.may_publish(&app("a"), &hard, now + 1).await.unwrap());
     }
 
-    #[test]
-    fn publish_requests_are_rate_limited_per_app_at_the_plans_rate() {
-        let limits = Limits::default();
-        let slow = PlanLimits {
-            publish_requests_per_second: Some(2),
-            ..PlanLimits::pusher_defaults()
-        };
-        let allowed = (0..5)
-            .filter(|_| limits.allow_publish_request(&app("a"), &slow))
-            .count();
-        assert_eq!(allowed, 2, "a burst of the per-second rate, then refusals");
-        assert!(
-            limits.allow_publish_request(&app("b"), &slow),
-            "apps do not share a limiter"
-        );
-        let fast = PlanLimits {
-            publish_requests_per_second: Some(100),
-            ..PlanLimits::pusher_defaults()
-        };
-        assert!(
-            limits.allow_publish_request(&app("a"), &fast),
-            "a new rate applies at once"
-        );
+    #[tokio::test]
+    async fn probation_takes_one_slot_once_and_a_late_one_goes_back() {
+        let limits = Limits::local_for_tests();
+        let one = plan(1, 10, 1);
+        let first = Probation::new(app("a"), one.clone(), limits.clone());
+        assert!(!first.is_over());
+        assert!(first.put_in_use().await);
+        assert!(first.put_in_use().await, "decided once");
+        let second = Probation::new(app("a"), one.clone(), limits.clone());
+        assert!(!second.put_in_use().await, "over the ceiling");
+        assert!(second.refused());
+        first.release();
+        let third = Probation::new(app("a"), one.clone(), limits.clone());
+        third.release();
+        assert!(third.put_in_use().await, "an ended session takes no slot");
+        let fourth = Probation::new(app("a"), one, limits);
+        assert!(fourth.put_in_use().await, "the released slots are free");
     }
 }

@@ -141,8 +141,8 @@ type NodeFigure<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, u64)]);
 /// process (tests start many) reports its own.
 fn node_figures(state: &EdgeState) -> String {
     let outboxes = &state.outbox_stats;
-    let history = state.broker.history_usage();
-    let cache = state.cache.usage();
+    let history = state.cluster.broker.history_usage();
+    let cache = state.cluster.cache.usage();
     let draining = u64::from(state.readiness.is_draining());
     let figures: [NodeFigure; 7] = [
         (

@@ -1,6 +1,6 @@
-//! The WebSocket carrier on actix-http's frame parser: inbound frames decoded from the
-//! request payload, outbound frames written from the connection's outbox straight into the
-//! response body.
+//! The WebSocket carrier on actix-http's frame parser: the `GET /app/{key}` upgrade, inbound
+//! frames decoded from the request payload (a `link::MessageSource`), outbound frames written
+//! from the connection's outbox straight into the response body.
 //!
 //! Why not actix-ws: its `Session` puts a 32-slot channel and a second task hop between
 //! fan-out and the socket; writing from the outbox removes both (one wake-up per delivery
@@ -11,32 +11,57 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser, ProtocolError};
+use actix_http::ws::{CloseCode, OpCode, Parser, ProtocolError};
 use actix_web::body::{BodyStream, MessageBody};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::{Stream, StreamExt};
 
+use tracing::Instrument;
+
+use crate::EdgeState;
+use crate::connection::Connection;
+use crate::link::{Inbound, InboundError, MessageSource, admit, closing_frames};
 use crate::outbox::{Outbox, Outgoing};
 
-/// A complete message from the client.
-#[derive(Debug)]
-pub enum Inbound {
-    Text(ByteString),
-    Binary(Bytes),
-    Ping(Bytes),
-    Pong,
-    Close,
-}
-
-/// Why reading from the client stopped early.
-#[derive(Debug)]
-pub enum InboundError {
-    /// A message larger than allowed (close with 1009).
-    TooBig,
-    /// Broken framing, an unmasked frame, invalid UTF-8 in a text message (close with 1002).
-    Protocol(String),
+/// `GET /app/{key}`: upgrades to a WebSocket, then admits or refuses with Pusher's codes
+/// (refusals are sent over the open socket, as pusher-js reads them from the close code).
+pub async fn websocket(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<EdgeState>,
+) -> actix_web::Result<HttpResponse> {
+    let key = request
+        .match_info()
+        .get("key")
+        .unwrap_or_default()
+        .to_owned();
+    let admission = admit(&state, &key, request.query_string()).await;
+    let socket_id = state.socket_ids.next();
+    let outbox = Arc::new(Outbox::new(socket_id.clone(), state.outbox_bounds()));
+    let (response, reader) = upgrade(
+        &request,
+        payload,
+        outbox.clone(),
+        state.settings.max_frame_bytes,
+    )?;
+    match admission {
+        Ok((keyed, slot)) => {
+            let span =
+                tracing::info_span!("connection", app_id = %keyed.app.id, socket_id = %socket_id);
+            let state = state.into_inner();
+            actix_web::rt::spawn(
+                Connection::run(state, keyed, Some(slot), outbox, reader).instrument(span),
+            );
+        }
+        Err(reason) => {
+            tracing::info!(key = %ingress::Untrusted(&key), code = reason.disconnect().code, "connection refused");
+            crate::metrics::connection_closed(reason.disconnect().code);
+            outbox.close_with(closing_frames(reason));
+        }
+    }
+    Ok(response)
 }
 
 /// Accepts the upgrade: the 101 response whose body drains `outbox`, and the reader of
@@ -74,7 +99,7 @@ pub struct Reader {
     partial: Option<(OpCode, BytesMut)>,
 }
 
-impl crate::connection::MessageSource for Reader {
+impl MessageSource for Reader {
     async fn next(&mut self) -> Option<Result<Inbound, InboundError>> {
         self.read().await
     }
@@ -110,7 +135,7 @@ impl Reader {
         let payload = payload.unwrap_or_default();
         match opcode {
             OpCode::Ping => Some(Ok(Inbound::Ping(payload.freeze()))),
-            OpCode::Pong => Some(Ok(Inbound::Pong)),
+            OpCode::Pong => Some(Ok(Inbound::Activity)),
             OpCode::Close => Some(Ok(Inbound::Close)),
             OpCode::Text | OpCode::Binary if finished => Some(complete(opcode, payload)),
             OpCode::Text | OpCode::Binary => {
@@ -181,7 +206,7 @@ impl Stream for OutboundBody {
                     Parser::write_message(buffer, &bytes, OpCode::Pong, true, false)
                 }
                 Outgoing::Close { code, reason } => {
-                    let reason = CloseReason {
+                    let reason = actix_http::ws::CloseReason {
                         code: CloseCode::from(code),
                         description: Some(reason),
                     };
@@ -203,27 +228,4 @@ fn frame_size(item: &Outgoing) -> usize {
         Outgoing::Close { reason, .. } => reason.len() + 2,
     };
     payload + 10
-}
-
-/// The close frame for a protocol violation by the client.
-pub fn protocol_close(error: &InboundError, max_message_bytes: usize) -> Outgoing {
-    match error {
-        InboundError::TooBig => Outgoing::Close {
-            code: u16::from(CloseCode::Size),
-            reason: format!("message larger than {max_message_bytes} bytes"),
-        },
-        InboundError::Protocol(detail) => Outgoing::Close {
-            code: u16::from(CloseCode::Protocol),
-            reason: truncate(detail),
-        },
-    }
-}
-
-/// Close reasons must fit a control frame (123 bytes).
-fn truncate(text: &str) -> String {
-    let mut end = text.len().min(120);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
 }

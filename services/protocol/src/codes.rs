@@ -27,6 +27,9 @@ pub enum CloseReason {
     /// The app catalog (the control plane's database) cannot answer and the key is not
     /// cached: a transient failure of ours, so the client backs off and retries.
     CatalogUnavailable,
+    /// The cluster's shared state (connection counts) cannot answer: a transient failure of
+    /// ours, so the client backs off and retries.
+    ClusterUnavailable,
     /// The node is shutting down or draining; reconnect at once elsewhere.
     ServerShuttingDown,
     /// The client did not answer a `pusher:ping` in time.
@@ -54,6 +57,10 @@ impl CloseReason {
             Self::CatalogUnavailable => (
                 4100,
                 "Over capacity: apps cannot be looked up right now; retry later",
+            ),
+            Self::ClusterUnavailable => (
+                4100,
+                "Over capacity: cluster state cannot be reached right now; retry later",
             ),
             Self::ServerShuttingDown => (4200, "Server is restarting; reconnect"),
             Self::PongTimeout => (4201, "Pong reply not received"),
@@ -86,7 +93,7 @@ mod tests {
 
     use super::*;
 
-    const ALL: [CloseReason; 11] = [
+    const ALL: [CloseReason; 12] = [
         CloseReason::UnknownAppKey,
         CloseReason::AppDisabled,
         CloseReason::OverConnectionQuota,
@@ -96,6 +103,7 @@ mod tests {
         CloseReason::Unauthorized,
         CloseReason::SlowConsumer,
         CloseReason::CatalogUnavailable,
+        CloseReason::ClusterUnavailable,
         CloseReason::ServerShuttingDown,
         CloseReason::PongTimeout,
     ];
@@ -117,7 +125,7 @@ mod tests {
         assert_eq!(
             codes,
             [
-                4001, 4003, 4004, 4005, 4006, 4007, 4009, 4100, 4100, 4200, 4201
+                4001, 4003, 4004, 4005, 4006, 4007, 4009, 4100, 4100, 4100, 4200, 4201
             ]
         );
         assert_eq!(ErrorCode::ClientEventRateLimited.code(), 4301);

@@ -109,6 +109,16 @@ pub struct ServeArgs {
         default_value_t = 5
     )]
     pub drain_delay: u64,
+    /// Redis URL (redis://host:port/db, or redis+cluster://host:port,host:port,... for a
+    /// Redis Cluster) of the cluster this edge joins: fan-out, serials, history and presence
+    /// are then shared with every edge on it. Without it the edge runs alone, in process.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_BROKER",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub broker: Option<String>,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]

@@ -10,9 +10,10 @@ use control::service::Control;
 use edge::EdgeSettings;
 use tenancy::{AppCatalog, AppSpec, LayeredCatalog, StaticCatalog};
 
+use crate::broker::build_broker;
 use crate::cli::ServeArgs;
 use crate::database;
-use crate::startup::{Application, Parts, ShutdownSignals};
+use crate::startup::{Application, NodeBroker, Parts, ShutdownSignals};
 
 /// The exit status after a second SIGINT/SIGTERM cut a drain short (0 after a full drain).
 pub const EXIT_INTERRUPTED_DRAIN: i32 = 1;
@@ -74,7 +75,19 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
         webhooks,
     };
     let mut signals = ShutdownSignals::install().context("installing the signal handlers")?;
-    let application = Application::build_with(&args.host, args.port, parts)?;
+    let node = match (&parts.edge, &args.broker) {
+        (Some((_, settings)), Some(url)) => {
+            let (hub, messages) = NodeBroker::hub();
+            let broker = build_broker(Some(url), hub.clone(), settings).await?;
+            Some(NodeBroker {
+                hub,
+                messages,
+                broker,
+            })
+        }
+        _ => None,
+    };
+    let application = Application::build_on(&args.host, args.port, parts, node)?;
     println!(
         "switchboard listening on {}:{}",
         args.host,

@@ -7,9 +7,11 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
+use broker::counters::{LocalMessages, MessageCounter};
+use broker::{Broker, Cluster, LocalSpec};
 use control::routes::ControlState;
 use edge::drain::Readiness;
-use edge::{EdgeSettings, EdgeState};
+use edge::{EdgeSettings, EdgeState, Hub};
 use tenancy::{AppCatalog, AppSpec, StaticCatalog, UsageSink, WebhookSink};
 
 /// An edge on static apps only, as `serve --app` without a database and most tests run it.
@@ -32,6 +34,54 @@ pub struct Parts {
     pub webhooks: Option<Arc<dyn WebhookSink>>,
 }
 
+/// A broker built by the binary (`broker::build_broker`), the hub it delivers to, and the daily
+/// message counter that hub adds to.
+pub struct NodeBroker {
+    pub hub: Arc<Hub>,
+    pub messages: Arc<dyn MessageCounter>,
+    pub broker: Arc<dyn Broker>,
+}
+
+impl NodeBroker {
+    /// The hub (and its message counter) a broker built for this node delivers to.
+    pub fn hub() -> (Arc<Hub>, Arc<dyn MessageCounter>) {
+        let messages: Arc<dyn MessageCounter> = Arc::new(LocalMessages::default());
+        (Arc::new(Hub::new(messages.clone())), messages)
+    }
+}
+
+/// An edge whose cluster-wide state is in memory (`Cluster::local`), delivering to and
+/// counting for this node's hub; with `node`, fan-out, serials, history and presence go
+/// through its broker instead (Redis) while the other parts stay this process's.
+fn node_edge(
+    catalog: Arc<dyn AppCatalog>,
+    settings: EdgeSettings,
+    usage: Option<Arc<dyn UsageSink>>,
+    webhooks: Option<Arc<dyn WebhookSink>>,
+    node: Option<NodeBroker>,
+) -> Arc<EdgeState> {
+    let (hub, messages, broker) = match node {
+        Some(node) => (node.hub, node.messages, Some(node.broker)),
+        None => {
+            let (hub, messages) = NodeBroker::hub();
+            (hub, messages, None)
+        }
+    };
+    let mut cluster = Cluster::local(LocalSpec {
+        node: hub.clone(),
+        messages,
+        clock: broker::Clock::system(),
+        history: broker::HistoryLimits {
+            max_bytes: settings.history_max_bytes,
+            max_channels_per_app: settings.history_max_channels_per_app,
+        },
+    });
+    if let Some(broker) = broker {
+        cluster.broker = broker;
+    }
+    EdgeState::new(catalog, cluster, hub, settings, usage, webhooks)
+}
+
 /// A bound, not yet running server.
 pub struct Application {
     port: u16,
@@ -52,13 +102,45 @@ impl Application {
         Self::build_with(&settings.host, settings.port, parts)
     }
 
+    /// An edge on static apps whose cluster `make` builds around this node's hub (tests let
+    /// several edges share parts this way).
+    pub fn build_on_cluster(
+        settings: ServeSettings,
+        make: impl FnOnce(&EdgeSettings) -> (Arc<Hub>, Cluster),
+    ) -> std::io::Result<Self> {
+        let catalog: Arc<dyn AppCatalog> = Arc::new(StaticCatalog::new(&settings.apps));
+        let (hub, cluster) = make(&settings.edge);
+        let edge = EdgeState::new(catalog, cluster, hub, settings.edge, None, None);
+        Self::serve(&settings.host, settings.port, Some(edge), None)
+    }
+
     pub fn build_with(host: &str, port: u16, parts: Parts) -> std::io::Result<Self> {
-        let listener = TcpListener::bind((host, port))?;
-        let port = listener.local_addr()?.port();
+        Self::build_on(host, port, parts, None)
+    }
+
+    /// As `build_with`, with the edge on `node`'s broker (from `broker::build_broker`)
+    /// rather than on its own `Local` one.
+    pub fn build_on(
+        host: &str,
+        port: u16,
+        parts: Parts,
+        node: Option<NodeBroker>,
+    ) -> std::io::Result<Self> {
         let (usage, webhooks) = (parts.usage, parts.webhooks);
         let edge = parts
             .edge
-            .map(|(catalog, settings)| EdgeState::single_node(catalog, settings, usage, webhooks));
+            .map(|(catalog, settings)| node_edge(catalog, settings, usage, webhooks, node));
+        Self::serve(host, port, edge, parts.control)
+    }
+
+    fn serve(
+        host: &str,
+        port: u16,
+        edge: Option<Arc<EdgeState>>,
+        control: Option<ControlState>,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind((host, port))?;
+        let port = listener.local_addr()?.port();
         if let Some(state) = &edge {
             tokio::spawn(edge::follow_catalog_changes(state.clone()));
             tokio::spawn(edge::flush_usage_periodically(state.clone()));
@@ -70,7 +152,7 @@ impl Application {
             .map_or_else(Arc::default, |state| state.readiness.clone());
         let control_readiness = web::Data::from(readiness.clone());
         let control_health = web::Data::new(edge::health::Health::default());
-        let control = parts.control.map(web::Data::new);
+        let control = control.map(web::Data::new);
         let server = HttpServer::new(move || {
             let mut app = App::new().wrap(from_fn(edge::metrics::time_requests));
             if let Some(control) = &control {

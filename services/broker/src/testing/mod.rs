@@ -8,12 +8,25 @@ use protocol::wire::Member;
 
 use crate::{Broker, Clock, DeliverySink, History, HistoryLimits, HistoryWindow, Publication};
 
+mod broadcast;
+mod cache;
+mod counters;
 mod memory;
+mod occupancy;
+mod presence;
+
+pub use broadcast::{RecordingNodeSink, broadcast_conformance};
+pub use cache::cache_conformance;
+pub use counters::{
+    connection_counter_conformance, message_counter_conformance, publish_rate_conformance,
+};
+pub use occupancy::occupancy_conformance;
 
 /// A sink that remembers every publication it was handed.
 #[derive(Default)]
 pub struct RecordingSink {
     pub received: Mutex<Vec<Publication>>,
+    arrived: tokio::sync::Notify,
 }
 
 impl DeliverySink for RecordingSink {
@@ -22,6 +35,41 @@ impl DeliverySink for RecordingSink {
             .lock()
             .expect("sink lock poisoned")
             .push(publication.clone());
+        self.arrived.notify_waiters();
+    }
+}
+
+/// How long a check waits for deliveries before it fails rather than hangs (a guard, not a
+/// measurement: deliveries take milliseconds).
+const DELIVERY_GUARD: Duration = Duration::from_secs(30);
+
+impl RecordingSink {
+    /// Waits until at least `count` publications arrived. Brokers for many nodes deliver
+    /// over the network, after `publish` returned; `Local` has delivered already.
+    pub async fn wait_for(&self, count: usize) {
+        let arrived = async {
+            loop {
+                let notified = self.arrived.notified();
+                if self.received.lock().expect("sink lock poisoned").len() >= count {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(DELIVERY_GUARD, arrived).await.is_err() {
+            let got = self.received.lock().expect("sink lock poisoned").len();
+            panic!("expected {count} deliveries, got {got}");
+        }
+    }
+}
+
+/// Subscribes this node to the channels a check publishes to (a no-op for `Local`).
+async fn subscribe_to<B: Broker>(broker: &B, channels: &[(&str, &str)]) {
+    for (app_id, channel_name) in channels {
+        broker
+            .subscribe(&app(app_id), &channel(channel_name))
+            .await
+            .expect("subscribe");
     }
 }
 
@@ -44,25 +92,72 @@ fn member(user: &str) -> Member {
     }
 }
 
-/// Runs every conformance check against brokers made by `make`, which must deliver to the
-/// given sink, age history by the given clock (a manual one, moved by the checks) and keep
-/// the node's history within the given limits. Run it on a multi-threaded runtime so
-/// concurrent publishers really are concurrent.
-pub async fn conformance<B: Broker>(make: impl Fn(Arc<RecordingSink>, Clock, HistoryLimits) -> B) {
+/// Runs the checks of the node's history memory bounds (the node's byte budget, the channel
+/// cap, no state for quiet channels) against brokers made by `make`. Those bounds are `Local`'s: a
+/// Redis broker keeps history in Redis, bounded by each channel's window (and Redis's own
+/// `maxmemory`), not by one node's budget.
+pub async fn memory_conformance<B: Broker>(
+    make: impl Fn(Arc<RecordingSink>, Clock, HistoryLimits) -> B,
+) {
     let make_limited = |limits| make(Arc::new(RecordingSink::default()), Clock::manual(), limits);
     memory::conformance(&make_limited).await;
+}
+
+/// Runs every conformance check against brokers made by `make`, which must deliver to the
+/// given sink, age history by the given clock (a manual one, moved by the checks) and keep
+/// the node's history within the given limits. Every broker made must start empty. Run it
+/// on a multi-threaded runtime so concurrent publishers really are concurrent.
+pub async fn conformance<B: Broker>(make: impl Fn(Arc<RecordingSink>, Clock, HistoryLimits) -> B) {
+    let make_limited = |limits| make(Arc::new(RecordingSink::default()), Clock::manual(), limits);
+    memory::the_app_budget_evicts_its_oldest_events_and_a_resume_past_them_is_a_gap(&make_limited)
+        .await;
     let make = |sink, clock| make(sink, clock, HistoryLimits::default());
     let make_now = |sink| make(sink, Clock::manual());
     publications_reach_the_sink_intact(&make_now).await;
-    presence_refuses_new_users_beyond_the_maximum(&make_now).await;
-    presence_is_per_user_not_per_connection(&make_now).await;
-    presence_is_scoped_by_app_and_channel(&make_now).await;
+    presence::presence_refuses_new_users_beyond_the_maximum(&make_now).await;
+    presence::presence_is_per_user_not_per_connection(&make_now).await;
+    presence::presence_is_scoped_by_app_and_channel(&make_now).await;
     serials_increase_per_channel_independently_across_channels_and_apps(&make_now).await;
     protocol_frames_get_no_serial_and_are_not_kept(&make_now).await;
     a_replay_after_resume_equals_the_missed_suffix(&make_now).await;
     concurrent_publishers_get_one_order_for_serials_and_delivery(&make_now).await;
     another_epoch_is_a_gap(&make_now).await;
+    a_quiet_channels_position_is_stable_and_its_first_event_carries_it(&make_now).await;
     the_window_holds_by_count_and_by_age(&make).await;
+}
+
+async fn a_quiet_channels_position_is_stable_and_its_first_event_carries_it<B: Broker>(
+    make: &impl Fn(Arc<RecordingSink>) -> B,
+) {
+    let sink = Arc::new(RecordingSink::default());
+    let broker = make(sink.clone());
+    let (a, quiet) = (app("a"), channel("quiet"));
+    subscribe_to(&broker, &[("a", "quiet")]).await;
+    let told = broker.position(&a, &quiet).await.unwrap();
+    assert_eq!(told.serial, 0);
+    let read = broker
+        .history(&a, &quiet, Some(0), Some(&told.epoch))
+        .await
+        .unwrap();
+    assert_eq!(
+        read,
+        History::Replay {
+            epoch: told.epoch.clone(),
+            latest: 0,
+            frames: vec![]
+        }
+    );
+    assert_eq!(broker.position(&a, &quiet).await.unwrap(), told, "stable");
+    broker.publish(event("a", "quiet", 1)).await.unwrap();
+    sink.wait_for(1).await;
+    let after = broker.position(&a, &quiet).await.unwrap();
+    assert_eq!(
+        (after.epoch.as_str(), after.serial),
+        (told.epoch.as_str(), 1)
+    );
+    let stamped: serde_json::Value =
+        serde_json::from_str(&sink.received.lock().unwrap()[0].frame).unwrap();
+    assert_eq!(stamped["epoch"], told.epoch.as_str());
 }
 
 /// A plain frame, as the edge builds it before the broker stamps it.
@@ -110,6 +205,7 @@ fn replayed(history: History) -> Vec<(u64, bytestring::ByteString)> {
 async fn publications_reach_the_sink_intact<B: Broker>(make: &impl Fn(Arc<RecordingSink>) -> B) {
     let sink = Arc::new(RecordingSink::default());
     let broker = make(sink.clone());
+    subscribe_to(&broker, &[("a", "c")]).await;
     for n in 0..3 {
         let publication = Publication {
             app: app("a"),
@@ -121,6 +217,7 @@ async fn publications_reach_the_sink_intact<B: Broker>(make: &impl Fn(Arc<Record
         };
         broker.publish(publication).await.expect("publish");
     }
+    sink.wait_for(3).await;
     let received = sink.received.lock().expect("sink lock poisoned");
     let frames: Vec<&str> = received.iter().map(|p| &*p.frame).collect();
     assert_eq!(
@@ -133,142 +230,6 @@ async fn publications_reach_the_sink_intact<B: Broker>(make: &impl Fn(Arc<Record
         Some(socket("1.1")),
         "exclusion travels with the publication"
     );
-}
-
-async fn presence_is_per_user_not_per_connection<B: Broker>(
-    make: &impl Fn(Arc<RecordingSink>) -> B,
-) {
-    let broker = make(Arc::new(RecordingSink::default()));
-    let (a, room) = (app("a"), channel("presence-room"));
-    let first = broker
-        .presence_join(&a, &room, &socket("1.1"), member("ann"), 100)
-        .await
-        .unwrap();
-    assert!(first.first_for_user);
-    assert_eq!(first.members, [member("ann")]);
-
-    let second_tab = broker
-        .presence_join(&a, &room, &socket("1.2"), member("ann"), 100)
-        .await
-        .unwrap();
-    assert!(
-        !second_tab.first_for_user,
-        "a second connection of one user is not a new member"
-    );
-    assert_eq!(second_tab.members.len(), 1);
-
-    let again = broker
-        .presence_join(&a, &room, &socket("1.2"), member("ann"), 100)
-        .await
-        .unwrap();
-    assert!(
-        !again.first_for_user,
-        "joining twice with one socket is a no-op"
-    );
-
-    let bob = broker
-        .presence_join(&a, &room, &socket("1.3"), member("bob"), 100)
-        .await
-        .unwrap();
-    assert!(bob.first_for_user);
-    assert_eq!(bob.members, [member("ann"), member("bob")]);
-
-    assert_eq!(
-        broker
-            .presence_leave(&a, &room, &socket("1.1"))
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        broker
-            .presence_leave(&a, &room, &socket("1.2"))
-            .await
-            .unwrap(),
-        Some(UserId::parse("ann").unwrap()),
-        "the user leaves with their last connection"
-    );
-    assert_eq!(
-        broker
-            .presence_leave(&a, &room, &socket("1.2"))
-            .await
-            .unwrap(),
-        None,
-        "leaving twice is a no-op"
-    );
-    assert_eq!(
-        broker.presence_members(&a, &room).await.unwrap(),
-        [member("bob")]
-    );
-}
-
-async fn presence_is_scoped_by_app_and_channel<B: Broker>(make: &impl Fn(Arc<RecordingSink>) -> B) {
-    let broker = make(Arc::new(RecordingSink::default()));
-    let room = channel("presence-room");
-    broker
-        .presence_join(&app("a"), &room, &socket("1.1"), member("ann"), 100)
-        .await
-        .unwrap();
-    assert!(
-        broker
-            .presence_members(&app("b"), &room)
-            .await
-            .unwrap()
-            .is_empty(),
-        "apps never share presence"
-    );
-    assert!(
-        broker
-            .presence_members(&app("a"), &channel("presence-other"))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(
-        broker
-            .presence_leave(&app("b"), &room, &socket("1.1"))
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        broker
-            .presence_members(&app("a"), &room)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
-}
-
-async fn presence_refuses_new_users_beyond_the_maximum<B: Broker>(
-    make: &impl Fn(Arc<RecordingSink>) -> B,
-) {
-    let broker = make(Arc::new(RecordingSink::default()));
-    let (a, room) = (app("a"), channel("presence-small"));
-    broker
-        .presence_join(&a, &room, &socket("1.1"), member("ann"), 2)
-        .await
-        .unwrap();
-    broker
-        .presence_join(&a, &room, &socket("1.2"), member("bob"), 2)
-        .await
-        .unwrap();
-    let refused = broker
-        .presence_join(&a, &room, &socket("1.3"), member("cat"), 2)
-        .await;
-    assert!(
-        matches!(refused, Err(crate::BrokerError::PresenceFull { max: 2 })),
-        "{refused:?}"
-    );
-    let second_tab = broker
-        .presence_join(&a, &room, &socket("1.4"), member("ann"), 2)
-        .await;
-    assert!(
-        second_tab.is_ok(),
-        "an existing member's second connection is not a new member"
-    );
-    assert_eq!(broker.presence_members(&a, &room).await.unwrap().len(), 2);
 }
 
 async fn serials_increase_per_channel_independently_across_channels_and_apps<B: Broker>(
@@ -284,12 +245,14 @@ async fn serials_increase_per_channel_independently_across_channels_and_apps<B: 
         ("a", "c"),
         ("a", "d"),
     ];
+    subscribe_to(&broker, &[("a", "c"), ("a", "d"), ("b", "c")]).await;
     for (n, (app_id, channel_name)) in order.into_iter().enumerate() {
         broker
             .publish(event(app_id, channel_name, n))
             .await
             .expect("publish");
     }
+    sink.wait_for(order.len()).await;
     assert_eq!(delivered_serials(&sink, "a", "c"), [1, 2, 3]);
     assert_eq!(
         delivered_serials(&sink, "a", "d"),
@@ -317,6 +280,7 @@ async fn protocol_frames_get_no_serial_and_are_not_kept<B: Broker>(
 ) {
     let sink = Arc::new(RecordingSink::default());
     let broker = make(sink.clone());
+    subscribe_to(&broker, &[("a", "c")]).await;
     broker.publish(event("a", "c", 1)).await.unwrap();
     let member_added = Publication {
         history: None,
@@ -324,6 +288,7 @@ async fn protocol_frames_get_no_serial_and_are_not_kept<B: Broker>(
     };
     broker.publish(member_added).await.unwrap();
     broker.publish(event("a", "c", 3)).await.unwrap();
+    sink.wait_for(3).await;
     let received = sink.received.lock().expect("sink lock poisoned").clone();
     assert_eq!(received[1].serial, None);
     assert_eq!(&*received[1].frame, event_frame(2), "delivered as given");
@@ -346,9 +311,11 @@ async fn a_replay_after_resume_equals_the_missed_suffix<B: Broker>(
     let sink = Arc::new(RecordingSink::default());
     let broker = make(sink.clone());
     let (a, c) = (app("a"), channel("c"));
+    subscribe_to(&broker, &[("a", "c")]).await;
     for n in 0..5 {
         broker.publish(event("a", "c", n)).await.unwrap();
     }
+    sink.wait_for(5).await;
     let delivered: Vec<(u64, bytestring::ByteString)> = sink
         .received
         .lock()
@@ -384,6 +351,7 @@ async fn concurrent_publishers_get_one_order_for_serials_and_delivery<B: Broker>
 ) {
     let sink = Arc::new(RecordingSink::default());
     let broker = Arc::new(make(sink.clone()));
+    subscribe_to(&*broker, &[("a", "c")]).await;
     let publishers: Vec<_> = (0..4)
         .map(|_| {
             let broker = broker.clone();
@@ -397,6 +365,7 @@ async fn concurrent_publishers_get_one_order_for_serials_and_delivery<B: Broker>
     for publisher in publishers {
         publisher.await.expect("publisher finished");
     }
+    sink.wait_for(400).await;
     let delivered = delivered_serials(&sink, "a", "c");
     assert_eq!(
         delivered,
@@ -420,12 +389,14 @@ async fn another_epoch_is_a_gap<B: Broker>(make: &impl Fn(Arc<RecordingSink>) ->
     let sink = Arc::new(RecordingSink::default());
     let broker = make(sink.clone());
     let (a, c) = (app("a"), channel("c"));
+    subscribe_to(&broker, &[("a", "c")]).await;
     let before = broker.position(&a, &c).await.unwrap();
     assert_eq!(
         before.serial, 0,
         "a channel with no publication yet is at 0"
     );
     broker.publish(event("a", "c", 1)).await.unwrap();
+    sink.wait_for(1).await;
     let stamped: serde_json::Value =
         serde_json::from_str(&sink.received.lock().unwrap()[0].frame).unwrap();
     assert_eq!(

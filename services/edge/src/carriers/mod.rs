@@ -1,11 +1,13 @@
 //! Carriers other than the WebSocket: pusher-js's xhr transports (`xhr`, `xhr_sessions`) and
 //! our SDK's HTTP carriers under `/sb/app/{key}` (SSE, long polling, polling, HTTP streaming,
-//! the forever frame: `session`, `routes`, one file per format).
+//! the forever frame: `session`, `routes`, one file per format). Both are detached sessions,
+//! run by one machine (`detached`) with their two framings on top.
 
 pub(crate) mod xhr;
 pub(crate) mod xhr_sessions;
 
 pub(crate) mod creation_limit;
+mod detached;
 mod iframe;
 mod open;
 mod routes;

@@ -6,9 +6,8 @@
 //! A request that names a session without such a cursor gets a new session with a new
 //! (random) socket id, so an id alone, seen or guessed, is worth nothing.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytestring::ByteString;
@@ -19,10 +18,12 @@ use protocol::names::SocketId;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use super::detached::{self, DetachedSession};
 use super::session::{Attachment, CarrierSession, Spec, closing_events};
 use crate::EdgeState;
-use crate::connection::{Connection, admit};
+use crate::connection::Connection;
 use crate::limits::unix_now;
+use crate::link::admit;
 use crate::outbox::Outbox;
 
 /// Client frames a session queues before a `send` waits for the connection.
@@ -31,36 +32,23 @@ const INBOUND_CAPACITY: usize = 64;
 /// Every HTTP-carrier session this edge holds, by socket id.
 #[derive(Default)]
 pub(crate) struct Registry {
-    sessions: Mutex<HashMap<SocketId, Arc<CarrierSession>>>,
+    sessions: detached::Registry<SocketId, CarrierSession>,
 }
 
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketId, Arc<CarrierSession>>> {
-        self.sessions.lock().expect("registry lock poisoned")
-    }
-
-    fn get(&self, id: &SocketId) -> Option<Arc<CarrierSession>> {
-        self.lock().get(id).cloned()
-    }
-
     fn insert(&self, session: Arc<CarrierSession>) {
-        self.lock().insert(session.socket_id.clone(), session);
+        self.sessions.insert(session.socket_id.clone(), session);
     }
 
     fn remove(&self, session: &Arc<CarrierSession>) {
-        let mut sessions = self.lock();
-        if sessions
-            .get(&session.socket_id)
-            .is_some_and(|held| Arc::ptr_eq(held, session))
-        {
-            sessions.remove(&session.socket_id);
-        }
+        self.sessions.remove(&session.socket_id, session);
     }
 
     /// The live session with this id of the app with `key`, if this edge holds it.
     pub(crate) fn find(&self, key: &str, id: &str) -> Option<Arc<CarrierSession>> {
         let id = SocketId::parse(id).ok()?;
-        self.get(&id)
+        self.sessions
+            .get(&id)
             .filter(|session| session.key == key && !session.is_stopping())
     }
 }
@@ -105,7 +93,12 @@ pub(crate) async fn open(state: &Arc<EdgeState>, key: &str, request: Downstream)
     let Some(id) = claimed else {
         return create(state, key, &request, Claim::Nothing).await;
     };
-    let Some(held) = state.sb_sessions.get(&id).filter(|held| held.key == key) else {
+    let Some(held) = state
+        .sb_sessions
+        .sessions
+        .get(&id)
+        .filter(|held| held.key == key)
+    else {
         let claim = match request.cursor.as_deref() {
             Some(cursor) => Claim::Unverified { id: &id, cursor },
             None => Claim::Nothing,
@@ -127,7 +120,7 @@ pub(crate) async fn open(state: &Arc<EdgeState>, key: &str, request: Downstream)
     };
     let text: Arc<str> = request.cursor.clone().unwrap_or_default().into();
     if let Some(attachment) = from.and_then(|from| held.attach(from, text)) {
-        if !held.put_in_use() {
+        if !held.put_in_use().await {
             held.stop();
             return refused(key, CloseReason::OverConnectionQuota);
         }
@@ -201,7 +194,7 @@ async fn create(
         incarnation: format!("{:016x}", rand::random::<u64>()),
         rebuilt_from,
         slot,
-        slots: state.hub.limits().clone(),
+        slots: state.limits.clone(),
         outbox: outbox.clone(),
         inbound: sender,
         grace: settings.sb_session_grace,
@@ -223,8 +216,7 @@ async fn create(
     actix_web::rt::spawn(
         async move {
             Connection::run(task_state.clone(), keyed, None, outbox, source).await;
-            task_session.release_slot();
-            task_session.linger().await;
+            task_session.after_connection().await;
             task_state.sb_sessions.remove(&task_session);
             task_session.mark_finished();
         }

@@ -12,6 +12,7 @@ use protocol::names::SocketId;
 use serde_json::{Value, json};
 
 use super::creation_limit::retry_after_secs;
+use super::detached::DetachedSession;
 use super::iframe::Iframe;
 use super::open::{self, Downstream, Opened};
 use super::session::{Attachment, Delivery};
@@ -288,7 +289,7 @@ async fn send(request: HttpRequest, body: web::Bytes, state: web::Data<EdgeState
         let message = "at most 100 frames, each a JSON object";
         return error(&request, StatusCode::BAD_REQUEST, message);
     }
-    if !session.put_in_use() {
+    if !session.put_in_use().await {
         session.stop();
         return error(&request, StatusCode::NOT_FOUND, "the session has ended");
     }

@@ -7,9 +7,11 @@
 //! response is sent again by this edge; on another edge, channel history fills the gap
 //! instead (see `open`, which decides between attaching, rebuilding and a new session).
 //!
-//! A new session is on probation: it takes a connection slot of its app only once it is in
-//! use (a second downstream request, a `send`, or a downstream still attached when the
-//! first-poll grace ends); one that is never polled again ends when that grace ends.
+//! Attachment, grace, probation (a connection slot only once in use: a second downstream
+//! request, a `send`, or a downstream still attached when the first-poll grace ends) and
+//! close delivery are the machine every detached session runs (`carriers::detached`), shared
+//! with pusher-js's xhr sessions; this file is the cursor framing's part: the numbered buffer
+//! of handed-out frames, the signed cursors, and what a rebuild needs.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -18,16 +20,16 @@ use std::time::Duration;
 
 use bytestring::ByteString;
 use protocol::carrier_cursor::{self, Cursor};
-use protocol::codes::CloseReason;
 use protocol::names::{AppId, ChannelName, SocketId};
 use serde_json::Value;
 use tenancy::PlanLimits;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::detached::{Core, Detached, DetachedSession, Timing};
 use crate::limits::{ConnectionSlot, Limits, unix_now};
+use crate::link::Inbound;
 use crate::outbox::{Outbox, Outgoing};
-use crate::websocket::Inbound;
 
 mod frames;
 mod source;
@@ -73,23 +75,14 @@ pub(crate) struct CarrierSession {
     pub(super) key: String,
     /// The key's secret, which signs this session's cursors.
     secret: String,
-    app_id: AppId,
-    /// The plan when the session started: its connection ceiling applies when the slot is
-    /// taken, and at most its channels per connection are remembered.
-    limits: PlanLimits,
-    slots: Arc<Limits>,
+    /// The connection's outbox, the wake-up for the source, the plan as of the start.
+    core: Core,
     pub(super) incarnation: String,
     /// The incarnation this one was rebuilt from: a request with one of its cursors (one
     /// whose answer was lost, or a concurrent one) attaches here from the first frame.
     pub(super) rebuilt_from: Option<String>,
-    outbox: Arc<Outbox>,
     inbound: mpsc::Sender<Inbound>,
     inner: Mutex<Inner>,
-    /// Wakes the message source: a downstream attached or detached, or the session stops.
-    changed: Notify,
-    grace: Duration,
-    first_poll_grace: Duration,
-    started: Instant,
     keepalive: Duration,
     cursor_lifetime: Duration,
     /// Whether the connection task has finished its clean-up.
@@ -118,27 +111,15 @@ struct Inner {
     /// Channels the client asked for (downstream `subs` and upstream subscribes): names
     /// that parse, at most the plan's channels per connection.
     requested: HashSet<ChannelName>,
-    /// The current downstream attachment and whether it is still open.
-    attachment: u64,
-    attached: bool,
-    detached_at: Instant,
+    /// Which downstream is current, grace, probation (a refusal), stopping (expiry,
+    /// replacement) and close delivery.
+    machine: Detached,
     /// The current downstream's waker, woken when a newer request supersedes it.
     writer: Option<Waker>,
-    /// The app's connection slot, once the session is in use.
-    slot: Option<ConnectionSlot>,
-    /// Taken a slot (or tried to): probation is over.
-    in_use: bool,
-    /// Why the session ends instead of the connection's own close (over the quota when
-    /// probation ended).
-    refusal: Option<CloseReason>,
     /// When the last cursor was made.
     last_cursor_at: Instant,
-    /// Asked to end (expiry, replacement): the source reports the client gone.
-    stopping: bool,
     /// The close has been taken: nothing follows it.
     ended: bool,
-    /// A downstream request has been handed the close.
-    close_delivered: bool,
     scratch: VecDeque<Outgoing>,
 }
 
@@ -183,7 +164,7 @@ impl Attachment {
     ) -> Poll<Delivery> {
         let session = self.session.clone();
         let mut inner = session.lock();
-        if inner.attachment != self.generation {
+        if !inner.machine.is_current(self.generation) {
             return Poll::Ready(Delivery::Finished);
         }
         inner.writer = Some(context.waker().clone());
@@ -206,8 +187,8 @@ impl Attachment {
             self.next = last.number + 1;
             self.cursor = last.cursor.clone();
             if inner.ended && self.next == inner.next_frame {
-                inner.close_delivered = true;
-                session.changed.notify_one();
+                inner.machine.deliver_close();
+                session.core.changed.notify_one();
             }
             return Poll::Ready(Delivery::Frames);
         }
@@ -218,20 +199,31 @@ impl Attachment {
     }
 }
 
+impl DetachedSession for CarrierSession {
+    fn core(&self) -> &Core {
+        &self.core
+    }
+
+    fn with_machine<R>(&self, step: impl FnOnce(&mut Detached) -> R) -> R {
+        step(&mut self.lock().machine)
+    }
+}
+
 impl CarrierSession {
     pub(crate) fn new(spec: Spec) -> Arc<Self> {
         let now = Instant::now();
         let in_use = spec.slot.is_some();
+        let timing = Timing {
+            grace: spec.grace,
+            first_poll_grace: spec.first_poll_grace,
+        };
         Arc::new(Self {
             socket_id: spec.socket_id,
             key: spec.key,
             secret: spec.secret,
-            app_id: spec.app_id,
-            limits: spec.limits,
-            slots: spec.slots,
+            core: Core::new(spec.outbox, spec.app_id, spec.limits, spec.slots, spec.slot),
             incarnation: spec.incarnation,
             rebuilt_from: spec.rebuilt_from,
-            outbox: spec.outbox,
             inbound: spec.inbound,
             inner: Mutex::new(Inner {
                 next_frame: 1,
@@ -239,23 +231,12 @@ impl CarrierSession {
                 sent_bytes: 0,
                 channels: BTreeMap::new(),
                 requested: HashSet::new(),
-                attachment: 0,
-                attached: false,
-                detached_at: now,
+                machine: Detached::new(timing, now, in_use),
                 writer: None,
-                slot: spec.slot,
-                in_use,
-                refusal: None,
                 last_cursor_at: now,
-                stopping: false,
                 ended: false,
-                close_delivered: false,
                 scratch: VecDeque::new(),
             }),
-            changed: Notify::new(),
-            grace: spec.grace,
-            first_poll_grace: spec.first_poll_grace,
-            started: now,
             keepalive: spec.keepalive,
             // At least a second: cursors expire in whole seconds, and are refreshed every third.
             cursor_lifetime: spec.cursor_lifetime.max(Duration::from_secs(1)),
@@ -270,7 +251,7 @@ impl CarrierSession {
     }
 
     pub(super) fn is_stopping(&self) -> bool {
-        self.lock().stopping
+        self.lock().machine.is_stopping()
     }
 
     /// Moves the outbox's frames into the numbered buffer, with the cursor after each.
@@ -279,7 +260,7 @@ impl CarrierSession {
             return;
         }
         let mut taken = std::mem::take(&mut inner.scratch);
-        if self.outbox.poll_take(context, &mut taken).is_pending() {
+        if self.core.outbox.poll_take(context, &mut taken).is_pending() {
             inner.scratch = taken;
             return;
         }
@@ -291,7 +272,7 @@ impl CarrierSession {
                 Outgoing::Pong(_) => {}
                 Outgoing::Close { code, reason } => {
                     inner.ended = true;
-                    let closing = match inner.refusal {
+                    let closing = match inner.machine.refusal() {
                         // Ended by the edge over the quota: the client hears why.
                         Some(reason) => closing_events(reason),
                         None => vec![closed_event(code, &reason)],
@@ -327,7 +308,10 @@ impl CarrierSession {
     /// How many channels' positions and requests the session remembers: the plan's channels
     /// per connection (a few more positions, for frames in flight after an unsubscribe).
     fn max_remembered(&self) -> usize {
-        self.limits.max_channels_per_connection.saturating_mul(2)
+        self.core
+            .limits
+            .max_channels_per_connection
+            .saturating_mul(2)
     }
 
     /// Attaches a downstream request that has every frame up to `acknowledged`; `None` when
@@ -342,7 +326,10 @@ impl CarrierSession {
             .sent
             .front()
             .map_or(inner.next_frame, |sent| sent.number);
-        if acknowledged >= inner.next_frame || acknowledged + 1 < oldest_kept || inner.stopping {
+        if acknowledged >= inner.next_frame
+            || acknowledged + 1 < oldest_kept
+            || inner.machine.is_stopping()
+        {
             return None;
         }
         while inner
@@ -368,15 +355,14 @@ impl CarrierSession {
         acknowledged: u64,
         cursor: Arc<str>,
     ) -> Attachment {
-        inner.attachment += 1;
-        inner.attached = true;
+        let generation = inner.machine.attach();
         if let Some(previous) = inner.writer.take() {
             previous.wake();
         }
-        self.changed.notify_one();
+        self.core.changed.notify_one();
         Attachment {
             session: self.clone(),
-            generation: inner.attachment,
+            generation,
             next: acknowledged + 1,
             cursor,
         }
@@ -384,69 +370,17 @@ impl CarrierSession {
 
     fn detach(&self, generation: u64) {
         let mut inner = self.lock();
-        if inner.attachment == generation && inner.attached {
-            inner.attached = false;
-            inner.detached_at = Instant::now();
+        if inner.machine.detach(generation, Instant::now()) {
             inner.writer = None;
             drop(inner);
-            self.changed.notify_one();
+            self.core.changed.notify_one();
         }
-    }
-
-    /// Ends probation: takes one of the app's connection slots. `false` when the app is at
-    /// its ceiling; the session must then end with 4004.
-    pub(crate) fn put_in_use(&self) -> bool {
-        let mut inner = self.lock();
-        Self::take_slot(&mut inner, self)
-    }
-
-    /// Takes the slot unless probation is already over; whether the session may go on.
-    fn take_slot(inner: &mut Inner, session: &Self) -> bool {
-        if !inner.in_use {
-            inner.in_use = true;
-            inner.slot = session
-                .slots
-                .admit_connection(&session.app_id, &session.limits);
-            if inner.slot.is_none() {
-                inner.refusal = Some(CloseReason::OverConnectionQuota);
-            }
-        }
-        inner.refusal.is_none()
     }
 
     /// Ends the session (its clean-up runs: presence leave, unsubscribe).
     pub(super) fn stop(&self) {
-        self.lock().stopping = true;
-        self.changed.notify_one();
-    }
-
-    /// Gives the connection slot back; called once the connection has ended (and ends
-    /// probation, so that a late request cannot take a slot for a session that is over).
-    pub(super) fn release_slot(&self) {
-        let mut inner = self.lock();
-        inner.in_use = true;
-        let slot = inner.slot.take();
-        drop(inner);
-        drop(slot);
-    }
-
-    /// After a close by the server (terminate, slow consumer, shutdown): keeps the session
-    /// findable until a downstream request has taken its last frames (the client learns why
-    /// it was closed) or the grace period ends.
-    pub(super) async fn linger(&self) {
-        let deadline = Instant::now() + self.grace;
-        loop {
-            {
-                let inner = self.lock();
-                if inner.close_delivered || inner.stopping {
-                    return;
-                }
-            }
-            tokio::select! {
-                () = self.changed.notified() => {}
-                () = tokio::time::sleep_until(deadline) => return,
-            }
-        }
+        self.lock().machine.stop();
+        self.core.changed.notify_one();
     }
 
     pub(super) async fn finished(&self) {
@@ -476,7 +410,7 @@ impl CarrierSession {
         let mut inner = self.lock();
         match frame["event"].as_str() {
             Some("pusher:subscribe")
-                if inner.requested.len() < self.limits.max_channels_per_connection =>
+                if inner.requested.len() < self.core.limits.max_channels_per_connection =>
             {
                 inner.requested.insert(channel);
             }
@@ -490,7 +424,7 @@ impl CarrierSession {
 
     /// The plan's channels per connection, as of the session's start.
     pub(super) fn max_channels(&self) -> usize {
-        self.limits.max_channels_per_connection
+        self.core.limits.max_channels_per_connection
     }
 
     pub(super) fn has_requested(&self, channel: &ChannelName) -> bool {

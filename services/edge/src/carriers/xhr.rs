@@ -27,11 +27,11 @@ use protocol::codes::CloseReason;
 use tokio::time::{Instant, Sleep};
 
 use super::creation_limit::retry_after_secs;
+use super::detached::DetachedSession;
 use super::xhr_sessions::{SessionId, XhrSession};
 use crate::EdgeState;
-use crate::connection::{admit, closing_frames};
+use crate::link::{Inbound, InboundError, admit, closing_frames};
 use crate::outbox::Outgoing;
-use crate::websocket::{Inbound, InboundError};
 
 /// Mounts the receive and send endpoints under any `httpPath` (pusher-js: `/pusher`).
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
@@ -85,10 +85,12 @@ async fn receive(request: HttpRequest, state: Arc<EdgeState>, kind: Kind) -> Htt
     };
     let session = match state.xhr_sessions.get(&id) {
         // The client came back: probation is over.
-        Some(session) if !session.put_in_use() => {
-            return refused_in_session(&request, &session, CloseReason::OverConnectionQuota);
+        Some(session) => {
+            if !session.put_in_use().await {
+                return refused_in_session(&request, &session, CloseReason::OverConnectionQuota);
+            }
+            session
         }
-        Some(session) => session,
         None => {
             let peer = ingress::client_address(&request, &state.settings.trusted_proxies);
             if let Err(wait) = state.carrier_limiter.check_address(peer) {
@@ -173,7 +175,7 @@ async fn send(
     };
     let messages = if frames.is_empty() {
         // The heartbeat: the client is alive.
-        vec![Ok(Inbound::Pong)]
+        vec![Ok(Inbound::Activity)]
     } else {
         let message = |frame: String| match frame.len() > max_frame {
             true => Err(InboundError::TooBig),
@@ -338,7 +340,7 @@ impl Stream for ReceiveBody {
             return Poll::Ready(None);
         }
         let mut relayed = Context::from_waker(&this.relay);
-        let outbox = &this.session.outbox;
+        let outbox = &this.session.core.outbox;
         if outbox.poll_take(&mut relayed, &mut this.taken).is_ready()
             && encode(with_refusal(&this.session, &mut this.taken), &mut out)
         {
@@ -388,7 +390,7 @@ fn utf16_len(utf8: &[u8]) -> usize {
 
 impl Drop for ReceiveBody {
     fn drop(&mut self) {
-        self.session.end_receive();
+        self.session.end_receive(self.generation);
     }
 }
 

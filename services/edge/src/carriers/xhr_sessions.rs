@@ -8,28 +8,28 @@
 //! connection's `MessageSource`. With no receive request open for `xhr_session_grace`, the
 //! client is taken as gone and the connection ends as if it had closed.
 //!
-//! As with our own carriers (`carriers::session`), a new session is on probation: it takes
-//! a connection slot only once in use (a second receive request, or a receive request still
-//! open when `sb_first_poll_grace` ends), and ends when that grace ends if nobody came back.
+//! Attachment, grace, probation (a slot only once in use: a second receive request, or one
+//! still open when `sb_first_poll_grace` ends) and close delivery are the machine every
+//! detached session runs (`carriers::detached`), shared with our own carriers; this file is
+//! the xhr framing's part: the registry by pusher-js's session path, the `o` claimed once,
+//! and the relay that wakes the current receive request.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Wake, Waker};
-use std::time::Duration;
 
-use protocol::codes::CloseReason;
-use protocol::names::AppId;
-use tenancy::{KeyedApp, PlanLimits};
-use tokio::sync::{Notify, mpsc};
+use tenancy::KeyedApp;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::detached::{
+    self, Core, Detached, DetachedSession, Timing, Verdict, sleep_until_or_forever,
+};
 use crate::EdgeState;
-use crate::connection::{Connection, MessageSource};
-use crate::limits::{ConnectionSlot, Limits};
+use crate::connection::Connection;
+use crate::link::{Inbound, InboundError, MessageSource};
 use crate::outbox::Outbox;
-use crate::websocket::{Inbound, InboundError};
 
 /// Client messages a session queues before an `xhr_send` waits for the connection.
 const INBOUND_CAPACITY: usize = 16;
@@ -43,7 +43,7 @@ const MAX_KEY: usize = 256;
 /// Every open xhr session of this edge, by `{key}/{server}/{session}`.
 #[derive(Default)]
 pub(crate) struct XhrSessions {
-    sessions: Mutex<HashMap<SessionId, Arc<XhrSession>>>,
+    sessions: detached::Registry<SessionId, XhrSession>,
 }
 
 /// `{key}/{server}/{session}`: the key is part of it, so two apps never share a session.
@@ -69,7 +69,7 @@ impl SessionId {
 
 impl XhrSessions {
     pub(crate) fn get(&self, id: &SessionId) -> Option<Arc<XhrSession>> {
-        self.lock().get(id).cloned()
+        self.sessions.get(id)
     }
 
     /// Opens a session on an admitted connection (on probation: no slot yet) and starts its
@@ -81,38 +81,33 @@ impl XhrSessions {
         id: SessionId,
         keyed: KeyedApp,
     ) -> Arc<XhrSession> {
-        let mut sessions = self.lock();
-        if let Some(existing) = sessions.get(&id) {
-            return existing.clone();
-        }
-        let socket_id = state.socket_ids.next();
-        let outbox = Arc::new(Outbox::new(socket_id.clone(), state.outbox_bounds()));
-        let (sender, receiver) = mpsc::channel(INBOUND_CAPACITY);
-        let session = Arc::new(XhrSession {
-            outbox: outbox.clone(),
-            inbound: sender,
-            opened: AtomicBool::new(false),
-            generation: AtomicU64::new(0),
-            relay: Arc::new(Relay::default()),
-            receivers: Mutex::new(Receivers {
-                open: 0,
-                last_closed: Instant::now(),
-                slot: None,
-                in_use: false,
-                refusal: None,
-            }),
-            app_id: keyed.app.id.clone(),
-            limits: keyed.app.limits.clone(),
-            slots: state.hub.limits().clone(),
-            started: Instant::now(),
-            first_poll_grace: state.settings.sb_first_poll_grace,
-            close_delivered: Notify::new(),
-            close_sent: AtomicBool::new(false),
-            abandoned: AtomicBool::new(false),
-            grace: state.settings.xhr_session_grace,
+        let mut receiver = None;
+        let (session, made) = self.sessions.get_or_insert_with(id.clone(), || {
+            let socket_id = state.socket_ids.next();
+            let (sender, inbound) = mpsc::channel(INBOUND_CAPACITY);
+            receiver = Some(inbound);
+            let timing = Timing {
+                grace: state.settings.xhr_session_grace,
+                first_poll_grace: state.settings.sb_first_poll_grace,
+            };
+            Arc::new(XhrSession {
+                core: Core::new(
+                    Arc::new(Outbox::new(socket_id, state.outbox_bounds())),
+                    keyed.app.id.clone(),
+                    keyed.app.limits.clone(),
+                    state.limits.clone(),
+                    None,
+                ),
+                inbound: sender,
+                opened: AtomicBool::new(false),
+                relay: Arc::new(Relay::default()),
+                machine: Mutex::new(Detached::new(timing, Instant::now(), false)),
+            })
         });
-        sessions.insert(id.clone(), session.clone());
-        drop(sessions);
+        let (true, Some(receiver)) = (made, receiver) else {
+            return session;
+        };
+        let socket_id = session.core.outbox.socket_id().clone();
         let span =
             tracing::info_span!("xhr_session", app_id = %keyed.app.id, socket_id = %socket_id);
         let source = XhrSource {
@@ -123,20 +118,6 @@ impl XhrSessions {
             run(state.clone(), id, keyed, session.clone(), source).instrument(span),
         );
         session
-    }
-
-    fn remove(&self, id: &SessionId, session: &Arc<XhrSession>) {
-        let mut sessions = self.lock();
-        if sessions
-            .get(id)
-            .is_some_and(|current| Arc::ptr_eq(current, session))
-        {
-            sessions.remove(id);
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<XhrSession>>> {
-        self.sessions.lock().expect("xhr sessions lock poisoned")
     }
 }
 
@@ -149,81 +130,63 @@ async fn run(
     session: Arc<XhrSession>,
     source: XhrSource,
 ) {
-    Connection::run(state.clone(), keyed, None, session.outbox.clone(), source).await;
-    // Probation ends too: a late receive request takes no slot for a session that is over.
-    let slot = {
-        let mut receivers = session.lock_receivers();
-        receivers.in_use = true;
-        receivers.slot.take()
-    };
-    drop(slot);
-    if !session.abandoned.load(Ordering::Acquire) {
-        let grace = tokio::time::sleep(session.grace);
-        tokio::select! {
-            () = session.close_delivered.notified() => {}
-            () = grace => {}
-        }
-    }
-    state.xhr_sessions.remove(&id, &session);
+    Connection::run(
+        state.clone(),
+        keyed,
+        None,
+        session.core.outbox.clone(),
+        source,
+    )
+    .await;
+    session.after_connection().await;
+    state.xhr_sessions.sessions.remove(&id, &session);
 }
 
 /// One xhr session: the connection's outbox and the way to its task.
 pub(crate) struct XhrSession {
-    pub(crate) outbox: Arc<Outbox>,
+    /// The connection's outbox, the wake-up for the source, the plan for probation.
+    pub(crate) core: Core,
     inbound: mpsc::Sender<Result<Inbound, InboundError>>,
     /// Whether `o` was sent: pusher-js reads a second `o` as "server lost session".
     opened: AtomicBool,
-    /// Bumped by every receive request; only the receive request holding the latest value
-    /// drains the outbox.
-    generation: AtomicU64,
     /// The outbox's writer waker, forwarding to the current receive request.
     relay: Arc<Relay>,
-    receivers: Mutex<Receivers>,
-    /// Told when a receive request has written the closing frame.
-    close_delivered: Notify,
-    close_sent: AtomicBool,
-    /// Set when the connection ended because no receive request came in time.
-    abandoned: AtomicBool,
-    grace: Duration,
-    app_id: AppId,
-    /// The plan when the session started (its ceiling applies when the slot is taken).
-    limits: PlanLimits,
-    slots: Arc<Limits>,
-    started: Instant,
-    first_poll_grace: Duration,
+    /// Which receive request is current, grace, probation, close delivery.
+    machine: Mutex<Detached>,
 }
 
-struct Receivers {
-    open: usize,
-    last_closed: Instant,
-    /// The app's connection slot, once the session is in use.
-    slot: Option<ConnectionSlot>,
-    /// Probation is over (the slot was taken, or refused).
-    in_use: bool,
-    /// The app was at its ceiling when probation ended: the session ends with this.
-    refusal: Option<CloseReason>,
-}
+impl DetachedSession for XhrSession {
+    fn core(&self) -> &Core {
+        &self.core
+    }
 
-/// What the session's source does when its deadline passes.
-enum Deadline {
-    Wait,
-    /// Nobody came back: the client is gone.
-    Abandoned,
-    /// Over the quota: the connection ends with the refusal.
-    Refused,
+    fn with_machine<R>(&self, step: impl FnOnce(&mut Detached) -> R) -> R {
+        step(&mut self.lock_machine())
+    }
 }
 
 impl XhrSession {
+    fn lock_machine(&self) -> std::sync::MutexGuard<'_, Detached> {
+        self.machine.lock().expect("xhr session lock poisoned")
+    }
+
     /// Registers a new receive request: it supersedes the current one, which ends. Returns its
     /// generation.
     pub(crate) fn begin_receive(&self) -> u64 {
-        self.receivers.lock().expect("receivers lock poisoned").open += 1;
-        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let generation = self.lock_machine().attach();
         // Wake the superseded request so it sees it is no longer current.
         self.relay.wake_by_ref();
         // A receive request is the client saying it is alive.
-        let _ = self.inbound.try_send(Ok(Inbound::Pong));
+        let _ = self.inbound.try_send(Ok(Inbound::Activity));
         generation
+    }
+
+    /// The receive request of `generation` ended; if it was the current one, the session's
+    /// grace starts.
+    pub(crate) fn end_receive(&self, generation: u64) {
+        if self.lock_machine().detach(generation, Instant::now()) {
+            self.core.changed.notify_one();
+        }
     }
 
     /// Whether the caller, about to write, must write `o` first: true once per session, for
@@ -234,47 +197,8 @@ impl XhrSession {
         !self.opened.swap(true, Ordering::AcqRel)
     }
 
-    fn lock_receivers(&self) -> std::sync::MutexGuard<'_, Receivers> {
-        self.receivers.lock().expect("receivers lock poisoned")
-    }
-
-    /// Ends probation (a second receive request): takes a connection slot. `false` when the
-    /// app is at its ceiling; the session then ends with 4004.
-    pub(crate) fn put_in_use(&self) -> bool {
-        let mut receivers = self.lock_receivers();
-        let in_use = self.take_slot(&mut receivers);
-        drop(receivers);
-        if !in_use {
-            // Wakes the source, which then ends the connection.
-            let _ = self.inbound.try_send(Ok(Inbound::Pong));
-        }
-        in_use
-    }
-
-    fn take_slot(&self, receivers: &mut Receivers) -> bool {
-        if !receivers.in_use {
-            receivers.in_use = true;
-            receivers.slot = self.slots.admit_connection(&self.app_id, &self.limits);
-            if receivers.slot.is_none() {
-                receivers.refusal = Some(CloseReason::OverConnectionQuota);
-            }
-        }
-        receivers.refusal.is_none()
-    }
-
-    /// Why the session was refused after it started, if it was.
-    pub(crate) fn refusal(&self) -> Option<CloseReason> {
-        self.lock_receivers().refusal
-    }
-
-    pub(crate) fn end_receive(&self) {
-        let mut receivers = self.receivers.lock().expect("receivers lock poisoned");
-        receivers.open = receivers.open.saturating_sub(1);
-        receivers.last_closed = Instant::now();
-    }
-
     pub(crate) fn is_current(&self, generation: u64) -> bool {
-        self.generation.load(Ordering::Acquire) == generation
+        self.lock_machine().is_current(generation)
     }
 
     /// Registers the receive request of `generation` to be woken when the outbox has frames.
@@ -289,15 +213,15 @@ impl XhrSession {
     }
 
     pub(crate) fn delivered_close(&self) {
-        self.close_sent.store(true, Ordering::Release);
-        self.close_delivered.notify_one();
+        self.lock_machine().deliver_close();
+        self.core.changed.notify_one();
     }
 
     /// Whether a receive request has written the close: nothing more will come, so a later
     /// request on the session (in the moment before it is forgotten) ends at once instead of
     /// waiting for frames.
     pub(crate) fn close_was_sent(&self) -> bool {
-        self.close_sent.load(Ordering::Acquire)
+        self.lock_machine().close_delivered()
     }
 
     /// Hands client messages to the connection in order; `false` once it has ended.
@@ -309,84 +233,53 @@ impl XhrSession {
         }
         true
     }
-
-    /// When the source must look again: the end of probation, or when the client counts as
-    /// gone if no receive request opens before then.
-    fn next_deadline(&self) -> Instant {
-        let receivers = self.lock_receivers();
-        let now = Instant::now();
-        if receivers.refusal.is_some() {
-            return now;
-        }
-        let idle = match receivers.open {
-            0 => receivers.last_closed + self.idle_grace(&receivers),
-            _ => now + self.grace,
-        };
-        match receivers.in_use {
-            true => idle,
-            false => idle.min(self.started + self.first_poll_grace),
-        }
-    }
-
-    /// A session on probation is given up sooner.
-    fn idle_grace(&self, receivers: &Receivers) -> Duration {
-        match receivers.in_use {
-            true => self.grace,
-            false => self.first_poll_grace,
-        }
-    }
-
-    fn on_deadline(&self) -> Deadline {
-        let mut receivers = self.lock_receivers();
-        let now = Instant::now();
-        if !receivers.in_use && self.started + self.first_poll_grace <= now {
-            if receivers.open == 0 {
-                return Deadline::Abandoned;
-            }
-            // Still receiving (a stream): in use.
-            self.take_slot(&mut receivers);
-        }
-        if receivers.refusal.is_some() {
-            return Deadline::Refused;
-        }
-        if receivers.open == 0 && receivers.last_closed + self.idle_grace(&receivers) <= now {
-            return Deadline::Abandoned;
-        }
-        Deadline::Wait
-    }
 }
+
+#[cfg(test)]
+use {protocol::names::AppId, tenancy::PlanLimits};
 
 #[cfg(test)]
 impl XhrSession {
     /// A session with no connection task behind it, for the receive body's tests.
     pub(crate) fn for_test() -> Arc<Self> {
-        let socket_id = protocol::names::SocketId::parse("1.1").unwrap();
+        let timing = Timing {
+            grace: std::time::Duration::from_secs(30),
+            first_poll_grace: std::time::Duration::from_secs(10),
+        };
         let (inbound, _) = mpsc::channel(INBOUND_CAPACITY);
+        Self::with_inbound(timing, inbound)
+    }
+
+    fn with_inbound(
+        timing: Timing,
+        inbound: mpsc::Sender<Result<Inbound, InboundError>>,
+    ) -> Arc<Self> {
+        let limits = crate::limits::Limits::local_for_tests();
+        Self::with_plan(timing, inbound, PlanLimits::pusher_defaults(), limits)
+    }
+
+    fn with_plan(
+        timing: Timing,
+        inbound: mpsc::Sender<Result<Inbound, InboundError>>,
+        plan: PlanLimits,
+        slots: Arc<crate::limits::Limits>,
+    ) -> Arc<Self> {
+        let socket_id = protocol::names::SocketId::parse("1.1").unwrap();
         Arc::new(Self {
-            outbox: Arc::new(Outbox::new(
-                socket_id,
-                crate::outbox::OutboxBounds::frames_for_test(16),
-            )),
+            core: Core::new(
+                Arc::new(Outbox::new(
+                    socket_id,
+                    crate::outbox::OutboxBounds::frames_for_test(16),
+                )),
+                AppId::parse("app").unwrap(),
+                plan,
+                slots,
+                None,
+            ),
             inbound,
             opened: AtomicBool::new(false),
-            generation: AtomicU64::new(0),
             relay: Arc::new(Relay::default()),
-            receivers: Mutex::new(Receivers {
-                open: 0,
-                last_closed: Instant::now(),
-                slot: None,
-                in_use: false,
-                refusal: None,
-            }),
-            close_delivered: Notify::new(),
-            close_sent: AtomicBool::new(false),
-            abandoned: AtomicBool::new(false),
-            grace: Duration::from_secs(30),
-            app_id: AppId::parse("app").unwrap(),
-            limits: PlanLimits::pusher_defaults(),
-            slots: Arc::default(),
-            started: Instant::now(),
-            first_poll_grace: Duration::from_secs(10),
+            machine: Mutex::new(Detached::new(timing, Instant::now(), false)),
         })
     }
 }
@@ -433,18 +326,134 @@ struct XhrSource {
 impl MessageSource for XhrSource {
     async fn next(&mut self) -> Option<Result<Inbound, InboundError>> {
         loop {
-            let deadline = self.session.next_deadline();
+            let session = &self.session;
+            let verdict = session.lock_machine().check(Instant::now());
+            let wake_at = match verdict {
+                Verdict::Wait(wake_at) => wake_at,
+                Verdict::TakeSlot => {
+                    // Refused: the next check ends the connection with the refusal.
+                    session.put_in_use().await;
+                    continue;
+                }
+                // Gone: nobody came back; refused: the connection ends with the refusal.
+                Verdict::Gone | Verdict::Refused => return None,
+            };
             tokio::select! {
                 message = self.receiver.recv() => return message,
-                () = tokio::time::sleep_until(deadline) => match self.session.on_deadline() {
-                    Deadline::Wait => {}
-                    Deadline::Abandoned => {
-                        self.session.abandoned.store(true, Ordering::Release);
-                        return None;
-                    }
-                    Deadline::Refused => return None,
-                },
+                () = session.core.changed.notified() => {}
+                () = sleep_until_or_forever(wake_at) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_last_receive_ending_wakes_the_source_which_ends_after_the_grace() {
+        let timing = Timing {
+            grace: Duration::ZERO,
+            first_poll_grace: Duration::from_secs(10),
+        };
+        let (sender, receiver) = mpsc::channel(INBOUND_CAPACITY);
+        let session = XhrSession::with_inbound(timing, sender);
+        let first = session.begin_receive();
+        let second = session.begin_receive();
+        assert!(session.put_in_use().await);
+        let mut source = XhrSource {
+            receiver,
+            session: session.clone(),
+        };
+        // The two receive requests' activity comes first.
+        for _ in 0..2 {
+            assert!(matches!(source.next().await, Some(Ok(Inbound::Activity))));
+        }
+        let counter = Arc::new(Counter::default());
+        let waker = Waker::from(counter.clone());
+        let mut context = Context::from_waker(&waker);
+        let mut next = std::pin::pin!(source.next());
+        // In use and attached: nothing to wait for but a wake-up.
+        assert!(next.as_mut().poll(&mut context).is_pending());
+        // The superseded request ending changes nothing.
+        session.end_receive(first);
+        assert_eq!(counter.0.load(Ordering::SeqCst), 0);
+        assert!(next.as_mut().poll(&mut context).is_pending());
+        session.end_receive(second);
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert!(matches!(
+            next.as_mut().poll(&mut context),
+            Poll::Ready(None)
+        ));
+    }
+
+    /// Probation ends with a receive still open: the source takes the slot from the
+    /// cluster's counter (async, outside the machine's lock), or ends with the refusal.
+    #[tokio::test]
+    async fn probation_ending_attached_takes_the_slot_or_ends_with_4004() {
+        // Probation ends at the first look, with the receive open.
+        let timing = Timing {
+            grace: Duration::from_secs(30),
+            first_poll_grace: Duration::ZERO,
+        };
+        let plan = PlanLimits {
+            max_connections: Some(1),
+            burst_multiplier: 1,
+            ..PlanLimits::pusher_defaults()
+        };
+        let limits = crate::limits::Limits::local_for_tests();
+        let open = |limits: &Arc<crate::limits::Limits>| {
+            let (sender, receiver) = mpsc::channel(INBOUND_CAPACITY);
+            let session = XhrSession::with_plan(timing, sender, plan.clone(), limits.clone());
+            let receive = session.begin_receive();
+            let source = XhrSource {
+                receiver,
+                session: session.clone(),
+            };
+            (session, receive, source)
+        };
+        let (first, _first_receive, mut first_source) = open(&limits);
+        assert!(matches!(
+            first_source.next().await,
+            Some(Ok(Inbound::Activity))
+        ));
+        // In use, holding the app's one slot: nothing more until a message comes.
+        let waker = Waker::from(Arc::new(Counter::default()));
+        let mut context = Context::from_waker(&waker);
+        assert!(
+            std::pin::pin!(first_source.next())
+                .poll(&mut context)
+                .is_pending()
+        );
+        assert_eq!(first.refusal(), None);
+        let app = AppId::parse("app").unwrap();
+        let full = limits.admit_connection(&app, &plan).await.unwrap();
+        assert!(full.is_none(), "the session holds the one slot");
+
+        let (second, _second_receive, mut second_source) = open(&limits);
+        assert!(
+            second_source.next().await.is_none(),
+            "refused: the connection ends"
+        );
+        assert_eq!(
+            second.refusal(),
+            Some(protocol::codes::CloseReason::OverConnectionQuota)
+        );
     }
 }

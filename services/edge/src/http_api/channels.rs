@@ -48,19 +48,24 @@ pub async fn channel_attributes(
     for attribute in attributes {
         match attribute {
             Attribute::UserCount if channel.kind() == ChannelKind::Presence => {
-                let members = state.broker.presence_members(app, channel).await;
+                let members = state.cluster.broker.presence_members(app, channel).await;
                 let members = members.map_err(|error| ApiError::Unavailable(error.to_string()))?;
                 fields.insert("user_count".into(), json!(members.len()));
             }
             Attribute::UserCount => {}
             Attribute::SubscriptionCount => {
-                fields.insert(
-                    "subscription_count".into(),
-                    json!(state.hub.subscription_count(app, channel)),
-                );
+                let count = state
+                    .cluster
+                    .occupancy
+                    .subscription_count(app, channel)
+                    .await;
+                let count = count.map_err(|error| ApiError::Unavailable(error.to_string()))?;
+                fields.insert("subscription_count".into(), json!(count));
             }
             Attribute::Cache => {
-                if let Some((data, ttl)) = state.cache.peek(app, channel) {
+                let cached = state.cluster.cache.peek(app, channel).await;
+                let cached = cached.map_err(|error| ApiError::Unavailable(error.to_string()))?;
+                if let Some((data, ttl)) = cached {
                     fields.insert("cache".into(), json!({ "data": data, "ttl": ttl }));
                 }
             }
@@ -90,13 +95,13 @@ pub async fn list(
             "info=user_count needs filter_by_prefix=presence-".into(),
         ));
     }
+    let app = &authenticated.app.id;
+    let occupied = state.cluster.occupancy.occupied_channels(app, prefix).await;
+    let occupied = occupied.map_err(|error| ApiError::Unavailable(error.to_string()))?;
     let mut channels = Map::new();
-    for (channel, _) in state.hub.occupied_channels(&authenticated.app.id) {
-        if channel.as_str().starts_with(prefix) {
-            let fields =
-                channel_attributes(&state, &authenticated.app.id, &channel, &attributes).await?;
-            channels.insert(channel.to_string(), Value::Object(fields));
-        }
+    for (channel, _) in occupied {
+        let fields = channel_attributes(&state, app, &channel, &attributes).await?;
+        channels.insert(channel.to_string(), Value::Object(fields));
     }
     Ok(HttpResponse::Ok().json(json!({ "channels": channels })))
 }
@@ -114,13 +119,18 @@ pub async fn show(
             "user_count is only available for presence channels".into(),
         ));
     }
-    if attributes.contains(&Attribute::Cache) && !crate::cache::is_cache_channel(&channel) {
+    if attributes.contains(&Attribute::Cache) && !broker::cache::is_cache_channel(&channel) {
         return Err(ApiError::BadRequest(
             "cache is only available for cache channels".into(),
         ));
     }
     let app = &authenticated.app.id;
-    let occupied = state.hub.subscription_count(app, &channel) > 0;
+    let count = state
+        .cluster
+        .occupancy
+        .subscription_count(app, &channel)
+        .await;
+    let occupied = count.map_err(|error| ApiError::Unavailable(error.to_string()))? > 0;
     let mut fields = channel_attributes(&state, app, &channel, &attributes).await?;
     fields.insert("occupied".into(), json!(occupied));
     Ok(HttpResponse::Ok().json(fields))
@@ -140,6 +150,7 @@ pub async fn users(
         ));
     }
     let members = state
+        .cluster
         .broker
         .presence_members(&authenticated.app.id, &channel)
         .await;

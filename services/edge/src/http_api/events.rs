@@ -104,9 +104,11 @@ impl Trigger {
         for channel in &self.channels {
             let frame = wire::channel_event(self.name.as_str(), channel.as_str(), &self.data, None);
             // Cache channels remember their last API event for new subscribers.
-            state
-                .cache
-                .store(app, channel, &self.data, &frame, window.app_max_bytes);
+            let cache = &state.cluster.cache;
+            cache
+                .store(app, channel, &self.data, &frame, window.app_max_bytes)
+                .await
+                .map_err(|error| ApiError::Unavailable(error.to_string()))?;
             let publication = Publication {
                 app: app.clone(),
                 channel: channel.clone(),
@@ -116,6 +118,7 @@ impl Trigger {
                 serial: None,
             };
             state
+                .cluster
                 .broker
                 .publish(publication)
                 .await
@@ -123,7 +126,7 @@ impl Trigger {
             state.meter.published(app, 1);
             crate::metrics::metrics().published_by_api.increment(1);
             // One message per channel published to; deliveries are counted by the hub.
-            state.hub.limits().count_messages(app, 1, unix_now());
+            state.limits.count_messages(app, 1, unix_now());
         }
         Ok(())
     }
@@ -148,15 +151,18 @@ impl Trigger {
 }
 
 /// The plan's publish request rate (429), then its daily message quota (403).
-fn admit_publish(state: &EdgeState, app: &App) -> Result<(), ApiError> {
-    let limits = state.hub.limits();
-    if !limits.allow_publish_request(&app.id, &app.limits) {
+async fn admit_publish(state: &EdgeState, app: &App) -> Result<(), ApiError> {
+    let limits = &state.limits;
+    let unavailable = |error: broker::BrokerError| ApiError::Unavailable(error.to_string());
+    let allowed = limits.allow_publish_request(&app.id, &app.limits).await;
+    if !allowed.map_err(unavailable)? {
         let rate = app.limits.publish_requests_per_second.unwrap_or_default();
         return Err(ApiError::RateLimited(format!(
             "over the plan's {rate} publish requests per second"
         )));
     }
-    if !limits.may_publish(&app.id, &app.limits, unix_now()) {
+    let may = limits.may_publish(&app.id, &app.limits, unix_now()).await;
+    if !may.map_err(unavailable)? {
         return Err(ApiError::OverQuota(
             "the app is over its daily message quota".into(),
         ));
@@ -177,7 +183,7 @@ pub async fn trigger(
 ) -> Result<HttpResponse, ApiError> {
     let authenticated = authenticate(&state, &request, &body).await?;
     let trigger = Trigger::parse(parse_json(&body)?, &authenticated.app)?;
-    admit_publish(&state, &authenticated.app)?;
+    admit_publish(&state, &authenticated.app).await?;
     trigger.publish(&state, &authenticated.app).await?;
     let app = &authenticated.app.id;
     let response = match trigger.info(&state, app).await? {
@@ -206,7 +212,7 @@ pub async fn trigger_batch(
         .into_iter()
         .map(|event| Trigger::parse(event, &authenticated.app))
         .collect::<Result<Vec<_>, _>>()?;
-    admit_publish(&state, &authenticated.app)?;
+    admit_publish(&state, &authenticated.app).await?;
     for trigger in &triggers {
         trigger.publish(&state, &authenticated.app).await?;
     }

@@ -58,6 +58,7 @@ pub async fn history(
     };
     let epoch = authenticated.param("epoch");
     let history = state
+        .cluster
         .broker
         .history(&authenticated.app.id, &channel, since, epoch)
         .await

@@ -2,6 +2,7 @@
 //! `/apps/{app_id}` prefix as pusher-http-python sends it.
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use broker::broadcast::NodeMessage;
 use protocol::names::UserId;
 
 use crate::EdgeState;
@@ -16,17 +17,22 @@ pub async fn terminate_connections(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let authenticated = authenticate(&state, &request, &body).await?;
-    terminate(&state, &request, &authenticated)
+    terminate(&state, &request, &authenticated).await
 }
 
-fn terminate(
+/// Every node closes the user's connections it holds (a broadcast: the user may be anywhere).
+async fn terminate(
     state: &EdgeState,
     request: &HttpRequest,
     authenticated: &Authenticated,
 ) -> Result<HttpResponse, ApiError> {
     let user = request.match_info().get("user_id").unwrap_or_default();
     let user = UserId::parse(user).map_err(|error| ApiError::BadRequest(error.to_string()))?;
-    let closed = state.hub.terminate_user(&authenticated.app.id, &user);
-    tracing::info!(closed, "terminated user connections");
+    let message = NodeMessage::TerminateUser {
+        app: authenticated.app.id.clone(),
+        user,
+    };
+    let sent = state.cluster.broadcast.broadcast(message).await;
+    sent.map_err(|error| ApiError::Unavailable(error.to_string()))?;
     Ok(HttpResponse::Ok().json(serde_json::json!({})))
 }

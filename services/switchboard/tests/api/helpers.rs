@@ -30,11 +30,49 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(EdgeSettings::default()).await
 }
 
-pub async fn spawn_app_with(edge: EdgeSettings) -> TestApp {
-    let apps = [APP, OTHER_APP]
+fn test_apps() -> Vec<AppSpec> {
+    [APP, OTHER_APP]
         .iter()
         .map(|(id, key, secret)| AppSpec::parse(&format!("{id}:{key}:{secret}")).unwrap())
-        .collect();
+        .collect()
+}
+
+/// An edge on the cluster whose Redis is at `broker_url`, as `serve --broker URL` runs it.
+pub async fn spawn_app_on_broker(broker_url: &str) -> TestApp {
+    use std::sync::Arc;
+    use switchboard::startup::{NodeBroker, Parts};
+
+    let settings = EdgeSettings::default();
+    let (hub, messages) = NodeBroker::hub();
+    let broker = switchboard::broker::build_broker(Some(broker_url), hub.clone(), &settings)
+        .await
+        .expect("joins the cluster");
+    let catalog = Arc::new(tenancy::StaticCatalog::new(&test_apps()));
+    let parts = Parts {
+        edge: Some((catalog, settings)),
+        control: None,
+        usage: None,
+        webhooks: None,
+    };
+    let node = NodeBroker {
+        hub,
+        messages,
+        broker,
+    };
+    let application =
+        Application::build_on("127.0.0.1", 0, parts, Some(node)).expect("server binds");
+    let port = application.port();
+    let stopper = application.stopper();
+    tokio::spawn(application.run_until_stopped());
+    TestApp {
+        port,
+        http: reqwest::Client::new(),
+        stopper,
+    }
+}
+
+pub async fn spawn_app_with(edge: EdgeSettings) -> TestApp {
+    let apps = test_apps();
     let settings = ServeSettings {
         host: "127.0.0.1".into(),
         port: 0,
@@ -62,10 +100,7 @@ impl TestApp {
     }
 
     pub async fn connect_url(&self, url: &str) -> WsClient {
-        let (stream, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("websocket connects");
-        WsClient { stream }
+        ws_connect(url).await
     }
 
     /// A connected client with its socket id.
@@ -106,34 +141,8 @@ impl TestApp {
         params: &[(&str, &str)],
         body: Option<&Value>,
     ) -> reqwest::Response {
-        let body = body.map(Value::to_string).unwrap_or_default();
-        let mut query: Vec<(String, String)> = params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        query.push(("auth_key".into(), key.into()));
-        query.push(("auth_timestamp".into(), timestamp.into()));
-        query.push(("auth_version".into(), "1.0".into()));
-        if !body.is_empty() {
-            query.push(("body_md5".into(), body_md5_hex(body.as_bytes())));
-        }
-        query.sort();
-        let canonical: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let signature = hmac_hex(
-            secret,
-            &format!("{method}\n{path}\n{}", canonical.join("&")),
-        );
-        query.push(("auth_signature".into(), signature));
-        let url = format!("http://127.0.0.1:{}{path}", self.port);
-        let request = match method {
-            "POST" => self
-                .http
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body),
-            _ => self.http.get(url),
-        };
-        request.query(&query).send().await.expect("request sent")
+        let to = (&self.http, self.port);
+        signed_api(to, (key, secret), timestamp, method, path, params, body).await
     }
 
     pub async fn trigger(
@@ -305,6 +314,53 @@ pub fn assert_too_many_requests(response: &reqwest::Response) {
         .parse()
         .unwrap();
     assert!((1..=60).contains(&retry_after), "{retry_after}");
+}
+
+/// A WebSocket client on `url`.
+pub async fn ws_connect(url: &str) -> WsClient {
+    let (stream, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket connects");
+    WsClient { stream }
+}
+
+/// A request to the HTTP API on `port`, signed with `(key, secret)` at `timestamp`.
+pub async fn signed_api(
+    (http, port): (&reqwest::Client, u16),
+    (key, secret): (&str, &str),
+    timestamp: &str,
+    method: &str,
+    path: &str,
+    params: &[(&str, &str)],
+    body: Option<&Value>,
+) -> reqwest::Response {
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut query: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    query.push(("auth_key".into(), key.into()));
+    query.push(("auth_timestamp".into(), timestamp.into()));
+    query.push(("auth_version".into(), "1.0".into()));
+    if !body.is_empty() {
+        query.push(("body_md5".into(), body_md5_hex(body.as_bytes())));
+    }
+    query.sort();
+    let canonical: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let signature = hmac_hex(
+        secret,
+        &format!("{method}\n{path}\n{}", canonical.join("&")),
+    );
+    query.push(("auth_signature".into(), signature));
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let request = match method {
+        "POST" => http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body),
+        _ => http.get(url),
+    };
+    request.query(&query).send().await.expect("request sent")
 }
 
 /// Parses the string `data` of a server frame.

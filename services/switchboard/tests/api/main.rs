@@ -7,6 +7,8 @@ mod cache_channels;
 mod carrier_client;
 mod carriers;
 mod carriers_attacks;
+mod cluster;
+mod cluster_seam;
 mod drain;
 mod http_api;
 mod libraries;

@@ -9,7 +9,7 @@ use protocol::names::ChannelName;
 use serde_json::{Value, json};
 
 use super::CLOSED_EVENT;
-use crate::connection::closing_frames;
+use crate::link::closing_frames;
 use crate::outbox::Outgoing;
 
 pub(super) fn closed_event(code: u16, reason: &str) -> ByteString {

@@ -1,5 +1,5 @@
 //! The session's `MessageSource`: client frames from `send`, keep-alives while attached,
-//! cursor refreshes, the end of probation and expiry.
+//! cursor refreshes, and the detached-session machine's verdict (probation, expiry).
 
 use std::sync::Arc;
 
@@ -7,9 +7,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{CURSOR_REFRESH_FRAME, CarrierSession, Inner};
-use crate::connection::MessageSource;
+use crate::carriers::detached::{DetachedSession, Verdict, sleep_until_or_forever};
+use crate::link::{Inbound, InboundError, MessageSource};
 use crate::outbox::Outgoing;
-use crate::websocket::{Inbound, InboundError};
 
 /// The connection's client messages: the POSTs, a keep-alive while a downstream is attached
 /// (a carrier's client cannot answer `pusher:ping` by itself), the end of probation, and the
@@ -21,79 +21,68 @@ pub(crate) struct Source {
 }
 
 impl Source {
-    /// Ends probation once its grace is over: a session still attached is in use (and takes
-    /// a slot, or ends with 4004); one nobody came back for ends. `false`: the session ends.
-    fn end_probation(&self, inner: &mut Inner) -> bool {
-        let session = &self.session;
-        if inner.in_use {
-            return true;
-        }
-        if !inner.attached {
-            tracing::debug!("carrier session never polled again");
-            inner.stopping = true;
-            return false;
-        }
-        if !CarrierSession::take_slot(inner, session) {
-            inner.stopping = true;
-            return false;
-        }
-        true
-    }
-
     /// Keeps an attached client's cursor fresh (it expires `cursor_lifetime` after it was
     /// made): a frame when none was sent for a third of that.
-    fn refresh_cursor(&self, inner: &mut Inner) {
-        let now = Instant::now();
-        if inner.attached && inner.last_cursor_at + self.session.cursor_lifetime / 3 <= now {
+    fn refresh_cursor(&self, inner: &mut Inner, now: Instant) {
+        let refresh_at = inner.last_cursor_at + self.session.cursor_lifetime / 3;
+        if inner.machine.is_attached() && refresh_at <= now {
             // Counted from now: one refresh frame in flight at a time.
             inner.last_cursor_at = now;
             self.session
+                .core
                 .outbox
                 .send(Outgoing::Text(CURSOR_REFRESH_FRAME.into()));
         }
+    }
+
+    /// When to look again (`Verdict::Wait`), `Verdict::TakeSlot` when probation ends with a
+    /// downstream attached, or `Verdict::Gone` when the session ends (the client is gone, or
+    /// probation ended over the app's ceiling).
+    fn step(&self, now: Instant) -> Verdict {
+        let session = &self.session;
+        let mut inner = session.lock();
+        let wake_at = match inner.machine.check(now) {
+            Verdict::Wait(wake_at) => wake_at,
+            Verdict::Gone => return Verdict::Gone,
+            Verdict::TakeSlot => return Verdict::TakeSlot,
+            Verdict::Refused => {
+                // Stopped: the close (the refusal) is not waited for, as before probation.
+                inner.machine.stop();
+                return Verdict::Gone;
+            }
+        };
+        self.refresh_cursor(&mut inner, now);
+        if !inner.machine.is_attached() {
+            return Verdict::Wait(wake_at);
+        }
+        let attached = self
+            .next_keepalive
+            .min(inner.last_cursor_at + session.cursor_lifetime / 3);
+        Verdict::Wait(Some(wake_at.map_or(attached, |at| at.min(attached))))
     }
 }
 
 impl MessageSource for Source {
     async fn next(&mut self) -> Option<Result<Inbound, InboundError>> {
         loop {
-            let session = &self.session;
-            let now = Instant::now();
-            let probation_ends = session.started + session.first_poll_grace;
-            let wake_at = {
-                let mut inner = session.lock();
-                if inner.stopping {
-                    return None;
+            let wake_at = match self.step(Instant::now()) {
+                Verdict::Wait(wake_at) => wake_at,
+                Verdict::TakeSlot => {
+                    // Refused: the next step ends the session.
+                    self.session.put_in_use().await;
+                    continue;
                 }
-                if !inner.in_use && probation_ends <= now && !self.end_probation(&mut inner) {
-                    return None;
-                }
-                self.refresh_cursor(&mut inner);
-                let mut wake_at = if inner.attached {
-                    self.next_keepalive
-                        .min(inner.last_cursor_at + session.cursor_lifetime / 3)
-                } else {
-                    inner.detached_at + session.grace
-                };
-                if !inner.in_use {
-                    wake_at = wake_at.min(probation_ends);
-                }
-                wake_at
+                Verdict::Gone | Verdict::Refused => return None,
             };
+            let session = self.session.clone();
             tokio::select! {
                 message = self.inbound.recv() => return message.map(Ok),
-                () = session.changed.notified() => {}
-                () = tokio::time::sleep_until(wake_at) => {
-                    let mut inner = session.lock();
+                () = session.core().changed.notified() => {}
+                () = sleep_until_or_forever(wake_at) => {
                     let now = Instant::now();
-                    if inner.attached && self.next_keepalive <= now {
+                    if session.lock().machine.is_attached() && self.next_keepalive <= now {
                         self.next_keepalive = now + session.keepalive;
-                        return Some(Ok(Inbound::Pong));
-                    }
-                    if !inner.attached && inner.detached_at + session.grace <= now {
-                        inner.stopping = true;
-                        tracing::debug!("carrier session expired");
-                        return None;
+                        return Some(Ok(Inbound::Activity));
                     }
                 }
             }

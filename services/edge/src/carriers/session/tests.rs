@@ -20,7 +20,7 @@ fn session(max_channels: usize) -> Arc<CarrierSession> {
         incarnation: "i".into(),
         rebuilt_from: None,
         slot: None,
-        slots: Arc::default(),
+        slots: crate::limits::Limits::local_for_tests(),
         outbox: Arc::new(Outbox::new(
             socket_id,
             crate::outbox::OutboxBounds::frames_for_test(16),

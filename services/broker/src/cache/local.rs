@@ -1,10 +1,4 @@
-//! Cache channels (`cache-`, `private-cache-`, `private-encrypted-cache-`, `presence-cache-`):
-//! the last event published through the HTTP API on each, per app, for up to 30 minutes.
-//! A new subscriber gets it right after `subscription_succeeded`, or `pusher:cache_miss` when
-//! there is none. Client events are not cached, as on Pusher.
-//!
-//! The cache is this node's: with several edges, an event is cached by the node whose API
-//! received it (as the broker grows a cluster, this moves next to it).
+//! `LocalCache`: the cache channels' last events in this process.
 //!
 //! Memory is bounded like history's: per app by its plan's `history_bytes` and by the node's
 //! channels-per-app cap, and for the node by its history byte budget; past a bound the
@@ -15,8 +9,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use bytestring::ByteString;
 use protocol::names::{AppId, ChannelName};
+
+use super::{CacheChannels, CacheUsage, Replay, is_cache_channel};
+use crate::{BrokerError, Clock};
 
 /// How long a cached event lives (Pusher: "up to 30 minutes").
 pub const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
@@ -31,19 +29,6 @@ const MAX_MISS_REPORTS: usize = 100_000;
 const ENTRY_OVERHEAD: usize = 64;
 
 type Key = (AppId, ChannelName);
-
-/// Whether the channel's name makes it a cache channel.
-pub fn is_cache_channel(channel: &ChannelName) -> bool {
-    let name = channel.as_str();
-    [
-        "cache-",
-        "private-cache-",
-        "private-encrypted-cache-",
-        "presence-cache-",
-    ]
-    .iter()
-    .any(|prefix| name.starts_with(prefix))
-}
 
 /// The last event of a cache channel.
 #[derive(Debug, Clone)]
@@ -76,14 +61,6 @@ struct State {
 struct AppCache {
     bytes: usize,
     events: HashMap<ChannelName, Cached>,
-}
-
-/// What the cache holds, for `/metrics`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheUsage {
-    pub bytes: u64,
-    pub evictions: u64,
-    pub channels: u64,
 }
 
 impl State {
@@ -156,43 +133,69 @@ pub struct CacheLimits {
     pub max_channels_per_app: usize,
 }
 
-/// What a subscriber of a cache channel gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Replay {
-    /// The cached event's frame.
-    Hit(ByteString),
-    /// Nothing cached; `report` says whether to send the `cache_miss` webhook (the first miss
-    /// in a while).
-    Miss { report: bool },
-}
-
-pub struct ChannelCache {
+pub struct LocalCache {
     limits: CacheLimits,
+    clock: Clock,
     state: Mutex<State>,
 }
 
-impl ChannelCache {
-    pub fn new(limits: CacheLimits) -> Self {
-        Self {
-            limits,
-            state: Mutex::default(),
-        }
-    }
-
-    /// Remembers an event published to a cache channel, within the app's `app_max_bytes`;
-    /// other channels are ignored.
-    pub fn store(
+#[async_trait]
+impl CacheChannels for LocalCache {
+    async fn store(
         &self,
         app: &AppId,
         channel: &ChannelName,
         data: &str,
         frame: &str,
         app_max_bytes: usize,
-    ) {
-        if !is_cache_channel(channel) {
-            return;
+    ) -> Result<(), BrokerError> {
+        if is_cache_channel(channel) {
+            let now = self.clock.now();
+            self.store_at(app, channel, data, frame, app_max_bytes, now);
         }
-        self.store_at(app, channel, data, frame, app_max_bytes, Instant::now());
+        Ok(())
+    }
+
+    async fn replay(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+    ) -> Result<Option<Replay>, BrokerError> {
+        if !is_cache_channel(channel) {
+            return Ok(None);
+        }
+        Ok(Some(self.replay_at(app, channel, self.clock.now())))
+    }
+
+    async fn peek(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+    ) -> Result<Option<(String, u64)>, BrokerError> {
+        Ok(self.peek_at(app, channel, self.clock.now()))
+    }
+
+    fn usage(&self) -> CacheUsage {
+        let state = self.state.lock().expect("cache lock poisoned");
+        CacheUsage {
+            bytes: state.bytes as u64,
+            evictions: state.evictions,
+            channels: state
+                .apps
+                .values()
+                .map(|of_app| of_app.events.len() as u64)
+                .sum(),
+        }
+    }
+}
+
+impl LocalCache {
+    pub fn new(limits: CacheLimits, clock: Clock) -> Self {
+        Self {
+            limits,
+            clock,
+            state: Mutex::default(),
+        }
     }
 
     fn store_at(
@@ -216,29 +219,6 @@ impl ChannelCache {
         sweep(&mut state, now);
     }
 
-    /// What the cache holds now.
-    pub fn usage(&self) -> CacheUsage {
-        let state = self.state.lock().expect("cache lock poisoned");
-        CacheUsage {
-            bytes: state.bytes as u64,
-            evictions: state.evictions,
-            channels: state
-                .apps
-                .values()
-                .map(|of_app| of_app.events.len() as u64)
-                .sum(),
-        }
-    }
-
-    /// What a new subscriber of the channel gets; `None` for a channel that is not a cache
-    /// channel.
-    pub fn replay(&self, app: &AppId, channel: &ChannelName) -> Option<Replay> {
-        if !is_cache_channel(channel) {
-            return None;
-        }
-        Some(self.replay_at(app, channel, Instant::now()))
-    }
-
     fn replay_at(&self, app: &AppId, channel: &ChannelName, now: Instant) -> Replay {
         let mut state = self.state.lock().expect("cache lock poisoned");
         match state.get(app, channel) {
@@ -259,11 +239,6 @@ impl ChannelCache {
         }
         sweep(&mut state, now);
         Replay::Miss { report }
-    }
-
-    /// The cached event's data and its remaining seconds, for `info=cache`.
-    pub fn peek(&self, app: &AppId, channel: &ChannelName) -> Option<(String, u64)> {
-        self.peek_at(app, channel, Instant::now())
     }
 
     fn peek_at(&self, app: &AppId, channel: &ChannelName, now: Instant) -> Option<(String, u64)> {
@@ -312,19 +287,25 @@ mod tests {
 
     const UNBOUNDED: usize = usize::MAX;
 
-    fn cache() -> ChannelCache {
-        ChannelCache::new(CacheLimits {
-            max_bytes: UNBOUNDED,
-            max_channels_per_app: 10_000,
-        })
+    fn cache() -> LocalCache {
+        LocalCache::new(
+            CacheLimits {
+                max_bytes: UNBOUNDED,
+                max_channels_per_app: 10_000,
+            },
+            Clock::manual(),
+        )
     }
 
     #[test]
     fn cached_events_stay_within_the_app_and_node_bounds_oldest_first() {
-        let cache = ChannelCache::new(CacheLimits {
-            max_bytes: 10 * (10 + ENTRY_OVERHEAD),
-            max_channels_per_app: 3,
-        });
+        let cache = LocalCache::new(
+            CacheLimits {
+                max_bytes: 10 * (10 + ENTRY_OVERHEAD),
+                max_channels_per_app: 3,
+            },
+            Clock::manual(),
+        );
         let start = Instant::now();
         let at = |n: u64| start + Duration::from_millis(n);
         let (c1, c2, c3, c4) = (
@@ -403,14 +384,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_last_event_is_replayed_until_it_expires() {
+    #[tokio::test]
+    async fn the_last_event_is_replayed_until_it_expires() {
         let cache = cache();
         let start = Instant::now();
         let c = channel("cache-a");
-        assert_eq!(cache.replay(&app(), &channel("a")), None);
-        cache.store(&app(), &channel("a"), "d", "f", UNBOUNDED);
-        assert!(cache.peek(&app(), &channel("a")).is_none());
+        assert_eq!(cache.replay(&app(), &channel("a")).await.unwrap(), None);
+        cache
+            .store(&app(), &channel("a"), "d", "f", UNBOUNDED)
+            .await
+            .unwrap();
+        assert!(cache.peek(&app(), &channel("a")).await.unwrap().is_none());
 
         cache.store_at(&app(), &c, "d1", "f1", UNBOUNDED, start);
         cache.store_at(&app(), &c, "d2", "f2", UNBOUNDED, start);

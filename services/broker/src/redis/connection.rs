@@ -1,0 +1,145 @@
+//! The broker's two connections to Redis, a single server (`redis://host:port/db`) or a
+//! Redis Cluster (`redis+cluster://host:port,host:port,...`, any of its masters): one for
+//! commands and one whose push messages are this node's deliveries. Both reconnect by
+//! themselves and resubscribe after a reconnect.
+//!
+//! On a single server fan-out uses `SUBSCRIBE` / `PUBLISH`; on a cluster sharded pub/sub,
+//! `SSUBSCRIBE` / `SPUBLISH`, so a publication goes only to the shard that owns its channel
+//! (the pub/sub channel carries the channel's hash tag) rather than to every shard.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, PushInfo, RedisFuture, RedisResult, Value};
+
+/// The command connection, cheap to clone (it is shared).
+#[derive(Clone)]
+pub enum Commands {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// The subscription connection.
+#[derive(Clone)]
+pub enum Subscriptions {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+const CLUSTER_SCHEME: &str = "redis+cluster://";
+
+/// Opens both connections to the Redis at `url`; `on_push` gets every push message of the
+/// subscription connection, in order.
+pub async fn open(
+    url: &str,
+    on_push: impl Fn(PushInfo) + Send + Sync + 'static,
+) -> RedisResult<(Commands, Subscriptions)> {
+    let push_sender = move |push: PushInfo| {
+        on_push(push);
+        Ok::<(), redis::aio::SendError>(())
+    };
+    if let Some(nodes) = url.strip_prefix(CLUSTER_SCHEME) {
+        let nodes: Vec<String> = nodes
+            .split(',')
+            .map(|node| format!("redis://{node}"))
+            .collect();
+        let builder = || {
+            ClusterClientBuilder::new(nodes.clone())
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .connection_timeout(Duration::from_secs(5))
+                .response_timeout(Duration::from_secs(5))
+        };
+        let commands = builder().build()?.get_async_connection().await?;
+        let subscriptions = builder()
+            .push_sender(push_sender)
+            .build()?
+            .get_async_connection()
+            .await?;
+        return Ok((
+            Commands::Cluster(commands),
+            Subscriptions::Cluster(subscriptions),
+        ));
+    }
+    let info = redis::IntoConnectionInfo::into_connection_info(url)?;
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    let client = redis::Client::open(info.set_redis_settings(settings))?;
+    let commands = client
+        .get_connection_manager_with_config(base_config())
+        .await?;
+    let subscription_config = base_config()
+        .set_push_sender(push_sender)
+        .set_automatic_resubscription();
+    let subscriptions = client
+        .get_connection_manager_with_config(subscription_config)
+        .await?;
+    Ok((
+        Commands::Single(commands),
+        Subscriptions::Single(subscriptions),
+    ))
+}
+
+fn base_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_max_delay(Duration::from_secs(2))
+}
+
+impl Commands {
+    /// The command that publishes on the pub/sub channels `Subscriptions` listens to.
+    pub fn publish_command(&self) -> &'static str {
+        match self {
+            Self::Single(_) => "PUBLISH",
+            Self::Cluster(_) => "SPUBLISH",
+        }
+    }
+}
+
+impl ConnectionLike for Commands {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+impl Subscriptions {
+    pub async fn subscribe(&mut self, channel: &str) -> RedisResult<()> {
+        match self {
+            Self::Single(connection) => connection.subscribe(channel).await,
+            Self::Cluster(connection) => connection.ssubscribe(channel).await,
+        }
+    }
+
+    pub async fn unsubscribe(&mut self, channel: &str) -> RedisResult<()> {
+        match self {
+            Self::Single(connection) => connection.unsubscribe(channel).await,
+            Self::Cluster(connection) => connection.sunsubscribe(channel).await,
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! The broker for many nodes, on Redis.
+//!
+//! Fan-out: every publication is one Redis step that (with history) gives it the channel's
+//! serial, stamps and stores it, and `PUBLISH`es it on the channel's pub/sub channel (see
+//! `scripts`). A node subscribes to a channel's pub/sub channel once, when its first local
+//! subscriber arrives (`Broker::subscribe`); every delivery, to this node too, comes back
+//! over that subscription, so delivery order is the order Redis ran the steps in: serial
+//! order, on every node. Round trips per publication: one, whatever the number of nodes or
+//! subscribers.
+//!
+//! Keys (see `keys`) carry the hash tag `{app:channel}`: one channel's state lives on one
+//! shard, so every step is atomic there. Time for the history window comes from `Clock` as
+//! unix milliseconds (nodes' clocks must agree to well within the window, as NTP gives).
+//!
+//! Connections (`connection`): commands and subscriptions, to one Redis or a Redis Cluster,
+//! both reconnecting by themselves; subscriptions are renewed after a reconnect.
+
+mod connection;
+mod keys;
+mod replies;
+mod scripts;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use protocol::names::{AppId, ChannelName, SocketId, UserId};
+use protocol::wire::Member;
+use redis::Value;
+
+use crate::budget::CHARGE_OVERHEAD;
+use crate::{
+    Broker, BrokerError, Clock, DeliverySink, FORGET_IDLE_CHANNELS_AFTER, History, HistoryUsage,
+    Position, PresenceJoin, Publication,
+};
+use connection::{Commands, Subscriptions};
+use keys::Keys;
+use replies::{Deliveries, encode_head, integer, malformed, members, parse_history};
+
+/// The longest history age kept in Redis; longer windows are cut to it.
+const LONGEST_WINDOW: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Pub/sub, presence and channel history shared by every node on one Redis.
+pub struct Redis {
+    commands: Commands,
+    subscriptions: Subscriptions,
+    /// This node's subscriptions, counted: Redis is asked on 0 → 1 and 1 → 0 only. The lock
+    /// is held across the Redis call so subscribe and unsubscribe of a channel keep their
+    /// order.
+    subscribed: tokio::sync::Mutex<HashMap<String, usize>>,
+    keys: Keys,
+    clock: Clock,
+    /// The clock's reading that `wall_at_start` (unix ms) corresponds to.
+    started: Instant,
+    wall_at_start: u64,
+    scripts: Scripts,
+    /// Stored frames this node's publications evicted for their app's byte budget.
+    evictions: AtomicU64,
+}
+
+struct Scripts {
+    publish: redis::Script,
+    history: redis::Script,
+    position: redis::Script,
+    presence_join: redis::Script,
+    presence_leave: redis::Script,
+    charge: redis::Script,
+    evict: redis::Script,
+}
+
+fn unavailable(error: redis::RedisError) -> BrokerError {
+    BrokerError::Unavailable(error.to_string())
+}
+
+impl Redis {
+    /// Connects to `url` (`redis://host:port/db`). Every key starts with `namespace`, so
+    /// several platforms (or tests) can share one Redis.
+    pub async fn connect(
+        url: &str,
+        namespace: &str,
+        sink: Arc<dyn DeliverySink>,
+        clock: Clock,
+    ) -> Result<Self, BrokerError> {
+        let deliveries = Deliveries { sink };
+        let (commands, subscriptions) = connection::open(url, move |push| deliveries.push(push))
+            .await
+            .map_err(unavailable)?;
+        let started = clock.now();
+        let wall_at_start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        Ok(Self {
+            commands,
+            subscriptions,
+            subscribed: tokio::sync::Mutex::default(),
+            keys: Keys::new(namespace),
+            clock,
+            started,
+            wall_at_start,
+            scripts: Scripts {
+                publish: scripts::publish(),
+                history: scripts::history(),
+                position: scripts::position(),
+                presence_join: redis::Script::new(scripts::PRESENCE_JOIN),
+                presence_leave: redis::Script::new(scripts::PRESENCE_LEAVE),
+                charge: redis::Script::new(scripts::CHARGE),
+                evict: redis::Script::new(scripts::EVICT),
+            },
+            evictions: AtomicU64::new(0),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        let elapsed = self.clock.now().saturating_duration_since(self.started);
+        self.wall_at_start + elapsed.as_millis() as u64
+    }
+
+    fn idle_ms() -> u64 {
+        FORGET_IDLE_CHANNELS_AFTER.as_millis() as u64
+    }
+
+    /// The epoch a history that starts now would get: 12 characters of `[0-9a-f]`, safe to
+    /// splice into JSON unescaped.
+    fn proposed_epoch() -> String {
+        format!("{:012x}", rand::random::<u64>() >> 16)
+    }
+}
+
+impl Redis {
+    /// Charges a stored frame to its app's byte budget and evicts what the budget pops, the
+    /// oldest of the app's frames first: a second round trip, and one per channel evicted
+    /// from (in steady state about one per publication, whatever the number of nodes).
+    async fn charge(
+        &self,
+        publication: &Publication,
+        epoch: &str,
+        serial: u64,
+        stored: usize,
+        app_max_bytes: usize,
+    ) -> Result<(), BrokerError> {
+        let (charges, total) = self.keys.budget(&publication.app);
+        let popped: Vec<String> = self
+            .scripts
+            .charge
+            .key(&charges)
+            .key(&total)
+            .arg(publication.channel.as_str())
+            .arg(epoch)
+            .arg(serial)
+            .arg(stored + CHARGE_OVERHEAD)
+            .arg(app_max_bytes)
+            .arg(Self::idle_ms())
+            .invoke_async(&mut self.commands.clone())
+            .await
+            .map_err(unavailable)?;
+        // Through the newest popped serial of each (channel, epoch): one call per channel.
+        let mut through: HashMap<(&str, &str), u64> = HashMap::new();
+        for charge in popped.chunks_exact(3) {
+            let serial = charge[2].parse().map_err(|_| malformed("charge"))?;
+            let newest = through.entry((&charge[0], &charge[1])).or_default();
+            *newest = (*newest).max(serial);
+        }
+        for ((channel, epoch), serial) in through {
+            let channel = ChannelName::parse(channel).map_err(|_| malformed("charge"))?;
+            let channel_keys = self.keys.channel(&publication.app, &channel);
+            let dropped: u64 = self
+                .scripts
+                .evict
+                .key(&channel_keys.meta)
+                .key(&channel_keys.list)
+                .arg(epoch)
+                .arg(serial)
+                .invoke_async(&mut self.commands.clone())
+                .await
+                .map_err(unavailable)?;
+            self.evictions.fetch_add(dropped, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Broker for Redis {
+    async fn subscribe(&self, app: &AppId, channel: &ChannelName) -> Result<(), BrokerError> {
+        let name = self.keys.messages(app, channel);
+        let mut subscribed = self.subscribed.lock().await;
+        let count = subscribed.entry(name.clone()).or_default();
+        *count += 1;
+        if *count == 1 {
+            let result = self.subscriptions.clone().subscribe(&name).await;
+            if let Err(error) = result {
+                subscribed.remove(&name);
+                return Err(unavailable(error));
+            }
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, app: &AppId, channel: &ChannelName) -> Result<(), BrokerError> {
+        let name = self.keys.messages(app, channel);
+        let mut subscribed = self.subscribed.lock().await;
+        let Some(count) = subscribed.get_mut(&name) else {
+            return Ok(());
+        };
+        *count -= 1;
+        if *count == 0 {
+            subscribed.remove(&name);
+            self.subscriptions
+                .clone()
+                .unsubscribe(&name)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, publication: Publication) -> Result<(), BrokerError> {
+        let head = encode_head(&publication);
+        let channel_name = self.keys.messages(&publication.app, &publication.channel);
+        let mut commands = self.commands.clone();
+        let Some(window) = publication.history else {
+            let payload = format!("\n{head}\n{}", publication.frame);
+            return redis::cmd(commands.publish_command())
+                .arg(&channel_name)
+                .arg(payload)
+                .exec_async(&mut commands)
+                .await
+                .map_err(unavailable);
+        };
+        let channel_keys = self.keys.channel(&publication.app, &publication.channel);
+        // Redis takes TTLs as integers: an "unlimited" age is a long one.
+        let max_age_ms = window.max_age.min(LONGEST_WINDOW).as_millis() as u64;
+        let stored = self
+            .scripts
+            .publish
+            .key(&channel_keys.meta)
+            .key(&channel_keys.list)
+            .arg(&*publication.frame)
+            .arg(self.now_ms())
+            .arg(window.max_events)
+            .arg(max_age_ms)
+            .arg(Self::idle_ms())
+            .arg(Self::proposed_epoch())
+            .arg(&channel_name)
+            .arg(head)
+            .arg(commands.publish_command())
+            .invoke_async::<(u64, String, usize)>(&mut commands)
+            .await
+            .map_err(unavailable)?;
+        let (serial, epoch, stored) = stored;
+        if stored == 0 || window.app_max_bytes == usize::MAX {
+            return Ok(());
+        }
+        self.charge(&publication, &epoch, serial, stored, window.app_max_bytes)
+            .await
+    }
+
+    async fn history(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        since_serial: Option<u64>,
+        epoch: Option<&str>,
+    ) -> Result<History, BrokerError> {
+        let channel_keys = self.keys.channel(app, channel);
+        let since = since_serial.map_or(-1, |since| i64::try_from(since).unwrap_or(i64::MAX));
+        let reply: Vec<Value> = self
+            .scripts
+            .history
+            .key(&channel_keys.meta)
+            .key(&channel_keys.list)
+            .arg(self.now_ms())
+            .arg(Self::idle_ms())
+            .arg(Self::proposed_epoch())
+            .arg(since)
+            .arg(epoch.unwrap_or(""))
+            .invoke_async(&mut self.commands.clone())
+            .await
+            .map_err(unavailable)?;
+        parse_history(&reply).ok_or_else(|| malformed("history"))
+    }
+
+    async fn position(&self, app: &AppId, channel: &ChannelName) -> Result<Position, BrokerError> {
+        let channel_keys = self.keys.channel(app, channel);
+        let (epoch, serial): (String, u64) = self
+            .scripts
+            .position
+            .key(&channel_keys.meta)
+            .arg(Self::idle_ms())
+            .arg(Self::proposed_epoch())
+            .invoke_async(&mut self.commands.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(Position { epoch, serial })
+    }
+
+    /// Redis holds the history: this node knows only the evictions its own publications
+    /// made (bytes and channels are Redis's, see its `INFO memory`).
+    fn history_usage(&self) -> HistoryUsage {
+        HistoryUsage {
+            evictions: self.evictions.load(Ordering::Relaxed),
+            ..HistoryUsage::default()
+        }
+    }
+
+    async fn presence_join(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        socket: &SocketId,
+        member: Member,
+        max_members: usize,
+    ) -> Result<PresenceJoin, BrokerError> {
+        let presence = self.keys.presence(app, channel);
+        let reply: Vec<Value> = self
+            .scripts
+            .presence_join
+            .key(&presence.sockets)
+            .key(&presence.counts)
+            .key(&presence.infos)
+            .arg(socket.as_str())
+            .arg(member.user_id.as_str())
+            .arg(member.user_info.to_string())
+            .arg(max_members)
+            .invoke_async(&mut self.commands.clone())
+            .await
+            .map_err(unavailable)?;
+        let first = reply
+            .first()
+            .and_then(integer)
+            .ok_or_else(|| malformed("presence join"))?;
+        if first < 0 {
+            return Err(BrokerError::PresenceFull { max: max_members });
+        }
+        Ok(PresenceJoin {
+            members: members(&reply[1..])?,
+            first_for_user: first == 1,
+        })
+    }
+
+    async fn presence_leave(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        socket: &SocketId,
+    ) -> Result<Option<UserId>, BrokerError> {
+        let presence = self.keys.presence(app, channel);
+        let left: Option<String> = self
+            .scripts
+            .presence_leave
+            .key(&presence.sockets)
+            .key(&presence.counts)
+            .key(&presence.infos)
+            .arg(socket.as_str())
+            .invoke_async(&mut self.commands.clone())
+            .await
+            .map_err(unavailable)?;
+        left.map(|user| UserId::parse(&user).map_err(|_| malformed("presence leave")))
+            .transpose()
+    }
+
+    async fn presence_members(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+    ) -> Result<Vec<Member>, BrokerError> {
+        let presence = self.keys.presence(app, channel);
+        let reply: Value = redis::cmd("HGETALL")
+            .arg(&presence.infos)
+            .query_async(&mut self.commands.clone())
+            .await
+            .map_err(unavailable)?;
+        // RESP3 answers HGETALL with a map, RESP2 with a flat array.
+        let flat: Vec<Value> = match reply {
+            Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            Value::Array(flat) => flat,
+            _ => return Err(malformed("presence members")),
+        };
+        members(&flat)
+    }
+}

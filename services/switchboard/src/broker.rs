@@ -1,0 +1,46 @@
+//! Which broker this node runs: `Local` alone, or `Redis` (`--broker redis://...`, or
+//! `redis+cluster://...` for a Redis Cluster) to be one of many edges.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use broker::{Broker, Clock, HistoryLimits, Local, Redis};
+use edge::{EdgeSettings, Hub};
+
+/// Every Redis key of the platform starts with this, so it can share a Redis.
+pub const REDIS_NAMESPACE: &str = "sb:";
+
+/// The broker that delivers to `hub`: on Redis at `url`, or the in-process one without.
+pub async fn build_broker(
+    url: Option<&str>,
+    hub: Arc<Hub>,
+    settings: &EdgeSettings,
+) -> anyhow::Result<Arc<dyn Broker>> {
+    let Some(url) = url else {
+        let limits = HistoryLimits {
+            max_bytes: settings.history_max_bytes,
+            max_channels_per_app: settings.history_max_channels_per_app,
+        };
+        return Ok(Arc::new(Local::with_limits(hub, Clock::system(), limits)));
+    };
+    if !url.starts_with("redis://") && !url.starts_with("redis+cluster://") {
+        anyhow::bail!(
+            "--broker takes redis://host:port/db, or redis+cluster://host:port,... for a Redis Cluster"
+        );
+    }
+    let redis = Redis::connect(url, REDIS_NAMESPACE, hub, Clock::system())
+        .await
+        .with_context(|| format!("connecting to the broker at {}", redacted(url)))?;
+    tracing::info!(broker = %redacted(url), "joined the cluster on Redis");
+    Ok(Arc::new(redis))
+}
+
+/// The URL without a password, for logs and errors.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
