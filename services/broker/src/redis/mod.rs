@@ -16,9 +16,12 @@
 //! both reconnecting by themselves; subscriptions are renewed after a reconnect.
 
 mod connection;
+mod counters;
 mod keys;
+mod occupancy;
 mod replies;
 mod scripts;
+mod state_scripts;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,7 +39,9 @@ use crate::{
     Position, PresenceJoin, Publication,
 };
 use connection::{Commands, Subscriptions};
+pub use counters::{NodeSettings, RedisCounters};
 use keys::Keys;
+pub use occupancy::RedisOccupancy;
 use replies::{Deliveries, encode_head, integer, malformed, members, parse_history};
 
 /// The longest history age kept in Redis; longer windows are cut to it.

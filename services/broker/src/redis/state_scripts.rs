@@ -1,0 +1,162 @@
+//! The Lua steps of the Redis counters and occupancy. Time is Redis's own (`TIME`), so the
+//! nodes' clocks never have to agree on who is dead. Each step touches only keys tagged
+//! `{app}`: one app's counts live on one shard.
+//!
+//! A node's contribution is alive while its deadline (unix ms) is in the future; every step
+//! first sweeps the nodes whose deadline passed (their heartbeats stopped), so a dead node
+//! stops counting at the first step after its deadline, whoever runs it.
+
+/// Redis's clock in unix ms.
+const NOW: &str = r#"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"#;
+
+/// KEYS: slots (hash of `c:<node>` → slots, `d:<node>` → deadline). Sums the live nodes'
+/// slots, dropping the dead ones' fields.
+const LIVE_SLOTS: &str = r#"
+local function live_slots(key, now)
+  local fields = redis.call('HGETALL', key)
+  local counts, dead = {}, {}
+  for i = 1, #fields, 2 do
+    local kind, node = string.sub(fields[i], 1, 1), string.sub(fields[i], 3)
+    if kind == 'd' then
+      if tonumber(fields[i + 1]) < now then dead[node] = true end
+    else
+      counts[node] = tonumber(fields[i + 1])
+    end
+  end
+  local total = 0
+  for node, count in pairs(counts) do
+    if not dead[node] then total = total + count end
+  end
+  for node in pairs(dead) do redis.call('HDEL', key, 'c:' .. node, 'd:' .. node) end
+  return total
+end
+"#;
+
+/// ARGV: node, ceiling (-1: none), ttl ms. Takes a slot unless the live total is at the
+/// ceiling: 1 taken, 0 refused.
+const ACQUIRE: &str = r#"
+local now = now_ms()
+local ceiling, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
+if ceiling >= 0 and live_slots(KEYS[1], now) >= ceiling then return 0 end
+redis.call('HINCRBY', KEYS[1], 'c:' .. ARGV[1], 1)
+redis.call('HSET', KEYS[1], 'd:' .. ARGV[1], now + ttl)
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 1
+"#;
+
+/// ARGV: node. Gives back one of the node's slots, never below zero.
+pub const RELEASE: &str = r#"
+local field = 'c:' .. ARGV[1]
+local left = tonumber(redis.call('HGET', KEYS[1], field) or '0') - 1
+if left <= 0 then
+  redis.call('HDEL', KEYS[1], field, 'd:' .. ARGV[1])
+else
+  redis.call('HSET', KEYS[1], field, left)
+end
+return 0
+"#;
+
+/// The live total of slots.
+const COUNT: &str = r#"
+return live_slots(KEYS[1], now_ms())
+"#;
+
+/// ARGV: node, the node's slots as it counts them, ttl ms. Moves the node's deadline on; a
+/// node swept while alive (a pause longer than its ttl) puts its slots back.
+const SLOTS_HEARTBEAT: &str = r#"
+local now, ttl = now_ms(), tonumber(ARGV[3])
+if redis.call('HEXISTS', KEYS[1], 'c:' .. ARGV[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'c:' .. ARGV[1], ARGV[2])
+end
+redis.call('HSET', KEYS[1], 'd:' .. ARGV[1], now + ttl)
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 0
+"#;
+
+/// KEYS: totals (channel → subscriptions), per node (`<node>\n<channel>` → subscriptions),
+/// deadlines (node → deadline). Drops the dead nodes' subscriptions from the totals.
+const SWEEP_OCCUPANCY: &str = r#"
+local function sweep(totals, per_node, deadlines, now)
+  local nodes = redis.call('HGETALL', deadlines)
+  local dead, any = {}, false
+  for i = 1, #nodes, 2 do
+    if tonumber(nodes[i + 1]) < now then
+      dead[nodes[i]] = true
+      any = true
+      redis.call('HDEL', deadlines, nodes[i])
+    end
+  end
+  if not any then return end
+  local fields = redis.call('HGETALL', per_node)
+  for i = 1, #fields, 2 do
+    local node, channel = string.match(fields[i], '^([^\n]*)\n(.*)$')
+    if node and dead[node] then
+      redis.call('HDEL', per_node, fields[i])
+      if redis.call('HINCRBY', totals, channel, -tonumber(fields[i + 1])) <= 0 then
+        redis.call('HDEL', totals, channel)
+      end
+    end
+  end
+end
+"#;
+
+/// ARGV: node, channel, +1 or -1, ttl ms. Returns the channel's cluster-wide count after.
+const OCCUPANCY_CHANGE: &str = r#"
+local totals, per_node, deadlines = KEYS[1], KEYS[2], KEYS[3]
+local now, channel, ttl = now_ms(), ARGV[2], tonumber(ARGV[4])
+sweep(totals, per_node, deadlines, now)
+local field = ARGV[1] .. '\n' .. channel
+if tonumber(ARGV[3]) > 0 then
+  redis.call('HINCRBY', per_node, field, 1)
+  redis.call('HSET', deadlines, ARGV[1], now + ttl)
+  return redis.call('HINCRBY', totals, channel, 1)
+end
+local mine = tonumber(redis.call('HGET', per_node, field) or '0')
+if mine <= 0 then return tonumber(redis.call('HGET', totals, channel) or '0') end
+if mine == 1 then redis.call('HDEL', per_node, field) else redis.call('HINCRBY', per_node, field, -1) end
+local left = redis.call('HINCRBY', totals, channel, -1)
+if left <= 0 then
+  redis.call('HDEL', totals, channel)
+  return 0
+end
+return left
+"#;
+
+/// ARGV: a channel, or empty for all. Returns the count, or all `channel, count, ...`.
+const OCCUPANCY_READ: &str = r#"
+sweep(KEYS[1], KEYS[2], KEYS[3], now_ms())
+if ARGV[1] ~= '' then return tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') end
+return redis.call('HGETALL', KEYS[1])
+"#;
+
+/// KEYS: deadlines. ARGV: node, ttl ms. Moves the node's deadline on.
+pub const OCCUPANCY_HEARTBEAT: &str = r#"
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[1], ARGV[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2]))
+return 0
+"#;
+
+pub fn acquire() -> redis::Script {
+    redis::Script::new(&format!("{NOW}{LIVE_SLOTS}{ACQUIRE}"))
+}
+
+pub fn count() -> redis::Script {
+    redis::Script::new(&format!("{NOW}{LIVE_SLOTS}{COUNT}"))
+}
+
+pub fn slots_heartbeat() -> redis::Script {
+    redis::Script::new(&format!("{NOW}{SLOTS_HEARTBEAT}"))
+}
+
+pub fn occupancy_change() -> redis::Script {
+    redis::Script::new(&format!("{NOW}{SWEEP_OCCUPANCY}{OCCUPANCY_CHANGE}"))
+}
+
+pub fn occupancy_read() -> redis::Script {
+    redis::Script::new(&format!("{NOW}{SWEEP_OCCUPANCY}{OCCUPANCY_READ}"))
+}

@@ -1,0 +1,158 @@
+//! The counter and occupancy conformance suites against Redis, and what only many nodes can
+//! show: two nodes on one Redis share one ceiling and one occupancy, and a node that stops
+//! heartbeating stops counting within its window.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use broker::counters::ConnectionCounter;
+use broker::occupancy::Occupancy;
+use broker::{NodeSettings, RedisCounters, RedisOccupancy};
+use protocol::names::{AppId, ChannelName};
+use testkit::RedisServer;
+
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
+}
+
+fn counters(server: &RedisServer, namespace: &str, settings: NodeSettings) -> RedisCounters {
+    block_on(RedisCounters::connect(&server.url(), namespace, settings)).expect("connects")
+}
+
+fn occupancy(server: &RedisServer, namespace: &str, settings: NodeSettings) -> RedisOccupancy {
+    block_on(RedisOccupancy::connect(&server.url(), namespace, settings)).expect("connects")
+}
+
+fn short_heartbeat() -> NodeSettings {
+    NodeSettings {
+        heartbeat_ttl: Duration::from_millis(600),
+        ..NodeSettings::new()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_counters_and_occupancy_conform() {
+    let server = RedisServer::start();
+    let made = AtomicUsize::new(0);
+    let namespace = || format!("t{}:", made.fetch_add(1, Ordering::Relaxed));
+    broker::testing::connection_counter_conformance(|| {
+        counters(&server, &namespace(), NodeSettings::new())
+    })
+    .await;
+    broker::testing::message_counter_conformance(|| {
+        counters(&server, &namespace(), NodeSettings::new())
+    })
+    .await;
+    broker::testing::occupancy_conformance(|| {
+        occupancy(&server, &namespace(), NodeSettings::new())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_ceiling_one_daily_count_and_one_occupancy() {
+    let server = RedisServer::start();
+    let (a, b) = (
+        counters(&server, "sb:", NodeSettings::new()),
+        counters(&server, "sb:", NodeSettings::new()),
+    );
+    let app = AppId::parse("shared").unwrap();
+    assert!(a.acquire(&app, Some(2)).await.unwrap());
+    assert!(b.acquire(&app, Some(2)).await.unwrap());
+    assert!(!a.acquire(&app, Some(2)).await.unwrap(), "full on node A");
+    assert!(!b.acquire(&app, Some(2)).await.unwrap(), "full on node B");
+    assert_eq!(a.count(&app).await.unwrap(), 2);
+
+    use broker::counters::MessageCounter;
+    a.add(&app, 3, 1_000_000);
+    b.add(&app, 4, 1_000_000);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.today(&app, 1_000_000).await.unwrap() != 7 {
+        assert!(Instant::now() < deadline, "node A never saw B's messages");
+        tokio::task::yield_now().await;
+    }
+
+    let (on_a, on_b) = (
+        occupancy(&server, "sb:", NodeSettings::new()),
+        occupancy(&server, "sb:", NodeSettings::new()),
+    );
+    let channel = ChannelName::parse("c").unwrap();
+    assert_eq!(
+        on_a.subscribed(&app, &channel).await.unwrap(),
+        1,
+        "occupied"
+    );
+    assert_eq!(on_b.subscribed(&app, &channel).await.unwrap(), 2);
+    assert_eq!(
+        on_b.occupied_channels(&app, "").await.unwrap(),
+        [(channel.clone(), 2)]
+    );
+    assert_eq!(on_a.unsubscribed(&app, &channel).await.unwrap(), 1);
+    assert_eq!(
+        on_a.unsubscribed(&app, &channel).await.unwrap(),
+        1,
+        "a node cannot take away another node's subscription"
+    );
+    assert_eq!(
+        on_b.unsubscribed(&app, &channel).await.unwrap(),
+        0,
+        "vacant"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_heartbeating_stops_counting_within_its_ttl() {
+    let server = RedisServer::start();
+    let app = AppId::parse("deadnode").unwrap();
+    let channel = ChannelName::parse("c").unwrap();
+    let (dying, survivor) = (
+        counters(&server, "sb:", short_heartbeat()),
+        counters(&server, "sb:", short_heartbeat()),
+    );
+    let (dying_occupancy, surviving_occupancy) = (
+        occupancy(&server, "sb:", short_heartbeat()),
+        occupancy(&server, "sb:", short_heartbeat()),
+    );
+    assert!(dying.acquire(&app, Some(2)).await.unwrap());
+    assert!(dying.acquire(&app, Some(2)).await.unwrap());
+    dying_occupancy.subscribed(&app, &channel).await.unwrap();
+    assert_eq!(
+        surviving_occupancy
+            .subscribed(&app, &channel)
+            .await
+            .unwrap(),
+        2
+    );
+
+    // The live node's heartbeats keep its own slots and subscriptions while it waits.
+    let stopped = Instant::now();
+    drop((dying, dying_occupancy));
+    let bound = Duration::from_secs(10);
+    while !survivor.acquire(&app, Some(2)).await.unwrap() {
+        assert!(
+            stopped.elapsed() < bound,
+            "the dead node's slots never came back"
+        );
+        tokio::task::yield_now().await;
+    }
+    while surviving_occupancy
+        .subscription_count(&app, &channel)
+        .await
+        .unwrap()
+        != 1
+    {
+        assert!(
+            stopped.elapsed() < bound,
+            "the dead node's subscription never left"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        survivor.count(&app).await.unwrap(),
+        1,
+        "only the survivor's slot"
+    );
+    // The survivor still counts: its heartbeats keep its deadline ahead.
+    assert!(survivor.acquire(&app, Some(2)).await.unwrap());
+    assert!(!survivor.acquire(&app, Some(2)).await.unwrap());
+}
