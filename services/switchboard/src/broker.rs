@@ -4,8 +4,12 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use broker::{Broker, Clock, HistoryLimits, Local, Redis};
+use broker::{
+    Broker, Clock, HistoryLimits, Local, NodeSettings, Redis, RedisCounters, RedisOccupancy,
+};
 use edge::{EdgeSettings, Hub};
+
+use crate::startup::NodeBroker;
 
 /// Every Redis key of the platform starts with this, so it can share a Redis.
 pub const REDIS_NAMESPACE: &str = "sb:";
@@ -33,6 +37,29 @@ pub async fn build_broker(
         .with_context(|| format!("connecting to the broker at {}", redacted(url)))?;
     tracing::info!(broker = %redacted(url), "joined the cluster on Redis");
     Ok(Arc::new(redis))
+}
+
+/// This node on the cluster at `url`: its hub counts messages, and the edge takes
+/// connection slots and counts subscriptions, on Redis (with this node's heartbeats), and
+/// its broker is `Redis`.
+pub async fn build_node(url: &str, settings: &EdgeSettings) -> anyhow::Result<NodeBroker> {
+    let node = NodeSettings::new();
+    let counters = RedisCounters::connect(url, REDIS_NAMESPACE, node.clone())
+        .await
+        .with_context(|| format!("connecting the counters to {}", redacted(url)))?;
+    let counters = Arc::new(counters);
+    let hub = Arc::new(Hub::new(counters.clone()));
+    let occupancy = RedisOccupancy::connect(url, REDIS_NAMESPACE, node)
+        .await
+        .with_context(|| format!("connecting the occupancy to {}", redacted(url)))?;
+    let broker = build_broker(Some(url), hub.clone(), settings).await?;
+    Ok(NodeBroker {
+        hub,
+        messages: counters.clone(),
+        broker,
+        connections: Some(counters),
+        occupancy: Some(Arc::new(occupancy)),
+    })
 }
 
 /// The URL without a password, for logs and errors.

@@ -10,10 +10,10 @@ use control::service::Control;
 use edge::EdgeSettings;
 use tenancy::{AppCatalog, AppSpec, LayeredCatalog, StaticCatalog};
 
-use crate::broker::build_broker;
+use crate::broker::build_node;
 use crate::cli::ServeArgs;
 use crate::database;
-use crate::startup::{Application, NodeBroker, Parts, ShutdownSignals};
+use crate::startup::{Application, Parts, ShutdownSignals};
 
 /// The exit status after a second SIGINT/SIGTERM cut a drain short (0 after a full drain).
 pub const EXIT_INTERRUPTED_DRAIN: i32 = 1;
@@ -76,15 +76,7 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut signals = ShutdownSignals::install().context("installing the signal handlers")?;
     let node = match (&parts.edge, &args.broker) {
-        (Some((_, settings)), Some(url)) => {
-            let (hub, messages) = NodeBroker::hub();
-            let broker = build_broker(Some(url), hub.clone(), settings).await?;
-            Some(NodeBroker {
-                hub,
-                messages,
-                broker,
-            })
-        }
+        (Some((_, settings)), Some(url)) => Some(build_node(url, settings).await?),
         _ => None,
     };
     let application = Application::build_on(&args.host, args.port, parts, node)?;

@@ -7,7 +7,8 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
-use broker::counters::{LocalMessages, MessageCounter};
+use broker::counters::{ConnectionCounter, LocalMessages, MessageCounter};
+use broker::occupancy::Occupancy;
 use broker::{Broker, Cluster, LocalSpec};
 use control::routes::ControlState;
 use edge::drain::Readiness;
@@ -40,6 +41,10 @@ pub struct NodeBroker {
     pub hub: Arc<Hub>,
     pub messages: Arc<dyn MessageCounter>,
     pub broker: Arc<dyn Broker>,
+    /// Cluster-wide connection slots and occupancy (`broker::build_node`); `None` keeps
+    /// this process's.
+    pub connections: Option<Arc<dyn ConnectionCounter>>,
+    pub occupancy: Option<Arc<dyn Occupancy>>,
 }
 
 impl NodeBroker {
@@ -60,8 +65,12 @@ fn node_edge(
     webhooks: Option<Arc<dyn WebhookSink>>,
     node: Option<NodeBroker>,
 ) -> Arc<EdgeState> {
-    let (hub, messages, broker) = match node {
-        Some(node) => (node.hub, node.messages, Some(node.broker)),
+    let (hub, messages, shared) = match node {
+        Some(node) => (
+            node.hub,
+            node.messages,
+            Some((node.broker, node.connections, node.occupancy)),
+        ),
         None => {
             let (hub, messages) = NodeBroker::hub();
             (hub, messages, None)
@@ -76,8 +85,14 @@ fn node_edge(
             max_channels_per_app: settings.history_max_channels_per_app,
         },
     });
-    if let Some(broker) = broker {
+    if let Some((broker, connections, occupancy)) = shared {
         cluster.broker = broker;
+        if let Some(connections) = connections {
+            cluster.connections = connections;
+        }
+        if let Some(occupancy) = occupancy {
+            cluster.occupancy = occupancy;
+        }
     }
     EdgeState::new(catalog, cluster, hub, settings, usage, webhooks)
 }

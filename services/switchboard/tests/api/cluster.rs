@@ -313,3 +313,28 @@ async fn a_client_that_resumes_on_another_edge_gets_exactly_what_it_missed() {
         "then live from edge A's publications: {live}"
     );
 }
+
+#[tokio::test]
+async fn a_plan_of_two_connections_holds_across_two_edges_the_third_on_either_gets_4004() {
+    let redis = RedisServer::start();
+    let limits = tenancy::PlanLimits {
+        max_connections: Some(2),
+        burst_multiplier: 1,
+        ..tenancy::PlanLimits::pusher_defaults()
+    };
+    let edge_a = crate::helpers::spawn_app_on_broker_with(&redis.url(), limits.clone()).await;
+    let edge_b = crate::helpers::spawn_app_on_broker_with(&redis.url(), limits).await;
+    let mut held = Vec::new();
+    for edge in [&edge_a, &edge_b] {
+        let mut client = edge.connect(APP.1).await;
+        let first = client.next_frame().await;
+        assert_eq!(first["event"], "pusher:connection_established", "{first}");
+        held.push(client);
+    }
+    for edge in [&edge_a, &edge_b] {
+        let mut client = edge.connect(APP.1).await;
+        let first = client.next_frame().await;
+        assert_eq!(first["data"]["code"], 4004, "{first}");
+        assert_eq!(client.expect_close().await.0.code, 4004);
+    }
+}

@@ -39,25 +39,24 @@ fn test_apps() -> Vec<AppSpec> {
 
 /// An edge on the cluster whose Redis is at `broker_url`, as `serve --broker URL` runs it.
 pub async fn spawn_app_on_broker(broker_url: &str) -> TestApp {
+    spawn_app_on_broker_with(broker_url, tenancy::PlanLimits::pusher_defaults()).await
+}
+
+/// As `spawn_app_on_broker`, with the test apps on `limits`.
+pub async fn spawn_app_on_broker_with(broker_url: &str, limits: tenancy::PlanLimits) -> TestApp {
     use std::sync::Arc;
-    use switchboard::startup::{NodeBroker, Parts};
+    use switchboard::startup::Parts;
 
     let settings = EdgeSettings::default();
-    let (hub, messages) = NodeBroker::hub();
-    let broker = switchboard::broker::build_broker(Some(broker_url), hub.clone(), &settings)
+    let node = switchboard::broker::build_node(broker_url, &settings)
         .await
         .expect("joins the cluster");
-    let catalog = Arc::new(tenancy::StaticCatalog::new(&test_apps()));
+    let catalog = Arc::new(tenancy::StaticCatalog::with_limits(&test_apps(), limits));
     let parts = Parts {
         edge: Some((catalog, settings)),
         control: None,
         usage: None,
         webhooks: None,
-    };
-    let node = NodeBroker {
-        hub,
-        messages,
-        broker,
     };
     let application =
         Application::build_on("127.0.0.1", 0, parts, Some(node)).expect("server binds");
