@@ -156,3 +156,24 @@ async fn a_node_that_stops_heartbeating_stops_counting_within_its_ttl() {
     assert!(survivor.acquire(&app, Some(2)).await.unwrap());
     assert!(!survivor.acquire(&app, Some(2)).await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_counters_and_occupancy_conform_on_a_redis_cluster() {
+    let cluster = testkit::RedisCluster::start();
+    let url = cluster.url();
+    let made = AtomicUsize::new(0);
+    let namespace = || format!("t{}:", made.fetch_add(1, Ordering::Relaxed));
+    let settings = NodeSettings::new;
+    broker::testing::connection_counter_conformance(|| {
+        block_on(RedisCounters::connect(&url, &namespace(), settings())).expect("connects")
+    })
+    .await;
+    broker::testing::message_counter_conformance(|| {
+        block_on(RedisCounters::connect(&url, &namespace(), settings())).expect("connects")
+    })
+    .await;
+    broker::testing::occupancy_conformance(|| {
+        block_on(RedisOccupancy::connect(&url, &namespace(), settings())).expect("connects")
+    })
+    .await;
+}
