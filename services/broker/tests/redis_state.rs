@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use broker::counters::ConnectionCounter;
 use broker::occupancy::Occupancy;
-use broker::{NodeSettings, RedisCounters, RedisOccupancy};
+use broker::{NodeSettings, RedisCounters, RedisOccupancy, RedisPublishRates};
 use protocol::names::{AppId, ChannelName};
 use testkit::RedisServer;
 
@@ -47,6 +47,29 @@ async fn redis_counters_and_occupancy_conform() {
         occupancy(&server, &namespace(), NodeSettings::new())
     })
     .await;
+    broker::testing::publish_rate_conformance(|| {
+        block_on(RedisPublishRates::connect(&server.url(), &namespace())).expect("connects")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_publish_allowance() {
+    use broker::counters::PublishRate;
+    let server = RedisServer::start();
+    let connect = || block_on(RedisPublishRates::connect(&server.url(), "sb:")).expect("connects");
+    let (a, b) = (connect(), connect());
+    let app = AppId::parse("rated").unwrap();
+    let mut allowed = 0;
+    for node in [&a, &b, &a, &b, &a, &b] {
+        if node.take(&app, 3).await.unwrap() {
+            allowed += 1;
+        }
+    }
+    assert_eq!(
+        allowed, 3,
+        "one burst of the rate for the cluster, not one per node"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use broker::{
     Broker, Clock, HistoryLimits, Local, NodeSettings, Redis, RedisCounters, RedisOccupancy,
+    RedisPublishRates,
 };
 use edge::{EdgeSettings, Hub};
 
@@ -40,7 +41,7 @@ pub async fn build_broker(
 }
 
 /// This node on the cluster at `url`: its hub counts messages, and the edge takes
-/// connection slots and counts subscriptions, on Redis (with this node's heartbeats), and
+/// connection slots, counts subscriptions and rates publishes, on Redis (with this node's heartbeats), and
 /// its broker is `Redis`.
 pub async fn build_node(url: &str, settings: &EdgeSettings) -> anyhow::Result<NodeBroker> {
     let node = NodeSettings::new();
@@ -52,6 +53,9 @@ pub async fn build_node(url: &str, settings: &EdgeSettings) -> anyhow::Result<No
     let occupancy = RedisOccupancy::connect(url, REDIS_NAMESPACE, node)
         .await
         .with_context(|| format!("connecting the occupancy to {}", redacted(url)))?;
+    let publish_rates = RedisPublishRates::connect(url, REDIS_NAMESPACE)
+        .await
+        .with_context(|| format!("connecting the publish rates to {}", redacted(url)))?;
     let broker = build_broker(Some(url), hub.clone(), settings).await?;
     Ok(NodeBroker {
         hub,
@@ -59,6 +63,7 @@ pub async fn build_node(url: &str, settings: &EdgeSettings) -> anyhow::Result<No
         broker,
         connections: Some(counters),
         occupancy: Some(Arc::new(occupancy)),
+        publish_rates: Some(Arc::new(publish_rates)),
     })
 }
 

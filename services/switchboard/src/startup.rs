@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
-use broker::counters::{ConnectionCounter, LocalMessages, MessageCounter};
+use broker::counters::{ConnectionCounter, LocalMessages, MessageCounter, PublishRate};
 use broker::occupancy::Occupancy;
 use broker::{Broker, Cluster, LocalSpec};
 use control::routes::ControlState;
@@ -41,10 +41,11 @@ pub struct NodeBroker {
     pub hub: Arc<Hub>,
     pub messages: Arc<dyn MessageCounter>,
     pub broker: Arc<dyn Broker>,
-    /// Cluster-wide connection slots and occupancy (`broker::build_node`); `None` keeps
+    /// Cluster-wide connection slots, occupancy and publish rates (`broker::build_node`); `None` keeps
     /// this process's.
     pub connections: Option<Arc<dyn ConnectionCounter>>,
     pub occupancy: Option<Arc<dyn Occupancy>>,
+    pub publish_rates: Option<Arc<dyn PublishRate>>,
 }
 
 impl NodeBroker {
@@ -69,7 +70,12 @@ fn node_edge(
         Some(node) => (
             node.hub,
             node.messages,
-            Some((node.broker, node.connections, node.occupancy)),
+            Some((
+                node.broker,
+                node.connections,
+                node.occupancy,
+                node.publish_rates,
+            )),
         ),
         None => {
             let (hub, messages) = NodeBroker::hub();
@@ -85,13 +91,16 @@ fn node_edge(
             max_channels_per_app: settings.history_max_channels_per_app,
         },
     });
-    if let Some((broker, connections, occupancy)) = shared {
+    if let Some((broker, connections, occupancy, publish_rates)) = shared {
         cluster.broker = broker;
         if let Some(connections) = connections {
             cluster.connections = connections;
         }
         if let Some(occupancy) = occupancy {
             cluster.occupancy = occupancy;
+        }
+        if let Some(publish_rates) = publish_rates {
+            cluster.publish_rates = publish_rates;
         }
     }
     EdgeState::new(catalog, cluster, hub, settings, usage, webhooks)

@@ -19,6 +19,7 @@ mod connection;
 mod counters;
 mod keys;
 mod occupancy;
+mod publish_rate;
 mod replies;
 mod scripts;
 mod state_scripts;
@@ -42,6 +43,7 @@ use connection::{Commands, Subscriptions};
 pub use counters::{NodeSettings, RedisCounters};
 use keys::Keys;
 pub use occupancy::RedisOccupancy;
+pub use publish_rate::RedisPublishRates;
 use replies::{Deliveries, encode_head, integer, malformed, members, parse_history};
 
 /// The longest history age kept in Redis; longer windows are cut to it.
