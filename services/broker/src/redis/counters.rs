@@ -196,50 +196,42 @@ impl Drop for RedisCounters {
 impl ConnectionCounter for RedisCounters {
     async fn acquire(&self, app: &AppId, ceiling: Option<u64>) -> Result<bool, BrokerError> {
         let ceiling = ceiling.map_or(-1, |ceiling| i64::try_from(ceiling).unwrap_or(i64::MAX));
-        let taken: i64 = self
-            .acquire
-            .key(self.shared.slots_key(app))
-            .arg(&self.shared.settings.node_id)
-            .arg(ceiling)
-            .arg(self.shared.settings.ttl_ms())
-            .invoke_async(&mut self.shared.commands.clone())
+        // The step runs in a task of its own so a dropped call holds no slot: if nobody
+        // waits for the answer any more, a slot it took is given back.
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let (shared, script, app) = (self.shared.clone(), self.acquire.clone(), app.clone());
+        tokio::spawn(async move {
+            let taken: Result<i64, _> = script
+                .key(shared.slots_key(&app))
+                .arg(&shared.settings.node_id)
+                .arg(ceiling)
+                .arg(shared.settings.ttl_ms())
+                .invoke_async(&mut shared.commands.clone())
+                .await;
+            let taken = taken.map(|taken| taken == 1).map_err(unavailable);
+            if let Ok(true) = taken {
+                *shared
+                    .held
+                    .lock()
+                    .expect("slots lock poisoned")
+                    .entry(app.clone())
+                    .or_default() += 1;
+            }
+            if let Err(Ok(true)) = answer.send(taken) {
+                forget_one(&shared, &app);
+                release_in_background(shared, app);
+            }
+        });
+        answered
             .await
-            .map_err(unavailable)?;
-        // A call dropped during the step may leave its slot taken in Redis until this
-        // node's slots for the app reach zero or the node dies.
-        if taken != 1 {
-            return Ok(false);
-        }
-        *self
-            .shared
-            .held
-            .lock()
-            .expect("slots lock poisoned")
-            .entry(app.clone())
-            .or_default() += 1;
-        Ok(true)
+            .map_err(|_| BrokerError::Unavailable("the acquire task ended".into()))?
     }
 
     fn release(&self, app: &AppId) {
         if !forget_one(&self.shared, app) {
             return;
         }
-        let shared = self.shared.clone();
-        let app = app.clone();
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        runtime.spawn(async move {
-            let result: Result<(), _> = shared
-                .release
-                .key(shared.slots_key(&app))
-                .arg(&shared.settings.node_id)
-                .invoke_async(&mut shared.commands.clone())
-                .await;
-            if let Err(error) = result {
-                tracing::warn!(%error, "releasing a connection slot failed");
-            }
-        });
+        release_in_background(self.shared.clone(), app.clone());
     }
 
     async fn count(&self, app: &AppId) -> Result<u64, BrokerError> {
@@ -249,6 +241,24 @@ impl ConnectionCounter for RedisCounters {
             .await
             .map_err(unavailable)
     }
+}
+
+/// Gives back one of this node's slots of `app` in Redis (its books already show it gone).
+fn release_in_background(shared: Arc<Shared>, app: AppId) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let result: Result<(), _> = shared
+            .release
+            .key(shared.slots_key(&app))
+            .arg(&shared.settings.node_id)
+            .invoke_async(&mut shared.commands.clone())
+            .await;
+        if let Err(error) = result {
+            tracing::warn!(%error, "releasing a connection slot failed");
+        }
+    });
 }
 
 /// Takes one of this node's slots of `app` off its books; `false`: it held none.
