@@ -42,9 +42,12 @@ pub async fn build_broker(
 
 /// This node on the cluster at `url`: its hub counts messages, and the edge takes
 /// connection slots, counts subscriptions and rates publishes, on Redis (with this node's heartbeats), and
-/// its broker is `Redis`.
-pub async fn build_node(url: &str, settings: &EdgeSettings) -> anyhow::Result<NodeBroker> {
-    let node = NodeSettings::new();
+/// its broker is `Redis`. `node` names this node and sets its heartbeats.
+pub async fn build_node(
+    url: &str,
+    settings: &EdgeSettings,
+    node: NodeSettings,
+) -> anyhow::Result<NodeBroker> {
     let counters = RedisCounters::connect(url, REDIS_NAMESPACE, node.clone())
         .await
         .with_context(|| format!("connecting the counters to {}", redacted(url)))?;

@@ -119,6 +119,17 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub broker: Option<String>,
+    /// With --broker: seconds a node's connection slots and subscriptions keep counting after
+    /// its last heartbeat (it beats every third of this), so a crashed node's are released
+    /// within it.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_NODE_HEARTBEAT_TTL",
+        value_name = "SECONDS",
+        default_value_t = 9,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub node_heartbeat_ttl: u64,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]

@@ -76,7 +76,13 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut signals = ShutdownSignals::install().context("installing the signal handlers")?;
     let node = match (&parts.edge, &args.broker) {
-        (Some((_, settings)), Some(url)) => Some(build_node(url, settings).await?),
+        (Some((_, settings)), Some(url)) => {
+            let node = broker::NodeSettings {
+                heartbeat_ttl: std::time::Duration::from_secs(args.node_heartbeat_ttl),
+                ..broker::NodeSettings::new()
+            };
+            Some(build_node(url, settings, node).await?)
+        }
         _ => None,
     };
     let application = Application::build_on(&args.host, args.port, parts, node)?;

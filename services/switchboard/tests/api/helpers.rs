@@ -48,7 +48,7 @@ pub async fn spawn_app_on_broker_with(broker_url: &str, limits: tenancy::PlanLim
     use switchboard::startup::Parts;
 
     let settings = EdgeSettings::default();
-    let node = switchboard::broker::build_node(broker_url, &settings)
+    let node = switchboard::broker::build_node(broker_url, &settings, broker::NodeSettings::new())
         .await
         .expect("joins the cluster");
     let catalog = Arc::new(tenancy::StaticCatalog::with_limits(&test_apps(), limits));
