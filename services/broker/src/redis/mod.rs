@@ -15,6 +15,8 @@
 //! Connections (`connection`): commands and subscriptions, to one Redis or a Redis Cluster,
 //! both reconnecting by themselves; subscriptions are renewed after a reconnect.
 
+mod broadcast;
+mod cache;
 mod connection;
 mod keys;
 mod replies;
@@ -35,6 +37,8 @@ use crate::{
     Broker, BrokerError, Clock, DeliverySink, FORGET_IDLE_CHANNELS_AFTER, History, HistoryUsage,
     Position, PresenceJoin, Publication,
 };
+pub use broadcast::RedisBroadcast;
+pub use cache::RedisCache;
 use connection::{Commands, Subscriptions};
 use keys::Keys;
 use replies::{Deliveries, encode_head, integer, malformed, members, parse_history};
