@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use broker::{Broker, Clock, HistoryLimits, Local, Redis};
+use broker::broadcast::Broadcast;
+use broker::cache::{CacheChannels, CacheLimits};
+use broker::{Broker, Clock, HistoryLimits, Local, Redis, RedisBroadcast, RedisCache};
 use edge::{EdgeSettings, Hub};
 
 /// Every Redis key of the platform starts with this, so it can share a Redis.
@@ -33,6 +35,26 @@ pub async fn build_broker(
         .with_context(|| format!("connecting to the broker at {}", redacted(url)))?;
     tracing::info!(broker = %redacted(url), "joined the cluster on Redis");
     Ok(Arc::new(redis))
+}
+
+/// A Redis node's broadcasts (to `hub`, this node's sink) and cache channels, both on the
+/// Redis at `url` (as `build_broker` checked it).
+pub async fn build_redis_parts(
+    url: &str,
+    hub: Arc<Hub>,
+    settings: &EdgeSettings,
+) -> anyhow::Result<(Arc<dyn Broadcast>, Arc<dyn CacheChannels>)> {
+    let broadcast = RedisBroadcast::connect(url, REDIS_NAMESPACE, hub)
+        .await
+        .with_context(|| format!("connecting the broadcasts to {}", redacted(url)))?;
+    let limits = CacheLimits {
+        max_bytes: settings.history_max_bytes,
+        max_channels_per_app: settings.history_max_channels_per_app,
+    };
+    let cache = RedisCache::connect(url, REDIS_NAMESPACE, limits, Clock::system())
+        .await
+        .with_context(|| format!("connecting the cache channels to {}", redacted(url)))?;
+    Ok((Arc::new(broadcast), Arc::new(cache)))
 }
 
 /// The URL without a password, for logs and errors.

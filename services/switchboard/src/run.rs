@@ -10,7 +10,7 @@ use control::service::Control;
 use edge::EdgeSettings;
 use tenancy::{AppCatalog, AppSpec, LayeredCatalog, StaticCatalog};
 
-use crate::broker::build_broker;
+use crate::broker::{build_broker, build_redis_parts};
 use crate::cli::ServeArgs;
 use crate::database;
 use crate::startup::{Application, NodeBroker, Parts, ShutdownSignals};
@@ -79,10 +79,12 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
         (Some((_, settings)), Some(url)) => {
             let (hub, messages) = NodeBroker::hub();
             let broker = build_broker(Some(url), hub.clone(), settings).await?;
+            let redis_parts = build_redis_parts(url, hub.clone(), settings).await?;
             Some(NodeBroker {
                 hub,
                 messages,
                 broker,
+                redis_parts: Some(redis_parts),
             })
         }
         _ => None,

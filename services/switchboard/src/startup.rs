@@ -7,6 +7,8 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
+use broker::broadcast::Broadcast;
+use broker::cache::CacheChannels;
 use broker::counters::{LocalMessages, MessageCounter};
 use broker::{Broker, Cluster, LocalSpec};
 use control::routes::ControlState;
@@ -40,6 +42,9 @@ pub struct NodeBroker {
     pub hub: Arc<Hub>,
     pub messages: Arc<dyn MessageCounter>,
     pub broker: Arc<dyn Broker>,
+    /// Node broadcasts and cache channels on Redis (`broker::build_redis_parts`); `None`
+    /// keeps this process's.
+    pub redis_parts: Option<(Arc<dyn Broadcast>, Arc<dyn CacheChannels>)>,
 }
 
 impl NodeBroker {
@@ -61,7 +66,11 @@ fn node_edge(
     node: Option<NodeBroker>,
 ) -> Arc<EdgeState> {
     let (hub, messages, broker) = match node {
-        Some(node) => (node.hub, node.messages, Some(node.broker)),
+        Some(node) => (
+            node.hub,
+            node.messages,
+            Some((node.broker, node.redis_parts)),
+        ),
         None => {
             let (hub, messages) = NodeBroker::hub();
             (hub, messages, None)
@@ -76,8 +85,12 @@ fn node_edge(
             max_channels_per_app: settings.history_max_channels_per_app,
         },
     });
-    if let Some(broker) = broker {
+    if let Some((broker, redis_parts)) = broker {
         cluster.broker = broker;
+        if let Some((broadcast, cache)) = redis_parts {
+            cluster.broadcast = broadcast;
+            cluster.cache = cache;
+        }
     }
     EdgeState::new(catalog, cluster, hub, settings, usage, webhooks)
 }

@@ -47,6 +47,9 @@ pub async fn spawn_app_on_broker(broker_url: &str) -> TestApp {
     let broker = switchboard::broker::build_broker(Some(broker_url), hub.clone(), &settings)
         .await
         .expect("joins the cluster");
+    let redis_parts = switchboard::broker::build_redis_parts(broker_url, hub.clone(), &settings)
+        .await
+        .expect("joins the cluster's broadcasts and cache");
     let catalog = Arc::new(tenancy::StaticCatalog::new(&test_apps()));
     let parts = Parts {
         edge: Some((catalog, settings)),
@@ -58,6 +61,7 @@ pub async fn spawn_app_on_broker(broker_url: &str) -> TestApp {
         hub,
         messages,
         broker,
+        redis_parts: Some(redis_parts),
     };
     let application =
         Application::build_on("127.0.0.1", 0, parts, Some(node)).expect("server binds");

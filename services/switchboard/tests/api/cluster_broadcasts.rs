@@ -1,0 +1,50 @@
+//! Two edges on one Redis share node broadcasts and cache channels: `terminate_connections`
+//! through one edge closes the user's socket on the other, and a cache channel's last event
+//! published through one is replayed to a new subscriber on the other.
+
+use serde_json::json;
+use testkit::RedisServer;
+
+use crate::helpers::{APP, spawn_app_on_broker};
+
+#[tokio::test]
+async fn terminate_connections_through_one_edge_closes_the_users_socket_on_another() {
+    let redis = RedisServer::start();
+    let edge_a = spawn_app_on_broker(&redis.url()).await;
+    let edge_b = spawn_app_on_broker(&redis.url()).await;
+
+    let (mut victim, socket_id) = edge_b.connected(APP.1).await;
+    let user_data = json!({"id":"42"}).to_string();
+    let signature = protocol::sign::hmac_hex(
+        APP.2,
+        &protocol::sign::user_auth_string(&socket_id, &user_data),
+    );
+    let auth = format!("{}:{signature}", APP.1);
+    victim
+        .send(json!({"event":"pusher:signin","data":{"auth":auth,"user_data":user_data}}))
+        .await;
+    victim.expect_event("pusher:signin_success").await;
+
+    let path = format!("/apps/{}/users/42/terminate_connections", APP.0);
+    let response = edge_a.api(APP, "POST", &path, &[], Some(&json!({}))).await;
+    assert_eq!(response.status(), 200);
+    let (closed, _) = victim.expect_close().await;
+    assert_eq!(closed.code, 4009, "edge B closed the user's socket");
+}
+
+#[tokio::test]
+async fn a_cache_event_published_through_one_edge_is_replayed_on_another() {
+    let redis = RedisServer::start();
+    let edge_a = spawn_app_on_broker(&redis.url()).await;
+    let edge_b = spawn_app_on_broker(&redis.url()).await;
+
+    let response = edge_a.trigger("cache-prices", "price", "7", None).await;
+    assert_eq!(response.status(), 200);
+    let (mut subscriber, _) = edge_b.connected(APP.1).await;
+    let ok = subscriber.subscribe("cache-prices", "", None).await;
+    assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+    assert_eq!(
+        subscriber.next_json().await,
+        json!({ "event": "price", "channel": "cache-prices", "data": "7" })
+    );
+}
