@@ -40,7 +40,9 @@ pub use clock::Clock;
 pub use cluster::{Cluster, LocalSpec};
 pub use history::{ChannelHistory, HistoryWindow, stamp};
 pub use local::{FORGET_IDLE_CHANNELS_AFTER, HistoryLimits, Local};
-pub use redis::{Redis, RedisBroadcast, RedisCache};
+pub use redis::{
+    HEALTH_CHECK_EVERY, HealthReport, Redis, RedisBroadcast, RedisCache, RedisHealthWatch,
+};
 
 /// One event for one channel of one app, serialised once and shared by every subscriber.
 #[derive(Debug, Clone)]

@@ -95,3 +95,14 @@ mod tests {
         assert_eq!(health.dependencies(), [("broker", None)], "still listed");
     }
 }
+
+/// The cluster's Redis, as the broker's health watch reports it: dependency `broker`.
+impl broker::HealthReport for Health {
+    fn trouble(&self, what: &str) {
+        Health::trouble(self, "broker", what);
+    }
+
+    fn recovered(&self) {
+        Health::recovered(self, "broker");
+    }
+}

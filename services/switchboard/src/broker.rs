@@ -6,7 +6,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use broker::broadcast::Broadcast;
 use broker::cache::{CacheChannels, CacheLimits};
-use broker::{Broker, Clock, HistoryLimits, Local, Redis, RedisBroadcast, RedisCache};
+use broker::{
+    Broker, Clock, HistoryLimits, Local, Redis, RedisBroadcast, RedisCache, RedisHealthWatch,
+};
 use edge::{EdgeSettings, Hub};
 
 /// Every Redis key of the platform starts with this, so it can share a Redis.
@@ -25,6 +27,10 @@ pub async fn build_broker(
         };
         return Ok(Arc::new(Local::with_limits(hub, Clock::system(), limits)));
     };
+    Ok(Arc::new(connect_redis(url, hub).await?))
+}
+
+async fn connect_redis(url: &str, hub: Arc<Hub>) -> anyhow::Result<Redis> {
     if !url.starts_with("redis://") && !url.starts_with("redis+cluster://") {
         anyhow::bail!(
             "--broker takes redis://host:port/db, or redis+cluster://host:port,... for a Redis Cluster"
@@ -34,16 +40,27 @@ pub async fn build_broker(
         .await
         .with_context(|| format!("connecting to the broker at {}", redacted(url)))?;
     tracing::info!(broker = %redacted(url), "joined the cluster on Redis");
-    Ok(Arc::new(redis))
+    Ok(redis)
 }
 
-/// A Redis node's broadcasts (to `hub`, this node's sink) and cache channels, both on the
-/// Redis at `url` (as `build_broker` checked it).
-pub async fn build_redis_parts(
+/// What a node on Redis has beyond its broker.
+pub struct RedisParts {
+    pub broadcast: Arc<dyn Broadcast>,
+    pub cache: Arc<dyn CacheChannels>,
+    /// Started on the edge's `health` once the edge exists.
+    pub health: RedisHealthWatch,
+}
+
+/// A node on the Redis at `url`: its broker (delivering to `hub`) and the rest of its
+/// Redis parts: broadcasts (to `hub`, this node's sink), cache channels, health watch.
+pub async fn build_redis_node(
     url: &str,
     hub: Arc<Hub>,
     settings: &EdgeSettings,
-) -> anyhow::Result<(Arc<dyn Broadcast>, Arc<dyn CacheChannels>)> {
+) -> anyhow::Result<(Arc<dyn Broker>, RedisParts)> {
+    let redis = connect_redis(url, hub.clone()).await?;
+    let health = redis.health_watch();
+    let broker: Arc<dyn Broker> = Arc::new(redis);
     let broadcast = RedisBroadcast::connect(url, REDIS_NAMESPACE, hub)
         .await
         .with_context(|| format!("connecting the broadcasts to {}", redacted(url)))?;
@@ -54,7 +71,12 @@ pub async fn build_redis_parts(
     let cache = RedisCache::connect(url, REDIS_NAMESPACE, limits, Clock::system())
         .await
         .with_context(|| format!("connecting the cache channels to {}", redacted(url)))?;
-    Ok((Arc::new(broadcast), Arc::new(cache)))
+    let parts = RedisParts {
+        broadcast: Arc::new(broadcast),
+        cache: Arc::new(cache),
+        health,
+    };
+    Ok((broker, parts))
 }
 
 /// The URL without a password, for logs and errors.

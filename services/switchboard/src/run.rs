@@ -10,7 +10,7 @@ use control::service::Control;
 use edge::EdgeSettings;
 use tenancy::{AppCatalog, AppSpec, LayeredCatalog, StaticCatalog};
 
-use crate::broker::{build_broker, build_redis_parts};
+use crate::broker::build_redis_node;
 use crate::cli::ServeArgs;
 use crate::database;
 use crate::startup::{Application, NodeBroker, Parts, ShutdownSignals};
@@ -78,8 +78,7 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
     let node = match (&parts.edge, &args.broker) {
         (Some((_, settings)), Some(url)) => {
             let (hub, messages) = NodeBroker::hub();
-            let broker = build_broker(Some(url), hub.clone(), settings).await?;
-            let redis_parts = build_redis_parts(url, hub.clone(), settings).await?;
+            let (broker, redis_parts) = build_redis_node(url, hub.clone(), settings).await?;
             Some(NodeBroker {
                 hub,
                 messages,

@@ -7,14 +7,14 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
-use broker::broadcast::Broadcast;
-use broker::cache::CacheChannels;
 use broker::counters::{LocalMessages, MessageCounter};
 use broker::{Broker, Cluster, LocalSpec};
 use control::routes::ControlState;
 use edge::drain::Readiness;
 use edge::{EdgeSettings, EdgeState, Hub};
 use tenancy::{AppCatalog, AppSpec, StaticCatalog, UsageSink, WebhookSink};
+
+use crate::broker::RedisParts;
 
 /// An edge on static apps only, as `serve --app` without a database and most tests run it.
 #[derive(Debug, Clone)]
@@ -42,9 +42,9 @@ pub struct NodeBroker {
     pub hub: Arc<Hub>,
     pub messages: Arc<dyn MessageCounter>,
     pub broker: Arc<dyn Broker>,
-    /// Node broadcasts and cache channels on Redis (`broker::build_redis_parts`); `None`
-    /// keeps this process's.
-    pub redis_parts: Option<(Arc<dyn Broadcast>, Arc<dyn CacheChannels>)>,
+    /// Node broadcasts, cache channels and health watch on Redis
+    /// (`broker::build_redis_parts`); `None` keeps this process's.
+    pub redis_parts: Option<RedisParts>,
 }
 
 impl NodeBroker {
@@ -85,14 +85,21 @@ fn node_edge(
             max_channels_per_app: settings.history_max_channels_per_app,
         },
     });
+    let mut health_watch = None;
     if let Some((broker, redis_parts)) = broker {
         cluster.broker = broker;
-        if let Some((broadcast, cache)) = redis_parts {
-            cluster.broadcast = broadcast;
-            cluster.cache = cache;
+        if let Some(parts) = redis_parts {
+            cluster.broadcast = parts.broadcast;
+            cluster.cache = parts.cache;
+            health_watch = Some(parts.health);
         }
     }
-    EdgeState::new(catalog, cluster, hub, settings, usage, webhooks)
+    let state = EdgeState::new(catalog, cluster, hub, settings, usage, webhooks);
+    if let Some(watch) = health_watch {
+        let health: Arc<dyn broker::HealthReport> = state.health.clone();
+        watch.start(Arc::downgrade(&health));
+    }
+    state
 }
 
 /// A bound, not yet running server.

@@ -18,6 +18,7 @@
 mod broadcast;
 mod cache;
 mod connection;
+mod health;
 mod keys;
 mod replies;
 mod scripts;
@@ -40,6 +41,7 @@ use crate::{
 pub use broadcast::RedisBroadcast;
 pub use cache::RedisCache;
 use connection::{Commands, Subscriptions};
+pub use health::{HEALTH_CHECK_EVERY, HealthReport, RedisHealthWatch};
 use keys::Keys;
 use replies::{Deliveries, encode_head, integer, malformed, members, parse_history};
 
@@ -133,6 +135,12 @@ impl Redis {
 }
 
 impl Redis {
+    /// A watch on this broker's connections (see `health`), started once the node has
+    /// somewhere to report to.
+    pub fn health_watch(&self) -> RedisHealthWatch {
+        RedisHealthWatch::on(self.commands.clone(), self.subscriptions.clone())
+    }
+
     /// Charges a stored frame to its app's byte budget and evicts what the budget pops, the
     /// oldest of the app's frames first: a second round trip, and one per channel evicted
     /// from (in steady state about one per publication, whatever the number of nodes).

@@ -48,3 +48,45 @@ async fn a_cache_event_published_through_one_edge_is_replayed_on_another() {
         json!({ "event": "price", "channel": "cache-prices", "data": "7" })
     );
 }
+
+/// `/healthz`'s `status`, once it is `wanted` (the watch pings Redis every second, so this
+/// polls the endpoint until its state changes; the test's own timeout bounds it).
+async fn healthz_becomes(app: &crate::helpers::TestApp, wanted: &str) -> serde_json::Value {
+    let url = format!("http://127.0.0.1:{}/healthz", app.port);
+    loop {
+        let response = reqwest::get(&url).await.expect("healthz answers");
+        assert_eq!(
+            response.status(),
+            200,
+            "a dependency's trouble is not fatal"
+        );
+        let body: serde_json::Value = response.json().await.expect("healthz is JSON");
+        if body["status"] == wanted {
+            return body;
+        }
+        tokio::time::sleep(broker::HEALTH_CHECK_EVERY / 4).await;
+    }
+}
+
+#[tokio::test]
+async fn a_redis_outage_makes_healthz_degraded_until_it_is_back_and_delivery_resumes() {
+    let mut redis = RedisServer::start();
+    let edge = spawn_app_on_broker(&redis.url()).await;
+    let (mut subscriber, _) = edge.connected(APP.1).await;
+    subscriber.subscribe("news", "", None).await;
+    assert_eq!(healthz_becomes(&edge, "ok").await["status"], "ok");
+
+    redis.stop();
+    let degraded = healthz_becomes(&edge, "degraded").await;
+    assert!(
+        degraded["troubles"]["broker"].is_string(),
+        "the broker is the trouble: {degraded}"
+    );
+
+    redis.restart();
+    healthz_becomes(&edge, "ok").await;
+    // Reconnected and resubscribed: an event published now reaches the subscriber.
+    let response = edge.trigger("news", "story", "after", None).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(subscriber.expect_event("story").await["data"], "after");
+}

@@ -44,12 +44,10 @@ pub async fn spawn_app_on_broker(broker_url: &str) -> TestApp {
 
     let settings = EdgeSettings::default();
     let (hub, messages) = NodeBroker::hub();
-    let broker = switchboard::broker::build_broker(Some(broker_url), hub.clone(), &settings)
-        .await
-        .expect("joins the cluster");
-    let redis_parts = switchboard::broker::build_redis_parts(broker_url, hub.clone(), &settings)
-        .await
-        .expect("joins the cluster's broadcasts and cache");
+    let (broker, redis_parts) =
+        switchboard::broker::build_redis_node(broker_url, hub.clone(), &settings)
+            .await
+            .expect("joins the cluster");
     let catalog = Arc::new(tenancy::StaticCatalog::new(&test_apps()));
     let parts = Parts {
         edge: Some((catalog, settings)),
