@@ -323,7 +323,7 @@ async fn two_nodes_on_one_redis_share_broadcasts_and_cache_channels() {
     node_a.broadcast(terminate.clone()).await.unwrap();
     assert_eq!(
         sink_b.wait_for(1).await,
-        [terminate.clone()],
+        std::slice::from_ref(&terminate),
         "node B gets node A's broadcast"
     );
     assert_eq!(sink_a.wait_for(1).await, [terminate], "and so does node A");
