@@ -255,31 +255,20 @@ fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
 }
 
 fn redis_broadcast(
-    server: &RedisServer,
+    url: &str,
     namespace: &str,
     sink: Arc<broker::testing::RecordingNodeSink>,
 ) -> broker::RedisBroadcast {
-    block_on(broker::RedisBroadcast::connect(
-        &server.url(),
-        namespace,
-        sink,
-    ))
-    .expect("connects to redis")
+    block_on(broker::RedisBroadcast::connect(url, namespace, sink)).expect("connects to redis")
 }
 
 fn redis_cache(
-    server: &RedisServer,
+    url: &str,
     namespace: &str,
     limits: broker::cache::CacheLimits,
     clock: Clock,
 ) -> broker::RedisCache {
-    block_on(broker::RedisCache::connect(
-        &server.url(),
-        namespace,
-        limits,
-        clock,
-    ))
-    .expect("connects to redis")
+    block_on(broker::RedisCache::connect(url, namespace, limits, clock)).expect("connects to redis")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -288,7 +277,7 @@ async fn redis_broadcast_conforms() {
     let made = AtomicUsize::new(0);
     broker::testing::broadcast_conformance(|sink| {
         let namespace = format!("b{}:", made.fetch_add(1, Ordering::Relaxed));
-        redis_broadcast(&server, &namespace, sink)
+        redis_broadcast(&server.url(), &namespace, sink)
     })
     .await;
 }
@@ -299,7 +288,7 @@ async fn redis_cache_conforms() {
     let made = AtomicUsize::new(0);
     broker::testing::cache_conformance(|limits, clock| {
         let namespace = format!("c{}:", made.fetch_add(1, Ordering::Relaxed));
-        redis_cache(&server, &namespace, limits, clock)
+        redis_cache(&server.url(), &namespace, limits, clock)
     })
     .await;
 }
@@ -314,8 +303,8 @@ async fn two_nodes_on_one_redis_share_broadcasts_and_cache_channels() {
         Arc::new(broker::testing::RecordingNodeSink::default()),
         Arc::new(broker::testing::RecordingNodeSink::default()),
     );
-    let node_a = redis_broadcast(&server, "sb:", sink_a.clone());
-    let _node_b = redis_broadcast(&server, "sb:", sink_b.clone());
+    let node_a = redis_broadcast(&server.url(), "sb:", sink_a.clone());
+    let _node_b = redis_broadcast(&server.url(), "sb:", sink_b.clone());
     let terminate = NodeMessage::TerminateUser {
         app: AppId::parse("a").unwrap(),
         user: UserId::parse("u1").unwrap(),
@@ -332,8 +321,8 @@ async fn two_nodes_on_one_redis_share_broadcasts_and_cache_channels() {
         max_bytes: usize::MAX,
         max_channels_per_app: 100,
     };
-    let cache_a = redis_cache(&server, "sb:", limits, Clock::system());
-    let cache_b = redis_cache(&server, "sb:", limits, Clock::system());
+    let cache_a = redis_cache(&server.url(), "sb:", limits, Clock::system());
+    let cache_b = redis_cache(&server.url(), "sb:", limits, Clock::system());
     let (app, channel) = (
         AppId::parse("a").unwrap(),
         ChannelName::parse("cache-c").unwrap(),
@@ -349,4 +338,21 @@ async fn two_nodes_on_one_redis_share_broadcasts_and_cache_channels() {
     );
     let peeked = cache_b.peek(&app, &channel).await.unwrap();
     assert_eq!(peeked.map(|(data, _)| data), Some("d".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_broadcast_and_cache_conform_on_a_redis_cluster() {
+    let cluster = testkit::RedisCluster::start();
+    let url = cluster.url();
+    let made = AtomicUsize::new(0);
+    broker::testing::broadcast_conformance(|sink| {
+        let namespace = format!("b{}:", made.fetch_add(1, Ordering::Relaxed));
+        redis_broadcast(&url, &namespace, sink)
+    })
+    .await;
+    broker::testing::cache_conformance(|limits, clock| {
+        let namespace = format!("c{}:", made.fetch_add(1, Ordering::Relaxed));
+        redis_cache(&url, &namespace, limits, clock)
+    })
+    .await;
 }
