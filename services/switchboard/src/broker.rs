@@ -71,6 +71,9 @@ pub async fn build_redis_node(
     let cache = RedisCache::connect(url, REDIS_NAMESPACE, limits, Clock::system())
         .await
         .with_context(|| format!("connecting the cache channels to {}", redacted(url)))?;
+    let health = health
+        .and(broadcast.health_watch())
+        .and(cache.health_watch());
     let parts = RedisParts {
         broadcast: Arc::new(broadcast),
         cache: Arc::new(cache),

@@ -20,8 +20,7 @@ use crate::broadcast::{Broadcast, NodeMessage, NodeSink};
 pub struct RedisBroadcast {
     commands: Commands,
     channel: String,
-    /// Held so the subscription lives as long as the broadcast.
-    _subscriptions: connection::Subscriptions,
+    subscriptions: connection::Subscriptions,
 }
 
 impl RedisBroadcast {
@@ -44,8 +43,13 @@ impl RedisBroadcast {
         Ok(Self {
             commands,
             channel,
-            _subscriptions: subscriptions,
+            subscriptions,
         })
+    }
+
+    /// A watch on this part's connections (see `health`).
+    pub fn health_watch(&self) -> super::RedisHealthWatch {
+        super::RedisHealthWatch::on(self.commands.clone(), self.subscriptions.clone())
     }
 }
 

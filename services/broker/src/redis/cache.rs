@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use protocol::names::{AppId, ChannelName};
 use redis::Value;
 
-use super::connection::{self, Commands};
+use super::connection::{self, Commands, Subscriptions};
 use super::replies::malformed;
 use super::unavailable;
 use crate::cache::{
@@ -110,6 +110,7 @@ return {at, redis.call('HGET', KEYS[2], ARGV[1]) or ''}
 /// Cache channels shared by every node on one Redis (or Redis Cluster).
 pub struct RedisCache {
     commands: Commands,
+    subscriptions: Subscriptions,
     namespace: String,
     limits: CacheLimits,
     clock: Clock,
@@ -131,14 +132,14 @@ impl RedisCache {
         limits: CacheLimits,
         clock: Clock,
     ) -> Result<Self, BrokerError> {
-        let (commands, _subscriptions) =
-            connection::open(url, |_| {}).await.map_err(unavailable)?;
+        let (commands, subscriptions) = connection::open(url, |_| {}).await.map_err(unavailable)?;
         let started = clock.now();
         let wall_at_start = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_millis() as u64);
         Ok(Self {
             commands,
+            subscriptions,
             namespace: namespace.to_owned(),
             limits,
             clock,
@@ -149,6 +150,11 @@ impl RedisCache {
             peek: redis::Script::new(PEEK),
             evictions: AtomicU64::new(0),
         })
+    }
+
+    /// A watch on this part's connections (see `health`).
+    pub fn health_watch(&self) -> super::RedisHealthWatch {
+        super::RedisHealthWatch::on(self.commands.clone(), self.subscriptions.clone())
     }
 
     fn now_ms(&self) -> u64 {

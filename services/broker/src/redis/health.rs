@@ -1,5 +1,6 @@
 //! `RedisHealthWatch`: tells the node when its Redis goes away and when it is back. It pings
-//! the broker's own command and subscription connections every `HEALTH_CHECK_EVERY` and
+//! the connections of the node's Redis parts (broker, broadcasts, cache; `and` joins them)
+//! every `HEALTH_CHECK_EVERY` and
 //! reports the first failure and the first success after it to a `HealthReport`. The pings
 //! also make both connections reconnect (and resubscribe) as soon as Redis is back, rather
 //! than on the next request: "recovered" means the broker works again.
@@ -22,16 +23,20 @@ pub trait HealthReport: Send + Sync + 'static {
 
 /// Connections to ping, not yet watching.
 pub struct RedisHealthWatch {
-    commands: Commands,
-    subscriptions: Subscriptions,
+    connections: Vec<(Commands, Subscriptions)>,
 }
 
 impl RedisHealthWatch {
     pub(super) fn on(commands: Commands, subscriptions: Subscriptions) -> Self {
         Self {
-            commands,
-            subscriptions,
+            connections: vec![(commands, subscriptions)],
         }
+    }
+
+    /// One watch over both sets of connections.
+    pub fn and(mut self, other: Self) -> Self {
+        self.connections.extend(other.connections);
+        self
     }
 
     /// Watches on the current runtime until `report` is gone.
@@ -61,16 +66,17 @@ impl RedisHealthWatch {
     }
 
     async fn ping(&self) -> redis::RedisResult<()> {
-        redis::cmd("PING")
-            .exec_async(&mut self.commands.clone())
-            .await?;
-        match self.subscriptions.clone() {
-            Subscriptions::Single(mut connection) => {
-                redis::cmd("PING").exec_async(&mut connection).await
-            }
-            Subscriptions::Cluster(mut connection) => {
-                redis::cmd("PING").exec_async(&mut connection).await
+        for (commands, subscriptions) in &self.connections {
+            redis::cmd("PING").exec_async(&mut commands.clone()).await?;
+            match subscriptions.clone() {
+                Subscriptions::Single(mut connection) => {
+                    redis::cmd("PING").exec_async(&mut connection).await?;
+                }
+                Subscriptions::Cluster(mut connection) => {
+                    redis::cmd("PING").exec_async(&mut connection).await?;
+                }
             }
         }
+        Ok(())
     }
 }
