@@ -249,3 +249,110 @@ async fn one_round_trip_per_publication_whatever_the_number_of_nodes() {
         "one step per publication, for 1 node and for 3"
     );
 }
+
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
+}
+
+fn redis_broadcast(
+    url: &str,
+    namespace: &str,
+    sink: Arc<broker::testing::RecordingNodeSink>,
+) -> broker::RedisBroadcast {
+    block_on(broker::RedisBroadcast::connect(url, namespace, sink)).expect("connects to redis")
+}
+
+fn redis_cache(
+    url: &str,
+    namespace: &str,
+    limits: broker::cache::CacheLimits,
+    clock: Clock,
+) -> broker::RedisCache {
+    block_on(broker::RedisCache::connect(url, namespace, limits, clock)).expect("connects to redis")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_broadcast_conforms() {
+    let server = RedisServer::start();
+    let made = AtomicUsize::new(0);
+    broker::testing::broadcast_conformance(|sink| {
+        let namespace = format!("b{}:", made.fetch_add(1, Ordering::Relaxed));
+        redis_broadcast(&server.url(), &namespace, sink)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cache_conforms() {
+    let server = RedisServer::start();
+    let made = AtomicUsize::new(0);
+    broker::testing::cache_conformance(|limits, clock| {
+        let namespace = format!("c{}:", made.fetch_add(1, Ordering::Relaxed));
+        redis_cache(&server.url(), &namespace, limits, clock)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_redis_share_broadcasts_and_cache_channels() {
+    use broker::broadcast::{Broadcast, NodeMessage};
+    use broker::cache::{CacheChannels, CacheLimits, Replay};
+
+    let server = RedisServer::start();
+    let (sink_a, sink_b) = (
+        Arc::new(broker::testing::RecordingNodeSink::default()),
+        Arc::new(broker::testing::RecordingNodeSink::default()),
+    );
+    let node_a = redis_broadcast(&server.url(), "sb:", sink_a.clone());
+    let _node_b = redis_broadcast(&server.url(), "sb:", sink_b.clone());
+    let terminate = NodeMessage::TerminateUser {
+        app: AppId::parse("a").unwrap(),
+        user: UserId::parse("u1").unwrap(),
+    };
+    node_a.broadcast(terminate.clone()).await.unwrap();
+    assert_eq!(
+        sink_b.wait_for(1).await,
+        std::slice::from_ref(&terminate),
+        "node B gets node A's broadcast"
+    );
+    assert_eq!(sink_a.wait_for(1).await, [terminate], "and so does node A");
+
+    let limits = CacheLimits {
+        max_bytes: usize::MAX,
+        max_channels_per_app: 100,
+    };
+    let cache_a = redis_cache(&server.url(), "sb:", limits, Clock::system());
+    let cache_b = redis_cache(&server.url(), "sb:", limits, Clock::system());
+    let (app, channel) = (
+        AppId::parse("a").unwrap(),
+        ChannelName::parse("cache-c").unwrap(),
+    );
+    cache_a
+        .store(&app, &channel, "d", "frame", usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(
+        cache_b.replay(&app, &channel).await.unwrap(),
+        Some(Replay::Hit("frame".into())),
+        "a store on node A is replayed on node B"
+    );
+    let peeked = cache_b.peek(&app, &channel).await.unwrap();
+    assert_eq!(peeked.map(|(data, _)| data), Some("d".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_broadcast_and_cache_conform_on_a_redis_cluster() {
+    let cluster = testkit::RedisCluster::start();
+    let url = cluster.url();
+    let made = AtomicUsize::new(0);
+    broker::testing::broadcast_conformance(|sink| {
+        let namespace = format!("b{}:", made.fetch_add(1, Ordering::Relaxed));
+        redis_broadcast(&url, &namespace, sink)
+    })
+    .await;
+    broker::testing::cache_conformance(|limits, clock| {
+        let namespace = format!("c{}:", made.fetch_add(1, Ordering::Relaxed));
+        redis_cache(&url, &namespace, limits, clock)
+    })
+    .await;
+}

@@ -76,6 +76,17 @@ pub async fn healthz(health: web::Data<Health>) -> HttpResponse {
         .json(health.report())
 }
 
+/// The cluster's Redis, as the broker's health watch reports it: dependency `broker`.
+impl broker::HealthReport for Health {
+    fn trouble(&self, what: &str) {
+        Health::trouble(self, "broker", what);
+    }
+
+    fn recovered(&self) {
+        Health::recovered(self, "broker");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

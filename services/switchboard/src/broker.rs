@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use broker::broadcast::Broadcast;
+use broker::cache::{CacheChannels, CacheLimits};
 use broker::{
-    Broker, Clock, HistoryLimits, Local, NodeSettings, Redis, RedisCounters, RedisOccupancy,
-    RedisPublishRates,
+    Broker, Clock, HistoryLimits, Local, NodeSettings, Redis, RedisBroadcast, RedisCache,
+    RedisCounters, RedisHealthWatch, RedisOccupancy, RedisPublishRates,
 };
 use edge::{EdgeSettings, Hub};
 
@@ -28,6 +30,10 @@ pub async fn build_broker(
         };
         return Ok(Arc::new(Local::with_limits(hub, Clock::system(), limits)));
     };
+    Ok(Arc::new(connect_redis(url, hub).await?))
+}
+
+async fn connect_redis(url: &str, hub: Arc<Hub>) -> anyhow::Result<Redis> {
     if !url.starts_with("redis://") && !url.starts_with("redis+cluster://") {
         anyhow::bail!(
             "--broker takes redis://host:port/db, or redis+cluster://host:port,... for a Redis Cluster"
@@ -37,12 +43,52 @@ pub async fn build_broker(
         .await
         .with_context(|| format!("connecting to the broker at {}", redacted(url)))?;
     tracing::info!(broker = %redacted(url), "joined the cluster on Redis");
-    Ok(Arc::new(redis))
+    Ok(redis)
+}
+
+/// What a node on Redis has beyond its broker.
+pub struct RedisParts {
+    pub broadcast: Arc<dyn Broadcast>,
+    pub cache: Arc<dyn CacheChannels>,
+    /// Started on the edge's `health` once the edge exists.
+    pub health: RedisHealthWatch,
+}
+
+/// A node on the Redis at `url`: its broker (delivering to `hub`) and the rest of its
+/// Redis parts: broadcasts (to `hub`, this node's sink), cache channels, health watch.
+pub async fn build_redis_node(
+    url: &str,
+    hub: Arc<Hub>,
+    settings: &EdgeSettings,
+) -> anyhow::Result<(Arc<dyn Broker>, RedisParts)> {
+    let redis = connect_redis(url, hub.clone()).await?;
+    let health = redis.health_watch();
+    let broker: Arc<dyn Broker> = Arc::new(redis);
+    let broadcast = RedisBroadcast::connect(url, REDIS_NAMESPACE, hub)
+        .await
+        .with_context(|| format!("connecting the broadcasts to {}", redacted(url)))?;
+    let limits = CacheLimits {
+        max_bytes: settings.history_max_bytes,
+        max_channels_per_app: settings.history_max_channels_per_app,
+    };
+    let cache = RedisCache::connect(url, REDIS_NAMESPACE, limits, Clock::system())
+        .await
+        .with_context(|| format!("connecting the cache channels to {}", redacted(url)))?;
+    let health = health
+        .and(broadcast.health_watch())
+        .and(cache.health_watch());
+    let parts = RedisParts {
+        broadcast: Arc::new(broadcast),
+        cache: Arc::new(cache),
+        health,
+    };
+    Ok((broker, parts))
 }
 
 /// This node on the cluster at `url`: its hub counts messages, and the edge takes
-/// connection slots, counts subscriptions and rates publishes, on Redis (with this node's heartbeats), and
-/// its broker is `Redis`. `node` names this node and sets its heartbeats.
+/// connection slots, counts subscriptions and rates publishes on Redis (with this node's
+/// heartbeats); its broker, broadcasts and cache channels are on Redis too. `node` names
+/// this node and sets its heartbeats.
 pub async fn build_node(
     url: &str,
     settings: &EdgeSettings,
@@ -59,7 +105,7 @@ pub async fn build_node(
     let publish_rates = RedisPublishRates::connect(url, REDIS_NAMESPACE)
         .await
         .with_context(|| format!("connecting the publish rates to {}", redacted(url)))?;
-    let broker = build_broker(Some(url), hub.clone(), settings).await?;
+    let (broker, redis_parts) = build_redis_node(url, hub.clone(), settings).await?;
     Ok(NodeBroker {
         hub,
         messages: counters.clone(),
@@ -67,6 +113,7 @@ pub async fn build_node(
         connections: Some(counters),
         occupancy: Some(Arc::new(occupancy)),
         publish_rates: Some(Arc::new(publish_rates)),
+        redis_parts: Some(redis_parts),
     })
 }
 

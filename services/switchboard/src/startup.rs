@@ -15,6 +15,8 @@ use edge::drain::Readiness;
 use edge::{EdgeSettings, EdgeState, Hub};
 use tenancy::{AppCatalog, AppSpec, StaticCatalog, UsageSink, WebhookSink};
 
+use crate::broker::RedisParts;
+
 /// An edge on static apps only, as `serve --app` without a database and most tests run it.
 #[derive(Debug, Clone)]
 pub struct ServeSettings {
@@ -41,11 +43,14 @@ pub struct NodeBroker {
     pub hub: Arc<Hub>,
     pub messages: Arc<dyn MessageCounter>,
     pub broker: Arc<dyn Broker>,
-    /// Cluster-wide connection slots, occupancy and publish rates (`broker::build_node`); `None` keeps
-    /// this process's.
+    /// Cluster-wide connection slots, occupancy and publish rates (`broker::build_node`); `None`
+    /// keeps this process's.
     pub connections: Option<Arc<dyn ConnectionCounter>>,
     pub occupancy: Option<Arc<dyn Occupancy>>,
     pub publish_rates: Option<Arc<dyn PublishRate>>,
+    /// Node broadcasts, cache channels and health watch on Redis (`broker::build_redis_node`);
+    /// `None` keeps this process's.
+    pub redis_parts: Option<RedisParts>,
 }
 
 impl NodeBroker {
@@ -75,6 +80,7 @@ fn node_edge(
                 node.connections,
                 node.occupancy,
                 node.publish_rates,
+                node.redis_parts,
             )),
         ),
         None => {
@@ -91,7 +97,8 @@ fn node_edge(
             max_channels_per_app: settings.history_max_channels_per_app,
         },
     });
-    if let Some((broker, connections, occupancy, publish_rates)) = shared {
+    let mut health_watch = None;
+    if let Some((broker, connections, occupancy, publish_rates, redis_parts)) = shared {
         cluster.broker = broker;
         if let Some(connections) = connections {
             cluster.connections = connections;
@@ -102,8 +109,18 @@ fn node_edge(
         if let Some(publish_rates) = publish_rates {
             cluster.publish_rates = publish_rates;
         }
+        if let Some(parts) = redis_parts {
+            cluster.broadcast = parts.broadcast;
+            cluster.cache = parts.cache;
+            health_watch = Some(parts.health);
+        }
     }
-    EdgeState::new(catalog, cluster, hub, settings, usage, webhooks)
+    let state = EdgeState::new(catalog, cluster, hub, settings, usage, webhooks);
+    if let Some(watch) = health_watch {
+        let health: Arc<dyn broker::HealthReport> = state.health.clone();
+        watch.start(Arc::downgrade(&health));
+    }
+    state
 }
 
 /// A bound, not yet running server.

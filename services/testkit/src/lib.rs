@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 pub struct RedisServer {
     child: Child,
     port: u16,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -28,29 +29,22 @@ impl RedisServer {
 
     /// As `start`, with more `redis-server` arguments.
     pub fn start_with(extra: &[&str]) -> Self {
-        let program = redis_server().unwrap_or_else(|error| panic!("{error}"));
+        let extra: Vec<String> = extra.iter().map(|arg| (*arg).to_owned()).collect();
         let port = free_port();
-        let mut child = Command::new(program)
-            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
-            .args(["--port", &port.to_string(), "--daemonize", "no"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("redis-server starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|line| line.contains("Ready to accept connections"));
-        assert!(
-            ready,
-            "redis-server on port {port} exited before it was ready"
-        );
-        // Keep draining its log so it never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Self { child, port }
+        let child = spawn(port, &extra);
+        Self { child, port, extra }
+    }
+
+    /// Stops the server (its data goes with it), as a Redis outage would.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again, empty, on the same port; returns once it accepts connections.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn(self.port, &self.extra);
     }
 
     pub fn port(&self) -> u16 {
@@ -68,6 +62,32 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `redis-server` on `port` until it says it accepts connections.
+fn spawn(port: u16, extra: &[String]) -> Child {
+    let program = redis_server().unwrap_or_else(|error| panic!("{error}"));
+    let mut child = Command::new(program)
+        .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+        .args(["--port", &port.to_string(), "--daemonize", "no"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("redis-server starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.contains("Ready to accept connections"));
+    assert!(
+        ready,
+        "redis-server on port {port} exited before it was ready"
+    );
+    // Keep draining its log so it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    child
 }
 
 /// A port that was free a moment ago (the kernel hands out ports in sequence, so another

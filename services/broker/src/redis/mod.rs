@@ -15,8 +15,11 @@
 //! Connections (`connection`): commands and subscriptions, to one Redis or a Redis Cluster,
 //! both reconnecting by themselves; subscriptions are renewed after a reconnect.
 
+mod broadcast;
+mod cache;
 mod connection;
 mod counters;
+mod health;
 mod keys;
 mod occupancy;
 mod publish_rate;
@@ -39,8 +42,11 @@ use crate::{
     Broker, BrokerError, Clock, DeliverySink, FORGET_IDLE_CHANNELS_AFTER, History, HistoryUsage,
     Position, PresenceJoin, Publication,
 };
+pub use broadcast::RedisBroadcast;
+pub use cache::RedisCache;
 use connection::{Commands, Subscriptions};
 pub use counters::{NodeSettings, RedisCounters};
+pub use health::{HEALTH_CHECK_EVERY, HealthReport, RedisHealthWatch};
 use keys::Keys;
 pub use occupancy::RedisOccupancy;
 pub use publish_rate::RedisPublishRates;
@@ -136,6 +142,12 @@ impl Redis {
 }
 
 impl Redis {
+    /// A watch on this broker's connections (see `health`), started once the node has
+    /// somewhere to report to.
+    pub fn health_watch(&self) -> RedisHealthWatch {
+        RedisHealthWatch::on(self.commands.clone(), self.subscriptions.clone())
+    }
+
     /// Charges a stored frame to its app's byte budget and evicts what the budget pops, the
     /// oldest of the app's frames first: a second round trip, and one per channel evicted
     /// from (in steady state about one per publication, whatever the number of nodes).

@@ -8,6 +8,7 @@ mod carrier_client;
 mod carriers;
 mod carriers_attacks;
 mod cluster;
+mod cluster_broadcasts;
 mod cluster_seam;
 mod drain;
 mod http_api;
