@@ -68,6 +68,9 @@ struct Shared {
     held: Mutex<HashMap<AppId, u64>>,
     /// Messages added but not yet flushed, per (app, UTC day).
     pending: Mutex<HashMap<(AppId, u64), u64>>,
+    /// Held by a flush from taking `pending` until its increments have landed, and by `today`
+    /// around its read: otherwise a read between the two would miss the counts in flight.
+    flush_gate: tokio::sync::Mutex<()>,
     release: redis::Script,
     heartbeat: redis::Script,
 }
@@ -102,6 +105,7 @@ impl Shared {
     }
 
     async fn flush(&self) {
+        let _gate = self.flush_gate.lock().await;
         let pending = std::mem::take(&mut *self.pending.lock().expect("pending lock poisoned"));
         for ((app, day), messages) in pending {
             let key = self.day_key(&app, day);
@@ -150,6 +154,7 @@ impl RedisCounters {
             settings,
             held: Mutex::default(),
             pending: Mutex::default(),
+            flush_gate: tokio::sync::Mutex::new(()),
             release: redis::Script::new(state_scripts::RELEASE),
             heartbeat: state_scripts::slots_heartbeat(),
         });
@@ -285,6 +290,7 @@ impl MessageCounter for RedisCounters {
 
     async fn today(&self, app: &AppId, now_unix_secs: u64) -> Result<u64, BrokerError> {
         let day = now_unix_secs / SECONDS_PER_DAY;
+        let _gate = self.shared.flush_gate.lock().await;
         let flushed: Option<u64> = redis::cmd("GET")
             .arg(self.shared.day_key(app, day))
             .query_async(&mut self.shared.commands.clone())
