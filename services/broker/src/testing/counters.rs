@@ -58,7 +58,7 @@ async fn slots_stop_at_the_ceiling_and_come_back(counter: impl ConnectionCounter
 
 /// `release` may run in the background: wait (bounded) until the count shows it.
 async fn wait_for_count(counter: &impl ConnectionCounter, app: &AppId, expected: u64) {
-    for _ in 0..500 {
+    for _ in 0..5_000 {
         if counter.count(app).await.unwrap() == expected {
             return;
         }
@@ -104,7 +104,7 @@ pub async fn message_counter_conformance<C: MessageCounter>(make: impl Fn() -> C
     counter.add(&a, 2, last_second_of_day);
     counter.add(&b, 1, last_second_of_day);
     let mut today = 0;
-    for _ in 0..500 {
+    for _ in 0..5_000 {
         today = counter.today(&a, last_second_of_day).await.unwrap();
         if today == 6 {
             break;
@@ -119,7 +119,7 @@ pub async fn message_counter_conformance<C: MessageCounter>(make: impl Fn() -> C
     );
     counter.add(&a, 1, last_second_of_day + 1);
     let mut next_day = 0;
-    for _ in 0..500 {
+    for _ in 0..5_000 {
         next_day = counter.today(&a, last_second_of_day + 1).await.unwrap();
         if next_day == 1 {
             break;
