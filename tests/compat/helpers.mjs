@@ -165,6 +165,11 @@ async function launch(bin, port, apps, env = {}) {
       return app;
     },
     output: () => output,
+    /** Kills the process with `signal` at once (SIGKILL: a crash, no drain); resolves with its exit. */
+    async kill(signal = 'SIGKILL') {
+      if (!exited) child.kill(signal);
+      return exitPromise;
+    },
     async stop() {
       if (exited) return exited;
       child.kill('SIGTERM');

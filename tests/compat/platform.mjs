@@ -14,10 +14,11 @@ import pg from 'pg';
 
 import { Client, WAIT_MS, serverApi, serverBinary, startServer } from './helpers.mjs';
 
-const ADMIN_URL = process.env.SWITCHBOARD_TEST_DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
+export const ADMIN_URL = process.env.SWITCHBOARD_TEST_DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
 const PASSWORD = 'correct horse battery staple';
 
-async function admin(sql) {
+/** Runs `sql` on the admin database (creating and dropping test databases). */
+export async function admin(sql) {
   const client = new pg.Client({ connectionString: ADMIN_URL });
   await client.connect();
   try {
@@ -28,7 +29,7 @@ async function admin(sql) {
 }
 
 /** Runs `switchboard admin …`; resolves with stdout, rejects with stderr on failure. */
-function switchboardAdmin(args, env, stdin = '') {
+export function switchboardAdmin(args, env, stdin = '') {
   return new Promise((resolve, reject) => {
     const child = spawn(serverBinary(), ['admin', ...args], {
       env: { ...process.env, RUST_LOG: 'warn', ...env },
@@ -44,6 +45,31 @@ function switchboardAdmin(args, env, stdin = '') {
     );
     child.stdin.end(stdin);
   });
+}
+
+/**
+ * Creates the account `email` with `switchboard admin` and resolves with a /v1 API token for it,
+ * made through a browser session (cookie + CSRF token) on the server at `baseUrl`.
+ */
+export async function accountToken(baseUrl, email, env) {
+  await switchboardAdmin(['create-account', '--email', email, '--password-stdin'], env, `${PASSWORD}\n`);
+  const login = await fetch(`${baseUrl}/v1/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email, password: PASSWORD }),
+  });
+  const { csrf_token: csrf } = await login.json();
+  const cookie = login.headers
+    .getSetCookie()
+    .map((c) => c.split(';')[0])
+    .find((c) => c.startsWith('sb_session='));
+  const made = await fetch(`${baseUrl}/v1/tokens`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', cookie, 'x-csrf-token': csrf },
+    body: JSON.stringify({ name: 'compat' }),
+  });
+  if (made.status !== 201) throw new Error(`POST /v1/tokens: ${made.status} ${await made.text()}`);
+  return (await made.json()).token;
 }
 
 /**
@@ -96,25 +122,7 @@ export function usePlatform() {
   before(async () => {
     await admin(`CREATE DATABASE "${name}"`);
     ctx.server = await startServer({ apps: 0, env });
-    await switchboardAdmin(['create-account', '--email', email, '--password-stdin'], env, `${PASSWORD}\n`);
-    // A browser session (cookie + CSRF token) makes the API token scripts use.
-    const login = await fetch(`${ctx.server.baseUrl}/v1/login`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ email, password: PASSWORD }),
-    });
-    const { csrf_token: csrf } = await login.json();
-    const cookie = login.headers
-      .getSetCookie()
-      .map((c) => c.split(';')[0])
-      .find((c) => c.startsWith('sb_session='));
-    const made = await fetch(`${ctx.server.baseUrl}/v1/tokens`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', cookie, 'x-csrf-token': csrf },
-      body: JSON.stringify({ name: 'compat' }),
-    });
-    if (made.status !== 201) throw new Error(`POST /v1/tokens: ${made.status} ${await made.text()}`);
-    ctx.token = (await made.json()).token;
+    ctx.token = await accountToken(ctx.server.baseUrl, email, env);
   });
   after(async () => {
     if (ctx.server) await ctx.server.stop();
