@@ -12,10 +12,14 @@ const SLOW = { timeout: 45000 };
 // channel_vacated and member_removed are held ~3 s in case the channel or member comes back.
 const LEAVE_WAIT_MS = 15000;
 
+// A bound for what crosses edges through Redis (several round trips on a loaded machine).
+const CROSS_MS = 15000;
+
 /** Resolves once `holds(client.frames)` is true, checked as each frame arrives. */
 async function untilFrames(client, holds) {
   if (holds(client.frames)) return;
   await waitForEvent(client.pusher.connection, 'message', {
+    ms: CROSS_MS,
     predicate: () => holds(client.frames),
     describe: () => client.describe(),
   });
@@ -126,7 +130,7 @@ export function clusterTests(kind) {
     });
 
     // A client event from Alice's tab on the third edge reaches the first two, with her user id.
-    const heard = [aliceChannel, bobChannel, carolChannel].map((channel) => waitForEvent(channel, 'client-wave'));
+    const heard = [aliceChannel, bobChannel, carolChannel].map((channel) => waitForEvent(channel, 'client-wave', { ms: CROSS_MS }));
     assert.equal(aliceTabChannel.trigger('client-wave', { hand: 'left' }), true);
     for (const { data, metadata } of await Promise.all(heard)) {
       assert.deepEqual(data, { hand: 'left' });
@@ -141,7 +145,7 @@ export function clusterTests(kind) {
     assert.equal(clients[3].framesFor(room, 'client-wave').length, 0, 'the sender does not get its own client event');
 
     // Bob leaves on the second edge: both other edges tell their members, and agree on who is left.
-    const removed = [aliceChannel, carolChannel].map((channel) => waitForEvent(channel, 'pusher:member_removed'));
+    const removed = [aliceChannel, carolChannel].map((channel) => waitForEvent(channel, 'pusher:member_removed', { ms: CROSS_MS }));
     clients[1].disconnect();
     for (const { data } of await Promise.all(removed)) assert.equal(data.id, 'bob');
     await agreeOnAll(ctx, app, `/channels/${room}`, { info: 'user_count,subscription_count' }, {
