@@ -3,6 +3,7 @@
 // Cluster): clients spread over three `switchboard serve --broker …` edges behave as on one.
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
+import { isDeepStrictEqual } from 'node:util';
 
 import { RawSocket, frameData, jsonBody, uid, waitForEvent } from './helpers.mjs';
 import { until, useCluster } from './cluster.mjs';
@@ -39,15 +40,6 @@ async function agreeOnAll(ctx, app, apiPath, params, expected) {
     what: `every edge to answer ${apiPath} ${JSON.stringify(params)} with ${JSON.stringify(expected)}`,
   });
   for (const answer of seen) assert.deepEqual(answer, expected);
-}
-
-function isDeepStrictEqual(a, b) {
-  try {
-    assert.deepStrictEqual(a, b);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** The sorted ids of a pusher-js presence channel's members. */

@@ -2,8 +2,8 @@
 // Clients reach the edges through a balancer that sends each new connection to the next live
 // edge. The dead edge's unmodified pusher-js clients reconnect there by themselves; clients that
 // resume (a raw protocol client doing what our SDK does: `resume` from the last serial seen) end
-// with every event, in order, once; the dead edge's subscriptions and presence members leave the
-// cluster within its heartbeat window (`--node-heartbeat-ttl` 3 s here).
+// with every event, in order, once; the dead edge's subscriptions, connection slots and presence
+// members leave the cluster within its heartbeat window (`--node-heartbeat-ttl` 3 s here).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -20,10 +20,14 @@ const GONE_MS = 20000;
 // gap a resumed client asks for well inside the outbox's room and the plan's history.
 const PUBLISH_EVERY_MS = 20;
 
+// The app's connection ceiling: room for the test's 8 clients and the 2 that move while the dead
+// edge's 3 still count, so that no move is refused.
+const MAX_CONNECTIONS = 12;
+
 const ctx = useCluster({
   redis: 'single',
   env: { SWITCHBOARD_NODE_HEARTBEAT_TTL: String(HEARTBEAT_TTL_S) },
-  setup: (cluster) => cluster.createPlan('failover'),
+  setup: (cluster) => cluster.createPlan('failover', { max_connections: MAX_CONNECTIONS }),
 });
 
 /** Resolves once `holds(client.frames)` is true, checked as each frame arrives. */
@@ -165,6 +169,32 @@ test('SIGKILL one of three edges mid-stream: its clients move to the others and 
         { ms: GONE_MS, what: `the subscription count on ${edge.port} to drop the dead edge's` },
       );
     }
+  });
+
+  await t.test('the dead edge\'s connection slots are released: the ceiling admits exactly the live remainder', async (st) => {
+    // Live now: 3 pusher-js, 3 resuming clients, the watcher; the doomed member died with its edge.
+    const remainder = MAX_CONNECTIONS - 7;
+    const admitted = [];
+    const attempt = async () => {
+      const raw = RawSocket.forApp(publishing, app.key);
+      st.after(() => raw.close());
+      const answers = [raw.next('pusher:connection_established'), raw.next('pusher:error')];
+      for (const answer of answers) answer.catch(() => {}); // the one that never comes
+      const first = await Promise.race(answers);
+      if (first.event === 'pusher:error') {
+        raw.close();
+        return frameData(first).code;
+      }
+      admitted.push(raw);
+      return 'admitted';
+    };
+    // Refusals while the dead edge's slots still count are retried; once they are swept, the
+    // remainder is admitted, and not one more.
+    await until(attempt, () => admitted.length === remainder, {
+      ms: GONE_MS,
+      what: `${remainder} more connections to be admitted`,
+    });
+    assert.equal(await attempt(), 4004, 'the ceiling holds after the sweep');
   });
 
   await t.test('the dead edge\'s presence members leave the others\' member lists within its heartbeat window', async () => {

@@ -33,6 +33,7 @@ export class ResumingClient {
   }
 
   connect() {
+    if (this.stopped) return; // stopped while a reconnection was scheduled
     const ws = new WebSocket(this.url);
     this.ws = ws;
     ws.on('error', () => {}); // a refused or cut connection ends in 'close', handled there
