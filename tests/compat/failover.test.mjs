@@ -59,9 +59,18 @@ test('SIGKILL one of three edges mid-stream: its clients move to the others and 
     client.edge = balancer.routes.at(-1);
     pusherClients.push(client);
   }
+  // Set once the victim is killed: a moved resuming client comes back only after 10 more events,
+  // so what it resumes is a real gap, served from the history.
+  let published = 0;
+  let killedAt = null;
+  const gapPublished = () =>
+    until(async () => published, (count) => killedAt !== null && count >= killedAt + 10, {
+      ms: STREAM_MS,
+      what: '10 events published while the resuming client is away',
+    });
   const resumers = [];
   for (let n = 0; n < ctx.edges.length; n++) {
-    const resumer = new ResumingClient(balancer, app.key, [stream]);
+    const resumer = new ResumingClient(balancer, app.key, [stream], { beforeReconnect: gapPublished });
     t.after(() => resumer.stop());
     await resumer.until((r) => r.subscriptions === 1, { what: 'the first subscription' });
     resumer.edge = balancer.routes.at(-1);
@@ -87,7 +96,6 @@ test('SIGKILL one of three edges mid-stream: its clients move to the others and 
 
   // Publishing through the first edge, one event after another, until told to stop.
   const api = ctx.api(publishing, app);
-  let published = 0;
   let stopPublishing = false;
   const publisher = (async () => {
     while (!stopPublishing) {
@@ -108,7 +116,7 @@ test('SIGKILL one of three edges mid-stream: its clients move to the others and 
     describe: () => watcher.describe(),
   });
   doomedRemoved.catch(() => {}); // awaited below; not an unhandled rejection meanwhile
-  const killedAt = published;
+  killedAt = published;
   const exit = await victim.kill('SIGKILL');
   assert.equal(exit.signal, 'SIGKILL');
 
@@ -143,6 +151,8 @@ test('SIGKILL one of three edges mid-stream: its clients move to the others and 
       assert.deepEqual(resumer.events.map((event) => event.data.n), upTo(total));
     }
     assert.equal(resumerOnVictim.connections, 2, 'the dead edge\'s resuming client reconnected once');
+    const [{ serial: resumedAfter }] = resumerOnVictim.resumedFrom;
+    assert.ok(resumedAfter <= killedAt, `it resumed after serial ${resumedAfter}, at most ${killedAt}`);
   });
 
   await t.test('pusher-js clients: all events on the live edges; after the reconnect, on the dead one\'s', async (st) => {

@@ -12,14 +12,21 @@ const MAX_ATTEMPTS = 100;
 const RETRY_AFTER_MS = 100;
 
 export class ResumingClient {
-  /** Connects to `target` ({host, port}) as a client of `appKey` subscribed to `channels`. */
-  constructor(target, appKey, channels) {
+  /**
+   * Connects to `target` ({host, port}) as a client of `appKey` subscribed to `channels`. After a
+   * cut it reconnects once `beforeReconnect()` resolves (at once by default), so a test can make
+   * sure events are published while it is away.
+   */
+  constructor(target, appKey, channels, { beforeReconnect = async () => {} } = {}) {
+    this.beforeReconnect = beforeReconnect;
     this.url = `ws://${target.host}:${target.port}/app/${appKey}?protocol=7&client=js&version=${PUSHER_JS_VERSION}&flash=false`;
     this.channels = channels;
     /** channel → {epoch, serial}: where the client stands (told at subscribe, then each event). */
     this.positions = new Map();
     /** Every channel event received, in order: {channel, event, serial, epoch, data}. */
     this.events = [];
+    /** Every `resume` position sent: {channel, epoch, serial}. */
+    this.resumedFrom = [];
     /** Every `switchboard:resume_failed` frame received. */
     this.failures = [];
     /** `pusher:connection_established` frames received: 1 + the reconnections. */
@@ -45,8 +52,18 @@ export class ResumingClient {
         this.notify();
         return;
       }
-      setTimeout(() => this.connect(), this.connected ? 0 : RETRY_AFTER_MS);
-      this.connected = false;
+      if (this.connected) {
+        this.connected = false;
+        this.beforeReconnect().then(
+          () => this.connect(),
+          (err) => {
+            this.gaveUp = err;
+            this.notify();
+          },
+        );
+      } else {
+        setTimeout(() => this.connect(), RETRY_AFTER_MS);
+      }
     });
   }
 
@@ -59,6 +76,7 @@ export class ResumingClient {
         this.failedAttempts = 0;
         for (const channel of this.channels) {
           const resume = this.positions.get(channel);
+          if (resume) this.resumedFrom.push({ channel, ...resume });
           send('pusher:subscribe', resume ? { channel, resume } : { channel });
         }
         break;
@@ -92,7 +110,7 @@ export class ResumingClient {
     const serials = this.events.map((event) => event.serial);
     return (
       `resuming client: connections=${this.connections} subscriptions=${this.subscriptions} ` +
-      `gaveUp=${Boolean(this.gaveUp)} failures=${JSON.stringify(this.failures)} serials=${JSON.stringify(serials)}`
+      `gaveUp=${this.gaveUp ? String(this.gaveUp) : false} failures=${JSON.stringify(this.failures)} serials=${JSON.stringify(serials)}`
     );
   }
 
