@@ -118,6 +118,17 @@ pub struct PresenceJoin {
     pub first_for_user: bool,
 }
 
+/// A presence member whose last connection was on a node that stopped heartbeating: taken
+/// off the channel by `Broker::sweep_dead_nodes`, reported once cluster-wide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceDeparture {
+    pub app: AppId,
+    pub channel: ChannelName,
+    pub user: UserId,
+    /// The dead node's id.
+    pub node: String,
+}
+
 #[derive(Debug, Error)]
 pub enum BrokerError {
     /// Not an outage: the presence channel already has its plan's maximum of distinct users.
@@ -195,4 +206,13 @@ pub trait Broker: Send + Sync + 'static {
         app: &AppId,
         channel: &ChannelName,
     ) -> Result<Vec<Member>, BrokerError>;
+
+    /// Takes the presence memberships of nodes that stopped heartbeating off their channels
+    /// and returns each user whose last connection that was, so the caller announces them
+    /// (`member_removed`). Each departure is returned once cluster-wide, to whichever node's
+    /// sweep took it; a sweep does a bounded amount of work. Every node calls it
+    /// periodically; `Local` (one node, which cannot outlive itself) has nothing to sweep.
+    async fn sweep_dead_nodes(&self) -> Result<Vec<PresenceDeparture>, BrokerError> {
+        Ok(Vec::new())
+    }
 }

@@ -1,0 +1,139 @@
+//! Presence expires with its node: a node that stops heartbeating (dropped without leaving,
+//! as a crash leaves it) loses its members within its heartbeat ttl, and each user whose
+//! last connection it held is reported once, to one of the live nodes that sweep.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use broker::testing::RecordingSink;
+use broker::{Broker, Clock, NodeSettings, PresenceDeparture, Redis};
+use protocol::names::{AppId, ChannelName, SocketId, UserId};
+use protocol::wire::Member;
+use testkit::{RedisCluster, RedisServer};
+
+/// Short enough for a test, long enough that a live node on a loaded machine keeps beating.
+const TTL: Duration = Duration::from_secs(2);
+/// Only a real bug takes this long.
+const BOUND: Duration = Duration::from_secs(20);
+
+fn node(url: &str) -> Redis {
+    let settings = NodeSettings {
+        heartbeat_ttl: TTL,
+        ..NodeSettings::new()
+    };
+    let sink = Arc::new(RecordingSink::default());
+    tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(Redis::connect_node(
+            url,
+            "sb:",
+            sink,
+            Clock::system(),
+            settings,
+        ))
+    })
+    .expect("connects to redis")
+}
+
+fn member(user: &str) -> Member {
+    Member {
+        user_id: UserId::parse(user).unwrap(),
+        user_info: serde_json::json!({ "name": user }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_members_leave_within_its_ttl_and_each_is_reported_once() {
+    let server = RedisServer::start();
+    a_dead_nodes_members_leave(&server.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_members_leave_on_a_redis_cluster_too() {
+    let cluster = RedisCluster::start();
+    a_dead_nodes_members_leave(&cluster.url()).await;
+}
+
+async fn a_dead_nodes_members_leave(url: &str) {
+    let (dying, live_b, live_c) = (node(url), node(url), node(url));
+    let app = AppId::parse("a").unwrap();
+    let (room, other) = (
+        ChannelName::parse("presence-room").unwrap(),
+        ChannelName::parse("presence-other").unwrap(),
+    );
+    let socket = |id: &str| SocketId::parse(id).unwrap();
+    // Ann only on the dying node (two channels); Cat on the dying node and on B; Bob on B.
+    for (channel, id, user) in [
+        (&room, "1.1", "ann"),
+        (&other, "1.2", "ann"),
+        (&room, "1.3", "cat"),
+    ] {
+        dying
+            .presence_join(&app, channel, &socket(id), member(user), 100)
+            .await
+            .unwrap();
+    }
+    for (id, user) in [("2.1", "bob"), ("2.2", "cat")] {
+        live_b
+            .presence_join(&app, &room, &socket(id), member(user), 100)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        live_c.sweep_dead_nodes().await.unwrap(),
+        [],
+        "nobody is dead yet"
+    );
+
+    drop(dying);
+    let started = Instant::now();
+    let mut departures: Vec<PresenceDeparture> = Vec::new();
+    loop {
+        // Two live nodes sweep at once: each departure must come out of exactly one.
+        let (on_b, on_c) = tokio::join!(live_b.sweep_dead_nodes(), live_c.sweep_dead_nodes());
+        departures.extend(on_b.unwrap());
+        departures.extend(on_c.unwrap());
+        let members = live_c.presence_members(&app, &room).await.unwrap();
+        let others = live_c.presence_members(&app, &other).await.unwrap();
+        if members == [member("bob"), member("cat")] && others.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < BOUND,
+            "the dead node's members are still listed: {members:?} {others:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reported: Vec<(String, String)> = departures
+        .iter()
+        .map(|gone| (gone.channel.to_string(), gone.user.to_string()))
+        .collect();
+    let distinct: HashSet<_> = reported.iter().cloned().collect();
+    assert_eq!(
+        reported.len(),
+        distinct.len(),
+        "reported once each: {reported:?}"
+    );
+    assert_eq!(
+        distinct,
+        HashSet::from([
+            ("presence-room".to_owned(), "ann".to_owned()),
+            ("presence-other".to_owned(), "ann".to_owned()),
+        ]),
+        "Ann left both channels; Cat still has a connection on B"
+    );
+    assert_eq!(
+        live_b.sweep_dead_nodes().await.unwrap(),
+        [],
+        "nothing is reported twice"
+    );
+
+    // The live nodes' own memberships are untouched: Cat leaves with her last connection.
+    assert_eq!(
+        live_b
+            .presence_leave(&app, &room, &socket("2.2"))
+            .await
+            .unwrap(),
+        Some(UserId::parse("cat").unwrap())
+    );
+}
