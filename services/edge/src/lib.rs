@@ -14,6 +14,7 @@
 mod carriers;
 mod channel_events;
 mod connection;
+mod dead_nodes;
 pub mod drain;
 pub mod health;
 mod http_api;
@@ -36,6 +37,7 @@ use broker::Cluster;
 use protocol::names::SocketId;
 use tenancy::{AppCatalog, UsageSink, WebhookSink};
 
+pub use dead_nodes::{DEAD_NODE_SWEEP_EVERY, sweep_dead_nodes_periodically};
 pub use hub::Hub;
 pub use metering::Meter;
 

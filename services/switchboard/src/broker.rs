@@ -30,16 +30,18 @@ pub async fn build_broker(
         };
         return Ok(Arc::new(Local::with_limits(hub, Clock::system(), limits)));
     };
-    Ok(Arc::new(connect_redis(url, hub).await?))
+    Ok(Arc::new(
+        connect_redis(url, hub, NodeSettings::new()).await?,
+    ))
 }
 
-async fn connect_redis(url: &str, hub: Arc<Hub>) -> anyhow::Result<Redis> {
+async fn connect_redis(url: &str, hub: Arc<Hub>, node: NodeSettings) -> anyhow::Result<Redis> {
     if !url.starts_with("redis://") && !url.starts_with("redis+cluster://") {
         anyhow::bail!(
             "--broker takes redis://host:port/db, or redis+cluster://host:port,... for a Redis Cluster"
         );
     }
-    let redis = Redis::connect(url, REDIS_NAMESPACE, hub, Clock::system())
+    let redis = Redis::connect_node(url, REDIS_NAMESPACE, hub, Clock::system(), node)
         .await
         .with_context(|| format!("connecting to the broker at {}", redacted(url)))?;
     tracing::info!(broker = %redacted(url), "joined the cluster on Redis");
@@ -54,14 +56,16 @@ pub struct RedisParts {
     pub health: RedisHealthWatch,
 }
 
-/// A node on the Redis at `url`: its broker (delivering to `hub`) and the rest of its
-/// Redis parts: broadcasts (to `hub`, this node's sink), cache channels, health watch.
+/// A node on the Redis at `url`: its broker (delivering to `hub`, its presence members
+/// heartbeating as `node`) and the rest of its Redis parts: broadcasts (to `hub`, this
+/// node's sink), cache channels, health watch.
 pub async fn build_redis_node(
     url: &str,
     hub: Arc<Hub>,
     settings: &EdgeSettings,
+    node: NodeSettings,
 ) -> anyhow::Result<(Arc<dyn Broker>, RedisParts)> {
-    let redis = connect_redis(url, hub.clone()).await?;
+    let redis = connect_redis(url, hub.clone(), node).await?;
     let health = redis.health_watch();
     let broker: Arc<dyn Broker> = Arc::new(redis);
     let broadcast = RedisBroadcast::connect(url, REDIS_NAMESPACE, hub)
@@ -99,13 +103,15 @@ pub async fn build_node(
         .with_context(|| format!("connecting the counters to {}", redacted(url)))?;
     let counters = Arc::new(counters);
     let hub = Arc::new(Hub::new(counters.clone()));
-    let occupancy = RedisOccupancy::connect(url, REDIS_NAMESPACE, node)
+    let occupancy = RedisOccupancy::connect(url, REDIS_NAMESPACE, node.clone())
         .await
         .with_context(|| format!("connecting the occupancy to {}", redacted(url)))?;
     let publish_rates = RedisPublishRates::connect(url, REDIS_NAMESPACE)
         .await
         .with_context(|| format!("connecting the publish rates to {}", redacted(url)))?;
-    let (broker, redis_parts) = build_redis_node(url, hub.clone(), settings).await?;
+    // One node id for all parts: a dead node's presence departures name the node whose
+    // subscriptions occupancy then takes off.
+    let (broker, redis_parts) = build_redis_node(url, hub.clone(), settings, node).await?;
     Ok(NodeBroker {
         hub,
         messages: counters.clone(),

@@ -185,6 +185,7 @@ impl Application {
         if let Some(state) = &edge {
             tokio::spawn(edge::follow_catalog_changes(state.clone()));
             tokio::spawn(edge::flush_usage_periodically(state.clone()));
+            tokio::spawn(edge::sweep_dead_nodes_periodically(state.clone()));
         }
         let edge_state = edge.clone();
         // The edge's, whose admissions it governs; a control plane alone has its own.
