@@ -2,14 +2,25 @@
 //! with a short `--node-heartbeat-ttl`; one is SIGKILLed, and the other's presence
 //! subscriber is told `member_removed` once for the user whose only connection was there,
 //! never for one still connected elsewhere, and the channel's users no longer list them.
+//! And in process: a node that stops heartbeating (a broker and occupancy dropped without
+//! leaving) has its departures announced by two live edges, each webhook once.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use broker::occupancy::Occupancy;
+use broker::{Broker, Clock, NodeSettings, Redis, RedisOccupancy};
+use protocol::names::{AppId, ChannelName, SocketId};
+use protocol::wire::Member;
+use tenancy::{WebhookEvent, WebhookSink};
 
 use serde_json::{Value, json};
 use testkit::RedisServer;
 
 use crate::cluster::ServeProcess;
-use crate::helpers::{APP, WsClient, channel_auth, data_of, signed_api, ws_connect};
+use crate::helpers::{
+    APP, WsClient, channel_auth, data_of, signed_api, spawn_app_on_broker_reporting, ws_connect,
+};
 
 /// Seconds; the sweep runs every second, so members leave within about 3 s.
 const TTL: &str = "2";
@@ -103,4 +114,99 @@ async fn a_sigkilled_edges_members_are_removed_once_by_the_other_edge() {
     assert_eq!(response.status(), 200);
     let next = bob.next_frame().await;
     assert_eq!(next["event"], "marker", "member_removed came once: {next}");
+}
+
+/// Every webhook event the edges emit, in order.
+#[derive(Default)]
+struct RecordingWebhooks {
+    events: Mutex<Vec<WebhookEvent>>,
+}
+
+impl WebhookSink for RecordingWebhooks {
+    fn emit(&self, _app: &AppId, event: WebhookEvent) {
+        self.events.lock().unwrap().push(event);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_departures_reach_webhooks_once_and_its_empty_channel_is_vacated() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let webhooks = Arc::new(RecordingWebhooks::default());
+    // Two live edges, both sweeping, both reporting to one sink.
+    let survivor = spawn_app_on_broker_reporting(&url, webhooks.clone()).await;
+    let _other_survivor = spawn_app_on_broker_reporting(&url, webhooks.clone()).await;
+    let (room, gone) = ("presence-room", "presence-gone");
+    let (mut bob, _) = join(survivor.port, room, "bob").await;
+
+    // The dying node: a broker and its occupancy under one node id, as `build_node` makes.
+    let node = NodeSettings {
+        heartbeat_ttl: Duration::from_secs(1),
+        ..NodeSettings::new()
+    };
+    let sink = Arc::new(broker::testing::RecordingSink::default());
+    let dying = Redis::connect_node(&url, "sb:", sink, Clock::system(), node.clone())
+        .await
+        .unwrap();
+    let dying_occupancy = RedisOccupancy::connect(&url, "sb:", node).await.unwrap();
+    let app = AppId::parse(APP.0).unwrap();
+    let ann = Member {
+        user_id: protocol::names::UserId::parse("ann").unwrap(),
+        user_info: json!(null),
+    };
+    for (channel, socket) in [(room, "9.1"), (gone, "9.2")] {
+        let channel = ChannelName::parse(channel).unwrap();
+        dying_occupancy.subscribed(&app, &channel).await.unwrap();
+        let socket = SocketId::parse(socket).unwrap();
+        dying
+            .presence_join(&app, &channel, &socket, ann.clone(), 100)
+            .await
+            .unwrap();
+    }
+    webhooks.events.lock().unwrap().clear();
+    drop((dying, dying_occupancy));
+
+    let removed = bob.expect_event("pusher_internal:member_removed").await;
+    assert_eq!(data_of(&removed)["user_id"], "ann", "{removed}");
+    let expected = [
+        WebhookEvent::MemberRemoved {
+            channel: room.into(),
+            user_id: "ann".into(),
+        },
+        WebhookEvent::MemberRemoved {
+            channel: gone.into(),
+            user_id: "ann".into(),
+        },
+        WebhookEvent::ChannelVacated {
+            channel: gone.into(),
+        },
+    ];
+    let started = Instant::now();
+    loop {
+        let events = webhooks.events.lock().unwrap().clone();
+        if expected.iter().all(|event| events.contains(event)) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the dead node's departures never all reached the webhooks: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Bob's marker round trip passes at least one more chance for a duplicate.
+    let response = survivor.trigger(room, "marker", "m", None).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        bob.next_frame().await["event"],
+        "marker",
+        "member_removed came once"
+    );
+    let mut events = webhooks.events.lock().unwrap().clone();
+    events.sort_by_key(|event| format!("{event:?}"));
+    let mut wanted = expected.to_vec();
+    wanted.sort_by_key(|event| format!("{event:?}"));
+    assert_eq!(
+        events, wanted,
+        "each once, across both live edges; Bob keeps presence-room occupied"
+    );
 }
