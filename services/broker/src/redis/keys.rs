@@ -7,7 +7,7 @@
 //! - `<ns>m:{app:channel}`: the pub/sub channel of its publications
 //! - `<ns>ps:{app:channel}:<node>`: presence hash of one node's sockets → users;
 //!   `<ns>pc:` / `<ns>pi:{app:channel}`: user → connections (cluster-wide), user → info JSON
-//! - `<ns>pd:{nodes}`: node → heartbeat deadline; `<ns>pr:{nodes}:<node>`: the set of
+//! - `<ns>pd:{nodes}`: node → heartbeat deadline; `<ns>pn:{nodes}:<node>`: the set of
 //!   `app\nchannel` where the node holds presence memberships (see `presence`)
 //! - `<ns>bq:{app}` / `<ns>bt:{app}`: the app's byte budget: its charges in publication
 //!   order (`channel\nepoch\nserial\nbytes`) and their total
@@ -81,6 +81,6 @@ impl Keys {
 
     /// The channels where `node` holds presence memberships.
     pub fn node_registry(&self, node: &str) -> String {
-        format!("{}pr:{{nodes}}:{node}", self.namespace)
+        format!("{}pn:{{nodes}}:{node}", self.namespace)
     }
 }

@@ -6,7 +6,7 @@
 //! Keys (see `keys` and `presence_scripts`): per channel `<ns>ps:{app:channel}:<node>`
 //! (the node's sockets → users), `<ns>pc:` and `<ns>pi:{app:channel}` (user → connections,
 //! user → info); per cluster `<ns>pd:{nodes}` (node → deadline) and per node
-//! `<ns>pr:{nodes}:<node>` (the channels where it holds memberships). A node registers a
+//! `<ns>pn:{nodes}:<node>` (the channels where it holds memberships). A node registers a
 //! channel before its first membership there and unregisters it after its last, under one
 //! lock, so a registered channel never lacks a membership of the node that Redis holds.
 //!
