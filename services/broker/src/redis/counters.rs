@@ -199,7 +199,11 @@ impl Drop for RedisCounters {
 
 #[async_trait]
 impl ConnectionCounter for RedisCounters {
-    async fn acquire(&self, app: &AppId, ceiling: Option<u64>) -> Result<bool, BrokerError> {
+    async fn acquire_counted(
+        &self,
+        app: &AppId,
+        ceiling: Option<u64>,
+    ) -> Result<Option<u64>, BrokerError> {
         let ceiling = ceiling.map_or(-1, |ceiling| i64::try_from(ceiling).unwrap_or(i64::MAX));
         // The step runs in a task of its own so a dropped call holds no slot: if nobody
         // waits for the answer any more, a slot it took is given back.
@@ -213,8 +217,10 @@ impl ConnectionCounter for RedisCounters {
                 .arg(shared.settings.ttl_ms())
                 .invoke_async(&mut shared.commands.clone())
                 .await;
-            let taken = taken.map(|taken| taken == 1).map_err(unavailable);
-            if let Ok(true) = taken {
+            let taken = taken
+                .map(|after| u64::try_from(after).ok().filter(|&after| after > 0))
+                .map_err(unavailable);
+            if let Ok(Some(_)) = taken {
                 *shared
                     .held
                     .lock()
@@ -222,7 +228,7 @@ impl ConnectionCounter for RedisCounters {
                     .entry(app.clone())
                     .or_default() += 1;
             }
-            if let Err(Ok(true)) = answer.send(taken) {
+            if let Err(Ok(Some(_))) = answer.send(taken) {
                 forget_one(&shared, &app);
                 release_in_background(shared, app);
             }

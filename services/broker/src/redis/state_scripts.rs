@@ -38,15 +38,16 @@ end
 "#;
 
 /// ARGV: node, ceiling (-1: none), ttl ms. Takes a slot unless the live total is at the
-/// ceiling: 1 taken, 0 refused.
+/// ceiling: the live total after (this slot included) when taken, 0 refused.
 const ACQUIRE: &str = r#"
 local now = now_ms()
 local ceiling, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
-if ceiling >= 0 and live_slots(KEYS[1], now) >= ceiling then return 0 end
+local live = live_slots(KEYS[1], now)
+if ceiling >= 0 and live >= ceiling then return 0 end
 redis.call('HINCRBY', KEYS[1], 'c:' .. ARGV[1], 1)
 redis.call('HSET', KEYS[1], 'd:' .. ARGV[1], now + ttl)
 redis.call('PEXPIRE', KEYS[1], ttl)
-return 1
+return live + 1
 "#;
 
 /// ARGV: node. Gives back one of the node's slots, never below zero.

@@ -9,6 +9,7 @@ mod carriers;
 mod carriers_attacks;
 mod cluster;
 mod cluster_broadcasts;
+mod cluster_metering;
 mod cluster_seam;
 mod dead_node;
 mod drain;
