@@ -421,7 +421,11 @@ mod tests {
         let sink = MemoryUsageSink::default();
         let a = app("a");
         meter.connection_opened(&a);
-        assert_eq!(meter.apps_to_sample(), [a.clone()], "no cluster count yet");
+        assert_eq!(
+            meter.apps_to_sample(),
+            std::slice::from_ref(&a),
+            "no cluster count yet"
+        );
         // The admission's count: four more connections on other nodes.
         meter.cluster_connections(&a, 5);
         assert_eq!(
@@ -430,7 +434,11 @@ mod tests {
             "this minute has a cluster count"
         );
         now.store(11, Ordering::SeqCst);
-        assert_eq!(meter.apps_to_sample(), [a.clone()], "a new, quiet minute");
+        assert_eq!(
+            meter.apps_to_sample(),
+            std::slice::from_ref(&a),
+            "a new, quiet minute"
+        );
         meter.cluster_connections(&a, 3);
         assert_eq!(meter.apps_to_sample(), []);
         meter.flush(Some(&sink), true).await.unwrap();
