@@ -42,7 +42,7 @@ pub use history::{ChannelHistory, HistoryWindow, stamp};
 pub use local::{FORGET_IDLE_CHANNELS_AFTER, HistoryLimits, Local};
 pub use redis::{
     HEALTH_CHECK_EVERY, HealthReport, NodeSettings, Redis, RedisBroadcast, RedisCache,
-    RedisCounters, RedisHealthWatch, RedisOccupancy, RedisPublishRates,
+    RedisConnection, RedisCounters, RedisHealthWatch, RedisOccupancy, RedisPublishRates,
 };
 
 /// One event for one channel of one app, serialised once and shared by every subscriber.

@@ -19,7 +19,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use protocol::names::AppId;
 
-use super::connection::{self, Commands};
+use super::connection::{Commands, RedisConnection};
+use super::periodic::Periodic;
 use super::{state_scripts, unavailable};
 use crate::BrokerError;
 use crate::counters::{ConnectionCounter, MessageCounter, SECONDS_PER_DAY};
@@ -136,7 +137,7 @@ pub struct RedisCounters {
     shared: Arc<Shared>,
     acquire: redis::Script,
     count: redis::Script,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _tasks: [Periodic; 2],
 }
 
 impl RedisCounters {
@@ -147,9 +148,17 @@ impl RedisCounters {
         namespace: &str,
         settings: NodeSettings,
     ) -> Result<Self, BrokerError> {
-        let (commands, _) = connection::open(url, |_| {}).await.map_err(unavailable)?;
+        Ok(Self::on(
+            &RedisConnection::open(url).await?,
+            namespace,
+            settings,
+        ))
+    }
+
+    /// As `connect`, on the node's shared command connection.
+    pub fn on(connection: &RedisConnection, namespace: &str, settings: NodeSettings) -> Self {
         let shared = Arc::new(Shared {
-            commands,
+            commands: connection.commands(),
             namespace: namespace.to_owned(),
             settings,
             held: Mutex::default(),
@@ -160,39 +169,23 @@ impl RedisCounters {
         });
         let beats = {
             let shared = shared.clone();
-            let every = shared.settings.heartbeat_ttl / 3;
-            tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(every.max(Duration::from_millis(1)));
-                loop {
-                    ticks.tick().await;
-                    shared.beat().await;
-                }
+            Periodic::every(shared.settings.heartbeat_ttl / 3, move || {
+                let shared = shared.clone();
+                async move { shared.beat().await }
             })
         };
         let flushes = {
             let shared = shared.clone();
-            let every = shared.settings.flush_interval;
-            tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(every.max(Duration::from_millis(1)));
-                loop {
-                    ticks.tick().await;
-                    shared.flush().await;
-                }
+            Periodic::every(shared.settings.flush_interval, move || {
+                let shared = shared.clone();
+                async move { shared.flush().await }
             })
         };
-        Ok(Self {
+        Self {
             shared,
             acquire: state_scripts::acquire(),
             count: state_scripts::count(),
-            tasks: vec![beats, flushes],
-        })
-    }
-}
-
-impl Drop for RedisCounters {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+            _tasks: [beats, flushes],
         }
     }
 }

@@ -22,6 +22,7 @@ mod counters;
 mod health;
 mod keys;
 mod occupancy;
+mod periodic;
 mod presence;
 mod presence_scripts;
 mod publish_rate;
@@ -46,6 +47,7 @@ use crate::{
 };
 pub use broadcast::RedisBroadcast;
 pub use cache::RedisCache;
+pub use connection::RedisConnection;
 use connection::{Commands, Subscriptions};
 pub use counters::{NodeSettings, RedisCounters};
 pub use health::{HEALTH_CHECK_EVERY, HealthReport, RedisHealthWatch};
@@ -67,10 +69,7 @@ pub struct Redis {
     /// order.
     subscribed: tokio::sync::Mutex<HashMap<String, usize>>,
     keys: Keys,
-    clock: Clock,
-    /// The clock's reading that `wall_at_start` (unix ms) corresponds to.
-    started: Instant,
-    wall_at_start: u64,
+    clock: WallClock,
     scripts: Scripts,
     /// Stored frames this node's publications evicted for their app's byte budget.
     evictions: AtomicU64,
@@ -88,6 +87,34 @@ struct Scripts {
 
 fn unavailable(error: redis::RedisError) -> BrokerError {
     BrokerError::Unavailable(error.to_string())
+}
+
+/// A `Clock` read as unix ms, for times stored in Redis: anchored once to the system's wall
+/// clock, so a manual clock (tests) moves it too.
+struct WallClock {
+    clock: Clock,
+    /// The clock's reading that `wall_at_start` (unix ms) corresponds to.
+    started: Instant,
+    wall_at_start: u64,
+}
+
+impl WallClock {
+    fn new(clock: Clock) -> Self {
+        let started = clock.now();
+        let wall_at_start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        Self {
+            clock,
+            started,
+            wall_at_start,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        let elapsed = self.clock.now().saturating_duration_since(self.started);
+        self.wall_at_start + elapsed.as_millis() as u64
+    }
 }
 
 impl Redis {
@@ -112,23 +139,32 @@ impl Redis {
         clock: Clock,
         node: NodeSettings,
     ) -> Result<Self, BrokerError> {
+        let connection = RedisConnection::open(url).await?;
+        Self::on(&connection, namespace, sink, clock, node).await
+    }
+
+    /// As `connect_node`, on the node's shared command connection (with a subscription
+    /// connection of its own for the deliveries).
+    pub async fn on(
+        connection: &RedisConnection,
+        namespace: &str,
+        sink: Arc<dyn DeliverySink>,
+        clock: Clock,
+        node: NodeSettings,
+    ) -> Result<Self, BrokerError> {
         let deliveries = Deliveries { sink };
-        let (commands, subscriptions) = connection::open(url, move |push| deliveries.push(push))
+        let subscriptions = connection
+            .subscriptions(move |push| deliveries.push(push))
             .await
             .map_err(unavailable)?;
-        let started = clock.now();
-        let wall_at_start = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis() as u64);
+        let commands = connection.commands();
         let presence = NodePresence::start(commands.clone(), namespace, node).await?;
         Ok(Self {
             commands,
             subscriptions,
             subscribed: tokio::sync::Mutex::default(),
             keys: Keys::new(namespace),
-            clock,
-            started,
-            wall_at_start,
+            clock: WallClock::new(clock),
             scripts: Scripts {
                 publish: scripts::publish(),
                 history: scripts::history(),
@@ -142,8 +178,7 @@ impl Redis {
     }
 
     fn now_ms(&self) -> u64 {
-        let elapsed = self.clock.now().saturating_duration_since(self.started);
-        self.wall_at_start + elapsed.as_millis() as u64
+        self.clock.now_ms()
     }
 
     fn idle_ms() -> u64 {

@@ -14,14 +14,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use protocol::names::{AppId, ChannelName};
 use redis::Value;
 
-use super::connection::{self, Commands};
+use super::connection::{Commands, RedisConnection};
 use super::counters::NodeSettings;
+use super::periodic::Periodic;
 use super::replies::{integer, malformed, text};
 use super::{state_scripts, unavailable};
 use crate::BrokerError;
@@ -88,7 +88,7 @@ pub struct RedisOccupancy {
     change: redis::Script,
     read: redis::Script,
     forget_node: redis::Script,
-    beats: tokio::task::JoinHandle<()>,
+    _beats: Periodic,
 }
 
 impl RedisOccupancy {
@@ -99,9 +99,17 @@ impl RedisOccupancy {
         namespace: &str,
         settings: NodeSettings,
     ) -> Result<Self, BrokerError> {
-        let (commands, _) = connection::open(url, |_| {}).await.map_err(unavailable)?;
+        Ok(Self::on(
+            &RedisConnection::open(url).await?,
+            namespace,
+            settings,
+        ))
+    }
+
+    /// As `connect`, on the node's shared command connection.
+    pub fn on(connection: &RedisConnection, namespace: &str, settings: NodeSettings) -> Self {
         let shared = Arc::new(Shared {
-            commands,
+            commands: connection.commands(),
             namespace: namespace.to_owned(),
             settings,
             held: Mutex::default(),
@@ -110,22 +118,18 @@ impl RedisOccupancy {
         });
         let beats = {
             let shared = shared.clone();
-            let every = (shared.settings.heartbeat_ttl / 3).max(Duration::from_millis(1));
-            tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(every);
-                loop {
-                    ticks.tick().await;
-                    shared.beat().await;
-                }
+            Periodic::every(shared.settings.heartbeat_ttl / 3, move || {
+                let shared = shared.clone();
+                async move { shared.beat().await }
             })
         };
-        Ok(Self {
+        Self {
             shared,
             change: state_scripts::occupancy_change(),
             read: state_scripts::occupancy_read(),
             forget_node: state_scripts::occupancy_forget_node(),
-            beats,
-        })
+            _beats: beats,
+        }
     }
 
     async fn change(
@@ -194,12 +198,6 @@ impl RedisOccupancy {
             }
             kept.push_back((app.clone(), channel));
         }
-    }
-}
-
-impl Drop for RedisOccupancy {
-    fn drop(&mut self) {
-        self.beats.abort();
     }
 }
 

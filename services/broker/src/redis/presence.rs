@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use protocol::names::{AppId, ChannelName, SocketId, UserId};
 use protocol::wire::Member;
@@ -25,6 +24,7 @@ use redis::Value;
 use super::connection::Commands;
 use super::counters::NodeSettings;
 use super::keys::Keys;
+use super::periodic::Periodic;
 use super::replies::{integer, malformed, members, text};
 use super::{presence_scripts, unavailable};
 use crate::{BrokerError, PresenceDeparture, PresenceJoin};
@@ -54,7 +54,7 @@ struct Shared {
 /// This node's side of presence. Dropping it stops its heartbeats (as a crash would).
 pub struct NodePresence {
     shared: Arc<Shared>,
-    beats: tokio::task::JoinHandle<()>,
+    _beats: Periodic,
 }
 
 fn registry_entry(app: &AppId, channel: &ChannelName) -> String {
@@ -84,19 +84,19 @@ impl NodePresence {
         shared.beat().await.map_err(unavailable)?;
         let beats = {
             let shared = shared.clone();
-            let every = (shared.settings.heartbeat_ttl / 3).max(Duration::from_millis(1));
-            tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(every);
-                ticks.tick().await;
-                loop {
-                    ticks.tick().await;
+            Periodic::every(shared.settings.heartbeat_ttl / 3, move || {
+                let shared = shared.clone();
+                async move {
                     if let Err(error) = shared.beat().await {
                         tracing::warn!(%error, "a presence heartbeat failed");
                     }
                 }
             })
         };
-        Ok(Self { shared, beats })
+        Ok(Self {
+            shared,
+            _beats: beats,
+        })
     }
 
     pub async fn join(
@@ -223,12 +223,6 @@ impl NodePresence {
             }
         }
         Ok(departures)
-    }
-}
-
-impl Drop for NodePresence {
-    fn drop(&mut self) {
-        self.beats.abort();
     }
 }
 
