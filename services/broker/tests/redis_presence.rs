@@ -12,14 +12,16 @@ use protocol::names::{AppId, ChannelName, SocketId, UserId};
 use protocol::wire::Member;
 use testkit::{RedisCluster, RedisServer};
 
-/// Short enough for a test, long enough that a live node on a loaded machine keeps beating.
-const TTL: Duration = Duration::from_secs(2);
+/// The dying node's ttl: short, so the test is quick.
+const DYING_TTL: Duration = Duration::from_secs(1);
+/// The live nodes' ttl: long, so a loaded machine never makes one miss its deadline.
+const LIVE_TTL: Duration = Duration::from_secs(60);
 /// Only a real bug takes this long.
 const BOUND: Duration = Duration::from_secs(20);
 
-fn node(url: &str) -> Redis {
+fn node(url: &str, heartbeat_ttl: Duration) -> Redis {
     let settings = NodeSettings {
-        heartbeat_ttl: TTL,
+        heartbeat_ttl,
         ..NodeSettings::new()
     };
     let sink = Arc::new(RecordingSink::default());
@@ -55,7 +57,11 @@ async fn a_dead_nodes_members_leave_on_a_redis_cluster_too() {
 }
 
 async fn a_dead_nodes_members_leave(url: &str) {
-    let (dying, live_b, live_c) = (node(url), node(url), node(url));
+    let (dying, live_b, live_c) = (
+        node(url, DYING_TTL),
+        node(url, LIVE_TTL),
+        node(url, LIVE_TTL),
+    );
     let app = AppId::parse("a").unwrap();
     let (room, other) = (
         ChannelName::parse("presence-room").unwrap(),

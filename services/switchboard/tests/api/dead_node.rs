@@ -22,8 +22,10 @@ use crate::helpers::{
     APP, WsClient, channel_auth, data_of, signed_api, spawn_app_on_broker_reporting, ws_connect,
 };
 
-/// Seconds; the sweep runs every second, so members leave within about 3 s.
-const TTL: &str = "2";
+/// The doomed edge's ttl in seconds (the sweep runs every second, so its members leave within
+/// about 3 s); the survivor's is long, so a loaded machine never makes it miss its deadline.
+const DOOMED_TTL: &str = "2";
+const SURVIVOR_TTL: &str = "60";
 
 async fn connected(port: u16) -> (WsClient, String) {
     let mut client = ws_connect(&format!(
@@ -74,9 +76,9 @@ async fn api(port: u16, method: &str, path: &str, body: Option<&Value>) -> reqwe
 async fn a_sigkilled_edges_members_are_removed_once_by_the_other_edge() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let args = ["--broker", url.as_str(), "--node-heartbeat-ttl", TTL];
-    let mut doomed = ServeProcess::start(&args, &[]);
-    let survivor = ServeProcess::start(&args, &[]);
+    let args = |ttl| ["--broker", url.as_str(), "--node-heartbeat-ttl", ttl];
+    let mut doomed = ServeProcess::start(&args(DOOMED_TTL), &[]);
+    let survivor = ServeProcess::start(&args(SURVIVOR_TTL), &[]);
     let room = "presence-room";
 
     let (mut bob, _) = join(survivor.port, room, "bob").await;
