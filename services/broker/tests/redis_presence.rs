@@ -143,3 +143,91 @@ async fn a_dead_nodes_members_leave(url: &str) {
         Some(UserId::parse("cat").unwrap())
     );
 }
+
+/// A node paused longer than its ttl (its deadline is set in the past here, as a long pause
+/// leaves it) is swept like a dead one; when it beats again it registers its channels anew,
+/// so a later real death is still swept, and its leaves announce nobody twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_taken_for_dead_registers_its_channels_again_when_it_beats() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let paused_settings = NodeSettings {
+        heartbeat_ttl: DYING_TTL,
+        ..NodeSettings::new()
+    };
+    let paused_id = paused_settings.node_id.clone();
+    let sink = Arc::new(RecordingSink::default());
+    let paused = tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(Redis::connect_node(
+            &url,
+            "sb:",
+            sink,
+            Clock::system(),
+            paused_settings,
+        ))
+    })
+    .unwrap();
+    let live = node(&url, LIVE_TTL);
+    let app = AppId::parse("a").unwrap();
+    let room = ChannelName::parse("presence-room").unwrap();
+    let socket = SocketId::parse("1.1").unwrap();
+    paused
+        .presence_join(&app, &room, &socket, member("ann"), 100)
+        .await
+        .unwrap();
+
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let registry = format!("sb:pn:{{nodes}}:{paused_id}");
+    let entry = "a\npresence-room".to_owned();
+    // Its own heartbeats may put the deadline back meanwhile: then it is set again.
+    let started = Instant::now();
+    let swept = loop {
+        redis::cmd("HSET")
+            .arg("sb:pd:{nodes}")
+            .arg(&paused_id)
+            .arg(0)
+            .exec_async(&mut redis)
+            .await
+            .unwrap();
+        let swept = live.sweep_dead_nodes().await.unwrap();
+        if !swept.is_empty() {
+            break swept;
+        }
+        assert!(started.elapsed() < BOUND, "the paused node was never swept");
+    };
+    assert_eq!(
+        swept.len(),
+        1,
+        "taken for dead: Ann is announced gone: {swept:?}"
+    );
+    assert!(live.presence_members(&app, &room).await.unwrap().is_empty());
+
+    // Its next heartbeat (every third of its ttl) finds its deadline gone and registers again.
+    let started = Instant::now();
+    loop {
+        let registered: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&registry)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if registered == [entry.clone()] {
+            break;
+        }
+        assert!(
+            started.elapsed() < BOUND,
+            "the paused node never registered its channel again: {registered:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        paused.presence_leave(&app, &room, &socket).await.unwrap(),
+        None,
+        "Ann was announced gone already"
+    );
+    assert_eq!(
+        live.sweep_dead_nodes().await.unwrap(),
+        [],
+        "the node beats again: alive"
+    );
+}

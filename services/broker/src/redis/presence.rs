@@ -227,26 +227,26 @@ impl NodePresence {
 }
 
 impl Shared {
-    /// Moves this node's deadline on. A node that finds it had none was taken for dead (or
-    /// starts): it registers every channel it holds again, so a later death is swept.
+    /// Moves this node's deadline on. A node whose registry holds fewer channels than it
+    /// does was taken for dead (a sweep emptied it): it registers every channel it holds
+    /// again, so a later death is swept. (A registration racing the beat can make it do so
+    /// needlessly, which changes nothing.)
     async fn beat(&self) -> redis::RedisResult<()> {
         let ttl_ms = self.settings.heartbeat_ttl.as_millis().max(1) as u64;
-        let known: i64 = self
+        let registry = self.keys.node_registry(&self.settings.node_id);
+        let registered: usize = self
             .heartbeat
             .key(self.keys.node_deadlines())
+            .key(&registry)
             .arg(&self.settings.node_id)
             .arg(ttl_ms)
             .invoke_async(&mut self.commands.clone())
             .await?;
-        if known == 1 {
-            return Ok(());
-        }
         let held = self.held.lock().await;
-        if held.is_empty() {
+        if held.len() <= registered {
             return Ok(());
         }
         tracing::warn!("this node was taken for dead; its presence members were announced gone");
-        let registry = self.keys.node_registry(&self.settings.node_id);
         let mut add = redis::cmd("SADD");
         add.arg(&registry);
         for entry in held.keys() {

@@ -76,13 +76,12 @@ local function now_ms()
 end
 "#;
 
-/// KEYS: deadlines. ARGV: node, ttl ms. Moves the node's deadline on; returns 0 when the
-/// node had no deadline (it starts, or it was swept as dead while it lived: a pause longer
-/// than its ttl), else 1.
+/// KEYS: deadlines, the node's registry. ARGV: node, ttl ms. Moves the node's deadline on;
+/// returns how many channels its registry holds (fewer than the node holds: a sweep took it
+/// for dead while it lived, a pause longer than its ttl, and it must register them again).
 const NODE_HEARTBEAT: &str = r#"
-local known = redis.call('HEXISTS', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], now_ms() + tonumber(ARGV[2]))
-return known
+return redis.call('SCARD', KEYS[2])
 "#;
 
 /// KEYS: deadlines. ARGV: this node, at most how many. The nodes whose deadline passed.
