@@ -24,9 +24,20 @@ pub const SECONDS_PER_DAY: u64 = 86_400;
 #[async_trait]
 pub trait ConnectionCounter: Send + Sync + 'static {
     /// Takes one of the app's slots unless it already holds `ceiling` (`None`: no ceiling).
-    /// `true`: taken; the caller must `release` it exactly once. Must be cancel-safe: a
-    /// dropped call holds no slot.
-    async fn acquire(&self, app: &AppId, ceiling: Option<u64>) -> Result<bool, BrokerError>;
+    /// `Some(n)`: taken, and the app now holds `n` slots (cluster-wide for a cluster
+    /// implementation, this one included, as counted by the same atomic step: usage metering
+    /// takes it as the app's peak); the caller must `release` it exactly once. `None`: at the
+    /// ceiling. Must be cancel-safe: a dropped call holds no slot.
+    async fn acquire_counted(
+        &self,
+        app: &AppId,
+        ceiling: Option<u64>,
+    ) -> Result<Option<u64>, BrokerError>;
+
+    /// `acquire_counted` without the count: `true` when taken.
+    async fn acquire(&self, app: &AppId, ceiling: Option<u64>) -> Result<bool, BrokerError> {
+        Ok(self.acquire_counted(app, ceiling).await?.is_some())
+    }
 
     /// Gives back a slot taken by `acquire`. Not awaited (it runs when a connection ends,
     /// often in a `Drop`); a cluster implementation sends it in the background.
@@ -74,17 +85,21 @@ pub struct LocalConnections {
 
 #[async_trait]
 impl ConnectionCounter for LocalConnections {
-    async fn acquire(&self, app: &AppId, ceiling: Option<u64>) -> Result<bool, BrokerError> {
+    async fn acquire_counted(
+        &self,
+        app: &AppId,
+        ceiling: Option<u64>,
+    ) -> Result<Option<u64>, BrokerError> {
         let mut counts = self.counts.lock().expect("counter lock poisoned");
         let count = counts.entry(app.clone()).or_insert(0);
         if ceiling.is_some_and(|ceiling| *count >= ceiling) {
             if *count == 0 {
                 counts.remove(app);
             }
-            return Ok(false);
+            return Ok(None);
         }
         *count += 1;
-        Ok(true)
+        Ok(Some(*count))
     }
 
     fn release(&self, app: &AppId) {

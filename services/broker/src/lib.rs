@@ -42,7 +42,7 @@ pub use history::{ChannelHistory, HistoryWindow, stamp};
 pub use local::{FORGET_IDLE_CHANNELS_AFTER, HistoryLimits, Local};
 pub use redis::{
     HEALTH_CHECK_EVERY, HealthReport, NodeSettings, Redis, RedisBroadcast, RedisCache,
-    RedisCounters, RedisHealthWatch, RedisOccupancy, RedisPublishRates,
+    RedisConnection, RedisCounters, RedisHealthWatch, RedisOccupancy, RedisPublishRates,
 };
 
 /// One event for one channel of one app, serialised once and shared by every subscriber.
@@ -116,6 +116,17 @@ pub struct PresenceJoin {
     pub members: Vec<Member>,
     /// True when this is the user's first connection on the channel, so others must be told.
     pub first_for_user: bool,
+}
+
+/// A presence member whose last connection was on a node that stopped heartbeating: taken
+/// off the channel by `Broker::sweep_dead_nodes`, reported once cluster-wide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceDeparture {
+    pub app: AppId,
+    pub channel: ChannelName,
+    pub user: UserId,
+    /// The dead node's id.
+    pub node: String,
 }
 
 #[derive(Debug, Error)]
@@ -195,4 +206,13 @@ pub trait Broker: Send + Sync + 'static {
         app: &AppId,
         channel: &ChannelName,
     ) -> Result<Vec<Member>, BrokerError>;
+
+    /// Takes the presence memberships of nodes that stopped heartbeating off their channels
+    /// and returns each user whose last connection that was, so the caller announces them
+    /// (`member_removed`). Each departure is returned once cluster-wide, to whichever node's
+    /// sweep took it; a sweep does a bounded amount of work. Every node calls it
+    /// periodically; `Local` (one node, which cannot outlive itself) has nothing to sweep.
+    async fn sweep_dead_nodes(&self) -> Result<Vec<PresenceDeparture>, BrokerError> {
+        Ok(Vec::new())
+    }
 }

@@ -45,6 +45,18 @@ pub trait Occupancy: Send + Sync + 'static {
         app: &AppId,
         prefix: &str,
     ) -> Result<Vec<(ChannelName, u64)>, BrokerError>;
+
+    /// Takes the subscriptions of nodes found dead (each with an app it held presence in, as
+    /// `Broker::sweep_dead_nodes` reports them) off that app's counts, and returns every
+    /// channel a dead node's leaving made vacant since the last call, here or in this node's
+    /// other steps: each once cluster-wide, for `channel_vacated`. `Local` (one node) has
+    /// none.
+    async fn sweep_dead_nodes(
+        &self,
+        _dead: &[(AppId, String)],
+    ) -> Result<Vec<(AppId, ChannelName)>, BrokerError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Counts in memory: one entry per occupied channel (so bounded by the subscriptions).

@@ -30,6 +30,14 @@ fn short_heartbeat() -> NodeSettings {
     }
 }
 
+/// A survivor's: a loaded machine never makes it miss its deadline.
+fn long_heartbeat() -> NodeSettings {
+    NodeSettings {
+        heartbeat_ttl: Duration::from_secs(60),
+        ..NodeSettings::new()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_counters_and_occupancy_conform() {
     let server = RedisServer::start();
@@ -199,4 +207,75 @@ async fn redis_counters_and_occupancy_conform_on_a_redis_cluster() {
         block_on(RedisOccupancy::connect(&url, &namespace(), settings())).expect("connects")
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_a_dead_node_leaves_empty_is_reported_vacated_once() {
+    let server = RedisServer::start();
+    let dying_node = short_heartbeat();
+    let dying_id = dying_node.node_id.clone();
+    let dying = occupancy(&server, "sb:", dying_node);
+    let survivor = occupancy(&server, "sb:", long_heartbeat());
+    let app = AppId::parse("a").unwrap();
+    let (alone, shared, quiet) = (
+        ChannelName::parse("presence-alone").unwrap(),
+        ChannelName::parse("shared").unwrap(),
+        ChannelName::parse("quiet").unwrap(),
+    );
+    for channel in [&alone, &shared, &quiet] {
+        dying.subscribed(&app, channel).await.unwrap();
+    }
+    survivor.subscribed(&app, &shared).await.unwrap();
+    drop(dying);
+
+    // Named dead (as presence's sweep names it), the node's subscriptions leave at once.
+    let vacated = survivor
+        .sweep_dead_nodes(&[(app.clone(), dying_id.clone())])
+        .await
+        .unwrap();
+    let mut vacated: Vec<_> = vacated.into_iter().map(|(_, c)| c.to_string()).collect();
+    vacated.sort();
+    assert_eq!(
+        vacated,
+        ["presence-alone", "quiet"],
+        "the shared one stays occupied"
+    );
+    assert_eq!(survivor.subscription_count(&app, &shared).await.unwrap(), 1);
+    assert_eq!(
+        survivor
+            .sweep_dead_nodes(&[(app.clone(), dying_id)])
+            .await
+            .unwrap(),
+        [],
+        "each vacancy is reported once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_sweeps_a_dead_node_keeps_what_it_vacated_for_the_edge() {
+    let server = RedisServer::start();
+    let dying = occupancy(&server, "sb:", short_heartbeat());
+    let survivor = occupancy(&server, "sb:", long_heartbeat());
+    let app = AppId::parse("a").unwrap();
+    let channel = ChannelName::parse("left-behind").unwrap();
+    dying.subscribed(&app, &channel).await.unwrap();
+    drop(dying);
+    let stopped = Instant::now();
+    let mut vacated = Vec::new();
+    // The survivor's reads sweep the node once its deadline passed.
+    while vacated.is_empty() {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "the dead node's channel was never reported vacated"
+        );
+        survivor.subscription_count(&app, &channel).await.unwrap();
+        vacated = survivor.sweep_dead_nodes(&[]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(vacated, [(app.clone(), channel.clone())]);
+    assert_eq!(
+        survivor.subscription_count(&app, &channel).await.unwrap(),
+        0
+    );
+    assert_eq!(survivor.sweep_dead_nodes(&[]).await.unwrap(), []);
 }

@@ -125,6 +125,18 @@ pub async fn unsubscribed(
     subscription_count_changed(state, app, channel, count).await;
 }
 
+/// A dead node's subscriptions left and the channel has none anywhere (`dead_nodes`).
+pub fn vacated_by_dead_node(state: &EdgeState, app: &AppId, channel: &ChannelName) {
+    if channel.kind() == ChannelKind::ServerToUser {
+        return;
+    }
+    emit(state, app, "channel_vacated", || {
+        WebhookEvent::ChannelVacated {
+            channel: channel.to_string(),
+        }
+    });
+}
+
 /// A user's first connection joined the presence channel.
 pub fn member_added(state: &EdgeState, app: &AppId, channel: &ChannelName, user: &UserId) {
     emit(state, app, "member_added", || WebhookEvent::MemberAdded {

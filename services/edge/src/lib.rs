@@ -14,6 +14,7 @@
 mod carriers;
 mod channel_events;
 mod connection;
+mod dead_nodes;
 pub mod drain;
 pub mod health;
 mod http_api;
@@ -36,6 +37,7 @@ use broker::Cluster;
 use protocol::names::SocketId;
 use tenancy::{AppCatalog, UsageSink, WebhookSink};
 
+pub use dead_nodes::{DEAD_NODE_SWEEP_EVERY, sweep_dead_nodes_periodically};
 pub use hub::Hub;
 pub use metering::Meter;
 
@@ -155,7 +157,7 @@ impl EdgeState {
     ) -> Arc<Self> {
         Arc::new(Self {
             catalog,
-            limits: Arc::new(limits::Limits::new(&cluster)),
+            limits: Arc::new(limits::Limits::new(&cluster, hub.meter().clone())),
             cluster,
             meter: hub.meter().clone(),
             hub,
@@ -209,8 +211,21 @@ pub async fn flush_usage_periodically(state: Arc<EdgeState>) {
         if state.meter.is_closed() {
             return;
         }
+        sample_cluster_connections(&state).await;
         if let Err(error) = state.meter.flush(state.usage.as_deref(), false).await {
             tracing::warn!(%error, "usage flush failed; the rows are kept for the next one");
+        }
+    }
+}
+
+/// For each app with connections here whose current minute has no cluster-wide count yet
+/// (no admission anywhere on this node this minute), reads it once: a quiet minute's peak is
+/// then the cluster's too, not this node's share.
+async fn sample_cluster_connections(state: &EdgeState) {
+    for app in state.meter.apps_to_sample() {
+        match state.cluster.connections.count(&app).await {
+            Ok(in_use) => state.meter.cluster_connections(&app, in_use),
+            Err(error) => tracing::warn!(%error, "cluster connection count unavailable"),
         }
     }
 }

@@ -11,6 +11,8 @@ use broker::{BrokerError, Cluster};
 use protocol::names::AppId;
 use tenancy::PlanLimits;
 
+use crate::metering::Meter;
+
 /// Seconds since the Unix epoch, for the daily counters.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -23,6 +25,8 @@ pub struct Limits {
     connections: Arc<dyn ConnectionCounter>,
     messages: Arc<dyn MessageCounter>,
     publish_rates: Arc<dyn PublishRate>,
+    /// Told the app's slots in use at every admission: its peak, cluster-wide.
+    meter: Arc<Meter>,
 }
 
 /// Holds one of the app's connection slots; dropping it gives the slot back.
@@ -38,11 +42,12 @@ impl Drop for ConnectionSlot {
 }
 
 impl Limits {
-    pub fn new(cluster: &Cluster) -> Self {
+    pub fn new(cluster: &Cluster, meter: Arc<Meter>) -> Self {
         Self {
             connections: cluster.connections.clone(),
             messages: cluster.messages.clone(),
             publish_rates: cluster.publish_rates.clone(),
+            meter,
         }
     }
 
@@ -55,9 +60,15 @@ impl Limits {
     ) -> Result<Option<ConnectionSlot>, BrokerError> {
         let taken = self
             .connections
-            .acquire(app, limits.connection_ceiling())
+            .acquire_counted(app, limits.connection_ceiling())
             .await?;
-        Ok(taken.then(|| ConnectionSlot {
+        let Some(in_use) = taken else {
+            return Ok(None);
+        };
+        // The count the acquire's own step left: the cluster's count only rises at an
+        // acquire, so the largest any node sees in a minute is the minute's peak.
+        self.meter.cluster_connections(app, in_use);
+        Ok(Some(ConnectionSlot {
             connections: self.connections.clone(),
             app: app.clone(),
         }))
@@ -192,6 +203,7 @@ impl Limits {
             connections: Arc::new(broker::counters::LocalConnections::default()),
             messages: Arc::new(broker::counters::LocalMessages::default()),
             publish_rates: Arc::new(broker::counters::LocalPublishRates::default()),
+            meter: Arc::default(),
         })
     }
 }

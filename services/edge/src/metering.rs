@@ -29,6 +29,8 @@ type Clock = Box<dyn Fn() -> i64 + Send + Sync>;
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {
     peak_connections: u64,
+    /// The peak includes a cluster-wide count (`Meter::cluster_connections`) this minute.
+    cluster_counted: bool,
     connections_opened: u64,
     messages_published: u64,
     messages_delivered: u64,
@@ -107,6 +109,33 @@ impl Meter {
             counts.connections_opened += 1;
             counts.peak_connections = counts.peak_connections.max(concurrent);
         });
+    }
+
+    /// The app holds `in_use` connection slots, cluster-wide (an admission's count, or a
+    /// sample): the minute's peak is at least that.
+    pub fn cluster_connections(&self, app: &AppId, in_use: u64) {
+        self.count(app, |meter, minute| {
+            let counts = meter.minute(minute);
+            counts.peak_connections = counts.peak_connections.max(in_use);
+            counts.cluster_counted = true;
+        });
+    }
+
+    /// Apps with connections on this node whose current minute has no cluster-wide count yet
+    /// (at most one per app with connections here).
+    pub fn apps_to_sample(&self) -> Vec<AppId> {
+        let now = (self.clock)();
+        let apps = self.apps.lock().expect("meter lock poisoned");
+        apps.iter()
+            .filter(|(_, meter)| {
+                meter.concurrent > 0
+                    && !meter
+                        .minutes
+                        .get(&now)
+                        .is_some_and(|counts| counts.cluster_counted)
+            })
+            .map(|(app, _)| app.clone())
+            .collect()
     }
 
     /// An admitted connection ended.
@@ -384,5 +413,44 @@ mod tests {
             .unwrap();
         assert!(meter.apps.lock().unwrap().is_empty());
         assert_eq!(meter.concurrent(&a), 0);
+    }
+
+    #[tokio::test]
+    async fn the_peak_is_the_clusters_count_and_a_quiet_minute_is_sampled_once() {
+        let (meter, now) = meter_at(10);
+        let sink = MemoryUsageSink::default();
+        let a = app("a");
+        meter.connection_opened(&a);
+        assert_eq!(
+            meter.apps_to_sample(),
+            std::slice::from_ref(&a),
+            "no cluster count yet"
+        );
+        // The admission's count: four more connections on other nodes.
+        meter.cluster_connections(&a, 5);
+        assert_eq!(
+            meter.apps_to_sample(),
+            [],
+            "this minute has a cluster count"
+        );
+        now.store(11, Ordering::SeqCst);
+        assert_eq!(
+            meter.apps_to_sample(),
+            std::slice::from_ref(&a),
+            "a new, quiet minute"
+        );
+        meter.cluster_connections(&a, 3);
+        assert_eq!(meter.apps_to_sample(), []);
+        meter.flush(Some(&sink), true).await.unwrap();
+        assert_eq!(
+            sink.rows(),
+            [row("a", 10, [5, 1, 0, 0, 0]), row("a", 11, [3, 0, 0, 0, 0])]
+        );
+        meter.connection_closed(&a);
+        assert_eq!(
+            meter.apps_to_sample(),
+            [],
+            "no connections here, nothing to sample"
+        );
     }
 }

@@ -4,11 +4,10 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use broker::broadcast::Broadcast;
-use broker::cache::{CacheChannels, CacheLimits};
+use broker::cache::CacheLimits;
 use broker::{
-    Broker, Clock, HistoryLimits, Local, NodeSettings, Redis, RedisBroadcast, RedisCache,
-    RedisCounters, RedisHealthWatch, RedisOccupancy, RedisPublishRates,
+    Broker, Clock, Cluster, HistoryLimits, Local, NodeSettings, Redis, RedisBroadcast, RedisCache,
+    RedisConnection, RedisCounters, RedisOccupancy, RedisPublishRates,
 };
 use edge::{EdgeSettings, Hub};
 
@@ -30,90 +29,86 @@ pub async fn build_broker(
         };
         return Ok(Arc::new(Local::with_limits(hub, Clock::system(), limits)));
     };
-    Ok(Arc::new(connect_redis(url, hub).await?))
+    Ok(Arc::new(
+        connect_redis(url, hub, NodeSettings::new()).await?,
+    ))
 }
 
-async fn connect_redis(url: &str, hub: Arc<Hub>) -> anyhow::Result<Redis> {
+async fn connect_redis(url: &str, hub: Arc<Hub>, node: NodeSettings) -> anyhow::Result<Redis> {
+    let connection = open_connection(url).await?;
+    broker_on(&connection, url, hub, node).await
+}
+
+/// The node's one command connection to Redis, shared by all of its parts.
+async fn open_connection(url: &str) -> anyhow::Result<RedisConnection> {
     if !url.starts_with("redis://") && !url.starts_with("redis+cluster://") {
         anyhow::bail!(
             "--broker takes redis://host:port/db, or redis+cluster://host:port,... for a Redis Cluster"
         );
     }
-    let redis = Redis::connect(url, REDIS_NAMESPACE, hub, Clock::system())
+    RedisConnection::open(url)
+        .await
+        .with_context(|| format!("connecting to the broker at {}", redacted(url)))
+}
+
+async fn broker_on(
+    connection: &RedisConnection,
+    url: &str,
+    hub: Arc<Hub>,
+    node: NodeSettings,
+) -> anyhow::Result<Redis> {
+    let redis = Redis::on(connection, REDIS_NAMESPACE, hub, Clock::system(), node)
         .await
         .with_context(|| format!("connecting to the broker at {}", redacted(url)))?;
     tracing::info!(broker = %redacted(url), "joined the cluster on Redis");
     Ok(redis)
 }
 
-/// What a node on Redis has beyond its broker.
-pub struct RedisParts {
-    pub broadcast: Arc<dyn Broadcast>,
-    pub cache: Arc<dyn CacheChannels>,
-    /// Started on the edge's `health` once the edge exists.
-    pub health: RedisHealthWatch,
-}
-
-/// A node on the Redis at `url`: its broker (delivering to `hub`) and the rest of its
-/// Redis parts: broadcasts (to `hub`, this node's sink), cache channels, health watch.
-pub async fn build_redis_node(
+/// This node on the cluster at `url`, every part on one shared command connection (the
+/// broker and the broadcasts each with a subscription connection of its own: three
+/// connections per node): its hub counts messages, and the edge takes connection slots,
+/// counts subscriptions and rates publishes on Redis (with this node's heartbeats); its
+/// broker (presence heartbeating as `node`), broadcasts and cache channels are on Redis too.
+pub async fn build_node(
     url: &str,
-    hub: Arc<Hub>,
     settings: &EdgeSettings,
-) -> anyhow::Result<(Arc<dyn Broker>, RedisParts)> {
-    let redis = connect_redis(url, hub.clone()).await?;
+    node: NodeSettings,
+) -> anyhow::Result<NodeBroker> {
+    let connection = open_connection(url).await?;
+    let counters = Arc::new(RedisCounters::on(
+        &connection,
+        REDIS_NAMESPACE,
+        node.clone(),
+    ));
+    let hub = Arc::new(Hub::new(counters.clone()));
+    let occupancy = RedisOccupancy::on(&connection, REDIS_NAMESPACE, node.clone());
+    let publish_rates = RedisPublishRates::on(&connection, REDIS_NAMESPACE);
+    // One node id for all parts: a dead node's presence departures name the node whose
+    // subscriptions occupancy then takes off.
+    let redis = broker_on(&connection, url, hub.clone(), node).await?;
     let health = redis.health_watch();
-    let broker: Arc<dyn Broker> = Arc::new(redis);
-    let broadcast = RedisBroadcast::connect(url, REDIS_NAMESPACE, hub)
+    let broadcast = RedisBroadcast::on(&connection, REDIS_NAMESPACE, hub.clone())
         .await
         .with_context(|| format!("connecting the broadcasts to {}", redacted(url)))?;
     let limits = CacheLimits {
         max_bytes: settings.history_max_bytes,
         max_channels_per_app: settings.history_max_channels_per_app,
     };
-    let cache = RedisCache::connect(url, REDIS_NAMESPACE, limits, Clock::system())
-        .await
-        .with_context(|| format!("connecting the cache channels to {}", redacted(url)))?;
-    let health = health
-        .and(broadcast.health_watch())
-        .and(cache.health_watch());
-    let parts = RedisParts {
+    let cache = RedisCache::on(&connection, REDIS_NAMESPACE, limits, Clock::system());
+    let health = health.and(broadcast.health_watch());
+    let cluster = Cluster {
+        broker: Arc::new(redis),
+        connections: counters.clone(),
+        messages: counters,
+        publish_rates: Arc::new(publish_rates),
+        occupancy: Arc::new(occupancy),
         broadcast: Arc::new(broadcast),
         cache: Arc::new(cache),
-        health,
     };
-    Ok((broker, parts))
-}
-
-/// This node on the cluster at `url`: its hub counts messages, and the edge takes
-/// connection slots, counts subscriptions and rates publishes on Redis (with this node's
-/// heartbeats); its broker, broadcasts and cache channels are on Redis too. `node` names
-/// this node and sets its heartbeats.
-pub async fn build_node(
-    url: &str,
-    settings: &EdgeSettings,
-    node: NodeSettings,
-) -> anyhow::Result<NodeBroker> {
-    let counters = RedisCounters::connect(url, REDIS_NAMESPACE, node.clone())
-        .await
-        .with_context(|| format!("connecting the counters to {}", redacted(url)))?;
-    let counters = Arc::new(counters);
-    let hub = Arc::new(Hub::new(counters.clone()));
-    let occupancy = RedisOccupancy::connect(url, REDIS_NAMESPACE, node)
-        .await
-        .with_context(|| format!("connecting the occupancy to {}", redacted(url)))?;
-    let publish_rates = RedisPublishRates::connect(url, REDIS_NAMESPACE)
-        .await
-        .with_context(|| format!("connecting the publish rates to {}", redacted(url)))?;
-    let (broker, redis_parts) = build_redis_node(url, hub.clone(), settings).await?;
     Ok(NodeBroker {
         hub,
-        messages: counters.clone(),
-        broker,
-        connections: Some(counters),
-        occupancy: Some(Arc::new(occupancy)),
-        publish_rates: Some(Arc::new(publish_rates)),
-        redis_parts: Some(redis_parts),
+        cluster,
+        health,
     })
 }
 

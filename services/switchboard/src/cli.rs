@@ -119,9 +119,10 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub broker: Option<String>,
-    /// With --broker: seconds a node's connection slots and subscriptions keep counting after
-    /// its last heartbeat (it beats every third of this), so a crashed node's are released
-    /// within it.
+    /// With --broker: seconds a node's connection slots, subscriptions and presence members
+    /// keep counting after its last heartbeat (it beats every third of this), so a crashed
+    /// node's are released within it (presence members within it plus one second, announced
+    /// by a live node).
     #[arg(
         long,
         env = "SWITCHBOARD_NODE_HEARTBEAT_TTL",

@@ -7,15 +7,12 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
-use broker::counters::{ConnectionCounter, LocalMessages, MessageCounter, PublishRate};
-use broker::occupancy::Occupancy;
-use broker::{Broker, Cluster, LocalSpec};
+use broker::counters::{LocalMessages, MessageCounter};
+use broker::{Cluster, LocalSpec, RedisHealthWatch};
 use control::routes::ControlState;
 use edge::drain::Readiness;
 use edge::{EdgeSettings, EdgeState, Hub};
 use tenancy::{AppCatalog, AppSpec, StaticCatalog, UsageSink, WebhookSink};
-
-use crate::broker::RedisParts;
 
 /// An edge on static apps only, as `serve --app` without a database and most tests run it.
 #[derive(Debug, Clone)]
@@ -37,33 +34,26 @@ pub struct Parts {
     pub webhooks: Option<Arc<dyn WebhookSink>>,
 }
 
-/// A broker built by the binary (`broker::build_broker`), the hub it delivers to, and the daily
-/// message counter that hub adds to.
+/// This node on Redis (`broker::build_node`): its hub, every part of the cluster on Redis,
+/// and the watch on its Redis connections.
 pub struct NodeBroker {
     pub hub: Arc<Hub>,
-    pub messages: Arc<dyn MessageCounter>,
-    pub broker: Arc<dyn Broker>,
-    /// Cluster-wide connection slots, occupancy and publish rates (`broker::build_node`); `None`
-    /// keeps this process's.
-    pub connections: Option<Arc<dyn ConnectionCounter>>,
-    pub occupancy: Option<Arc<dyn Occupancy>>,
-    pub publish_rates: Option<Arc<dyn PublishRate>>,
-    /// Node broadcasts, cache channels and health watch on Redis (`broker::build_redis_node`);
-    /// `None` keeps this process's.
-    pub redis_parts: Option<RedisParts>,
+    pub cluster: Cluster,
+    /// Started on the edge's `health` once the edge exists.
+    pub health: RedisHealthWatch,
 }
 
 impl NodeBroker {
-    /// The hub (and its message counter) a broker built for this node delivers to.
+    /// A hub (and the message counter it adds to) for a broker built apart
+    /// (`broker::build_broker`).
     pub fn hub() -> (Arc<Hub>, Arc<dyn MessageCounter>) {
         let messages: Arc<dyn MessageCounter> = Arc::new(LocalMessages::default());
         (Arc::new(Hub::new(messages.clone())), messages)
     }
 }
 
-/// An edge whose cluster-wide state is in memory (`Cluster::local`), delivering to and
-/// counting for this node's hub; with `node`, fan-out, serials, history and presence go
-/// through its broker instead (Redis) while the other parts stay this process's.
+/// An edge on `node`'s cluster (Redis), or, without one, on an in-memory cluster
+/// (`Cluster::local`) delivering to and counting for this node's own hub.
 fn node_edge(
     catalog: Arc<dyn AppCatalog>,
     settings: EdgeSettings,
@@ -71,50 +61,22 @@ fn node_edge(
     webhooks: Option<Arc<dyn WebhookSink>>,
     node: Option<NodeBroker>,
 ) -> Arc<EdgeState> {
-    let (hub, messages, shared) = match node {
-        Some(node) => (
-            node.hub,
-            node.messages,
-            Some((
-                node.broker,
-                node.connections,
-                node.occupancy,
-                node.publish_rates,
-                node.redis_parts,
-            )),
-        ),
+    let (hub, cluster, health_watch) = match node {
+        Some(node) => (node.hub, node.cluster, Some(node.health)),
         None => {
             let (hub, messages) = NodeBroker::hub();
-            (hub, messages, None)
+            let cluster = Cluster::local(LocalSpec {
+                node: hub.clone(),
+                messages,
+                clock: broker::Clock::system(),
+                history: broker::HistoryLimits {
+                    max_bytes: settings.history_max_bytes,
+                    max_channels_per_app: settings.history_max_channels_per_app,
+                },
+            });
+            (hub, cluster, None)
         }
     };
-    let mut cluster = Cluster::local(LocalSpec {
-        node: hub.clone(),
-        messages,
-        clock: broker::Clock::system(),
-        history: broker::HistoryLimits {
-            max_bytes: settings.history_max_bytes,
-            max_channels_per_app: settings.history_max_channels_per_app,
-        },
-    });
-    let mut health_watch = None;
-    if let Some((broker, connections, occupancy, publish_rates, redis_parts)) = shared {
-        cluster.broker = broker;
-        if let Some(connections) = connections {
-            cluster.connections = connections;
-        }
-        if let Some(occupancy) = occupancy {
-            cluster.occupancy = occupancy;
-        }
-        if let Some(publish_rates) = publish_rates {
-            cluster.publish_rates = publish_rates;
-        }
-        if let Some(parts) = redis_parts {
-            cluster.broadcast = parts.broadcast;
-            cluster.cache = parts.cache;
-            health_watch = Some(parts.health);
-        }
-    }
     let state = EdgeState::new(catalog, cluster, hub, settings, usage, webhooks);
     if let Some(watch) = health_watch {
         let health: Arc<dyn broker::HealthReport> = state.health.clone();
@@ -185,6 +147,7 @@ impl Application {
         if let Some(state) = &edge {
             tokio::spawn(edge::follow_catalog_changes(state.clone()));
             tokio::spawn(edge::flush_usage_periodically(state.clone()));
+            tokio::spawn(edge::sweep_dead_nodes_periodically(state.clone()));
         }
         let edge_state = edge.clone();
         // The edge's, whose admissions it governs; a control plane alone has its own.

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use protocol::names::{AppId, ChannelName, UserId};
-use redis::{PushInfo, PushKind, Value};
+use redis::PushInfo;
 
-use super::connection::{self, Commands};
+use super::connection::{Commands, RedisConnection, message_payload};
 use super::unavailable;
 use crate::BrokerError;
 use crate::broadcast::{Broadcast, NodeMessage, NodeSink};
@@ -20,7 +20,7 @@ use crate::broadcast::{Broadcast, NodeMessage, NodeSink};
 pub struct RedisBroadcast {
     commands: Commands,
     channel: String,
-    subscriptions: connection::Subscriptions,
+    subscriptions: super::connection::Subscriptions,
 }
 
 impl RedisBroadcast {
@@ -31,10 +31,21 @@ impl RedisBroadcast {
         namespace: &str,
         sink: Arc<dyn NodeSink>,
     ) -> Result<Self, BrokerError> {
-        let (commands, mut subscriptions) =
-            connection::open(url, move |push| receive(sink.as_ref(), push))
-                .await
-                .map_err(unavailable)?;
+        Self::on(&RedisConnection::open(url).await?, namespace, sink).await
+    }
+
+    /// As `connect`, on the node's shared command connection (with a subscription connection
+    /// of its own).
+    pub async fn on(
+        connection: &RedisConnection,
+        namespace: &str,
+        sink: Arc<dyn NodeSink>,
+    ) -> Result<Self, BrokerError> {
+        let commands = connection.commands();
+        let mut subscriptions = connection
+            .subscriptions(move |push| receive(sink.as_ref(), push))
+            .await
+            .map_err(unavailable)?;
         let channel = format!("{namespace}n:{{nodes}}");
         subscriptions
             .subscribe(&channel)
@@ -103,14 +114,7 @@ fn decode(payload: &[u8]) -> Option<NodeMessage> {
 }
 
 fn receive(sink: &dyn NodeSink, push: PushInfo) {
-    if push.kind == PushKind::Disconnection {
-        tracing::warn!("lost the broadcast subscription connection; reconnecting");
-        return;
-    }
-    if push.kind != PushKind::Message && push.kind != PushKind::SMessage {
-        return;
-    }
-    let Some(Value::BulkString(payload)) = push.data.get(1) else {
+    let Some(payload) = message_payload(&push, "broadcasts") else {
         return;
     };
     match decode(payload) {

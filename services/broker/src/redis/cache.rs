@@ -12,13 +12,13 @@
 //! sweeps up to `SWEEP_PER_STORE` expired entries.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use protocol::names::{AppId, ChannelName};
 use redis::Value;
 
-use super::connection::{self, Commands, Subscriptions};
+use super::WallClock;
+use super::connection::{Commands, RedisConnection};
 use super::replies::malformed;
 use super::unavailable;
 use crate::cache::{
@@ -110,12 +110,9 @@ return {at, redis.call('HGET', KEYS[2], ARGV[1]) or ''}
 /// Cache channels shared by every node on one Redis (or Redis Cluster).
 pub struct RedisCache {
     commands: Commands,
-    subscriptions: Subscriptions,
     namespace: String,
     limits: CacheLimits,
-    clock: Clock,
-    started: Instant,
-    wall_at_start: u64,
+    clock: WallClock,
     store: redis::Script,
     replay: redis::Script,
     peek: redis::Script,
@@ -132,34 +129,35 @@ impl RedisCache {
         limits: CacheLimits,
         clock: Clock,
     ) -> Result<Self, BrokerError> {
-        let (commands, subscriptions) = connection::open(url, |_| {}).await.map_err(unavailable)?;
-        let started = clock.now();
-        let wall_at_start = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis() as u64);
-        Ok(Self {
-            commands,
-            subscriptions,
-            namespace: namespace.to_owned(),
+        Ok(Self::on(
+            &RedisConnection::open(url).await?,
+            namespace,
             limits,
             clock,
-            started,
-            wall_at_start,
+        ))
+    }
+
+    /// As `connect`, on the node's shared command connection.
+    pub fn on(
+        connection: &RedisConnection,
+        namespace: &str,
+        limits: CacheLimits,
+        clock: Clock,
+    ) -> Self {
+        Self {
+            commands: connection.commands(),
+            namespace: namespace.to_owned(),
+            limits,
+            clock: WallClock::new(clock),
             store: redis::Script::new(&format!("{DROP}{STORE}")),
             replay: redis::Script::new(&format!("{DROP}{REPLAY}")),
             peek: redis::Script::new(PEEK),
             evictions: AtomicU64::new(0),
-        })
-    }
-
-    /// A watch on this part's connections (see `health`).
-    pub fn health_watch(&self) -> super::RedisHealthWatch {
-        super::RedisHealthWatch::on(self.commands.clone(), self.subscriptions.clone())
+        }
     }
 
     fn now_ms(&self) -> u64 {
-        let elapsed = self.clock.now().saturating_duration_since(self.started);
-        self.wall_at_start + elapsed.as_millis() as u64
+        self.clock.now_ms()
     }
 
     fn keys(&self, app: &AppId) -> [String; 6] {

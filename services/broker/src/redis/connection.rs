@@ -1,7 +1,8 @@
-//! The broker's two connections to Redis, a single server (`redis://host:port/db`) or a
-//! Redis Cluster (`redis+cluster://host:port,host:port,...`, any of its masters): one for
-//! commands and one whose push messages are this node's deliveries. Both reconnect by
-//! themselves and resubscribe after a reconnect.
+//! A node's connections to Redis, a single server (`redis://host:port/db`) or a Redis
+//! Cluster (`redis+cluster://host:port,host:port,...`, any of its masters): one command
+//! connection all of its parts share (`RedisConnection`), and one subscription connection
+//! for each part that receives (the broker's deliveries, the broadcasts). All reconnect by
+//! themselves; subscriptions are renewed after a reconnect.
 //!
 //! On a single server fan-out uses `SUBSCRIBE` / `PUBLISH`; on a cluster sharded pub/sub,
 //! `SSUBSCRIBE` / `SPUBLISH`, so a publication goes only to the shard that owns its channel
@@ -12,7 +13,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, PushInfo, RedisFuture, RedisResult, Value};
+use redis::{Cmd, Pipeline, PushInfo, PushKind, RedisFuture, RedisResult, Value};
 
 /// The command connection, cheap to clone (it is shared).
 #[derive(Clone)]
@@ -30,57 +31,119 @@ pub enum Subscriptions {
 
 const CLUSTER_SCHEME: &str = "redis+cluster://";
 
-/// Opens both connections to the Redis at `url`; `on_push` gets every push message of the
-/// subscription connection, in order.
-pub async fn open(
-    url: &str,
-    on_push: impl Fn(PushInfo) + Send + Sync + 'static,
-) -> RedisResult<(Commands, Subscriptions)> {
-    let push_sender = move |push: PushInfo| {
-        on_push(push);
-        Ok::<(), redis::aio::SendError>(())
-    };
-    if let Some(nodes) = url.strip_prefix(CLUSTER_SCHEME) {
-        let nodes: Vec<String> = nodes
-            .split(',')
-            .map(|node| format!("redis://{node}"))
-            .collect();
-        let builder = || {
-            ClusterClientBuilder::new(nodes.clone())
-                .use_protocol(redis::ProtocolVersion::RESP3)
-                .connection_timeout(Duration::from_secs(5))
-                .response_timeout(Duration::from_secs(5))
-        };
-        let commands = builder().build()?.get_async_connection().await?;
-        let subscriptions = builder()
-            .push_sender(push_sender)
-            .build()?
-            .get_async_connection()
-            .await?;
-        return Ok((
-            Commands::Cluster(commands),
-            Subscriptions::Cluster(subscriptions),
-        ));
+/// A node's command connection to the Redis at `url`, shared by all of its parts (one
+/// multiplexed connection: every part's requests are pipelined on it), and the URL its
+/// receiving parts (broker, broadcasts) open their subscription connections to.
+#[derive(Clone)]
+pub struct RedisConnection {
+    commands: Commands,
+    url: String,
+}
+
+impl RedisConnection {
+    /// Opens the command connection to `url` (`redis://host:port/db`, or
+    /// `redis+cluster://host:port,...` for a Redis Cluster).
+    pub async fn open(url: &str) -> Result<Self, crate::BrokerError> {
+        let commands = open_commands(url).await.map_err(super::unavailable)?;
+        Ok(Self {
+            commands,
+            url: url.to_owned(),
+        })
     }
+
+    pub(super) fn commands(&self) -> Commands {
+        self.commands.clone()
+    }
+
+    /// A subscription connection of its own; `on_push` gets every push message, in order.
+    pub(super) async fn subscriptions(
+        &self,
+        on_push: impl Fn(PushInfo) + Send + Sync + 'static,
+    ) -> RedisResult<Subscriptions> {
+        open_subscriptions(&self.url, on_push).await
+    }
+}
+
+fn cluster_builder(nodes: &str) -> ClusterClientBuilder {
+    let nodes: Vec<String> = nodes
+        .split(',')
+        .map(|node| format!("redis://{node}"))
+        .collect();
+    ClusterClientBuilder::new(nodes)
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .connection_timeout(Duration::from_secs(5))
+        .response_timeout(Duration::from_secs(5))
+}
+
+fn single_client(url: &str) -> RedisResult<redis::Client> {
     let info = redis::IntoConnectionInfo::into_connection_info(url)?;
     let settings = info
         .redis_settings()
         .clone()
         .set_protocol(redis::ProtocolVersion::RESP3);
-    let client = redis::Client::open(info.set_redis_settings(settings))?;
+    redis::Client::open(info.set_redis_settings(settings))
+}
+
+async fn open_commands(url: &str) -> RedisResult<Commands> {
+    if let Some(nodes) = url.strip_prefix(CLUSTER_SCHEME) {
+        let commands = cluster_builder(nodes)
+            .build()?
+            .get_async_connection()
+            .await?;
+        return Ok(Commands::Cluster(commands));
+    }
+    let client = single_client(url)?;
     let commands = client
         .get_connection_manager_with_config(base_config())
         .await?;
+    Ok(Commands::Single(commands))
+}
+
+async fn open_subscriptions(
+    url: &str,
+    on_push: impl Fn(PushInfo) + Send + Sync + 'static,
+) -> RedisResult<Subscriptions> {
+    let push_sender = move |push: PushInfo| {
+        on_push(push);
+        Ok::<(), redis::aio::SendError>(())
+    };
+    if let Some(nodes) = url.strip_prefix(CLUSTER_SCHEME) {
+        let subscriptions = cluster_builder(nodes)
+            .push_sender(push_sender)
+            .build()?
+            .get_async_connection()
+            .await?;
+        return Ok(Subscriptions::Cluster(subscriptions));
+    }
+    let client = single_client(url)?;
     let subscription_config = base_config()
         .set_push_sender(push_sender)
         .set_automatic_resubscription();
     let subscriptions = client
         .get_connection_manager_with_config(subscription_config)
         .await?;
-    Ok((
-        Commands::Single(commands),
-        Subscriptions::Single(subscriptions),
-    ))
+    Ok(Subscriptions::Single(subscriptions))
+}
+
+/// The first push message of a subscription connection that carries a publication: its
+/// payload. A lost connection is logged (it reconnects and resubscribes by itself; what was
+/// published meanwhile does not arrive), anything else is skipped.
+pub fn message_payload<'a>(push: &'a PushInfo, connection: &str) -> Option<&'a [u8]> {
+    if push.kind == PushKind::Disconnection {
+        tracing::warn!(
+            connection,
+            "lost a Redis subscription connection; reconnecting"
+        );
+        return None;
+    }
+    if push.kind != PushKind::Message && push.kind != PushKind::SMessage {
+        return None;
+    }
+    // `message` / `smessage`: [channel, payload].
+    match push.data.get(1) {
+        Some(Value::BulkString(payload)) => Some(payload),
+        _ => None,
+    }
 }
 
 fn base_config() -> ConnectionManagerConfig {

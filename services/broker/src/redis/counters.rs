@@ -19,7 +19,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use protocol::names::AppId;
 
-use super::connection::{self, Commands};
+use super::connection::{Commands, RedisConnection};
+use super::periodic::Periodic;
 use super::{state_scripts, unavailable};
 use crate::BrokerError;
 use crate::counters::{ConnectionCounter, MessageCounter, SECONDS_PER_DAY};
@@ -136,7 +137,7 @@ pub struct RedisCounters {
     shared: Arc<Shared>,
     acquire: redis::Script,
     count: redis::Script,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _tasks: [Periodic; 2],
 }
 
 impl RedisCounters {
@@ -147,9 +148,17 @@ impl RedisCounters {
         namespace: &str,
         settings: NodeSettings,
     ) -> Result<Self, BrokerError> {
-        let (commands, _) = connection::open(url, |_| {}).await.map_err(unavailable)?;
+        Ok(Self::on(
+            &RedisConnection::open(url).await?,
+            namespace,
+            settings,
+        ))
+    }
+
+    /// As `connect`, on the node's shared command connection.
+    pub fn on(connection: &RedisConnection, namespace: &str, settings: NodeSettings) -> Self {
         let shared = Arc::new(Shared {
-            commands,
+            commands: connection.commands(),
             namespace: namespace.to_owned(),
             settings,
             held: Mutex::default(),
@@ -160,46 +169,34 @@ impl RedisCounters {
         });
         let beats = {
             let shared = shared.clone();
-            let every = shared.settings.heartbeat_ttl / 3;
-            tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(every.max(Duration::from_millis(1)));
-                loop {
-                    ticks.tick().await;
-                    shared.beat().await;
-                }
+            Periodic::every(shared.settings.heartbeat_ttl / 3, move || {
+                let shared = shared.clone();
+                async move { shared.beat().await }
             })
         };
         let flushes = {
             let shared = shared.clone();
-            let every = shared.settings.flush_interval;
-            tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(every.max(Duration::from_millis(1)));
-                loop {
-                    ticks.tick().await;
-                    shared.flush().await;
-                }
+            Periodic::every(shared.settings.flush_interval, move || {
+                let shared = shared.clone();
+                async move { shared.flush().await }
             })
         };
-        Ok(Self {
+        Self {
             shared,
             acquire: state_scripts::acquire(),
             count: state_scripts::count(),
-            tasks: vec![beats, flushes],
-        })
-    }
-}
-
-impl Drop for RedisCounters {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+            _tasks: [beats, flushes],
         }
     }
 }
 
 #[async_trait]
 impl ConnectionCounter for RedisCounters {
-    async fn acquire(&self, app: &AppId, ceiling: Option<u64>) -> Result<bool, BrokerError> {
+    async fn acquire_counted(
+        &self,
+        app: &AppId,
+        ceiling: Option<u64>,
+    ) -> Result<Option<u64>, BrokerError> {
         let ceiling = ceiling.map_or(-1, |ceiling| i64::try_from(ceiling).unwrap_or(i64::MAX));
         // The step runs in a task of its own so a dropped call holds no slot: if nobody
         // waits for the answer any more, a slot it took is given back.
@@ -213,8 +210,10 @@ impl ConnectionCounter for RedisCounters {
                 .arg(shared.settings.ttl_ms())
                 .invoke_async(&mut shared.commands.clone())
                 .await;
-            let taken = taken.map(|taken| taken == 1).map_err(unavailable);
-            if let Ok(true) = taken {
+            let taken = taken
+                .map(|after| u64::try_from(after).ok().filter(|&after| after > 0))
+                .map_err(unavailable);
+            if let Ok(Some(_)) = taken {
                 *shared
                     .held
                     .lock()
@@ -222,7 +221,7 @@ impl ConnectionCounter for RedisCounters {
                     .entry(app.clone())
                     .or_default() += 1;
             }
-            if let Err(Ok(true)) = answer.send(taken) {
+            if let Err(Ok(Some(_))) = answer.send(taken) {
                 forget_one(&shared, &app);
                 release_in_background(shared, app);
             }

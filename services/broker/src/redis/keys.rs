@@ -5,8 +5,10 @@
 //! - `<ns>h:{app:channel}`: hash of epoch `e`, last serial `s`, window `n` (events), `a` (ms)
 //! - `<ns>l:{app:channel}`: list of stored frames, oldest first, `<unix ms>:<stamped frame>`
 //! - `<ns>m:{app:channel}`: the pub/sub channel of its publications
-//! - `<ns>ps:` / `<ns>pc:` / `<ns>pi:{app:channel}`: presence hashes, socket → user,
-//!   user → connections (cluster-wide), user → user info JSON
+//! - `<ns>ps:{app:channel}:<node>`: presence hash of one node's sockets → users;
+//!   `<ns>pc:` / `<ns>pi:{app:channel}`: user → connections (cluster-wide), user → info JSON
+//! - `<ns>pd:{nodes}`: node → heartbeat deadline; `<ns>pn:{nodes}:<node>`: the set of
+//!   `app\nchannel` where the node holds presence memberships (see `presence`)
 //! - `<ns>bq:{app}` / `<ns>bt:{app}`: the app's byte budget: its charges in publication
 //!   order (`channel\nepoch\nserial\nbytes`) and their total
 
@@ -63,11 +65,22 @@ impl Keys {
         )
     }
 
-    pub fn presence(&self, app: &AppId, channel: &ChannelName) -> PresenceKeys {
+    /// A channel's presence keys, with `node`'s own sockets.
+    pub fn presence(&self, app: &AppId, channel: &ChannelName, node: &str) -> PresenceKeys {
         PresenceKeys {
-            sockets: self.key("ps", app, channel),
+            sockets: format!("{}:{node}", self.key("ps", app, channel)),
             counts: self.key("pc", app, channel),
             infos: self.key("pi", app, channel),
         }
+    }
+
+    /// Every node's presence heartbeat deadline, beside the registries (one shard).
+    pub fn node_deadlines(&self) -> String {
+        format!("{}pd:{{nodes}}", self.namespace)
+    }
+
+    /// The channels where `node` holds presence memberships.
+    pub fn node_registry(&self, node: &str) -> String {
+        format!("{}pn:{{nodes}}:{node}", self.namespace)
     }
 }

@@ -22,6 +22,9 @@ mod counters;
 mod health;
 mod keys;
 mod occupancy;
+mod periodic;
+mod presence;
+mod presence_scripts;
 mod publish_rate;
 mod replies;
 mod scripts;
@@ -40,17 +43,19 @@ use redis::Value;
 use crate::budget::CHARGE_OVERHEAD;
 use crate::{
     Broker, BrokerError, Clock, DeliverySink, FORGET_IDLE_CHANNELS_AFTER, History, HistoryUsage,
-    Position, PresenceJoin, Publication,
+    Position, PresenceDeparture, PresenceJoin, Publication,
 };
 pub use broadcast::RedisBroadcast;
 pub use cache::RedisCache;
+pub use connection::RedisConnection;
 use connection::{Commands, Subscriptions};
 pub use counters::{NodeSettings, RedisCounters};
 pub use health::{HEALTH_CHECK_EVERY, HealthReport, RedisHealthWatch};
 use keys::Keys;
 pub use occupancy::RedisOccupancy;
+use presence::NodePresence;
 pub use publish_rate::RedisPublishRates;
-use replies::{Deliveries, encode_head, integer, malformed, members, parse_history};
+use replies::{Deliveries, encode_head, malformed, members, parse_history};
 
 /// The longest history age kept in Redis; longer windows are cut to it.
 const LONGEST_WINDOW: Duration = Duration::from_secs(366 * 24 * 3600);
@@ -64,21 +69,18 @@ pub struct Redis {
     /// order.
     subscribed: tokio::sync::Mutex<HashMap<String, usize>>,
     keys: Keys,
-    clock: Clock,
-    /// The clock's reading that `wall_at_start` (unix ms) corresponds to.
-    started: Instant,
-    wall_at_start: u64,
+    clock: WallClock,
     scripts: Scripts,
     /// Stored frames this node's publications evicted for their app's byte budget.
     evictions: AtomicU64,
+    /// This node's presence memberships and heartbeats (see `presence`).
+    presence: NodePresence,
 }
 
 struct Scripts {
     publish: redis::Script,
     history: redis::Script,
     position: redis::Script,
-    presence_join: redis::Script,
-    presence_leave: redis::Script,
     charge: redis::Script,
     evict: redis::Script,
 }
@@ -87,47 +89,96 @@ fn unavailable(error: redis::RedisError) -> BrokerError {
     BrokerError::Unavailable(error.to_string())
 }
 
+/// A `Clock` read as unix ms, for times stored in Redis: anchored once to the system's wall
+/// clock, so a manual clock (tests) moves it too.
+struct WallClock {
+    clock: Clock,
+    /// The clock's reading that `wall_at_start` (unix ms) corresponds to.
+    started: Instant,
+    wall_at_start: u64,
+}
+
+impl WallClock {
+    fn new(clock: Clock) -> Self {
+        let started = clock.now();
+        let wall_at_start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        Self {
+            clock,
+            started,
+            wall_at_start,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        let elapsed = self.clock.now().saturating_duration_since(self.started);
+        self.wall_at_start + elapsed.as_millis() as u64
+    }
+}
+
 impl Redis {
-    /// Connects to `url` (`redis://host:port/db`). Every key starts with `namespace`, so
-    /// several platforms (or tests) can share one Redis.
+    /// Connects to `url` (`redis://host:port/db`) as a node of its own (a random id, the
+    /// default heartbeat ttl). Every key starts with `namespace`, so several platforms (or
+    /// tests) can share one Redis. Must run in a Tokio runtime (it spawns the heartbeats).
     pub async fn connect(
         url: &str,
         namespace: &str,
         sink: Arc<dyn DeliverySink>,
         clock: Clock,
     ) -> Result<Self, BrokerError> {
+        Self::connect_node(url, namespace, sink, clock, NodeSettings::new()).await
+    }
+
+    /// As `connect`, as the node `node` names: its presence members leave with its
+    /// heartbeats (`node.heartbeat_ttl` after the last).
+    pub async fn connect_node(
+        url: &str,
+        namespace: &str,
+        sink: Arc<dyn DeliverySink>,
+        clock: Clock,
+        node: NodeSettings,
+    ) -> Result<Self, BrokerError> {
+        let connection = RedisConnection::open(url).await?;
+        Self::on(&connection, namespace, sink, clock, node).await
+    }
+
+    /// As `connect_node`, on the node's shared command connection (with a subscription
+    /// connection of its own for the deliveries).
+    pub async fn on(
+        connection: &RedisConnection,
+        namespace: &str,
+        sink: Arc<dyn DeliverySink>,
+        clock: Clock,
+        node: NodeSettings,
+    ) -> Result<Self, BrokerError> {
         let deliveries = Deliveries { sink };
-        let (commands, subscriptions) = connection::open(url, move |push| deliveries.push(push))
+        let subscriptions = connection
+            .subscriptions(move |push| deliveries.push(push))
             .await
             .map_err(unavailable)?;
-        let started = clock.now();
-        let wall_at_start = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis() as u64);
+        let commands = connection.commands();
+        let presence = NodePresence::start(commands.clone(), namespace, node).await?;
         Ok(Self {
             commands,
             subscriptions,
             subscribed: tokio::sync::Mutex::default(),
             keys: Keys::new(namespace),
-            clock,
-            started,
-            wall_at_start,
+            clock: WallClock::new(clock),
             scripts: Scripts {
                 publish: scripts::publish(),
                 history: scripts::history(),
                 position: scripts::position(),
-                presence_join: redis::Script::new(scripts::PRESENCE_JOIN),
-                presence_leave: redis::Script::new(scripts::PRESENCE_LEAVE),
                 charge: redis::Script::new(scripts::CHARGE),
                 evict: redis::Script::new(scripts::EVICT),
             },
             evictions: AtomicU64::new(0),
+            presence,
         })
     }
 
     fn now_ms(&self) -> u64 {
-        let elapsed = self.clock.now().saturating_duration_since(self.started);
-        self.wall_at_start + elapsed.as_millis() as u64
+        self.clock.now_ms()
     }
 
     fn idle_ms() -> u64 {
@@ -332,31 +383,9 @@ impl Broker for Redis {
         member: Member,
         max_members: usize,
     ) -> Result<PresenceJoin, BrokerError> {
-        let presence = self.keys.presence(app, channel);
-        let reply: Vec<Value> = self
-            .scripts
-            .presence_join
-            .key(&presence.sockets)
-            .key(&presence.counts)
-            .key(&presence.infos)
-            .arg(socket.as_str())
-            .arg(member.user_id.as_str())
-            .arg(member.user_info.to_string())
-            .arg(max_members)
-            .invoke_async(&mut self.commands.clone())
+        self.presence
+            .join(app, channel, socket, member, max_members)
             .await
-            .map_err(unavailable)?;
-        let first = reply
-            .first()
-            .and_then(integer)
-            .ok_or_else(|| malformed("presence join"))?;
-        if first < 0 {
-            return Err(BrokerError::PresenceFull { max: max_members });
-        }
-        Ok(PresenceJoin {
-            members: members(&reply[1..])?,
-            first_for_user: first == 1,
-        })
     }
 
     async fn presence_leave(
@@ -365,19 +394,7 @@ impl Broker for Redis {
         channel: &ChannelName,
         socket: &SocketId,
     ) -> Result<Option<UserId>, BrokerError> {
-        let presence = self.keys.presence(app, channel);
-        let left: Option<String> = self
-            .scripts
-            .presence_leave
-            .key(&presence.sockets)
-            .key(&presence.counts)
-            .key(&presence.infos)
-            .arg(socket.as_str())
-            .invoke_async(&mut self.commands.clone())
-            .await
-            .map_err(unavailable)?;
-        left.map(|user| UserId::parse(&user).map_err(|_| malformed("presence leave")))
-            .transpose()
+        self.presence.leave(app, channel, socket).await
     }
 
     async fn presence_members(
@@ -385,7 +402,7 @@ impl Broker for Redis {
         app: &AppId,
         channel: &ChannelName,
     ) -> Result<Vec<Member>, BrokerError> {
-        let presence = self.keys.presence(app, channel);
+        let presence = self.keys.presence(app, channel, "");
         let reply: Value = redis::cmd("HGETALL")
             .arg(&presence.infos)
             .query_async(&mut self.commands.clone())
@@ -398,5 +415,9 @@ impl Broker for Redis {
             _ => return Err(malformed("presence members")),
         };
         members(&flat)
+    }
+
+    async fn sweep_dead_nodes(&self) -> Result<Vec<PresenceDeparture>, BrokerError> {
+        self.presence.sweep_dead_nodes().await
     }
 }

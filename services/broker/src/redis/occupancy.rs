@@ -7,22 +7,29 @@
 //! sees 1 (occupied) and one sees 0 (vacant). Every step first sweeps the nodes whose
 //! deadline passed, taking their subscriptions off the totals: a dead node's channels leave
 //! the counts within `heartbeat_ttl`. The sweep of a dead node reads the app's per-node hash
-//! (bounded by the app's channels times nodes), once per death.
+//! (bounded by the app's channels times nodes), once per death. A step whose sweep leaves a
+//! channel at 0 returns it; this node keeps those (at most `MAX_VACATED_KEPT`) until the
+//! edge takes them (`Occupancy::sweep_dead_nodes`) for `channel_vacated`, so a channel a
+//! dead node vacated is reported once, by the node whose step saw it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use protocol::names::{AppId, ChannelName};
 use redis::Value;
 
-use super::connection::{self, Commands};
+use super::connection::{Commands, RedisConnection};
 use super::counters::NodeSettings;
-use super::replies::{integer, malformed};
+use super::periodic::Periodic;
+use super::replies::{integer, malformed, text};
 use super::{state_scripts, unavailable};
 use crate::BrokerError;
 use crate::occupancy::Occupancy;
+
+/// Channels vacated by dead nodes' sweeps kept for the edge; beyond, the oldest go (their
+/// `channel_vacated` is lost, the counts are not).
+const MAX_VACATED_KEPT: usize = 4_096;
 
 struct Shared {
     commands: Commands,
@@ -30,6 +37,8 @@ struct Shared {
     settings: NodeSettings,
     /// This node's subscriptions per app (for its heartbeats); apps at 0 are removed.
     held: Mutex<HashMap<AppId, u64>>,
+    /// Channels a sweep of this node's steps vacated, not yet taken by the edge.
+    vacated: Mutex<VecDeque<(AppId, ChannelName)>>,
     heartbeat: redis::Script,
 }
 
@@ -78,7 +87,8 @@ pub struct RedisOccupancy {
     shared: Arc<Shared>,
     change: redis::Script,
     read: redis::Script,
-    beats: tokio::task::JoinHandle<()>,
+    forget_node: redis::Script,
+    _beats: Periodic,
 }
 
 impl RedisOccupancy {
@@ -89,31 +99,37 @@ impl RedisOccupancy {
         namespace: &str,
         settings: NodeSettings,
     ) -> Result<Self, BrokerError> {
-        let (commands, _) = connection::open(url, |_| {}).await.map_err(unavailable)?;
+        Ok(Self::on(
+            &RedisConnection::open(url).await?,
+            namespace,
+            settings,
+        ))
+    }
+
+    /// As `connect`, on the node's shared command connection.
+    pub fn on(connection: &RedisConnection, namespace: &str, settings: NodeSettings) -> Self {
         let shared = Arc::new(Shared {
-            commands,
+            commands: connection.commands(),
             namespace: namespace.to_owned(),
             settings,
             held: Mutex::default(),
+            vacated: Mutex::default(),
             heartbeat: redis::Script::new(state_scripts::OCCUPANCY_HEARTBEAT),
         });
         let beats = {
             let shared = shared.clone();
-            let every = (shared.settings.heartbeat_ttl / 3).max(Duration::from_millis(1));
-            tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(every);
-                loop {
-                    ticks.tick().await;
-                    shared.beat().await;
-                }
+            Periodic::every(shared.settings.heartbeat_ttl / 3, move || {
+                let shared = shared.clone();
+                async move { shared.beat().await }
             })
         };
-        Ok(Self {
+        Self {
             shared,
             change: state_scripts::occupancy_change(),
             read: state_scripts::occupancy_read(),
-            beats,
-        })
+            forget_node: state_scripts::occupancy_forget_node(),
+            _beats: beats,
+        }
     }
 
     async fn change(
@@ -123,7 +139,7 @@ impl RedisOccupancy {
         delta: i64,
     ) -> Result<u64, BrokerError> {
         let keys = self.shared.keys(app);
-        let total: i64 = self
+        let reply: Vec<Value> = self
             .change
             .key(&keys.totals)
             .key(&keys.per_node)
@@ -135,25 +151,53 @@ impl RedisOccupancy {
             .invoke_async(&mut self.shared.commands.clone())
             .await
             .map_err(unavailable)?;
+        let total = self.take_reply(app, reply, "occupancy change")?;
+        let total = integer(&total).ok_or_else(|| malformed("occupancy change"))?;
         Ok(total.max(0) as u64)
     }
 
     async fn read(&self, app: &AppId, channel: &str) -> Result<Value, BrokerError> {
         let keys = self.shared.keys(app);
-        self.read
+        let reply: Vec<Value> = self
+            .read
             .key(&keys.totals)
             .key(&keys.per_node)
             .key(&keys.deadlines)
             .arg(channel)
             .invoke_async(&mut self.shared.commands.clone())
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        self.take_reply(app, reply, "occupancy read")
     }
-}
 
-impl Drop for RedisOccupancy {
-    fn drop(&mut self) {
-        self.beats.abort();
+    /// A step's `{result, {vacated channels}}`: keeps the vacated ones for the edge.
+    fn take_reply(&self, app: &AppId, reply: Vec<Value>, what: &str) -> Result<Value, BrokerError> {
+        let mut reply = reply.into_iter();
+        let (Some(result), vacated) = (reply.next(), reply.next()) else {
+            return Err(malformed(what));
+        };
+        if let Some(Value::Array(vacated)) = vacated {
+            self.keep_vacated(app, &vacated);
+        }
+        Ok(result)
+    }
+
+    fn keep_vacated(&self, app: &AppId, channels: &[Value]) {
+        if channels.is_empty() {
+            return;
+        }
+        let mut kept = self.shared.vacated.lock().expect("occupancy lock poisoned");
+        for channel in channels {
+            let Some(channel) = text(channel).and_then(|name| ChannelName::parse(&name).ok())
+            else {
+                tracing::warn!("a malformed vacated channel was dropped");
+                continue;
+            };
+            if kept.len() == MAX_VACATED_KEPT {
+                kept.pop_front();
+            }
+            kept.push_back((app.clone(), channel));
+        }
     }
 }
 
@@ -225,5 +269,26 @@ impl Occupancy for RedisOccupancy {
         }
         occupied.sort();
         Ok(occupied)
+    }
+
+    async fn sweep_dead_nodes(
+        &self,
+        dead: &[(AppId, String)],
+    ) -> Result<Vec<(AppId, ChannelName)>, BrokerError> {
+        for (app, node) in dead {
+            let keys = self.shared.keys(app);
+            let vacated: Vec<Value> = self
+                .forget_node
+                .key(&keys.totals)
+                .key(&keys.per_node)
+                .key(&keys.deadlines)
+                .arg(node)
+                .invoke_async(&mut self.shared.commands.clone())
+                .await
+                .map_err(unavailable)?;
+            self.keep_vacated(app, &vacated);
+        }
+        let mut kept = self.shared.vacated.lock().expect("occupancy lock poisoned");
+        Ok(kept.drain(..).collect())
     }
 }

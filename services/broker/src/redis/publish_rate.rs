@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use protocol::names::AppId;
 
-use super::connection::{self, Commands};
+use super::connection::{Commands, RedisConnection};
 use super::unavailable;
 use crate::BrokerError;
 use crate::counters::PublishRate;
@@ -39,12 +39,16 @@ pub struct RedisPublishRates {
 impl RedisPublishRates {
     /// Connects to `url` (as `Redis::connect`); keys start with `namespace`.
     pub async fn connect(url: &str, namespace: &str) -> Result<Self, BrokerError> {
-        let (commands, _) = connection::open(url, |_| {}).await.map_err(unavailable)?;
-        Ok(Self {
-            commands,
+        Ok(Self::on(&RedisConnection::open(url).await?, namespace))
+    }
+
+    /// As `connect`, on the node's shared command connection.
+    pub fn on(connection: &RedisConnection, namespace: &str) -> Self {
+        Self {
+            commands: connection.commands(),
             namespace: namespace.to_owned(),
             take: redis::Script::new(TAKE),
-        })
+        }
     }
 }
 

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use bytestring::ByteString;
 use protocol::names::{AppId, ChannelName, SocketId, UserId};
 use protocol::wire::Member;
-use redis::{PushInfo, PushKind, Value};
+use redis::{PushInfo, Value};
+
+use super::connection::message_payload;
 
 use crate::{BrokerError, DeliverySink, History, Publication};
 
@@ -17,17 +19,9 @@ pub struct Deliveries {
 
 impl Deliveries {
     pub fn push(&self, push: PushInfo) {
-        if push.kind == PushKind::Disconnection {
-            // The manager reconnects and resubscribes by itself; what was published meanwhile
-            // does not reach this node's subscribers live (a resume finds it in the history).
-            tracing::warn!("lost the broker's subscription connection; reconnecting");
-            return;
-        }
-        if push.kind != PushKind::Message && push.kind != PushKind::SMessage {
-            return;
-        }
-        // `message` / `smessage`: [channel, payload].
-        let Some(Value::BulkString(payload)) = push.data.get(1) else {
+        // What was published while the connection was lost does not reach this node's
+        // subscribers live: a resume finds it in the history.
+        let Some(payload) = message_payload(&push, "broker") else {
             return;
         };
         match decode(payload) {

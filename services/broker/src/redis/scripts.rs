@@ -143,44 +143,6 @@ local epoch = epoch_of(KEYS[1], ARGV[2], tonumber(ARGV[1]))
 return {epoch, tonumber(redis.call('HGET', KEYS[1], 's') or '0')}
 "#;
 
-/// KEYS: sockets (socket → user), counts (user → connections), infos (user → info JSON).
-/// ARGV: socket, user, info, max members. Returns `{first (1/0, -1: full), user, info, ...}`.
-/// The step that takes a user's count from 0 to 1 is the one that announces them, so
-/// `member_added` goes out once cluster-wide.
-pub const PRESENCE_JOIN: &str = r#"
-local sockets, counts, infos = KEYS[1], KEYS[2], KEYS[3]
-local socket, user, info, max = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local first = 0
-if redis.call('HEXISTS', sockets, socket) == 0 then
-  if redis.call('HEXISTS', counts, user) == 0 and redis.call('HLEN', counts) >= max then
-    return {-1}
-  end
-  redis.call('HSET', sockets, socket, user)
-  if redis.call('HINCRBY', counts, user, 1) == 1 then
-    redis.call('HSET', infos, user, info)
-    first = 1
-  end
-end
-local reply = redis.call('HGETALL', infos)
-table.insert(reply, 1, first)
-return reply
-"#;
-
-/// KEYS: sockets, counts, infos. ARGV: socket. Returns the user when this was their last
-/// connection (the 1 → 0 step, so `member_removed` goes out once), else nil.
-pub const PRESENCE_LEAVE: &str = r#"
-local sockets, counts, infos = KEYS[1], KEYS[2], KEYS[3]
-local user = redis.call('HGET', sockets, ARGV[1])
-if not user then return false end
-redis.call('HDEL', sockets, ARGV[1])
-if redis.call('HINCRBY', counts, user, -1) <= 0 then
-  redis.call('HDEL', counts, user)
-  redis.call('HDEL', infos, user)
-  return user
-end
-return false
-"#;
-
 pub fn publish() -> redis::Script {
     redis::Script::new(&format!("{TRIM}{PUBLISH}"))
 }

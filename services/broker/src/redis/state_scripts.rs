@@ -38,15 +38,16 @@ end
 "#;
 
 /// ARGV: node, ceiling (-1: none), ttl ms. Takes a slot unless the live total is at the
-/// ceiling: 1 taken, 0 refused.
+/// ceiling: the live total after (this slot included) when taken, 0 refused.
 const ACQUIRE: &str = r#"
 local now = now_ms()
 local ceiling, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
-if ceiling >= 0 and live_slots(KEYS[1], now) >= ceiling then return 0 end
+local live = live_slots(KEYS[1], now)
+if ceiling >= 0 and live >= ceiling then return 0 end
 redis.call('HINCRBY', KEYS[1], 'c:' .. ARGV[1], 1)
 redis.call('HSET', KEYS[1], 'd:' .. ARGV[1], now + ttl)
 redis.call('PEXPIRE', KEYS[1], ttl)
-return 1
+return live + 1
 "#;
 
 /// ARGV: node. Gives back one of the node's slots, never below zero.
@@ -79,19 +80,12 @@ return 0
 "#;
 
 /// KEYS: totals (channel → subscriptions), per node (`<node>\n<channel>` → subscriptions),
-/// deadlines (node → deadline). Drops the dead nodes' subscriptions from the totals.
+/// deadlines (node → deadline). `drop_nodes` takes the given nodes' subscriptions off the
+/// totals; `sweep` does so for the nodes whose deadline passed. Both return the channels
+/// they left at 0 (vacated by a dead node: the step that did it reports it, once).
 const SWEEP_OCCUPANCY: &str = r#"
-local function sweep(totals, per_node, deadlines, now)
-  local nodes = redis.call('HGETALL', deadlines)
-  local dead, any = {}, false
-  for i = 1, #nodes, 2 do
-    if tonumber(nodes[i + 1]) < now then
-      dead[nodes[i]] = true
-      any = true
-      redis.call('HDEL', deadlines, nodes[i])
-    end
-  end
-  if not any then return end
+local function drop_nodes(totals, per_node, deadlines, dead)
+  local vacated = {}
   local fields = redis.call('HGETALL', per_node)
   for i = 1, #fields, 2 do
     local node, channel = string.match(fields[i], '^([^\n]*)\n(.*)$')
@@ -99,39 +93,63 @@ local function sweep(totals, per_node, deadlines, now)
       redis.call('HDEL', per_node, fields[i])
       if redis.call('HINCRBY', totals, channel, -tonumber(fields[i + 1])) <= 0 then
         redis.call('HDEL', totals, channel)
+        table.insert(vacated, channel)
       end
     end
   end
+  for node in pairs(dead) do redis.call('HDEL', deadlines, node) end
+  return vacated
+end
+
+local function sweep(totals, per_node, deadlines, now)
+  local nodes = redis.call('HGETALL', deadlines)
+  local dead, any = {}, false
+  for i = 1, #nodes, 2 do
+    if tonumber(nodes[i + 1]) < now then
+      dead[nodes[i]] = true
+      any = true
+    end
+  end
+  if not any then return {} end
+  return drop_nodes(totals, per_node, deadlines, dead)
 end
 "#;
 
-/// ARGV: node, channel, +1 or -1, ttl ms. Returns the channel's cluster-wide count after.
+/// ARGV: node, channel, +1 or -1, ttl ms. Returns `{the channel's cluster-wide count
+/// after, {channels a dead node's sweep vacated}}`.
 const OCCUPANCY_CHANGE: &str = r#"
 local totals, per_node, deadlines = KEYS[1], KEYS[2], KEYS[3]
 local now, channel, ttl = now_ms(), ARGV[2], tonumber(ARGV[4])
-sweep(totals, per_node, deadlines, now)
+local vacated = sweep(totals, per_node, deadlines, now)
 local field = ARGV[1] .. '\n' .. channel
 if tonumber(ARGV[3]) > 0 then
   redis.call('HINCRBY', per_node, field, 1)
   redis.call('HSET', deadlines, ARGV[1], now + ttl)
-  return redis.call('HINCRBY', totals, channel, 1)
+  return {redis.call('HINCRBY', totals, channel, 1), vacated}
 end
 local mine = tonumber(redis.call('HGET', per_node, field) or '0')
-if mine <= 0 then return tonumber(redis.call('HGET', totals, channel) or '0') end
+if mine <= 0 then return {tonumber(redis.call('HGET', totals, channel) or '0'), vacated} end
 if mine == 1 then redis.call('HDEL', per_node, field) else redis.call('HINCRBY', per_node, field, -1) end
 local left = redis.call('HINCRBY', totals, channel, -1)
 if left <= 0 then
   redis.call('HDEL', totals, channel)
-  return 0
+  return {0, vacated}
 end
-return left
+return {left, vacated}
 "#;
 
-/// ARGV: a channel, or empty for all. Returns the count, or all `channel, count, ...`.
+/// ARGV: a channel, or empty for all. Returns `{the count, or all `channel, count, ...`,
+/// {channels a dead node's sweep vacated}}`.
 const OCCUPANCY_READ: &str = r#"
-sweep(KEYS[1], KEYS[2], KEYS[3], now_ms())
-if ARGV[1] ~= '' then return tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') end
-return redis.call('HGETALL', KEYS[1])
+local vacated = sweep(KEYS[1], KEYS[2], KEYS[3], now_ms())
+if ARGV[1] ~= '' then return {tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0'), vacated} end
+return {redis.call('HGETALL', KEYS[1]), vacated}
+"#;
+
+/// ARGV: a node found dead (its presence heartbeats stopped). Takes its subscriptions off
+/// the app's totals whatever its deadline here; returns the channels that left at 0.
+const OCCUPANCY_FORGET_NODE: &str = r#"
+return drop_nodes(KEYS[1], KEYS[2], KEYS[3], {[ARGV[1]] = true})
 "#;
 
 /// KEYS: deadlines. ARGV: node, ttl ms. Moves the node's deadline on.
@@ -155,6 +173,10 @@ pub fn slots_heartbeat() -> redis::Script {
 
 pub fn occupancy_change() -> redis::Script {
     redis::Script::new(&format!("{NOW}{SWEEP_OCCUPANCY}{OCCUPANCY_CHANGE}"))
+}
+
+pub fn occupancy_forget_node() -> redis::Script {
+    redis::Script::new(&format!("{SWEEP_OCCUPANCY}{OCCUPANCY_FORGET_NODE}"))
 }
 
 pub fn occupancy_read() -> redis::Script {

@@ -16,6 +16,44 @@ fn app(id: &str) -> AppId {
 pub async fn connection_counter_conformance<C: ConnectionCounter>(make: impl Fn() -> C) {
     slots_stop_at_the_ceiling_and_come_back(make()).await;
     concurrent_acquires_never_overshoot(Arc::new(make())).await;
+    each_acquire_answers_the_count_it_leaves(Arc::new(make())).await;
+}
+
+/// The count an acquire answers is the one its own atomic step left, so concurrent acquires
+/// answer distinct counts, 1 to N (usage metering takes the largest as the app's peak).
+async fn each_acquire_answers_the_count_it_leaves<C: ConnectionCounter>(counter: Arc<C>) {
+    let (a, b) = (app("conn-counted-a"), app("conn-counted-b"));
+    assert_eq!(counter.acquire_counted(&a, Some(2)).await.unwrap(), Some(1));
+    assert_eq!(counter.acquire_counted(&a, Some(2)).await.unwrap(), Some(2));
+    assert_eq!(counter.acquire_counted(&a, Some(2)).await.unwrap(), None);
+    assert_eq!(counter.acquire_counted(&b, None).await.unwrap(), Some(1));
+    counter.release(&a);
+    wait_for_count(counter.as_ref(), &a, 1).await;
+    assert_eq!(counter.acquire_counted(&a, Some(2)).await.unwrap(), Some(2));
+
+    let c = app("conn-counted-concurrent");
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (counter, c) = (counter.clone(), c.clone());
+            tokio::spawn(async move {
+                let mut answered = Vec::new();
+                for _ in 0..5 {
+                    answered.push(counter.acquire_counted(&c, None).await.unwrap().unwrap());
+                }
+                answered
+            })
+        })
+        .collect();
+    let mut answered = Vec::new();
+    for task in tasks {
+        answered.extend(task.await.unwrap());
+    }
+    answered.sort_unstable();
+    assert_eq!(
+        answered,
+        (1..=40).collect::<Vec<u64>>(),
+        "one count per acquire"
+    );
 }
 
 async fn slots_stop_at_the_ceiling_and_come_back(counter: impl ConnectionCounter) {

@@ -117,6 +117,7 @@ pub async fn conformance<B: Broker>(make: impl Fn(Arc<RecordingSink>, Clock, His
     presence::presence_refuses_new_users_beyond_the_maximum(&make_now).await;
     presence::presence_is_per_user_not_per_connection(&make_now).await;
     presence::presence_is_scoped_by_app_and_channel(&make_now).await;
+    presence::a_sweep_for_dead_nodes_takes_nothing_from_a_live_node(&make_now).await;
     serials_increase_per_channel_independently_across_channels_and_apps(&make_now).await;
     protocol_frames_get_no_serial_and_are_not_kept(&make_now).await;
     a_replay_after_resume_equals_the_missed_suffix(&make_now).await;

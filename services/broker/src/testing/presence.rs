@@ -1,5 +1,6 @@
 //! Conformance checks of presence: members are users, not connections; apps and channels
-//! never share; a full channel refuses new users only.
+//! never share; a full channel refuses new users only; a sweep for dead nodes takes nothing
+//! from a live one.
 
 use std::sync::Arc;
 
@@ -144,4 +145,28 @@ pub(super) async fn presence_refuses_new_users_beyond_the_maximum<B: Broker>(
         "an existing member's second connection is not a new member"
     );
     assert_eq!(broker.presence_members(&a, &room).await.unwrap().len(), 2);
+}
+
+pub(super) async fn a_sweep_for_dead_nodes_takes_nothing_from_a_live_node<B: Broker>(
+    make: &impl Fn(Arc<RecordingSink>) -> B,
+) {
+    let broker = make(Arc::new(RecordingSink::default()));
+    let (a, room) = (app("a"), channel("presence-swept"));
+    broker
+        .presence_join(&a, &room, &socket("1.1"), member("ann"), 100)
+        .await
+        .unwrap();
+    assert_eq!(broker.sweep_dead_nodes().await.unwrap(), []);
+    assert_eq!(
+        broker.presence_members(&a, &room).await.unwrap(),
+        [member("ann")],
+        "the sweeping node's own members stay"
+    );
+    assert_eq!(
+        broker
+            .presence_leave(&a, &room, &socket("1.1"))
+            .await
+            .unwrap(),
+        Some(UserId::parse("ann").unwrap())
+    );
 }

@@ -114,14 +114,20 @@ async fn users(edge: &TestApp, room: &str) -> Value {
 }
 
 /// A `switchboard serve` process, killed on drop.
-struct ServeProcess {
+pub struct ServeProcess {
     child: Child,
-    port: u16,
+    pub port: u16,
 }
 
 impl ServeProcess {
+    /// Kills the process with SIGKILL, as a crash would: it leaves nothing, says nothing.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("the process is killed");
+        self.child.wait().expect("the killed process is reaped");
+    }
+
     /// Starts the binary with `args` (and `env`) and waits for it to say where it listens.
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
         let app = format!("{}:{}:{}", APP.0, APP.1, APP.2);
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .args(["serve", "--host", "127.0.0.1", "--port", "0", "--app", &app])

@@ -171,7 +171,7 @@ struct Unreachable;
 
 #[async_trait]
 impl ConnectionCounter for Unreachable {
-    async fn acquire(&self, _: &AppId, _: Option<u64>) -> Result<bool, BrokerError> {
+    async fn acquire_counted(&self, _: &AppId, _: Option<u64>) -> Result<Option<u64>, BrokerError> {
         Err(BrokerError::Unavailable("no route to the store".into()))
     }
     fn release(&self, _: &AppId) {}

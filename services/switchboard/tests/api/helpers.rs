@@ -44,6 +44,23 @@ pub async fn spawn_app_on_broker(broker_url: &str) -> TestApp {
 
 /// As `spawn_app_on_broker`, with the test apps on `limits`.
 pub async fn spawn_app_on_broker_with(broker_url: &str, limits: tenancy::PlanLimits) -> TestApp {
+    spawn_edge_on_broker(broker_url, limits, None).await
+}
+
+/// As `spawn_app_on_broker`, reporting webhook events to `webhooks`.
+pub async fn spawn_app_on_broker_reporting(
+    broker_url: &str,
+    webhooks: std::sync::Arc<dyn tenancy::WebhookSink>,
+) -> TestApp {
+    let limits = tenancy::PlanLimits::pusher_defaults();
+    spawn_edge_on_broker(broker_url, limits, Some(webhooks)).await
+}
+
+async fn spawn_edge_on_broker(
+    broker_url: &str,
+    limits: tenancy::PlanLimits,
+    webhooks: Option<std::sync::Arc<dyn tenancy::WebhookSink>>,
+) -> TestApp {
     use std::sync::Arc;
     use switchboard::startup::Parts;
 
@@ -56,7 +73,7 @@ pub async fn spawn_app_on_broker_with(broker_url: &str, limits: tenancy::PlanLim
         edge: Some((catalog, settings)),
         control: None,
         usage: None,
-        webhooks: None,
+        webhooks,
     };
     let application =
         Application::build_on("127.0.0.1", 0, parts, Some(node)).expect("server binds");
