@@ -626,20 +626,21 @@ export interface paths {
         /** The app's usage per minute, hour or day (UTC) over a range. */
         get: {
             parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    app_id: string;
+                query?: {
                     /**
                      * @description Start of the range (inclusive), RFC 3339. Default: `to` minus 1 hour (minute), 2 days
                      *     (hour) or 30 days (day).
                      * @example 2026-11-26T00:00:00Z
                      */
-                    from: string | null;
+                    from?: string;
                     /** @description End of the range (exclusive), RFC 3339. Default: now. */
-                    to: string | null;
+                    to?: string;
                     /** @description `minute` (default), `hour` or `day`; periods are UTC. */
-                    resolution: ("minute" | "hour" | "day") | null;
+                    resolution?: "minute" | "hour" | "day";
+                };
+                header?: never;
+                path: {
+                    app_id: string;
                 };
                 cookie?: never;
             };
@@ -813,12 +814,13 @@ export interface paths {
         /** The app's latest delivery attempts, newest first. */
         get: {
             parameters: {
-                query?: never;
+                query?: {
+                    /** @description How many attempts, 1 to 500 (50 when left out); values outside are brought inside. */
+                    limit?: number;
+                };
                 header?: never;
                 path: {
                     app_id: string;
-                    /** @description How many attempts, 1 to 500 (50 when left out); values outside are brought inside. */
-                    limit: number | null;
                 };
                 cookie?: never;
             };
@@ -939,12 +941,12 @@ export interface paths {
         };
         get: {
             parameters: {
-                query?: never;
-                header?: never;
-                path: {
+                query?: {
                     /** @description How many entries, 1 to 200 (50 when left out); values outside are brought inside. */
-                    limit: number | null;
+                    limit?: number;
                 };
+                header?: never;
+                path?: never;
                 cookie?: never;
             };
             requestBody?: never;
