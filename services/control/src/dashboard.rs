@@ -18,7 +18,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use rust_embed::Embed;
 
 #[derive(Embed)]
-#[folder = "$CARGO_MANIFEST_DIR/../../dashboard/dist/"]
+#[folder = "../../dashboard/dist/"]
 #[allow_missing = true]
 struct Assets;
 
