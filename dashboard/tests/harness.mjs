@@ -113,6 +113,16 @@ export async function startServer() {
     base,
     port,
     log: () => log,
+    /** A statement on the server's own database (for rows the edge writes, such as usage). */
+    async sql(text, params = []) {
+      const client = new pg.Client({ connectionString: env.DATABASE_URL });
+      await client.connect();
+      try {
+        return (await client.query(text, params)).rows;
+      } finally {
+        await client.end();
+      }
+    },
     async stop() {
       if (!exited) {
         child.kill('SIGTERM');

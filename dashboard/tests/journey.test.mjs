@@ -119,7 +119,28 @@ test('create an app and copy its key', async () => {
   await checkPage(page, '07-app-detail');
 });
 
-test('a second page connects with our SDK; the live view counts it', async () => {
+/**
+ * Usage as the edge's flush writes it (PgUsageSink's tables): the last minutes, and a day at
+ * 85% of the sandbox plan's 200,000 messages, so the charts and the 80% warning have data.
+ */
+async function recordUsage(appId) {
+  await server.sql(
+    `INSERT INTO usage_minutes (app_id, minute, peak_connections, connections_opened, messages_published, messages_delivered, bytes_out)
+     SELECT $1, date_trunc('minute', now()) - make_interval(mins => n), n, n, 10 * n, 20 * n, 100 * n FROM generate_series(1, 5) AS n
+     ON CONFLICT DO NOTHING`,
+    [appId],
+  );
+  await server.sql(
+    `INSERT INTO usage_days (app_id, day, peak_connections, messages_published, messages_delivered)
+     VALUES ($1, date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', 5, 100000, 70000)
+     ON CONFLICT (app_id, day) DO UPDATE SET messages_published = usage_days.messages_published + 100000,
+       messages_delivered = usage_days.messages_delivered + 70000`,
+    [appId],
+  );
+}
+
+test('a second page connects with our SDK; the live view counts it; usage charts and the 80% warning', async () => {
+  await recordUsage(owner.appId);
   owner.client = await sdkPage(owner.key);
   await waitFor('the SDK page to connect', async () => (await state(owner.client)) === 'connected');
   const { page } = owner;
@@ -130,8 +151,14 @@ test('a second page connects with our SDK; the live view counts it', async () =>
   } else {
     await page.getByText('The live view is not available on this server yet.').waitFor();
   }
-  await page.getByText(/Messages: \d+ of/).waitFor();
+  await page.getByText(/Messages are at 8\d% of the plan's daily limit/).waitFor();
+  await page.locator('.chart canvas').first().waitFor();
+  assert.equal(await page.locator('.chart').count(), 2, 'peak connections, messages published and delivered');
+  await page.getByText('Messages published and delivered as a table').click();
+  await page.getByRole('cell', { name: '100', exact: true }).first().waitFor(); // delivered, 5 minutes ago
   await checkPage(page, '08-usage');
+  await page.getByLabel('Range').selectOption('30d');
+  await page.locator('.chart canvas').first().waitFor();
 });
 
 test('publish from the console: the event reaches the SDK page (and the stream)', async () => {
