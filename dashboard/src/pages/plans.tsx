@@ -1,7 +1,48 @@
 // The plan ladder, and which plan each app is on. Paid plans arrive with billing.
-import { api, unwrap } from '../api/client';
-import { formatNumber, Loaded, useResource } from '../components';
+import { useId, useState } from 'preact/hooks';
+import { api, type Schemas, unwrap } from '../api/client';
+import { ErrorMessage, formatNumber, Loaded, StatusMessage, useAction, useResource } from '../components';
 import { Link } from '../router';
+
+/** An app's plan, with a choice among the free plans (paid ones need billing: a 402). */
+function AppPlan({ app, plans, onChanged }: { app: Schemas['AppView']; plans: Schemas['Plan'][]; onChanged: () => void }) {
+  const id = useId();
+  const [chosen, setChosen] = useState(app.plan);
+  const [note, setNote] = useState<string>();
+  const free = plans.filter((plan) => plan.price_cents === 0);
+  const change = useAction(async () => {
+    await unwrap(api.PUT('/v1/apps/{app_id}/plan', { params: { path: { app_id: app.app_id } }, body: { plan: chosen } }));
+    setNote(`${app.name} is on ${plans.find((plan) => plan.id === chosen)?.display_name ?? chosen} now.`);
+    onChanged();
+  });
+  const current = plans.find((plan) => plan.id === app.plan)?.display_name ?? app.plan;
+  return (
+    <form class="inline" onSubmit={(event) => (event.preventDefault(), change.run())}>
+      <p>
+        <Link href={`/applications/${app.app_id}`}>{app.name}</Link>: {current}
+      </p>
+      {free.length > 1 && (
+        <>
+          <div class="field">
+            <label for={id}>Free plan for {app.name}</label>
+            <select id={id} value={chosen} onChange={(event) => setChosen(event.currentTarget.value)}>
+              {free.map((plan) => (
+                <option key={plan.id} value={plan.id}>
+                  {plan.display_name}
+                </option>
+              ))}
+            </select>
+          </div>
+          <button type="submit" disabled={change.pending || chosen === app.plan}>
+            Change plan
+          </button>
+        </>
+      )}
+      <ErrorMessage message={change.error} />
+      <StatusMessage message={note} />
+    </form>
+  );
+}
 
 export function Plans() {
   const data = useResource(async () => {
@@ -22,7 +63,7 @@ export function Plans() {
               <ul class="plain">
                 {apps.map((app) => (
                   <li key={app.app_id}>
-                    <Link href={`/applications/${app.app_id}`}>{app.name}</Link>: {plans.find((plan) => plan.id === app.plan)?.display_name ?? app.plan}
+                    <AppPlan app={app} plans={plans} onChanged={data.reload} />
                   </li>
                 ))}
               </ul>
