@@ -1,34 +1,59 @@
-// Endpoints the issue asks for that the server's /v1 does not document yet (issue 10: email
-// verification, password reset and change, app settings, the live feed and refusal log).
-// They are typed here by hand in the shape the dashboard expects; each page asks
-// `serverHasPath` first and says "not available on this server yet" until it lands. When
-// `npm run gen` brings a path into schema.d.ts, its function moves to the generated client.
+// Endpoints of issue 10 that this branch's server does not document yet: account mail
+// (verification, password reset and change), app settings and key rotation (branch dashapi),
+// the live feed and refusal log (branch console). Typed here by hand in the shapes those
+// branches define; each page asks `serverHasPath` first and says "not available on this
+// server yet" without them. Once merged, `npm run gen` brings them into schema.d.ts and these
+// hand-written types give way to the generated ones.
 import { ApiError, csrfToken } from './client';
 
 export const PENDING = {
-  verifyEmail: '/v1/verify-email',
-  resendVerification: '/v1/verify-email/resend',
-  requestReset: '/v1/password-reset',
-  confirmReset: '/v1/password-reset/confirm',
-  changePassword: '/v1/me/password',
+  /** POST `{token}` → 204. */
+  verifyEmail: '/v1/account/verify',
+  /** POST → 202 (409 when already verified). */
+  resendVerification: '/v1/account/verification',
+  /** POST `{email}` → 202. */
+  requestReset: '/v1/account/password-reset',
+  /** POST `{token, password}` → 204. */
+  confirmReset: '/v1/account/password-reset/confirm',
+  /** PUT `{current_password, new_password}` → 204. */
+  changePassword: '/v1/account/password',
+  /** POST → 201 `{key, secret}`; the old key is revoked. */
+  rotateKey: '/v1/apps/{app_id}/keys/{key}/rotate',
+  /** GET → `ConsoleInfo`. */
   console: '/v1/console',
-  consoleAuth: '/v1/console/auth',
+  /** GET → `RefusalLog`. */
   refusals: '/v1/apps/{app_id}/refusals',
 } as const;
 
-/** Where the dashboard's live feed connects: the internal system app's key. */
-export interface ConsoleConnection {
+/** How the dashboard reaches the system app (`GET /v1/console`). */
+export interface ConsoleInfo {
   key: string;
+  ws_host: string;
+  ws_port: number;
+  tls: boolean;
+  ws_path: string;
+  /** Where the SDK authorises `private-console-…` and `private-live-…` (form-encoded). */
+  auth_endpoint: string;
+  console_channel_prefix: string;
+  live_channel_prefix: string;
 }
 
-/** One refused connection or request of an app, as the edge recorded it. */
+/** One refusal, with what the client was told. */
 export interface Refusal {
-  time: string;
-  code: number;
+  time_ms: number;
+  /** `connection`, `subscription`, `client_event`, `client_message` or `api`. */
+  source: string;
+  code?: number | null;
+  status?: number | null;
   reason: string;
-  /** What was refused: `connection`, `subscription`, `publish`, `client_event`. */
-  kind?: string;
+  socket_id?: string | null;
   channel?: string | null;
+}
+
+/** An app's recent refusals, oldest first (`scope` is `node`: each node keeps its own). */
+export interface RefusalLog {
+  scope: string;
+  refusals: Refusal[];
 }
 
 /** App settings the issue adds to `PATCH /v1/apps/{id}` (beside the documented ones). */

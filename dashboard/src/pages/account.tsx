@@ -27,7 +27,7 @@ function ChangePassword() {
   const [next, setNext] = useState('');
   const [done, setDone] = useState<string>();
   const change = useAction(async () => {
-    await call('POST', PENDING.changePassword, { current_password: current, new_password: next });
+    await call('PUT', PENDING.changePassword, { current_password: current, new_password: next });
     setCurrent('');
     setNext('');
     setDone('Password changed.');

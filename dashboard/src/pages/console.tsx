@@ -2,8 +2,8 @@
 // test event, and the log of recent refusals, so a developer sees why a client is refused.
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, serverHasPath, unwrap } from '../api/client';
-import { call, PENDING, type Refusal } from '../api/pending';
-import { ErrorMessage, Field, formatTime, Loaded, StatusMessage, useAction, useResource } from '../components';
+import { call, PENDING, type RefusalLog } from '../api/pending';
+import { ErrorMessage, Field, Loaded, StatusMessage, useAction, useResource } from '../components';
 import { type ConsoleEvent, openFeed } from '../live';
 import { publishTestEvent } from '../publish';
 import { AppHeader, type AppView, WithApp } from './app-detail';
@@ -11,7 +11,16 @@ import { AppHeader, type AppView, WithApp } from './app-detail';
 /** The stream keeps the newest entries only, so a busy app cannot grow the page without end. */
 const MAX_ENTRIES = 500;
 
-const TYPES = ['connection_opened', 'connection_closed', 'subscribed', 'unsubscribed', 'api_message', 'client_event', 'webhook_sent', 'refusal'];
+const TYPES = ['connection_opened', 'connection_closed', 'subscribed', 'unsubscribed', 'api_publish', 'client_event', 'webhook_sent', 'refusal'];
+
+/** The fields of an entry worth a glance, beside its type, channel and event. */
+function details(entry: ConsoleEvent): string {
+  const skip = new Set(['type', 'received_ms', 'time_ms', 'channel', 'event']);
+  return Object.entries(entry)
+    .filter(([key, value]) => !skip.has(key) && value !== null && value !== undefined)
+    .map(([key, value]) => `${key}=${typeof value === 'string' ? value : JSON.stringify(value)}`)
+    .join(' ');
+}
 
 export function Console({ appId }: { appId: string }) {
   return (
@@ -30,6 +39,7 @@ export function Console({ appId }: { appId: string }) {
 
 function Stream({ appId }: { appId: string }) {
   const [entries, setEntries] = useState<ConsoleEvent[]>([]);
+  const [dropped, setDropped] = useState(0);
   const [state, setState] = useState<string>('connecting');
   const [paused, setPaused] = useState(false);
   const [channelFilter, setChannelFilter] = useState('');
@@ -41,11 +51,13 @@ function Stream({ appId }: { appId: string }) {
     () =>
       openFeed(appId, {
         onState: setState,
-        onConsole: (entry) => {
+        onConsole: (batch, droppedBefore) => {
+          const newestFirst = [...batch].reverse();
+          if (droppedBefore) setDropped((count) => count + droppedBefore);
           if (pausedRef.current) {
-            held.current = [entry, ...held.current].slice(0, MAX_ENTRIES);
+            held.current = [...newestFirst, ...held.current].slice(0, MAX_ENTRIES);
           } else {
-            setEntries((now) => [entry, ...now].slice(0, MAX_ENTRIES));
+            setEntries((now) => [...newestFirst, ...now].slice(0, MAX_ENTRIES));
           }
         },
       }),
@@ -86,16 +98,16 @@ function Stream({ appId }: { appId: string }) {
           <p class="muted" role="status">
             Feed {state}
             {paused ? `, paused (${held.current.length} held)` : ''}
+            {dropped ? `; ${dropped} events dropped by the server (too many at once)` : ''}
           </p>
           {shown.length === 0 ? (
             <p class="empty">No events yet{typeFilter || channelFilter ? ' matching the filters' : ''}.</p>
           ) : (
             <ol class="stream" aria-label="Events, newest first">
               {shown.map((entry, index) => (
-                <li key={`${entry.time}-${index}`} data-type={entry.type}>
-                  <span class="muted">{formatTime(entry.time)}</span> <strong>{entry.type}</strong> {entry.channel && <code>{entry.channel}</code>} {entry.event && <code>{entry.event}</code>}{' '}
-                  {entry.code !== undefined && <span>code {entry.code}</span>} {entry.reason && <span>{entry.reason}</span>}
-                  {entry.data !== undefined && <code class="data">{typeof entry.data === 'string' ? entry.data : JSON.stringify(entry.data)}</code>}
+                <li key={`${entry.received_ms}-${index}`} data-type={entry.type}>
+                  <span class="muted">{new Date(entry.time_ms ?? entry.received_ms).toLocaleTimeString()}</span> <strong>{entry.type}</strong> {entry.channel && <code>{entry.channel}</code>}{' '}
+                  {entry.event && <code>{entry.event}</code>} <span class="muted">{details(entry)}</span>
                 </li>
               ))}
             </ol>
@@ -145,7 +157,7 @@ function PublishForm({ app }: { app: AppView }) {
 
 function Refusals({ appId }: { appId: string }) {
   const path = PENDING.refusals.replace('{app_id}', encodeURIComponent(appId));
-  const refusals = useResource(async () => ((await serverHasPath(PENDING.refusals)) ? call<Refusal[]>('GET', path) : null), [appId]);
+  const refusals = useResource(async () => ((await serverHasPath(PENDING.refusals)) ? (await call<RefusalLog>('GET', path)).refusals.slice().reverse() : null), [appId]);
   return (
     <section class="card">
       <h2>Recent refusals</h2>
@@ -162,24 +174,24 @@ function Refusals({ appId }: { appId: string }) {
             {(list) => (
               <div class="table-wrap">
                 <table>
-                  <caption class="visually-hidden">Recent refusals, newest first</caption>
+                  <caption class="visually-hidden">Recent refusals on this node, newest first</caption>
                   <thead>
                     <tr>
                       <th scope="col">When</th>
+                      <th scope="col">What</th>
                       <th scope="col">Code</th>
                       <th scope="col">Reason</th>
-                      <th scope="col">What</th>
+                      <th scope="col">Channel</th>
                     </tr>
                   </thead>
                   <tbody>
                     {(list ?? []).map((refusal, index) => (
-                      <tr key={`${refusal.time}-${index}`}>
-                        <td>{formatTime(refusal.time)}</td>
-                        <td>{refusal.code}</td>
+                      <tr key={`${refusal.time_ms}-${index}`}>
+                        <td>{new Date(refusal.time_ms).toLocaleString()}</td>
+                        <td>{refusal.source}</td>
+                        <td>{refusal.code ?? refusal.status ?? ''}</td>
                         <td>{refusal.reason}</td>
-                        <td>
-                          {refusal.kind ?? ''} {refusal.channel ? <code>{refusal.channel}</code> : null}
-                        </td>
+                        <td>{refusal.channel ? <code>{refusal.channel}</code> : ''}</td>
                       </tr>
                     ))}
                   </tbody>

@@ -1,5 +1,5 @@
-// The one-time-token pages: email verification and password reset. Both endpoints arrive
-// with issue 10's mailer (see api/pending.ts); until then the page says so.
+// The one-time-token pages (the mail's links are `/verify-email?token=…` and
+// `/reset-password?token=…`): email verification and password reset (api/pending.ts).
 import { useEffect, useState } from 'preact/hooks';
 import { serverHasPath } from '../api/client';
 import { call, PENDING } from '../api/pending';

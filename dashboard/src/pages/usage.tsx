@@ -1,5 +1,6 @@
 // Usage: charts per minute, hour or day over a chosen range; today against the plan's limits
-// (warning at 80%, as Pusher gives); the live view (connections now, messages this minute).
+// (warning at 80%, as Pusher gives); the live view (connections now, messages in the last
+// minute), pushed every second over the system app.
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { api, type Schemas, unwrap } from '../api/client';
 import { TimeChart } from '../chart';
@@ -50,8 +51,12 @@ function LiveView({ appId }: { appId: string }) {
             <dd data-testid="live-connections">{stats ? formatNumber(stats.connections) : '–'}</dd>
           </div>
           <div>
-            <dt>Messages this minute</dt>
-            <dd data-testid="live-messages">{stats ? formatNumber(stats.messages_this_minute) : '–'}</dd>
+            <dt>Messages in the last minute</dt>
+            <dd data-testid="live-messages">{stats ? formatNumber(stats.messages_last_minute) : '–'}</dd>
+          </div>
+          <div>
+            <dt>Messages today</dt>
+            <dd>{stats ? formatNumber(stats.messages_today) : '–'}</dd>
           </div>
         </dl>
       )}
