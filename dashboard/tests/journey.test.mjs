@@ -13,11 +13,14 @@ let server;
 let browser;
 let bundle;
 let documentPaths;
+let hasAllowedOrigins;
 const owner = {};
 
 before(async () => {
   [server, browser, bundle] = await Promise.all([startServer(), launchBrowser(), sdkBundle()]);
-  documentPaths = Object.keys((await (await fetch(`${server.base}/v1/openapi.json`)).json()).paths);
+  const document = await (await fetch(`${server.base}/v1/openapi.json`)).json();
+  documentPaths = Object.keys(document.paths);
+  hasAllowedOrigins = Boolean(document.components?.schemas?.AppChanges?.properties?.allowed_origins);
   owner.email = `${uid('owner-')}@example.com`;
   Object.assign(owner, await newPage(browser, server));
 });
@@ -84,10 +87,12 @@ test('sign up logs the owner straight in; the email can be verified', async () =
   await page.goto('/verify-email');
   await page.getByRole('heading', { name: 'Verify your email' }).waitFor();
   if (documentPaths.includes('/v1/account/verify')) {
+    await page.getByText(/is not verified yet/).waitFor();
     // The log mailer writes the mail, with its one-time link, to the server's output.
     const token = await waitFor('the verification mail in the server log', () => server.log().match(/verify-email\?token=([A-Za-z0-9_-]+)/)?.[1]);
     await page.goto(`/verify-email?token=${token}`);
     await page.getByText('Your email is verified.').waitFor();
+    await page.getByText(/is not verified yet/).waitFor({ state: 'detached' });
   } else {
     await page.getByText('Email verification is not available on this server yet.').waitFor();
   }
@@ -197,6 +202,8 @@ test('rotating a key: the old key is refused, the new one connects', async () =>
   await page.goto(`/applications/${owner.appId}`);
   await page.getByRole('button', { name: `Rotate key ${owner.key}` }).click();
   await page.getByText(`Key ${owner.key} rotated`).waitFor();
+  // The list reloads after the note: wait until it shows the old key revoked.
+  await page.locator('.keys li.revoked', { hasText: owner.key }).waitFor();
   const fresh = page.locator('.keys li:not(.revoked) [data-testid="app-key"]');
   const newKey = (await fresh.textContent()).trim();
   assert.notEqual(newKey, owner.key);
@@ -208,7 +215,6 @@ test('rotating a key: the old key is refused, the new one connects', async () =>
   assert.equal(await state(stale), 'disconnected');
   const renewed = await sdkPage(newKey);
   await waitFor('the new key to connect', async () => (await state(renewed)) === 'connected');
-  await page.getByText('revoked').first().waitFor();
   await checkPage(page, '10-keys-rotated');
 });
 
@@ -227,6 +233,14 @@ test('the account page and the plans page', async () => {
   const rotated = documentPaths.includes('/v1/apps/{app_id}/keys/{key}/rotate') ? ['key.rotated'] : ['key.created', 'key.revoked'];
   for (const action of ['api_token.revoked', ...rotated, 'key.secret_revealed', 'app.created', 'account.created']) {
     await page.getByRole('cell', { name: action, exact: true }).first().waitFor();
+  }
+  if (documentPaths.includes('/v1/account/password')) {
+    await page.getByLabel('Current password').fill(PASSWORD);
+    await page.getByLabel('New password').fill(`${PASSWORD} again`);
+    await page.getByRole('button', { name: 'Change password' }).click();
+    await page.getByText('Password changed.').waitFor();
+  } else {
+    await page.getByText('Changing the password is not available on this server yet.').waitFor();
   }
   await checkPage(page, '11-account');
   await page.goto('/plans');
@@ -260,6 +274,15 @@ test('phone width: no sideways scrolling; delete an app behind a confirmation; l
   const overflow = await phone.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `the page is ${overflow} px wider than the phone`);
   await screenshot(phone.page, '14-phone-app-detail');
+  if (hasAllowedOrigins) {
+    await phone.page.getByLabel('Allowed origins for browser connections').fill('https://pocket.example.com');
+    await phone.page.getByRole('button', { name: 'Save settings' }).click();
+    await phone.page.getByText('Settings saved.').waitFor();
+    await phone.page.reload();
+    assert.equal(await phone.page.getByLabel('Allowed origins for browser connections').inputValue(), 'https://pocket.example.com');
+  } else {
+    await phone.page.getByText('Allowed origins are not available on this server yet.').waitFor();
+  }
   await phone.page.getByRole('button', { name: 'Delete app' }).click();
   await phone.page.getByRole('button', { name: 'Delete Pocket permanently' }).click();
   await phone.page.getByText('No apps yet').waitFor();
