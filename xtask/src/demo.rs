@@ -17,6 +17,8 @@ pub fn run(root: &Path, serve_flags: &[String]) -> Result<(), String> {
             postgres::ensure_database(root, cluster.port, "switchboard")?
         }
     };
+    // The dashboard first: the release binary embeds dashboard/dist (control::dashboard).
+    crate::build_dashboard(root)?;
     run_with_env(
         "cargo",
         &["build", "--release", "-p", "switchboard"],
@@ -72,6 +74,11 @@ pub fn run(root: &Path, serve_flags: &[String]) -> Result<(), String> {
     let demo = std::fs::read_to_string(&demo_file)
         .map_err(|e| format!("reading {}: {e}", demo_file.display()))?;
     println!("\n{demo}(kept in {})\n", demo_file.display());
+    let port = serve_flags
+        .windows(2)
+        .find(|pair| pair[0] == "--port")
+        .map_or("6001", |pair| pair[1].as_str());
+    println!("dashboard: http://127.0.0.1:{port}/\n");
 
     let mut args = vec!["serve".to_owned()];
     args.extend(serve_flags.iter().cloned());

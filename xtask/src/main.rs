@@ -2,7 +2,8 @@
 //! - `cargo xtask run`: the whole platform. Without `DATABASE_URL` it installs PostgreSQL if
 //!   missing, starts a private cluster under `.data/`, migrates, creates a demo account and
 //!   app, prints the login and keys, and serves.
-//! - `cargo xtask test`: every test, Rust and Node, against a real Postgres.
+//! - `cargo xtask test`: every test, Rust and Node (the dashboard's in Chromium), against a
+//!   real Postgres.
 //! - `cargo xtask lint`: `cargo fmt --check` and `cargo clippy -D warnings`.
 //! - `cargo xtask bench`: the benchmark workloads against switchboard and nchan.
 //! - `cargo xtask fuzz [--seconds N] [--jobs J] [target…]`: the libFuzzer targets (`fuzz.rs`).
@@ -132,7 +133,18 @@ fn run_suites(root: &Path, database_url: &str) -> Result<(), String> {
         run("npm", &["ci", "--no-audit", "--no-fund"], &dir)?;
         run("npm", &["test"], &dir)?;
     }
-    Ok(())
+    // The dashboard: its build (type check, size budget), then the journey in Chromium against
+    // the debug binary built above, which reads dashboard/dist from disk.
+    build_dashboard(root)?;
+    run_with_env("npm", &["test"], &root.join("dashboard"), &env)
+}
+
+/// `npm ci && npm run build` in `dashboard/`: the type check, the Vite build into
+/// `dashboard/dist` (which the control plane serves at `/`) and the JS size budget.
+fn build_dashboard(root: &Path) -> Result<(), String> {
+    let dir = root.join("dashboard");
+    run("npm", &["ci", "--no-audit", "--no-fund"], &dir)?;
+    run("npm", &["run", "build"], &dir)
 }
 
 /// The venv `tests/compat/python-library.test.mjs` runs pusher-http-python in: made once with

@@ -1,10 +1,11 @@
 //! The control plane: accounts, apps, keys and plans in Postgres; the `/v1` management API;
-//! and `PgCatalog`, the `AppCatalog` edges use to serve the apps it holds.
+//! the dashboard's assets at `/` (`dashboard`); and `PgCatalog`, the `AppCatalog` edges use to serve the apps it holds.
 //!
 //! Architecture invariant: SQL only in `repository`; routes stay thin and call `service`.
 
 pub mod catalog;
 pub mod crypto;
+pub mod dashboard;
 pub mod domain;
 pub mod password;
 pub mod repository;

@@ -160,7 +160,9 @@ impl Application {
         let server = HttpServer::new(move || {
             let mut app = App::new().wrap(from_fn(edge::metrics::time_requests));
             if let Some(control) = &control {
-                app = app.configure(control::routes::configure(control.clone()));
+                app = app
+                    .configure(control::routes::configure(control.clone()))
+                    .default_service(web::to(control::dashboard::serve));
             }
             if let Some(state) = &edge {
                 app = app.configure(edge::configure(state.clone()));

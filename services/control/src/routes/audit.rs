@@ -14,6 +14,7 @@ pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 200;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// How many entries, 1 to 200 (50 when left out); values outside are brought inside.
     pub limit: Option<i64>,

@@ -17,6 +17,7 @@ use crate::usage::Resolution;
 pub const MAX_POINTS: i64 = 7 * 24 * 60;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// Start of the range (inclusive), RFC 3339. Default: `to` minus 1 hour (minute), 2 days
     /// (hour) or 30 days (day).

@@ -107,6 +107,7 @@ pub struct WebhookPath {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeliveriesQuery {
     /// How many attempts, 1 to 500 (50 when left out); values outside are brought inside.
     pub limit: Option<i64>,

@@ -1,0 +1,147 @@
+// An app's settings (client events, subscription counting, allowed origins) and webhooks.
+import { useState } from 'preact/hooks';
+import { api, serverHasProperty, unwrap } from '../api/client';
+import type { PendingAppSettings } from '../api/pending';
+import { Checkbox, ConfirmAction, ErrorMessage, Field, formatTime, Loaded, StatusMessage, useAction, useResource } from '../components';
+import type { AppView } from './app-detail';
+
+type AppWithSettings = AppView & PendingAppSettings;
+
+export function Settings({ app, onSaved }: { app: AppWithSettings; onSaved: () => void }) {
+  // Client events and allowed origins arrive with issue 10's server side; shown once the
+  // server's document has them.
+  const hasOrigins = useResource(() => serverHasProperty('AppChanges', 'allowed_origins'), []);
+  const hasClientEvents = useResource(() => serverHasProperty('AppChanges', 'client_events'), []);
+  const [counting, setCounting] = useState(app.subscription_counting);
+  const [clientEvents, setClientEvents] = useState(app.client_events ?? true);
+  const [origins, setOrigins] = useState((app.allowed_origins ?? []).join('\n'));
+  const [note, setNote] = useState<string>();
+  const save = useAction(async () => {
+    const body: Record<string, unknown> = { subscription_counting: counting };
+    if (hasClientEvents.data) body.client_events = clientEvents;
+    if (hasOrigins.data) {
+      body.allowed_origins = origins
+        .split(/\s+/)
+        .map((origin) => origin.trim())
+        .filter(Boolean);
+    }
+    await unwrap(api.PATCH('/v1/apps/{app_id}', { params: { path: { app_id: app.app_id } }, body }));
+    setNote('Settings saved.');
+    onSaved();
+  });
+  return (
+    <section class="card">
+      <h2>Settings</h2>
+      <form onSubmit={(event) => (event.preventDefault(), save.run())}>
+        <Checkbox label="Subscription counting (subscription_count events and webhooks)" checked={counting} onChange={setCounting} />
+        {hasClientEvents.data ? (
+          <Checkbox label="Client events on private and presence channels" checked={clientEvents} onChange={setClientEvents} />
+        ) : (
+          <p class="muted">Turning client events off is not available on this server yet.</p>
+        )}
+        {hasOrigins.data ? (
+          <div class="field">
+            <label for="allowed-origins">Allowed origins for browser connections</label>
+            <textarea id="allowed-origins" rows={3} aria-describedby="allowed-origins-hint" value={origins} onInput={(event) => setOrigins(event.currentTarget.value)} />
+            <small id="allowed-origins-hint" class="muted">
+              One per line, such as https://example.com. Empty: any origin.
+            </small>
+          </div>
+        ) : (
+          <p class="muted">Allowed origins are not available on this server yet.</p>
+        )}
+        <ErrorMessage message={save.error} />
+        <StatusMessage message={note} />
+        <button type="submit" disabled={save.pending}>
+          Save settings
+        </button>
+      </form>
+    </section>
+  );
+}
+
+const EVENT_TYPES = ['channel_occupied', 'channel_vacated', 'member_added', 'member_removed', 'client_event', 'cache_miss', 'subscription_count'];
+
+export function Webhooks({ app }: { app: AppView }) {
+  const path = { app_id: app.app_id };
+  const hooks = useResource(() => unwrap(api.GET('/v1/apps/{app_id}/webhooks', { params: { path } })), [app.app_id]);
+  const deliveries = useResource(() => unwrap(api.GET('/v1/apps/{app_id}/webhooks/deliveries', { params: { path, query: { limit: 50 } } })), [app.app_id]);
+  const [url, setUrl] = useState('');
+  const [types, setTypes] = useState<string[]>([]);
+  const [batching, setBatching] = useState(false);
+  const add = useAction(async () => {
+    await unwrap(api.POST('/v1/apps/{app_id}/webhooks', { params: { path }, body: { url, event_types: types, batching } }));
+    setUrl('');
+    hooks.reload();
+  });
+  const remove = useAction(async (id: string) => {
+    await unwrap(api.DELETE('/v1/apps/{app_id}/webhooks/{id}', { params: { path: { ...path, id } } }));
+    hooks.reload();
+  });
+  return (
+    <section class="card">
+      <h2>Webhooks</h2>
+      <Loaded resource={hooks} what="webhooks" isEmpty={(list) => list.length === 0} empty={<p>No webhooks yet.</p>}>
+        {(list) => (
+          <ul class="plain">
+            {list.map((hook) => (
+              <li key={hook.id}>
+                <code>{hook.url}</code> <span class="muted">{hook.event_types.length ? hook.event_types.join(', ') : 'all events'}{hook.batching ? ', batched' : ''}</span>{' '}
+                <ConfirmAction label="Remove webhook" confirmLabel={`Remove ${hook.url}`} warning="Events stop going to this URL." pending={remove.pending} onConfirm={() => remove.run(hook.id)} />
+              </li>
+            ))}
+          </ul>
+        )}
+      </Loaded>
+      <form onSubmit={(event) => (event.preventDefault(), add.run())}>
+        <Field label="Webhook URL" type="url" required maxLength={2048} placeholder="https://example.com/pusher/webhooks" value={url} onInput={(event) => setUrl(event.currentTarget.value)} />
+        <fieldset>
+          <legend>Events (none ticked: all)</legend>
+          {EVENT_TYPES.map((type) => (
+            <Checkbox key={type} label={type} checked={types.includes(type)} onChange={(on) => setTypes((now) => (on ? [...now, type] : now.filter((t) => t !== type)))} />
+          ))}
+        </fieldset>
+        <Checkbox label="Batch up to 100 events per request" checked={batching} onChange={setBatching} />
+        <ErrorMessage message={add.error ?? remove.error} />
+        <button type="submit" disabled={add.pending}>
+          Add webhook
+        </button>
+      </form>
+      <h3>Delivery log</h3>
+      <button type="button" onClick={deliveries.reload}>
+        Refresh the delivery log
+      </button>
+      <Loaded resource={deliveries} what="deliveries" isEmpty={(list) => list.length === 0} empty={<p>No deliveries yet.</p>}>
+        {(list) => (
+          <div class="table-wrap">
+            <table>
+              <caption class="visually-hidden">Webhook deliveries, newest first</caption>
+              <thead>
+                <tr>
+                  <th scope="col">When</th>
+                  <th scope="col">Status</th>
+                  <th scope="col">HTTP</th>
+                  <th scope="col">Events</th>
+                  <th scope="col">Attempt</th>
+                  <th scope="col">Error</th>
+                </tr>
+              </thead>
+              <tbody>
+                {list.map((delivery) => (
+                  <tr key={delivery.id}>
+                    <td>{formatTime(delivery.created_at)}</td>
+                    <td>{delivery.status}</td>
+                    <td>{delivery.http_status ?? ''}</td>
+                    <td>{delivery.event_count}</td>
+                    <td>{delivery.attempt}</td>
+                    <td>{delivery.error ?? ''}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        )}
+      </Loaded>
+    </section>
+  );
+}

@@ -1,0 +1,296 @@
+// The customer's journey through the dashboard, in Chromium against a real server and
+// Postgres: sign up, verify the email, create an app, copy its key, connect a second page with
+// our SDK, watch the live count, publish from the console and see the event arrive, rotate
+// the key and see the old one refused, and another account refused the app. Every page gets
+// an axe-core check (no serious or critical violation) and a screenshot in tests/output/.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+
+import { accessibilityViolations, launchBrowser, newPage, screenshot, sdkBundle, startServer, uid, waitFor } from './harness.mjs';
+
+const PASSWORD = 'correct horse battery staple';
+let server;
+let browser;
+let bundle;
+let documentPaths;
+let hasAllowedOrigins;
+const owner = {};
+
+before(async () => {
+  [server, browser, bundle] = await Promise.all([startServer(), launchBrowser(), sdkBundle()]);
+  const document = await (await fetch(`${server.base}/v1/openapi.json`)).json();
+  documentPaths = Object.keys(document.paths);
+  hasAllowedOrigins = Boolean(document.components?.schemas?.AppChanges?.properties?.allowed_origins);
+  owner.email = `${uid('owner-')}@example.com`;
+  Object.assign(owner, await newPage(browser, server));
+});
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/** axe-core on the page as shown, then a screenshot named after it. */
+async function checkPage(page, name) {
+  assert.deepEqual(await accessibilityViolations(page), [], `accessibility of ${name}`);
+  await screenshot(page, name);
+}
+
+async function signUp(page, email) {
+  await page.goto('/signup');
+  await page.getByLabel('Email').fill(email);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Sign up' }).click();
+  await page.waitForURL('**/applications');
+  await page.getByRole('heading', { name: 'Apps', level: 1 }).waitFor();
+}
+
+/** A page with our SDK connected to the edge with `key`, recording states, errors and events. */
+async function sdkPage(key) {
+  const { page } = await newPage(browser, server);
+  await page.setContent(`<!doctype html><html lang="en"><title>SDK client</title><script>${bundle.replace(/<\/script/g, '<\\/script')}</script></html>`);
+  await page.evaluate(
+    ({ key, port }) => {
+      window.received = [];
+      window.errors = [];
+      window.client = new Switchboard(key, { host: '127.0.0.1', port, useTLS: false, transports: ['ws'] });
+      window.client.connection.bind('error', (error) => window.errors.push(error));
+      window.client.subscribe('my-channel').bind('my-event', (data) => window.received.push(data));
+    },
+    { key, port: server.port },
+  );
+  return page;
+}
+
+const state = (page) => page.evaluate(() => window.client.connection.state);
+
+test('the logged-out pages: log in, sign up, password reset', async () => {
+  const { page } = owner;
+  await page.goto('/');
+  await page.waitForURL('**/login?next=*');
+  await page.getByRole('heading', { name: 'Log in' }).waitFor();
+  await checkPage(page, '01-login');
+  await page.goto('/signup');
+  await page.getByRole('heading', { name: 'Create your account' }).waitFor();
+  await checkPage(page, '02-signup');
+  await page.goto('/reset-password');
+  await page.getByRole('heading', { name: 'Reset your password' }).waitFor();
+  if (documentPaths.includes('/v1/account/password-reset')) await page.getByRole('button', { name: 'Send a reset link' }).waitFor();
+  else await page.getByText('Password reset is not available on this server yet.').waitFor();
+  await checkPage(page, '03-reset-password');
+});
+
+test('sign up logs the owner straight in; the email can be verified', async () => {
+  const { page } = owner;
+  await signUp(page, owner.email);
+  await page.getByText('No apps yet').waitFor();
+  await checkPage(page, '04-apps-empty');
+  await page.goto('/verify-email');
+  await page.getByRole('heading', { name: 'Verify your email' }).waitFor();
+  if (documentPaths.includes('/v1/account/verify')) {
+    await page.getByText(/is not verified yet/).waitFor();
+    // The log mailer writes the mail, with its one-time link, to the server's output.
+    const token = await waitFor('the verification mail in the server log', () => server.log().match(/verify-email\?token=([A-Za-z0-9_-]+)/)?.[1]);
+    await page.goto(`/verify-email?token=${token}`);
+    await page.getByText('Your email is verified.').waitFor();
+    await page.getByText(/is not verified yet/).waitFor({ state: 'detached' });
+  } else {
+    await page.getByText('Email verification is not available on this server yet.').waitFor();
+  }
+  await checkPage(page, '05-verify-email');
+});
+
+test('create an app and copy its key', async () => {
+  const { page } = owner;
+  await page.goto('/applications');
+  await page.getByLabel('New app name').fill('Chat');
+  await page.getByRole('button', { name: 'Create app' }).click();
+  const shown = page.getByTestId('created-key');
+  await shown.waitFor();
+  owner.key = (await shown.textContent()).trim();
+  assert.match(owner.key, /^\S{8,}$/);
+  await page.getByRole('button', { name: 'Copy key' }).click();
+  await page.getByText('Copied').first().waitFor();
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), owner.key);
+  await page.getByRole('heading', { name: 'Chat', level: 2 }).waitFor();
+  await checkPage(page, '06-apps');
+  await page.getByRole('link', { name: 'Open Chat' }).click();
+  await page.getByRole('heading', { name: 'Chat', level: 1 }).waitFor();
+  owner.appId = page.url().split('/').pop();
+  await page.getByRole('button', { name: 'Reveal secret' }).click();
+  await page.locator('.keys .secret').waitFor();
+  await page.getByRole('button', { name: 'Node (pusher)' }).click();
+  const snippet = await page.getByLabel('Node (pusher) snippet').textContent();
+  assert.ok(snippet.includes(owner.key) && snippet.includes(owner.appId), 'the snippet carries the app’s values');
+  await checkPage(page, '07-app-detail');
+});
+
+/**
+ * Usage as the edge's flush writes it (PgUsageSink's tables): the last minutes, and a day at
+ * 85% of the sandbox plan's 200,000 messages, so the charts and the 80% warning have data.
+ */
+async function recordUsage(appId) {
+  await server.sql(
+    `INSERT INTO usage_minutes (app_id, minute, peak_connections, connections_opened, messages_published, messages_delivered, bytes_out)
+     SELECT $1, date_trunc('minute', now()) - make_interval(mins => n), n, n, 10 * n, 20 * n, 100 * n FROM generate_series(1, 5) AS n
+     ON CONFLICT DO NOTHING`,
+    [appId],
+  );
+  await server.sql(
+    `INSERT INTO usage_days (app_id, day, peak_connections, messages_published, messages_delivered)
+     VALUES ($1, date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', 5, 100000, 70000)
+     ON CONFLICT (app_id, day) DO UPDATE SET messages_published = usage_days.messages_published + 100000,
+       messages_delivered = usage_days.messages_delivered + 70000`,
+    [appId],
+  );
+}
+
+test('a second page connects with our SDK; the live view counts it; usage charts and the 80% warning', async () => {
+  await recordUsage(owner.appId);
+  owner.client = await sdkPage(owner.key);
+  await waitFor('the SDK page to connect', async () => (await state(owner.client)) === 'connected');
+  const { page } = owner;
+  await page.goto(`/applications/${owner.appId}/usage`);
+  await page.getByRole('heading', { name: 'Today (UTC) against your plan' }).waitFor();
+  if (documentPaths.includes('/v1/console')) {
+    await waitFor('the live count to reach 1', async () => (await page.getByTestId('live-connections').textContent()).trim() === '1');
+  } else {
+    await page.getByText('The live view is not available on this server yet.').waitFor();
+  }
+  await page.getByText(/Messages are at 8\d% of the plan's daily limit/).waitFor();
+  await page.locator('.chart canvas').first().waitFor();
+  assert.equal(await page.locator('.chart').count(), 2, 'peak connections, messages published and delivered');
+  await page.getByText('Messages published and delivered as a table').click();
+  await page.getByRole('cell', { name: '100', exact: true }).first().waitFor(); // delivered, 5 minutes ago
+  await checkPage(page, '08-usage');
+  await page.getByLabel('Range').selectOption('30d');
+  await page.locator('.chart canvas').first().waitFor();
+});
+
+test('publish from the console: the event reaches the SDK page (and the stream)', async () => {
+  const { page } = owner;
+  await page.goto(`/applications/${owner.appId}/console`);
+  await page.getByRole('heading', { name: 'Publish a test event' }).waitFor();
+  const hasConsole = documentPaths.includes('/v1/console');
+  // The edge reports an app's events only while someone watches: wait until we do.
+  if (hasConsole) await page.getByText('Feed listening').waitFor();
+  await page.getByLabel('Channel', { exact: true }).fill('my-channel');
+  await page.getByLabel('Event name').fill('my-event');
+  await page.getByLabel('Data').fill('{"text":"hello from the console"}');
+  await page.getByRole('button', { name: 'Publish' }).click();
+  await page.getByText('Published my-event on my-channel.').waitFor();
+  const received = await waitFor('the event on the SDK page', () => owner.client.evaluate(() => window.received[0]));
+  assert.deepEqual(received, { text: 'hello from the console' });
+  if (hasConsole) {
+    await page.locator('.stream li[data-type="api_publish"]', { hasText: 'my-channel' }).first().waitFor();
+    await page.getByLabel('Type').selectOption('api_publish');
+    await page.getByLabel('Channel contains').fill('no-such-channel');
+    await page.getByText('No events yet matching the filters.').waitFor();
+    await page.getByLabel('Channel contains').fill('');
+    await page.getByRole('button', { name: 'Pause' }).click();
+    await page.getByRole('button', { name: 'Resume' }).waitFor();
+    await page.getByRole('button', { name: 'Resume' }).click();
+    await page.getByRole('heading', { name: 'Recent refusals' }).waitFor();
+    await page.getByRole('button', { name: 'Refresh refusals' }).waitFor();
+  } else {
+    await page.getByText('The live event stream is not available on this server yet.').waitFor();
+  }
+  await checkPage(page, '09-console');
+});
+
+test('rotating a key: the old key is refused, the new one connects', async () => {
+  const { page } = owner;
+  await page.goto(`/applications/${owner.appId}`);
+  await page.getByRole('button', { name: `Rotate key ${owner.key}` }).click();
+  await page.getByText(`Key ${owner.key} rotated`).waitFor();
+  // The list reloads after the note: wait until it shows the old key revoked.
+  await page.locator('.keys li.revoked', { hasText: owner.key }).waitFor();
+  const fresh = page.locator('.keys li:not(.revoked) [data-testid="app-key"]');
+  const newKey = (await fresh.textContent()).trim();
+  assert.notEqual(newKey, owner.key);
+  // The connection on the old key is closed, and a new one on it is refused (4000-4099).
+  await waitFor('the old key’s connection to be closed', async () => (await state(owner.client)) !== 'connected');
+  const stale = await sdkPage(owner.key);
+  const refusal = await waitFor('the old key to be refused', () => stale.evaluate(() => window.errors.find((error) => error.data && error.data.code >= 4000 && error.data.code < 4100)));
+  assert.ok(refusal, 'a refusal code');
+  assert.equal(await state(stale), 'disconnected');
+  const renewed = await sdkPage(newKey);
+  await waitFor('the new key to connect', async () => (await state(renewed)) === 'connected');
+  await checkPage(page, '10-keys-rotated');
+});
+
+test('the account page and the plans page', async () => {
+  const { page } = owner;
+  await page.goto('/account');
+  await page.getByLabel('Token name').fill('ci');
+  await page.getByRole('button', { name: 'Create token' }).click();
+  await page.locator('.secret-box code.secret').waitFor();
+  assert.match(await page.locator('.secret-box code.secret').textContent(), /^sbt_/);
+  await page.getByRole('button', { name: 'Revoke ci' }).click();
+  await page.getByText(/^revoked /).waitFor();
+  // The audit log lists what this account did, newest first (read once, on page load).
+  await page.reload();
+  // A rotation is one audited action where the server rotates in one call, else two.
+  const rotated = documentPaths.includes('/v1/apps/{app_id}/keys/{key}/rotate') ? ['key.rotated'] : ['key.created', 'key.revoked'];
+  for (const action of ['api_token.revoked', ...rotated, 'key.secret_revealed', 'app.created', 'account.created']) {
+    await page.getByRole('cell', { name: action, exact: true }).first().waitFor();
+  }
+  if (documentPaths.includes('/v1/account/password')) {
+    await page.getByLabel('Current password').fill(PASSWORD);
+    await page.getByLabel('New password').fill(`${PASSWORD} again`);
+    await page.getByRole('button', { name: 'Change password' }).click();
+    await page.getByText('Password changed.').waitFor();
+  } else {
+    await page.getByText('Changing the password is not available on this server yet.').waitFor();
+  }
+  await checkPage(page, '11-account');
+  await page.goto('/plans');
+  await page.getByRole('heading', { name: 'The ladder' }).waitFor();
+  await page.getByRole('link', { name: 'Chat' }).waitFor();
+  await checkPage(page, '12-plans');
+});
+
+test('another account gets nothing of this one’s app', async () => {
+  const other = await newPage(browser, server);
+  await signUp(other.page, `${uid('other-')}@example.com`);
+  for (const section of ['', '/usage', '/console']) {
+    await other.page.goto(`/applications/${owner.appId}${section}`);
+    await other.page.getByRole('heading', { name: 'App not found' }).waitFor();
+    const text = await other.page.locator('body').innerText();
+    assert.ok(!text.includes('Chat') && !text.includes(owner.key), `no data of the other tenant on ${section || 'the app page'}`);
+  }
+  const keys = await other.page.evaluate(async (id) => (await fetch(`/v1/apps/${id}/keys`)).status, owner.appId);
+  assert.equal(keys, 404);
+  await checkPage(other.page, '13-other-tenant-refused');
+  assert.deepEqual(other.problems, []);
+});
+
+test('phone width: no sideways scrolling; delete an app behind a confirmation; log out', async () => {
+  const phone = await newPage(browser, server, { width: 375, height: 740 });
+  await signUp(phone.page, `${uid('phone-')}@example.com`);
+  await phone.page.getByLabel('New app name').fill('Pocket');
+  await phone.page.getByRole('button', { name: 'Create app' }).click();
+  await phone.page.getByRole('link', { name: 'Open Pocket' }).click();
+  await phone.page.getByRole('heading', { name: 'Pocket', level: 1 }).waitFor();
+  const overflow = await phone.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `the page is ${overflow} px wider than the phone`);
+  await screenshot(phone.page, '14-phone-app-detail');
+  if (hasAllowedOrigins) {
+    await phone.page.getByLabel('Allowed origins for browser connections').fill('https://pocket.example.com');
+    await phone.page.getByRole('button', { name: 'Save settings' }).click();
+    await phone.page.getByText('Settings saved.').waitFor();
+    await phone.page.reload();
+    assert.equal(await phone.page.getByLabel('Allowed origins for browser connections').inputValue(), 'https://pocket.example.com');
+  } else {
+    await phone.page.getByText('Allowed origins are not available on this server yet.').waitFor();
+  }
+  await phone.page.getByRole('button', { name: 'Delete app' }).click();
+  await phone.page.getByRole('button', { name: 'Delete Pocket permanently' }).click();
+  await phone.page.getByText('No apps yet').waitFor();
+  await phone.page.getByRole('button', { name: 'Log out' }).click();
+  await phone.page.getByRole('heading', { name: 'Log in' }).waitFor();
+  assert.deepEqual(phone.problems, []);
+});
+
+test('no script or console errors on the owner’s pages', () => {
+  assert.deepEqual(owner.problems, []);
+});
