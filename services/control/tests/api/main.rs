@@ -3,7 +3,9 @@
 
 mod helpers;
 
+mod account_mail;
 mod accounts;
+mod app_settings;
 mod apps;
 mod audit;
 mod catalog;
