@@ -13,6 +13,7 @@ mod isolation;
 mod keys;
 mod login_limit;
 mod openapi;
+mod smtp;
 mod tokens;
 mod webhook_delivery;
 mod webhook_receiver;
