@@ -250,6 +250,21 @@ impl TestApp {
         session_of(&response)
     }
 
+    /// A new account's browser session, its email verified through the mailed link.
+    pub async fn signed_up_verified(&self, email: &str) -> Caller {
+        let session = self.signed_up(email).await;
+        let token = token_in(&self.mails_to(email, 1).await[0]);
+        let verified = self
+            .post(
+                &Caller::Anonymous,
+                "/v1/account/verify",
+                json!({ "token": token }),
+            )
+            .await;
+        assert_eq!(verified.status, StatusCode::NO_CONTENT, "{}", verified.body);
+        session
+    }
+
     /// A new API token of the caller's account.
     pub async fn api_token(&self, caller: &Caller) -> Caller {
         let response = self
