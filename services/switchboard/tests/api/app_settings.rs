@@ -201,3 +201,25 @@ async fn rotating_a_key_closes_its_sockets_and_the_new_key_works_at_once() {
     );
     assert_eq!(client.next_json().await["event"], "rotated");
 }
+
+#[tokio::test]
+async fn deleting_an_app_closes_its_sockets_and_forgets_its_keys() {
+    let platform = spawn_platform().await;
+    let (account, app) = platform.account_with_app("delete@example.com", None).await;
+    let (mut client, _) = platform.connected(&app.key).await;
+    platform
+        .control
+        .delete_app(account, &app.app.id)
+        .await
+        .unwrap();
+    // Its key is gone: the socket closes as a revoked key's does.
+    assert_eq!(client.expect_close().await.0.code, 4009);
+    let mut refused = platform.app.connect(&app.key).await;
+    assert_eq!(refused.expect_close().await.0.code, 4001);
+    assert_eq!(
+        platform
+            .publish(&app.app.id, &app.key, &app.secret, "c", "gone")
+            .await,
+        401
+    );
+}
