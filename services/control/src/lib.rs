@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod crypto;
 pub mod dashboard;
 pub mod domain;
+pub mod mail;
 pub mod password;
 pub mod repository;
 pub mod routes;

@@ -404,6 +404,11 @@ impl Connection {
     }
 
     async fn client_event(&mut self, channel: ChannelName, frame: String) {
+        if !self.app.client_events {
+            // Pusher's own words for an app with client events off.
+            let message = "To send client events, you must enable this feature in the Settings page of your dashboard.";
+            return self.send(wire::error(None, message));
+        }
         let per_second = self.app.limits.client_events_per_second;
         let limiter = self.client_event_limiter.get_or_insert_with(|| {
             let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);

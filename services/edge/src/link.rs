@@ -43,12 +43,14 @@ pub trait MessageSource {
     fn next(&mut self) -> impl std::future::Future<Output = Option<Result<Inbound, InboundError>>>;
 }
 
-/// Checks that the node is not draining, the handshake, the key and the app, and takes one of
+/// Checks that the node is not draining, the handshake, the key, the app and the browser's
+/// origin (`origin`: the request's `Origin` header, `None` when it has none), and takes one of
 /// the app's connection slots.
 pub(crate) async fn admit(
     state: &EdgeState,
     key: &str,
     query: &str,
+    origin: Option<&str>,
 ) -> Result<(KeyedApp, ConnectionSlot), CloseReason> {
     // A draining node takes no one new (before the catalog: a drain costs no lookups); 4200
     // sends the client straight back to the load balancer, which no longer picks this node.
@@ -76,6 +78,10 @@ pub(crate) async fn admit(
     };
     if !keyed.app.enabled {
         return Err(CloseReason::AppDisabled);
+    }
+    // 4009, as Pusher refuses an origin the app does not allow; pusher-js does not retry.
+    if !keyed.app.allowed_origins.allows(origin) {
+        return Err(CloseReason::OriginNotAllowed);
     }
     // 4004, not 4100: pusher-js stops instead of retrying every second, so a tenant at its
     // ceiling does not turn its clients into a reconnect storm (see ARCHITECTURE.md).
@@ -131,4 +137,13 @@ fn truncate(text: &str) -> String {
         end -= 1;
     }
     text[..end].to_owned()
+}
+
+/// The request's `Origin` header: `None` when absent; one that is not text is kept as an
+/// empty string, which no allowed origin matches.
+pub(crate) fn origin_header(request: &actix_web::HttpRequest) -> Option<&str> {
+    request
+        .headers()
+        .get(actix_web::http::header::ORIGIN)
+        .map(|value| value.to_str().unwrap_or(""))
 }

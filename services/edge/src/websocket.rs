@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use crate::EdgeState;
 use crate::connection::Connection;
-use crate::link::{Inbound, InboundError, MessageSource, admit, closing_frames};
+use crate::link::{Inbound, InboundError, MessageSource, admit, closing_frames, origin_header};
 use crate::outbox::{Outbox, Outgoing};
 
 /// `GET /app/{key}`: upgrades to a WebSocket, then admits or refuses with Pusher's codes
@@ -37,7 +37,8 @@ pub async fn websocket(
         .get("key")
         .unwrap_or_default()
         .to_owned();
-    let admission = admit(&state, &key, request.query_string()).await;
+    let origin = origin_header(&request);
+    let admission = admit(&state, &key, request.query_string(), origin).await;
     let socket_id = state.socket_ids.next();
     let outbox = Arc::new(Outbox::new(socket_id.clone(), state.outbox_bounds()));
     let (response, reader) = upgrade(

@@ -22,6 +22,8 @@ pub enum CloseReason {
     UnsupportedProtocol,
     /// The connection was terminated by the app (terminate_connections) or lost its key.
     Unauthorized,
+    /// The browser's `Origin` is not among the app's allowed origins.
+    OriginNotAllowed,
     /// The connection did not drain its outbound queue fast enough.
     SlowConsumer,
     /// The app catalog (the control plane's database) cannot answer and the key is not
@@ -53,6 +55,7 @@ impl CloseReason {
             Self::InvalidProtocolFormat => (4006, "Invalid version string format"),
             Self::UnsupportedProtocol => (4007, "Unsupported protocol version"),
             Self::Unauthorized => (4009, "Connection is unauthorized"),
+            Self::OriginNotAllowed => (4009, "Origin not allowed"),
             Self::SlowConsumer => (4100, "Over capacity: the client did not read fast enough"),
             Self::CatalogUnavailable => (
                 4100,
@@ -93,7 +96,7 @@ mod tests {
 
     use super::*;
 
-    const ALL: [CloseReason; 12] = [
+    const ALL: [CloseReason; 13] = [
         CloseReason::UnknownAppKey,
         CloseReason::AppDisabled,
         CloseReason::OverConnectionQuota,
@@ -101,6 +104,7 @@ mod tests {
         CloseReason::InvalidProtocolFormat,
         CloseReason::UnsupportedProtocol,
         CloseReason::Unauthorized,
+        CloseReason::OriginNotAllowed,
         CloseReason::SlowConsumer,
         CloseReason::CatalogUnavailable,
         CloseReason::ClusterUnavailable,
@@ -125,7 +129,7 @@ mod tests {
         assert_eq!(
             codes,
             [
-                4001, 4003, 4004, 4005, 4006, 4007, 4009, 4100, 4100, 4100, 4200, 4201
+                4001, 4003, 4004, 4005, 4006, 4007, 4009, 4009, 4100, 4100, 4100, 4200, 4201
             ]
         );
         assert_eq!(ErrorCode::ClientEventRateLimited.code(), 4301);

@@ -135,6 +135,25 @@ pub struct ServeArgs {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub webhooks: WebhookArgs,
+    #[command(flatten)]
+    pub mail: MailArgs,
+}
+
+/// How the control plane mails account owners (verification and password-reset links).
+#[derive(Debug, Args)]
+pub struct MailArgs {
+    /// SMTP server for account mail, as smtp://host:25, smtp://user:pass@host:587?tls=required
+    /// (STARTTLS) or smtps://user:pass@host:465; without it each mail, link included, is
+    /// written to the log at info.
+    #[arg(long, env = "SMTP_URL", value_name = "URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The sender of account mail.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAIL_FROM",
+        default_value = "Switchboard <no-reply@localhost>"
+    )]
+    pub mail_from: String,
 }
 
 /// How webhooks are sent (with a database).

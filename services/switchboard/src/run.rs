@@ -32,8 +32,15 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
         database::migrate(pool).await?;
         refuse_static_clashes(pool, &args.all_apps()).await?;
     }
+    let mailer = mailer(&args)?;
+    let links = control::mail::MailLinks::new(
+        args.public_url
+            .as_deref()
+            .unwrap_or(&format!("http://localhost:{}", args.port)),
+    );
     let control = database.as_ref().map(|(pool, key)| {
         Control::new(pool.clone(), key.clone())
+            .with_mailer(mailer.clone(), links.clone())
             .with_webhook_addresses(args.webhooks.address_policy())
             .with_password_hash_limit(
                 args.max_concurrent_password_hashes,
@@ -160,6 +167,17 @@ fn edge_settings(args: &ServeArgs) -> EdgeSettings {
         history_max_bytes: args.history_max_bytes,
         history_max_channels_per_app: args.history_max_channels_per_app,
         ..EdgeSettings::default()
+    }
+}
+
+/// SMTP when `--smtp-url` is set, else the log.
+fn mailer(args: &ServeArgs) -> anyhow::Result<Arc<dyn control::mail::Mailer>> {
+    match &args.mail.smtp_url {
+        Some(url) => {
+            let smtp = control::mail::SmtpMailer::new(url, &args.mail.mail_from)?;
+            Ok(Arc::new(smtp))
+        }
+        None => Ok(Arc::new(control::mail::LogMailer)),
     }
 }
 

@@ -64,6 +64,8 @@ impl StaticCatalog {
                         enabled: true,
                         limits: limits.clone(),
                         subscription_counting: false,
+                        client_events: true,
+                        allowed_origins: crate::AllowedOrigins::any(),
                     })
                 })
                 .clone();

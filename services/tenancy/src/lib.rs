@@ -7,12 +7,14 @@
 mod catalog;
 #[doc(hidden)]
 pub mod fuzzing;
+mod origins;
 mod spec;
 mod usage;
 mod webhook;
 mod webhook_url;
 
 pub use catalog::{AppCatalog, CatalogError, KeyedApp, LayeredCatalog, StaticCatalog};
+pub use origins::{AllowedOrigins, MAX_ALLOWED_ORIGINS, MAX_ORIGIN_BYTES, OriginError};
 pub use spec::{AppSpec, AppSpecError};
 pub use usage::{MemoryUsageSink, UsageError, UsageMinute, UsageSink};
 pub use webhook::{NoWebhooks, WEBHOOK_EVENT_NAMES, WebhookEvent, WebhookSink};
@@ -118,4 +120,10 @@ pub struct App {
     /// Whether subscribers of non-presence channels get `pusher_internal:subscription_count`
     /// (and webhooks `subscription_count`); off unless the app opts in, as on Pusher.
     pub subscription_counting: bool,
+    /// Whether connections may send client events (`client-*` on private and presence
+    /// channels); when off they get `pusher:error`, as on Pusher.
+    pub client_events: bool,
+    /// The browser origins connections (WebSocket upgrades and HTTP carriers) may come from;
+    /// empty allows any.
+    pub allowed_origins: AllowedOrigins,
 }

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use protocol::names::{AppId, AppKey};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tenancy::{App, AppCatalog, CatalogError, KeyedApp, PlanLimits, Secret};
+use tenancy::{AllowedOrigins, App, AppCatalog, CatalogError, KeyedApp, PlanLimits, Secret};
 use tokio::sync::{Semaphore, broadcast, watch};
 
 use crate::catalog::negative::NegativeCache;
@@ -251,6 +251,8 @@ impl PgCatalog {
             enabled: row.enabled,
             limits,
             subscription_counting: row.subscription_counting,
+            client_events: row.client_events,
+            allowed_origins: AllowedOrigins::from_stored(row.allowed_origins),
         });
         let mut live = Vec::new();
         for key_row in keys::list_live(&mut conn, app_id.as_str())

@@ -8,6 +8,7 @@ pub struct AccountRow {
     pub id: Uuid,
     pub email: String,
     pub password_hash: String,
+    pub email_verified: bool,
 }
 
 /// Fails with a unique violation when the email (case-insensitively) is taken.
@@ -30,15 +31,39 @@ pub async fn find_by_email(
     conn: &mut PgConnection,
     email: &str,
 ) -> sqlx::Result<Option<AccountRow>> {
-    sqlx::query_as("SELECT id, email, password_hash FROM accounts WHERE lower(email) = lower($1)")
+    sqlx::query_as("SELECT id, email, password_hash, email_verified_at IS NOT NULL AS email_verified FROM accounts WHERE lower(email) = lower($1)")
         .bind(email)
         .fetch_optional(conn)
         .await
 }
 
 pub async fn find(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<AccountRow>> {
-    sqlx::query_as("SELECT id, email, password_hash FROM accounts WHERE id = $1")
+    sqlx::query_as("SELECT id, email, password_hash, email_verified_at IS NOT NULL AS email_verified FROM accounts WHERE id = $1")
         .bind(id)
         .fetch_optional(conn)
         .await
+}
+
+/// Marks the email verified (once: a later verification keeps the first time).
+pub async fn mark_verified(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE accounts SET email_verified_at = COALESCE(email_verified_at, now()) WHERE id = $1",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_password_hash(
+    conn: &mut PgConnection,
+    id: Uuid,
+    password_hash: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE accounts SET password_hash = $2 WHERE id = $1")
+        .bind(id)
+        .bind(password_hash)
+        .execute(conn)
+        .await?;
+    Ok(())
 }

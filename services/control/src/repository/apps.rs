@@ -12,6 +12,8 @@ pub struct AppRow {
     pub enabled: bool,
     pub plan_id: String,
     pub subscription_counting: bool,
+    pub client_events: bool,
+    pub allowed_origins: Vec<String>,
     pub created_at: OffsetDateTime,
 }
 
@@ -21,7 +23,7 @@ pub async fn insert(
     name: &str,
     plan_id: &str,
 ) -> sqlx::Result<AppRow> {
-    sqlx::query_as("INSERT INTO apps (account_id, name, plan_id) VALUES ($1, $2, $3) RETURNING id, account_id, name, enabled, plan_id, subscription_counting, created_at")
+    sqlx::query_as("INSERT INTO apps (account_id, name, plan_id) VALUES ($1, $2, $3) RETURNING id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, created_at")
         .bind(account_id)
         .bind(name)
         .bind(plan_id)
@@ -30,7 +32,7 @@ pub async fn insert(
 }
 
 pub async fn list(conn: &mut PgConnection, account_id: Uuid) -> sqlx::Result<Vec<AppRow>> {
-    sqlx::query_as("SELECT id, account_id, name, enabled, plan_id, subscription_counting, created_at FROM apps WHERE account_id = $1 ORDER BY created_at, id")
+    sqlx::query_as("SELECT id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, created_at FROM apps WHERE account_id = $1 ORDER BY created_at, id")
         .bind(account_id)
         .fetch_all(conn)
         .await
@@ -41,7 +43,7 @@ pub async fn find(
     account_id: Uuid,
     app_id: &str,
 ) -> sqlx::Result<Option<AppRow>> {
-    sqlx::query_as("SELECT id, account_id, name, enabled, plan_id, subscription_counting, created_at FROM apps WHERE id = $1 AND account_id = $2")
+    sqlx::query_as("SELECT id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, created_at FROM apps WHERE id = $1 AND account_id = $2")
         .bind(app_id)
         .bind(account_id)
         .fetch_optional(conn)
@@ -56,7 +58,7 @@ pub async fn update(
     name: Option<&str>,
     enabled: Option<bool>,
 ) -> sqlx::Result<Option<AppRow>> {
-    sqlx::query_as("UPDATE apps SET name = COALESCE($3, name), enabled = COALESCE($4, enabled) WHERE id = $1 AND account_id = $2 RETURNING id, account_id, name, enabled, plan_id, subscription_counting, created_at")
+    sqlx::query_as("UPDATE apps SET name = COALESCE($3, name), enabled = COALESCE($4, enabled) WHERE id = $1 AND account_id = $2 RETURNING id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, created_at")
     .bind(app_id)
     .bind(account_id)
     .bind(name)
@@ -71,7 +73,7 @@ pub async fn set_plan(
     app_id: &str,
     plan_id: &str,
 ) -> sqlx::Result<Option<AppRow>> {
-    sqlx::query_as("UPDATE apps SET plan_id = $3 WHERE id = $1 AND account_id = $2 RETURNING id, account_id, name, enabled, plan_id, subscription_counting, created_at")
+    sqlx::query_as("UPDATE apps SET plan_id = $3 WHERE id = $1 AND account_id = $2 RETURNING id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, created_at")
         .bind(app_id)
         .bind(account_id)
         .bind(plan_id)
@@ -86,24 +88,32 @@ pub async fn set_plan_as_operator(
     app_id: &str,
     plan_id: &str,
 ) -> sqlx::Result<Option<AppRow>> {
-    sqlx::query_as("UPDATE apps SET plan_id = $2 WHERE id = $1 RETURNING id, account_id, name, enabled, plan_id, subscription_counting, created_at")
+    sqlx::query_as("UPDATE apps SET plan_id = $2 WHERE id = $1 RETURNING id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, created_at")
         .bind(app_id)
         .bind(plan_id)
         .fetch_optional(conn)
         .await
 }
 
-/// Turns `pusher_internal:subscription_count` events on or off.
-pub async fn set_subscription_counting(
+/// An app's settings the edge enforces; `None` leaves a setting as it is.
+pub struct SettingsChange<'a> {
+    pub subscription_counting: Option<bool>,
+    pub client_events: Option<bool>,
+    pub allowed_origins: Option<&'a [String]>,
+}
+
+pub async fn update_settings(
     conn: &mut PgConnection,
     account_id: Uuid,
     app_id: &str,
-    enabled: bool,
+    change: &SettingsChange<'_>,
 ) -> sqlx::Result<Option<AppRow>> {
-    sqlx::query_as("UPDATE apps SET subscription_counting = $3 WHERE id = $1 AND account_id = $2 RETURNING id, account_id, name, enabled, plan_id, subscription_counting, created_at")
+    sqlx::query_as("UPDATE apps SET subscription_counting = COALESCE($3, subscription_counting), client_events = COALESCE($4, client_events), allowed_origins = COALESCE($5, allowed_origins) WHERE id = $1 AND account_id = $2 RETURNING id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, created_at")
         .bind(app_id)
         .bind(account_id)
-        .bind(enabled)
+        .bind(change.subscription_counting)
+        .bind(change.client_events)
+        .bind(change.allowed_origins)
         .fetch_optional(conn)
         .await
 }
@@ -141,6 +151,8 @@ pub struct CatalogAppRow {
     pub max_channels_per_connection: i32,
     pub webhooks_allowed: bool,
     pub subscription_counting: bool,
+    pub client_events: bool,
+    pub allowed_origins: Vec<String>,
     pub history_events: i32,
     pub history_seconds: i32,
     pub history_bytes: i64,
@@ -154,7 +166,7 @@ pub async fn find_for_catalog(
         "SELECT a.id, a.enabled, p.max_connections, p.messages_per_day, p.burst_multiplier, \
          p.max_message_bytes, p.client_events_per_second, p.publish_requests_per_second, \
          p.max_presence_members, p.max_channels_per_connection, p.webhooks_allowed, \
-         a.subscription_counting, p.history_events, p.history_seconds, p.history_bytes \
+         a.subscription_counting, a.client_events, a.allowed_origins, p.history_events, p.history_seconds, p.history_bytes \
          FROM apps a JOIN plans p ON p.id = a.plan_id WHERE a.id = $1",
     )
     .bind(app_id)

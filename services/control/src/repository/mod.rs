@@ -1,6 +1,7 @@
 //! The only place with SQL. Functions take a `&mut PgConnection` so callers own transactions;
 //! every query about an account's data is scoped by that account's id.
 
+pub mod account_tokens;
 pub mod accounts;
 pub mod apps;
 pub mod audit;

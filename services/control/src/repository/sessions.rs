@@ -47,3 +47,19 @@ pub async fn delete(conn: &mut PgConnection, token_hash: &[u8]) -> sqlx::Result<
         .await?;
     Ok(())
 }
+
+/// Ends every session of the account but `keep` (the caller's own, on a password change).
+pub async fn delete_for_account(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    keep: Option<&[u8]>,
+) -> sqlx::Result<u64> {
+    let result = sqlx::query(
+        "DELETE FROM sessions WHERE account_id = $1 AND ($2::bytea IS NULL OR token_hash <> $2)",
+    )
+    .bind(account_id)
+    .bind(keep)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected())
+}

@@ -28,6 +28,8 @@ pub struct Credentials {
 pub struct AccountView {
     pub id: Uuid,
     pub email: String,
+    /// Whether the owner followed a verification link; paid plans need it.
+    pub email_verified: bool,
 }
 
 /// The new account, signed in: the session is in the `sb_session` cookie.
@@ -45,7 +47,8 @@ pub struct LoggedIn {
     pub csrf_token: String,
 }
 
-/// Creates an account and signs it in. Rate limited per client address.
+/// Creates an account and signs it in, and mails a verification link to the address. Rate
+/// limited per client address.
 #[utoipa::path(
     post, path = "/v1/signup", tag = "accounts",
     request_body = Credentials,
@@ -153,9 +156,11 @@ pub async fn me(
     caller: Caller,
 ) -> Result<web::Json<AccountView>, ApiError> {
     let email = state.control.account_email(caller.account_id).await?;
+    let email_verified = state.control.email_verified(caller.account_id).await?;
     Ok(web::Json(AccountView {
         id: caller.account_id,
         email,
+        email_verified,
     }))
 }
 

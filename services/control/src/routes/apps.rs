@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::routes::ControlState;
 use crate::routes::auth::Caller;
 use crate::routes::error::{ApiError, ErrorBody};
-use crate::service::{AppRow, CreatedApp, PlanAuthority};
+use crate::service::{AppChange, AppRow, CreatedApp, PlanAuthority};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewApp {
@@ -43,6 +43,15 @@ pub struct AppChanges {
     /// Send `pusher_internal:subscription_count` to subscribers of non-presence channels
     /// (and the `subscription_count` webhook) on every (un)subscribe.
     pub subscription_counting: Option<bool>,
+    /// Let connections send client events (`client-*` events on private and presence
+    /// channels); when off they are refused with `pusher:error`.
+    pub client_events: Option<bool>,
+    /// Replaces the browser origins allowed to connect (WebSocket and HTTP carriers; others
+    /// are refused with 4009): `https://app.example.com`, `http://localhost:8080`, or
+    /// `https://*.example.com` for any subdomain. Empty allows every origin. Requests without
+    /// an `Origin` header (non-browser clients) are not affected.
+    #[schema(max_items = 100, example = json!(["https://app.example.com"]))]
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -55,6 +64,10 @@ pub struct AppView {
     pub plan: String,
     /// Whether subscribers get `pusher_internal:subscription_count` events (off by default).
     pub subscription_counting: bool,
+    /// Whether connections may send client events (on by default).
+    pub client_events: bool,
+    /// Browser origins allowed to connect, normalised; empty allows every origin.
+    pub allowed_origins: Vec<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
@@ -67,6 +80,8 @@ impl From<AppRow> for AppView {
             enabled: row.enabled,
             plan: row.plan_id,
             subscription_counting: row.subscription_counting,
+            client_events: row.client_events,
+            allowed_origins: row.allowed_origins,
             created_at: row.created_at,
         }
     }
@@ -110,7 +125,7 @@ impl From<CreatedApp> for CreatedAppView {
         (status = 400, description = "invalid name, unknown plan or malformed JSON", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 402, description = "a paid plan: set by an operator until billing exists", body = ErrorBody),
-        (status = 403, description = "missing or wrong `X-CSRF-Token`", body = ErrorBody),
+        (status = 403, description = "a paid plan while the account's email is not verified, or a missing or wrong `X-CSRF-Token`", body = ErrorBody),
     )
 )]
 #[tracing::instrument(name = "create_app", skip_all, fields(account_id = %caller.account_id))]
@@ -168,7 +183,8 @@ pub async fn show(
     Ok(web::Json(AppView::from(app)))
 }
 
-/// Renames, enables or disables an app, or turns its `subscription_count` events on or off.
+/// Renames, enables or disables an app, or changes its settings (client events, subscription
+/// counting, allowed origins); all the fields given change together, or none does.
 #[utoipa::path(
     patch, path = "/v1/apps/{app_id}", tag = "apps",
     security(("session" = []), ("bearer" = [])),
@@ -176,7 +192,7 @@ pub async fn show(
     request_body = AppChanges,
     responses(
         (status = 200, body = AppView),
-        (status = 400, description = "invalid name or malformed JSON", body = ErrorBody),
+        (status = 400, description = "invalid name or origin, too many origins, or malformed JSON", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, description = "missing or wrong `X-CSRF-Token`", body = ErrorBody),
         (status = 404, description = "no such app in this account", body = ErrorBody),
@@ -189,24 +205,18 @@ pub async fn update(
     app_id: web::Path<String>,
     body: web::Json<AppChanges>,
 ) -> Result<web::Json<AppView>, ApiError> {
+    let body = body.into_inner();
+    let change = AppChange {
+        name: body.name,
+        enabled: body.enabled,
+        subscription_counting: body.subscription_counting,
+        client_events: body.client_events,
+        allowed_origins: body.allowed_origins,
+    };
     let app = state
         .control
-        .update_app(
-            caller.account_id,
-            &app_id,
-            body.name.as_deref(),
-            body.enabled,
-        )
+        .change_app(caller.account_id, &app_id, &change)
         .await?;
-    let app = match body.subscription_counting {
-        Some(enabled) => {
-            state
-                .control
-                .set_subscription_counting(caller.account_id, &app_id, enabled)
-                .await?
-        }
-        None => app,
-    };
     Ok(web::Json(AppView::from(app)))
 }
 

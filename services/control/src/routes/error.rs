@@ -66,6 +66,10 @@ pub fn status_of(error: &ControlError) -> StatusCode {
         ControlError::Busy => StatusCode::SERVICE_UNAVAILABLE,
         ControlError::NotInPlan(_) => StatusCode::FORBIDDEN,
         ControlError::PaymentRequired(_) => StatusCode::PAYMENT_REQUIRED,
+        ControlError::EmailUnverified => StatusCode::FORBIDDEN,
+        ControlError::AlreadyVerified => StatusCode::CONFLICT,
+        ControlError::InvalidToken => StatusCode::BAD_REQUEST,
+        ControlError::WrongPassword => StatusCode::FORBIDDEN,
         ControlError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -147,3 +147,32 @@ pub async fn reveal_secret(
         .insert_header(CacheControl(vec![CacheDirective::NoStore]))
         .json(RevealedSecret { secret }))
 }
+
+/// Replaces a live key by a new one in one step: the old key's connections are closed (4009)
+/// and its signatures refused from now on. For a rotation without downtime, create a key,
+/// move clients, then revoke the old one.
+#[utoipa::path(
+    post, path = "/v1/apps/{app_id}/keys/{key}/rotate", tag = "keys",
+    security(("session" = []), ("bearer" = [])),
+    params(("app_id" = String, Path), ("key" = String, Path)),
+    responses(
+        (status = 201, description = "the new key; the old one is revoked", body = CreatedKey),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "missing or wrong `X-CSRF-Token`", body = ErrorBody),
+        (status = 404, description = "no such live key of an app in this account", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(name = "rotate_key", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(path.app_id.as_str()), key = %ingress::Untrusted(path.key.as_str())))]
+pub async fn rotate(
+    state: web::Data<ControlState>,
+    caller: Caller,
+    path: web::Path<KeyPath>,
+) -> Result<HttpResponse, ApiError> {
+    let (key, secret) = state
+        .control
+        .rotate_key(caller.account_id, &path.app_id, &path.key)
+        .await?;
+    Ok(HttpResponse::Created()
+        .insert_header(CacheControl(vec![CacheDirective::NoStore]))
+        .json(CreatedKey { key, secret }))
+}

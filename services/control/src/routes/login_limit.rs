@@ -114,6 +114,38 @@ impl SignupLimiter {
     }
 }
 
+/// Mails asked for: per recipient email (so no one floods a mailbox) and, for password-reset
+/// requests, per client address (so no one probes addresses by the thousand).
+pub struct MailLimiter {
+    by_email: BoundedLimiter<String>,
+    by_address: BoundedLimiter<IpAddr>,
+}
+
+impl MailLimiter {
+    pub fn new(per_email: Quota, per_address: Quota) -> Self {
+        Self {
+            by_email: BoundedLimiter::new(per_email),
+            by_address: BoundedLimiter::new(per_address),
+        }
+    }
+
+    /// Counts one mail to `email` (case-insensitively); on refusal, how long to wait.
+    pub fn check_email(&self, email: &str) -> Result<(), Duration> {
+        let key: String = email
+            .trim()
+            .to_lowercase()
+            .chars()
+            .take(MAX_KEY_CHARS)
+            .collect();
+        self.by_email.check(&key)
+    }
+
+    /// Counts one password-reset request from `address` (IPv6: its /64).
+    pub fn check_address(&self, address: IpAddr) -> Result<(), Duration> {
+        self.by_address.check(&limit_key(address))
+    }
+}
+
 /// The key an address is limited under: itself for IPv4, its /64 for IPv6.
 pub fn limit_key(address: IpAddr) -> IpAddr {
     match address {

@@ -5,6 +5,7 @@
 //! whose one exhaustive `match` picks the HTTP status. The OpenAPI document (`openapi.rs`) is
 //! generated from the handlers' `#[utoipa::path]` annotations.
 
+pub mod account_mail;
 pub mod accounts;
 pub mod apps;
 pub mod audit;
@@ -25,7 +26,7 @@ use governor::Quota;
 
 use ingress::TrustedProxies;
 
-use crate::routes::login_limit::{LoginLimiter, SignupLimiter};
+use crate::routes::login_limit::{LoginLimiter, MailLimiter, SignupLimiter};
 use crate::service::Control;
 
 /// Largest JSON body the API reads; every request body here is a few short fields.
@@ -44,6 +45,10 @@ pub struct ControlSettings {
     pub login_quota: Quota,
     /// Sign-ups allowed per client address (IPv6: per /64).
     pub signup_quota: Quota,
+    /// Verification and reset mails per recipient address.
+    pub mail_quota: Quota,
+    /// Password-reset requests per client address (IPv6: per /64).
+    pub reset_request_quota: Quota,
 }
 
 /// Sign-ups per client address per hour by default (and the burst allowed at once).
@@ -57,14 +62,26 @@ impl Default for ControlSettings {
             trusted_proxies: TrustedProxies::none(),
             login_quota: Quota::per_minute(five).allow_burst(five),
             signup_quota: signups_per_hour(DEFAULT_SIGNUPS_PER_HOUR),
+            mail_quota: per_hour(DEFAULT_MAILS_PER_ADDRESS_PER_HOUR),
+            reset_request_quota: per_hour(DEFAULT_RESET_REQUESTS_PER_HOUR),
         }
     }
 }
 
+/// Verification and reset mails per recipient address per hour by default.
+pub const DEFAULT_MAILS_PER_ADDRESS_PER_HOUR: u32 = 5;
+/// Password-reset requests per client address per hour by default.
+pub const DEFAULT_RESET_REQUESTS_PER_HOUR: u32 = 20;
+
 /// `per_hour` sign-ups an hour per address, all of them allowed at once (at least one).
 pub fn signups_per_hour(per_hour: u32) -> Quota {
-    let per_hour = NonZeroU32::new(per_hour.max(1)).expect("at least 1");
-    Quota::per_hour(per_hour).allow_burst(per_hour)
+    self::per_hour(per_hour)
+}
+
+/// `count` an hour, all of them allowed at once (at least one).
+pub fn per_hour(count: u32) -> Quota {
+    let count = NonZeroU32::new(count.max(1)).expect("at least 1");
+    Quota::per_hour(count).allow_burst(count)
 }
 
 /// What every `/v1` handler shares.
@@ -73,6 +90,7 @@ pub struct ControlState {
     pub settings: ControlSettings,
     pub login_limiter: LoginLimiter,
     pub signup_limiter: SignupLimiter,
+    pub mail_limiter: MailLimiter,
 }
 
 impl ControlState {
@@ -85,11 +103,13 @@ impl ControlState {
     pub fn with_settings(control: Control, settings: ControlSettings) -> Self {
         let login_limiter = LoginLimiter::new(settings.login_quota);
         let signup_limiter = SignupLimiter::new(settings.signup_quota);
+        let mail_limiter = MailLimiter::new(settings.mail_quota, settings.reset_request_quota);
         Self {
             control,
             settings,
             login_limiter,
             signup_limiter,
+            mail_limiter,
         }
     }
 }
@@ -108,6 +128,26 @@ pub fn configure(state: web::Data<ControlState>) -> impl FnOnce(&mut web::Servic
                 .service(resource("/login", "POST").route(web::post().to(accounts::log_in)))
                 .service(resource("/logout", "POST").route(web::post().to(accounts::log_out)))
                 .service(resource("/me", "GET").route(web::get().to(accounts::me)))
+                .service(
+                    resource("/account/verification", "POST")
+                        .route(web::post().to(account_mail::resend_verification)),
+                )
+                .service(
+                    resource("/account/verify", "POST")
+                        .route(web::post().to(account_mail::verify_email)),
+                )
+                .service(
+                    resource("/account/password", "PUT")
+                        .route(web::put().to(account_mail::change_password)),
+                )
+                .service(
+                    resource("/account/password-reset", "POST")
+                        .route(web::post().to(account_mail::request_password_reset)),
+                )
+                .service(
+                    resource("/account/password-reset/confirm", "POST")
+                        .route(web::post().to(account_mail::reset_password)),
+                )
                 .service(resource("/plans", "GET").route(web::get().to(plans::list)))
                 .service(resource("/audit", "GET").route(web::get().to(audit::list)))
                 .service(
@@ -143,6 +183,10 @@ pub fn configure(state: web::Data<ControlState>) -> impl FnOnce(&mut web::Servic
                 .service(
                     resource("/apps/{app_id}/keys/{key}/revoke", "POST")
                         .route(web::post().to(keys::revoke)),
+                )
+                .service(
+                    resource("/apps/{app_id}/keys/{key}/rotate", "POST")
+                        .route(web::post().to(keys::rotate)),
                 )
                 .service(
                     resource("/apps/{app_id}/keys/{key}/secret", "GET")

@@ -8,7 +8,7 @@ use actix_web::http::header::ContentType;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{accounts, apps, audit, keys, plans, tokens, usage, webhooks};
+use crate::routes::{account_mail, accounts, apps, audit, keys, plans, tokens, usage, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +25,11 @@ use crate::routes::{accounts, apps, audit, keys, plans, tokens, usage, webhooks}
         accounts::log_in,
         accounts::log_out,
         accounts::me,
+        account_mail::resend_verification,
+        account_mail::verify_email,
+        account_mail::request_password_reset,
+        account_mail::reset_password,
+        account_mail::change_password,
         tokens::create,
         tokens::list,
         tokens::revoke,
@@ -36,6 +41,7 @@ use crate::routes::{accounts, apps, audit, keys, plans, tokens, usage, webhooks}
         keys::list,
         keys::create,
         keys::revoke,
+        keys::rotate,
         keys::reveal_secret,
         plans::list,
         plans::show_for_app,
@@ -49,7 +55,7 @@ use crate::routes::{accounts, apps, audit, keys, plans, tokens, usage, webhooks}
     ),
     modifiers(&SecuritySchemes),
     tags(
-        (name = "accounts", description = "Sign up, sessions, the signed-in account"),
+        (name = "accounts", description = "Sign up, sessions, the signed-in account, email verification and passwords"),
         (name = "tokens", description = "Account API tokens for scripts"),
         (name = "apps", description = "Apps of the account"),
         (name = "keys", description = "App keys and secrets; rotation"),

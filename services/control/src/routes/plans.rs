@@ -48,7 +48,7 @@ pub async fn show_for_app(
 }
 
 /// Moves the app to another free plan; its limits change without reconnects. Paid plans are
-/// set by an operator until billing exists (402 here).
+/// set by an operator until billing exists (402 here), and need a verified email first (403).
 #[utoipa::path(
     put, path = "/v1/apps/{app_id}/plan", tag = "plans",
     security(("session" = []), ("bearer" = [])),
@@ -59,7 +59,7 @@ pub async fn show_for_app(
         (status = 400, description = "unknown plan or malformed JSON", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 402, description = "a paid plan: set by an operator until billing exists", body = ErrorBody),
-        (status = 403, description = "missing or wrong `X-CSRF-Token`", body = ErrorBody),
+        (status = 403, description = "a paid plan while the account's email is not verified, or a missing or wrong `X-CSRF-Token`", body = ErrorBody),
         (status = 404, description = "no such app in this account", body = ErrorBody),
     )
 )]

@@ -33,7 +33,11 @@ impl Control {
             json!({ "email": email.as_str() }),
         )
         .await?;
+        let token = Self::issue_verification_token(&mut tx, id).await?;
         tx.commit().await?;
+        // Signed up and signed in at once; the mail proves the address later.
+        self.outbox
+            .send_in_background(self.links.verification(email.as_str(), &token));
         Ok(id)
     }
 

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::crypto::random_hex;
 use crate::domain::{AppName, Plan};
-use crate::repository::{apps, audit, keys, plans};
+use crate::repository::{accounts, apps, audit, keys, plans};
 
 use super::{AppRow, Control, ControlError, CreatedApp, DEFAULT_PLAN, KeyInfo};
 
@@ -17,9 +17,12 @@ pub enum PlanAuthority {
     Operator,
 }
 
-/// The plan if it exists and `authority` may pick it.
+/// The plan if it exists and `authority` may pick it for the account. A paid plan needs a
+/// verified email first (`EmailUnverified`), then billing (`PaymentRequired`, until billing
+/// exists).
 async fn allowed_plan(
     conn: &mut sqlx::PgConnection,
+    account_id: Uuid,
     plan: &str,
     authority: PlanAuthority,
 ) -> Result<Plan, ControlError> {
@@ -28,7 +31,14 @@ async fn allowed_plan(
         .ok_or_else(|| ControlError::UnknownPlan(plan.to_owned()))?;
     match authority {
         PlanAuthority::SelfServe if found.price_cents > 0 => {
-            Err(ControlError::PaymentRequired(plan.to_owned()))
+            let verified = accounts::find(conn, account_id)
+                .await?
+                .is_some_and(|account| account.email_verified);
+            if verified {
+                Err(ControlError::PaymentRequired(plan.to_owned()))
+            } else {
+                Err(ControlError::EmailUnverified)
+            }
         }
         PlanAuthority::SelfServe | PlanAuthority::Operator => Ok(found),
     }
@@ -57,7 +67,7 @@ impl Control {
         let name = AppName::parse(name).map_err(|e| ControlError::Validation(e.to_string()))?;
         let plan = plan.unwrap_or(DEFAULT_PLAN);
         let mut tx = self.pool.begin().await?;
-        allowed_plan(&mut tx, plan, authority).await?;
+        allowed_plan(&mut tx, account_id, plan, authority).await?;
         let app = apps::insert(&mut tx, account_id, name.as_str(), plan).await?;
         let (key, secret) = self.insert_new_key(&mut tx, &app.id).await?;
         let details = json!({ "name": name.as_str(), "plan": plan, "key": key });
@@ -66,7 +76,7 @@ impl Control {
         Ok(CreatedApp { app, key, secret })
     }
 
-    async fn insert_new_key(
+    pub(super) async fn insert_new_key(
         &self,
         conn: &mut sqlx::PgConnection,
         app_id: &str,
@@ -84,33 +94,6 @@ impl Control {
     pub async fn app(&self, account_id: Uuid, app_id: &str) -> Result<AppRow, ControlError> {
         let app = apps::find(&mut *self.pool.acquire().await?, account_id, app_id).await?;
         app.ok_or(ControlError::NotFound)
-    }
-
-    pub async fn update_app(
-        &self,
-        account_id: Uuid,
-        app_id: &str,
-        name: Option<&str>,
-        enabled: Option<bool>,
-    ) -> Result<AppRow, ControlError> {
-        let name = name
-            .map(AppName::parse)
-            .transpose()
-            .map_err(|e| ControlError::Validation(e.to_string()))?;
-        let mut tx = self.pool.begin().await?;
-        let app = apps::update(
-            &mut tx,
-            account_id,
-            app_id,
-            name.as_ref().map(AppName::as_str),
-            enabled,
-        )
-        .await?;
-        let app = app.ok_or(ControlError::NotFound)?;
-        let details = json!({ "name": name.as_ref().map(AppName::as_str), "enabled": enabled });
-        audit::record(&mut tx, Some(account_id), "app.updated", app_id, details).await?;
-        tx.commit().await?;
-        Ok(app)
     }
 
     pub async fn delete_app(&self, account_id: Uuid, app_id: &str) -> Result<(), ControlError> {
@@ -158,7 +141,7 @@ impl Control {
         apps::find(&mut tx, account_id, app_id)
             .await?
             .ok_or(ControlError::NotFound)?;
-        allowed_plan(&mut tx, plan, authority).await?;
+        allowed_plan(&mut tx, account_id, plan, authority).await?;
         let app = apps::set_plan(&mut tx, account_id, app_id, plan)
             .await?
             .ok_or(ControlError::NotFound)?;
@@ -182,7 +165,7 @@ impl Control {
         plan: &str,
     ) -> Result<AppRow, ControlError> {
         let mut tx = self.pool.begin().await?;
-        allowed_plan(&mut tx, plan, PlanAuthority::Operator).await?;
+        allowed_plan(&mut tx, Uuid::nil(), plan, PlanAuthority::Operator).await?;
         let app = apps::set_plan_as_operator(&mut tx, app_id, plan)
             .await?
             .ok_or(ControlError::NotFound)?;

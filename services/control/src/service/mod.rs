@@ -1,8 +1,10 @@
 //! The control plane's operations, each one transaction with its audit record. Routes and the
 //! admin CLI call these; only `repository` holds SQL.
 
+mod account_mail;
 mod account_operations;
 mod app_operations;
+mod app_settings;
 mod webhook_operations;
 
 use std::sync::Arc;
@@ -14,9 +16,11 @@ use uuid::Uuid;
 
 use crate::crypto::SecretsKey;
 use crate::domain::Plan;
+use crate::mail::{LogMailer, MailLinks, Mailer, Outbox};
 use crate::repository::{self, apps, audit, plans};
 
 pub use app_operations::PlanAuthority;
+pub use app_settings::AppChange;
 pub use repository::apps::AppRow;
 pub use repository::tokens::ApiTokenRow;
 pub use repository::webhooks::{DeliveryRow, WebhookRow};
@@ -56,6 +60,20 @@ pub enum ControlError {
         "plan {0:?} is a paid plan: until billing exists, paid plans are set by an operator (switchboard admin set-plan); self-serve apps may move between free plans only"
     )]
     PaymentRequired(String),
+    /// A paid plan asked for by an account whose email is not verified yet (checked before
+    /// `PaymentRequired`).
+    #[error(
+        "verify your email address before choosing a paid plan: follow the link mailed at sign-up, or ask for a new one with POST /v1/account/verification"
+    )]
+    EmailUnverified,
+    #[error("this email address is already verified")]
+    AlreadyVerified,
+    /// A verification or reset token that is unknown, expired or used.
+    #[error("this link is invalid, has expired or was already used; ask for a new one")]
+    InvalidToken,
+    /// A password change whose current password is wrong.
+    #[error("the current password is wrong")]
+    WrongPassword,
     #[error("internal error")]
     Unexpected(#[from] anyhow::Error),
 }
@@ -106,6 +124,9 @@ pub struct Control {
     /// memory and blocking threads are bounded whatever arrives.
     password_hashes: Arc<Semaphore>,
     password_hash_wait: std::time::Duration,
+    /// Verification and reset mails, sent in the background.
+    outbox: Outbox,
+    links: MailLinks,
 }
 
 impl Control {
@@ -116,7 +137,17 @@ impl Control {
             webhook_addresses: tenancy::AddressPolicy::PublicOnly,
             password_hashes: Arc::new(Semaphore::new(DEFAULT_CONCURRENT_PASSWORD_HASHES)),
             password_hash_wait: DEFAULT_PASSWORD_HASH_WAIT,
+            outbox: Outbox::new(Arc::new(LogMailer)),
+            links: MailLinks::default(),
         }
+    }
+
+    /// The same control plane sending its mails through `mailer`, with links under `links`
+    /// (the log mailer and `http://localhost:6001` by default).
+    pub fn with_mailer(mut self, mailer: Arc<dyn Mailer>, links: MailLinks) -> Self {
+        self.outbox = Outbox::new(mailer);
+        self.links = links;
+        self
     }
 
     /// The same control plane, accepting webhook targets under `policy`.

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use crate::domain::webhook_event_types;
 use crate::repository::{apps, audit, plans, webhooks};
 
-use super::{AppRow, Control, ControlError, DeliveryRow, MAX_WEBHOOKS_PER_APP, WebhookRow};
+use super::{Control, ControlError, DeliveryRow, MAX_WEBHOOKS_PER_APP, WebhookRow};
 
 impl Control {
     /// A new webhook for an app whose plan includes webhooks, to a URL the address policy
@@ -111,22 +111,5 @@ impl Control {
             .await?
             .ok_or(ControlError::NotFound)?;
         Ok(webhooks::list_deliveries(&mut conn, account_id, app_id, limit).await?)
-    }
-
-    /// Turns `pusher_internal:subscription_count` events (and their webhook) on or off.
-    pub async fn set_subscription_counting(
-        &self,
-        account_id: Uuid,
-        app_id: &str,
-        enabled: bool,
-    ) -> Result<AppRow, ControlError> {
-        let mut tx = self.pool.begin().await?;
-        let app = apps::set_subscription_counting(&mut tx, account_id, app_id, enabled)
-            .await?
-            .ok_or(ControlError::NotFound)?;
-        let details = json!({ "subscription_counting": enabled });
-        audit::record(&mut tx, Some(account_id), "app.updated", app_id, details).await?;
-        tx.commit().await?;
-        Ok(app)
     }
 }

@@ -159,7 +159,8 @@ async fn plans_are_public_and_an_apps_plan_is_read_and_changed() {
 #[tokio::test]
 async fn a_self_serve_account_cannot_take_a_paid_plan_402() {
     let app = spawn_app().await;
-    let session = app.signed_up("ann@example.com").await;
+    // Verified, so what stops it is billing (an unverified account is stopped before: 403).
+    let session = app.signed_up_verified("ann@example.com").await;
     let (app_id, _, _) = app.app(&session, "chat").await;
     let path = format!("/v1/apps/{app_id}/plan");
     for paid in ["startup", "pro", "business"] {

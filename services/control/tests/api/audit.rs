@@ -63,7 +63,7 @@ async fn the_audit_log_records_the_accounts_actions_latest_first() {
             "key.revoked",
             "key.created",
             "app.plan_changed",
-            "app.updated",
+            "app.disabled",
             "app.created",
             "session.created",
             "account.created",

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
 use control::crypto::SecretsKey;
+use control::mail::{Mail, MailLinks, MemoryMailer};
 use control::routes::{ControlSettings, ControlState};
 use control::service::Control;
 use reqwest::header::{AUTHORIZATION, COOKIE, HeaderMap, SET_COOKIE};
@@ -29,6 +30,8 @@ pub struct TestApp {
     pub secrets: SecretsKey,
     /// The control plane behind the API (for holding its password-hash slots).
     pub control: Control,
+    /// Every mail the control plane sent (verification, password reset).
+    pub mailer: MemoryMailer,
     server: ServerHandle,
     _database: TestDatabase,
 }
@@ -69,7 +72,12 @@ async fn spawn_app_with_control(
         .expect("connects to the test database");
     control::MIGRATOR.run(&pool).await.expect("migrations run");
     let secrets = SecretsKey::from_base64(&SecretsKey::generate_base64()).unwrap();
-    let control = adjust(Control::new(pool.clone(), secrets.clone()));
+    let mailer = MemoryMailer::new();
+    let control = Control::new(pool.clone(), secrets.clone()).with_mailer(
+        std::sync::Arc::new(mailer.clone()),
+        MailLinks::new("http://dashboard.test"),
+    );
+    let control = adjust(control);
     let state = web::Data::new(ControlState::with_settings(control.clone(), settings));
     let listener = TcpListener::bind("127.0.0.1:0").expect("binds port 0");
     let port = listener.local_addr().unwrap().port();
@@ -88,6 +96,7 @@ async fn spawn_app_with_control(
         pool,
         secrets,
         control,
+        mailer,
         server: handle,
         _database: database,
     }
@@ -241,6 +250,21 @@ impl TestApp {
         session_of(&response)
     }
 
+    /// A new account's browser session, its email verified through the mailed link.
+    pub async fn signed_up_verified(&self, email: &str) -> Caller {
+        let session = self.signed_up(email).await;
+        let token = token_in(&self.mails_to(email, 1).await[0]);
+        let verified = self
+            .post(
+                &Caller::Anonymous,
+                "/v1/account/verify",
+                json!({ "token": token }),
+            )
+            .await;
+        assert_eq!(verified.status, StatusCode::NO_CONTENT, "{}", verified.body);
+        session
+    }
+
     /// A new API token of the caller's account.
     pub async fn api_token(&self, caller: &Caller) -> Caller {
         let response = self
@@ -279,6 +303,29 @@ impl TestApp {
         .expect("adds the hobby plan");
     }
 
+    /// The first `count` mails sent to `to`, once that many have been sent (mails go out in
+    /// the background); panics after 10 s.
+    pub async fn mails_to(&self, to: &str, count: usize) -> Vec<Mail> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let sent: Vec<Mail> = self
+                .mailer
+                .sent()
+                .into_iter()
+                .filter(|mail| mail.to == to)
+                .collect();
+            if sent.len() >= count {
+                return sent;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{count} mails to {to} expected, {} sent",
+                sent.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn count(&self, table: &'static str) -> i64 {
         // Table names come from the tests themselves, never from input.
         let sql = format!("SELECT count(*) FROM {table}");
@@ -294,6 +341,13 @@ impl Drop for TestApp {
         // Stops accepting; the database is dropped right after, closing what is left.
         drop(self.server.stop(false));
     }
+}
+
+/// The one-time token of a mailed link (its `token` query parameter).
+pub fn token_in(mail: &Mail) -> String {
+    let (_, token) = mail.link.split_once("token=").expect("a link with a token");
+    assert!(mail.text.contains(&mail.link), "the text carries the link");
+    token.to_owned()
 }
 
 /// The session a signup or login response started.

@@ -3,7 +3,9 @@
 
 mod helpers;
 
+mod account_mail;
 mod accounts;
+mod app_settings;
 mod apps;
 mod audit;
 mod catalog;
@@ -11,6 +13,7 @@ mod isolation;
 mod keys;
 mod login_limit;
 mod openapi;
+mod smtp;
 mod tokens;
 mod webhook_delivery;
 mod webhook_receiver;

@@ -60,6 +60,8 @@ pub(crate) struct Downstream {
     pub subs: Vec<Sub>,
     pub cursor: Option<String>,
     pub peer: Option<IpAddr>,
+    /// The request's `Origin` header, checked against the app's allowed origins.
+    pub origin: Option<String>,
 }
 
 /// What `open` gives a downstream request.
@@ -157,7 +159,7 @@ async fn create(
     if let Err(wait) = state.carrier_limiter.check_address(request.peer) {
         return Opened::Limited(wait);
     }
-    let (keyed, slot) = match admit(state, key, "").await {
+    let (keyed, slot) = match admit(state, key, "", request.origin.as_deref()).await {
         Ok(admitted) => admitted,
         Err(reason) => return refused(key, reason),
     };

@@ -116,6 +116,7 @@ fn downstream(
         cursor: last_event_id.or_else(|| param(params, "cursor").map(str::to_owned)),
         // Behind a trusted proxy, the client's own address (`--trusted-proxies`).
         peer: ingress::client_address(request, &state.settings.trusted_proxies),
+        origin: crate::link::origin_header(request).map(str::to_owned),
     })
 }
 

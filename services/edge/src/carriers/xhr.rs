@@ -97,7 +97,8 @@ async fn receive(request: HttpRequest, state: Arc<EdgeState>, kind: Kind) -> Htt
                 return too_many_sessions(&request, wait);
             }
             // Admission checks the ceiling; the slot is taken once the session is in use.
-            let keyed = match admit(&state, &key, request.query_string()).await {
+            let origin = crate::link::origin_header(&request);
+            let keyed = match admit(&state, &key, request.query_string(), origin).await {
                 Ok((keyed, _slot)) => keyed,
                 Err(reason) => return refused(&request, &key, reason),
             };

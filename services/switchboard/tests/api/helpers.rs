@@ -340,6 +340,19 @@ pub async fn ws_connect(url: &str) -> WsClient {
     WsClient { stream }
 }
 
+/// A WebSocket client on `url` whose handshake carries `Origin: origin`, as a browser's does.
+pub async fn ws_connect_from(url: &str, origin: &str) -> WsClient {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("a WebSocket URL");
+    request
+        .headers_mut()
+        .insert("Origin", origin.parse().expect("an origin header value"));
+    let (stream, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket connects");
+    WsClient { stream }
+}
+
 /// A request to the HTTP API on `port`, signed with `(key, secret)` at `timestamp`.
 pub async fn signed_api(
     (http, port): (&reqwest::Client, u16),

@@ -1,5 +1,6 @@
 //! Black-box tests: the real server on port 0, spoken to over real sockets.
 
+mod app_settings;
 mod binary;
 mod helpers;
 
