@@ -34,6 +34,10 @@ pub enum CloseReason {
     ServerShuttingDown,
     /// The client did not answer a `pusher:ping` in time.
     PongTimeout,
+    /// This node lost its subscription to the cluster's broker, so live events may have been
+    /// missed: reconnect at once and resume (the history replays them, or `resume_failed`
+    /// says they are gone).
+    DeliveriesInterrupted,
 }
 
 /// A close code and the reason text sent with it.
@@ -64,6 +68,9 @@ impl CloseReason {
             ),
             Self::ServerShuttingDown => (4200, "Server is restarting; reconnect"),
             Self::PongTimeout => (4201, "Pong reply not received"),
+            Self::DeliveriesInterrupted => {
+                (4202, "Deliveries were interrupted; reconnect and resume")
+            }
         };
         Disconnect { code, reason }
     }
@@ -93,7 +100,7 @@ mod tests {
 
     use super::*;
 
-    const ALL: [CloseReason; 12] = [
+    const ALL: [CloseReason; 13] = [
         CloseReason::UnknownAppKey,
         CloseReason::AppDisabled,
         CloseReason::OverConnectionQuota,
@@ -106,6 +113,7 @@ mod tests {
         CloseReason::ClusterUnavailable,
         CloseReason::ServerShuttingDown,
         CloseReason::PongTimeout,
+        CloseReason::DeliveriesInterrupted,
     ];
 
     #[test]
@@ -125,7 +133,7 @@ mod tests {
         assert_eq!(
             codes,
             [
-                4001, 4003, 4004, 4005, 4006, 4007, 4009, 4100, 4100, 4100, 4200, 4201
+                4001, 4003, 4004, 4005, 4006, 4007, 4009, 4100, 4100, 4100, 4200, 4201, 4202
             ]
         );
         assert_eq!(ErrorCode::ClientEventRateLimited.code(), 4301);

@@ -105,7 +105,12 @@ pub async fn build_node(
     let publish_rates = RedisPublishRates::connect(url, REDIS_NAMESPACE)
         .await
         .with_context(|| format!("connecting the publish rates to {}", redacted(url)))?;
-    let (broker, redis_parts) = build_redis_node(url, hub.clone(), settings).await?;
+    let (broker, mut redis_parts) = build_redis_node(url, hub.clone(), settings).await?;
+    redis_parts.health = redis_parts
+        .health
+        .and(counters.health_watch())
+        .and(occupancy.health_watch())
+        .and(publish_rates.health_watch());
     Ok(NodeBroker {
         hub,
         messages: counters.clone(),

@@ -140,6 +140,11 @@ pub struct RedisCounters {
 }
 
 impl RedisCounters {
+    /// Pings this part's connection with the node's other Redis parts (see `RedisHealthWatch`).
+    pub fn health_watch(&self) -> super::RedisHealthWatch {
+        super::RedisHealthWatch::on_commands(self.shared.commands.clone())
+    }
+
     /// Connects to `url` (as `Redis::connect`); keys start with `namespace`. Must run in a
     /// Tokio runtime: it spawns the heartbeat and flush tasks.
     pub async fn connect(

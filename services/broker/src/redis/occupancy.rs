@@ -82,6 +82,11 @@ pub struct RedisOccupancy {
 }
 
 impl RedisOccupancy {
+    /// Pings this part's connection with the node's other Redis parts (see `RedisHealthWatch`).
+    pub fn health_watch(&self) -> super::RedisHealthWatch {
+        super::RedisHealthWatch::on_commands(self.shared.commands.clone())
+    }
+
     /// Connects to `url` (as `Redis::connect`). Must run in a Tokio runtime (it spawns the
     /// heartbeat task).
     pub async fn connect(

@@ -37,6 +37,11 @@ pub struct RedisPublishRates {
 }
 
 impl RedisPublishRates {
+    /// Pings this part's connection with the node's other Redis parts (see `RedisHealthWatch`).
+    pub fn health_watch(&self) -> super::RedisHealthWatch {
+        super::RedisHealthWatch::on_commands(self.commands.clone())
+    }
+
     /// Connects to `url` (as `Redis::connect`); keys start with `namespace`.
     pub async fn connect(url: &str, namespace: &str) -> Result<Self, BrokerError> {
         let (commands, _) = connection::open(url, |_| {}).await.map_err(unavailable)?;
