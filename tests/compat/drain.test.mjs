@@ -1,12 +1,15 @@
 // Graceful drain as unmodified pusher-js lives it: two edges behind a load balancer that sends
 // each new connection to the first edge whose GET /readyz answers 200. SIGTERM on the first:
 // pusher-js gets 4200, reconnects at once, lands on the second edge and resubscribes; the drained
-// edge exits 0.
+// edge exits 0. On one Redis (`--broker`) the edges share history and epochs, so a channel
+// resumed on the second edge replays exactly what was missed; without it, the second edge can
+// only say explicitly that it cannot resume.
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { test } from 'node:test';
 
 import { Client, T, WAIT_MS, freshApp, serverApi, startServer, uid, waitForEvent } from './helpers.mjs';
+import { startRedis } from './redis-server.mjs';
 
 /**
  * A TCP load balancer on a free port: each new connection goes to the first backend whose
@@ -82,10 +85,16 @@ async function frameOf(client, channel, event) {
   return client.framesFor(channel, event)[0];
 }
 
-test('SIGTERM: pusher-js gets 4200, reconnects at once to the ready edge, and is told explicitly what it cannot resume', T, async (t) => {
+/**
+ * Two edges (`env` extra, e.g. a shared broker) behind the balancer; a pusher-js client on the
+ * first, subscribed to a `live` channel pusher-js resubscribes itself and a `kept` channel whose
+ * position it keeps by hand (as our SDK does). Three events on each, then SIGTERM on the first;
+ * returns once the client is connected to the second, with what the checks need.
+ */
+async function drainedToTheSecondEdge(t, env = {}) {
   const app = freshApp();
   // The same app on both edges; the first one drains without delay.
-  const appEnv = { SWITCHBOARD_APPS: `${app.id}:${app.key}:${app.secret}` };
+  const appEnv = { SWITCHBOARD_APPS: `${app.id}:${app.key}:${app.secret}`, ...env };
   const first = await startServer({ apps: 0, env: { ...appEnv, SWITCHBOARD_DRAIN_DELAY: '0' } });
   const second = await startServer({ apps: 0, env: appEnv });
   const balancer = await readinessBalancer([first, second]);
@@ -101,8 +110,8 @@ test('SIGTERM: pusher-js gets 4200, reconnects at once to the ready edge, and is
   await client.subscribe(live);
   const firstSocket = client.socketId;
   assert.deepEqual(balancer.routes, [first.port]);
-  // A channel whose position the client keeps itself (serial and epoch of our extension), as
-  // our SDK does, and resumes by hand over pusher-js's own `send_event`.
+  // Resumed by hand over pusher-js's own `send_event`: pusher-js does not know this channel,
+  // so it does not resubscribe it after the reconnect.
   const kept = uid('drain-kept-');
   client.pusher.send_event('pusher:subscribe', { channel: kept });
   const { epoch } = (await frameOf(client, kept, 'pusher_internal:subscription_succeeded')).data;
@@ -135,14 +144,36 @@ test('SIGTERM: pusher-js gets 4200, reconnects at once to the ready edge, and is
   assert.equal(balancer.routes.at(-1), second.port, 'the unready edge got no new connection');
 
   // pusher-js resubscribed by itself; live events published on the second edge arrive.
+  const onSecond = serverApi(second, app);
   await untilFrames(client, () => client.framesFor(live, 'pusher_internal:subscription_succeeded').length === 2);
-  await serverApi(second, app).trigger(live, 'tick', { n: 4 });
+  await onSecond.trigger(live, 'tick', { n: 4 });
   await untilFrames(client, () => client.framesFor(live, 'tick').some((f) => f.data.n === 4));
+  return { client, kept, position, onSecond };
+}
 
-  // The kept channel resumes from its position. The second edge shares nothing with the
-  // first, so it can only say so, explicitly, never skip silently.
-  // FIXME(issue 9, Redis broker): with `--broker redis://…` both edges share history and
-  // epochs; then this must replay nothing (no gap) with no `switchboard:resume_failed`.
+test('SIGTERM on one Redis: pusher-js moves to the ready edge and a resumed channel gets exactly what it missed', T, async (t) => {
+  const redis = await startRedis();
+  t.after(() => redis.stop());
+  const { client, kept, position, onSecond } = await drainedToTheSecondEdge(t, { SWITCHBOARD_BROKER: redis.url });
+
+  // Missed: published while the kept channel had no subscription anywhere.
+  for (let n = 4; n <= 5; n++) await onSecond.trigger(kept, 'tick', { n });
+  client.pusher.send_event('pusher:subscribe', { channel: kept, resume: position });
+  await untilFrames(client, () => client.framesFor(kept, 'pusher_internal:subscription_succeeded').length === 2);
+  const resumed = client.framesFor(kept, 'pusher_internal:subscription_succeeded')[1];
+  assert.equal(resumed.data.epoch, position.epoch, 'one history across both edges');
+  await untilFrames(client, () => client.framesFor(kept, 'tick').length === 5);
+  await onSecond.trigger(kept, 'tick', { n: 6 });
+  await untilFrames(client, () => client.framesFor(kept, 'tick').length === 6);
+
+  const ticks = client.framesFor(kept, 'tick');
+  assert.deepEqual(ticks.map((f) => f.data.n), [1, 2, 3, 4, 5, 6], 'no gap, no duplicate, in order');
+  assert.deepEqual(client.framesFor(kept, 'switchboard:resume_failed'), [], client.describe());
+});
+
+test('SIGTERM without a shared broker: the second edge says explicitly what it cannot resume', T, async (t) => {
+  const { client, kept, position } = await drainedToTheSecondEdge(t);
+  // The second edge shares nothing with the first, so it can only say so, never skip silently.
   client.pusher.send_event('pusher:subscribe', { channel: kept, resume: position });
   const failed = await frameOf(client, kept, 'switchboard:resume_failed');
   assert.equal(failed.data.reason, 'epoch_changed', JSON.stringify(failed));

@@ -5,10 +5,12 @@
 //! - `cargo xtask test`: every test, Rust and Node (the dashboard's in Chromium), against a
 //!   real Postgres.
 //! - `cargo xtask lint`: `cargo fmt --check` and `cargo clippy -D warnings`.
-//! - `cargo xtask bench`: the benchmark workloads against switchboard and nchan.
+//! - `cargo xtask bench`: the benchmark workloads against switchboard and nchan;
+//!   `cargo xtask bench cluster`: one node on `Local` against one and three on Redis.
 //! - `cargo xtask fuzz [--seconds N] [--jobs J] [target…]`: the libFuzzer targets (`fuzz.rs`).
 
 mod bench;
+mod bench_cluster;
 mod demo;
 mod fuzz;
 mod postgres;
@@ -22,11 +24,14 @@ fn main() -> ExitCode {
         "run" => demo::run(&root(), &std::env::args().skip(2).collect::<Vec<_>>()),
         "test" => test(),
         "lint" => lint(),
-        "bench" => bench::bench(&root()),
+        "bench" => match std::env::args().nth(2).as_deref() {
+            Some("cluster") => bench_cluster::bench_cluster(&root()),
+            _ => bench::bench(&root()),
+        },
         "fuzz" => fuzz::Options::parse(&std::env::args().skip(2).collect::<Vec<_>>())
             .and_then(|options| fuzz::fuzz(&root(), &options)),
         _ => Err(
-            "usage: cargo xtask run [serve flags…] | test | lint | bench | fuzz [--seconds N] \
+            "usage: cargo xtask run [serve flags…] | test | lint | bench [cluster] | fuzz [--seconds N] \
              [--jobs J] [target…]"
                 .to_owned(),
         ),

@@ -107,6 +107,11 @@ pub struct HistoryUsage {
 /// Where a broker hands publications for this node's connections.
 pub trait DeliverySink: Send + Sync + 'static {
     fn deliver(&self, publication: &Publication);
+
+    /// Publications meant for this node may have been missed (a broker for many nodes lost
+    /// its subscription connection): every local subscriber must resume, so a gap is replayed
+    /// from the history or reported, never silent. `Local` never calls it.
+    fn deliveries_interrupted(&self);
 }
 
 /// The result of joining a presence channel.

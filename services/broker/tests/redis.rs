@@ -375,3 +375,41 @@ async fn redis_broadcast_and_cache_conform_on_a_redis_cluster() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_subscription_is_reported_to_the_sink_and_a_new_subscriber_gets_deliveries() {
+    let mut server = RedisServer::start();
+    let sink = Arc::new(RecordingSink::default());
+    let broker = connect(&server, "sb:", sink.clone(), Clock::system());
+    let (app, channel) = (AppId::parse("a").unwrap(), ChannelName::parse("c").unwrap());
+    broker.subscribe(&app, &channel).await.unwrap();
+
+    server.stop();
+    sink.wait_for_interruptions(1).await;
+    tokio::task::block_in_place(|| server.restart());
+    // A second local subscriber: the node already counts the channel, but its subscription
+    // was lost, so this subscribe asks Redis again (the first request after a failed
+    // reconnect may fail while it reconnects; the edge's client would retry too).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while broker.subscribe(&app, &channel).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "subscribe never worked again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let publication = Publication {
+        app: app.clone(),
+        channel: channel.clone(),
+        frame: r#"{"event":"e","channel":"c","data":"after"}"#.into(),
+        except: None,
+        history: None,
+        serial: None,
+    };
+    broker.publish(publication).await.expect("published");
+    sink.wait_for(1).await;
+    assert_eq!(
+        &*sink.received.lock().unwrap()[0].frame,
+        r#"{"event":"e","channel":"c","data":"after"}"#
+    );
+}

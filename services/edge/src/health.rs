@@ -22,6 +22,8 @@ const MAX_DESCRIPTION: usize = 200;
 #[derive(Debug, Default)]
 pub struct Health {
     dependencies: Mutex<BTreeMap<&'static str, Option<String>>>,
+    /// Counts every change of a dependency's state, for whoever waits on one (`changes`).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Health {
@@ -32,6 +34,7 @@ impl Health {
         let before = dependencies.insert(dependency, Some(what.clone()));
         drop(dependencies);
         if !matches!(before, Some(Some(_))) {
+            self.changes.send_modify(|count| *count += 1);
             tracing::warn!(dependency, trouble = %what, "dependency in trouble; serving what this node can alone");
         }
     }
@@ -42,8 +45,15 @@ impl Health {
         let before = dependencies.insert(dependency, None);
         drop(dependencies);
         if matches!(before, Some(Some(_))) {
+            self.changes.send_modify(|count| *count += 1);
             tracing::info!(dependency, "dependency recovered");
         }
+    }
+
+    /// Notified whenever a dependency falls into trouble or recovers (a test, or anything
+    /// that reacts to the node's health, waits on it instead of polling `/healthz`).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Every dependency reported so far, by name, with its current trouble.

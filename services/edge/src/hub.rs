@@ -223,6 +223,13 @@ impl DeliverySink for Hub {
             metrics().delivered.increment(delivered);
         }
     }
+
+    fn deliveries_interrupted(&self) {
+        let connections = self.connections.lock().expect("hub lock poisoned");
+        for of_app in connections.values() {
+            of_app.values().for_each(|outbox| outbox.interrupt());
+        }
+    }
 }
 
 impl NodeSink for Hub {

@@ -30,6 +30,7 @@ const OVERFLOWED: u8 = 1;
 const TERMINATED: u8 = 2;
 const SHUTTING_DOWN: u8 = 3;
 const CLOSED: u8 = 4;
+const INTERRUPTED: u8 = 5;
 
 /// One thing to write to the socket.
 #[derive(Debug, Clone, PartialEq)]
@@ -330,6 +331,12 @@ impl Outbox {
         self.end(SHUTTING_DOWN);
     }
 
+    /// Asks the connection to close because live deliveries to this node may have been
+    /// missed: the client resumes, so a gap is replayed or reported, never silent.
+    pub fn interrupt(&self) {
+        self.end(INTERRUPTED);
+    }
+
     /// Moves an open outbox to `state` and wakes the connection's task; false if it was not
     /// open.
     fn end(&self, state: u8) -> bool {
@@ -366,6 +373,7 @@ impl Outbox {
             OVERFLOWED => Some(CloseReason::SlowConsumer),
             TERMINATED => Some(CloseReason::Unauthorized),
             SHUTTING_DOWN => Some(CloseReason::ServerShuttingDown),
+            INTERRUPTED => Some(CloseReason::DeliveriesInterrupted),
             _ => None,
         }
     }

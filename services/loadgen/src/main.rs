@@ -7,12 +7,12 @@ mod conn;
 mod plan;
 mod procfs;
 mod publish;
+mod redis_monitor;
 mod report;
 mod stats;
 mod traffic;
 mod wire;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,10 +82,6 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
     let channels = plan.channel_names.len();
     let seq_limit = (plan.total_events > 0).then(|| plan.total_events.div_ceil(channels as u64));
     let mut tasks = JoinSet::new();
-    let ws_base = match &plan.server.ip() {
-        IpAddr::V4(ip) => format!("ws://{ip}:{}{}", plan.server.port(), plan.path_prefix),
-        IpAddr::V6(ip) => format!("ws://[{ip}]:{}{}", plan.server.port(), plan.path_prefix),
-    };
     let ramp_start = Instant::now();
     eprintln!(
         "connecting {} subscribers to {} over {channels} channel(s)…",
@@ -93,6 +89,7 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
     );
     for id in 0..args.connections {
         let channel = plan.channel_names[id % channels].clone();
+        let (server, ws_base) = &plan.subscribe_to[id % plan.subscribe_to.len()];
         let ws_url = match args.target {
             Target::Pusher => format!(
                 "{ws_base}/app/{}?protocol=7&client=loadgen&version=0.1",
@@ -103,7 +100,7 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
         let spec = ConnSpec {
             id,
             target: args.target,
-            server: plan.server,
+            server: *server,
             source: (!args.source_addrs.is_empty())
                 .then(|| args.source_addrs[id % args.source_addrs.len()]),
             ws_url,
@@ -171,6 +168,10 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
     let server_connected = read_server();
 
     // ---- measured window ----
+    let monitor = match plan.redis {
+        Some(address) => Some(redis_monitor::Monitor::start(address).await?),
+        None => None,
+    };
     let client_cpu_w0 = procfs::cpu_seconds(Pid::Own);
     let server_w0 = read_server();
     let window_start = Instant::now();
@@ -228,6 +229,10 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
     }
     let window_s = window_start.elapsed().as_secs_f64();
     let server_w1 = read_server();
+    let redis_counts = match monitor {
+        Some(monitor) => Some(monitor.stop().await),
+        None => None,
+    };
     let client_cpu_w1 = procfs::cpu_seconds(Pid::Own);
     max_fds = max_fds.max(procfs::open_fds());
 
@@ -318,7 +323,12 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
             args.publish_concurrency
         ),
     };
+    let redis = redis_counts.map(|counts| {
+        let ok = publish_report.as_ref().map_or(0, |report| report.ok);
+        counts.report(ok, window_s)
+    });
     Ok(Report {
+        redis,
         workload: Workload {
             target: args.target,
             url: format!("{}{}", plan.origin, plan.path_prefix),

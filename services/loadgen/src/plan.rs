@@ -40,6 +40,14 @@ pub(crate) struct Args {
     /// Base HTTP URL (loopback only) [default: http://127.0.0.1:6001 for pusher, http://127.0.0.1:7101 for nchan].
     #[arg(long)]
     pub(crate) url: Option<String>,
+    /// Servers the subscribers connect to, round robin (subscriber i to entry i % n), e.g.
+    /// the edges of a cluster; events are still published through --url [default: --url].
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) subscribe_url: Vec<String>,
+    /// A loopback Redis (`redis://127.0.0.1:PORT`) the servers share: its commands are
+    /// counted over the measured window (MONITOR) and reported per publish.
+    #[arg(long)]
+    pub(crate) redis_url: Option<String>,
     /// Pusher app id (HTTP API path).
     #[arg(long, default_value = "bench")]
     pub(crate) app_id: String,
@@ -103,7 +111,10 @@ pub(crate) struct Args {
 /// Validated settings.
 pub(crate) struct Plan {
     pub(crate) args: Args,
-    pub(crate) server: SocketAddr,
+    /// Where subscribers connect, round robin: (address, `ws://host:port/prefix`).
+    pub(crate) subscribe_to: Vec<(SocketAddr, String)>,
+    /// The shared Redis to count commands on, if any.
+    pub(crate) redis: Option<SocketAddr>,
     pub(crate) origin: String,
     pub(crate) path_prefix: String,
     pub(crate) channel_names: Vec<String>,
@@ -118,31 +129,40 @@ pub(crate) fn plan(args: Args) -> anyhow::Result<Plan> {
         Target::Nchan => "http://127.0.0.1:7101",
     };
     let url_text = args.url.clone().unwrap_or_else(|| default_url.to_owned());
-    let url = reqwest::Url::parse(&url_text).with_context(|| format!("bad --url {url_text}"))?;
-    ensure!(
-        url.scheme() == "http",
-        "--url must be http:// (loopback, no TLS)"
-    );
-    let ip: IpAddr = match url.host_str() {
-        Some("localhost") => Ipv4Addr::LOCALHOST.into(),
-        Some(h) => match h.trim_start_matches('[').trim_end_matches(']').parse() {
-            Ok(ip) => ip,
-            Err(_) => bail!("--url host must be a loopback IP address, got {h}"),
-        },
-        None => bail!("--url has no host"),
+    let (server, origin, path_prefix) = loopback_http(&url_text, "--url")?;
+    let ip = server.ip();
+    let mut subscribe_to = Vec::new();
+    for text in &args.subscribe_url {
+        let (address, origin, prefix) = loopback_http(text, "--subscribe-url")?;
+        subscribe_to.push((
+            address,
+            format!("{}{prefix}", origin.replacen("http", "ws", 1)),
+        ));
+    }
+    if subscribe_to.is_empty() {
+        subscribe_to.push((
+            server,
+            format!("{}{path_prefix}", origin.replacen("http", "ws", 1)),
+        ));
+    }
+    let redis = match &args.redis_url {
+        Some(text) => {
+            let url =
+                reqwest::Url::parse(text).with_context(|| format!("bad --redis-url {text}"))?;
+            ensure!(url.scheme() == "redis", "--redis-url must be redis://");
+            let host: IpAddr = url
+                .host_str()
+                .unwrap_or("")
+                .parse()
+                .with_context(|| format!("--redis-url host must be a loopback IP: {text}"))?;
+            ensure!(
+                host.is_loopback(),
+                "--redis-url {host} is not a loopback address"
+            );
+            Some(SocketAddr::new(host, url.port().unwrap_or(6379)))
+        }
+        None => None,
     };
-    ensure!(
-        ip.is_loopback(),
-        "--url host {ip} is not a loopback address"
-    );
-    let port = url.port_or_known_default().unwrap_or(80);
-    let server = SocketAddr::new(ip, port);
-    let host = match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("[{v6}]"),
-    };
-    let origin = format!("http://{host}:{port}");
-    let path_prefix = url.path().trim_end_matches('/').to_owned();
     for src in &args.source_addrs {
         ensure!(
             src.is_loopback(),
@@ -251,7 +271,8 @@ pub(crate) fn plan(args: Args) -> anyhow::Result<Plan> {
     let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = args.threads.unwrap_or(nproc).clamp(1, 64);
     Ok(Plan {
-        server,
+        subscribe_to,
+        redis,
         origin,
         path_prefix,
         channel_names,
@@ -260,4 +281,36 @@ pub(crate) fn plan(args: Args) -> anyhow::Result<Plan> {
         nproc,
         args,
     })
+}
+
+/// A loopback `http://` URL as (address, `http://host:port` origin, path prefix).
+fn loopback_http(text: &str, flag: &str) -> anyhow::Result<(SocketAddr, String, String)> {
+    let url = reqwest::Url::parse(text).with_context(|| format!("bad {flag} {text}"))?;
+    ensure!(
+        url.scheme() == "http",
+        "{flag} must be http:// (loopback, no TLS)"
+    );
+    let ip: IpAddr = match url.host_str() {
+        Some("localhost") => Ipv4Addr::LOCALHOST.into(),
+        Some(h) => match h.trim_start_matches('[').trim_end_matches(']').parse() {
+            Ok(ip) => ip,
+            Err(_) => bail!("{flag} host must be a loopback IP address, got {h}"),
+        },
+        None => bail!("{flag} has no host"),
+    };
+    ensure!(
+        ip.is_loopback(),
+        "{flag} host {ip} is not a loopback address"
+    );
+    let port = url.port_or_known_default().unwrap_or(80);
+    let host = match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    };
+    let prefix = url.path().trim_end_matches('/').to_owned();
+    Ok((
+        SocketAddr::new(ip, port),
+        format!("http://{host}:{port}"),
+        prefix,
+    ))
 }

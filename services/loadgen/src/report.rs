@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::plan::Target;
 use crate::publish::PublishReport;
+use crate::redis_monitor::RedisReport;
 
 #[derive(Serialize)]
 pub(crate) struct Workload {
@@ -70,6 +71,8 @@ pub(crate) struct Server {
 #[derive(Serialize)]
 pub(crate) struct Report {
     pub(crate) workload: Workload,
+    /// Commands on the servers' shared Redis in the window (`--redis-url`).
+    pub(crate) redis: Option<RedisReport>,
     pub(crate) connect: Connect,
     pub(crate) publish: Option<PublishReport>,
     pub(crate) delivery: Option<Delivery>,
@@ -181,6 +184,18 @@ pub(crate) fn print_report(r: &Report) {
             opt_f(s.cpu_s_window, 2),
             opt_f(s.cpu_us_per_delivery, 2),
             opt_f(s.cpu_us_per_connection_s, 3)
+        );
+    }
+    if let Some(redis) = &r.redis {
+        println!(
+            "redis: {} commands from clients for {} publishes → {:.2} round trips/publish \
+             (pings apart: {:.1}/s), {:.2} script commands/publish, by command {:?}",
+            redis.commands,
+            redis.publishes_ok,
+            redis.round_trips_per_publish,
+            redis.pings_per_s,
+            redis.script_commands_per_publish,
+            redis.by_command_per_publish
         );
     }
     match serde_json::to_string(r) {

@@ -36,6 +36,10 @@ pub enum CloseReason {
     ServerShuttingDown,
     /// The client did not answer a `pusher:ping` in time.
     PongTimeout,
+    /// This node lost its subscription to the cluster's broker, so live events may have been
+    /// missed: reconnect at once and resume (the history replays them, or `resume_failed`
+    /// says they are gone).
+    DeliveriesInterrupted,
 }
 
 /// A close code and the reason text sent with it.
@@ -67,6 +71,9 @@ impl CloseReason {
             ),
             Self::ServerShuttingDown => (4200, "Server is restarting; reconnect"),
             Self::PongTimeout => (4201, "Pong reply not received"),
+            Self::DeliveriesInterrupted => {
+                (4202, "Deliveries were interrupted; reconnect and resume")
+            }
         };
         Disconnect { code, reason }
     }
@@ -96,7 +103,7 @@ mod tests {
 
     use super::*;
 
-    const ALL: [CloseReason; 13] = [
+    const ALL: [CloseReason; 14] = [
         CloseReason::UnknownAppKey,
         CloseReason::AppDisabled,
         CloseReason::OverConnectionQuota,
@@ -110,6 +117,7 @@ mod tests {
         CloseReason::ClusterUnavailable,
         CloseReason::ServerShuttingDown,
         CloseReason::PongTimeout,
+        CloseReason::DeliveriesInterrupted,
     ];
 
     #[test]
@@ -129,7 +137,8 @@ mod tests {
         assert_eq!(
             codes,
             [
-                4001, 4003, 4004, 4005, 4006, 4007, 4009, 4009, 4100, 4100, 4100, 4200, 4201
+                4001, 4003, 4004, 4005, 4006, 4007, 4009, 4009, 4100, 4100, 4100, 4200, 4201,
+                4202
             ]
         );
         assert_eq!(ErrorCode::ClientEventRateLimited.code(), 4301);

@@ -146,8 +146,12 @@ pub fn message_payload<'a>(push: &'a PushInfo, connection: &str) -> Option<&'a [
     }
 }
 
+/// One retry per reconnect: requests wait for a reconnect in progress, so the default six
+/// (seconds of back-off) would hold every publish during an outage instead of answering
+/// `Unavailable`. The health watch's pings start a new reconnect every second anyway.
 fn base_config() -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(Some(Duration::from_secs(5)))
         .set_max_delay(Duration::from_secs(2))

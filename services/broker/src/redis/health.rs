@@ -1,6 +1,6 @@
 //! `RedisHealthWatch`: tells the node when its Redis goes away and when it is back. It pings
-//! the connections of the node's Redis parts (broker, broadcasts, cache; `and` joins them)
-//! every `HEALTH_CHECK_EVERY` and
+//! the connections of the node's Redis parts (broker, broadcasts, cache, counters, occupancy,
+//! publish rates; `and` joins them) every `HEALTH_CHECK_EVERY` and
 //! reports the first failure and the first success after it to a `HealthReport`. The pings
 //! also make both connections reconnect (and resubscribe) as soon as Redis is back, rather
 //! than on the next request: "recovered" means the broker works again.
@@ -23,19 +23,22 @@ pub trait HealthReport: Send + Sync + 'static {
 
 /// Connections to ping, not yet watching.
 pub struct RedisHealthWatch {
-    connections: Vec<(Commands, Subscriptions)>,
+    commands: Vec<Commands>,
+    subscriptions: Vec<Subscriptions>,
 }
 
 impl RedisHealthWatch {
     pub(super) fn on(commands: Commands, subscriptions: Subscriptions) -> Self {
         Self {
-            connections: vec![(commands, subscriptions)],
+            commands: vec![commands],
+            subscriptions: vec![subscriptions],
         }
     }
 
     /// One watch over both sets of connections.
     pub fn and(mut self, other: Self) -> Self {
-        self.connections.extend(other.connections);
+        self.commands.extend(other.commands);
+        self.subscriptions.extend(other.subscriptions);
         self
     }
 
@@ -65,18 +68,29 @@ impl RedisHealthWatch {
         });
     }
 
+    /// Pings every connection, even after a failure, so each one that lost Redis starts
+    /// reconnecting now; the first error is the answer.
     async fn ping(&self) -> redis::RedisResult<()> {
-        for (commands, subscriptions) in &self.connections {
-            redis::cmd("PING").exec_async(&mut commands.clone()).await?;
-            match subscriptions.clone() {
-                Subscriptions::Single(mut connection) => {
-                    redis::cmd("PING").exec_async(&mut connection).await?;
-                }
-                Subscriptions::Cluster(mut connection) => {
-                    redis::cmd("PING").exec_async(&mut connection).await?;
-                }
+        let mut first_error = Ok(());
+        for commands in &self.commands {
+            let pinged = redis::cmd("PING").exec_async(&mut commands.clone()).await;
+            first_error = first_error.and(pinged);
+        }
+        for subscriptions in &self.subscriptions {
+            let pinged = Self::ping_subscriptions(subscriptions).await;
+            first_error = first_error.and(pinged);
+        }
+        first_error
+    }
+
+    async fn ping_subscriptions(subscriptions: &Subscriptions) -> redis::RedisResult<()> {
+        match subscriptions.clone() {
+            Subscriptions::Single(mut connection) => {
+                redis::cmd("PING").exec_async(&mut connection).await
+            }
+            Subscriptions::Cluster(mut connection) => {
+                redis::cmd("PING").exec_async(&mut connection).await
             }
         }
-        Ok(())
     }
 }

@@ -64,10 +64,14 @@ const LONGEST_WINDOW: Duration = Duration::from_secs(366 * 24 * 3600);
 pub struct Redis {
     commands: Commands,
     subscriptions: Subscriptions,
-    /// This node's subscriptions, counted: Redis is asked on 0 → 1 and 1 → 0 only. The lock
-    /// is held across the Redis call so subscribe and unsubscribe of a channel keep their
-    /// order.
-    subscribed: tokio::sync::Mutex<HashMap<String, usize>>,
+    /// This node's subscriptions, counted, with the connection generation each was confirmed
+    /// in: Redis is asked on 0 → 1 and 1 → 0 only, and again by the first subscriber after
+    /// the subscription connection was lost (its automatic resubscription may not be done
+    /// yet, and that subscriber reads the history next). The lock is held across the Redis
+    /// call so subscribe and unsubscribe of a channel keep their order.
+    subscribed: tokio::sync::Mutex<HashMap<String, (usize, u64)>>,
+    /// Bumped by `Deliveries` whenever the subscription connection is lost.
+    generation: Arc<AtomicU64>,
     keys: Keys,
     clock: WallClock,
     scripts: Scripts,
@@ -152,7 +156,11 @@ impl Redis {
         clock: Clock,
         node: NodeSettings,
     ) -> Result<Self, BrokerError> {
-        let deliveries = Deliveries { sink };
+        let generation = Arc::new(AtomicU64::new(0));
+        let deliveries = Deliveries {
+            sink,
+            generation: generation.clone(),
+        };
         let subscriptions = connection
             .subscriptions(move |push| deliveries.push(push))
             .await
@@ -163,6 +171,7 @@ impl Redis {
             commands,
             subscriptions,
             subscribed: tokio::sync::Mutex::default(),
+            generation,
             keys: Keys::new(namespace),
             clock: WallClock::new(clock),
             scripts: Scripts {
@@ -256,14 +265,19 @@ impl Broker for Redis {
     async fn subscribe(&self, app: &AppId, channel: &ChannelName) -> Result<(), BrokerError> {
         let name = self.keys.messages(app, channel);
         let mut subscribed = self.subscribed.lock().await;
-        let count = subscribed.entry(name.clone()).or_default();
+        let generation = self.generation.load(Ordering::SeqCst);
+        let (count, confirmed_in) = subscribed.entry(name.clone()).or_insert((0, generation));
         *count += 1;
-        if *count == 1 {
+        if *count == 1 || *confirmed_in != generation {
             let result = self.subscriptions.clone().subscribe(&name).await;
             if let Err(error) = result {
-                subscribed.remove(&name);
+                *count -= 1;
+                if *count == 0 {
+                    subscribed.remove(&name);
+                }
                 return Err(unavailable(error));
             }
+            *confirmed_in = generation;
         }
         Ok(())
     }
@@ -271,7 +285,7 @@ impl Broker for Redis {
     async fn unsubscribe(&self, app: &AppId, channel: &ChannelName) -> Result<(), BrokerError> {
         let name = self.keys.messages(app, channel);
         let mut subscribed = self.subscribed.lock().await;
-        let Some(count) = subscribed.get_mut(&name) else {
+        let Some((count, _)) = subscribed.get_mut(&name) else {
             return Ok(());
         };
         *count -= 1;

@@ -2,11 +2,12 @@
 //! script replies into histories and members. Anything unexpected is an error, never a panic.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytestring::ByteString;
 use protocol::names::{AppId, ChannelName, SocketId, UserId};
 use protocol::wire::Member;
-use redis::{PushInfo, Value};
+use redis::{PushInfo, PushKind, Value};
 
 use super::connection::message_payload;
 
@@ -15,12 +16,24 @@ use crate::{BrokerError, DeliverySink, History, Publication};
 /// Turns pub/sub messages into deliveries to this node's sink, in the order they arrive.
 pub struct Deliveries {
     pub sink: Arc<dyn DeliverySink>,
+    /// Bumped on every loss of the subscription connection.
+    pub generation: Arc<AtomicU64>,
 }
 
 impl Deliveries {
     pub fn push(&self, push: PushInfo) {
-        // What was published while the connection was lost does not reach this node's
-        // subscribers live: a resume finds it in the history.
+        if push.kind == PushKind::Disconnection {
+            // The manager reconnects and resubscribes by itself, but what was published
+            // meanwhile never reaches this node live: its subscribers must resume (the history
+            // replays the gap, or `resume_failed` says it is gone). The generation makes the
+            // next subscribe of each channel confirm its subscription anew.
+            tracing::warn!(
+                "lost the broker's subscription connection; reconnecting, subscribers resume"
+            );
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            self.sink.deliveries_interrupted();
+            return;
+        }
         let Some(payload) = message_payload(&push, "broker") else {
             return;
         };

@@ -26,6 +26,8 @@ pub use occupancy::occupancy_conformance;
 #[derive(Default)]
 pub struct RecordingSink {
     pub received: Mutex<Vec<Publication>>,
+    /// How many times the broker said deliveries may have been missed.
+    pub interruptions: std::sync::atomic::AtomicUsize,
     arrived: tokio::sync::Notify,
 }
 
@@ -35,6 +37,12 @@ impl DeliverySink for RecordingSink {
             .lock()
             .expect("sink lock poisoned")
             .push(publication.clone());
+        self.arrived.notify_waiters();
+    }
+
+    fn deliveries_interrupted(&self) {
+        self.interruptions
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.arrived.notify_waiters();
     }
 }
@@ -59,6 +67,27 @@ impl RecordingSink {
         if tokio::time::timeout(DELIVERY_GUARD, arrived).await.is_err() {
             let got = self.received.lock().expect("sink lock poisoned").len();
             panic!("expected {count} deliveries, got {got}");
+        }
+    }
+}
+
+impl RecordingSink {
+    /// Waits until the broker reported at least `count` interruptions.
+    pub async fn wait_for_interruptions(&self, count: usize) {
+        let reported = async {
+            loop {
+                let notified = self.arrived.notified();
+                if self.interruptions.load(std::sync::atomic::Ordering::SeqCst) >= count {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(DELIVERY_GUARD, reported)
+            .await
+            .is_err()
+        {
+            panic!("expected {count} interruption reports");
         }
     }
 }

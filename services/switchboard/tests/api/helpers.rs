@@ -44,7 +44,7 @@ pub async fn spawn_app_on_broker(broker_url: &str) -> TestApp {
 
 /// As `spawn_app_on_broker`, with the test apps on `limits`.
 pub async fn spawn_app_on_broker_with(broker_url: &str, limits: tenancy::PlanLimits) -> TestApp {
-    spawn_edge_on_broker(broker_url, limits, None).await
+    spawn_app_on_broker_watched(broker_url, limits).await.0
 }
 
 /// As `spawn_app_on_broker`, reporting webhook events to `webhooks`.
@@ -53,14 +53,23 @@ pub async fn spawn_app_on_broker_reporting(
     webhooks: std::sync::Arc<dyn tenancy::WebhookSink>,
 ) -> TestApp {
     let limits = tenancy::PlanLimits::pusher_defaults();
-    spawn_edge_on_broker(broker_url, limits, Some(webhooks)).await
+    spawn_edge_on_broker(broker_url, limits, Some(webhooks)).await.0
+}
+
+/// As `spawn_app_on_broker_with`, with the edge's health, whose `changes` tell when the
+/// Redis trouble it reports starts and ends.
+pub async fn spawn_app_on_broker_watched(
+    broker_url: &str,
+    limits: tenancy::PlanLimits,
+) -> (TestApp, std::sync::Arc<edge::health::Health>) {
+    spawn_edge_on_broker(broker_url, limits, None).await
 }
 
 async fn spawn_edge_on_broker(
     broker_url: &str,
     limits: tenancy::PlanLimits,
     webhooks: Option<std::sync::Arc<dyn tenancy::WebhookSink>>,
-) -> TestApp {
+) -> (TestApp, std::sync::Arc<edge::health::Health>) {
     use std::sync::Arc;
     use switchboard::startup::Parts;
 
@@ -79,12 +88,14 @@ async fn spawn_edge_on_broker(
         Application::build_on("127.0.0.1", 0, parts, Some(node)).expect("server binds");
     let port = application.port();
     let stopper = application.stopper();
+    let health = application.edge_state().expect("an edge").health.clone();
     tokio::spawn(application.run_until_stopped());
-    TestApp {
+    let app = TestApp {
         port,
         http: reqwest::Client::new(),
         stopper,
-    }
+    };
+    (app, health)
 }
 
 pub async fn spawn_app_with(edge: EdgeSettings) -> TestApp {
@@ -249,6 +260,27 @@ impl WsClient {
                     return Some(serde_json::from_str(&text).expect("JSON frame"));
                 }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// The next text frame, parsed, or how the connection ended.
+    pub async fn next_json_or_close(&mut self) -> Result<Value, Closed> {
+        loop {
+            let message = tokio::time::timeout(STEP_TIMEOUT, self.stream.next())
+                .await
+                .expect("a frame or the close arrives in time");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    return Ok(serde_json::from_str(&text).expect("JSON frame"));
+                }
+                Some(Ok(Message::Close(Some(CloseFrame { code, .. })))) => {
+                    return Err(Closed { code: code.into() });
+                }
+                Some(Ok(Message::Close(None))) | Some(Err(_)) | None => {
+                    return Err(Closed { code: 1006 });
+                }
                 Some(Ok(_)) => {}
             }
         }

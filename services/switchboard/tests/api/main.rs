@@ -21,6 +21,7 @@ mod memory;
 mod metering;
 mod operators;
 mod platform;
+mod redis_restart;
 mod resume;
 mod serve_binary;
 mod tenancy;
