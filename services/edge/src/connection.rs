@@ -11,12 +11,13 @@ use std::sync::Arc;
 use broker::{BrokerError, Publication};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use protocol::codes::{CloseReason, ErrorCode};
-use protocol::names::{AppKey, ChannelName, SocketId, UserId};
+use protocol::names::{AppKey, ChannelName, EventName, SocketId, UserId};
 use protocol::session::{Credentials, Output, Session, SessionConfig};
 use protocol::wire::{self, ChannelPosition, Member};
-use tenancy::{App, KeyedApp};
+use tenancy::{App, ConsoleEvent, KeyedApp};
 use tokio::time::Instant;
 
+use crate::console::report::{self, ClientOrigin};
 use crate::limits::{ConnectionSlot, unix_now};
 use crate::link::{Inbound, MessageSource, closing_frames, protocol_close};
 use crate::outbox::{Outbox, Outgoing};
@@ -68,6 +69,7 @@ impl Connection {
         keyed: KeyedApp,
         slot: Option<ConnectionSlot>,
         outbox: Arc<Outbox>,
+        origin: ClientOrigin,
         mut reader: Source,
     ) {
         let config = SessionConfig {
@@ -85,6 +87,7 @@ impl Connection {
             Session::new(socket_id, credentials, config, Instant::now().into_std());
         outbox.send(Outgoing::Text(established.into()));
         state.hub.connect(&keyed.app.id, &outbox);
+        report::connection_opened(&state, &keyed.app.id, outbox.socket_id(), origin);
         let mut connection = Connection {
             state,
             app: keyed.app,
@@ -97,6 +100,12 @@ impl Connection {
         let ending = connection.serve(&mut reader).await;
         connection.clean_up().await;
         crate::metrics::connection_closed(ending.close_code());
+        report::record(&connection.state, &connection.app.id, || {
+            ConsoleEvent::ConnectionClosed {
+                socket_id: connection.outbox.socket_id().to_string(),
+                code: ending.close_code(),
+            }
+        });
         match ending {
             Ending::ClientLeft => connection.outbox.close_with([Outgoing::Close {
                 code: 1000,
@@ -209,6 +218,7 @@ impl Connection {
     }
 
     fn send(&self, frame: String) {
+        report::frame_sent(&self.state, &self.app.id, self.session.socket_id(), &frame);
         self.outbox.send(Outgoing::Text(frame.into()));
     }
 
@@ -221,7 +231,11 @@ impl Connection {
                 resume,
             } => self.subscribe(channel, member, resume).await,
             Output::Unsubscribe { channel, member } => self.unsubscribe(&channel, member).await,
-            Output::ClientEvent { channel, frame, .. } => self.client_event(channel, frame).await,
+            Output::ClientEvent {
+                channel,
+                event,
+                frame,
+            } => self.client_event(channel, event, frame).await,
             Output::SignedIn {
                 user,
                 watchlist,
@@ -279,6 +293,7 @@ impl Connection {
             Some(_) => channel_events::count_subscribed(&self.state, &self.app.id, &channel).await,
             None => None,
         };
+        self.report_subscribed(&channel, added.is_some());
         let catch_up = resume::catch_up(
             self.state.cluster.broker.as_ref(),
             &self.app.id,
@@ -323,6 +338,28 @@ impl Connection {
             let frame = wire::member_added(channel.as_str(), &member);
             self.publish(channel, frame, true, None).await;
         }
+    }
+
+    fn is_system_app(&self) -> bool {
+        let console = self.state.console.as_ref();
+        console.is_some_and(|console| *console.system_app() == self.app.id)
+    }
+
+    /// Tells the app's console of a new subscription; a console watcher subscribing on this
+    /// node makes its app's events flow before it is told it is in.
+    fn report_subscribed(&self, channel: &ChannelName, added: bool) {
+        if !added {
+            return;
+        }
+        if let Some(console) = &self.state.console
+            && self.is_system_app()
+        {
+            console.watcher_subscribed(channel);
+        }
+        report::record(&self.state, &self.app.id, || ConsoleEvent::Subscribed {
+            socket_id: self.session.socket_id().to_string(),
+            channel: channel.to_string(),
+        });
     }
 
     /// Counts frames sent from history like fan-out deliveries (messages and bytes out).
@@ -379,6 +416,10 @@ impl Connection {
         let removed =
             node_subscriptions::unsubscribe(&self.state, &self.app.id, channel, &self.outbox).await;
         if removed.is_some() {
+            report::record(&self.state, &self.app.id, || ConsoleEvent::Unsubscribed {
+                socket_id: self.session.socket_id().to_string(),
+                channel: channel.to_string(),
+            });
             let left = channel_events::count_unsubscribed(&self.state, &self.app.id, channel).await;
             channel_events::unsubscribed(&self.state, &self.app, channel, left).await;
         }
@@ -403,7 +444,14 @@ impl Connection {
         }
     }
 
-    async fn client_event(&mut self, channel: ChannelName, frame: String) {
+    async fn client_event(&mut self, channel: ChannelName, event: EventName, frame: String) {
+        if self.is_system_app() {
+            // The console's channels carry the platform's events only: no client may forge one.
+            return self.send(wire::error(
+                None,
+                "client events are not allowed on this app",
+            ));
+        }
         let per_second = self.app.limits.client_events_per_second;
         let limiter = self.client_event_limiter.get_or_insert_with(|| {
             let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
@@ -436,6 +484,12 @@ impl Connection {
         self.state.meter.published(&self.app.id, 1);
         crate::metrics::metrics().published_by_clients.increment(1);
         let socket_id = self.session.socket_id();
+        report::record(&self.state, &self.app.id, || ConsoleEvent::ClientEvent {
+            socket_id: socket_id.to_string(),
+            channel: channel.to_string(),
+            event: event.as_str().to_owned(),
+            bytes: frame.len(),
+        });
         channel_events::client_event(&self.state, &self.app.id, &channel, socket_id, &frame);
         let window = history_window(&self.app.limits);
         self.publish(channel, frame, true, Some(window)).await;

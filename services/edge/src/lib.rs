@@ -14,6 +14,7 @@
 mod carriers;
 mod channel_events;
 mod connection;
+pub mod console;
 pub mod drain;
 pub mod health;
 mod http_api;
@@ -82,6 +83,9 @@ pub struct EdgeSettings {
     /// Proxies whose `X-Forwarded-For` names the client for per-address limits
     /// (`ingress::client_address`); none by default.
     pub trusted_proxies: ingress::TrustedProxies,
+    /// The system app the dashboard's console and live view ride on (see `console`); `None`
+    /// (no control plane) has no console.
+    pub console_app: Option<protocol::names::AppId>,
 }
 
 impl Default for EdgeSettings {
@@ -104,6 +108,7 @@ impl Default for EdgeSettings {
             carrier_sessions_per_app_per_minute: 6_000,
             sb_heartbeat_interval: Duration::from_secs(15),
             trusted_proxies: ingress::TrustedProxies::none(),
+            console_app: None,
         }
     }
 }
@@ -140,6 +145,8 @@ pub struct EdgeState {
     pub readiness: Arc<drain::Readiness>,
     /// Dependencies in trouble, reported by `/healthz` and `/metrics` (see `health`).
     pub health: Arc<health::Health>,
+    /// The console feed, live view and refusal log (with a system app, see `console`).
+    pub console: Option<Arc<console::Console>>,
 }
 
 impl EdgeState {
@@ -153,7 +160,13 @@ impl EdgeState {
         usage: Option<Arc<dyn UsageSink>>,
         webhooks: Option<Arc<dyn WebhookSink>>,
     ) -> Arc<Self> {
+        let console = console::for_settings(&settings);
+        if let Some(console) = &console {
+            // The console's own traffic is nobody's usage.
+            hub.exempt_from_metering(console.system_app().clone());
+        }
         Arc::new(Self {
+            console,
             catalog,
             limits: Arc::new(limits::Limits::new(&cluster)),
             cluster,

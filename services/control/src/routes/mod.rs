@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod apps;
 pub mod audit;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod keys;
 pub mod login_limit;
@@ -73,6 +74,8 @@ pub struct ControlState {
     pub settings: ControlSettings,
     pub login_limiter: LoginLimiter,
     pub signup_limiter: SignupLimiter,
+    /// The edge's console (refusal log), when an edge runs in this process; set by the binary.
+    pub console: Option<std::sync::Arc<dyn tenancy::ConsoleFeed>>,
 }
 
 impl ControlState {
@@ -90,6 +93,7 @@ impl ControlState {
             settings,
             login_limiter,
             signup_limiter,
+            console: None,
         }
     }
 }
@@ -149,6 +153,14 @@ pub fn configure(state: web::Data<ControlState>) -> impl FnOnce(&mut web::Servic
                         .route(web::get().to(keys::reveal_secret)),
                 )
                 .service(resource("/apps/{app_id}/usage", "GET").route(web::get().to(usage::show)))
+                .service(resource("/console", "GET").route(web::get().to(console::info)))
+                .service(
+                    resource("/console/auth", "POST").route(web::post().to(console::authorize)),
+                )
+                .service(
+                    resource("/apps/{app_id}/refusals", "GET")
+                        .route(web::get().to(console::refusals)),
+                )
                 .service(
                     resource("/apps/{app_id}/webhooks", "GET, POST")
                         .route(web::get().to(webhooks::list))

@@ -125,13 +125,16 @@ pub async fn start_platform(url: &str, key: SecretsKey) -> TestPlatform {
     let pg_catalog = PgCatalog::new(pool.clone(), key.clone());
     tokio::spawn(pg_catalog.clone().listen());
     let catalog: Arc<dyn AppCatalog> = pg_catalog.clone();
+    let mut settings = EdgeSettings::default();
+    let catalog = switchboard::startup::with_console_app(catalog, &mut settings, &key);
     let parts = Parts {
-        edge: Some((catalog, EdgeSettings::default())),
+        edge: Some((catalog, settings)),
         control: Some(ControlState::new(control.clone())),
         usage: Some(Arc::new(PgUsageSink::new(&pool))),
         webhooks: Some(webhooks.clone()),
     };
     let application = Application::build_with("127.0.0.1", 0, parts).expect("server binds");
+    switchboard::startup::attach_console(&application, &webhooks);
     let port = application.port();
     let stopper = application.stopper();
     tokio::spawn(application.run_until_stopped());
