@@ -59,6 +59,9 @@ pub(crate) struct Connection {
     /// This connection's place in the app's connection count, released when it ends (`None`:
     /// the carrier holds it, see `carriers::session`).
     _slot: Option<ConnectionSlot>,
+    /// Set while the outputs of one client frame refuse a subscription: its `pusher:error`
+    /// twin is then not logged as a second refusal.
+    refusing_subscription: std::sync::atomic::AtomicBool,
 }
 
 impl Connection {
@@ -96,6 +99,7 @@ impl Connection {
             session,
             outbox,
             client_event_limiter: None,
+            refusing_subscription: Default::default(),
         };
         let ending = connection.serve(&mut reader).await;
         connection.clean_up().await;
@@ -185,10 +189,20 @@ impl Connection {
 
     async fn on_text(&mut self, text: &str) -> Result<(), CloseReason> {
         let outputs = self.session.on_text(text, Instant::now().into_std());
+        let refusing = outputs.iter().any(|output| {
+            matches!(output, Output::Send(frame) if frame.contains("\"pusher:subscription_error\""))
+        });
+        let flag = std::sync::atomic::Ordering::Relaxed;
+        self.refusing_subscription.store(refusing, flag);
+        let mut result = Ok(());
         for output in outputs {
-            self.perform(output).await?;
+            result = self.perform(output).await;
+            if result.is_err() {
+                break;
+            }
         }
-        Ok(())
+        self.refusing_subscription.store(false, flag);
+        result
     }
 
     /// Re-reads the app after a catalog change: a revoked key closes with 4009, a disabled app
@@ -218,7 +232,16 @@ impl Connection {
     }
 
     fn send(&self, frame: String) {
-        report::frame_sent(&self.state, &self.app.id, self.session.socket_id(), &frame);
+        let twin = self
+            .refusing_subscription
+            .load(std::sync::atomic::Ordering::Relaxed);
+        report::frame_sent(
+            &self.state,
+            &self.app.id,
+            self.session.socket_id(),
+            &frame,
+            twin,
+        );
         self.outbox.send(Outgoing::Text(frame.into()));
     }
 

@@ -76,8 +76,16 @@ pub(crate) fn client_network(address: IpAddr) -> String {
 }
 
 /// Reports a frame sent to a client if it is a refusal (`pusher:error`,
-/// `pusher:subscription_error`); every other frame passes with one substring search.
-pub(crate) fn frame_sent(state: &EdgeState, app: &AppId, socket_id: &SocketId, frame: &str) {
+/// `pusher:subscription_error`); every other frame passes with one substring search. With
+/// `subscription_refused`, a `pusher:error` is the twin of a `subscription_error` (the protocol
+/// sends both) and is not logged again.
+pub(crate) fn frame_sent(
+    state: &EdgeState,
+    app: &AppId,
+    socket_id: &SocketId,
+    frame: &str,
+    subscription_refused: bool,
+) {
     if state.console.is_none()
         || !(frame.contains("\"pusher:error\"") || frame.contains("\"pusher:subscription_error\""))
     {
@@ -99,6 +107,7 @@ pub(crate) fn frame_sent(state: &EdgeState, app: &AppId, socket_id: &SocketId, f
             .and_then(|n| u16::try_from(n).ok())
     };
     let made = match parsed.get("event").and_then(Value::as_str) {
+        Some("pusher:error") if subscription_refused => return,
         Some("pusher:error") => refusal("client_message", number("code"), text("message")),
         Some("pusher:subscription_error") => {
             let reason = format!("{}: {}", text("type"), text("error"));

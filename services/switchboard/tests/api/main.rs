@@ -10,6 +10,7 @@ mod carriers_attacks;
 mod cluster;
 mod cluster_broadcasts;
 mod cluster_seam;
+mod console;
 mod drain;
 mod http_api;
 mod libraries;
