@@ -173,7 +173,7 @@ async fn only_the_apps_owner_may_watch_its_console() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|app| app["id"].as_str().unwrap())
+        .map(|app| app["app_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [app_id.as_str()]);
 }
