@@ -285,6 +285,18 @@ impl Connection {
         member: Option<Member>,
         resume: Option<ChannelPosition>,
     ) {
+        // The system app's key is public (every dashboard learns it): its only channels are
+        // the signed console and live ones, so it is no free messaging service.
+        if self.is_system_app() && !tenancy::is_console_channel(channel.as_str()) {
+            self.session.subscription_refused(&channel);
+            let message = "only console channels on this app";
+            return self.send(wire::subscription_error(
+                channel.as_str(),
+                "AuthError",
+                message,
+                403,
+            ));
+        }
         // The channel's live frames wait in the outbox until the subscriber has been told where
         // it stands (and sent what it missed); then only those after that position follow.
         self.outbox.hold(&channel);

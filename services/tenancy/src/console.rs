@@ -24,6 +24,11 @@ pub fn live_channel(app: &AppId) -> String {
     format!("{LIVE_CHANNEL_PREFIX}{app}")
 }
 
+/// Whether `channel` is one of the system app's console or live channels.
+pub fn is_console_channel(channel: &str) -> bool {
+    channel.starts_with(CONSOLE_CHANNEL_PREFIX) || channel.starts_with(LIVE_CHANNEL_PREFIX)
+}
+
 /// One thing that happened in an app, as its console shows it. Every string is bounded where
 /// it was parsed (channel names 164 bytes, event names 200, refusal reasons cut at 200).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

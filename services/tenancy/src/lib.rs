@@ -16,7 +16,7 @@ mod webhook_url;
 pub use catalog::{AppCatalog, CatalogError, KeyedApp, LayeredCatalog, StaticCatalog};
 pub use console::{
     CONSOLE_CHANNEL_PREFIX, ConsoleEvent, ConsoleFeed, LIVE_CHANNEL_PREFIX, Refusal,
-    console_channel, live_channel,
+    console_channel, is_console_channel, live_channel,
 };
 pub use spec::{AppSpec, AppSpecError};
 pub use usage::{MemoryUsageSink, UsageError, UsageMinute, UsageSink};

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 
 use crate::helpers::{WsClient, channel_auth_with, data_of};
 use crate::metering::{rows, totals};
-use crate::platform::{TestPlatform, spawn_platform};
+use control::crypto::SecretsKey;
+
+use crate::platform::{TestPlatform, spawn_platform, start_platform_on};
 use crate::webhook_receiver::Receiver;
 
 /// Generous: only a real bug takes this long on a loaded 2-core machine.
@@ -158,6 +160,11 @@ async fn only_the_apps_owner_may_watch_its_console() {
         .await;
     let refused = intruder.expect_event("pusher:subscription_error").await;
     assert_eq!(refused["channel"], other_console.as_str());
+
+    // Its key is public, but it carries no other channels.
+    let reply = intruder.subscribe("news", "", None).await;
+    assert_eq!(reply["event"], "pusher:subscription_error");
+    assert_eq!(reply["channel"], "news");
 
     // The system app is nobody's: no account lists it.
     let apps: Value = reqwest::Client::new()
@@ -402,4 +409,60 @@ async fn a_flood_cannot_make_the_feed_unbounded() {
     let refusals = log["refusals"].as_array().unwrap();
     assert_eq!(refusals.len(), edge::console::MAX_REFUSALS_PER_APP);
     assert!(refusals.iter().all(|r| r["code"] == 4301), "rate limited");
+}
+
+#[tokio::test]
+async fn the_console_and_live_view_work_across_edges() {
+    let redis = testkit::RedisServer::start();
+    let (database_url, _database) = crate::platform::fresh_database().await;
+    let secrets = SecretsKey::from_base64(&SecretsKey::generate_base64()).unwrap();
+    let watched_on = start_platform_on(&database_url, secrets.clone(), Some(&redis.url())).await;
+    let used_on = start_platform_on(&database_url, secrets, Some(&redis.url())).await;
+    let (app_id, key, secret, token) = owner(&watched_on, "far@example.com").await;
+    let mut console = watcher(&watched_on, &token, &format!("private-console-{app_id}")).await;
+    let mut live = watcher(&watched_on, &token, &format!("private-live-{app_id}")).await;
+
+    // The other edge learns within its next refresh that the app is watched: publish there
+    // until it records one of the app's events, which then reaches the watcher on this edge.
+    let (_client, _) = used_on.connected(&key).await;
+    let started = Instant::now();
+    let mut probes = 0;
+    while console_figure(&used_on, "recorded").await == 0 {
+        assert!(
+            started.elapsed() < BOUND,
+            "the other edge never saw the watcher"
+        );
+        probes += 1;
+        let event = format!("probe-{probes}");
+        // Past the plan's publish rate a probe is refused (429): a refusal is an event too.
+        used_on
+            .publish(&app_id, &key, &secret, "news", &event)
+            .await;
+    }
+    let crossed = events_until(&mut console, |seen| !seen.is_empty()).await;
+    let kinds = ["api_publish", "refusal"];
+    assert!(
+        crossed
+            .iter()
+            .all(|e| kinds.contains(&e["type"].as_str().unwrap())),
+        "{crossed:?}"
+    );
+    assert_eq!(
+        console_figure(&watched_on, "recorded").await,
+        0,
+        "recorded there, not here"
+    );
+
+    // The live view counts the connection held by the other edge (the cluster's counters).
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < BOUND,
+            "the live view never saw the connection"
+        );
+        let figures = data_of(&live.expect_event("live").await);
+        if figures["connections"] == 1 {
+            break;
+        }
+    }
 }
