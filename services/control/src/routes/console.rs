@@ -14,13 +14,15 @@ use crate::routes::auth::Caller;
 use crate::routes::error::{ApiError, ErrorBody};
 use crate::service::ControlError;
 
-/// How the dashboard reaches the system app.
+/// How the dashboard reaches the system app. (Unsigned figures are declared `i64`: response
+/// bodies carry no request constraints for the OpenAPI walk.)
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConsoleInfo {
     /// The system app's key, for our SDK or pusher-js.
     pub key: String,
     /// The host and port this request came to: the edge serves the same port (`serve`).
     pub ws_host: String,
+    #[schema(value_type = i64)]
     pub ws_port: u16,
     /// Whether to connect with `wss` (the request came over https).
     pub tls: bool,
@@ -63,12 +65,15 @@ pub struct RefusalLog {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RefusalView {
     /// Unix milliseconds.
+    #[schema(value_type = i64)]
     pub time_ms: u64,
     /// `connection`, `subscription`, `client_message` or `api`.
     pub source: String,
     /// The Pusher error or close code, when there is one.
+    #[schema(value_type = Option<i64>)]
     pub code: Option<u16>,
     /// The HTTP status, or a `subscription_error`'s status.
+    #[schema(value_type = Option<i64>)]
     pub status: Option<u16>,
     pub reason: String,
     pub socket_id: Option<String>,
