@@ -6,7 +6,8 @@
 //! binary builds and injects: the edge never picks an implementation. `metering` counts
 //! usage per app and minute for the usage sink; `metrics` serves Prometheus `/metrics`;
 //! `drain` answers `/readyz` and refuses new clients while draining; `health` answers
-//! `/healthz` with the dependencies in trouble.
+//! `/healthz` with the dependencies in trouble; `console` feeds the dashboard's debug console
+//! and live view over the system app, and keeps the refusal log.
 //!
 //! Architecture invariant: no sqlx, no Stripe, no import of `control`. Apps come only
 //! through `tenancy::AppCatalog`.
