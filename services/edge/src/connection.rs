@@ -7,14 +7,15 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use broker::{BrokerError, Publication};
+use broker::Publication;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use protocol::codes::{CloseReason, ErrorCode};
 use protocol::names::{AppKey, ChannelName, EventName, SocketId, UserId};
 use protocol::session::{Credentials, Output, Session, SessionConfig};
 use protocol::wire::{self, ChannelPosition, Member};
-use tenancy::{App, ConsoleEvent, KeyedApp};
+use tenancy::{App, KeyedApp};
 use tokio::time::Instant;
 
 use crate::console::report::{self, ClientOrigin};
@@ -61,7 +62,7 @@ pub(crate) struct Connection {
     _slot: Option<ConnectionSlot>,
     /// Set while the outputs of one client frame refuse a subscription: its `pusher:error`
     /// twin is then not logged as a second refusal.
-    refusing_subscription: std::sync::atomic::AtomicBool,
+    refusing_subscription: AtomicBool,
 }
 
 impl Connection {
@@ -104,12 +105,8 @@ impl Connection {
         let ending = connection.serve(&mut reader).await;
         connection.clean_up().await;
         crate::metrics::connection_closed(ending.close_code());
-        report::record(&connection.state, &connection.app.id, || {
-            ConsoleEvent::ConnectionClosed {
-                socket_id: connection.outbox.socket_id().to_string(),
-                code: ending.close_code(),
-            }
-        });
+        let (state, socket_id) = (&connection.state, connection.outbox.socket_id());
+        report::connection_closed(state, &connection.app.id, socket_id, ending.close_code());
         match ending {
             Ending::ClientLeft => connection.outbox.close_with([Outgoing::Close {
                 code: 1000,
@@ -189,20 +186,14 @@ impl Connection {
 
     async fn on_text(&mut self, text: &str) -> Result<(), CloseReason> {
         let outputs = self.session.on_text(text, Instant::now().into_std());
-        let refusing = outputs.iter().any(|output| {
-            matches!(output, Output::Send(frame) if frame.contains("\"pusher:subscription_error\""))
-        });
-        let flag = std::sync::atomic::Ordering::Relaxed;
-        self.refusing_subscription.store(refusing, flag);
-        let mut result = Ok(());
+        // Until the next client frame (ticks and wake-ups send no refusals).
+        let refusing = report::refuses_subscription(&outputs);
+        self.refusing_subscription
+            .store(refusing, Ordering::Relaxed);
         for output in outputs {
-            result = self.perform(output).await;
-            if result.is_err() {
-                break;
-            }
+            self.perform(output).await?;
         }
-        self.refusing_subscription.store(false, flag);
-        result
+        Ok(())
     }
 
     /// Re-reads the app after a catalog change: a revoked key closes with 4009, a disabled app
@@ -232,16 +223,9 @@ impl Connection {
     }
 
     fn send(&self, frame: String) {
-        let twin = self
-            .refusing_subscription
-            .load(std::sync::atomic::Ordering::Relaxed);
-        report::frame_sent(
-            &self.state,
-            &self.app.id,
-            self.session.socket_id(),
-            &frame,
-            twin,
-        );
+        let twin = self.refusing_subscription.load(Ordering::Relaxed);
+        let (app, socket_id) = (&self.app.id, self.session.socket_id());
+        report::frame_sent(&self.state, app, socket_id, &frame, twin);
         self.outbox.send(Outgoing::Text(frame.into()));
     }
 
@@ -285,17 +269,9 @@ impl Connection {
         member: Option<Member>,
         resume: Option<ChannelPosition>,
     ) {
-        // The system app's key is public (every dashboard learns it): its only channels are
-        // the signed console and live ones, so it is no free messaging service.
-        if self.is_system_app() && !tenancy::is_console_channel(channel.as_str()) {
+        if let Some(refusal) = report::refuse_on_system_app(&self.state, &self.app.id, &channel) {
             self.session.subscription_refused(&channel);
-            let message = "only console channels on this app";
-            return self.send(wire::subscription_error(
-                channel.as_str(),
-                "AuthError",
-                message,
-                403,
-            ));
+            return self.send(refusal);
         }
         // The channel's live frames wait in the outbox until the subscriber has been told where
         // it stands (and sent what it missed); then only those after that position follow.
@@ -306,7 +282,15 @@ impl Connection {
             node_subscriptions::subscribe(&self.state, &self.app.id, &channel, &self.outbox).await;
         let joined = match &member {
             None => None,
-            Some(member) => match self.join_presence(&channel, member).await {
+            Some(member) => match channel_events::join_presence(
+                &self.state,
+                &self.app,
+                self.session.socket_id(),
+                &channel,
+                member,
+            )
+            .await
+            {
                 Ok(joined) => Some(joined),
                 Err(refusal) => {
                     node_subscriptions::unsubscribe(
@@ -328,7 +312,10 @@ impl Connection {
             Some(_) => channel_events::count_subscribed(&self.state, &self.app.id, &channel).await,
             None => None,
         };
-        self.report_subscribed(&channel, added.is_some());
+        if added.is_some() {
+            let socket_id = self.session.socket_id();
+            report::subscribed(&self.state, &self.app.id, socket_id, &channel);
+        }
         let catch_up = resume::catch_up(
             self.state.cluster.broker.as_ref(),
             &self.app.id,
@@ -375,28 +362,6 @@ impl Connection {
         }
     }
 
-    fn is_system_app(&self) -> bool {
-        let console = self.state.console.as_ref();
-        console.is_some_and(|console| *console.system_app() == self.app.id)
-    }
-
-    /// Tells the app's console of a new subscription; a console watcher subscribing on this
-    /// node makes its app's events flow before it is told it is in.
-    fn report_subscribed(&self, channel: &ChannelName, added: bool) {
-        if !added {
-            return;
-        }
-        if let Some(console) = &self.state.console
-            && self.is_system_app()
-        {
-            console.watcher_subscribed(channel);
-        }
-        report::record(&self.state, &self.app.id, || ConsoleEvent::Subscribed {
-            socket_id: self.session.socket_id().to_string(),
-            channel: channel.to_string(),
-        });
-    }
-
     /// Counts frames sent from history like fan-out deliveries (messages and bytes out).
     fn count_replay(&self, frames: u64, bytes: u64) {
         if frames == 0 {
@@ -411,50 +376,11 @@ impl Connection {
         crate::metrics::metrics().delivered.increment(frames);
     }
 
-    /// Joins the presence channel as `member`; a refusal is the `subscription_error` to send.
-    async fn join_presence(
-        &self,
-        channel: &ChannelName,
-        member: &Member,
-    ) -> Result<broker::PresenceJoin, String> {
-        let socket_id = self.session.socket_id().clone();
-        let joined = self
-            .state
-            .cluster
-            .broker
-            .presence_join(
-                &self.app.id,
-                channel,
-                &socket_id,
-                member.clone(),
-                self.app.limits.max_presence_members,
-            )
-            .await;
-        joined.map_err(|error| match error {
-            BrokerError::PresenceFull { max } => {
-                let message = format!("presence channel is full: at most {max} members");
-                wire::subscription_error(channel.as_str(), "LimitReached", &message, 4100)
-            }
-            error => {
-                tracing::warn!(%error, "presence join failed");
-                wire::subscription_error(
-                    channel.as_str(),
-                    "ServerError",
-                    "presence unavailable",
-                    503,
-                )
-            }
-        })
-    }
-
     async fn unsubscribe(&mut self, channel: &ChannelName, member: Option<UserId>) {
         let removed =
             node_subscriptions::unsubscribe(&self.state, &self.app.id, channel, &self.outbox).await;
         if removed.is_some() {
-            report::record(&self.state, &self.app.id, || ConsoleEvent::Unsubscribed {
-                socket_id: self.session.socket_id().to_string(),
-                channel: channel.to_string(),
-            });
+            report::unsubscribed(&self.state, &self.app.id, self.session.socket_id(), channel);
             let left = channel_events::count_unsubscribed(&self.state, &self.app.id, channel).await;
             channel_events::unsubscribed(&self.state, &self.app, channel, left).await;
         }
@@ -480,7 +406,7 @@ impl Connection {
     }
 
     async fn client_event(&mut self, channel: ChannelName, event: EventName, frame: String) {
-        if self.is_system_app() {
+        if report::is_system_app(&self.state, &self.app.id) {
             // The console's channels carry the platform's events only: no client may forge one.
             return self.send(wire::error(
                 None,
@@ -519,12 +445,8 @@ impl Connection {
         self.state.meter.published(&self.app.id, 1);
         crate::metrics::metrics().published_by_clients.increment(1);
         let socket_id = self.session.socket_id();
-        report::record(&self.state, &self.app.id, || ConsoleEvent::ClientEvent {
-            socket_id: socket_id.to_string(),
-            channel: channel.to_string(),
-            event: event.as_str().to_owned(),
-            bytes: frame.len(),
-        });
+        let sent = (&channel, &event, frame.len());
+        report::client_event(&self.state, &self.app.id, socket_id, sent);
         channel_events::client_event(&self.state, &self.app.id, &channel, socket_id, &frame);
         let window = history_window(&self.app.limits);
         self.publish(channel, frame, true, Some(window)).await;

@@ -4,7 +4,9 @@
 
 use std::net::IpAddr;
 
-use protocol::names::{AppId, SocketId};
+use protocol::names::{AppId, ChannelName, EventName, SocketId};
+use protocol::session::Output;
+use protocol::wire;
 use serde_json::Value;
 use tenancy::{ConsoleEvent, ConsoleFeed, Refusal};
 
@@ -59,6 +61,88 @@ pub(crate) fn connection_opened(
         transport: origin.transport,
         client_network: origin.address.map(client_network),
     });
+}
+
+pub(crate) fn connection_closed(state: &EdgeState, app: &AppId, socket_id: &SocketId, code: u16) {
+    record(state, app, || ConsoleEvent::ConnectionClosed {
+        socket_id: socket_id.to_string(),
+        code,
+    });
+}
+
+/// A new subscription; a console watcher subscribing on this node makes its app's events flow
+/// at once (before it is told it is in).
+pub(crate) fn subscribed(
+    state: &EdgeState,
+    app: &AppId,
+    socket_id: &SocketId,
+    channel: &ChannelName,
+) {
+    if let Some(console) = &state.console
+        && console.system_app() == app
+    {
+        console.watcher_subscribed(channel);
+    }
+    record(state, app, || ConsoleEvent::Subscribed {
+        socket_id: socket_id.to_string(),
+        channel: channel.to_string(),
+    });
+}
+
+pub(crate) fn unsubscribed(
+    state: &EdgeState,
+    app: &AppId,
+    socket_id: &SocketId,
+    channel: &ChannelName,
+) {
+    record(state, app, || ConsoleEvent::Unsubscribed {
+        socket_id: socket_id.to_string(),
+        channel: channel.to_string(),
+    });
+}
+
+/// A client event sent on: its channel, name and frame size.
+pub(crate) fn client_event(
+    state: &EdgeState,
+    app: &AppId,
+    socket_id: &SocketId,
+    (channel, event, bytes): (&ChannelName, &EventName, usize),
+) {
+    record(state, app, || ConsoleEvent::ClientEvent {
+        socket_id: socket_id.to_string(),
+        channel: channel.to_string(),
+        event: event.as_str().to_owned(),
+        bytes,
+    });
+}
+
+pub(crate) fn is_system_app(state: &EdgeState, app: &AppId) -> bool {
+    let console = state.console.as_ref();
+    console.is_some_and(|console| console.system_app() == app)
+}
+
+/// The `subscription_error` for a channel the system app does not carry: its key is public
+/// (every dashboard learns it), so its only channels are the signed console and live ones and
+/// it is no free, unmetered messaging service.
+pub(crate) fn refuse_on_system_app(
+    state: &EdgeState,
+    app: &AppId,
+    channel: &ChannelName,
+) -> Option<String> {
+    if !is_system_app(state, app) || tenancy::is_console_channel(channel.as_str()) {
+        return None;
+    }
+    let message = "only console channels on this app";
+    let frame = wire::subscription_error(channel.as_str(), "AuthError", message, 403);
+    Some(frame)
+}
+
+/// Whether these outputs of one client frame refuse a subscription (then its `pusher:error`
+/// twin is not logged as a second refusal, see `frame_sent`).
+pub(crate) fn refuses_subscription(outputs: &[Output]) -> bool {
+    outputs.iter().any(|output| {
+        matches!(output, Output::Send(frame) if frame.contains("\"pusher:subscription_error\""))
+    })
 }
 
 /// The client's network, never its address: IPv4 to its /24, IPv6 to its /48.

@@ -466,3 +466,50 @@ async fn the_console_and_live_view_work_across_edges() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_dashboard_session_authorises_with_its_csrf_token_only() {
+    let platform = spawn_platform().await;
+    let (app_id, _, _, token) = owner(&platform, "browser@example.com").await;
+    let login = reqwest::Client::new()
+        .post(url(&platform, "/v1/login"))
+        .json(&json!({"email": "browser@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let cookie = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| value.starts_with("sb_session="))
+        .map(|value| value.split(';').next().unwrap().to_owned())
+        .unwrap();
+    let csrf = login.json::<Value>().await.unwrap()["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = system_key(&platform, &token).await;
+    let (_client, socket_id) = platform.connected(&key).await;
+    let authorise = |csrf: Option<&str>| {
+        let mut request = reqwest::Client::new()
+            .post(url(&platform, "/v1/console/auth"))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "socket_id={socket_id}&channel_name=private-live-{app_id}"
+            ));
+        if let Some(csrf) = csrf {
+            request = request.header("x-csrf-token", csrf);
+        }
+        request.send()
+    };
+    assert_eq!(
+        authorise(None).await.unwrap().status(),
+        403,
+        "no CSRF token"
+    );
+    assert_eq!(authorise(Some("wrong")).await.unwrap().status(), 403);
+    assert_eq!(authorise(Some(&csrf)).await.unwrap().status(), 200);
+}
