@@ -43,6 +43,12 @@ impl SecretsKey {
         Ok(Self(key.into()))
     }
 
+    /// A value derived from this key for `label` (HMAC-SHA256, hex): the same on every node
+    /// that shares the key, and telling nothing about the key.
+    pub fn derive_hex(&self, label: &str) -> String {
+        protocol::sign::hmac_hex(&hex::encode(self.0.as_slice()), label)
+    }
+
     /// A fresh random key, base64-encoded, for development setups.
     pub fn generate_base64() -> String {
         base64::engine::general_purpose::STANDARD.encode(random_bytes::<32>())

@@ -4,6 +4,7 @@
 //! Architecture invariant: SQL only in `repository`; routes stay thin and call `service`.
 
 pub mod catalog;
+pub mod console;
 pub mod crypto;
 pub mod dashboard;
 pub mod domain;

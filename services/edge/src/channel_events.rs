@@ -11,10 +11,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use broker::BrokerError;
 use broker::broadcast::NodeMessage;
 use broker::cache::Replay;
 use protocol::names::{AppId, ChannelKind, ChannelName, SocketId, UserId};
-use protocol::wire;
+use protocol::wire::{self, Member};
 use serde::Deserialize;
 use tenancy::{App, WebhookEvent};
 use tokio::time::Instant;
@@ -34,6 +35,32 @@ fn emit(state: &EdgeState, app: &AppId, name: &str, event: impl FnOnce() -> Webh
     {
         sink.emit(app, event());
     }
+}
+
+/// Joins the presence channel as `member`; a refusal is the `subscription_error` to send.
+pub async fn join_presence(
+    state: &EdgeState,
+    app: &App,
+    socket_id: &SocketId,
+    channel: &ChannelName,
+    member: &Member,
+) -> Result<broker::PresenceJoin, String> {
+    let max_members = app.limits.max_presence_members;
+    let joined = state
+        .cluster
+        .broker
+        .presence_join(&app.id, channel, socket_id, member.clone(), max_members)
+        .await;
+    joined.map_err(|error| match error {
+        BrokerError::PresenceFull { max } => {
+            let message = format!("presence channel is full: at most {max} members");
+            wire::subscription_error(channel.as_str(), "LimitReached", &message, 4100)
+        }
+        error => {
+            tracing::warn!(%error, "presence join failed");
+            wire::subscription_error(channel.as_str(), "ServerError", "presence unavailable", 503)
+        }
+    })
 }
 
 /// Counts a new subscription cluster-wide; the count after it, `None` when occupancy cannot

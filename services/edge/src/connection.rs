@@ -7,16 +7,18 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use broker::{BrokerError, Publication};
+use broker::Publication;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use protocol::codes::{CloseReason, ErrorCode};
-use protocol::names::{AppKey, ChannelName, SocketId, UserId};
+use protocol::names::{AppKey, ChannelName, EventName, SocketId, UserId};
 use protocol::session::{Credentials, Output, Session, SessionConfig};
 use protocol::wire::{self, ChannelPosition, Member};
 use tenancy::{App, KeyedApp};
 use tokio::time::Instant;
 
+use crate::console::report::{self, ClientOrigin};
 use crate::limits::{ConnectionSlot, unix_now};
 use crate::link::{Inbound, MessageSource, closing_frames, protocol_close};
 use crate::outbox::{Outbox, Outgoing};
@@ -58,6 +60,9 @@ pub(crate) struct Connection {
     /// This connection's place in the app's connection count, released when it ends (`None`:
     /// the carrier holds it, see `carriers::session`).
     _slot: Option<ConnectionSlot>,
+    /// Set while the outputs of one client frame refuse a subscription: its `pusher:error`
+    /// twin is then not logged as a second refusal.
+    refusing_subscription: AtomicBool,
 }
 
 impl Connection {
@@ -68,6 +73,7 @@ impl Connection {
         keyed: KeyedApp,
         slot: Option<ConnectionSlot>,
         outbox: Arc<Outbox>,
+        origin: ClientOrigin,
         mut reader: Source,
     ) {
         let config = SessionConfig {
@@ -85,6 +91,7 @@ impl Connection {
             Session::new(socket_id, credentials, config, Instant::now().into_std());
         outbox.send(Outgoing::Text(established.into()));
         state.hub.connect(&keyed.app.id, &outbox);
+        report::connection_opened(&state, &keyed.app.id, outbox.socket_id(), origin);
         let mut connection = Connection {
             state,
             app: keyed.app,
@@ -93,10 +100,13 @@ impl Connection {
             session,
             outbox,
             client_event_limiter: None,
+            refusing_subscription: Default::default(),
         };
         let ending = connection.serve(&mut reader).await;
         connection.clean_up().await;
         crate::metrics::connection_closed(ending.close_code());
+        let (state, socket_id) = (&connection.state, connection.outbox.socket_id());
+        report::connection_closed(state, &connection.app.id, socket_id, ending.close_code());
         match ending {
             Ending::ClientLeft => connection.outbox.close_with([Outgoing::Close {
                 code: 1000,
@@ -176,6 +186,10 @@ impl Connection {
 
     async fn on_text(&mut self, text: &str) -> Result<(), CloseReason> {
         let outputs = self.session.on_text(text, Instant::now().into_std());
+        // Until the next client frame (ticks and wake-ups send no refusals).
+        let refusing = report::refuses_subscription(&outputs);
+        self.refusing_subscription
+            .store(refusing, Ordering::Relaxed);
         for output in outputs {
             self.perform(output).await?;
         }
@@ -209,6 +223,9 @@ impl Connection {
     }
 
     fn send(&self, frame: String) {
+        let twin = self.refusing_subscription.load(Ordering::Relaxed);
+        let (app, socket_id) = (&self.app.id, self.session.socket_id());
+        report::frame_sent(&self.state, app, socket_id, &frame, twin);
         self.outbox.send(Outgoing::Text(frame.into()));
     }
 
@@ -221,7 +238,11 @@ impl Connection {
                 resume,
             } => self.subscribe(channel, member, resume).await,
             Output::Unsubscribe { channel, member } => self.unsubscribe(&channel, member).await,
-            Output::ClientEvent { channel, frame, .. } => self.client_event(channel, frame).await,
+            Output::ClientEvent {
+                channel,
+                event,
+                frame,
+            } => self.client_event(channel, event, frame).await,
             Output::SignedIn {
                 user,
                 watchlist,
@@ -248,6 +269,10 @@ impl Connection {
         member: Option<Member>,
         resume: Option<ChannelPosition>,
     ) {
+        if let Some(refusal) = report::refuse_on_system_app(&self.state, &self.app.id, &channel) {
+            self.session.subscription_refused(&channel);
+            return self.send(refusal);
+        }
         // The channel's live frames wait in the outbox until the subscriber has been told where
         // it stands (and sent what it missed); then only those after that position follow.
         self.outbox.hold(&channel);
@@ -257,7 +282,15 @@ impl Connection {
             node_subscriptions::subscribe(&self.state, &self.app.id, &channel, &self.outbox).await;
         let joined = match &member {
             None => None,
-            Some(member) => match self.join_presence(&channel, member).await {
+            Some(member) => match channel_events::join_presence(
+                &self.state,
+                &self.app,
+                self.session.socket_id(),
+                &channel,
+                member,
+            )
+            .await
+            {
                 Ok(joined) => Some(joined),
                 Err(refusal) => {
                     node_subscriptions::unsubscribe(
@@ -279,6 +312,10 @@ impl Connection {
             Some(_) => channel_events::count_subscribed(&self.state, &self.app.id, &channel).await,
             None => None,
         };
+        if added.is_some() {
+            let socket_id = self.session.socket_id();
+            report::subscribed(&self.state, &self.app.id, socket_id, &channel);
+        }
         let catch_up = resume::catch_up(
             self.state.cluster.broker.as_ref(),
             &self.app.id,
@@ -339,46 +376,11 @@ impl Connection {
         crate::metrics::metrics().delivered.increment(frames);
     }
 
-    /// Joins the presence channel as `member`; a refusal is the `subscription_error` to send.
-    async fn join_presence(
-        &self,
-        channel: &ChannelName,
-        member: &Member,
-    ) -> Result<broker::PresenceJoin, String> {
-        let socket_id = self.session.socket_id().clone();
-        let joined = self
-            .state
-            .cluster
-            .broker
-            .presence_join(
-                &self.app.id,
-                channel,
-                &socket_id,
-                member.clone(),
-                self.app.limits.max_presence_members,
-            )
-            .await;
-        joined.map_err(|error| match error {
-            BrokerError::PresenceFull { max } => {
-                let message = format!("presence channel is full: at most {max} members");
-                wire::subscription_error(channel.as_str(), "LimitReached", &message, 4100)
-            }
-            error => {
-                tracing::warn!(%error, "presence join failed");
-                wire::subscription_error(
-                    channel.as_str(),
-                    "ServerError",
-                    "presence unavailable",
-                    503,
-                )
-            }
-        })
-    }
-
     async fn unsubscribe(&mut self, channel: &ChannelName, member: Option<UserId>) {
         let removed =
             node_subscriptions::unsubscribe(&self.state, &self.app.id, channel, &self.outbox).await;
         if removed.is_some() {
+            report::unsubscribed(&self.state, &self.app.id, self.session.socket_id(), channel);
             let left = channel_events::count_unsubscribed(&self.state, &self.app.id, channel).await;
             channel_events::unsubscribed(&self.state, &self.app, channel, left).await;
         }
@@ -403,7 +405,14 @@ impl Connection {
         }
     }
 
-    async fn client_event(&mut self, channel: ChannelName, frame: String) {
+    async fn client_event(&mut self, channel: ChannelName, event: EventName, frame: String) {
+        if report::is_system_app(&self.state, &self.app.id) {
+            // The console's channels carry the platform's events only: no client may forge one.
+            return self.send(wire::error(
+                None,
+                "client events are not allowed on this app",
+            ));
+        }
         if !self.app.client_events {
             // Pusher's own words for an app with client events off.
             let message = "To send client events, you must enable this feature in the Settings page of your dashboard.";
@@ -441,6 +450,8 @@ impl Connection {
         self.state.meter.published(&self.app.id, 1);
         crate::metrics::metrics().published_by_clients.increment(1);
         let socket_id = self.session.socket_id();
+        let sent = (&channel, &event, frame.len());
+        report::client_event(&self.state, &self.app.id, socket_id, sent);
         channel_events::client_event(&self.state, &self.app.id, &channel, socket_id, &frame);
         let window = history_window(&self.app.limits);
         self.publish(channel, frame, true, Some(window)).await;

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use broker::broadcast::{NodeMessage, NodeSink};
 use broker::counters::MessageCounter;
@@ -35,6 +35,9 @@ pub struct Hub {
     /// Set (under the `connections` lock) by `shut_down_all`: a connection admitted just
     /// before it that registers after it is shut down at once, so none escapes a drain.
     shut_down: AtomicBool,
+    /// The system app (see `console`): its connections and deliveries are not metered nor
+    /// added to any daily count.
+    unmetered: OnceLock<AppId>,
 }
 
 fn id_of(outbox: &Arc<Outbox>) -> usize {
@@ -51,7 +54,27 @@ impl Hub {
             users: Mutex::default(),
             connections: Mutex::default(),
             shut_down: AtomicBool::new(false),
+            unmetered: OnceLock::new(),
         }
+    }
+
+    /// Leaves `app`'s connections and deliveries out of metering and daily counts (the
+    /// console's system app); set once.
+    pub fn exempt_from_metering(&self, app: AppId) {
+        let _ = self.unmetered.set(app);
+    }
+
+    fn metered(&self, app: &AppId) -> bool {
+        self.unmetered.get() != Some(app)
+    }
+
+    /// Whether the channel has a subscriber on this node.
+    pub fn has_subscribers(&self, app: &AppId, channel: &ChannelName) -> bool {
+        self.channels
+            .read()
+            .expect("hub lock poisoned")
+            .get(&(app.clone(), channel.clone()))
+            .is_some_and(|subscribers| !subscribers.is_empty())
     }
 
     /// The usage counters flushed to the usage sink.
@@ -73,7 +96,9 @@ impl Hub {
             outbox.shut_down();
         }
         if new {
-            self.meter.connection_opened(app);
+            if self.metered(app) {
+                self.meter.connection_opened(app);
+            }
             metrics().connections.increment(1.0);
         }
     }
@@ -89,7 +114,9 @@ impl Hub {
         }
         drop(connections);
         if removed {
-            self.meter.connection_closed(app);
+            if self.metered(app) {
+                self.meter.connection_closed(app);
+            }
             metrics().connections.decrement(1.0);
         }
     }
@@ -215,6 +242,10 @@ impl DeliverySink for Hub {
                 );
                 delivered += 1;
             }
+        }
+        if !self.metered(&publication.app) {
+            metrics().delivered.increment(delivered);
+            return;
         }
         self.messages.add(&publication.app, delivered, unix_now());
         if delivered > 0 {

@@ -6,7 +6,8 @@
 //! binary builds and injects: the edge never picks an implementation. `metering` counts
 //! usage per app and minute for the usage sink; `metrics` serves Prometheus `/metrics`;
 //! `drain` answers `/readyz` and refuses new clients while draining; `health` answers
-//! `/healthz` with the dependencies in trouble.
+//! `/healthz` with the dependencies in trouble; `console` feeds the dashboard's debug console
+//! and live view over the system app, and keeps the refusal log.
 //!
 //! Architecture invariant: no sqlx, no Stripe, no import of `control`. Apps come only
 //! through `tenancy::AppCatalog`.
@@ -14,6 +15,7 @@
 mod carriers;
 mod channel_events;
 mod connection;
+pub mod console;
 mod dead_nodes;
 pub mod drain;
 pub mod health;
@@ -84,6 +86,9 @@ pub struct EdgeSettings {
     /// Proxies whose `X-Forwarded-For` names the client for per-address limits
     /// (`ingress::client_address`); none by default.
     pub trusted_proxies: ingress::TrustedProxies,
+    /// The system app the dashboard's console and live view ride on (see `console`); `None`
+    /// (no control plane) has no console.
+    pub console_app: Option<protocol::names::AppId>,
 }
 
 impl Default for EdgeSettings {
@@ -106,6 +111,7 @@ impl Default for EdgeSettings {
             carrier_sessions_per_app_per_minute: 6_000,
             sb_heartbeat_interval: Duration::from_secs(15),
             trusted_proxies: ingress::TrustedProxies::none(),
+            console_app: None,
         }
     }
 }
@@ -142,6 +148,8 @@ pub struct EdgeState {
     pub readiness: Arc<drain::Readiness>,
     /// Dependencies in trouble, reported by `/healthz` and `/metrics` (see `health`).
     pub health: Arc<health::Health>,
+    /// The console feed, live view and refusal log (with a system app, see `console`).
+    pub console: Option<Arc<console::Console>>,
 }
 
 impl EdgeState {
@@ -155,7 +163,13 @@ impl EdgeState {
         usage: Option<Arc<dyn UsageSink>>,
         webhooks: Option<Arc<dyn WebhookSink>>,
     ) -> Arc<Self> {
+        let console = console::for_settings(&settings);
+        if let Some(console) = &console {
+            // The console's own traffic is nobody's usage.
+            hub.exempt_from_metering(console.system_app().clone());
+        }
         Arc::new(Self {
+            console,
             catalog,
             limits: Arc::new(limits::Limits::new(&cluster, hub.meter().clone())),
             cluster,

@@ -20,6 +20,15 @@ pub fn unix_now() -> u64 {
         .map_or(0, |elapsed| elapsed.as_secs())
 }
 
+/// Unix time in milliseconds, for event timestamps.
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
 /// The plan applied to the cluster's counters.
 pub struct Limits {
     connections: Arc<dyn ConnectionCounter>,

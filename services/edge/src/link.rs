@@ -11,6 +11,7 @@ use protocol::wire;
 use tenancy::KeyedApp;
 
 use crate::EdgeState;
+use crate::console::report;
 use crate::limits::ConnectionSlot;
 use crate::outbox::Outgoing;
 
@@ -77,11 +78,11 @@ pub(crate) async fn admit(
         }
     };
     if !keyed.app.enabled {
-        return Err(CloseReason::AppDisabled);
+        return Err(refused(state, &keyed, CloseReason::AppDisabled));
     }
     // 4009, as Pusher refuses an origin the app does not allow; pusher-js does not retry.
     if !keyed.app.allowed_origins.allows(origin) {
-        return Err(CloseReason::OriginNotAllowed);
+        return Err(refused(state, &keyed, CloseReason::OriginNotAllowed));
     }
     // 4004, not 4100: pusher-js stops instead of retrying every second, so a tenant at its
     // ceiling does not turn its clients into a reconnect storm (see ARCHITECTURE.md).
@@ -91,10 +92,19 @@ pub(crate) async fn admit(
         .await
         .map_err(|error| {
             tracing::warn!(%error, "connection count unavailable; asking the client to back off");
-            CloseReason::ClusterUnavailable
+            refused(state, &keyed, CloseReason::ClusterUnavailable)
         })?;
-    let slot = slot.ok_or(CloseReason::OverConnectionQuota)?;
+    let slot = slot.ok_or_else(|| refused(state, &keyed, CloseReason::OverConnectionQuota))?;
     Ok((keyed, slot))
+}
+
+/// Logs a refusal of a known app's client for its console and refusal log.
+fn refused(state: &EdgeState, keyed: &KeyedApp, reason: CloseReason) -> CloseReason {
+    let disconnect = reason.disconnect();
+    report::refused(state, &keyed.app.id, || {
+        report::refusal("connection", Some(disconnect.code), disconnect.reason)
+    });
+    reason
 }
 
 /// The reason as `pusher:error`, then the close frame with its code.

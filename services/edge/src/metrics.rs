@@ -208,8 +208,28 @@ fn node_figures(state: &EdgeState) -> String {
             "{DEPENDENCY_TROUBLE}{{dependency=\"{dependency}\"}} {value}\n"
         ));
     }
+    if let Some(console) = &state.console {
+        let stats = &console.stats;
+        text.push_str(&format!(
+            "# HELP {CONSOLE_EVENTS} Debug console events of watched apps, by what became of them\n\
+             # TYPE {CONSOLE_EVENTS} counter\n"
+        ));
+        for (outcome, count) in [
+            ("recorded", &stats.recorded),
+            ("published", &stats.published),
+            ("dropped", &stats.dropped),
+        ] {
+            let count = count.load(std::sync::atomic::Ordering::Relaxed);
+            text.push_str(&format!(
+                "{CONSOLE_EVENTS}{{outcome=\"{outcome}\"}} {count}\n"
+            ));
+        }
+    }
     text
 }
+
+/// Console events (see `console`): `recorded`, `published`, `dropped`.
+pub const CONSOLE_EVENTS: &str = "switchboard_console_events_total";
 
 /// Middleware timing every routed HTTP request by its route template (`/apps/{app_id}/events`);
 /// WebSocket upgrades, `/metrics` and unrouted paths are left out. Mount with

@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use crate::EdgeState;
 use crate::connection::Connection;
+use crate::console::report::ClientOrigin;
 use crate::link::{Inbound, InboundError, MessageSource, admit, closing_frames, origin_header};
 use crate::outbox::{Outbox, Outgoing};
 
@@ -51,9 +52,13 @@ pub async fn websocket(
         Ok((keyed, slot)) => {
             let span =
                 tracing::info_span!("connection", app_id = %keyed.app.id, socket_id = %socket_id);
+            let origin = ClientOrigin {
+                transport: "websocket",
+                address: ingress::client_address(&request, &state.settings.trusted_proxies),
+            };
             let state = state.into_inner();
             actix_web::rt::spawn(
-                Connection::run(state, keyed, Some(slot), outbox, reader).instrument(span),
+                Connection::run(state, keyed, Some(slot), outbox, origin, reader).instrument(span),
             );
         }
         Err(reason) => {

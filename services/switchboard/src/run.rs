@@ -55,7 +55,13 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
     let edge_part = match role {
         Role::ControlOnly => None,
         Role::EdgeOnly | Role::Both => {
-            Some((edge_catalog(&args, database.as_ref()), edge_settings(&args)))
+            let mut settings = edge_settings(&args);
+            let mut catalog = edge_catalog(&args, database.as_ref());
+            // With a database, the dashboard's console rides on a system app of this edge.
+            if let Some((_, key)) = &database {
+                catalog = crate::startup::with_console_app(catalog, &mut settings, key);
+            }
+            Some((catalog, settings))
         }
     };
     // With a database, the edge's usage goes to Postgres; without one it is not kept.
@@ -104,6 +110,9 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
         database = database.is_some(),
         "listening"
     );
+    if let Some(sender) = &webhook_sender {
+        crate::startup::attach_console(&application, sender);
+    }
     let stopper = application.stopper();
     let drain_delay = Duration::from_secs(args.drain_delay);
     let (first_signal, signalled) = tokio::sync::oneshot::channel();

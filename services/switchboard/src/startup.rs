@@ -85,6 +85,32 @@ fn node_edge(
     state
 }
 
+/// The edge's catalog with the console's system app first (`control::console`), and the
+/// settings that name it: the dashboard's console and live view then ride on this edge.
+pub fn with_console_app(
+    catalog: Arc<dyn AppCatalog>,
+    settings: &mut EdgeSettings,
+    secrets: &control::crypto::SecretsKey,
+) -> Arc<dyn AppCatalog> {
+    let system = control::console::system_app(secrets);
+    settings.console_app = Some(system.id.clone());
+    Arc::new(tenancy::LayeredCatalog {
+        first: StaticCatalog::new(&[system]),
+        then: catalog,
+    })
+}
+
+/// The edge's console (if any) reports webhook attempts from `sender`'s dispatcher.
+pub fn attach_console(application: &Application, sender: &control::webhooks::PgWebhookSink) {
+    if let Some(console) = application
+        .edge
+        .as_ref()
+        .and_then(|edge| edge.console.clone())
+    {
+        sender.attach_console(console);
+    }
+}
+
 /// A bound, not yet running server.
 pub struct Application {
     port: u16,
@@ -148,6 +174,9 @@ impl Application {
             tokio::spawn(edge::follow_catalog_changes(state.clone()));
             tokio::spawn(edge::flush_usage_periodically(state.clone()));
             tokio::spawn(edge::sweep_dead_nodes_periodically(state.clone()));
+            if state.console.is_some() {
+                tokio::spawn(edge::console::run(Arc::downgrade(state)));
+            }
         }
         let edge_state = edge.clone();
         // The edge's, whose admissions it governs; a control plane alone has its own.
@@ -156,7 +185,13 @@ impl Application {
             .map_or_else(Arc::default, |state| state.readiness.clone());
         let control_readiness = web::Data::from(readiness.clone());
         let control_health = web::Data::new(edge::health::Health::default());
-        let control = control.map(web::Data::new);
+        // The refusal log `/v1` reads is the edge's console, when both run here.
+        let control = control.map(|mut control| {
+            if let Some(console) = edge.as_ref().and_then(|edge| edge.console.clone()) {
+                control.console = Some(console as Arc<dyn tenancy::ConsoleFeed>);
+            }
+            web::Data::new(control)
+        });
         let server = HttpServer::new(move || {
             let mut app = App::new().wrap(from_fn(edge::metrics::time_requests));
             if let Some(control) = &control {

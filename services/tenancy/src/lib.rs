@@ -5,6 +5,7 @@
 //! memory; the Postgres catalog lives in `control` and implements the same trait.
 
 mod catalog;
+mod console;
 #[doc(hidden)]
 pub mod fuzzing;
 mod origins;
@@ -14,6 +15,10 @@ mod webhook;
 mod webhook_url;
 
 pub use catalog::{AppCatalog, CatalogError, KeyedApp, LayeredCatalog, StaticCatalog};
+pub use console::{
+    CONSOLE_CHANNEL_PREFIX, ConsoleEvent, ConsoleFeed, LIVE_CHANNEL_PREFIX, Refusal,
+    console_channel, is_console_channel, live_channel,
+};
 pub use origins::{AllowedOrigins, MAX_ALLOWED_ORIGINS, MAX_ORIGIN_BYTES, OriginError};
 pub use spec::{AppSpec, AppSpecError};
 pub use usage::{MemoryUsageSink, UsageError, UsageMinute, UsageSink};

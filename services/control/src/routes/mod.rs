@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod apps;
 pub mod audit;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod keys;
 pub mod login_limit;
@@ -91,6 +92,8 @@ pub struct ControlState {
     pub login_limiter: LoginLimiter,
     pub signup_limiter: SignupLimiter,
     pub mail_limiter: MailLimiter,
+    /// The edge's console (refusal log), when an edge runs in this process; set by the binary.
+    pub console: Option<std::sync::Arc<dyn tenancy::ConsoleFeed>>,
 }
 
 impl ControlState {
@@ -110,6 +113,7 @@ impl ControlState {
             login_limiter,
             signup_limiter,
             mail_limiter,
+            console: None,
         }
     }
 }
@@ -193,6 +197,14 @@ pub fn configure(state: web::Data<ControlState>) -> impl FnOnce(&mut web::Servic
                         .route(web::get().to(keys::reveal_secret)),
                 )
                 .service(resource("/apps/{app_id}/usage", "GET").route(web::get().to(usage::show)))
+                .service(resource("/console", "GET").route(web::get().to(console::info)))
+                .service(
+                    resource("/console/auth", "POST").route(web::post().to(console::authorize)),
+                )
+                .service(
+                    resource("/apps/{app_id}/refusals", "GET")
+                        .route(web::get().to(console::refusals)),
+                )
                 .service(
                     resource("/apps/{app_id}/webhooks", "GET, POST")
                         .route(web::get().to(webhooks::list))

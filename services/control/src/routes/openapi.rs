@@ -8,7 +8,9 @@ use actix_web::http::header::ContentType;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{account_mail, accounts, apps, audit, keys, plans, tokens, usage, webhooks};
+use crate::routes::{
+    account_mail, accounts, apps, audit, console, keys, plans, tokens, usage, webhooks,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -52,6 +54,9 @@ use crate::routes::{account_mail, accounts, apps, audit, keys, plans, tokens, us
         webhooks::create,
         webhooks::delete,
         webhooks::deliveries,
+        console::info,
+        console::authorize,
+        console::refusals,
     ),
     modifiers(&SecuritySchemes),
     tags(
@@ -63,6 +68,7 @@ use crate::routes::{account_mail, accounts, apps, audit, keys, plans, tokens, us
         (name = "audit", description = "Who changed what"),
         (name = "usage", description = "Metered usage per minute, hour and day"),
         (name = "webhooks", description = "Webhooks of an app and their delivery log"),
+        (name = "console", description = "The debug console and live view (on the system app), and the refusal log"),
     )
 )]
 pub struct ApiDoc;

@@ -130,6 +130,11 @@ pub struct Control {
 }
 
 impl Control {
+    /// The system app the dashboard's console rides on (`crate::console`).
+    pub fn system_app(&self) -> tenancy::AppSpec {
+        crate::console::system_app(&self.secrets)
+    }
+
     pub fn new(pool: PgPool, secrets: SecretsKey) -> Self {
         Self {
             pool,

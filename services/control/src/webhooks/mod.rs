@@ -118,6 +118,8 @@ pub struct PgWebhookSink {
     configs: Arc<Configs>,
     shares: Arc<QueueShares>,
     dropped: AtomicU64,
+    /// Where the dispatcher reports attempts (the edge's console), once attached.
+    console: Arc<std::sync::OnceLock<Arc<dyn tenancy::ConsoleFeed>>>,
     /// Stops the intake (which then stops the dispatcher); taken by `shutdown`.
     running: Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
 }
@@ -133,6 +135,7 @@ impl PgWebhookSink {
             apps: RwLock::new(HashMap::new()),
         });
         let enqueued = Arc::new(Notify::new());
+        let console = Arc::new(std::sync::OnceLock::new());
         let dispatcher = Dispatcher {
             attempts: Arc::new(Attempts {
                 pool: pool.clone(),
@@ -144,6 +147,7 @@ impl PgWebhookSink {
                 ),
                 addresses: settings.addresses,
                 retry: settings.retry,
+                console: console.clone(),
             }),
             enqueued: enqueued.clone(),
             max_in_flight: settings.max_in_flight.max(1),
@@ -164,8 +168,15 @@ impl PgWebhookSink {
             configs,
             shares,
             dropped: AtomicU64::new(0),
+            console,
             running: Mutex::new(Some((stop_intake, intake))),
         })
+    }
+
+    /// Reports each delivery attempt to `console` from now on (set once; later calls are
+    /// ignored). The binary attaches the edge's console once both exist.
+    pub fn attach_console(&self, console: Arc<dyn tenancy::ConsoleFeed>) {
+        let _ = self.console.set(console);
     }
 
     /// Events dropped because the queue, or the app's share of it, was full.

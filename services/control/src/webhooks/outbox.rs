@@ -37,6 +37,9 @@ pub(crate) struct Attempts {
     pub(crate) http: reqwest::Client,
     pub(crate) addresses: AddressPolicy,
     pub(crate) retry: RetryPolicy,
+    /// The edge's console, once attached (`PgWebhookSink::attach_console`): each attempt is
+    /// reported to its app's console while someone watches it.
+    pub(crate) console: Arc<std::sync::OnceLock<Arc<dyn tenancy::ConsoleFeed>>>,
 }
 
 pub(crate) struct Dispatcher {
@@ -208,6 +211,20 @@ impl Attempts {
             }
         };
         let error = failure.map(Failure::category);
+        if let Some(console) = self.console.get()
+            && console.watching(&app)
+        {
+            console.record(
+                &app,
+                tenancy::ConsoleEvent::WebhookSent {
+                    webhook_id: entry.webhook_id.to_string(),
+                    status: status.as_str(),
+                    http_status,
+                    error: error.clone(),
+                    events: i64::from(entry.event_count),
+                },
+            );
+        }
         if let Some(error) = &error {
             tracing::info!(webhook_id = %entry.webhook_id, app_id = %entry.app_id, attempt, error, status = status.as_str(), "webhook delivery failed");
         }

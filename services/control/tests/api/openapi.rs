@@ -42,6 +42,9 @@ async fn the_openapi_document_lists_every_path_and_both_auth_schemes() {
         ("/v1/apps/{app_id}/webhooks", "post"),
         ("/v1/apps/{app_id}/webhooks/{id}", "delete"),
         ("/v1/apps/{app_id}/webhooks/deliveries", "get"),
+        ("/v1/console", "get"),
+        ("/v1/console/auth", "post"),
+        ("/v1/apps/{app_id}/refusals", "get"),
     ];
     let paths = document["paths"].as_object().unwrap();
     for (path, method) in expected {

@@ -22,6 +22,7 @@ use super::detached::{self, DetachedSession};
 use super::session::{Attachment, CarrierSession, Spec, closing_events};
 use crate::EdgeState;
 use crate::connection::Connection;
+use crate::console::report::ClientOrigin;
 use crate::limits::unix_now;
 use crate::link::admit;
 use crate::outbox::Outbox;
@@ -215,9 +216,13 @@ async fn create(
         tracing::info_span!("carrier_session", app_id = %keyed.app.id, socket_id = %socket_id);
     let task_state = state.clone();
     let task_session = session.clone();
+    let origin = ClientOrigin {
+        transport: "sb_http",
+        address: request.peer,
+    };
     actix_web::rt::spawn(
         async move {
-            Connection::run(task_state.clone(), keyed, None, outbox, source).await;
+            Connection::run(task_state.clone(), keyed, None, outbox, origin, source).await;
             task_session.after_connection().await;
             task_state.sb_sessions.remove(&task_session);
             task_session.mark_finished();

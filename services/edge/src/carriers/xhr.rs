@@ -105,7 +105,7 @@ async fn receive(request: HttpRequest, state: Arc<EdgeState>, kind: Kind) -> Htt
             if let Err(wait) = state.carrier_limiter.check_app(&keyed.app.id) {
                 return too_many_sessions(&request, wait);
             }
-            state.xhr_sessions.open(&state, id, keyed)
+            state.xhr_sessions.open(&state, id, keyed, peer)
         }
     };
     let body = ReceiveBody::new(session, kind, state.settings.xhr_heartbeat_interval);

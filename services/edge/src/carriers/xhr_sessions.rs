@@ -28,6 +28,7 @@ use super::detached::{
 };
 use crate::EdgeState;
 use crate::connection::Connection;
+use crate::console::report::ClientOrigin;
 use crate::link::{Inbound, InboundError, MessageSource};
 use crate::outbox::Outbox;
 
@@ -80,6 +81,7 @@ impl XhrSessions {
         state: &Arc<EdgeState>,
         id: SessionId,
         keyed: KeyedApp,
+        peer: Option<std::net::IpAddr>,
     ) -> Arc<XhrSession> {
         let mut receiver = None;
         let (session, made) = self.sessions.get_or_insert_with(id.clone(), || {
@@ -114,8 +116,12 @@ impl XhrSessions {
             receiver,
             session: session.clone(),
         };
+        let origin = ClientOrigin {
+            transport: "xhr",
+            address: peer,
+        };
         actix_web::rt::spawn(
-            run(state.clone(), id, keyed, session.clone(), source).instrument(span),
+            run(state.clone(), id, keyed, session.clone(), source, origin).instrument(span),
         );
         session
     }
@@ -129,12 +135,14 @@ async fn run(
     keyed: KeyedApp,
     session: Arc<XhrSession>,
     source: XhrSource,
+    origin: ClientOrigin,
 ) {
     Connection::run(
         state.clone(),
         keyed,
         None,
         session.core.outbox.clone(),
+        origin,
         source,
     )
     .await;

@@ -6,11 +6,12 @@ use protocol::names::{AppId, ChannelName, EventName, SocketId};
 use protocol::wire;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tenancy::App;
+use tenancy::{App, ConsoleEvent};
 
 use crate::EdgeState;
+use crate::console::report;
 use crate::http_api::channels::{channel_attributes, parse_info};
-use crate::http_api::{ApiError, authenticate};
+use crate::http_api::{ApiError, authenticate, report_refusal};
 use crate::limits::unix_now;
 use crate::resume::history_window;
 
@@ -124,6 +125,11 @@ impl Trigger {
                 .await
                 .map_err(|error| ApiError::Unavailable(error.to_string()))?;
             state.meter.published(app, 1);
+            report::record(state, app, || ConsoleEvent::ApiPublish {
+                channel: channel.to_string(),
+                event: self.name.as_str().to_owned(),
+                bytes: self.data.len(),
+            });
             crate::metrics::metrics().published_by_api.increment(1);
             // One message per channel published to; deliveries are counted by the hub.
             state.limits.count_messages(app, 1, unix_now());
@@ -148,6 +154,19 @@ impl Trigger {
         }
         Ok(Some(channels))
     }
+}
+
+/// `work`'s refusal, if any, kept for the app's console and refusal log.
+async fn reported<T>(
+    state: &EdgeState,
+    app: &App,
+    work: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    let result = work.await;
+    if let Err(error) = &result {
+        report_refusal(state, &app.id, error);
+    }
+    result
 }
 
 /// The plan's publish request rate (429), then its daily message quota (403).
@@ -182,9 +201,14 @@ pub async fn trigger(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let authenticated = authenticate(&state, &request, &body).await?;
-    let trigger = Trigger::parse(parse_json(&body)?, &authenticated.app)?;
-    admit_publish(&state, &authenticated.app).await?;
-    trigger.publish(&state, &authenticated.app).await?;
+    let app = &authenticated.app;
+    let trigger = reported(&state, app, async {
+        let trigger = Trigger::parse(parse_json(&body)?, app)?;
+        admit_publish(&state, app).await?;
+        trigger.publish(&state, app).await?;
+        Ok(trigger)
+    })
+    .await?;
     let app = &authenticated.app.id;
     let response = match trigger.info(&state, app).await? {
         Some(channels) => json!({ "channels": channels }),
@@ -201,21 +225,26 @@ pub async fn trigger_batch(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let authenticated = authenticate(&state, &request, &body).await?;
-    let batch: BatchBody = parse_json(&body)?;
-    if batch.batch.len() > MAX_BATCH_EVENTS {
-        return Err(ApiError::BadRequest(format!(
-            "a batch holds at most {MAX_BATCH_EVENTS} events"
-        )));
-    }
-    let triggers = batch
-        .batch
-        .into_iter()
-        .map(|event| Trigger::parse(event, &authenticated.app))
-        .collect::<Result<Vec<_>, _>>()?;
-    admit_publish(&state, &authenticated.app).await?;
-    for trigger in &triggers {
-        trigger.publish(&state, &authenticated.app).await?;
-    }
+    let app = &authenticated.app;
+    let triggers = reported(&state, app, async {
+        let batch: BatchBody = parse_json(&body)?;
+        if batch.batch.len() > MAX_BATCH_EVENTS {
+            return Err(ApiError::BadRequest(format!(
+                "a batch holds at most {MAX_BATCH_EVENTS} events"
+            )));
+        }
+        let triggers = batch
+            .batch
+            .into_iter()
+            .map(|event| Trigger::parse(event, app))
+            .collect::<Result<Vec<_>, _>>()?;
+        admit_publish(&state, app).await?;
+        for trigger in &triggers {
+            trigger.publish(&state, app).await?;
+        }
+        Ok(triggers)
+    })
+    .await?;
     let app = &authenticated.app.id;
     let mut infos = Vec::with_capacity(triggers.len());
     for trigger in &triggers {

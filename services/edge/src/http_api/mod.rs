@@ -116,7 +116,11 @@ pub async fn authenticate(
         .find_by_key(&key)
         .await?
         .ok_or(RequestAuthError::KeyMissing)?;
-    signed.verify(keyed.secret.expose())?;
+    if let Err(error) = signed.verify(keyed.secret.expose()) {
+        // The key is the app's own, so its owner may want to know: a client signing wrongly.
+        report_refusal(state, &keyed.app.id, &ApiError::from(error.clone()));
+        return Err(error.into());
+    }
     // A key of another app is as unknown here as a key of no app; only a caller holding a
     // live key and its secret learns whether the app in the path exists.
     if let Some(app_id) = app_id.filter(|app_id| *app_id != keyed.app.id) {
@@ -132,4 +136,13 @@ pub async fn authenticate(
     // Every API handler's span has an `app_id` field; fill it here once.
     tracing::Span::current().record("app_id", app.id.as_str());
     Ok(Authenticated { app, query })
+}
+
+/// Keeps an API refusal of `app` for its console and refusal log.
+pub(crate) fn report_refusal(state: &EdgeState, app: &AppId, error: &ApiError) {
+    let status = actix_web::ResponseError::status_code(error).as_u16();
+    crate::console::report::refused(state, app, || tenancy::Refusal {
+        status: Some(status),
+        ..crate::console::report::refusal("api", None, &error.to_string())
+    });
 }

@@ -53,7 +53,9 @@ pub async fn spawn_app_on_broker_reporting(
     webhooks: std::sync::Arc<dyn tenancy::WebhookSink>,
 ) -> TestApp {
     let limits = tenancy::PlanLimits::pusher_defaults();
-    spawn_edge_on_broker(broker_url, limits, Some(webhooks)).await.0
+    spawn_edge_on_broker(broker_url, limits, Some(webhooks))
+        .await
+        .0
 }
 
 /// As `spawn_app_on_broker_with`, with the edge's health, whose `changes` tell when the

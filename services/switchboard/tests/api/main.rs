@@ -12,6 +12,7 @@ mod cluster;
 mod cluster_broadcasts;
 mod cluster_metering;
 mod cluster_seam;
+mod console;
 mod dead_node;
 mod drain;
 mod http_api;

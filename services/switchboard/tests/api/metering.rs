@@ -23,9 +23,9 @@ fn unix_minute() -> i64 {
 
 /// A stored usage row: period start (unix seconds), then peak, opened, published, delivered,
 /// bytes out.
-type Row = (i64, [i64; 5]);
+pub(crate) type Row = (i64, [i64; 5]);
 
-async fn rows(pool: &PgPool, table: &str, app_id: &str) -> Vec<Row> {
+pub(crate) async fn rows(pool: &PgPool, table: &str, app_id: &str) -> Vec<Row> {
     // The table name is one of three literals, never input.
     let (column, sql) = match table {
         "usage_minutes" => ("minute", "usage_minutes"),
@@ -56,7 +56,7 @@ async fn rows(pool: &PgPool, table: &str, app_id: &str) -> Vec<Row> {
 }
 
 /// Counts added up over rows, the peak as the highest.
-fn totals(rows: &[Row]) -> [i64; 5] {
+pub(crate) fn totals(rows: &[Row]) -> [i64; 5] {
     rows.iter().fold([0; 5], |mut sum, (_, counts)| {
         sum[0] = sum[0].max(counts[0]);
         for at in 1..5 {

@@ -117,6 +117,15 @@ pub async fn restart_platform(platform: &TestPlatform) -> TestPlatform {
 /// The platform on the database at `url` (migrated here), with private webhook targets
 /// allowed.
 pub async fn start_platform(url: &str, key: SecretsKey) -> TestPlatform {
+    start_platform_on(url, key, None).await
+}
+
+/// As `start_platform`, as one node of the cluster on the Redis at `broker_url` (if given).
+pub async fn start_platform_on(
+    url: &str,
+    key: SecretsKey,
+    broker_url: Option<&str>,
+) -> TestPlatform {
     let pool = switchboard::database::connect(url).await.unwrap();
     switchboard::database::migrate(&pool).await.unwrap();
     let control =
@@ -125,13 +134,28 @@ pub async fn start_platform(url: &str, key: SecretsKey) -> TestPlatform {
     let pg_catalog = PgCatalog::new(pool.clone(), key.clone());
     tokio::spawn(pg_catalog.clone().listen());
     let catalog: Arc<dyn AppCatalog> = pg_catalog.clone();
+    let mut settings = EdgeSettings::default();
+    let catalog = switchboard::startup::with_console_app(catalog, &mut settings, &key);
     let parts = Parts {
-        edge: Some((catalog, EdgeSettings::default())),
+        edge: Some((catalog, settings)),
         control: Some(ControlState::new(control.clone())),
         usage: Some(Arc::new(PgUsageSink::new(&pool))),
         webhooks: Some(webhooks.clone()),
     };
-    let application = Application::build_with("127.0.0.1", 0, parts).expect("server binds");
+    let node = match broker_url {
+        Some(broker_url) => Some(
+            switchboard::broker::build_node(
+                broker_url,
+                &EdgeSettings::default(),
+                broker::NodeSettings::new(),
+            )
+            .await
+            .expect("joins the cluster"),
+        ),
+        None => None,
+    };
+    let application = Application::build_on("127.0.0.1", 0, parts, node).expect("server binds");
+    switchboard::startup::attach_console(&application, &webhooks);
     let port = application.port();
     let stopper = application.stopper();
     tokio::spawn(application.run_until_stopped());
