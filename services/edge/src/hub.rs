@@ -61,6 +61,7 @@ impl Hub {
     /// Leaves `app`'s connections and deliveries out of metering and daily counts (the
     /// console's system app); set once.
     pub fn exempt_from_metering(&self, app: AppId) {
+        self.meter.exempt(app.clone());
         let _ = self.unmetered.set(app);
     }
 

@@ -65,6 +65,8 @@ pub struct Meter {
     /// Set by the shutdown flush: the periodic flush stops.
     closed: AtomicBool,
     clock: Clock,
+    /// An app nobody is billed for (the console's system app): nothing of it is counted.
+    unmetered: std::sync::OnceLock<AppId>,
 }
 
 impl Default for Meter {
@@ -87,11 +89,21 @@ impl Meter {
             pending: tokio::sync::Mutex::default(),
             closed: AtomicBool::new(false),
             clock: Box::new(clock),
+            unmetered: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Counts nothing of `app` from now on (whatever path reports it: the hub, admissions,
+    /// cluster samples); set once.
+    pub fn exempt(&self, app: AppId) {
+        let _ = self.unmetered.set(app);
     }
 
     /// Runs `count` on the app's counters for the current minute.
     fn count(&self, app: &AppId, count: impl FnOnce(&mut AppMeter, i64)) {
+        if self.unmetered.get() == Some(app) {
+            return;
+        }
         let minute = (self.clock)();
         let mut apps = self.apps.lock().expect("meter lock poisoned");
         match apps.get_mut(app) {
