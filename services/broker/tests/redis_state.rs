@@ -279,3 +279,116 @@ async fn a_step_that_sweeps_a_dead_node_keeps_what_it_vacated_for_the_edge() {
     );
     assert_eq!(survivor.sweep_dead_nodes(&[]).await.unwrap(), []);
 }
+
+/// A dying node's ttl here: beats every third of it, so a loaded machine keeps it alive
+/// until it is dropped.
+fn dying_heartbeat() -> NodeSettings {
+    NodeSettings {
+        heartbeat_ttl: Duration::from_secs(1),
+        ..NodeSettings::new()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_channels_in_apps_nobody_touches_are_vacated_by_the_sweep() {
+    let server = RedisServer::start();
+    quiet_apps_are_vacated_by_the_sweep(&server.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_channels_in_apps_nobody_touches_are_vacated_on_a_redis_cluster_too() {
+    let cluster = testkit::RedisCluster::start();
+    quiet_apps_are_vacated_by_the_sweep(&cluster.url()).await;
+}
+
+/// No occupancy step runs in the dead node's apps after it dies: only the sweep's registry
+/// of its apps finds them. Two live nodes sweep at once; each channel is reported once.
+async fn quiet_apps_are_vacated_by_the_sweep(url: &str) {
+    let connect =
+        |settings| block_on(RedisOccupancy::connect(url, "sb:", settings)).expect("connects");
+    let dying = connect(dying_heartbeat());
+    let (live_b, live_c) = (connect(long_heartbeat()), connect(long_heartbeat()));
+    let (first, second) = (
+        AppId::parse("quiet-1").unwrap(),
+        AppId::parse("quiet-2").unwrap(),
+    );
+    let channel = |name| ChannelName::parse(name).unwrap();
+    let (alone, shared, other) = (channel("alone"), channel("shared"), channel("other"));
+    for (app, channel) in [(&first, &alone), (&first, &shared), (&second, &other)] {
+        dying.subscribed(app, channel).await.unwrap();
+    }
+    assert_eq!(live_b.subscribed(&first, &shared).await.unwrap(), 2);
+    drop(dying);
+
+    let expected = [(first.clone(), alone.clone()), (second.clone(), other)];
+    let started = Instant::now();
+    let mut vacated = Vec::new();
+    while !expected.iter().all(|channel| vacated.contains(channel)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the dead node's channels were never all reported vacated: {vacated:?}"
+        );
+        let (on_b, on_c) = tokio::join!(live_b.sweep_dead_nodes(&[]), live_c.sweep_dead_nodes(&[]));
+        vacated.extend(on_b.unwrap());
+        vacated.extend(on_c.unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    vacated.sort();
+    assert_eq!(
+        vacated, expected,
+        "each once; the shared channel stays occupied"
+    );
+    let (on_b, on_c) = tokio::join!(live_b.sweep_dead_nodes(&[]), live_c.sweep_dead_nodes(&[]));
+    assert_eq!(
+        (on_b.unwrap(), on_c.unwrap()),
+        (vec![], vec![]),
+        "never twice"
+    );
+    assert_eq!(live_c.subscription_count(&first, &shared).await.unwrap(), 1);
+    assert_eq!(live_c.subscription_count(&first, &alone).await.unwrap(), 0);
+    assert_eq!(live_c.occupied_channels(&second, "").await.unwrap(), []);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_with_more_apps_than_one_sweep_takes_is_finished_by_the_next_sweeps() {
+    let server = RedisServer::start();
+    let dying = occupancy(&server, "sb:", dying_heartbeat());
+    let survivor = occupancy(&server, "sb:", long_heartbeat());
+    let apps = RedisOccupancy::MAX_APPS_PER_SWEEP + 44;
+    let channel = ChannelName::parse("c").unwrap();
+    for app in 0..apps {
+        let app = AppId::parse(&format!("app-{app}")).unwrap();
+        dying.subscribed(&app, &channel).await.unwrap();
+    }
+    drop(dying);
+
+    let started = Instant::now();
+    let (mut vacated, mut sweeps_that_found_some) = (Vec::new(), 0);
+    while vacated.len() < apps {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "only {} of {apps} apps were swept",
+            vacated.len()
+        );
+        let found = survivor.sweep_dead_nodes(&[]).await.unwrap();
+        assert!(
+            found.len() <= RedisOccupancy::MAX_APPS_PER_SWEEP,
+            "one sweep took {} apps",
+            found.len()
+        );
+        sweeps_that_found_some += usize::from(!found.is_empty());
+        vacated.extend(found);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        sweeps_that_found_some >= 2,
+        "bounded: the rest came next time"
+    );
+    let distinct: std::collections::HashSet<_> = vacated.iter().collect();
+    assert_eq!(
+        (vacated.len(), distinct.len()),
+        (apps, apps),
+        "each app's channel once"
+    );
+    assert_eq!(survivor.sweep_dead_nodes(&[]).await.unwrap(), []);
+}
