@@ -392,3 +392,62 @@ async fn a_dead_node_with_more_apps_than_one_sweep_takes_is_finished_by_the_next
     );
     assert_eq!(survivor.sweep_dead_nodes(&[]).await.unwrap(), []);
 }
+
+/// A node paused longer than its ttl (its deadline set in the past here, as a long pause
+/// leaves it) is swept like a dead one; its next heartbeat registers its apps again, so a
+/// later real death is still found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_taken_for_dead_registers_its_apps_again_when_it_beats() {
+    let server = RedisServer::start();
+    let paused_settings = dying_heartbeat();
+    let paused_id = paused_settings.node_id.clone();
+    let paused = occupancy(&server, "sb:", paused_settings);
+    let live = occupancy(&server, "sb:", long_heartbeat());
+    let app = AppId::parse("paused").unwrap();
+    let channel = ChannelName::parse("c").unwrap();
+    paused.subscribed(&app, &channel).await.unwrap();
+
+    let client = redis::Client::open(server.url().as_str()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let bound = Duration::from_secs(20);
+    // Its own heartbeats may put the deadline back meanwhile: then it is set again.
+    let started = Instant::now();
+    let swept = loop {
+        redis::cmd("ZADD")
+            .arg("sb:oh:{nodes}")
+            .arg(0)
+            .arg(&paused_id)
+            .exec_async(&mut redis)
+            .await
+            .unwrap();
+        let swept = live.sweep_dead_nodes(&[]).await.unwrap();
+        if !swept.is_empty() {
+            break swept;
+        }
+        assert!(started.elapsed() < bound, "the paused node was never swept");
+    };
+    assert_eq!(swept, [(app.clone(), channel.clone())], "taken for dead");
+
+    let registry = format!("sb:oa:{{nodes}}:{paused_id}");
+    let started = Instant::now();
+    loop {
+        let registered: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&registry)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if registered == ["paused"] {
+            break;
+        }
+        assert!(
+            started.elapsed() < bound,
+            "the paused node never registered its app again: {registered:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        live.sweep_dead_nodes(&[]).await.unwrap(),
+        [],
+        "it beats again: alive"
+    );
+}
