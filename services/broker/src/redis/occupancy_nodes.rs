@@ -6,12 +6,15 @@
 //! too): `<ns>oh:{nodes}` sorted set of node → deadline (Redis time, unix ms) and per node
 //! `<ns>oa:{nodes}:<node>` the set of its apps. A node registers an app (moving its
 //! deadline on in the same step) before its first subscription there and unregisters it
-//! after its last, under one async lock; each heartbeat registers every held app again, so
+//! after its last, under one async lock that only these changes and heartbeats take (a
+//! further subscription in a held app never waits on Redis); each heartbeat registers every
+//! held app again, so
 //! a registry a sweep emptied while the node lived (a pause longer than its ttl) is whole
 //! again within a third of the ttl. Bounds: the set holds one entry per node (a dead one
 //! is forgotten once its apps are swept), a registry the apps its node holds.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use protocol::names::AppId;
 
@@ -35,9 +38,12 @@ pub struct NodeApps {
     commands: Commands,
     namespace: String,
     settings: NodeSettings,
-    /// This node's subscriptions per app; apps at 0 are removed (and unregistered). The lock
-    /// is held across the registry's round trip, so registrations keep the order of changes.
-    held: tokio::sync::Mutex<HashMap<AppId, u64>>,
+    /// This node's subscriptions per app; apps at 0 are removed (and unregistered). A count
+    /// crosses 0 ↔ 1 only under `registering`.
+    held: Mutex<HashMap<AppId, u64>>,
+    /// Held across each registry round trip, so Redis sees registrations in the order of the
+    /// changes they follow.
+    registering: tokio::sync::Mutex<()>,
     beat: redis::Script,
     dead_nodes: redis::Script,
     swept_apps: redis::Script,
@@ -49,7 +55,8 @@ impl NodeApps {
             commands,
             namespace: namespace.to_owned(),
             settings,
-            held: tokio::sync::Mutex::default(),
+            held: Mutex::default(),
+            registering: tokio::sync::Mutex::default(),
             beat: state_scripts::occupancy_node_beat(),
             dead_nodes: state_scripts::occupancy_dead_nodes(),
             swept_apps: state_scripts::occupancy_swept_apps(),
@@ -79,27 +86,56 @@ impl NodeApps {
         step.invoke_async(&mut self.commands.clone()).await
     }
 
+    /// Adds one to a held app's count; false when the app is not held.
+    fn add_to_held(&self, app: &AppId) -> bool {
+        let mut held = self.held.lock().expect("occupancy lock poisoned");
+        let Some(count) = held.get_mut(app) else {
+            return false;
+        };
+        *count += 1;
+        true
+    }
+
     /// One more subscription in `app`; the app is registered first if it is the node's first.
     pub async fn hold(&self, app: &AppId) -> Result<(), BrokerError> {
-        let mut held = self.held.lock().await;
-        if !held.contains_key(app) {
-            self.register(&[app]).await.map_err(unavailable)?;
+        if self.add_to_held(app) {
+            return Ok(());
         }
-        *held.entry(app.clone()).or_default() += 1;
+        let _order = self.registering.lock().await;
+        if self.add_to_held(app) {
+            return Ok(());
+        }
+        self.register(&[app]).await.map_err(unavailable)?;
+        let mut held = self.held.lock().expect("occupancy lock poisoned");
+        held.insert(app.clone(), 1);
         Ok(())
     }
 
     /// One subscription fewer in `app`; unregistered after the node's last.
     pub async fn release(&self, app: &AppId) {
-        let mut held = self.held.lock().await;
-        let Some(count) = held.get_mut(app) else {
-            return;
-        };
-        *count -= 1;
-        if *count > 0 {
-            return;
+        {
+            let mut held = self.held.lock().expect("occupancy lock poisoned");
+            match held.get_mut(app) {
+                None => return,
+                Some(count) if *count > 1 => {
+                    *count -= 1;
+                    return;
+                }
+                Some(_) => {}
+            }
         }
-        held.remove(app);
+        let _order = self.registering.lock().await;
+        {
+            let mut held = self.held.lock().expect("occupancy lock poisoned");
+            let Some(count) = held.get_mut(app) else {
+                return;
+            };
+            *count -= 1;
+            if *count > 0 {
+                return;
+            }
+            held.remove(app);
+        }
         let removed = redis::cmd("SREM")
             .arg(self.registry(&self.settings.node_id))
             .arg(app.as_str())
@@ -114,12 +150,15 @@ impl NodeApps {
     /// Moves this node's deadline on and registers its apps again; returns them (for their
     /// own deadlines).
     pub async fn beat(&self) -> Vec<AppId> {
-        let held = self.held.lock().await;
-        let apps: Vec<&AppId> = held.keys().collect();
-        if let Err(error) = self.register(&apps).await {
+        let _order = self.registering.lock().await;
+        let apps: Vec<AppId> = {
+            let held = self.held.lock().expect("occupancy lock poisoned");
+            held.keys().cloned().collect()
+        };
+        if let Err(error) = self.register(&apps.iter().collect::<Vec<_>>()).await {
             tracing::warn!(%error, "an occupancy node heartbeat failed");
         }
-        held.keys().cloned().collect()
+        apps
     }
 
     /// At most `max` other nodes whose deadline passed.
