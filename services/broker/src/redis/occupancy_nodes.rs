@@ -8,10 +8,10 @@
 //! deadline on in the same step) before its first subscription there and unregisters it
 //! after its last, under one async lock that only these changes and heartbeats take (a
 //! further subscription in a held app never waits on Redis); each heartbeat registers every
-//! held app again, so
-//! a registry a sweep emptied while the node lived (a pause longer than its ttl) is whole
-//! again within a third of the ttl. Bounds: the set holds one entry per node (a dead one
-//! is forgotten once its apps are swept), a registry the apps its node holds.
+//! held app again, so a registry a sweep emptied while the node lived (a pause longer than
+//! its ttl) is whole again within a third of the ttl. Bounds: the set holds one entry per
+//! node (a dead one is forgotten once its apps are swept), a registry the apps its node
+//! holds.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
