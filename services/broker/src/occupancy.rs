@@ -19,7 +19,8 @@ use crate::BrokerError;
 /// Exactness: `Local` is exact. A cluster implementation counts per node (one atomic step
 /// per change, returning the cluster total), so `subscribed` returning 1 and `unsubscribed`
 /// returning 0 happen once per cluster; a dead node's subscriptions leave the counts within
-/// its heartbeat window.
+/// its heartbeat window, and the channels that empties are reported by `sweep_dead_nodes`
+/// within the window plus one call.
 #[async_trait]
 pub trait Occupancy: Send + Sync + 'static {
     /// One more subscription of the channel; the cluster-wide count after it (1: the channel
@@ -47,10 +48,12 @@ pub trait Occupancy: Send + Sync + 'static {
     ) -> Result<Vec<(ChannelName, u64)>, BrokerError>;
 
     /// Takes the subscriptions of nodes found dead (each with an app it held presence in, as
-    /// `Broker::sweep_dead_nodes` reports them) off that app's counts, and returns every
-    /// channel a dead node's leaving made vacant since the last call, here or in this node's
-    /// other steps: each once cluster-wide, for `channel_vacated`. `Local` (one node) has
-    /// none.
+    /// `Broker::sweep_dead_nodes` reports them) off that app's counts, and those of the
+    /// dead nodes the implementation finds itself in every app they held subscriptions in
+    /// (so an app nobody touches is vacated too; bounded per call, the rest next call), and
+    /// returns every channel a dead node's leaving made vacant since the last call, here or
+    /// in this node's other steps: each once cluster-wide, for `channel_vacated`. The edge
+    /// calls it every second. `Local` (one node) has none.
     async fn sweep_dead_nodes(
         &self,
         _dead: &[(AppId, String)],

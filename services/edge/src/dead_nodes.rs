@@ -3,8 +3,9 @@
 //! memberships (`Broker::sweep_dead_nodes`), publishes `pusher_internal:member_removed` for
 //! each user that took through the normal publish path (so every node delivers it, in the
 //! channel's order) with the `member_removed` webhook, then takes the dead nodes'
-//! subscriptions off the counts (`Occupancy::sweep_dead_nodes`) and sends `channel_vacated`
-//! for each channel that left empty. The broker reports each departure to one node only,
+//! subscriptions off the counts (`Occupancy::sweep_dead_nodes`, which also finds the dead
+//! nodes' apps without presence itself) and sends `channel_vacated` for each channel that
+//! left empty, within the dead node's heartbeat ttl plus this sweep's interval. The broker reports each departure to one node only,
 //! so each goes out once cluster-wide. With `Local` there is never anything to sweep.
 
 use std::collections::HashSet;

@@ -22,6 +22,7 @@ mod counters;
 mod health;
 mod keys;
 mod occupancy;
+mod occupancy_nodes;
 mod periodic;
 mod presence;
 mod presence_scripts;

@@ -11,8 +11,13 @@
 //! channel at 0 returns it; this node keeps those (at most `MAX_VACATED_KEPT`) until the
 //! edge takes them (`Occupancy::sweep_dead_nodes`) for `channel_vacated`, so a channel a
 //! dead node vacated is reported once, by the node whose step saw it.
+//!
+//! A dead node's apps are also found without any step on them (`occupancy_nodes`: each
+//! node's registry of its apps, under its own deadline): `sweep_dead_nodes` runs the
+//! forgetting step on each app of each dead node, at most `MAX_APPS_PER_SWEEP` apps a
+//! call (the rest next call), so a quiet app's vacated channels are reported too.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -21,6 +26,7 @@ use redis::Value;
 
 use super::connection::{Commands, RedisConnection};
 use super::counters::NodeSettings;
+use super::occupancy_nodes::{AfterSweep, NodeApps};
 use super::periodic::Periodic;
 use super::replies::{integer, malformed, text};
 use super::{state_scripts, unavailable};
@@ -30,13 +36,20 @@ use crate::occupancy::Occupancy;
 /// Channels vacated by dead nodes' sweeps kept for the edge; beyond, the oldest go (their
 /// `channel_vacated` is lost, the counts are not).
 const MAX_VACATED_KEPT: usize = 4_096;
+/// Dead nodes one `sweep_dead_nodes` looks for in the registries.
+const MAX_DEAD_NODES_PER_SWEEP: usize = 8;
+/// A call stops sweeping registered apps once this many vacated channels wait for the edge,
+/// so one call's channels fit in `MAX_VACATED_KEPT` (one app's step may still return more).
+const MAX_VACATED_PER_SWEEP: usize = 1_024;
+/// A dead node's apps read from its registry per round trip.
+const SWEEP_BATCH: usize = 100;
 
 struct Shared {
     commands: Commands,
     namespace: String,
     settings: NodeSettings,
-    /// This node's subscriptions per app (for its heartbeats); apps at 0 are removed.
-    held: Mutex<HashMap<AppId, u64>>,
+    /// The apps this node holds subscriptions in (for its heartbeats), and every node's.
+    nodes: NodeApps,
     /// Channels a sweep of this node's steps vacated, not yet taken by the edge.
     vacated: Mutex<VecDeque<(AppId, ChannelName)>>,
     heartbeat: redis::Script,
@@ -63,11 +76,7 @@ impl Shared {
     }
 
     async fn beat(&self) {
-        let apps: Vec<AppId> = {
-            let held = self.held.lock().expect("occupancy lock poisoned");
-            held.keys().cloned().collect()
-        };
-        for app in apps {
+        for app in self.nodes.beat().await {
             let result: Result<(), _> = self
                 .heartbeat
                 .key(self.keys(&app).deadlines)
@@ -92,6 +101,10 @@ pub struct RedisOccupancy {
 }
 
 impl RedisOccupancy {
+    /// Apps of dead nodes one `sweep_dead_nodes` takes; a dead node holding more is finished
+    /// by the next calls (one forgetting step per app).
+    pub const MAX_APPS_PER_SWEEP: usize = 256;
+
     /// Connects to `url` (as `Redis::connect`). Must run in a Tokio runtime (it spawns the
     /// heartbeat task).
     pub async fn connect(
@@ -111,8 +124,8 @@ impl RedisOccupancy {
         let shared = Arc::new(Shared {
             commands: connection.commands(),
             namespace: namespace.to_owned(),
+            nodes: NodeApps::new(connection.commands(), namespace, settings.clone()),
             settings,
-            held: Mutex::default(),
             vacated: Mutex::default(),
             heartbeat: redis::Script::new(state_scripts::OCCUPANCY_HEARTBEAT),
         });
@@ -182,6 +195,60 @@ impl RedisOccupancy {
         Ok(result)
     }
 
+    /// Takes `node`'s subscriptions off the app's counts, keeping the channels left at 0.
+    async fn forget_node_in(&self, app: &AppId, node: &str) -> Result<(), BrokerError> {
+        let keys = self.shared.keys(app);
+        let vacated: Vec<Value> = self
+            .forget_node
+            .key(&keys.totals)
+            .key(&keys.per_node)
+            .key(&keys.deadlines)
+            .arg(node)
+            .invoke_async(&mut self.shared.commands.clone())
+            .await
+            .map_err(unavailable)?;
+        self.keep_vacated(app, &vacated);
+        Ok(())
+    }
+
+    /// Runs the forgetting step on the registered apps of nodes whose deadline passed, within
+    /// this call's bounds. Two nodes sweeping one dead node at once run the same steps; only
+    /// the one that took a subscription off reports its channel.
+    async fn sweep_registered_dead_nodes(&self) -> Result<(), BrokerError> {
+        let nodes = &self.shared.nodes;
+        let mut budget = Self::MAX_APPS_PER_SWEEP;
+        for node in nodes.dead_nodes(MAX_DEAD_NODES_PER_SWEEP).await? {
+            loop {
+                let waiting = self
+                    .shared
+                    .vacated
+                    .lock()
+                    .expect("occupancy lock poisoned")
+                    .len();
+                if budget == 0 || waiting >= MAX_VACATED_PER_SWEEP {
+                    return Ok(());
+                }
+                let apps = nodes
+                    .registered_apps(&node, budget.min(SWEEP_BATCH))
+                    .await?;
+                budget = budget.saturating_sub(apps.len());
+                for entry in &apps {
+                    match AppId::parse(entry) {
+                        Ok(app) => self.forget_node_in(&app, &node).await?,
+                        Err(_) => {
+                            tracing::warn!("a malformed occupancy registry entry was dropped")
+                        }
+                    }
+                }
+                let after = nodes.swept(&node, &apps).await?;
+                if apps.is_empty() || after != AfterSweep::AppsLeft {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn keep_vacated(&self, app: &AppId, channels: &[Value]) {
         if channels.is_empty() {
             return;
@@ -204,26 +271,19 @@ impl RedisOccupancy {
 #[async_trait]
 impl Occupancy for RedisOccupancy {
     async fn subscribed(&self, app: &AppId, channel: &ChannelName) -> Result<u64, BrokerError> {
-        let total = self.change(app, channel, 1).await?;
-        *self
-            .shared
-            .held
-            .lock()
-            .expect("occupancy lock poisoned")
-            .entry(app.clone())
-            .or_default() += 1;
-        Ok(total)
+        // Registered before the step, so Redis never counts a subscription of this node in
+        // an app its registry lacks.
+        self.shared.nodes.hold(app).await?;
+        let total = self.change(app, channel, 1).await;
+        if total.is_err() {
+            self.shared.nodes.release(app).await;
+        }
+        total
     }
 
     async fn unsubscribed(&self, app: &AppId, channel: &ChannelName) -> Result<u64, BrokerError> {
         let left = self.change(app, channel, -1).await?;
-        let mut held = self.shared.held.lock().expect("occupancy lock poisoned");
-        if let Some(count) = held.get_mut(app) {
-            *count -= 1;
-            if *count == 0 {
-                held.remove(app);
-            }
-        }
+        self.shared.nodes.release(app).await;
         Ok(left)
     }
 
@@ -276,18 +336,9 @@ impl Occupancy for RedisOccupancy {
         dead: &[(AppId, String)],
     ) -> Result<Vec<(AppId, ChannelName)>, BrokerError> {
         for (app, node) in dead {
-            let keys = self.shared.keys(app);
-            let vacated: Vec<Value> = self
-                .forget_node
-                .key(&keys.totals)
-                .key(&keys.per_node)
-                .key(&keys.deadlines)
-                .arg(node)
-                .invoke_async(&mut self.shared.commands.clone())
-                .await
-                .map_err(unavailable)?;
-            self.keep_vacated(app, &vacated);
+            self.forget_node_in(app, node).await?;
         }
+        self.sweep_registered_dead_nodes().await?;
         let mut kept = self.shared.vacated.lock().expect("occupancy lock poisoned");
         Ok(kept.drain(..).collect())
     }

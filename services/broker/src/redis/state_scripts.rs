@@ -1,6 +1,7 @@
 //! The Lua steps of the Redis counters and occupancy. Time is Redis's own (`TIME`), so the
 //! nodes' clocks never have to agree on who is dead. Each step touches only keys tagged
-//! `{app}`: one app's counts live on one shard.
+//! `{app}` (one app's counts live on one shard), except the node steps of occupancy, which
+//! touch only keys tagged `{nodes}` (each node's deadline and the apps it holds).
 //!
 //! A node's contribution is alive while its deadline (unix ms) is in the future; every step
 //! first sweeps the nodes whose deadline passed (their heartbeats stopped), so a dead node
@@ -158,6 +159,56 @@ local t = redis.call('TIME')
 redis.call('HSET', KEYS[1], ARGV[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2]))
 return 0
 "#;
+
+/// KEYS: the nodes' occupancy deadlines (sorted set, node → deadline), the node's apps (set).
+/// ARGV: node, ttl ms, the apps it holds subscriptions in (possibly none). Moves the node's
+/// deadline on and registers the apps (again: a sweep that took the node for dead emptied it).
+const OCCUPANCY_NODE_BEAT: &str = r#"
+redis.call('ZADD', KEYS[1], now_ms() + tonumber(ARGV[2]), ARGV[1])
+for i = 3, #ARGV, 1000 do
+  redis.call('SADD', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return 0
+"#;
+
+/// KEYS: the nodes' occupancy deadlines. ARGV: this node, at most how many. The other nodes
+/// whose deadline passed.
+const OCCUPANCY_DEAD_NODES: &str = r#"
+local max = tonumber(ARGV[2])
+local past = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('(%d', now_ms()), 'LIMIT', 0, max + 1)
+local dead = {}
+for _, node in ipairs(past) do
+  if node ~= ARGV[1] and #dead < max then table.insert(dead, node) end
+end
+return dead
+"#;
+
+/// KEYS: the nodes' occupancy deadlines, the dead node's apps. ARGV: node, the apps just
+/// swept. Unregisters them while the node is still dead, and forgets the node once none is
+/// left. Returns 1 (the node is forgotten), 0 (apps are left) or -1 (it beat again: alive).
+const OCCUPANCY_SWEPT_APPS: &str = r#"
+local deadline = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not deadline then return 1 end
+if tonumber(deadline) >= now_ms() then return -1 end
+for i = 2, #ARGV, 1000 do
+  redis.call('SREM', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+if redis.call('SCARD', KEYS[2]) > 0 then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+"#;
+
+pub fn occupancy_node_beat() -> redis::Script {
+    redis::Script::new(&format!("{NOW}{OCCUPANCY_NODE_BEAT}"))
+}
+
+pub fn occupancy_dead_nodes() -> redis::Script {
+    redis::Script::new(&format!("{NOW}{OCCUPANCY_DEAD_NODES}"))
+}
+
+pub fn occupancy_swept_apps() -> redis::Script {
+    redis::Script::new(&format!("{NOW}{OCCUPANCY_SWEPT_APPS}"))
+}
 
 pub fn acquire() -> redis::Script {
     redis::Script::new(&format!("{NOW}{LIVE_SLOTS}{ACQUIRE}"))

@@ -3,7 +3,8 @@
 //! subscriber is told `member_removed` once for the user whose only connection was there,
 //! never for one still connected elsewhere, and the channel's users no longer list them.
 //! And in process: a node that stops heartbeating (a broker and occupancy dropped without
-//! leaving) has its departures announced by two live edges, each webhook once.
+//! leaving) has its departures announced by two live edges, each webhook once, also for a
+//! non-presence channel of an app no live edge touches.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -124,6 +125,24 @@ struct RecordingWebhooks {
     events: Mutex<Vec<WebhookEvent>>,
 }
 
+impl RecordingWebhooks {
+    /// Waits until every one of `expected` was emitted (20 s: only a bug takes that long).
+    async fn wait_for(&self, expected: &[WebhookEvent]) {
+        let started = Instant::now();
+        loop {
+            let events = self.events.lock().unwrap().clone();
+            if expected.iter().all(|event| events.contains(event)) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the dead node's departures never all reached the webhooks: {events:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 impl WebhookSink for RecordingWebhooks {
     fn emit(&self, _app: &AppId, event: WebhookEvent) {
         self.events.lock().unwrap().push(event);
@@ -183,18 +202,7 @@ async fn a_dead_nodes_departures_reach_webhooks_once_and_its_empty_channel_is_va
             channel: gone.into(),
         },
     ];
-    let started = Instant::now();
-    loop {
-        let events = webhooks.events.lock().unwrap().clone();
-        if expected.iter().all(|event| events.contains(event)) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the dead node's departures never all reached the webhooks: {events:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    webhooks.wait_for(&expected).await;
     // Bob's marker round trip passes at least one more chance for a duplicate.
     let response = survivor.trigger(room, "marker", "m", None).await;
     assert_eq!(response.status(), 200);
@@ -210,5 +218,54 @@ async fn a_dead_nodes_departures_reach_webhooks_once_and_its_empty_channel_is_va
     assert_eq!(
         events, wanted,
         "each once, across both live edges; Bob keeps presence-room occupied"
+    );
+}
+
+/// A node's broker and occupancy under one node id, as `build_node` makes them, with a 1 s
+/// heartbeat ttl; dropping it stops its heartbeats, as a crash would.
+async fn dying_node(url: &str) -> (Redis, RedisOccupancy) {
+    let node = NodeSettings {
+        heartbeat_ttl: Duration::from_secs(1),
+        ..NodeSettings::new()
+    };
+    let sink = Arc::new(broker::testing::RecordingSink::default());
+    let broker = Redis::connect_node(url, "sb:", sink, Clock::system(), node.clone())
+        .await
+        .unwrap();
+    let occupancy = RedisOccupancy::connect(url, "sb:", node).await.unwrap();
+    (broker, occupancy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_channel_in_an_app_no_live_edge_touches_is_vacated_once() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let webhooks = Arc::new(RecordingWebhooks::default());
+    // Two live edges, both sweeping, both reporting to one sink; neither has a client, so no
+    // occupancy step on the app ever runs there.
+    let _survivor = spawn_app_on_broker_reporting(&url, webhooks.clone()).await;
+    let _other_survivor = spawn_app_on_broker_reporting(&url, webhooks.clone()).await;
+    let app = AppId::parse(APP.0).unwrap();
+    let vacated = |channel: &str| WebhookEvent::ChannelVacated {
+        channel: channel.into(),
+    };
+
+    let dying = dying_node(&url).await;
+    let quiet = ChannelName::parse("quiet").unwrap();
+    assert_eq!(dying.1.subscribed(&app, &quiet).await.unwrap(), 1);
+    drop(dying);
+    webhooks.wait_for(&[vacated("quiet")]).await;
+
+    // A second death after it: by the time its channel is reported, a duplicate of the first
+    // (both edges sweep the same dead node) would have come long before.
+    let marker_node = dying_node(&url).await;
+    let marker = ChannelName::parse("marker").unwrap();
+    marker_node.1.subscribed(&app, &marker).await.unwrap();
+    drop(marker_node);
+    webhooks.wait_for(&[vacated("marker")]).await;
+    assert_eq!(
+        webhooks.events.lock().unwrap().clone(),
+        [vacated("quiet"), vacated("marker")],
+        "each channel_vacated once, across both live edges"
     );
 }
