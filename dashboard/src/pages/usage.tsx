@@ -40,27 +40,25 @@ function LiveView({ appId }: { appId: string }) {
   return (
     <section class="card" aria-labelledby="live-heading">
       <h2 id="live-heading">Live</h2>
-      {state === 'not-available' ? (
-        <p class="notice" role="status">
-          The live view is not available on this server yet.
-        </p>
-      ) : (
-        <dl class="stats" aria-live="polite">
-          <div>
-            <dt>Connections now</dt>
-            <dd data-testid="live-connections">{stats ? formatNumber(stats.connections) : '–'}</dd>
-          </div>
-          <div>
-            <dt>Messages in the last minute</dt>
-            <dd data-testid="live-messages">{stats ? formatNumber(stats.messages_last_minute) : '–'}</dd>
-          </div>
-          <div>
-            <dt>Messages today</dt>
-            <dd>{stats ? formatNumber(stats.messages_today) : '–'}</dd>
-          </div>
-        </dl>
-      )}
-      {state === 'failed' && <p role="alert">The live feed could not connect.</p>}
+      <dl class="stats">
+        <div>
+          <dt>Connections now</dt>
+          <dd data-testid="live-connections">{stats ? formatNumber(stats.connections) : '–'}</dd>
+        </div>
+        <div>
+          <dt>Messages in the last minute</dt>
+          <dd data-testid="live-messages">{stats ? formatNumber(stats.messages_last_minute) : '–'}</dd>
+        </div>
+        <div>
+          <dt>Messages today</dt>
+          <dd>{stats ? formatNumber(stats.messages_today) : '–'}</dd>
+        </div>
+      </dl>
+      {/* The figures change every second: only the feed's state is announced, not each figure. */}
+      <p class="muted" role="status">
+        {state === 'listening' ? 'Updating every second.' : state === 'failed' ? '' : `Live feed ${state}…`}
+      </p>
+      {state === 'failed' && <p role="alert">The live feed could not connect: reload the page to try again.</p>}
     </section>
   );
 }
