@@ -7,6 +7,7 @@
 // only fails on a real bug, even on a loaded 2-core machine.
 
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -86,6 +87,8 @@ export async function startServer() {
     DATABASE_URL: ADMIN_URL.replace(/\/[^/]*$/, `/${database}`),
     SWITCHBOARD_SECRETS_KEY: randomBytes(32).toString('base64'),
     SWITCHBOARD_DRAIN_DELAY: '0',
+    // The journey's webhook receiver listens on 127.0.0.1.
+    SWITCHBOARD_WEBHOOKS_ALLOW_PRIVATE: 'true',
     RUST_LOG: process.env.RUST_LOG || 'info',
   };
   const child = spawn(binary, ['serve', '--host', '127.0.0.1', '--port', String(port)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -188,4 +191,24 @@ export async function sdkBundle() {
   });
   const chunks = (Array.isArray(output) ? output : [output]).flatMap((result) => result.output);
   return `${chunks.find((chunk) => chunk.type === 'chunk').code}\nif (window.Switchboard && window.Switchboard.default) window.Switchboard = window.Switchboard.default;`;
+}
+
+/** A local webhook endpoint: every request's body is kept in `requests`; it answers 200. */
+export async function webhookReceiver() {
+  const requests = [];
+  const server = http.createServer((request, response) => {
+    let body = '';
+    request.setEncoding('utf8');
+    request.on('data', (chunk) => (body += chunk));
+    request.on('end', () => {
+      requests.push({ path: request.url, headers: request.headers, body });
+      response.writeHead(200, { 'Content-Type': 'text/plain' }).end('ok');
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}/hooks`,
+    requests,
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
 }

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { accessibilityViolations, launchBrowser, newPage, screenshot, sdkBundle, startServer, uid, waitFor } from './harness.mjs';
+import { accessibilityViolations, launchBrowser, newPage, screenshot, sdkBundle, startServer, uid, waitFor, webhookReceiver } from './harness.mjs';
 
 const PASSWORD = 'correct horse battery staple';
 let server;
@@ -152,6 +152,46 @@ test('a second page connects with our SDK; the live view counts it; usage charts
   await page.locator('.chart canvas').first().waitFor();
 });
 
+test('webhooks: add one, see its delivery in the log, remove it', async () => {
+  const receiver = await webhookReceiver();
+  try {
+    const { page } = owner;
+    await page.goto(`/applications/${owner.appId}`);
+    await page.getByText('No webhooks yet.').waitFor();
+    await page.getByLabel('Webhook URL').fill(receiver.url);
+    await page.getByLabel('channel_occupied', { exact: true }).check();
+    await page.getByRole('button', { name: 'Add webhook' }).click();
+    await page.locator('.webhooks li', { hasText: receiver.url }).waitFor();
+    // The edge learns of the webhook through a Postgres notification: occupy a fresh channel
+    // from the SDK page every second until the receiver hears of one.
+    let occupied = 0;
+    let lastAt = 0;
+    const request = await waitFor('channel_occupied at the receiver', async () => {
+      const heard = receiver.requests.find((entry) => entry.body.includes('channel_occupied'));
+      if (heard) return heard;
+      if (Date.now() - lastAt >= 1000) {
+        lastAt = Date.now();
+        occupied += 1;
+        await owner.client.evaluate((name) => window.client.subscribe(name), `hooked-${occupied}`);
+      }
+      return undefined;
+    });
+    assert.match(request.body, /"channel":"hooked-\d+"/);
+    assert.equal(request.headers['x-pusher-key'], owner.key, 'signed with the app’s key');
+    await waitFor('the delivery in the log', async () => {
+      await page.getByRole('button', { name: 'Refresh the delivery log' }).click();
+      return (await page.getByRole('cell', { name: 'delivered', exact: true }).count()) > 0;
+    });
+    await page.getByRole('cell', { name: '200', exact: true }).first().waitFor();
+    await checkPage(page, '09-webhooks');
+    await page.getByRole('button', { name: `Remove webhook ${receiver.url}` }).click();
+    await page.getByRole('button', { name: `Remove ${receiver.url}` }).click();
+    await page.getByText('No webhooks yet.').waitFor();
+  } finally {
+    await receiver.close();
+  }
+});
+
 test('publish from the console: the event reaches the SDK page (and the stream)', async () => {
   const { page } = owner;
   await page.goto(`/applications/${owner.appId}/console`);
@@ -173,9 +213,20 @@ test('publish from the console: the event reaches the SDK page (and the stream)'
   await page.getByRole('button', { name: 'Pause' }).click();
   await page.getByRole('button', { name: 'Resume' }).waitFor();
   await page.getByRole('button', { name: 'Resume' }).click();
+  await page.getByLabel('Type').selectOption('');
+  // A publish the edge refuses (a channel name with a space): the form announces why, the
+  // stream shows the refusal, and so does the refusal log.
+  await page.getByLabel('Channel', { exact: true }).fill('bad channel');
+  await page.getByRole('button', { name: 'Publish' }).click();
+  await page.getByRole('alert').filter({ hasText: /The edge refused the event \(400\)/ }).waitFor();
+  await page.locator('.stream li[data-type="refusal"]').first().waitFor();
   await page.getByRole('heading', { name: 'Recent refusals' }).waitFor();
-  await page.getByRole('button', { name: 'Refresh refusals' }).waitFor();
-  await checkPage(page, '09-console');
+  await waitFor('the refusal in the log', async () => {
+    await page.getByRole('button', { name: 'Refresh refusals' }).click();
+    return (await page.locator('.refusals tbody tr', { hasText: 'api' }).count()) > 0;
+  });
+  await page.locator('.refusals tbody tr', { hasText: '400' }).first().waitFor();
+  await checkPage(page, '10-console');
 });
 
 test('rotating a key: the old key is refused, the new one connects', async () => {
@@ -196,7 +247,7 @@ test('rotating a key: the old key is refused, the new one connects', async () =>
   assert.equal(await state(stale), 'disconnected');
   const renewed = await sdkPage(newKey);
   await waitFor('the new key to connect', async () => (await state(renewed)) === 'connected');
-  await checkPage(page, '10-keys-rotated');
+  await checkPage(page, '11-keys-rotated');
 });
 
 test('the account page and the plans page', async () => {
@@ -217,11 +268,11 @@ test('the account page and the plans page', async () => {
   await page.getByLabel('New password').fill(`${PASSWORD} again`);
   await page.getByRole('button', { name: 'Change password' }).click();
   await page.getByText(/^Password changed\./).waitFor();
-  await checkPage(page, '11-account');
+  await checkPage(page, '12-account');
   await page.goto('/plans');
   await page.getByRole('heading', { name: 'The ladder' }).waitFor();
   await page.getByRole('link', { name: 'Chat' }).waitFor();
-  await checkPage(page, '12-plans');
+  await checkPage(page, '13-plans');
 });
 
 test('another account gets nothing of this one’s app', async () => {
@@ -235,30 +286,77 @@ test('another account gets nothing of this one’s app', async () => {
   }
   const keys = await other.page.evaluate(async (id) => (await fetch(`/v1/apps/${id}/keys`)).status, owner.appId);
   assert.equal(keys, 404);
-  await checkPage(other.page, '13-other-tenant-refused');
+  await checkPage(other.page, '14-other-tenant-refused');
   assert.deepEqual(other.problems, []);
 });
 
-test('phone width: no sideways scrolling; delete an app behind a confirmation; log out', async () => {
+test('phone width: no sideways scrolling; rename, disable, keys, delete behind a confirmation; log out; reset the password', async () => {
   const phone = await newPage(browser, server, { width: 375, height: 740 });
-  await signUp(phone.page, `${uid('phone-')}@example.com`);
+  const email = `${uid('phone-')}@example.com`;
+  await signUp(phone.page, email);
   await phone.page.getByLabel('New app name').fill('Pocket');
   await phone.page.getByRole('button', { name: 'Create app' }).click();
   await phone.page.getByRole('link', { name: 'Open Pocket' }).click();
   await phone.page.getByRole('heading', { name: 'Pocket', level: 1 }).waitFor();
   const overflow = await phone.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `the page is ${overflow} px wider than the phone`);
-  await screenshot(phone.page, '14-phone-app-detail');
+  await screenshot(phone.page, '15-phone-app-detail');
   await phone.page.getByLabel('Allowed origins for browser connections').fill('https://pocket.example.com');
   await phone.page.getByRole('button', { name: 'Save settings' }).click();
   await phone.page.getByText('Settings saved.').waitFor();
   await phone.page.reload();
   assert.equal(await phone.page.getByLabel('Allowed origins for browser connections').inputValue(), 'https://pocket.example.com');
+  // The server normalises origins; an invalid one is refused and the page says why.
+  await phone.page.getByLabel('Allowed origins for browser connections').fill('not an origin');
+  await phone.page.getByRole('button', { name: 'Save settings' }).click();
+  await phone.page.getByRole('alert').filter({ hasText: /origin/i }).waitFor();
+  await phone.page.getByLabel('Allowed origins for browser connections').fill('https://pocket.example.com');
+  await phone.page.getByLabel('Client events on private and presence channels').uncheck();
+  await phone.page.getByRole('button', { name: 'Save settings' }).click();
+  await phone.page.getByText('Settings saved.').waitFor();
+  const app = await phone.page.evaluate(async (id) => (await fetch(`/v1/apps/${id}`)).json(), phone.page.url().split('/').pop());
+  assert.equal(app.client_events, false);
+
+  await phone.page.getByLabel('App name').fill('Pocket two');
+  await phone.page.getByRole('button', { name: 'Rename' }).click();
+  await phone.page.getByRole('heading', { name: 'Pocket two', level: 1 }).waitFor();
+  await phone.page.getByRole('button', { name: 'Disable app' }).click();
+  await phone.page.locator('h1 .badge', { hasText: 'disabled' }).waitFor();
+  await phone.page.getByRole('button', { name: 'Enable app' }).click();
+  await phone.page.locator('h1 .badge').waitFor({ state: 'detached' });
+
+  // A second key, then revoked behind its confirmation.
+  await phone.page.getByRole('button', { name: 'Add a key' }).click();
+  await phone.page.getByText(/^New key \S+ created\.$/).waitFor();
+  const second = (await phone.page.getByText(/^New key \S+ created\.$/).textContent()).split(' ')[2];
+  await phone.page.getByRole('button', { name: `Revoke key ${second}` }).click();
+  await phone.page.getByRole('button', { name: `Revoke ${second} now` }).click();
+  await phone.page.locator('.keys li.revoked', { hasText: second }).waitFor();
+
   await phone.page.getByRole('button', { name: 'Delete app' }).click();
-  await phone.page.getByRole('button', { name: 'Delete Pocket permanently' }).click();
+  await phone.page.getByRole('button', { name: 'Delete Pocket two permanently' }).click();
   await phone.page.getByText('No apps yet').waitFor();
   await phone.page.getByRole('button', { name: 'Log out' }).click();
   await phone.page.getByRole('heading', { name: 'Log in' }).waitFor();
+
+  // Forgotten password: the reset mail's link (from the log mailer), a new password, log in.
+  await phone.page.getByRole('link', { name: 'Forgot your password?' }).click();
+  await phone.page.getByLabel('Email').fill(email);
+  await phone.page.getByRole('button', { name: 'Send a reset link' }).click();
+  await phone.page.getByText('If an account has this email, a reset link is on its way.').waitFor();
+  const resetToken = await waitFor('the reset mail in the server log', () => {
+    const line = server.log().split('\n').find((entry) => entry.includes(email) && entry.includes('reset-password?token='));
+    return line?.match(/reset-password\?token=([A-Za-z0-9_-]+)/)?.[1];
+  });
+  await phone.page.goto(`/reset-password?token=${resetToken}`);
+  await phone.page.getByLabel('New password').fill(`${PASSWORD} renewed`);
+  await phone.page.getByRole('button', { name: 'Set the new password' }).click();
+  await phone.page.getByText('Your password is changed. You can log in with it now.').waitFor();
+  await phone.page.goto('/login');
+  await phone.page.getByLabel('Email').fill(email);
+  await phone.page.getByLabel('Password').fill(`${PASSWORD} renewed`);
+  await phone.page.getByRole('button', { name: 'Log in' }).click();
+  await phone.page.getByRole('heading', { name: 'Apps', level: 1 }).waitFor();
   assert.deepEqual(phone.problems, []);
 });
 

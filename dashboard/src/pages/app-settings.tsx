@@ -72,11 +72,11 @@ export function Webhooks({ app }: { app: AppView }) {
       <h2>Webhooks</h2>
       <Loaded resource={hooks} what="webhooks" isEmpty={(list) => list.length === 0} empty={<p>No webhooks yet.</p>}>
         {(list) => (
-          <ul class="plain">
+          <ul class="plain webhooks">
             {list.map((hook) => (
               <li key={hook.id}>
                 <code>{hook.url}</code> <span class="muted">{hook.event_types.length ? hook.event_types.join(', ') : 'all events'}{hook.batching ? ', batched' : ''}</span>{' '}
-                <ConfirmAction label="Remove webhook" confirmLabel={`Remove ${hook.url}`} warning="Events stop going to this URL." pending={remove.pending} onConfirm={() => remove.run(hook.id)} />
+                <ConfirmAction label="Remove webhook" context={hook.url} confirmLabel={`Remove ${hook.url}`} warning="Events stop going to this URL." pending={remove.pending} onConfirm={() => remove.run(hook.id)} />
               </li>
             ))}
           </ul>

@@ -161,7 +161,7 @@ function Refusals({ appId }: { appId: string }) {
       </button>
       <Loaded resource={refusals} what="refusals" isEmpty={(list) => list.length === 0} empty={<p>No refusals: every client got in.</p>}>
         {(list) => (
-          <div class="table-wrap">
+          <div class="table-wrap refusals">
             <table>
               <caption class="visually-hidden">Recent refusals on this node, newest first</caption>
               <thead>

@@ -1,7 +1,7 @@
 // An app's keys (copy, reveal the secret, rotate, revoke) and ready-to-paste snippets.
 import { useState } from 'preact/hooks';
 import { api, unwrap } from '../api/client';
-import { CopyButton, ErrorMessage, formatTime, Loaded, StatusMessage, useAction, useResource } from '../components';
+import { ConfirmAction, CopyButton, ErrorMessage, formatTime, Loaded, StatusMessage, useAction, useResource } from '../components';
 import type { AppView } from './app-detail';
 import { snippets, type Endpoint } from './snippets';
 
@@ -70,9 +70,14 @@ export function Keys({ app }: { app: AppView }) {
                       <button type="button" onClick={() => rotate.run(entry.key)} disabled={busy}>
                         Rotate <span class="visually-hidden">key {entry.key}</span>
                       </button>
-                      <button type="button" class="danger" onClick={() => revoke.run(entry.key)} disabled={busy}>
-                        Revoke <span class="visually-hidden">key {entry.key}</span>
-                      </button>
+                      <ConfirmAction
+                        label="Revoke"
+                        context={`key ${entry.key}`}
+                        confirmLabel={`Revoke ${entry.key} now`}
+                        warning={`Connections on ${entry.key} close and new ones are refused; server code signing with it fails.`}
+                        pending={revoke.pending}
+                        onConfirm={() => revoke.run(entry.key)}
+                      />
                     </p>
                   )}
                   <p class="muted">created {formatTime(entry.created_at)}</p>
