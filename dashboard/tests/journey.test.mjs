@@ -150,6 +150,22 @@ test('a second page connects with our SDK; the live view counts it; usage charts
   await checkPage(page, '08-usage');
   await page.getByLabel('Range').selectOption('30d');
   await page.locator('.chart canvas').first().waitFor();
+  // Days of one's choice: yesterday and today per day holds today's row; per minute over 30
+  // days is more points than the API gives, and the page says why.
+  const day = (offset) => new Date(Date.now() + offset * 86400_000).toISOString().slice(0, 10);
+  await page.getByLabel('Range').selectOption('custom');
+  await page.getByLabel('First day').fill(day(-1));
+  await page.getByLabel('Last day').fill(day(0));
+  await page.getByLabel('Per', { exact: true }).selectOption('day');
+  // The tables of the charts (opened above, and kept open as the range changes).
+  await page.locator('.chart details').evaluateAll((all) => all.forEach((details) => (details.open = true)));
+  const todayRow = page.locator('.chart').nth(1).locator('tbody tr', { hasText: `${day(0)} 00:00` });
+  await todayRow.waitFor();
+  const [, published, delivered] = await todayRow.locator('td').allTextContents();
+  assert.ok(Number(published) >= 100000 && Number(delivered) >= 70000, `today's row: ${published} published, ${delivered} delivered`);
+  await page.getByLabel('First day').fill(day(-30));
+  await page.getByLabel('Per', { exact: true }).selectOption('minute');
+  await page.getByRole('alert').filter({ hasText: /Could not load usage: .*at most/ }).waitFor();
 });
 
 test('webhooks: add one, see its delivery in the log, remove it', async () => {
