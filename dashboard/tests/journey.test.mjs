@@ -108,9 +108,15 @@ test('create an app and copy its key', async () => {
   owner.appId = page.url().split('/').pop();
   await page.getByRole('button', { name: 'Reveal secret' }).click();
   await page.locator('.keys .secret').waitFor();
-  await page.getByRole('button', { name: 'Node (pusher)' }).click();
-  const snippet = await page.getByLabel('Node (pusher) snippet').textContent();
-  assert.ok(snippet.includes(owner.key) && snippet.includes(owner.appId), 'the snippet carries the app’s values');
+  const secret = (await page.locator('.keys .secret').textContent()).trim();
+  // Every snippet carries this app's key; the server libraries' also its id and secret.
+  for (const [library, server] of [['Switchboard JS', false], ['pusher-js', false], ['Node (pusher)', true], ['Python (pusher)', true]]) {
+    await page.getByRole('button', { name: library, exact: true }).click();
+    const snippet = await page.getByLabel(`${library} snippet`).textContent();
+    assert.ok(snippet.includes(owner.key), `the ${library} snippet has the key`);
+    if (server) assert.ok(snippet.includes(owner.appId) && snippet.includes(secret), `the ${library} snippet has the app id and secret`);
+    assert.ok(snippet.includes('127.0.0.1'), `the ${library} snippet points at this server`);
+  }
   await checkPage(page, '07-app-detail');
 });
 
@@ -214,6 +220,10 @@ test('publish from the console: the event reaches the SDK page (and the stream)'
   await page.getByRole('heading', { name: 'Publish a test event' }).waitFor();
   // The edge reports an app's events only while someone watches: wait until we do.
   await page.getByText('Feed listening').waitFor();
+  // The live view in another tab, sampling already (a figure shown), counts the publish.
+  const usageTab = await owner.context.newPage();
+  await usageTab.goto(`/applications/${owner.appId}/usage`);
+  await waitFor('the live view’s first figures', async () => (await usageTab.getByTestId('live-connections').textContent()).trim() !== '–');
   await page.getByLabel('Channel', { exact: true }).fill('my-channel');
   await page.getByLabel('Event name').fill('my-event');
   await page.getByLabel('Data').fill('{"text":"hello from the console"}');
@@ -221,6 +231,9 @@ test('publish from the console: the event reaches the SDK page (and the stream)'
   await page.getByText('Published my-event on my-channel.').waitFor();
   const received = await waitFor('the event on the SDK page', () => owner.client.evaluate(() => window.received[0]));
   assert.deepEqual(received, { text: 'hello from the console' });
+  // One published, one delivered, within the last minute: without a reload.
+  await waitFor('the live view to count the publish', async () => Number((await usageTab.getByTestId('live-messages').textContent()).trim()) >= 2);
+  await usageTab.close();
   await page.locator('.stream li[data-type="api_publish"]', { hasText: 'my-channel' }).first().waitFor();
   await page.getByLabel('Type').selectOption('api_publish');
   await page.getByLabel('Channel contains').fill('no-such-channel');
