@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { accessibilityViolations, launchBrowser, newPage, screenshot, sdkBundle, startServer, uid, waitFor, webhookReceiver } from './harness.mjs';
+import { accessibilityViolations, clearScreenshots, launchBrowser, newPage, screenshot, sdkBundle, startServer, uid, waitFor, webhookReceiver } from './harness.mjs';
 
 const PASSWORD = 'correct horse battery staple';
 let server;
@@ -15,6 +15,7 @@ let bundle;
 const owner = {};
 
 before(async () => {
+  clearScreenshots();
   [server, browser, bundle] = await Promise.all([startServer(), launchBrowser(), sdkBundle()]);
   owner.email = `${uid('owner-')}@example.com`;
   Object.assign(owner, await newPage(browser, server));
@@ -63,6 +64,11 @@ test('the logged-out pages: log in, sign up, password reset', async () => {
   await page.goto('/');
   await page.waitForURL('**/login?next=*');
   await page.getByRole('heading', { name: 'Log in' }).waitFor();
+  // By keyboard: focus starts on the page's content (as after every navigation), so the first
+  // Tab reaches the form's first field, drawn with a visible focus ring.
+  await page.keyboard.press('Tab');
+  const focused = await page.evaluate(() => ({ label: document.activeElement.labels?.[0]?.textContent, outline: getComputedStyle(document.activeElement).outlineStyle }));
+  assert.deepEqual(focused, { label: 'Email', outline: 'solid' });
   await checkPage(page, '01-login');
   await page.goto('/signup');
   await page.getByRole('heading', { name: 'Create your account' }).waitFor();
@@ -341,10 +347,11 @@ test('phone width: no sideways scrolling; rename, disable, keys, delete behind a
   await phone.page.getByRole('alert').filter({ hasText: /origin/i }).waitFor();
   await phone.page.getByLabel('Allowed origins for browser connections').fill('https://pocket.example.com');
   await phone.page.getByLabel('Client events on private and presence channels').uncheck();
+  await phone.page.getByLabel('Subscription counting (subscription_count events and webhooks)').check();
   await phone.page.getByRole('button', { name: 'Save settings' }).click();
   await phone.page.getByText('Settings saved.').waitFor();
   const app = await phone.page.evaluate(async (id) => (await fetch(`/v1/apps/${id}`)).json(), phone.page.url().split('/').pop());
-  assert.equal(app.client_events, false);
+  assert.deepEqual([app.client_events, app.subscription_counting, app.allowed_origins], [false, true, ['https://pocket.example.com']]);
 
   await phone.page.getByLabel('App name').fill('Pocket two');
   await phone.page.getByRole('button', { name: 'Rename' }).click();
