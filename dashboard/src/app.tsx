@@ -19,7 +19,7 @@ const PUBLIC_PATHS = ['/login', '/signup', '/verify-email', '/reset-password'];
 async function readMe(): Promise<Me | null> {
   try {
     const { data, response } = await api.GET('/v1/me');
-    return response.ok && data ? (data as Me) : null;
+    return response.ok && data ? data : null;
   } catch {
     return null;
   }
@@ -116,7 +116,7 @@ function Shell({ me, pathname, children }: { me: Me | null; pathname: string; ch
           )}
         </nav>
       </header>
-      {me && me.email_verified === false && (
+      {me && !me.email_verified && (
         <p class="banner" role="status">
           Your email {me.email} is not verified yet: free plans work meanwhile; paid plans need it. <Link href="/verify-email">Verify it</Link>.
         </p>

@@ -144,8 +144,10 @@ export function CopyButton({ text, label }: { text: string; label: string }) {
  * A destructive action behind a confirmation: the first button opens a panel that names the
  * consequence; only its own button acts. Focus moves into the panel and back on cancel.
  */
-export function ConfirmAction({ label, confirmLabel, warning, onConfirm, pending }: {
+export function ConfirmAction({ label, context, confirmLabel, warning, onConfirm, pending }: {
   label: string;
+  /** Read after the label by screen readers only, when several such buttons share a page. */
+  context?: string;
   confirmLabel: string;
   warning: string;
   onConfirm: () => void;
@@ -161,11 +163,12 @@ export function ConfirmAction({ label, confirmLabel, warning, onConfirm, pending
     return (
       <button type="button" class="danger" ref={opener} onClick={() => setOpen(true)}>
         {label}
+        {context && <span class="visually-hidden"> {context}</span>}
       </button>
     );
   }
   return (
-    <div class="confirm" role="group" aria-label={label}>
+    <div class="confirm" role="group" aria-label={context ? `${label} ${context}` : label}>
       <p>{warning}</p>
       <button type="button" class="danger" ref={confirm} disabled={pending} onClick={onConfirm}>
         {confirmLabel}

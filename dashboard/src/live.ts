@@ -4,8 +4,7 @@
 // messages in the last minute) and `private-console-<appId>` (event `console`: batches of the
 // app's events), authorised by the control plane for the logged-in owner only.
 import Switchboard, { type ConnectionState } from '@switchboard/js';
-import { csrfToken, serverHasPath } from './api/client';
-import { call, type ConsoleInfo, PENDING } from './api/pending';
+import { api, csrfToken, unwrap } from './api/client';
 
 /** The `live` event's figures (cluster-wide). */
 export interface LiveStats {
@@ -42,7 +41,7 @@ interface ConsoleBatch {
 }
 
 /** The SDK's connection state, then `listening` once the app's channel is subscribed. */
-export type FeedState = ConnectionState | 'listening' | 'not-available' | 'failed';
+export type FeedState = ConnectionState | 'listening' | 'failed';
 
 export interface FeedHandlers {
   onState?: (state: FeedState) => void;
@@ -55,8 +54,7 @@ export function openFeed(appId: string, handlers: FeedHandlers): () => void {
   let client: Switchboard | undefined;
   let closed = false;
   (async () => {
-    if (!(await serverHasPath(PENDING.console))) return handlers.onState?.('not-available');
-    const info = await call<ConsoleInfo>('GET', PENDING.console);
+    const info = await unwrap(api.GET('/v1/console'));
     if (closed) return;
     client = new Switchboard(info.key, {
       host: info.ws_host,

@@ -3,8 +3,8 @@ import { createContext } from 'preact';
 import { useContext } from 'preact/hooks';
 import type { Schemas } from './api/client';
 
-/** `/v1/me`, plus `email_verified` once the server reports it (issue 10's mailer). */
-export type Me = Schemas['AccountView'] & { email_verified?: boolean };
+/** `/v1/me`: who is signed in, and whether their email is verified. */
+export type Me = Schemas['AccountView'];
 
 export interface Session {
   me: Me | null;

@@ -7,8 +7,9 @@
 // only fails on a real bug, even on a loaded 2-core machine.
 
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import path from 'node:path';
@@ -86,6 +87,8 @@ export async function startServer() {
     DATABASE_URL: ADMIN_URL.replace(/\/[^/]*$/, `/${database}`),
     SWITCHBOARD_SECRETS_KEY: randomBytes(32).toString('base64'),
     SWITCHBOARD_DRAIN_DELAY: '0',
+    // The journey's webhook receiver listens on 127.0.0.1.
+    SWITCHBOARD_WEBHOOKS_ALLOW_PRIVATE: 'true',
     RUST_LOG: process.env.RUST_LOG || 'info',
   };
   const child = spawn(binary, ['serve', '--host', '127.0.0.1', '--port', String(port)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -170,6 +173,11 @@ export async function accessibilityViolations(page) {
     .map((violation) => `${violation.id} (${violation.impact}): ${violation.help} at ${violation.nodes.map((node) => node.target.join(' ')).join(', ')}`);
 }
 
+/** Empties tests/output, so it holds this run's screenshots only. */
+export function clearScreenshots() {
+  rmSync(OUTPUT, { recursive: true, force: true });
+}
+
 export async function screenshot(page, name) {
   mkdirSync(OUTPUT, { recursive: true });
   await page.screenshot({ path: path.join(OUTPUT, `${name}.png`), fullPage: true });
@@ -188,4 +196,24 @@ export async function sdkBundle() {
   });
   const chunks = (Array.isArray(output) ? output : [output]).flatMap((result) => result.output);
   return `${chunks.find((chunk) => chunk.type === 'chunk').code}\nif (window.Switchboard && window.Switchboard.default) window.Switchboard = window.Switchboard.default;`;
+}
+
+/** A local webhook endpoint: every request's body is kept in `requests`; it answers 200. */
+export async function webhookReceiver() {
+  const requests = [];
+  const server = http.createServer((request, response) => {
+    let body = '';
+    request.setEncoding('utf8');
+    request.on('data', (chunk) => (body += chunk));
+    request.on('end', () => {
+      requests.push({ path: request.url, headers: request.headers, body });
+      response.writeHead(200, { 'Content-Type': 'text/plain' }).end('ok');
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}/hooks`,
+    requests,
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
 }

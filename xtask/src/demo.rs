@@ -37,39 +37,54 @@ pub fn run(root: &Path, serve_flags: &[String]) -> Result<(), String> {
         ("SWITCHBOARD_SECRETS_KEY", secrets_key.as_str()),
     ];
 
+    // The demo account is created in whatever database this run uses, so the login printed is
+    // true even when the database is new and .data/demo.txt is left from an older one; an
+    // existing account (the sign-up refused) keeps the file it was printed with.
     let demo_file = data.join("demo.txt");
-    if !demo_file.exists() {
-        let password = output(&binary, &["admin", "generate-secrets-key"], &[], None)?
-            .replace(['+', '/', '='], "");
-        let password = password[..20].to_owned();
-        output(
-            &binary,
-            &[
-                "admin",
-                "create-account",
-                "--email",
-                DEMO_EMAIL,
-                "--password-stdin",
-            ],
-            &env,
-            Some(&password),
-        )?;
-        let app = output(
-            &binary,
-            &[
-                "admin",
-                "create-app",
-                "--email",
-                DEMO_EMAIL,
-                "--name",
-                "Demo",
-            ],
-            &env,
-            None,
-        )?;
-        let text = format!("dashboard login: {DEMO_EMAIL} / {password}\ndemo app: {app}\n");
-        std::fs::write(&demo_file, text)
-            .map_err(|e| format!("writing {}: {e}", demo_file.display()))?;
+    let password = read_or_create(&data.join("demo_password"), || {
+        let random = output(&binary, &["admin", "generate-secrets-key"], &[], None)?;
+        Ok(random.replace(['+', '/', '='], "")[..20].to_owned())
+    })?;
+    let account = output(
+        &binary,
+        &[
+            "admin",
+            "create-account",
+            "--email",
+            DEMO_EMAIL,
+            "--password-stdin",
+        ],
+        &env,
+        Some(&password),
+    );
+    match account {
+        Ok(_) => {
+            let app = output(
+                &binary,
+                &[
+                    "admin",
+                    "create-app",
+                    "--email",
+                    DEMO_EMAIL,
+                    "--name",
+                    "Demo",
+                ],
+                &env,
+                None,
+            )?;
+            let text = format!("dashboard login: {DEMO_EMAIL} / {password}\ndemo app: {app}\n");
+            std::fs::write(&demo_file, text)
+                .map_err(|e| format!("writing {}: {e}", demo_file.display()))?;
+        }
+        Err(refused) if !demo_file.exists() => {
+            return Err(format!(
+                "{DEMO_EMAIL} exists in this database but {} is gone, so its password is \
+                 unknown; reset it from the dashboard's log-in page (the mail is in the log). \
+                 ({refused})",
+                demo_file.display()
+            ));
+        }
+        Err(_) => {}
     }
     let demo = std::fs::read_to_string(&demo_file)
         .map_err(|e| format!("reading {}: {e}", demo_file.display()))?;
@@ -82,6 +97,18 @@ pub fn run(root: &Path, serve_flags: &[String]) -> Result<(), String> {
 
     let mut args = vec!["serve".to_owned()];
     args.extend(serve_flags.iter().cloned());
+    // Mailed links (verification, reset) then open the dashboard printed above, on the host
+    // whose cookies hold the session.
+    let public_url_given = std::env::var_os("SWITCHBOARD_PUBLIC_URL").is_some()
+        || serve_flags
+            .iter()
+            .any(|flag| flag.starts_with("--public-url"));
+    if !public_url_given {
+        args.extend([
+            "--public-url".to_owned(),
+            format!("http://127.0.0.1:{port}"),
+        ]);
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     run_with_env(&binary.to_string_lossy(), &args, root, &env)
 }
@@ -111,6 +138,7 @@ fn output(
         .envs(env.iter().copied())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| format!("starting {}: {e}", binary.display()))?;
     if let Some(text) = stdin {
@@ -121,7 +149,11 @@ fn output(
         .wait_with_output()
         .map_err(|e| format!("{}: {e}", binary.display()))?;
     if !out.status.success() {
-        return Err(format!("switchboard {} failed", args.join(" ")));
+        return Err(format!(
+            "switchboard {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }

@@ -63,27 +63,3 @@ export function setUnauthenticatedHook(hook: () => void) {
 function onUnauthenticated() {
   unauthenticatedHook();
 }
-
-interface OpenApiDocument {
-  paths?: Record<string, unknown>;
-  components?: { schemas?: Record<string, { properties?: Record<string, unknown> }> };
-}
-
-/** The server's OpenAPI document, read once, to show parts for endpoints still to land. */
-let serverDocument: Promise<OpenApiDocument> | undefined;
-function readDocument(): Promise<OpenApiDocument> {
-  serverDocument ??= fetch('/v1/openapi.json')
-    .then((response) => (response.ok ? response.json() : {}))
-    .catch(() => ({}));
-  return serverDocument;
-}
-
-export async function serverHasPath(path: string): Promise<boolean> {
-  return Object.hasOwn((await readDocument()).paths ?? {}, path);
-}
-
-/** Whether a request or response schema of the server has this property. */
-export async function serverHasProperty(schema: string, property: string): Promise<boolean> {
-  const properties = (await readDocument()).components?.schemas?.[schema]?.properties ?? {};
-  return Object.hasOwn(properties, property);
-}

@@ -1,7 +1,6 @@
 // The account: change password, API tokens (create, revoke), the audit log.
 import { useState } from 'preact/hooks';
-import { api, serverHasPath, unwrap } from '../api/client';
-import { call, PENDING } from '../api/pending';
+import { api, unwrap } from '../api/client';
 import { CopyButton, ErrorMessage, Field, formatTime, Loaded, StatusMessage, useAction, useResource } from '../components';
 import { useSession } from '../session';
 
@@ -12,7 +11,7 @@ export function Account() {
       <h1>Account</h1>
       <p>
         Signed in as <strong>{me?.email}</strong>
-        {me?.email_verified === true && ' (verified)'}
+        {me && (me.email_verified ? ' (verified)' : ' (not verified yet)')}
       </p>
       <ChangePassword />
       <ApiTokens />
@@ -22,32 +21,28 @@ export function Account() {
 }
 
 function ChangePassword() {
-  const available = useResource(() => serverHasPath(PENDING.changePassword), []);
   const [current, setCurrent] = useState('');
   const [next, setNext] = useState('');
   const [done, setDone] = useState<string>();
   const change = useAction(async () => {
-    await call('PUT', PENDING.changePassword, { current_password: current, new_password: next });
+    setDone(undefined);
+    await unwrap(api.PUT('/v1/account/password', { body: { current_password: current, new_password: next } }));
     setCurrent('');
     setNext('');
-    setDone('Password changed.');
+    setDone('Password changed. Your other sessions have ended.');
   });
   return (
     <section class="card">
       <h2>Password</h2>
-      {available.data === false ? (
-        <p class="notice">Changing the password is not available on this server yet.</p>
-      ) : (
-        <form onSubmit={(event) => (event.preventDefault(), change.run())}>
-          <Field label="Current password" type="password" autoComplete="current-password" required value={current} onInput={(event) => setCurrent(event.currentTarget.value)} />
-          <Field label="New password" type="password" autoComplete="new-password" minLength={10} required value={next} onInput={(event) => setNext(event.currentTarget.value)} />
-          <ErrorMessage message={change.error} />
-          <StatusMessage message={done} />
-          <button type="submit" disabled={change.pending || !available.data}>
-            Change password
-          </button>
-        </form>
-      )}
+      <form onSubmit={(event) => (event.preventDefault(), change.run())}>
+        <Field label="Current password" type="password" autoComplete="current-password" required value={current} onInput={(event) => setCurrent(event.currentTarget.value)} />
+        <Field label="New password" type="password" autoComplete="new-password" minLength={10} required hint="At least 10 characters." value={next} onInput={(event) => setNext(event.currentTarget.value)} />
+        <ErrorMessage message={change.error} />
+        <StatusMessage message={done} />
+        <button type="submit" disabled={change.pending}>
+          Change password
+        </button>
+      </form>
     </section>
   );
 }

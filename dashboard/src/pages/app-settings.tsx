@@ -1,31 +1,28 @@
 // An app's settings (client events, subscription counting, allowed origins) and webhooks.
 import { useState } from 'preact/hooks';
-import { api, serverHasProperty, unwrap } from '../api/client';
-import type { PendingAppSettings } from '../api/pending';
+import { api, unwrap } from '../api/client';
 import { Checkbox, ConfirmAction, ErrorMessage, Field, formatTime, Loaded, StatusMessage, useAction, useResource } from '../components';
 import type { AppView } from './app-detail';
 
-type AppWithSettings = AppView & PendingAppSettings;
+/** One origin per line (or space); blank lines dropped. The server normalises and checks each. */
+function parseOrigins(text: string): string[] {
+  return text
+    .split(/\s+/)
+    .map((origin) => origin.trim())
+    .filter(Boolean);
+}
 
-export function Settings({ app, onSaved }: { app: AppWithSettings; onSaved: () => void }) {
-  // Client events and allowed origins arrive with issue 10's server side; shown once the
-  // server's document has them.
-  const hasOrigins = useResource(() => serverHasProperty('AppChanges', 'allowed_origins'), []);
-  const hasClientEvents = useResource(() => serverHasProperty('AppChanges', 'client_events'), []);
+export function Settings({ app, onSaved }: { app: AppView; onSaved: () => void }) {
   const [counting, setCounting] = useState(app.subscription_counting);
-  const [clientEvents, setClientEvents] = useState(app.client_events ?? true);
-  const [origins, setOrigins] = useState((app.allowed_origins ?? []).join('\n'));
+  const [clientEvents, setClientEvents] = useState(app.client_events);
+  const [origins, setOrigins] = useState(app.allowed_origins.join('\n'));
   const [note, setNote] = useState<string>();
   const save = useAction(async () => {
-    const body: Record<string, unknown> = { subscription_counting: counting };
-    if (hasClientEvents.data) body.client_events = clientEvents;
-    if (hasOrigins.data) {
-      body.allowed_origins = origins
-        .split(/\s+/)
-        .map((origin) => origin.trim())
-        .filter(Boolean);
-    }
-    await unwrap(api.PATCH('/v1/apps/{app_id}', { params: { path: { app_id: app.app_id } }, body }));
+    setNote(undefined);
+    const body = { subscription_counting: counting, client_events: clientEvents, allowed_origins: parseOrigins(origins) };
+    const saved = await unwrap(api.PATCH('/v1/apps/{app_id}', { params: { path: { app_id: app.app_id } }, body }));
+    // Show the origins as the server normalised them (lowercase, default port dropped).
+    setOrigins(saved.allowed_origins.join('\n'));
     setNote('Settings saved.');
     onSaved();
   });
@@ -34,22 +31,14 @@ export function Settings({ app, onSaved }: { app: AppWithSettings; onSaved: () =
       <h2>Settings</h2>
       <form onSubmit={(event) => (event.preventDefault(), save.run())}>
         <Checkbox label="Subscription counting (subscription_count events and webhooks)" checked={counting} onChange={setCounting} />
-        {hasClientEvents.data ? (
-          <Checkbox label="Client events on private and presence channels" checked={clientEvents} onChange={setClientEvents} />
-        ) : (
-          <p class="muted">Turning client events off is not available on this server yet.</p>
-        )}
-        {hasOrigins.data ? (
-          <div class="field">
-            <label for="allowed-origins">Allowed origins for browser connections</label>
-            <textarea id="allowed-origins" rows={3} aria-describedby="allowed-origins-hint" value={origins} onInput={(event) => setOrigins(event.currentTarget.value)} />
-            <small id="allowed-origins-hint" class="muted">
-              One per line, such as https://example.com. Empty: any origin.
-            </small>
-          </div>
-        ) : (
-          <p class="muted">Allowed origins are not available on this server yet.</p>
-        )}
+        <Checkbox label="Client events on private and presence channels" checked={clientEvents} onChange={setClientEvents} />
+        <div class="field">
+          <label for="allowed-origins">Allowed origins for browser connections</label>
+          <textarea id="allowed-origins" rows={3} aria-describedby="allowed-origins-hint" value={origins} onInput={(event) => setOrigins(event.currentTarget.value)} />
+          <small id="allowed-origins-hint" class="muted">
+            One per line, such as https://example.com or https://*.example.com. Empty: any origin. Browsers from other origins are refused (4009).
+          </small>
+        </div>
         <ErrorMessage message={save.error} />
         <StatusMessage message={note} />
         <button type="submit" disabled={save.pending}>
@@ -83,11 +72,11 @@ export function Webhooks({ app }: { app: AppView }) {
       <h2>Webhooks</h2>
       <Loaded resource={hooks} what="webhooks" isEmpty={(list) => list.length === 0} empty={<p>No webhooks yet.</p>}>
         {(list) => (
-          <ul class="plain">
+          <ul class="plain webhooks">
             {list.map((hook) => (
               <li key={hook.id}>
                 <code>{hook.url}</code> <span class="muted">{hook.event_types.length ? hook.event_types.join(', ') : 'all events'}{hook.batching ? ', batched' : ''}</span>{' '}
-                <ConfirmAction label="Remove webhook" confirmLabel={`Remove ${hook.url}`} warning="Events stop going to this URL." pending={remove.pending} onConfirm={() => remove.run(hook.id)} />
+                <ConfirmAction label="Remove webhook" context={hook.url} confirmLabel={`Remove ${hook.url}`} warning="Events stop going to this URL." pending={remove.pending} onConfirm={() => remove.run(hook.id)} />
               </li>
             ))}
           </ul>

@@ -1,8 +1,7 @@
 // The debug console: the app's live event stream (filters, pause), a form that publishes a
 // test event, and the log of recent refusals, so a developer sees why a client is refused.
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, serverHasPath, unwrap } from '../api/client';
-import { call, PENDING, type RefusalLog } from '../api/pending';
+import { api, unwrap } from '../api/client';
 import { ErrorMessage, Field, Loaded, StatusMessage, useAction, useResource } from '../components';
 import { type ConsoleEvent, openFeed } from '../live';
 import { publishTestEvent } from '../publish';
@@ -72,47 +71,40 @@ function Stream({ appId }: { appId: string }) {
   return (
     <section class="card">
       <h2>Live events</h2>
-      {state === 'not-available' ? (
-        <p class="notice" role="status">
-          The live event stream is not available on this server yet.
-        </p>
+      <div class="inline">
+        <Field label="Channel contains" value={channelFilter} onInput={(event) => setChannelFilter(event.currentTarget.value)} />
+        <div class="field">
+          <label for="console-type">Type</label>
+          <select id="console-type" value={typeFilter} onChange={(event) => setTypeFilter(event.currentTarget.value)}>
+            <option value="">All types</option>
+            {TYPES.map((type) => (
+              <option key={type} value={type}>
+                {type}
+              </option>
+            ))}
+          </select>
+        </div>
+        <button type="button" aria-pressed={paused} onClick={() => (paused ? resume() : setPaused(true))}>
+          {paused ? 'Resume' : 'Pause'}
+        </button>
+      </div>
+      <p class="muted" role="status">
+        Feed {state}
+        {paused ? `, paused (${held.current.length} held)` : ''}
+        {dropped ? `; ${dropped} events dropped by the server (too many at once)` : ''}
+      </p>
+      {state === 'failed' && <p role="alert">The live event stream could not connect: reload the page to try again.</p>}
+      {shown.length === 0 ? (
+        <p class="empty">No events yet{typeFilter || channelFilter ? ' matching the filters' : ''}.</p>
       ) : (
-        <>
-          <div class="inline">
-            <Field label="Channel contains" value={channelFilter} onInput={(event) => setChannelFilter(event.currentTarget.value)} />
-            <div class="field">
-              <label for="console-type">Type</label>
-              <select id="console-type" value={typeFilter} onChange={(event) => setTypeFilter(event.currentTarget.value)}>
-                <option value="">All types</option>
-                {TYPES.map((type) => (
-                  <option key={type} value={type}>
-                    {type}
-                  </option>
-                ))}
-              </select>
-            </div>
-            <button type="button" aria-pressed={paused} onClick={() => (paused ? resume() : setPaused(true))}>
-              {paused ? 'Resume' : 'Pause'}
-            </button>
-          </div>
-          <p class="muted" role="status">
-            Feed {state}
-            {paused ? `, paused (${held.current.length} held)` : ''}
-            {dropped ? `; ${dropped} events dropped by the server (too many at once)` : ''}
-          </p>
-          {shown.length === 0 ? (
-            <p class="empty">No events yet{typeFilter || channelFilter ? ' matching the filters' : ''}.</p>
-          ) : (
-            <ol class="stream" aria-label="Events, newest first">
-              {shown.map((entry, index) => (
-                <li key={`${entry.received_ms}-${index}`} data-type={entry.type}>
-                  <span class="muted">{new Date(entry.time_ms ?? entry.received_ms).toLocaleTimeString()}</span> <strong>{entry.type}</strong> {entry.channel && <code>{entry.channel}</code>}{' '}
-                  {entry.event && <code>{entry.event}</code>} <span class="muted">{details(entry)}</span>
-                </li>
-              ))}
-            </ol>
-          )}
-        </>
+        <ol class="stream" aria-label="Events, newest first">
+          {shown.map((entry, index) => (
+            <li key={`${entry.received_ms}-${index}`} data-type={entry.type}>
+              <span class="muted">{new Date(entry.time_ms ?? entry.received_ms).toLocaleTimeString()}</span> <strong>{entry.type}</strong> {entry.channel && <code>{entry.channel}</code>}{' '}
+              {entry.event && <code>{entry.event}</code>} <span class="muted">{details(entry)}</span>
+            </li>
+          ))}
+        </ol>
       )}
     </section>
   );
@@ -156,51 +148,46 @@ function PublishForm({ app }: { app: AppView }) {
 }
 
 function Refusals({ appId }: { appId: string }) {
-  const path = PENDING.refusals.replace('{app_id}', encodeURIComponent(appId));
-  const refusals = useResource(async () => ((await serverHasPath(PENDING.refusals)) ? (await call<RefusalLog>('GET', path)).refusals.slice().reverse() : null), [appId]);
+  const refusals = useResource(async () => {
+    const log = await unwrap(api.GET('/v1/apps/{app_id}/refusals', { params: { path: { app_id: appId } } }));
+    return log.refusals.slice().reverse();
+  }, [appId]);
   return (
     <section class="card">
       <h2>Recent refusals</h2>
-      {refusals.data === null ? (
-        <p class="notice" role="status">
-          The refusal log is not available on this server yet.
-        </p>
-      ) : (
-        <>
-          <button type="button" onClick={refusals.reload}>
-            Refresh refusals
-          </button>
-          <Loaded resource={refusals} what="refusals" isEmpty={(list) => !list || list.length === 0} empty={<p>No refusals: every client got in.</p>}>
-            {(list) => (
-              <div class="table-wrap">
-                <table>
-                  <caption class="visually-hidden">Recent refusals on this node, newest first</caption>
-                  <thead>
-                    <tr>
-                      <th scope="col">When</th>
-                      <th scope="col">What</th>
-                      <th scope="col">Code</th>
-                      <th scope="col">Reason</th>
-                      <th scope="col">Channel</th>
-                    </tr>
-                  </thead>
-                  <tbody>
-                    {(list ?? []).map((refusal, index) => (
-                      <tr key={`${refusal.time_ms}-${index}`}>
-                        <td>{new Date(refusal.time_ms).toLocaleString()}</td>
-                        <td>{refusal.source}</td>
-                        <td>{refusal.code ?? refusal.status ?? ''}</td>
-                        <td>{refusal.reason}</td>
-                        <td>{refusal.channel ? <code>{refusal.channel}</code> : ''}</td>
-                      </tr>
-                    ))}
-                  </tbody>
-                </table>
-              </div>
-            )}
-          </Loaded>
-        </>
-      )}
+      <p class="muted">The last 100 refusals seen by the server that answers this page, newest first.</p>
+      <button type="button" onClick={refusals.reload}>
+        Refresh refusals
+      </button>
+      <Loaded resource={refusals} what="refusals" isEmpty={(list) => list.length === 0} empty={<p>No refusals: every client got in.</p>}>
+        {(list) => (
+          <div class="table-wrap refusals">
+            <table>
+              <caption class="visually-hidden">Recent refusals on this node, newest first</caption>
+              <thead>
+                <tr>
+                  <th scope="col">When</th>
+                  <th scope="col">What</th>
+                  <th scope="col">Code</th>
+                  <th scope="col">Reason</th>
+                  <th scope="col">Channel</th>
+                </tr>
+              </thead>
+              <tbody>
+                {list.map((refusal, index) => (
+                  <tr key={`${refusal.time_ms}-${index}`}>
+                    <td>{new Date(refusal.time_ms).toLocaleString()}</td>
+                    <td>{refusal.source}</td>
+                    <td>{refusal.code ?? refusal.status ?? ''}</td>
+                    <td>{refusal.reason}</td>
+                    <td>{refusal.channel ? <code>{refusal.channel}</code> : ''}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        )}
+      </Loaded>
     </section>
   );
 }

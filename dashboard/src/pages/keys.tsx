@@ -1,8 +1,7 @@
 // An app's keys (copy, reveal the secret, rotate, revoke) and ready-to-paste snippets.
 import { useState } from 'preact/hooks';
-import { api, serverHasPath, unwrap } from '../api/client';
-import { call, PENDING } from '../api/pending';
-import { CopyButton, ErrorMessage, formatTime, Loaded, StatusMessage, useAction, useResource } from '../components';
+import { api, unwrap } from '../api/client';
+import { ConfirmAction, CopyButton, ErrorMessage, formatTime, Loaded, StatusMessage, useAction, useResource } from '../components';
 import type { AppView } from './app-detail';
 import { snippets, type Endpoint } from './snippets';
 
@@ -27,17 +26,10 @@ export function Keys({ app }: { app: AppView }) {
     setNote(`New key ${created.key} created.`);
     keys.reload();
   });
-  // Rotate: one call where the server has it (new key and revocation in one transaction);
-  // otherwise a new key first, then the old one revoked, so the app is never without a key.
+  // Rotate: a new key and the old one's revocation in one transaction on the server, so the
+  // app is never without a key and the old key's connections close at once.
   const rotate = useAction(async (old: string) => {
-    let created: { key: string; secret: string };
-    if (await serverHasPath(PENDING.rotateKey)) {
-      const rotatePath = PENDING.rotateKey.replace('{app_id}', encodeURIComponent(app.app_id)).replace('{key}', encodeURIComponent(old));
-      created = await call<{ key: string; secret: string }>('POST', rotatePath);
-    } else {
-      created = await unwrap(api.POST('/v1/apps/{app_id}/keys', { params: { path } }));
-      await unwrap(api.POST('/v1/apps/{app_id}/keys/{key}/revoke', { params: { path: { ...path, key: old } } }));
-    }
+    const created = await unwrap(api.POST('/v1/apps/{app_id}/keys/{key}/rotate', { params: { path: { ...path, key: old } } }));
     setSecrets((known) => ({ ...known, [created.key]: created.secret }));
     setNote(`Key ${old} rotated: use ${created.key} from now on; ${old} is refused.`);
     keys.reload();
@@ -78,9 +70,14 @@ export function Keys({ app }: { app: AppView }) {
                       <button type="button" onClick={() => rotate.run(entry.key)} disabled={busy}>
                         Rotate <span class="visually-hidden">key {entry.key}</span>
                       </button>
-                      <button type="button" class="danger" onClick={() => revoke.run(entry.key)} disabled={busy}>
-                        Revoke <span class="visually-hidden">key {entry.key}</span>
-                      </button>
+                      <ConfirmAction
+                        label="Revoke"
+                        context={`key ${entry.key}`}
+                        confirmLabel={`Revoke ${entry.key} now`}
+                        warning={`Connections on ${entry.key} close and new ones are refused; server code signing with it fails.`}
+                        pending={revoke.pending}
+                        onConfirm={() => revoke.run(entry.key)}
+                      />
                     </p>
                   )}
                   <p class="muted">created {formatTime(entry.created_at)}</p>

@@ -4,7 +4,7 @@
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { api, type Schemas, unwrap } from '../api/client';
 import { TimeChart } from '../chart';
-import { formatNumber, Loaded, useResource } from '../components';
+import { Field, formatNumber, Loaded, useResource } from '../components';
 import { type LiveStats, openFeed } from '../live';
 import { AppHeader, type AppView, WithApp } from './app-detail';
 
@@ -40,27 +40,25 @@ function LiveView({ appId }: { appId: string }) {
   return (
     <section class="card" aria-labelledby="live-heading">
       <h2 id="live-heading">Live</h2>
-      {state === 'not-available' ? (
-        <p class="notice" role="status">
-          The live view is not available on this server yet.
-        </p>
-      ) : (
-        <dl class="stats" aria-live="polite">
-          <div>
-            <dt>Connections now</dt>
-            <dd data-testid="live-connections">{stats ? formatNumber(stats.connections) : '–'}</dd>
-          </div>
-          <div>
-            <dt>Messages in the last minute</dt>
-            <dd data-testid="live-messages">{stats ? formatNumber(stats.messages_last_minute) : '–'}</dd>
-          </div>
-          <div>
-            <dt>Messages today</dt>
-            <dd>{stats ? formatNumber(stats.messages_today) : '–'}</dd>
-          </div>
-        </dl>
-      )}
-      {state === 'failed' && <p role="alert">The live feed could not connect.</p>}
+      <dl class="stats">
+        <div>
+          <dt>Connections now</dt>
+          <dd data-testid="live-connections">{stats ? formatNumber(stats.connections) : '–'}</dd>
+        </div>
+        <div>
+          <dt>Messages in the last minute</dt>
+          <dd data-testid="live-messages">{stats ? formatNumber(stats.messages_last_minute) : '–'}</dd>
+        </div>
+        <div>
+          <dt>Messages today</dt>
+          <dd>{stats ? formatNumber(stats.messages_today) : '–'}</dd>
+        </div>
+      </dl>
+      {/* The figures change every second: only the feed's state is announced, not each figure. */}
+      <p class="muted" role="status">
+        {state === 'listening' ? 'Updating every second.' : state === 'failed' ? '' : `Live feed ${state}…`}
+      </p>
+      {state === 'failed' && <p role="alert">The live feed could not connect: reload the page to try again.</p>}
     </section>
   );
 }
@@ -111,26 +109,64 @@ function Meter({ label, used, limit }: { label: string; used: number; limit: num
   );
 }
 
+/** `YYYY-MM-DD` of the UTC day `offsetDays` from today. */
+function utcDay(offsetDays: number): string {
+  return new Date(startOfUtcDay().getTime() + offsetDays * 86400_000).toISOString().slice(0, 10);
+}
+
+/** A custom range covers whole UTC days, `to` included. */
+function customRange(fromDay: string, toDay: string): { from: string; to: string } {
+  const to = new Date(Date.parse(`${toDay}T00:00:00Z`) + 86400_000);
+  return { from: `${fromDay}T00:00:00Z`, to: to.toISOString() };
+}
+
 function History({ appId }: { appId: string }) {
   const [rangeId, setRangeId] = useState('1h');
-  const range = RANGES.find((entry) => entry.id === rangeId) ?? RANGES[0];
+  const [fromDay, setFromDay] = useState(utcDay(-6));
+  const [toDay, setToDay] = useState(utcDay(0));
+  const [resolution, setResolution] = useState<Resolution>('day');
+  const isCustom = rangeId === 'custom';
   const usage = useResource(() => {
-    const to = new Date();
-    const from = new Date(to.getTime() - range.seconds * 1000);
-    return unwrap(api.GET('/v1/apps/{app_id}/usage', { params: { path: { app_id: appId }, query: { resolution: range.resolution, from: from.toISOString(), to: to.toISOString() } } }));
-  }, [appId, rangeId]);
+    let query: { resolution: Resolution; from: string; to: string };
+    if (isCustom) {
+      if (!fromDay || !toDay || fromDay > toDay) return Promise.reject(new Error('choose a first day on or before the last day'));
+      query = { resolution, ...customRange(fromDay, toDay) };
+    } else {
+      const range = RANGES.find((entry) => entry.id === rangeId) ?? RANGES[0];
+      const to = new Date();
+      query = { resolution: range.resolution, from: new Date(to.getTime() - range.seconds * 1000).toISOString(), to: to.toISOString() };
+    }
+    return unwrap(api.GET('/v1/apps/{app_id}/usage', { params: { path: { app_id: appId }, query } }));
+  }, [appId, rangeId, ...(isCustom ? [fromDay, toDay, resolution] : [])]);
   return (
     <section class="card">
       <h2>History</h2>
-      <div class="field">
-        <label for="usage-range">Range</label>
-        <select id="usage-range" value={rangeId} onChange={(event) => setRangeId(event.currentTarget.value)}>
-          {RANGES.map((entry) => (
-            <option key={entry.id} value={entry.id}>
-              {entry.label}
-            </option>
-          ))}
-        </select>
+      <div class="inline">
+        <div class="field">
+          <label for="usage-range">Range</label>
+          <select id="usage-range" value={rangeId} onChange={(event) => setRangeId(event.currentTarget.value)}>
+            {RANGES.map((entry) => (
+              <option key={entry.id} value={entry.id}>
+                {entry.label}
+              </option>
+            ))}
+            <option value="custom">Days of my choice (UTC)</option>
+          </select>
+        </div>
+        {isCustom && (
+          <>
+            <Field label="First day" type="date" required value={fromDay} max={toDay} onInput={(event) => setFromDay(event.currentTarget.value)} />
+            <Field label="Last day" type="date" required value={toDay} min={fromDay} onInput={(event) => setToDay(event.currentTarget.value)} />
+            <div class="field">
+              <label for="usage-resolution">Per</label>
+              <select id="usage-resolution" value={resolution} onChange={(event) => setResolution(event.currentTarget.value as Resolution)}>
+                <option value="minute">minute</option>
+                <option value="hour">hour</option>
+                <option value="day">day</option>
+              </select>
+            </div>
+          </>
+        )}
       </div>
       <Loaded resource={usage} what="usage" isEmpty={(series) => series.points.length === 0} empty={<p>No usage in this range yet: connect a client or publish an event.</p>}>
         {(series) => <Charts points={series.points} />}
