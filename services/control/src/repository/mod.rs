@@ -4,6 +4,8 @@
 pub mod accounts;
 pub mod apps;
 pub mod audit;
+pub mod billing;
+pub mod billing_usage;
 pub mod keys;
 pub mod plans;
 pub mod sessions;

@@ -66,6 +66,12 @@ pub fn status_of(error: &ControlError) -> StatusCode {
         ControlError::Busy => StatusCode::SERVICE_UNAVAILABLE,
         ControlError::NotInPlan(_) => StatusCode::FORBIDDEN,
         ControlError::PaymentRequired(_) => StatusCode::PAYMENT_REQUIRED,
+        ControlError::BillingDisabled => StatusCode::NOT_FOUND,
+        ControlError::EmailNotVerified => StatusCode::FORBIDDEN,
+        ControlError::AlreadySubscribed => StatusCode::CONFLICT,
+        ControlError::NoSubscription => StatusCode::CONFLICT,
+        ControlError::InvalidWebhook(_) => StatusCode::BAD_REQUEST,
+        ControlError::StripeUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ControlError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod apps;
 pub mod audit;
 pub mod auth;
+pub mod billing;
 pub mod error;
 pub mod keys;
 pub mod login_limit;
@@ -73,6 +74,8 @@ pub struct ControlState {
     pub settings: ControlSettings,
     pub login_limiter: LoginLimiter,
     pub signup_limiter: SignupLimiter,
+    /// Stripe billing, when configured (`None`: paid plans are set by an operator).
+    pub billing: Option<crate::billing::Billing>,
 }
 
 impl ControlState {
@@ -90,7 +93,14 @@ impl ControlState {
             settings,
             login_limiter,
             signup_limiter,
+            billing: None,
         }
+    }
+
+    /// The same state with Stripe billing on.
+    pub fn with_billing(mut self, billing: crate::billing::Billing) -> Self {
+        self.billing = Some(billing);
+        self
     }
 }
 
@@ -162,6 +172,17 @@ pub fn configure(state: web::Data<ControlState>) -> impl FnOnce(&mut web::Servic
                 .service(
                     resource("/apps/{app_id}/webhooks/{id}", "DELETE")
                         .route(web::delete().to(webhooks::delete)),
+                )
+                .service(resource("/billing", "GET").route(web::get().to(billing::summary)))
+                .service(
+                    resource("/billing/checkout", "POST").route(web::post().to(billing::checkout)),
+                )
+                .service(resource("/billing/portal", "POST").route(web::post().to(billing::portal)))
+                .service(resource("/billing/cancel", "POST").route(web::post().to(billing::cancel)))
+                .service(
+                    resource("/stripe/webhook", "POST")
+                        .app_data(billing::webhook_body_config())
+                        .route(web::post().to(billing::stripe_webhook)),
                 )
                 .default_service(web::to(error::not_found)),
         );

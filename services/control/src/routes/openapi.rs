@@ -8,7 +8,7 @@ use actix_web::http::header::ContentType;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{accounts, apps, audit, keys, plans, tokens, usage, webhooks};
+use crate::routes::{accounts, apps, audit, billing, keys, plans, tokens, usage, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -46,6 +46,11 @@ use crate::routes::{accounts, apps, audit, keys, plans, tokens, usage, webhooks}
         webhooks::create,
         webhooks::delete,
         webhooks::deliveries,
+        billing::summary,
+        billing::checkout,
+        billing::portal,
+        billing::cancel,
+        billing::stripe_webhook,
     ),
     modifiers(&SecuritySchemes),
     tags(
@@ -57,6 +62,7 @@ use crate::routes::{accounts, apps, audit, keys, plans, tokens, usage, webhooks}
         (name = "audit", description = "Who changed what"),
         (name = "usage", description = "Metered usage per minute, hour and day"),
         (name = "webhooks", description = "Webhooks of an app and their delivery log"),
+        (name = "billing", description = "Stripe billing: plan, usage, invoices, checkout, portal, Stripe's webhook"),
     )
 )]
 pub struct ApiDoc;

@@ -23,7 +23,8 @@ pub use repository::webhooks::{DeliveryRow, WebhookRow};
 
 /// How long a browser session lasts.
 pub const SESSION_LIFETIME: Duration = Duration::days(14);
-const DEFAULT_PLAN: &str = "sandbox";
+/// The free plan: new apps start on it, and unpaid ones drop back to it.
+pub const DEFAULT_PLAN: &str = "sandbox";
 
 /// Every way an operation fails; `routes::error` maps each to one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,18 @@ pub enum ControlError {
         "plan {0:?} is a paid plan: until billing exists, paid plans are set by an operator (switchboard admin set-plan); self-serve apps may move between free plans only"
     )]
     PaymentRequired(String),
+    #[error("billing is not enabled on this deployment")]
+    BillingDisabled,
+    #[error("verify the account's email before subscribing to a paid plan")]
+    EmailNotVerified,
+    #[error("the account already has a subscription: change it in the billing portal")]
+    AlreadySubscribed,
+    #[error("the account has no subscription")]
+    NoSubscription,
+    #[error("invalid webhook: {0}")]
+    InvalidWebhook(String),
+    #[error("stripe did not answer; try again shortly")]
+    StripeUnavailable,
     #[error("internal error")]
     Unexpected(#[from] anyhow::Error),
 }
