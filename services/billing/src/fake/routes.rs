@@ -48,6 +48,10 @@ async fn handle(request: HttpRequest, body: web::Bytes, shared: web::Data<Shared
 
     let mut state = shared.state.lock().expect("fake stripe state");
     state.requests.push((method.clone(), path.clone()));
+    // A Stripe that is down answers nothing, replays included.
+    if state.meter_outage && path == "/v1/billing/meter_events" {
+        return reply((500, error("api_error", "An unknown error occurred")));
+    }
     if let Some(key) = &idempotency_key
         && let Some((status, body)) = state.idempotent_replies.get(key)
     {
@@ -173,9 +177,6 @@ fn create_meter(state: &mut FakeState, form: &Form) -> Reply {
 }
 
 fn create_meter_event(state: &mut FakeState, form: &Form) -> Reply {
-    if state.meter_outage {
-        return (500, error("api_error", "An unknown error occurred"));
-    }
     let (Some(event_name), Some(customer), Some(value)) = (
         form.get("event_name"),
         form.get("payload[stripe_customer_id]"),

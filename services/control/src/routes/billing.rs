@@ -15,7 +15,7 @@ use crate::service::ControlError;
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CheckoutRequest {
     /// A paid plan id from `GET /v1/plans`.
-    #[schema(example = "pro", max_length = 64)]
+    #[schema(example = "pro")]
     pub plan: String,
 }
 
