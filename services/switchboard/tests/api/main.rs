@@ -1,5 +1,6 @@
 //! Black-box tests: the real server on port 0, spoken to over real sockets.
 
+mod billing_admin;
 mod binary;
 mod helpers;
 
