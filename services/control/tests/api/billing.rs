@@ -93,6 +93,28 @@ async fn the_plan_becomes_active_from_the_webhook_not_from_the_checkout() {
 }
 
 #[tokio::test]
+async fn a_paid_plan_needs_a_verified_email_once_the_schema_has_verification() {
+    let test = spawn_billing().await;
+    // The account mail flows add this column; adding it here (a no-op once they merged) shows
+    // checkout reads it.
+    sqlx::query("ALTER TABLE accounts ADD COLUMN IF NOT EXISTS email_verified_at TIMESTAMPTZ")
+        .execute(&test.app.pool)
+        .await
+        .unwrap();
+    let (caller, _) = test
+        .app
+        .signed_up_with_app("unverified@example.com", "a")
+        .await;
+    let refused = test
+        .app
+        .post(&caller, "/v1/billing/checkout", json!({"plan": "pro"}))
+        .await;
+    assert!(refused.error(StatusCode::FORBIDDEN).contains("verify"));
+    assert_eq!(test.fake.with_state(|s| s.checkout_sessions.len()), 0);
+    test.checkout(&caller, "pro").await;
+}
+
+#[tokio::test]
 async fn free_unknown_and_unsynced_plans_are_refused_at_checkout() {
     let test = spawn_billing().await;
     let (caller, _) = test.app.signed_up_with_app("picky@example.com", "a").await;

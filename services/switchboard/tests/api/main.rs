@@ -1,6 +1,7 @@
 //! Black-box tests: the real server on port 0, spoken to over real sockets.
 
 mod billing_admin;
+mod billing_edge;
 mod binary;
 mod helpers;
 
