@@ -6,6 +6,7 @@
 //!
 //! The only stand-in in the project: everything else in a billing test is the real thing.
 
+mod checkout_page;
 mod routes;
 mod state;
 
@@ -45,6 +46,9 @@ impl FakeStripe {
         let shared = web::Data::new(routes::Shared {
             state: state.clone(),
             secret_key: secret_key.to_owned(),
+            signer: routes::Signer {
+                webhook_secret: webhook_secret.to_owned(),
+            },
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -81,6 +85,11 @@ impl FakeStripe {
     /// Reads or changes the fake's state (objects, meter events, the outage switch).
     pub fn with_state<T>(&self, look: impl FnOnce(&mut FakeState) -> T) -> T {
         look(&mut self.state.lock().expect("fake stripe state"))
+    }
+
+    /// The checkout page's "Pay" POSTs its events to `url` (e.g. `…/v1/stripe/webhook`).
+    pub fn deliver_webhooks_to(&self, url: &str) {
+        self.with_state(|state| state.webhook_endpoint = Some(url.to_owned()));
     }
 
     /// While on, every meter event request fails with a 500 (an outage).
@@ -124,14 +133,10 @@ impl FakeStripe {
 
     /// `event` signed at `timestamp` (a stale event, for tests of the tolerance).
     pub fn sign_at(&self, event: &Value, timestamp: i64) -> SignedEvent {
-        let payload = event.to_string();
-        let signature = crate::signature::sign(payload.as_bytes(), &self.webhook_secret, timestamp);
-        SignedEvent {
-            id: event["id"].as_str().unwrap_or_default().to_owned(),
-            kind: event["type"].as_str().unwrap_or_default().to_owned(),
-            payload,
-            signature,
+        routes::Signer {
+            webhook_secret: self.webhook_secret.clone(),
         }
+        .sign_at(event, timestamp)
     }
 
     fn sign_all(&self, events: Vec<Value>) -> Vec<SignedEvent> {

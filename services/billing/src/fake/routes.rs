@@ -12,6 +12,29 @@ use crate::fake::state::{FakeState, StoredMeterEvent, now, public_session};
 pub(super) struct Shared {
     pub state: Arc<Mutex<FakeState>>,
     pub secret_key: String,
+    pub signer: Signer,
+}
+
+/// Signs events with the endpoint's secret, as Stripe does.
+pub(super) struct Signer {
+    pub webhook_secret: String,
+}
+
+impl Signer {
+    pub fn sign_at(&self, event: &Value, timestamp: i64) -> crate::fake::SignedEvent {
+        let payload = event.to_string();
+        let signature = crate::signature::sign(payload.as_bytes(), &self.webhook_secret, timestamp);
+        crate::fake::SignedEvent {
+            id: event["id"].as_str().unwrap_or_default().to_owned(),
+            kind: event["type"].as_str().unwrap_or_default().to_owned(),
+            payload,
+            signature,
+        }
+    }
+
+    pub fn sign(&self, event: &Value) -> crate::fake::SignedEvent {
+        self.sign_at(event, now())
+    }
 }
 
 /// A form body or query string as Stripe encodes it (`line_items[0][price]=…`).
@@ -20,6 +43,7 @@ type Form = HashMap<String, String>;
 type Reply = (u16, Value);
 
 pub(super) fn configure(config: &mut web::ServiceConfig) {
+    crate::fake::checkout_page::configure(config);
     config.default_service(web::to(handle));
 }
 

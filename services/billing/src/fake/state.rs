@@ -33,6 +33,8 @@ pub struct FakeState {
     /// `Idempotency-Key` → the status and body first answered.
     pub idempotent_replies: HashMap<String, (u16, String)>,
     pub meter_outage: bool,
+    /// Where the checkout page delivers its events (`FakeStripe::deliver_webhooks_to`).
+    pub webhook_endpoint: Option<String>,
     /// Every request received: method and path.
     pub requests: Vec<(String, String)>,
 }
@@ -52,6 +54,7 @@ impl FakeState {
             meter_events: Vec::new(),
             idempotent_replies: HashMap::new(),
             meter_outage: false,
+            webhook_endpoint: None,
             requests: Vec::new(),
         }
     }

@@ -307,3 +307,36 @@ async fn cancelling_keeps_the_plan_until_the_period_ends() {
         .await;
     assert_eq!(none.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn the_fake_checkout_page_pays_delivers_the_events_and_returns_to_the_dashboard() {
+    let test = spawn_billing().await;
+    test.fake
+        .deliver_webhooks_to(&format!("{}/v1/stripe/webhook", test.app.address));
+    let (caller, app_id) = test
+        .app
+        .signed_up_with_app("browser@example.com", "a")
+        .await;
+    test.verify_every_email().await;
+    let response = test
+        .app
+        .post(&caller, "/v1/billing/checkout", json!({"plan": "pro"}))
+        .await;
+    let url = response.ok(StatusCode::OK)["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let page = reqwest::get(&url).await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("id=pay"));
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let paid = browser.post(format!("{url}/pay")).send().await.unwrap();
+    assert_eq!(paid.status(), StatusCode::SEE_OTHER);
+    let location = paid.headers()["location"].to_str().unwrap();
+    assert_eq!(location, format!("{RETURN_URL}?checkout=success"));
+    assert_eq!(test.app_plan(&app_id).await, "pro");
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), StatusCode::GONE);
+}
