@@ -23,7 +23,7 @@ fn minute_of(at: OffsetDateTime) -> i64 {
 #[tokio::test]
 async fn metered_overage_reaches_stripe_exactly_once_across_a_crash_and_an_outage() {
     let test = spawn_billing().await;
-    let (_, app_id, _) = test.subscribed("metered@example.com", PLAN).await;
+    let (caller, app_id, _) = test.subscribed("metered@example.com", PLAN).await;
     let customer: String = sqlx::query_scalar("SELECT stripe_customer_id FROM billing_accounts")
         .fetch_one(&test.app.pool)
         .await
@@ -53,6 +53,19 @@ async fn metered_overage_reaches_stripe_exactly_once_across_a_crash_and_an_outag
         .await
         .unwrap();
     let (expected_messages, expected_connections) = (500_000 + 100_000, 300);
+
+    // The dashboard's summary projects the bill from the same rollups: $29 + 600,000 messages
+    // at $1.50 a million (90 cents) + 300 connections at $10 a thousand (300 cents).
+    let summary = test.app.get(&caller, "/v1/billing").await;
+    let summary = summary.ok(reqwest::StatusCode::OK);
+    assert_eq!(summary["usage"]["messages"], 2_500_000 + 2_100_000);
+    assert_eq!(summary["usage"]["peak_connections"], 1_300);
+    assert_eq!(summary["usage"]["overage_messages"], expected_messages);
+    assert_eq!(
+        summary["usage"]["overage_connections"],
+        expected_connections
+    );
+    assert_eq!(summary["projected_cents"], 2900 + 90 + 300);
 
     let day_after = (tomorrow + Duration::days(1)).replace_time(time::Time::MIDNIGHT);
     // Only days that are over are reported: at the start of tomorrow, only today.
