@@ -68,9 +68,10 @@ pub async fn enqueue_overage(conn: &mut PgConnection, until: OffsetDateTime) -> 
     Ok(messages.rows_affected() + connections.rows_affected())
 }
 
-/// The oldest unreported row no one else holds, locked until the caller's transaction ends.
+/// The unreported row no one else holds with the fewest attempts, oldest first (a row Stripe
+/// keeps refusing does not hold back the others), locked until the transaction ends.
 pub async fn claim_next(conn: &mut PgConnection) -> sqlx::Result<Option<OutboxRow>> {
-    sqlx::query_as("SELECT identifier, account_id, meter, app_id, usage_day, quantity, stripe_customer_id, attempts FROM billing_usage_outbox WHERE reported_at IS NULL ORDER BY created_at, identifier LIMIT 1 FOR UPDATE SKIP LOCKED")
+    sqlx::query_as("SELECT identifier, account_id, meter, app_id, usage_day, quantity, stripe_customer_id, attempts FROM billing_usage_outbox WHERE reported_at IS NULL ORDER BY attempts, created_at, identifier LIMIT 1 FOR UPDATE SKIP LOCKED")
         .fetch_optional(conn)
         .await
 }
