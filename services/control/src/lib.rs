@@ -3,6 +3,7 @@
 //!
 //! Architecture invariant: SQL only in `repository`; routes stay thin and call `service`.
 
+pub mod billing;
 pub mod catalog;
 pub mod console;
 pub mod crypto;

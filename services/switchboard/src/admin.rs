@@ -72,6 +72,12 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
             );
         }
         AdminCommand::GenerateSecretsKey => println!("{}", SecretsKey::generate_base64()),
+        AdminCommand::SyncStripe { database, billing } => {
+            crate::billing::sync_stripe(&database, &billing).await?
+        }
+        AdminCommand::ReconcileBilling { database, billing } => {
+            crate::billing::reconcile(&database, &billing).await?
+        }
     }
     Ok(())
 }

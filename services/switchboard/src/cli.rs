@@ -137,6 +137,8 @@ pub struct ServeArgs {
     pub webhooks: WebhookArgs,
     #[command(flatten)]
     pub mail: MailArgs,
+    #[command(flatten)]
+    pub billing: crate::billing::BillingArgs,
 }
 
 /// How the control plane mails account owners (verification and password-reset links).
@@ -324,6 +326,22 @@ pub enum AdminCommand {
     },
     /// Print a fresh secrets key (base64 of 32 random bytes) for SWITCHBOARD_SECRETS_KEY.
     GenerateSecretsKey,
+    /// Create (idempotently) Stripe's meters, products, flat monthly and metered prices from
+    /// the plans table, and record their ids; one JSON line each.
+    SyncStripe {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        billing: crate::billing::BillingArgs,
+    },
+    /// Compare this period's metered overage with Stripe's meter totals; one JSON line per
+    /// account and meter.
+    ReconcileBilling {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        billing: crate::billing::BillingArgs,
+    },
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! wiring, so integration tests start exactly what the binary starts.
 
 pub mod admin;
+pub mod billing;
 pub mod broker;
 pub mod cli;
 pub mod database;

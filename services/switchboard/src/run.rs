@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use control::billing::Billing;
 use control::catalog::PgCatalog;
 use control::routes::{ControlSettings, ControlState};
 use control::service::Control;
@@ -83,7 +84,23 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
     let parts = Parts {
         edge: edge_part,
         control: control_part
-            .map(|control| ControlState::with_settings(control, control_settings(&args))),
+            .map(|control| {
+                let state = ControlState::with_settings(control.clone(), control_settings(&args));
+                let public_url = args
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://localhost:{}", args.port));
+                match args.billing.settings(&public_url) {
+                    Some(settings) => {
+                        let billing = Billing::new(control.pool().clone(), &settings)?;
+                        actix_web::rt::spawn(crate::billing::run_billing_loop(billing.clone()));
+                        tracing::info!(api_base = %settings.api_base, "stripe billing on");
+                        Ok::<_, anyhow::Error>(state.with_billing(billing))
+                    }
+                    None => Ok(state),
+                }
+            })
+            .transpose()?,
         usage,
         webhooks,
     };

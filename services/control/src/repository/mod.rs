@@ -5,6 +5,8 @@ pub mod account_tokens;
 pub mod accounts;
 pub mod apps;
 pub mod audit;
+pub mod billing;
+pub mod billing_usage;
 pub mod keys;
 pub mod plans;
 pub mod sessions;

@@ -70,6 +70,11 @@ pub fn status_of(error: &ControlError) -> StatusCode {
         ControlError::AlreadyVerified => StatusCode::CONFLICT,
         ControlError::InvalidToken => StatusCode::BAD_REQUEST,
         ControlError::WrongPassword => StatusCode::FORBIDDEN,
+        ControlError::BillingDisabled => StatusCode::NOT_FOUND,
+        ControlError::AlreadySubscribed => StatusCode::CONFLICT,
+        ControlError::NoSubscription => StatusCode::CONFLICT,
+        ControlError::InvalidWebhook(_) => StatusCode::BAD_REQUEST,
+        ControlError::StripeUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ControlError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod apps;
 pub mod audit;
 pub mod auth;
+pub mod billing;
 pub mod console;
 pub mod error;
 pub mod keys;
@@ -94,6 +95,8 @@ pub struct ControlState {
     pub mail_limiter: MailLimiter,
     /// The edge's console (refusal log), when an edge runs in this process; set by the binary.
     pub console: Option<std::sync::Arc<dyn tenancy::ConsoleFeed>>,
+    /// Stripe billing, when configured (`None`: paid plans are set by an operator).
+    pub billing: Option<crate::billing::Billing>,
 }
 
 impl ControlState {
@@ -114,7 +117,14 @@ impl ControlState {
             signup_limiter,
             mail_limiter,
             console: None,
+            billing: None,
         }
+    }
+
+    /// The same state with Stripe billing on.
+    pub fn with_billing(mut self, billing: crate::billing::Billing) -> Self {
+        self.billing = Some(billing);
+        self
     }
 }
 
@@ -218,6 +228,17 @@ pub fn configure(state: web::Data<ControlState>) -> impl FnOnce(&mut web::Servic
                 .service(
                     resource("/apps/{app_id}/webhooks/{id}", "DELETE")
                         .route(web::delete().to(webhooks::delete)),
+                )
+                .service(resource("/billing", "GET").route(web::get().to(billing::summary)))
+                .service(
+                    resource("/billing/checkout", "POST").route(web::post().to(billing::checkout)),
+                )
+                .service(resource("/billing/portal", "POST").route(web::post().to(billing::portal)))
+                .service(resource("/billing/cancel", "POST").route(web::post().to(billing::cancel)))
+                .service(
+                    resource("/stripe/webhook", "POST")
+                        .app_data(billing::webhook_body_config())
+                        .route(web::post().to(billing::stripe_webhook)),
                 )
                 .default_service(web::to(error::not_found)),
         );

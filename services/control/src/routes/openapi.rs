@@ -9,7 +9,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    account_mail, accounts, apps, audit, console, keys, plans, tokens, usage, webhooks,
+    account_mail, accounts, apps, audit, billing, console, keys, plans, tokens, usage, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -57,6 +57,11 @@ use crate::routes::{
         console::info,
         console::authorize,
         console::refusals,
+        billing::summary,
+        billing::checkout,
+        billing::portal,
+        billing::cancel,
+        billing::stripe_webhook,
     ),
     modifiers(&SecuritySchemes),
     tags(
@@ -69,6 +74,7 @@ use crate::routes::{
         (name = "usage", description = "Metered usage per minute, hour and day"),
         (name = "webhooks", description = "Webhooks of an app and their delivery log"),
         (name = "console", description = "The debug console and live view (on the system app), and the refusal log"),
+        (name = "billing", description = "Stripe billing: plan, usage, invoices, checkout, portal, Stripe's webhook"),
     )
 )]
 pub struct ApiDoc;

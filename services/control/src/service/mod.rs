@@ -27,7 +27,8 @@ pub use repository::webhooks::{DeliveryRow, WebhookRow};
 
 /// How long a browser session lasts.
 pub const SESSION_LIFETIME: Duration = Duration::days(14);
-const DEFAULT_PLAN: &str = "sandbox";
+/// The free plan: new apps start on it, and unpaid ones drop back to it.
+pub const DEFAULT_PLAN: &str = "sandbox";
 
 /// Every way an operation fails; `routes::error` maps each to one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +75,16 @@ pub enum ControlError {
     /// A password change whose current password is wrong.
     #[error("the current password is wrong")]
     WrongPassword,
+    #[error("billing is not enabled on this deployment")]
+    BillingDisabled,
+    #[error("the account already has a subscription: change it in the billing portal")]
+    AlreadySubscribed,
+    #[error("the account has no subscription")]
+    NoSubscription,
+    #[error("invalid webhook: {0}")]
+    InvalidWebhook(String),
+    #[error("stripe did not answer; try again shortly")]
+    StripeUnavailable,
     #[error("internal error")]
     Unexpected(#[from] anyhow::Error),
 }

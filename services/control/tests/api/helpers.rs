@@ -64,6 +64,15 @@ async fn spawn_app_with_control(
     settings: ControlSettings,
     adjust: impl FnOnce(Control) -> Control,
 ) -> TestApp {
+    spawn_app_with_state(settings, adjust, |state, _| state).await
+}
+
+/// The API whose state `adjust_state` finishes (given the test's pool), e.g. with billing.
+pub async fn spawn_app_with_state(
+    settings: ControlSettings,
+    adjust: impl FnOnce(Control) -> Control,
+    adjust_state: impl FnOnce(ControlState, &PgPool) -> ControlState,
+) -> TestApp {
     let database = TestDatabase::create().await;
     let pool = PgPoolOptions::new()
         .max_connections(5)
@@ -78,7 +87,10 @@ async fn spawn_app_with_control(
         MailLinks::new("http://dashboard.test"),
     );
     let control = adjust(control);
-    let state = web::Data::new(ControlState::with_settings(control.clone(), settings));
+    let state = web::Data::new(adjust_state(
+        ControlState::with_settings(control.clone(), settings),
+        &pool,
+    ));
     let listener = TcpListener::bind("127.0.0.1:0").expect("binds port 0");
     let port = listener.local_addr().unwrap().port();
     let server =

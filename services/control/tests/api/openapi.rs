@@ -45,6 +45,11 @@ async fn the_openapi_document_lists_every_path_and_both_auth_schemes() {
         ("/v1/console", "get"),
         ("/v1/console/auth", "post"),
         ("/v1/apps/{app_id}/refusals", "get"),
+        ("/v1/billing", "get"),
+        ("/v1/billing/checkout", "post"),
+        ("/v1/billing/portal", "post"),
+        ("/v1/billing/cancel", "post"),
+        ("/v1/stripe/webhook", "post"),
     ];
     let paths = document["paths"].as_object().unwrap();
     for (path, method) in expected {

@@ -1,6 +1,8 @@
 //! Black-box tests: the real server on port 0, spoken to over real sockets.
 
 mod app_settings;
+mod billing_admin;
+mod billing_edge;
 mod binary;
 mod helpers;
 
