@@ -1436,6 +1436,327 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/billing": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The account's plan, this period's usage, the projected bill and its invoices. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["BillingSummary"];
+                    };
+                };
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Stripe did not answer */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/billing/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancels at the end of the paid period (a downgrade to the free plan then), or takes that
+         *     back.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["CancelRequest"];
+                };
+            };
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["BillingSummary"];
+                    };
+                };
+                /** @description malformed JSON */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description missing `X-CSRF-Token` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description billing is not enabled here */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description no subscription to cancel */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Stripe did not answer */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/billing/checkout": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Starts a Stripe Checkout for a paid plan and answers its URL. The plan becomes the
+         *     account's (every app's) only when Stripe's webhook confirms the payment.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["CheckoutRequest"];
+                };
+            };
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["RedirectLink"];
+                    };
+                };
+                /** @description unknown, free or unsynced plan; malformed JSON */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description email not verified, or missing `X-CSRF-Token` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description billing is not enabled here */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description already subscribed: use the portal */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Stripe did not answer */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/billing/portal": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A Stripe Customer Portal link: payment method, invoices. */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["RedirectLink"];
+                    };
+                };
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description missing `X-CSRF-Token` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description billing is not enabled here */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description the account has never subscribed */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Stripe did not answer */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/console": {
         parameters: {
             query?: never;
@@ -1834,6 +2155,76 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/stripe/webhook": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Stripe's events, signed with the endpoint's secret (`Stripe-Signature`); each applied
+         *     once by its id.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            /** @description a Stripe event */
+            requestBody: {
+                content: {
+                    "application/json": string;
+                };
+            };
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["WebhookReceipt"];
+                    };
+                };
+                /** @description missing, forged or stale signature; not an event */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description billing is not enabled here */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Stripe did not answer while applying; Stripe retries */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/tokens": {
         parameters: {
             query?: never;
@@ -2058,6 +2449,47 @@ export interface components {
             /** @description What it happened to: an app id, a token id or an account id. */
             subject: string;
         };
+        BillingSummary: {
+            cancel_at_period_end: boolean;
+            /** Format: date-time */
+            current_period_end?: string | null;
+            /** @description The grace period ended unpaid: the apps run on the free plan's limits until paid. */
+            downgraded: boolean;
+            /** @description False when this deployment has no Stripe keys: plans are set by an operator. */
+            enabled: boolean;
+            /** Format: date-time */
+            grace_ends_at?: string | null;
+            invoices: components["schemas"]["InvoiceSummary"][];
+            /**
+             * Format: date-time
+             * @description When a payment first failed; the apps keep the plan until `grace_ends_at`.
+             */
+            past_due_since?: string | null;
+            /** @description The paid plan, if any (`null`: the free plan). */
+            plan?: string | null;
+            /**
+             * Format: int64
+             * @description The plan's monthly price plus this period's overage so far, in US cents.
+             */
+            projected_cents: number;
+            /** @description Stripe's subscription status (`active`, `past_due`, `canceled`, …). */
+            status?: string | null;
+            usage: components["schemas"]["UsageThisPeriod"];
+        };
+        CancelRequest: {
+            /**
+             * @description True cancels at the end of the paid period (the apps then drop to the free plan);
+             *     false keeps the subscription going.
+             */
+            cancel: boolean;
+        };
+        CheckoutRequest: {
+            /**
+             * @description A paid plan id from `GET /v1/plans`.
+             * @example pro
+             */
+            plan: string;
+        };
         /** @description The channel signature, as pusher-js expects it. */
         ConsoleAuth: {
             /** @description `key:signature`. */
@@ -2182,6 +2614,20 @@ export interface components {
              */
             error: string;
         };
+        InvoiceSummary: {
+            /** Format: int64 */
+            amount_due: number;
+            /** Format: int64 */
+            amount_paid: number;
+            /** Format: date-time */
+            created: string;
+            currency: string;
+            /** @description Stripe's page for the invoice (pay, download). */
+            hosted_invoice_url?: string | null;
+            id: string;
+            invoice_pdf?: string | null;
+            status?: string | null;
+        };
         /** @description A key as listed: never its secret. */
         KeyView: {
             /** Format: date-time */
@@ -2304,6 +2750,10 @@ export interface components {
              */
             plan: string;
         };
+        RedirectLink: {
+            /** @description Where to send the browser (Stripe's page). */
+            url: string;
+        };
         /** @description An app's recent refusals. */
         RefusalLog: {
             /** @description Oldest first, at most 100. */
@@ -2399,6 +2849,32 @@ export interface components {
             /** @description Periods with activity, oldest first; a period that is absent had none. */
             points: components["schemas"]["UsagePoint"][];
             resolution: components["schemas"]["Resolution"];
+        };
+        UsageThisPeriod: {
+            /**
+             * Format: int64
+             * @description Published plus delivered, every app of the account.
+             */
+            messages: number;
+            /**
+             * Format: int64
+             * @description Each app's peak over its included connections.
+             */
+            overage_connections: number;
+            /**
+             * Format: int64
+             * @description Messages beyond each app's included messages per day.
+             */
+            overage_messages: number;
+            /** Format: int64 */
+            peak_connections: number;
+            /** Format: date-time */
+            since: string;
+        };
+        WebhookReceipt: {
+            /** @description `applied`, `duplicate` (seen before, not applied again) or `ignored`. */
+            outcome: string;
+            received: boolean;
         };
         WebhookView: {
             /** @example 100001 */
