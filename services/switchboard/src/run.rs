@@ -92,7 +92,8 @@ pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
                     .unwrap_or_else(|| format!("http://localhost:{}", args.port));
                 match args.billing.settings(&public_url) {
                     Some(settings) => {
-                        let billing = Billing::new(control.pool().clone(), &settings)?;
+                        let billing = Billing::new(control.pool().clone(), &settings)?
+                            .with_notices(std::sync::Arc::new(control.billing_notices()));
                         actix_web::rt::spawn(crate::billing::run_billing_loop(billing.clone()));
                         tracing::info!(api_base = %settings.api_base, "stripe billing on");
                         Ok::<_, anyhow::Error>(state.with_billing(billing))

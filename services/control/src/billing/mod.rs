@@ -21,7 +21,7 @@ use billing::StripeApi;
 use sqlx::PgPool;
 
 pub use account::{BillingSummary, InvoiceSummary, UsageThisPeriod};
-pub use notices::{BillingNotices, LogNotices};
+pub use notices::{BillingNotices, LogNotices, MailNotices};
 pub use sync::SyncLine;
 pub use usage::{ReconcileLine, ReportOutcome};
 pub use webhook::{MAX_WEBHOOK_BYTES, WebhookOutcome};

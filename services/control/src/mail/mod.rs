@@ -104,6 +104,17 @@ impl MailLinks {
         }
     }
 
+    /// A notice about the account's plan and payments, pointing at the dashboard's plans page.
+    pub fn billing_notice(&self, to: &str, subject: &str, body: &str) -> Mail {
+        let link = format!("{}/plans", self.base_url);
+        Mail {
+            to: to.to_owned(),
+            subject: subject.to_owned(),
+            text: format!("{body}\n\nSee your plan and payments: {link}"),
+            link,
+        }
+    }
+
     /// The verification mail: the dashboard's `/verify-email?token=…` page.
     pub fn verification(&self, to: &str, token: &str) -> Mail {
         let link = format!("{}/verify-email?token={token}", self.base_url);

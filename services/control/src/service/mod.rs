@@ -166,6 +166,11 @@ impl Control {
         self
     }
 
+    /// Billing notices mailed to owners through this control plane's mailer and links.
+    pub fn billing_notices(&self) -> crate::billing::MailNotices {
+        crate::billing::MailNotices::new(self.outbox.clone(), self.links.clone())
+    }
+
     /// The same control plane, accepting webhook targets under `policy`.
     pub fn with_webhook_addresses(mut self, policy: tenancy::AddressPolicy) -> Self {
         self.webhook_addresses = policy;
