@@ -101,13 +101,34 @@ fn print_table(rows: &[(&str, &str, Value)]) {
     );
     println!("|---|---|---|---|---|---|---|");
     for (name, target, json) in rows {
-        let number = |path: &[&str]| path.iter().fold(json, |value, key| &value[*key]).as_f64();
-        let rss = number(&["server", "rss_bytes_per_connection"])
+        let rss = number(json, &["server", "rss_bytes_per_connection"])
             .map_or("-".into(), |b| format!("{:.1} KiB", b / 1024.0));
-        let cpu = number(&["server", "cpu_us_per_delivery"])
-            .map_or("-".into(), |us| format!("{us:.1} µs"));
-        let rate =
-            number(&["delivery", "deliveries_per_s"]).map_or("-".into(), |r| format!("{r:.0}"));
+        let DeliveryCells {
+            cpu,
+            rate,
+            latency,
+            lost,
+        } = DeliveryCells::of(json);
+        println!("| {name} | {target} | {rss} | {cpu} | {rate} | {latency} | {lost} |");
+    }
+}
+
+/// A figure of loadgen's JSON report at `path`, if it is a number.
+pub(crate) fn number(json: &Value, path: &[&str]) -> Option<f64> {
+    path.iter().fold(json, |value, key| &value[*key]).as_f64()
+}
+
+/// The delivery columns every benchmark table shows, formatted ("-" where absent).
+pub(crate) struct DeliveryCells {
+    pub cpu: String,
+    pub rate: String,
+    pub latency: String,
+    pub lost: String,
+}
+
+impl DeliveryCells {
+    pub(crate) fn of(json: &Value) -> Self {
+        let number = |path: &[&str]| number(json, path);
         let latency = match (
             number(&["delivery", "latency_ms_p50"]),
             number(&["delivery", "latency_ms_p99"]),
@@ -116,8 +137,14 @@ fn print_table(rows: &[(&str, &str, Value)]) {
             (Some(p50), Some(p99), Some(p999)) => format!("{p50:.1} / {p99:.1} / {p999:.1} ms"),
             _ => "-".into(),
         };
-        let lost = number(&["delivery", "lost"]).map_or("-".into(), |n| format!("{n:.0}"));
-        println!("| {name} | {target} | {rss} | {cpu} | {rate} | {latency} | {lost} |");
+        Self {
+            cpu: number(&["server", "cpu_us_per_delivery"])
+                .map_or("-".into(), |us| format!("{us:.1} µs")),
+            rate: number(&["delivery", "deliveries_per_s"])
+                .map_or("-".into(), |r| format!("{r:.0}")),
+            latency,
+            lost: number(&["delivery", "lost"]).map_or("-".into(), |n| format!("{n:.0}")),
+        }
     }
 }
 

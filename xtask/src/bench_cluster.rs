@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::bench::{DeliveryCells, number};
 use crate::run;
 
 const DURATION_SECS: &str = "20";
@@ -145,20 +146,13 @@ fn print_table(rows: &[(&Setup, Value)]) {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for (setup, json) in rows {
-        let number = |path: &[&str]| path.iter().fold(json, |value, key| &value[*key]).as_f64();
-        let cpu = number(&["server", "cpu_us_per_delivery"])
-            .map_or("-".into(), |us| format!("{us:.1} µs"));
-        let rate =
-            number(&["delivery", "deliveries_per_s"]).map_or("-".into(), |r| format!("{r:.0}"));
-        let latency = match (
-            number(&["delivery", "latency_ms_p50"]),
-            number(&["delivery", "latency_ms_p99"]),
-            number(&["delivery", "latency_ms_p999"]),
-        ) {
-            (Some(p50), Some(p99), Some(p999)) => format!("{p50:.1} / {p99:.1} / {p999:.1} ms"),
-            _ => "-".into(),
-        };
-        let lost = number(&["delivery", "lost"]).map_or("-".into(), |n| format!("{n:.0}"));
+        let number = |path: &[&str]| number(json, path);
+        let DeliveryCells {
+            cpu,
+            rate,
+            latency,
+            lost,
+        } = DeliveryCells::of(json);
         let trips =
             number(&["redis", "round_trips_per_publish"]).map_or("-".into(), |n| format!("{n:.2}"));
         let pings = number(&["redis", "pings_per_s"]).map_or("-".into(), |n| format!("{n:.1}"));

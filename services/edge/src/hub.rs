@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use broker::broadcast::{NodeMessage, NodeSink};
 use broker::counters::MessageCounter;
@@ -35,9 +35,6 @@ pub struct Hub {
     /// Set (under the `connections` lock) by `shut_down_all`: a connection admitted just
     /// before it that registers after it is shut down at once, so none escapes a drain.
     shut_down: AtomicBool,
-    /// The system app (see `console`): its connections and deliveries are not metered nor
-    /// added to any daily count.
-    unmetered: OnceLock<AppId>,
 }
 
 fn id_of(outbox: &Arc<Outbox>) -> usize {
@@ -54,19 +51,17 @@ impl Hub {
             users: Mutex::default(),
             connections: Mutex::default(),
             shut_down: AtomicBool::new(false),
-            unmetered: OnceLock::new(),
         }
     }
 
     /// Leaves `app`'s connections and deliveries out of metering and daily counts (the
     /// console's system app); set once.
     pub fn exempt_from_metering(&self, app: AppId) {
-        self.meter.exempt(app.clone());
-        let _ = self.unmetered.set(app);
+        self.meter.exempt(app);
     }
 
     fn metered(&self, app: &AppId) -> bool {
-        self.unmetered.get() != Some(app)
+        !self.meter.is_exempt(app)
     }
 
     /// Whether the channel has a subscriber on this node.

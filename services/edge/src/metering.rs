@@ -99,9 +99,14 @@ impl Meter {
         let _ = self.unmetered.set(app);
     }
 
+    /// Whether `app` is the one app nothing is counted of.
+    pub fn is_exempt(&self, app: &AppId) -> bool {
+        self.unmetered.get() == Some(app)
+    }
+
     /// Runs `count` on the app's counters for the current minute.
     fn count(&self, app: &AppId, count: impl FnOnce(&mut AppMeter, i64)) {
-        if self.unmetered.get() == Some(app) {
+        if self.is_exempt(app) {
             return;
         }
         let minute = (self.clock)();
