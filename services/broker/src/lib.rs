@@ -29,6 +29,7 @@ mod local;
 pub mod occupancy;
 mod redis;
 pub mod testing;
+pub mod trace_context;
 
 use async_trait::async_trait;
 use bytestring::ByteString;

@@ -226,6 +226,7 @@ impl DeliverySink for Hub {
         let Some(subscribers) =
             channels.get(&(publication.app.clone(), publication.channel.clone()))
         else {
+            tracing::Span::current().record("subscribers", 0);
             return;
         };
         let mut delivered = 0;
@@ -239,6 +240,9 @@ impl DeliverySink for Hub {
                 delivered += 1;
             }
         }
+        // On the broker's delivery span (one per publication, see `broker::trace_context`);
+        // a no-op when traces are off.
+        tracing::Span::current().record("subscribers", delivered);
         if !self.metered(&publication.app) {
             metrics().delivered.increment(delivered);
             return;

@@ -6,6 +6,7 @@ pub mod billing;
 pub mod broker;
 pub mod cli;
 pub mod database;
+pub mod request_spans;
 pub mod run;
 pub mod startup;
 pub mod telemetry;

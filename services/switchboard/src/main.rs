@@ -6,8 +6,8 @@ use switchboard::run::{Role, run};
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    switchboard::telemetry::init();
-    match Cli::parse().command {
+    let telemetry = switchboard::telemetry::init();
+    let result = match Cli::parse().command {
         Command::Serve(args) => run(Role::Both, args).await,
         Command::Edge(args) => run(Role::EdgeOnly, args).await,
         Command::Control(args) => run(Role::ControlOnly, args).await,
@@ -21,5 +21,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin(command) => switchboard::admin::run(command).await,
-    }
+    };
+    // After a drain (or any other return): the spans still queued are exported.
+    telemetry.shutdown();
+    result
 }

@@ -193,7 +193,9 @@ impl Application {
             web::Data::new(control)
         });
         let server = HttpServer::new(move || {
-            let mut app = App::new().wrap(from_fn(edge::metrics::time_requests));
+            let mut app = App::new()
+                .wrap(from_fn(edge::metrics::time_requests))
+                .wrap(from_fn(crate::request_spans::trace_requests));
             if let Some(control) = &control {
                 app = app
                     .configure(control::routes::configure(control.clone()))

@@ -56,7 +56,9 @@ use keys::Keys;
 pub use occupancy::RedisOccupancy;
 use presence::NodePresence;
 pub use publish_rate::RedisPublishRates;
-use replies::{Deliveries, encode_head, malformed, members, parse_history};
+use replies::{Deliveries, encode_head, malformed, members, parse_history, trace_header};
+
+use crate::trace_context::TraceParent;
 
 /// The longest history age kept in Redis; longer windows are cut to it.
 const LONGEST_WINDOW: Duration = Duration::from_secs(366 * 24 * 3600);
@@ -212,6 +214,7 @@ impl Redis {
     /// Charges a stored frame to its app's byte budget and evicts what the budget pops, the
     /// oldest of the app's frames first: a second round trip, and one per channel evicted
     /// from (in steady state about one per publication, whatever the number of nodes).
+    #[tracing::instrument(name = "redis.charge", level = "debug", skip_all)]
     async fn charge(
         &self,
         publication: &Publication,
@@ -263,6 +266,7 @@ impl Redis {
 
 #[async_trait]
 impl Broker for Redis {
+    #[tracing::instrument(name = "redis.subscribe", level = "debug", skip_all, fields(app_id = %app))]
     async fn subscribe(&self, app: &AppId, channel: &ChannelName) -> Result<(), BrokerError> {
         let name = self.keys.messages(app, channel);
         let mut subscribed = self.subscribed.lock().await;
@@ -283,6 +287,7 @@ impl Broker for Redis {
         Ok(())
     }
 
+    #[tracing::instrument(name = "redis.unsubscribe", level = "debug", skip_all, fields(app_id = %app))]
     async fn unsubscribe(&self, app: &AppId, channel: &ChannelName) -> Result<(), BrokerError> {
         let name = self.keys.messages(app, channel);
         let mut subscribed = self.subscribed.lock().await;
@@ -301,12 +306,15 @@ impl Broker for Redis {
         Ok(())
     }
 
+    #[tracing::instrument(name = "redis.publish", level = "debug", skip_all, fields(otel.kind = "producer", app_id = %publication.app))]
     async fn publish(&self, publication: Publication) -> Result<(), BrokerError> {
+        // This span's context, so every node's delivery is its child (none with traces off).
+        let headers = trace_header(TraceParent::of_current_span().as_ref());
         let head = encode_head(&publication);
         let channel_name = self.keys.messages(&publication.app, &publication.channel);
         let mut commands = self.commands.clone();
         let Some(window) = publication.history else {
-            let payload = format!("\n{head}\n{}", publication.frame);
+            let payload = format!("{headers}\n{head}\n{}", publication.frame);
             return redis::cmd(commands.publish_command())
                 .arg(&channel_name)
                 .arg(payload)
@@ -331,6 +339,7 @@ impl Broker for Redis {
             .arg(&channel_name)
             .arg(head)
             .arg(commands.publish_command())
+            .arg(headers)
             .invoke_async::<(u64, String, usize)>(&mut commands)
             .await
             .map_err(unavailable)?;
@@ -342,6 +351,7 @@ impl Broker for Redis {
             .await
     }
 
+    #[tracing::instrument(name = "redis.history", level = "debug", skip_all, fields(app_id = %app))]
     async fn history(
         &self,
         app: &AppId,
@@ -367,6 +377,7 @@ impl Broker for Redis {
         parse_history(&reply).ok_or_else(|| malformed("history"))
     }
 
+    #[tracing::instrument(name = "redis.position", level = "debug", skip_all, fields(app_id = %app))]
     async fn position(&self, app: &AppId, channel: &ChannelName) -> Result<Position, BrokerError> {
         let channel_keys = self.keys.channel(app, channel);
         let (epoch, serial): (String, u64) = self
@@ -390,6 +401,7 @@ impl Broker for Redis {
         }
     }
 
+    #[tracing::instrument(name = "redis.presence_join", level = "debug", skip_all, fields(app_id = %app))]
     async fn presence_join(
         &self,
         app: &AppId,
@@ -403,6 +415,7 @@ impl Broker for Redis {
             .await
     }
 
+    #[tracing::instrument(name = "redis.presence_leave", level = "debug", skip_all, fields(app_id = %app))]
     async fn presence_leave(
         &self,
         app: &AppId,
@@ -412,6 +425,7 @@ impl Broker for Redis {
         self.presence.leave(app, channel, socket).await
     }
 
+    #[tracing::instrument(name = "redis.presence_members", level = "debug", skip_all, fields(app_id = %app))]
     async fn presence_members(
         &self,
         app: &AppId,

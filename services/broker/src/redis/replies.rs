@@ -11,6 +11,7 @@ use redis::{PushInfo, PushKind, Value};
 
 use super::connection::message_payload;
 
+use crate::trace_context::TraceParent;
 use crate::{BrokerError, DeliverySink, History, Publication};
 
 /// Turns pub/sub messages into deliveries to this node's sink, in the order they arrive.
@@ -37,11 +38,55 @@ impl Deliveries {
         let Some(payload) = message_payload(&push, "broker") else {
             return;
         };
-        match decode(payload) {
-            Some(publication) => self.sink.deliver(&publication),
-            None => tracing::warn!("a malformed message on a broker channel was dropped"),
+        let Some((publication, trace)) = decode(payload) else {
+            tracing::warn!("a malformed message on a broker channel was dropped");
+            return;
+        };
+        // One span per publication this node receives, however many subscribers it has here
+        // (the hub records their number); a child of the publish on the publishing node.
+        let span = tracing::debug_span!(
+            "broker.deliver",
+            otel.kind = "consumer",
+            app_id = %publication.app,
+            serial = publication.serial,
+            subscribers = tracing::field::Empty,
+        );
+        if let Some(trace) = &trace {
+            trace.adopt(&span);
         }
+        span.in_scope(|| self.sink.deliver(&publication));
     }
+}
+
+/// The most header lines a message may start with (see `trace_header`).
+const MAX_HEADERS: usize = 8;
+
+/// The header lines a message starts with: `traceparent=<W3C traceparent>\n` when the
+/// publication has a trace context to carry, else nothing, so messages of nodes with traces
+/// off are byte for byte what older nodes send. A header line holds a `=`, which a serial
+/// never does; nodes of this version skip header names they don't know. An older node drops
+/// a message with a header as malformed (a warning, no crash): turn traces on once every node
+/// runs a version that reads them.
+pub fn trace_header(trace: Option<&TraceParent>) -> String {
+    trace.map_or_else(String::new, |trace| {
+        format!("traceparent={}\n", trace.as_str())
+    })
+}
+
+/// Splits off the header lines; an invalid `traceparent` is ignored, not the message.
+fn headers(mut text: &str) -> Option<(Option<TraceParent>, &str)> {
+    let mut trace = None;
+    for _ in 0..=MAX_HEADERS {
+        let (line, rest) = text.split_once('\n')?;
+        let Some((name, value)) = line.split_once('=') else {
+            return Some((trace, text));
+        };
+        if name == "traceparent" {
+            trace = TraceParent::parse(value);
+        }
+        text = rest;
+    }
+    None
 }
 
 /// `serial\nexcept\napp\nchannel\nframe`, as the steps publish it (an empty serial or except
@@ -55,15 +100,16 @@ pub fn encode_head(publication: &Publication) -> String {
     )
 }
 
-fn decode(payload: &[u8]) -> Option<Publication> {
+fn decode(payload: &[u8]) -> Option<(Publication, Option<TraceParent>)> {
     let text = std::str::from_utf8(payload).ok()?;
+    let (trace, text) = headers(text)?;
     let mut parts = text.splitn(5, '\n');
     let serial = parts.next()?;
     let except = parts.next()?;
     let app = AppId::parse(parts.next()?).ok()?;
     let channel = ChannelName::parse(parts.next()?).ok()?;
     let frame = parts.next()?;
-    Some(Publication {
+    let publication = Publication {
         app,
         channel,
         frame: ByteString::from(frame),
@@ -76,7 +122,8 @@ fn decode(payload: &[u8]) -> Option<Publication> {
             "" => None,
             serial => Some(serial.parse().ok()?),
         },
-    })
+    };
+    Some((publication, trace))
 }
 
 pub fn integer(value: &Value) -> Option<i64> {
@@ -163,7 +210,8 @@ mod tests {
             serial: None,
         };
         let payload = format!("7\n{}\n{}", encode_head(&publication), publication.frame);
-        let decoded = decode(payload.as_bytes()).expect("decodes");
+        let (decoded, trace) = decode(payload.as_bytes()).expect("decodes");
+        assert_eq!(trace, None);
         assert_eq!(decoded.serial, Some(7));
         assert_eq!(decoded.except, publication.except);
         assert_eq!(
@@ -183,5 +231,32 @@ mod tests {
             assert!(decode(malformed.as_bytes()).is_none(), "{malformed:?}");
         }
         assert!(decode(&[0xff, 0xfe]).is_none(), "not UTF-8");
+    }
+
+    #[test]
+    fn a_trace_context_travels_in_a_header_line_that_older_nodes_refuse() {
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let trace = TraceParent::parse(traceparent).unwrap();
+        let message = "3\n\napp-1\nchan\n{\"data\":\"a=b\"}";
+        assert_eq!(trace_header(None), "", "traces off: the old format");
+        let traced = format!("{}{message}", trace_header(Some(&trace)));
+        let (publication, carried) = decode(traced.as_bytes()).expect("decodes");
+        assert_eq!(carried.as_ref(), Some(&trace));
+        assert_eq!((publication.serial, &*publication.frame), (Some(3), "{\"data\":\"a=b\"}"));
+        // An unknown header is skipped and a broken traceparent ignored, not the message.
+        let unknown = format!("tracestate=x\ntraceparent=junk\n{message}");
+        let (publication, carried) = decode(unknown.as_bytes()).expect("decodes");
+        assert_eq!((publication.serial, carried), (Some(3), None));
+        // Without a protocol frame's serial too.
+        let unserialed = format!("{}\n\napp-1\nchan\n{{}}", trace_header(Some(&trace)));
+        let (publication, carried) = decode(unserialed.as_bytes()).expect("decodes");
+        assert_eq!((publication.serial, carried), (None, Some(trace)));
+        // Headers are bounded.
+        let endless = format!("{}{message}", "a=b\n".repeat(MAX_HEADERS + 1));
+        assert!(decode(endless.as_bytes()).is_none());
+        // What an older node's decoder makes of it: the serial line is not a number, so the
+        // message is dropped as malformed, never misread.
+        let first_line = traced.split('\n').next().unwrap();
+        assert!(first_line.parse::<u64>().is_err());
     }
 }

@@ -41,9 +41,10 @@ end
 
 /// KEYS: meta, list. ARGV: frame, now ms, max events, max age ms, idle ms, proposed epoch,
 /// pub/sub channel, message head (`except\napp\nchannel`), publish command (`PUBLISH`, or
-/// `SPUBLISH` on a cluster). Gives the frame the next serial,
+/// `SPUBLISH` on a cluster), header lines (`replies::trace_header`: empty, or the trace
+/// context). Gives the frame the next serial,
 /// stamps it (`,"serial":N,"epoch":"E"` before the final `}`, as `history::stamp` does),
-/// stores it within the window and publishes `serial\nhead\nstamped`. Returns `{serial,
+/// stores it within the window and publishes `headers serial\nhead\nstamped`. Returns `{serial,
 /// epoch, bytes stored (0: none)}`.
 const PUBLISH: &str = r#"
 local meta, list = KEYS[1], KEYS[2]
@@ -68,7 +69,7 @@ if max_events > 0 and max_age > 0 then
 end
 trim(meta, list, now)
 redis.call('PEXPIRE', meta, math.max(idle, max_age))
-redis.call(ARGV[9], ARGV[7], serial .. '\n' .. ARGV[8] .. '\n' .. stamped)
+redis.call(ARGV[9], ARGV[7], ARGV[10] .. serial .. '\n' .. ARGV[8] .. '\n' .. stamped)
 return {serial, epoch, stored}
 "#;
 

@@ -98,7 +98,9 @@ impl Trigger {
         })
     }
 
-    /// Publishes to each channel; the frame is serialised once per channel.
+    /// Publishes to each channel; the frame is serialised once per channel. Its span carries no
+    /// channel name (user data, often a user's id), event name or data.
+    #[tracing::instrument(name = "publish", level = "debug", skip_all, fields(otel.kind = "producer", app_id = %app.id, channels = self.channels.len()))]
     async fn publish(&self, state: &EdgeState, app: &App) -> Result<(), ApiError> {
         let window = history_window(&app.limits);
         let app = &app.id;
