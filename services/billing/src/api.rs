@@ -126,12 +126,14 @@ impl StripeApi {
 
     /// A product with our own id (`sb_plan_<plan>`), so creating it twice is refused rather
     /// than duplicated; the idempotency key covers a retry of the same call.
+    #[tracing::instrument(name = "stripe.create_product", level = "debug", skip_all, fields(otel.kind = "client"))]
     pub async fn create_product(&self, product_id: &str, name: &str) -> StripeResult<Created> {
         let request = CreateProduct::new(name).id(product_id);
         self.send(&request, Some(&format!("product-{product_id}")))
             .await
     }
 
+    #[tracing::instrument(name = "stripe.create_flat_monthly_price", level = "debug", skip_all, fields(otel.kind = "client"))]
     pub async fn create_flat_monthly_price(
         &self,
         product_id: &str,
@@ -151,6 +153,7 @@ impl StripeApi {
 
     /// A monthly price billed per unit reported to `meter_id`; `unit_cents` may be a
     /// fraction ("0.00015").
+    #[tracing::instrument(name = "stripe.create_metered_price", level = "debug", skip_all, fields(otel.kind = "client"))]
     pub async fn create_metered_price(
         &self,
         product_id: &str,
@@ -171,6 +174,7 @@ impl StripeApi {
     }
 
     /// A meter summing the `value` of each event, per customer.
+    #[tracing::instrument(name = "stripe.create_meter", level = "debug", skip_all, fields(otel.kind = "client"))]
     pub async fn create_meter(&self, event_name: &str, display_name: &str) -> StripeResult<Meter> {
         let request = CreateBillingMeter::new(
             CreateBillingMeterDefaultAggregation::new(
@@ -189,6 +193,7 @@ impl StripeApi {
     }
 
     /// The account's customer; the idempotency key makes a retried creation return the first.
+    #[tracing::instrument(name = "stripe.create_customer", level = "debug", skip_all, fields(otel.kind = "client"))]
     pub async fn create_customer(&self, account_id: &str, email: &str) -> StripeResult<Created> {
         let metadata = HashMap::from([("account_id".to_owned(), account_id.to_owned())]);
         let request = CreateCustomer::new().email(email).metadata(metadata);
@@ -196,6 +201,7 @@ impl StripeApi {
             .await
     }
 
+    #[tracing::instrument(name = "stripe.create_checkout_session", level = "debug", skip_all, fields(otel.kind = "client"))]
     pub async fn create_checkout_session(
         &self,
         checkout: &CheckoutRequest<'_>,
@@ -231,6 +237,7 @@ impl StripeApi {
         self.send(&request, None).await
     }
 
+    #[tracing::instrument(name = "stripe.create_portal_session", level = "debug", skip_all, fields(otel.kind = "client"))]
     pub async fn create_portal_session(
         &self,
         customer_id: &str,
@@ -242,12 +249,14 @@ impl StripeApi {
         self.send(&request, None).await
     }
 
+    #[tracing::instrument(name = "stripe.retrieve_subscription", level = "debug", skip_all, fields(otel.kind = "client"))]
     pub async fn retrieve_subscription(&self, subscription_id: &str) -> StripeResult<Subscription> {
         self.send(&RetrieveSubscription::new(subscription_id), None)
             .await
     }
 
     /// Cancels at the end of the paid period (`cancel: true`) or takes that back.
+    #[tracing::instrument(name = "stripe.set_cancel_at_period_end", level = "debug", skip_all, fields(otel.kind = "client"))]
     pub async fn set_cancel_at_period_end(
         &self,
         subscription_id: &str,
@@ -259,6 +268,7 @@ impl StripeApi {
 
     /// Reports `value` units for the customer; Stripe keeps one event per `identifier`, so
     /// sending it again (after a crash, a timeout) never counts twice.
+    #[tracing::instrument(name = "stripe.create_meter_event", level = "debug", skip_all, fields(otel.kind = "client"))]
     pub async fn create_meter_event(
         &self,
         event_name: &str,
@@ -278,6 +288,7 @@ impl StripeApi {
     }
 
     /// What Stripe holds for the customer on the meter in `[start, end)` (unix seconds).
+    #[tracing::instrument(name = "stripe.meter_total", level = "debug", skip_all, fields(otel.kind = "client"))]
     pub async fn meter_total(
         &self,
         meter_id: &str,
@@ -296,6 +307,7 @@ impl StripeApi {
     }
 
     /// The customer's latest invoices, newest first.
+    #[tracing::instrument(name = "stripe.invoices", level = "debug", skip_all, fields(otel.kind = "client"))]
     pub async fn invoices(&self, customer_id: &str, limit: i64) -> StripeResult<Vec<Invoice>> {
         let request = ListInvoice::new().customer(customer_id).limit(limit);
         let list: List<Invoice> = self.send(&request, None).await?;

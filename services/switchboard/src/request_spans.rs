@@ -7,6 +7,8 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use broker::trace_context::TraceParent;
+use opentelemetry::trace::TraceContextExt;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing::Instrument;
 use tracing::field::Empty;
 
@@ -21,7 +23,6 @@ pub async fn trace_requests(
     }
     let span = tracing::debug_span!(
         "http.request",
-        otel.name = Empty,
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = %request.method(),
@@ -50,7 +51,10 @@ pub async fn trace_requests(
         Err(error) => (None, error.as_response_error().status_code().as_u16()),
     };
     let route = route.unwrap_or_else(|| "unrouted".to_owned());
-    span.record("otel.name", format!("{method} {route}"));
+    // Started spans keep their first name in the tracing layer: rename the OpenTelemetry span.
+    span.context()
+        .span()
+        .update_name(format!("{method} {route}"));
     span.record("http.route", route);
     span.record("http.response.status_code", status);
     if status >= 500 {

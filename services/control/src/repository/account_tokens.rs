@@ -23,6 +23,7 @@ impl Purpose {
 
 /// Stores a new token and deletes the account's other unused ones of this purpose, so each
 /// account holds at most one live token per purpose.
+#[tracing::instrument(name = "db.account_tokens.replace", level = "debug", skip_all)]
 pub async fn replace(
     conn: &mut PgConnection,
     token_hash: &[u8],
@@ -51,6 +52,7 @@ pub async fn replace(
 /// Marks a live token of this purpose used and returns its account; `None` when the token is
 /// unknown, expired, already used or for another purpose. Atomic: of two concurrent uses,
 /// one wins.
+#[tracing::instrument(name = "db.account_tokens.consume", level = "debug", skip_all)]
 pub async fn consume(
     conn: &mut PgConnection,
     token_hash: &[u8],
@@ -69,6 +71,7 @@ pub async fn consume(
 
 /// Deletes the account's unused tokens of this purpose (after a password change, a reset
 /// link mailed earlier must no longer work).
+#[tracing::instrument(name = "db.account_tokens.delete_unused", level = "debug", skip_all)]
 pub async fn delete_unused(
     conn: &mut PgConnection,
     account_id: Uuid,
@@ -85,6 +88,7 @@ pub async fn delete_unused(
 }
 
 /// Whether a token of this purpose is unused and unexpired (without using it).
+#[tracing::instrument(name = "db.account_tokens.is_live", level = "debug", skip_all)]
 pub async fn is_live(
     conn: &mut PgConnection,
     token_hash: &[u8],

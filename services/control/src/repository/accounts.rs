@@ -12,6 +12,7 @@ pub struct AccountRow {
 }
 
 /// Fails with a unique violation when the email (case-insensitively) is taken.
+#[tracing::instrument(name = "db.accounts.insert", level = "debug", skip_all)]
 pub async fn insert(
     conn: &mut PgConnection,
     id: Uuid,
@@ -27,6 +28,7 @@ pub async fn insert(
     Ok(())
 }
 
+#[tracing::instrument(name = "db.accounts.find_by_email", level = "debug", skip_all)]
 pub async fn find_by_email(
     conn: &mut PgConnection,
     email: &str,
@@ -37,6 +39,7 @@ pub async fn find_by_email(
         .await
 }
 
+#[tracing::instrument(name = "db.accounts.find", level = "debug", skip_all)]
 pub async fn find(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<AccountRow>> {
     sqlx::query_as("SELECT id, email, password_hash, email_verified_at IS NOT NULL AS email_verified FROM accounts WHERE id = $1")
         .bind(id)
@@ -45,6 +48,7 @@ pub async fn find(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Acco
 }
 
 /// Marks the email verified (once: a later verification keeps the first time).
+#[tracing::instrument(name = "db.accounts.mark_verified", level = "debug", skip_all)]
 pub async fn mark_verified(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE accounts SET email_verified_at = COALESCE(email_verified_at, now()) WHERE id = $1",
@@ -55,6 +59,7 @@ pub async fn mark_verified(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()
     Ok(())
 }
 
+#[tracing::instrument(name = "db.accounts.set_password_hash", level = "debug", skip_all)]
 pub async fn set_password_hash(
     conn: &mut PgConnection,
     id: Uuid,

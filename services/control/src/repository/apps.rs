@@ -17,6 +17,7 @@ pub struct AppRow {
     pub created_at: OffsetDateTime,
 }
 
+#[tracing::instrument(name = "db.apps.insert", level = "debug", skip_all)]
 pub async fn insert(
     conn: &mut PgConnection,
     account_id: Uuid,
@@ -31,6 +32,7 @@ pub async fn insert(
         .await
 }
 
+#[tracing::instrument(name = "db.apps.list", level = "debug", skip_all)]
 pub async fn list(conn: &mut PgConnection, account_id: Uuid) -> sqlx::Result<Vec<AppRow>> {
     sqlx::query_as("SELECT id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, created_at FROM apps WHERE account_id = $1 ORDER BY created_at, id")
         .bind(account_id)
@@ -38,6 +40,7 @@ pub async fn list(conn: &mut PgConnection, account_id: Uuid) -> sqlx::Result<Vec
         .await
 }
 
+#[tracing::instrument(name = "db.apps.find", level = "debug", skip_all)]
 pub async fn find(
     conn: &mut PgConnection,
     account_id: Uuid,
@@ -51,6 +54,7 @@ pub async fn find(
 }
 
 /// Changes name and/or enabled; `None` leaves a field as it is.
+#[tracing::instrument(name = "db.apps.update", level = "debug", skip_all)]
 pub async fn update(
     conn: &mut PgConnection,
     account_id: Uuid,
@@ -67,6 +71,7 @@ pub async fn update(
     .await
 }
 
+#[tracing::instrument(name = "db.apps.set_plan", level = "debug", skip_all)]
 pub async fn set_plan(
     conn: &mut PgConnection,
     account_id: Uuid,
@@ -83,6 +88,7 @@ pub async fn set_plan(
 
 /// Moves any app to a plan, whoever owns it: for the operator's `admin set-plan` only, the one
 /// write here not scoped by account.
+#[tracing::instrument(name = "db.apps.set_plan_as_operator", level = "debug", skip_all)]
 pub async fn set_plan_as_operator(
     conn: &mut PgConnection,
     app_id: &str,
@@ -102,6 +108,7 @@ pub struct SettingsChange<'a> {
     pub allowed_origins: Option<&'a [String]>,
 }
 
+#[tracing::instrument(name = "db.apps.update_settings", level = "debug", skip_all)]
 pub async fn update_settings(
     conn: &mut PgConnection,
     account_id: Uuid,
@@ -118,6 +125,7 @@ pub async fn update_settings(
         .await
 }
 
+#[tracing::instrument(name = "db.apps.delete", level = "debug", skip_all)]
 pub async fn delete(conn: &mut PgConnection, account_id: Uuid, app_id: &str) -> sqlx::Result<bool> {
     let result = sqlx::query("DELETE FROM apps WHERE id = $1 AND account_id = $2")
         .bind(app_id)
@@ -129,6 +137,7 @@ pub async fn delete(conn: &mut PgConnection, account_id: Uuid, app_id: &str) -> 
 
 /// Which of these ids name an app, for refusing a static `--app` that would share a tenant's
 /// channels (not scoped: the operator's check at start).
+#[tracing::instrument(name = "db.apps.existing_ids", level = "debug", skip_all)]
 pub async fn existing_ids(conn: &mut PgConnection, ids: &[String]) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar("SELECT id FROM apps WHERE id = ANY($1) ORDER BY id")
         .bind(ids)
@@ -158,6 +167,7 @@ pub struct CatalogAppRow {
     pub history_bytes: i64,
 }
 
+#[tracing::instrument(name = "db.apps.find_for_catalog", level = "debug", skip_all)]
 pub async fn find_for_catalog(
     conn: &mut PgConnection,
     app_id: &str,

@@ -13,6 +13,7 @@ pub struct AuditRow {
     pub created_at: OffsetDateTime,
 }
 
+#[tracing::instrument(name = "db.audit.record", level = "debug", skip_all)]
 pub async fn record(
     conn: &mut PgConnection,
     account_id: Option<Uuid>,
@@ -32,6 +33,7 @@ pub async fn record(
     Ok(())
 }
 
+#[tracing::instrument(name = "db.audit.list", level = "debug", skip_all)]
 pub async fn list(
     conn: &mut PgConnection,
     account_id: Uuid,

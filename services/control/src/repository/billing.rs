@@ -53,12 +53,14 @@ pub struct SubscriptionState<'a> {
 
 const ACCOUNT_COLUMNS: &str = "account_id, stripe_customer_id, subscription_id, subscription_created, plan_id, status, cancel_at_period_end, current_period_start, current_period_end, past_due_since, downgraded";
 
+#[tracing::instrument(name = "db.billing.meters", level = "debug", skip_all)]
 pub async fn meters(conn: &mut PgConnection) -> sqlx::Result<Vec<MeterRow>> {
     sqlx::query_as("SELECT meter, stripe_meter_id, event_name FROM billing_meters ORDER BY meter")
         .fetch_all(conn)
         .await
 }
 
+#[tracing::instrument(name = "db.billing.insert_meter", level = "debug", skip_all)]
 pub async fn insert_meter(conn: &mut PgConnection, meter: &MeterRow) -> sqlx::Result<()> {
     sqlx::query("INSERT INTO billing_meters (meter, stripe_meter_id, event_name) VALUES ($1, $2, $3) ON CONFLICT (meter) DO NOTHING")
         .bind(&meter.meter)
@@ -69,6 +71,7 @@ pub async fn insert_meter(conn: &mut PgConnection, meter: &MeterRow) -> sqlx::Re
     Ok(())
 }
 
+#[tracing::instrument(name = "db.billing.plan_prices", level = "debug", skip_all)]
 pub async fn plan_prices(
     conn: &mut PgConnection,
     plan_id: &str,
@@ -79,6 +82,7 @@ pub async fn plan_prices(
         .await
 }
 
+#[tracing::instrument(name = "db.billing.insert_plan_prices", level = "debug", skip_all)]
 pub async fn insert_plan_prices(conn: &mut PgConnection, row: &PlanPricesRow) -> sqlx::Result<()> {
     sqlx::query("INSERT INTO billing_plan_prices (plan_id, stripe_product_id, flat_price_id, messages_price_id, connections_price_id) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (plan_id) DO NOTHING")
         .bind(&row.plan_id)
@@ -92,6 +96,7 @@ pub async fn insert_plan_prices(conn: &mut PgConnection, row: &PlanPricesRow) ->
 }
 
 /// The plan whose flat price is among `price_ids` (a subscription's items).
+#[tracing::instrument(name = "db.billing.plan_of_prices", level = "debug", skip_all)]
 pub async fn plan_of_prices(
     conn: &mut PgConnection,
     price_ids: &[String],
@@ -102,6 +107,7 @@ pub async fn plan_of_prices(
         .await
 }
 
+#[tracing::instrument(name = "db.billing.find_account", level = "debug", skip_all)]
 pub async fn find_account(
     conn: &mut PgConnection,
     account_id: Uuid,
@@ -115,6 +121,7 @@ pub async fn find_account(
 }
 
 /// The account's row, locked for this transaction (webhooks for one account apply in turn).
+#[tracing::instrument(name = "db.billing.lock_account_by_customer", level = "debug", skip_all)]
 pub async fn lock_account_by_customer(
     conn: &mut PgConnection,
     customer_id: &str,
@@ -129,6 +136,7 @@ pub async fn lock_account_by_customer(
 
 /// Records the account's customer; the first one recorded stays (a concurrent checkout
 /// made with the same idempotency key got the same customer anyway).
+#[tracing::instrument(name = "db.billing.insert_account", level = "debug", skip_all)]
 pub async fn insert_account(
     conn: &mut PgConnection,
     account_id: Uuid,
@@ -142,6 +150,7 @@ pub async fn insert_account(
     Ok(())
 }
 
+#[tracing::instrument(name = "db.billing.save_subscription", level = "debug", skip_all)]
 pub async fn save_subscription(
     conn: &mut PgConnection,
     account_id: Uuid,
@@ -165,6 +174,7 @@ pub async fn save_subscription(
 
 /// Unpaid accounts whose grace period ended before `cutoff` and whose apps are still on
 /// the paid plan.
+#[tracing::instrument(name = "db.billing.lock_overdue_accounts", level = "debug", skip_all)]
 pub async fn lock_overdue_accounts(
     conn: &mut PgConnection,
     cutoff: OffsetDateTime,
@@ -175,6 +185,7 @@ pub async fn lock_overdue_accounts(
         .await
 }
 
+#[tracing::instrument(name = "db.billing.set_downgraded", level = "debug", skip_all)]
 pub async fn set_downgraded(conn: &mut PgConnection, account_id: Uuid) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE billing_accounts SET downgraded = TRUE, updated_at = now() WHERE account_id = $1",
@@ -187,6 +198,7 @@ pub async fn set_downgraded(conn: &mut PgConnection, account_id: Uuid) -> sqlx::
 
 /// Puts every app of the account on `plan_id`; the apps trigger tells the edges, which
 /// reload the apps' limits without reconnecting anyone.
+#[tracing::instrument(name = "db.billing.set_apps_plan", level = "debug", skip_all)]
 pub async fn set_apps_plan(
     conn: &mut PgConnection,
     account_id: Uuid,
@@ -201,6 +213,7 @@ pub async fn set_apps_plan(
 }
 
 /// The owner's email, and whether it is verified.
+#[tracing::instrument(name = "db.billing.owner_email", level = "debug", skip_all)]
 pub async fn owner_email(
     conn: &mut PgConnection,
     account_id: Uuid,
@@ -212,6 +225,7 @@ pub async fn owner_email(
 }
 
 /// Records the event; false when it was recorded before (already processed).
+#[tracing::instrument(name = "db.billing.record_event", level = "debug", skip_all)]
 pub async fn record_event(
     conn: &mut PgConnection,
     event_id: &str,
@@ -226,6 +240,7 @@ pub async fn record_event(
 }
 
 /// Accounts with a subscription period, for reconciliation (at most 10,000 at once).
+#[tracing::instrument(name = "db.billing.accounts_in_a_period", level = "debug", skip_all)]
 pub async fn accounts_in_a_period(conn: &mut PgConnection) -> sqlx::Result<Vec<BillingAccountRow>> {
     sqlx::query_as(AssertSqlSafe(format!("SELECT {ACCOUNT_COLUMNS} FROM billing_accounts WHERE current_period_start IS NOT NULL ORDER BY account_id LIMIT 10000")))
         .fetch_all(conn)

@@ -27,6 +27,7 @@ pub struct OutboxRow {
 const BILLED: &str = "b.plan_id IS NOT NULL AND NOT b.downgraded AND b.status IN ('active', 'trialing', 'past_due', 'unpaid') AND b.current_period_start IS NOT NULL";
 
 /// Adds the rows for days over before `until`; returns how many were new.
+#[tracing::instrument(name = "db.billing_usage.enqueue_overage", level = "debug", skip_all)]
 pub async fn enqueue_overage(conn: &mut PgConnection, until: OffsetDateTime) -> sqlx::Result<u64> {
     let messages = sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO billing_usage_outbox (identifier, account_id, meter, app_id, usage_day, quantity, stripe_customer_id) \
@@ -70,12 +71,14 @@ pub async fn enqueue_overage(conn: &mut PgConnection, until: OffsetDateTime) -> 
 
 /// The unreported row no one else holds with the fewest attempts, oldest first (a row Stripe
 /// keeps refusing does not hold back the others), locked until the transaction ends.
+#[tracing::instrument(name = "db.billing_usage.claim_next", level = "debug", skip_all)]
 pub async fn claim_next(conn: &mut PgConnection) -> sqlx::Result<Option<OutboxRow>> {
     sqlx::query_as("SELECT identifier, account_id, meter, app_id, usage_day, quantity, stripe_customer_id, attempts FROM billing_usage_outbox WHERE reported_at IS NULL ORDER BY attempts, created_at, identifier LIMIT 1 FOR UPDATE SKIP LOCKED")
         .fetch_optional(conn)
         .await
 }
 
+#[tracing::instrument(name = "db.billing_usage.mark_reported", level = "debug", skip_all)]
 pub async fn mark_reported(conn: &mut PgConnection, identifier: &str) -> sqlx::Result<()> {
     sqlx::query("UPDATE billing_usage_outbox SET reported_at = now(), attempts = attempts + 1, last_error = NULL WHERE identifier = $1")
         .bind(identifier)
@@ -84,6 +87,7 @@ pub async fn mark_reported(conn: &mut PgConnection, identifier: &str) -> sqlx::R
     Ok(())
 }
 
+#[tracing::instrument(name = "db.billing_usage.record_failure", level = "debug", skip_all)]
 pub async fn record_failure(
     conn: &mut PgConnection,
     identifier: &str,
@@ -98,6 +102,7 @@ pub async fn record_failure(
 }
 
 /// Units in the outbox for the account and meter from `since` on: (all, reported).
+#[tracing::instrument(name = "db.billing_usage.totals", level = "debug", skip_all)]
 pub async fn totals(
     conn: &mut PgConnection,
     account_id: Uuid,
@@ -121,6 +126,7 @@ pub struct PeriodUsage {
     pub overage_connections: i64,
 }
 
+#[tracing::instrument(name = "db.billing_usage.period_usage", level = "debug", skip_all)]
 pub async fn period_usage(
     conn: &mut PgConnection,
     account_id: Uuid,

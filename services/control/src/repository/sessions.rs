@@ -10,6 +10,7 @@ pub struct SessionRow {
     pub csrf_token: String,
 }
 
+#[tracing::instrument(name = "db.sessions.insert", level = "debug", skip_all)]
 pub async fn insert(
     conn: &mut PgConnection,
     token_hash: &[u8],
@@ -28,6 +29,7 @@ pub async fn insert(
 }
 
 /// A session that has not expired.
+#[tracing::instrument(name = "db.sessions.find_live", level = "debug", skip_all)]
 pub async fn find_live(
     conn: &mut PgConnection,
     token_hash: &[u8],
@@ -40,6 +42,7 @@ pub async fn find_live(
     .await
 }
 
+#[tracing::instrument(name = "db.sessions.delete", level = "debug", skip_all)]
 pub async fn delete(conn: &mut PgConnection, token_hash: &[u8]) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
         .bind(token_hash)
@@ -49,6 +52,7 @@ pub async fn delete(conn: &mut PgConnection, token_hash: &[u8]) -> sqlx::Result<
 }
 
 /// Ends every session of the account but `keep` (the caller's own, on a password change).
+#[tracing::instrument(name = "db.sessions.delete_for_account", level = "debug", skip_all)]
 pub async fn delete_for_account(
     conn: &mut PgConnection,
     account_id: Uuid,

@@ -12,6 +12,7 @@ pub struct ApiTokenRow {
     pub revoked_at: Option<OffsetDateTime>,
 }
 
+#[tracing::instrument(name = "db.tokens.insert", level = "debug", skip_all)]
 pub async fn insert(
     conn: &mut PgConnection,
     id: Uuid,
@@ -32,6 +33,7 @@ pub async fn insert(
 }
 
 /// The account a live (not revoked) token belongs to.
+#[tracing::instrument(name = "db.tokens.find_account", level = "debug", skip_all)]
 pub async fn find_account(
     conn: &mut PgConnection,
     token_hash: &[u8],
@@ -44,6 +46,7 @@ pub async fn find_account(
     .await
 }
 
+#[tracing::instrument(name = "db.tokens.list", level = "debug", skip_all)]
 pub async fn list(conn: &mut PgConnection, account_id: Uuid) -> sqlx::Result<Vec<ApiTokenRow>> {
     sqlx::query_as("SELECT id, name, created_at, revoked_at FROM api_tokens WHERE account_id = $1 ORDER BY created_at")
         .bind(account_id)
@@ -52,6 +55,7 @@ pub async fn list(conn: &mut PgConnection, account_id: Uuid) -> sqlx::Result<Vec
 }
 
 /// Revokes the account's token; false when the account has no such live token.
+#[tracing::instrument(name = "db.tokens.revoke", level = "debug", skip_all)]
 pub async fn revoke(conn: &mut PgConnection, account_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
     let result = sqlx::query("UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND account_id = $2 AND revoked_at IS NULL")
         .bind(id)

@@ -76,6 +76,7 @@ pub enum Table {
 }
 
 /// Adds the deltas to the table's rows (counts add up, peaks take the greatest).
+#[tracing::instrument(name = "db.usage.add", level = "debug", skip_all)]
 pub async fn add(conn: &mut PgConnection, table: Table, rows: &[UsageDelta]) -> sqlx::Result<()> {
     let sql = match table {
         Table::Minutes => add_usage_sql!("usage_minutes", "minute"),
@@ -130,6 +131,7 @@ macro_rules! read_usage_sql {
 }
 
 /// The account's app's periods in `[from, to)` from `table`, oldest first.
+#[tracing::instrument(name = "db.usage.read", level = "debug", skip_all)]
 pub async fn read(
     conn: &mut PgConnection,
     table: Table,

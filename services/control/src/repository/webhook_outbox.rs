@@ -32,6 +32,7 @@ pub struct ClaimedEntry {
 
 /// Inserts the entries whose webhook still exists and has fewer than `per_webhook_cap`
 /// requests waiting (counted before this statement); returns the ids inserted.
+#[tracing::instrument(name = "db.webhook_outbox.enqueue", level = "debug", skip_all)]
 pub async fn enqueue(
     conn: &mut PgConnection,
     entries: &[NewOutboxEntry],
@@ -68,6 +69,7 @@ pub async fn enqueue(
 /// per app are ranked, so one app's long backlog does not slow the claim for the others.
 /// Claimed rows are leased for `lease` (they are not due again until then) and their attempt
 /// counted.
+#[tracing::instrument(name = "db.webhook_outbox.claim_due", level = "debug", skip_all)]
 pub async fn claim_due(
     conn: &mut PgConnection,
     busy: &[(String, i32)],
@@ -120,6 +122,7 @@ pub async fn claim_due(
 }
 
 /// Forgets a request (delivered, given up, or its webhook gone).
+#[tracing::instrument(name = "db.webhook_outbox.remove", level = "debug", skip_all)]
 pub async fn remove(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM webhook_outbox WHERE id = $1")
         .bind(id)
@@ -129,6 +132,7 @@ pub async fn remove(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
 }
 
 /// Makes a claimed request due again after `wait` (a retry; zero hands it back now).
+#[tracing::instrument(name = "db.webhook_outbox.reschedule", level = "debug", skip_all)]
 pub async fn reschedule(conn: &mut PgConnection, id: Uuid, wait: Duration) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE webhook_outbox SET next_attempt_at = now() + make_interval(secs => $2) \
@@ -142,6 +146,7 @@ pub async fn reschedule(conn: &mut PgConnection, id: Uuid, wait: Duration) -> sq
 }
 
 /// Hands back claims whose attempt was cut short (at shutdown): due now, the attempt uncounted.
+#[tracing::instrument(name = "db.webhook_outbox.release", level = "debug", skip_all)]
 pub async fn release(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE webhook_outbox SET next_attempt_at = now(), attempts = attempts - 1 \
@@ -154,6 +159,7 @@ pub async fn release(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<()> 
 }
 
 /// Requests waiting for an app (for tests and operators).
+#[tracing::instrument(name = "db.webhook_outbox.count_for_app", level = "debug", skip_all)]
 pub async fn count_for_app(conn: &mut PgConnection, app_id: &str) -> sqlx::Result<i64> {
     sqlx::query_scalar("SELECT count(*) FROM webhook_outbox WHERE app_id = $1")
         .bind(app_id)

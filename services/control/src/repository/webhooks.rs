@@ -29,6 +29,7 @@ pub struct DeliveryRow {
 }
 
 /// Inserts a webhook for an app of the account; `None` when the account has no such app.
+#[tracing::instrument(name = "db.webhooks.insert", level = "debug", skip_all)]
 pub async fn insert(
     conn: &mut PgConnection,
     account_id: Uuid,
@@ -54,6 +55,7 @@ pub async fn insert(
 }
 
 /// The webhooks of an app of the account, oldest first.
+#[tracing::instrument(name = "db.webhooks.list", level = "debug", skip_all)]
 pub async fn list(
     conn: &mut PgConnection,
     account_id: Uuid,
@@ -70,6 +72,7 @@ pub async fn list(
     .await
 }
 
+#[tracing::instrument(name = "db.webhooks.count_for_app", level = "debug", skip_all)]
 pub async fn count_for_app(conn: &mut PgConnection, app_id: &str) -> sqlx::Result<i64> {
     sqlx::query_scalar("SELECT count(*) FROM webhooks WHERE app_id = $1")
         .bind(app_id)
@@ -78,6 +81,7 @@ pub async fn count_for_app(conn: &mut PgConnection, app_id: &str) -> sqlx::Resul
 }
 
 /// Deletes a webhook of an app of the account; false when there is no such webhook.
+#[tracing::instrument(name = "db.webhooks.delete", level = "debug", skip_all)]
 pub async fn delete(
     conn: &mut PgConnection,
     account_id: Uuid,
@@ -97,6 +101,7 @@ pub async fn delete(
 }
 
 /// The newest delivery attempts of an app of the account, newest first.
+#[tracing::instrument(name = "db.webhooks.list_deliveries", level = "debug", skip_all)]
 pub async fn list_deliveries(
     conn: &mut PgConnection,
     account_id: Uuid,
@@ -119,6 +124,7 @@ pub async fn list_deliveries(
 
 /// What the sender needs to deliver an app's events: its webhooks, unless its plan has no
 /// webhooks (not scoped: the sender serves every app).
+#[tracing::instrument(name = "db.webhooks.list_for_delivery", level = "debug", skip_all)]
 pub async fn list_for_delivery(
     conn: &mut PgConnection,
     app_id: &str,
@@ -135,6 +141,7 @@ pub async fn list_for_delivery(
 
 /// Records one delivery attempt.
 #[allow(clippy::too_many_arguments)]
+#[tracing::instrument(name = "db.webhooks.insert_delivery", level = "debug", skip_all)]
 pub async fn insert_delivery(
     conn: &mut PgConnection,
     webhook_id: Uuid,
@@ -164,6 +171,7 @@ pub async fn insert_delivery(
 }
 
 /// Forgets delivery attempts older than `days`.
+#[tracing::instrument(name = "db.webhooks.prune_deliveries", level = "debug", skip_all)]
 pub async fn prune_deliveries(conn: &mut PgConnection, days: i32) -> sqlx::Result<u64> {
     let result = sqlx::query(
         "DELETE FROM webhook_deliveries WHERE created_at < now() - make_interval(days => $1)",
@@ -175,6 +183,7 @@ pub async fn prune_deliveries(conn: &mut PgConnection, days: i32) -> sqlx::Resul
 }
 
 /// Keeps only the newest `keep` delivery attempts of each app that has more.
+#[tracing::instrument(name = "db.webhooks.trim_deliveries", level = "debug", skip_all)]
 pub async fn trim_deliveries(conn: &mut PgConnection, keep: i64) -> sqlx::Result<u64> {
     let result = sqlx::query(
         "DELETE FROM webhook_deliveries d USING ( \

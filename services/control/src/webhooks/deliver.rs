@@ -80,7 +80,9 @@ pub struct Job {
 }
 
 /// One attempt: the endpoint's status if it is 2xx, else why it failed. The URL is checked
-/// against `policy` first, since IP literals never reach the guarded resolver.
+/// against `policy` first, since IP literals never reach the guarded resolver. Its span names
+/// the app and webhook, never the URL (it may hold a token) or the body.
+#[tracing::instrument(name = "webhook.deliver", level = "debug", skip_all, fields(otel.kind = "client", app_id = %job.app_id, webhook_id = %job.webhook_id, http.response.status_code = tracing::field::Empty))]
 pub async fn attempt(
     http: &reqwest::Client,
     policy: AddressPolicy,
@@ -90,6 +92,7 @@ pub async fn attempt(
         return Err(Failure::ForbiddenAddress);
     }
     let status = post(http, job).await.map_err(|error| Failure::of(&error))?;
+    tracing::Span::current().record("http.response.status_code", status);
     if (200..300).contains(&status) {
         Ok(status)
     } else {

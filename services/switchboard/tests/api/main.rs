@@ -23,11 +23,13 @@ mod limits;
 mod memory;
 mod metering;
 mod operators;
+mod otlp_receiver;
 mod platform;
 mod redis_restart;
 mod resume;
 mod serve_binary;
 mod tenancy;
+mod traces;
 mod users;
 mod webhooks;
 // The webhook receiver of control's tests, shared; this crate uses only part of it.
