@@ -66,6 +66,7 @@ impl RedisBroadcast {
 
 #[async_trait]
 impl Broadcast for RedisBroadcast {
+    #[tracing::instrument(name = "redis.broadcast.broadcast", level = "debug", skip_all)]
     async fn broadcast(&self, message: NodeMessage) -> Result<(), BrokerError> {
         let mut commands = self.commands.clone();
         redis::cmd(commands.publish_command())

@@ -181,6 +181,7 @@ const TTL_MS: u64 = CACHE_TTL.as_millis() as u64;
 
 #[async_trait]
 impl CacheChannels for RedisCache {
+    #[tracing::instrument(name = "redis.cache.store", level = "debug", skip_all)]
     async fn store(
         &self,
         app: &AppId,
@@ -209,6 +210,7 @@ impl CacheChannels for RedisCache {
         Ok(())
     }
 
+    #[tracing::instrument(name = "redis.cache.replay", level = "debug", skip_all)]
     async fn replay(
         &self,
         app: &AppId,
@@ -238,6 +240,7 @@ impl CacheChannels for RedisCache {
         }
     }
 
+    #[tracing::instrument(name = "redis.cache.peek", level = "debug", skip_all)]
     async fn peek(
         &self,
         app: &AppId,

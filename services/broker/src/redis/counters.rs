@@ -192,6 +192,7 @@ impl RedisCounters {
 
 #[async_trait]
 impl ConnectionCounter for RedisCounters {
+    #[tracing::instrument(name = "redis.counters.acquire_counted", level = "debug", skip_all)]
     async fn acquire_counted(
         &self,
         app: &AppId,
@@ -238,6 +239,7 @@ impl ConnectionCounter for RedisCounters {
         release_in_background(self.shared.clone(), app.clone());
     }
 
+    #[tracing::instrument(name = "redis.counters.count", level = "debug", skip_all)]
     async fn count(&self, app: &AppId) -> Result<u64, BrokerError> {
         self.count
             .key(self.shared.slots_key(app))
@@ -287,6 +289,7 @@ impl MessageCounter for RedisCounters {
         *count = count.saturating_add(messages);
     }
 
+    #[tracing::instrument(name = "redis.counters.today", level = "debug", skip_all)]
     async fn today(&self, app: &AppId, now_unix_secs: u64) -> Result<u64, BrokerError> {
         let day = now_unix_secs / SECONDS_PER_DAY;
         let _gate = self.shared.flush_gate.lock().await;

@@ -270,6 +270,7 @@ impl RedisOccupancy {
 
 #[async_trait]
 impl Occupancy for RedisOccupancy {
+    #[tracing::instrument(name = "redis.occupancy.subscribed", level = "debug", skip_all)]
     async fn subscribed(&self, app: &AppId, channel: &ChannelName) -> Result<u64, BrokerError> {
         // Registered before the step, so Redis never counts a subscription of this node in
         // an app its registry lacks.
@@ -281,12 +282,14 @@ impl Occupancy for RedisOccupancy {
         total
     }
 
+    #[tracing::instrument(name = "redis.occupancy.unsubscribed", level = "debug", skip_all)]
     async fn unsubscribed(&self, app: &AppId, channel: &ChannelName) -> Result<u64, BrokerError> {
         let left = self.change(app, channel, -1).await?;
         self.shared.nodes.release(app).await;
         Ok(left)
     }
 
+    #[tracing::instrument(name = "redis.occupancy.subscription_count", level = "debug", skip_all)]
     async fn subscription_count(
         &self,
         app: &AppId,
@@ -298,6 +301,7 @@ impl Occupancy for RedisOccupancy {
             .ok_or_else(|| malformed("subscription count"))
     }
 
+    #[tracing::instrument(name = "redis.occupancy.occupied_channels", level = "debug", skip_all)]
     async fn occupied_channels(
         &self,
         app: &AppId,

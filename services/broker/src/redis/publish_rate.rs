@@ -54,6 +54,7 @@ impl RedisPublishRates {
 
 #[async_trait]
 impl PublishRate for RedisPublishRates {
+    #[tracing::instrument(name = "redis.publish_rate.take", level = "debug", skip_all)]
     async fn take(&self, app: &AppId, per_second: u32) -> Result<bool, BrokerError> {
         let allowed: i64 = self
             .take

@@ -109,7 +109,7 @@ pub async fn create(
         (status = 409, description = "the app's last live key; create another first", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "revoke_key", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(path.app_id.as_str()), key = %ingress::Untrusted(path.key.as_str())))]
+#[tracing::instrument(name = "revoke_key", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(path.app_id.as_str())))]
 pub async fn revoke(
     state: web::Data<ControlState>,
     caller: Caller,
@@ -133,7 +133,7 @@ pub async fn revoke(
         (status = 404, description = "no such live key of an app in this account", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "reveal_secret", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(path.app_id.as_str()), key = %ingress::Untrusted(path.key.as_str())))]
+#[tracing::instrument(name = "reveal_secret", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(path.app_id.as_str())))]
 pub async fn reveal_secret(
     state: web::Data<ControlState>,
     caller: Caller,
@@ -162,7 +162,7 @@ pub async fn reveal_secret(
         (status = 404, description = "no such live key of an app in this account", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "rotate_key", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(path.app_id.as_str()), key = %ingress::Untrusted(path.key.as_str())))]
+#[tracing::instrument(name = "rotate_key", skip_all, fields(account_id = %caller.account_id, app_id = %ingress::Untrusted(path.app_id.as_str())))]
 pub async fn rotate(
     state: web::Data<ControlState>,
     caller: Caller,

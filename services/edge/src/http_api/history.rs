@@ -32,14 +32,14 @@ struct StoredFrame {
     user_id: Option<String>,
 }
 
-#[tracing::instrument(skip_all, fields(app_id, channel))]
+// No channel field: spans are exported as traces, whose attributes carry no channel names.
+#[tracing::instrument(skip_all, fields(app_id))]
 pub async fn history(
     state: web::Data<EdgeState>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let authenticated = authenticate(&state, &request, &[]).await?;
     let channel = parse_channel(&request)?;
-    tracing::Span::current().record("channel", channel.as_str());
     let since = authenticated
         .param("since")
         .map(|since| {
