@@ -78,7 +78,10 @@ mod tests {
         ] {
             assert!(TraceParent::parse(invalid).is_none(), "{invalid:?}");
         }
-        let long = format!("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-{}", "a".repeat(300));
+        let long = format!(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-{}",
+            "a".repeat(300)
+        );
         assert!(TraceParent::parse(&long).is_none(), "bounded");
     }
 

@@ -361,19 +361,30 @@ mod tests {
         use tracing_subscriber::layer::SubscriberExt;
         let counted = Counted::default();
         let filter = tracing_subscriber::filter::LevelFilter::from_level(level);
-        let subscriber = tracing_subscriber::Registry::default()
-            .with(tracing_subscriber::Layer::with_filter(counted.clone(), filter));
+        let subscriber = tracing_subscriber::Registry::default().with(
+            tracing_subscriber::Layer::with_filter(counted.clone(), filter),
+        );
         let _default = tracing::subscriber::set_default(subscriber);
-        let hub = Arc::new(Hub::new(Arc::new(broker::counters::LocalMessages::default())));
+        let hub = Arc::new(Hub::new(Arc::new(
+            broker::counters::LocalMessages::default(),
+        )));
         let broker = broker::Local::new(hub.clone());
-        let (app, channel) = (AppId::parse("app").unwrap(), ChannelName::parse("news").unwrap());
+        let (app, channel) = (
+            AppId::parse("app").unwrap(),
+            ChannelName::parse("news").unwrap(),
+        );
         let bounds = OutboxBounds {
             frames: 16,
             bytes: 1024,
             stats: Arc::default(),
         };
         let outboxes: Vec<_> = (0..subscribers)
-            .map(|n| Arc::new(Outbox::new(SocketId::parse(&format!("1.{n}")).unwrap(), bounds.clone())))
+            .map(|n| {
+                Arc::new(Outbox::new(
+                    SocketId::parse(&format!("1.{n}")).unwrap(),
+                    bounds.clone(),
+                ))
+            })
             .collect();
         for outbox in &outboxes {
             hub.subscribe(&app, &channel, outbox);
@@ -389,7 +400,10 @@ mod tests {
         let before = *counted.0.lock().unwrap();
         broker::Broker::publish(&broker, publication).await.unwrap();
         let after = *counted.0.lock().unwrap();
-        assert!(outboxes.iter().all(|outbox| outbox.queued_bytes() > 0), "delivered");
+        assert!(
+            outboxes.iter().all(|outbox| outbox.queued_bytes() > 0),
+            "delivered"
+        );
         [0, 1, 2].map(|n| after[n] - before[n])
     }
 

@@ -45,7 +45,11 @@ impl TraceSettings {
         let set = |name: &str| variable(name).filter(|value| !value.trim().is_empty());
         let disabled = set("OTEL_SDK_DISABLED").is_some_and(|value| value.trim() == "true");
         let exporter = set("OTEL_TRACES_EXPORTER");
-        if disabled || exporter.as_deref().is_some_and(|value| value.trim() == "none") {
+        if disabled
+            || exporter
+                .as_deref()
+                .is_some_and(|value| value.trim() == "none")
+        {
             return Self::Off;
         }
         let endpoint = set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -113,7 +117,12 @@ pub fn init() -> Telemetry {
         logs.with_filter(filter).boxed()
     };
     // A second init is harmless, so its error is not.
-    if Registry::default().with(logs).with(traces).try_init().is_err() {
+    if Registry::default()
+        .with(logs)
+        .with(traces)
+        .try_init()
+        .is_err()
+    {
         return Telemetry { provider: None };
     }
     Telemetry { provider }
@@ -147,7 +156,14 @@ fn resource() -> Resource {
 }
 
 /// The crates whose spans are exported, `debug` ones included (the trace-only spans).
-const TRACED_CRATES: [&str; 6] = ["switchboard", "edge", "broker", "control", "billing", "tenancy"];
+const TRACED_CRATES: [&str; 6] = [
+    "switchboard",
+    "edge",
+    "broker",
+    "control",
+    "billing",
+    "tenancy",
+];
 
 /// Spans that last as long as a client's connection: exported, each would hold every client
 /// event of its connection in one trace; left out, each publication is a trace of its own.

@@ -242,7 +242,10 @@ mod tests {
         let traced = format!("{}{message}", trace_header(Some(&trace)));
         let (publication, carried) = decode(traced.as_bytes()).expect("decodes");
         assert_eq!(carried.as_ref(), Some(&trace));
-        assert_eq!((publication.serial, &*publication.frame), (Some(3), "{\"data\":\"a=b\"}"));
+        assert_eq!(
+            (publication.serial, &*publication.frame),
+            (Some(3), "{\"data\":\"a=b\"}")
+        );
         // An unknown header is skipped and a broken traceparent ignored, not the message.
         let unknown = format!("tracestate=x\ntraceparent=junk\n{message}");
         let (publication, carried) = decode(unknown.as_bytes()).expect("decodes");

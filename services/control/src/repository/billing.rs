@@ -121,7 +121,11 @@ pub async fn find_account(
 }
 
 /// The account's row, locked for this transaction (webhooks for one account apply in turn).
-#[tracing::instrument(name = "db.billing.lock_account_by_customer", level = "debug", skip_all)]
+#[tracing::instrument(
+    name = "db.billing.lock_account_by_customer",
+    level = "debug",
+    skip_all
+)]
 pub async fn lock_account_by_customer(
     conn: &mut PgConnection,
     customer_id: &str,

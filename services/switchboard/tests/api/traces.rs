@@ -263,8 +263,9 @@ async fn a_publish_on_one_node_and_its_delivery_on_another_are_one_trace_without
     // Node A delivers to its own subscriber in the same trace.
     let own = named(&spans, "edge-a", "broker.deliver");
     assert!(
-        own.iter().any(|span| span.trace_id == publish.trace_id
-            && span.attribute("subscribers") == Some("1")),
+        own.iter()
+            .any(|span| span.trace_id == publish.trace_id
+                && span.attribute("subscribers") == Some("1")),
         "{own:#?}"
     );
 
