@@ -105,9 +105,7 @@ impl Meter {
 
     /// The per-app series, if on, unless `app` is exempt.
     fn per_app(&self, app: &AppId) -> Option<&PerAppMetrics> {
-        self.per_app_metrics
-            .get()
-            .filter(|_| !self.is_exempt(app))
+        self.per_app_metrics.get().filter(|_| !self.is_exempt(app))
     }
 
     /// Counts nothing of `app` from now on (whatever path reports it: the hub, admissions,

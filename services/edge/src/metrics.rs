@@ -120,6 +120,13 @@ fn describe() {
 /// Series that alerts and dashboards read are there from the start, at zero, rather than
 /// appearing with the first event.
 fn register_at_start() {
+    metrics::gauge!(CONNECTIONS).increment(0.0);
+    metrics::gauge!(SUBSCRIPTIONS).increment(0.0);
+    for source in ["api", "client"] {
+        metrics::counter!(PUBLISHED, "source" => source).increment(0);
+    }
+    metrics::counter!(DELIVERED).increment(0);
+    metrics::counter!(OUTBOX_DROPS).increment(0);
     for code in CLOSE_CODES_AT_START {
         metrics::counter!(CLOSED, "code" => code.to_string()).increment(0);
     }

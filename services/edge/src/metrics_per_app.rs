@@ -95,11 +95,19 @@ mod tests {
         assert_eq!(metrics.label(&app("a")), "a");
         assert_eq!(metrics.label(&app("b")), "b");
         assert_eq!(metrics.label(&app("c")), OTHER_APPS);
-        assert_eq!(metrics.label(&app("a")), "a", "a labelled app keeps its label");
+        assert_eq!(
+            metrics.label(&app("a")),
+            "a",
+            "a labelled app keeps its label"
+        );
         for n in 0..1000 {
             assert_eq!(metrics.label(&app(&format!("x{n}"))), OTHER_APPS);
         }
-        assert_eq!(metrics.labelled.lock().unwrap().len(), 2, "bounded by the cap");
+        assert_eq!(
+            metrics.labelled.lock().unwrap().len(),
+            2,
+            "bounded by the cap"
+        );
     }
 
     #[test]
