@@ -240,7 +240,10 @@ async fn edge_and_control_run_apart_on_one_database() {
         "{text}"
     );
     assert!(text.contains("# TYPE switchboard_billing_outbox_oldest_age_seconds gauge"));
-    assert!(!text.contains("switchboard_outbox_bytes"), "no node figures: {text}");
+    assert!(
+        !text.contains("switchboard_outbox_bytes"),
+        "no node figures: {text}"
+    );
 }
 
 #[tokio::test]
