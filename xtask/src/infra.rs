@@ -17,6 +17,11 @@ pub fn check(root: &Path, database_url: &str) -> Result<(), String> {
     dockerfile_builds_as_we_do(root)?;
     run("cargo", &RELEASE_BUILD, root)?;
     let promtool = ensure_promtool(root)?;
+    // The checks start the server with the compatibility suite's launcher (tests/compat).
+    let compat = root.join("tests/compat");
+    if !compat.join("node_modules").exists() {
+        run("npm", &["ci", "--no-audit", "--no-fund"], &compat)?;
+    }
     let checks = root.join("infra/check");
     run("npm", &["ci", "--no-audit", "--no-fund"], &checks)?;
     let binary = root.join("target/release/switchboard");
