@@ -19,12 +19,8 @@ pub fn run(root: &Path, serve_flags: &[String]) -> Result<(), String> {
     };
     // The dashboard first: the release binary embeds dashboard/dist (control::dashboard).
     crate::build_dashboard(root)?;
-    run_with_env(
-        "cargo",
-        &["build", "--release", "-p", "switchboard"],
-        root,
-        &[],
-    )?;
+    // The same build as the Dockerfile's and the infra checks' (`infra::RELEASE_BUILD`).
+    run_with_env("cargo", &crate::infra::RELEASE_BUILD, root, &[])?;
     let binary = root.join("target/release/switchboard");
     let secrets_key = match std::env::var("SWITCHBOARD_SECRETS_KEY") {
         Ok(key) if !key.is_empty() => key,

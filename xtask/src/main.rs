@@ -3,7 +3,8 @@
 //!   missing, starts a private cluster under `.data/`, migrates, creates a demo account and
 //!   app, prints the login and keys, and serves.
 //! - `cargo xtask test`: every test, Rust and Node (the dashboard's in Chromium), against a
-//!   real Postgres.
+//!   real Postgres, then the `infra/` checks against the release binary (`infra.rs`).
+//! - `cargo xtask infra`: only the dashboard's build and the `infra/` checks.
 //! - `cargo xtask lint`: `cargo fmt --check` and `cargo clippy -D warnings`.
 //! - `cargo xtask bench`: the benchmark workloads against switchboard and nchan;
 //!   `cargo xtask bench cluster`: one node on `Local` against one and three on Redis.
@@ -13,6 +14,7 @@ mod bench;
 mod bench_cluster;
 mod demo;
 mod fuzz;
+mod infra;
 mod postgres;
 
 use std::path::{Path, PathBuf};
@@ -22,7 +24,11 @@ fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let result = match task.as_str() {
         "run" => demo::run(&root(), &std::env::args().skip(2).collect::<Vec<_>>()),
-        "test" => test(),
+        "test" => test(run_suites),
+        "infra" => test(|root, url| {
+            build_dashboard(root)?;
+            infra::check(root, url)
+        }),
         "lint" => lint(),
         "bench" => match std::env::args().nth(2).as_deref() {
             Some("cluster") => bench_cluster::bench_cluster(&root()),
@@ -31,8 +37,8 @@ fn main() -> ExitCode {
         "fuzz" => fuzz::Options::parse(&std::env::args().skip(2).collect::<Vec<_>>())
             .and_then(|options| fuzz::fuzz(&root(), &options)),
         _ => Err(
-            "usage: cargo xtask run [serve flags…] | test | lint | bench [cluster] | fuzz [--seconds N] \
-             [--jobs J] [target…]"
+            "usage: cargo xtask run [serve flags…] | test | infra | lint | bench [cluster] | fuzz \
+             [--seconds N] [--jobs J] [target…]"
                 .to_owned(),
         ),
     };
@@ -102,7 +108,7 @@ fn lint() -> Result<(), String> {
 /// The Rust suites (against a real Postgres), then every fuzz target for a bounded time, then
 /// the compatibility suite (unmodified pusher-js, pusher-http-node and pusher-http-python)
 /// against the freshly built binary, then the JS SDK's unit and browser tests.
-fn test() -> Result<(), String> {
+fn test(suites: fn(&Path, &str) -> Result<(), String>) -> Result<(), String> {
     let root = root();
     let given =
         std::env::var("SWITCHBOARD_TEST_DATABASE_URL").or_else(|_| std::env::var("DATABASE_URL"));
@@ -114,7 +120,7 @@ fn test() -> Result<(), String> {
         }
     };
     eprintln!("tests use Postgres at {url}");
-    let result = run_suites(&root, &url);
+    let result = suites(&root, &url);
     // A cluster this run started is stopped again, so no server outlives the tests.
     if started {
         postgres::stop(&root)?;
@@ -141,7 +147,10 @@ fn run_suites(root: &Path, database_url: &str) -> Result<(), String> {
     // The dashboard: its build (type check, size budget), then the journey in Chromium against
     // the debug binary built above, which reads dashboard/dist from disk.
     build_dashboard(root)?;
-    run_with_env("npm", &["test"], &root.join("dashboard"), &env)
+    run_with_env("npm", &["test"], &root.join("dashboard"), &env)?;
+    // infra/: the release binary built as the Dockerfile builds it (the dashboard just built
+    // is embedded), then the deployment files checked against it (see infra.rs).
+    infra::check(root, database_url)
 }
 
 /// `npm ci && npm run build` in `dashboard/`: the type check, the Vite build into

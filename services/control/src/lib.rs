@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod dashboard;
 pub mod domain;
 pub mod mail;
+pub mod metrics;
 pub mod password;
 pub mod repository;
 pub mod routes;

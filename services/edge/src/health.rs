@@ -50,6 +50,13 @@ impl Health {
         }
     }
 
+    /// `dependency` is watched from now on: listed (and in `/metrics`) as fine until a trouble
+    /// is reported, so its series exist before anything goes wrong.
+    pub fn watching(&self, dependency: &'static str) {
+        let mut dependencies = self.dependencies.lock().expect("health lock poisoned");
+        dependencies.entry(dependency).or_insert(None);
+    }
+
     /// Notified whenever a dependency falls into trouble or recovers (a test, or anything
     /// that reacts to the node's health, waits on it instead of polling `/healthz`).
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -94,6 +101,10 @@ impl broker::HealthReport for Health {
 
     fn recovered(&self) {
         Health::recovered(self, "broker");
+    }
+
+    fn pinged(&self, round_trip: std::time::Duration) {
+        crate::metrics::redis_pinged(round_trip);
     }
 }
 

@@ -25,6 +25,7 @@ pub mod limits;
 mod link;
 pub mod metering;
 pub mod metrics;
+pub mod metrics_per_app;
 mod node_subscriptions;
 mod outbox;
 mod resume;
@@ -89,6 +90,9 @@ pub struct EdgeSettings {
     /// The system app the dashboard's console and live view ride on (see `console`); `None`
     /// (no control plane) has no console.
     pub console_app: Option<protocol::names::AppId>,
+    /// Per-app series in `/metrics` for at most this many apps (the rest summed as one);
+    /// `None`: no app id is ever a label.
+    pub metrics_per_app_cap: Option<usize>,
 }
 
 impl Default for EdgeSettings {
@@ -112,6 +116,7 @@ impl Default for EdgeSettings {
             sb_heartbeat_interval: Duration::from_secs(15),
             trusted_proxies: ingress::TrustedProxies::none(),
             console_app: None,
+            metrics_per_app_cap: None,
         }
     }
 }
@@ -164,6 +169,9 @@ impl EdgeState {
         webhooks: Option<Arc<dyn WebhookSink>>,
     ) -> Arc<Self> {
         let console = console::for_settings(&settings);
+        if let Some(cap) = settings.metrics_per_app_cap {
+            hub.meter().with_per_app_metrics(cap);
+        }
         if let Some(console) = &console {
             // The console's own traffic is nobody's usage.
             hub.exempt_from_metering(console.system_app().clone());

@@ -77,6 +77,9 @@ impl Limits {
         // The count the acquire's own step left: the cluster's count only rises at an
         // acquire, so the largest any node sees in a minute is the minute's peak.
         self.meter.cluster_connections(app, in_use);
+        if let Some(ceiling) = limits.connection_ceiling() {
+            crate::metrics::connection_ceiling_usage(in_use, ceiling);
+        }
         Ok(Some(ConnectionSlot {
             connections: self.connections.clone(),
             app: app.clone(),

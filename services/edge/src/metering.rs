@@ -15,6 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use protocol::names::AppId;
 use tenancy::{UsageMinute, UsageSink};
 
+use crate::metrics_per_app::PerAppMetrics;
+
 /// Minutes since the Unix epoch, UTC.
 pub fn unix_minute_now() -> i64 {
     let seconds = SystemTime::now()
@@ -67,6 +69,8 @@ pub struct Meter {
     clock: Clock,
     /// An app nobody is billed for (the console's system app): nothing of it is counted.
     unmetered: std::sync::OnceLock<AppId>,
+    /// Per-app Prometheus series, when the operator caps them (`--metrics-per-app-cap`).
+    per_app_metrics: std::sync::OnceLock<PerAppMetrics>,
 }
 
 impl Default for Meter {
@@ -90,7 +94,18 @@ impl Meter {
             closed: AtomicBool::new(false),
             clock: Box::new(clock),
             unmetered: std::sync::OnceLock::new(),
+            per_app_metrics: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Also counts into per-app Prometheus series for the first `cap` apps; set once.
+    pub fn with_per_app_metrics(&self, cap: usize) {
+        let _ = self.per_app_metrics.set(PerAppMetrics::with_cap(cap));
+    }
+
+    /// The per-app series, if on, unless `app` is exempt.
+    fn per_app(&self, app: &AppId) -> Option<&PerAppMetrics> {
+        self.per_app_metrics.get().filter(|_| !self.is_exempt(app))
     }
 
     /// Counts nothing of `app` from now on (whatever path reports it: the hub, admissions,
@@ -119,6 +134,9 @@ impl Meter {
 
     /// A connection was admitted.
     pub fn connection_opened(&self, app: &AppId) {
+        if let Some(per_app) = self.per_app(app) {
+            per_app.connection_opened(app);
+        }
         self.count(app, |meter, minute| {
             meter.concurrent += 1;
             let concurrent = meter.concurrent;
@@ -157,6 +175,9 @@ impl Meter {
 
     /// An admitted connection ended.
     pub fn connection_closed(&self, app: &AppId) {
+        if let Some(per_app) = self.per_app(app) {
+            per_app.connection_closed(app);
+        }
         self.count(app, |meter, minute| {
             meter.minute(minute);
             meter.concurrent = meter.concurrent.saturating_sub(1);
@@ -165,6 +186,9 @@ impl Meter {
 
     /// `messages` were published (one per channel of an API trigger, one per client event).
     pub fn published(&self, app: &AppId, messages: u64) {
+        if let Some(per_app) = self.per_app(app) {
+            per_app.published(app, messages);
+        }
         self.count(app, |meter, minute| {
             meter.minute(minute).messages_published += messages;
         });
@@ -174,6 +198,9 @@ impl Meter {
     pub fn delivered(&self, app: &AppId, receivers: u64, frame_bytes: u64) {
         if receivers == 0 {
             return;
+        }
+        if let Some(per_app) = self.per_app(app) {
+            per_app.delivered(app, receivers);
         }
         self.count(app, |meter, minute| {
             let counts = meter.minute(minute);
@@ -186,6 +213,9 @@ impl Meter {
     pub fn delivered_to_one(&self, app: &AppId, frames: u64, bytes: u64) {
         if frames == 0 {
             return;
+        }
+        if let Some(per_app) = self.per_app(app) {
+            per_app.delivered(app, frames);
         }
         self.count(app, |meter, minute| {
             let counts = meter.minute(minute);

@@ -25,7 +25,10 @@ const PUBLISHED: &str = "switchboard_messages_published_total";
 const DELIVERED: &str = "switchboard_messages_delivered_total";
 const OUTBOX_DROPS: &str = "switchboard_outbox_drops_total";
 const CLOSED: &str = "switchboard_connections_closed_total";
-const API_DURATION: &str = "switchboard_api_request_duration_seconds";
+const HTTP_DURATION: &str = "switchboard_http_request_duration_seconds";
+const REDIS_PING_DURATION: &str = "switchboard_redis_ping_duration_seconds";
+const REDIS_UP: &str = "switchboard_redis_up";
+const CEILING_USAGE: &str = "switchboard_connection_ceiling_usage_ratio";
 const OUTBOX_BYTES: &str = "switchboard_outbox_bytes";
 const OUTBOX_PEAK_BYTES: &str = "switchboard_outbox_peak_bytes";
 const SLOW_CONSUMERS: &str = "switchboard_slow_consumers_total";
@@ -40,20 +43,42 @@ const DURATION_BUCKETS: [f64; 13] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// Histogram buckets for an app's share of its plan's connection ceiling at an admission.
+const CEILING_USAGE_BUCKETS: [f64; 7] = [0.25, 0.5, 0.75, 0.8, 0.9, 0.95, 1.0];
+
+/// Close codes registered (at zero) from the start, so alerts and dashboards on them find a
+/// series before the first such close: the client's own close and every code the server sends.
+const CLOSE_CODES_AT_START: [u16; 12] = [
+    1000, 4001, 4003, 4004, 4005, 4006, 4007, 4009, 4100, 4200, 4201, 4202,
+];
+
 /// The installed recorder's handle (or, if some other recorder was installed first, a handle
 /// on a recorder of our own that then stays empty).
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(API_DURATION.into()), &DURATION_BUCKETS)
-            .expect("the duration buckets are not empty");
+            .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), &DURATION_BUCKETS)
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full(REDIS_PING_DURATION.into()),
+                    &DURATION_BUCKETS,
+                )
+            })
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full(CEILING_USAGE.into()),
+                    &CEILING_USAGE_BUCKETS,
+                )
+            })
+            .expect("the buckets are not empty");
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         if let Err(error) = metrics::set_global_recorder(recorder) {
             tracing::warn!(%error, "another metrics recorder is installed; /metrics stays empty");
         }
         describe();
+        register_at_start();
         handle
     })
 }
@@ -75,10 +100,36 @@ fn describe() {
     );
     metrics::describe_counter!(CLOSED, "Connections closed or refused, by close code");
     metrics::describe_histogram!(
-        API_DURATION,
+        HTTP_DURATION,
         Unit::Seconds,
         "HTTP request durations by route template"
     );
+    metrics::describe_histogram!(
+        REDIS_PING_DURATION,
+        Unit::Seconds,
+        "Round trips of the broker's health pings to Redis (every second, with --broker)"
+    );
+    metrics::describe_histogram!(
+        CEILING_USAGE,
+        "An app's connections over its plan's connection ceiling at each admission, by the \
+         plan's ceiling (apps without a ceiling are not recorded)"
+    );
+    crate::metrics_per_app::describe();
+}
+
+/// Series that alerts and dashboards read are there from the start, at zero, rather than
+/// appearing with the first event.
+fn register_at_start() {
+    metrics::gauge!(CONNECTIONS).increment(0.0);
+    metrics::gauge!(SUBSCRIPTIONS).increment(0.0);
+    for source in ["api", "client"] {
+        metrics::counter!(PUBLISHED, "source" => source).increment(0);
+    }
+    metrics::counter!(DELIVERED).increment(0);
+    metrics::counter!(OUTBOX_DROPS).increment(0);
+    for code in CLOSE_CODES_AT_START {
+        metrics::counter!(CLOSED, "code" => code.to_string()).increment(0);
+    }
 }
 
 /// Handles registered once, so the hot path does not look the metric up by name.
@@ -113,6 +164,24 @@ pub fn connection_closed(code: u16) {
     metrics::counter!(CLOSED, "code" => code.to_string()).increment(1);
 }
 
+/// The broker's health ping to Redis took `round_trip`.
+pub fn redis_pinged(round_trip: std::time::Duration) {
+    prometheus();
+    metrics::histogram!(REDIS_PING_DURATION).record(round_trip.as_secs_f64());
+}
+
+/// An app was admitted with `in_use` of its plan's `ceiling` connections (cluster-wide, this
+/// connection included). The ceiling stands for the plan: the edge's view of an app has its
+/// limits, not its plan's name, and plans have few distinct ceilings.
+pub fn connection_ceiling_usage(in_use: u64, ceiling: u64) {
+    if ceiling == 0 {
+        return;
+    }
+    prometheus();
+    let ratio = in_use as f64 / ceiling as f64;
+    metrics::histogram!(CEILING_USAGE, "plan_ceiling" => ceiling.to_string()).record(ratio);
+}
+
 /// Keeps histograms from growing between scrapes; run every few seconds.
 pub fn run_upkeep() {
     prometheus().run_upkeep();
@@ -125,12 +194,24 @@ pub async fn render(state: web::Data<EdgeState>) -> HttpResponse {
     let mut body = prometheus().render();
     body.push_str(&node_figures(&state));
     HttpResponse::Ok()
-        .content_type(ContentType(
-            "text/plain; version=0.0.4; charset=utf-8"
-                .parse()
-                .expect("a valid media type"),
-        ))
+        .content_type(exposition_type())
         .body(body)
+}
+
+/// `GET /metrics` of a process without an edge (`switchboard control`): the recorder alone
+/// (the control plane's figures), with no node figures.
+pub async fn render_process() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(exposition_type())
+        .body(prometheus().render())
+}
+
+fn exposition_type() -> ContentType {
+    ContentType(
+        "text/plain; version=0.0.4; charset=utf-8"
+            .parse()
+            .expect("a valid media type"),
+    )
 }
 
 /// Name, type, help and the values by `store` label (`""`: no label) of one node figure.
@@ -202,10 +283,19 @@ fn node_figures(state: &EdgeState) -> String {
         "# HELP {DEPENDENCY_TROUBLE} 1 while a dependency (e.g. the broker) is in trouble\n\
          # TYPE {DEPENDENCY_TROUBLE} gauge\n"
     ));
-    for (dependency, trouble) in state.health.dependencies() {
+    let dependencies = state.health.dependencies();
+    for (dependency, trouble) in &dependencies {
         let value = u8::from(trouble.is_some());
         text.push_str(&format!(
             "{DEPENDENCY_TROUBLE}{{dependency=\"{dependency}\"}} {value}\n"
+        ));
+    }
+    // With a broker, its health watch registers the `broker` dependency at start.
+    if let Some((_, trouble)) = dependencies.iter().find(|(name, _)| *name == "broker") {
+        let up = u8::from(trouble.is_none());
+        text.push_str(&format!(
+            "# HELP {REDIS_UP} 1 while the broker's Redis answers the health pings (with --broker)\n\
+             # TYPE {REDIS_UP} gauge\n{REDIS_UP} {up}\n"
         ));
     }
     if let Some(console) = &state.console {
@@ -245,7 +335,7 @@ pub async fn time_requests(
         && endpoint != "/metrics"
     {
         prometheus();
-        metrics::histogram!(API_DURATION, "endpoint" => endpoint)
+        metrics::histogram!(HTTP_DURATION, "endpoint" => endpoint)
             .record(started.elapsed().as_secs_f64());
     }
     Ok(response)

@@ -109,6 +109,16 @@ pub struct ServeArgs {
         default_value_t = 5
     )]
     pub drain_delay: u64,
+    /// Per-app series in /metrics (connections, messages published and delivered, label
+    /// `app`) for the first N apps this process counts; every later app is summed as
+    /// app="(other)". Off by default: no app id is ever a label.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_METRICS_PER_APP_CAP",
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub metrics_per_app_cap: Option<u16>,
     /// Redis URL (redis://host:port/db, or redis+cluster://host:port,host:port,... for a
     /// Redis Cluster) of the cluster this edge joins: fan-out, serials, history and presence
     /// are then shared with every edge on it. Without it the edge runs alone, in process.
@@ -395,6 +405,11 @@ mod tests {
         assert_eq!(defaults.max_concurrent_password_hashes, 4);
         assert_eq!(defaults.drain_delay, 5);
         assert_eq!(serve(&["--drain-delay", "0"]).drain_delay, 0);
+        assert_eq!(defaults.metrics_per_app_cap, None, "off by default");
+        let capped = serve(&["--metrics-per-app-cap", "50"]);
+        assert_eq!(capped.metrics_per_app_cap, Some(50));
+        let zero = ["switchboard", "serve", "--metrics-per-app-cap", "0"];
+        assert!(Cli::try_parse_from(zero).is_err(), "a cap of 0 is refused");
         let behind = serve(&["--trusted-proxies", "10.0.0.0/8,192.168.0.1"]);
         assert!(behind.trusted_proxies.trusts("10.2.3.4".parse().unwrap()));
         let bad = ["switchboard", "serve", "--trusted-proxies", "10.0.0.0/99"];

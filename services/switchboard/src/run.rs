@@ -28,10 +28,13 @@ pub enum Role {
 }
 
 pub async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
+    // The recorder first, so every part's metrics (the catalog's, the backlogs') land in it.
+    edge::metrics::prometheus();
     let database = database::open(&args.database).await?;
     if let Some((pool, _)) = &database {
         database::migrate(pool).await?;
         refuse_static_clashes(pool, &args.all_apps()).await?;
+        actix_web::rt::spawn(control::metrics::watch_backlogs(pool.clone()));
     }
     let mailer = mailer(&args)?;
     let links = control::mail::MailLinks::new(
@@ -193,6 +196,7 @@ fn edge_settings(args: &ServeArgs) -> EdgeSettings {
         outbox_max_bytes: args.outbox_max_bytes,
         history_max_bytes: args.history_max_bytes,
         history_max_channels_per_app: args.history_max_channels_per_app,
+        metrics_per_app_cap: args.metrics_per_app_cap.map(usize::from),
         ..EdgeSettings::default()
     }
 }

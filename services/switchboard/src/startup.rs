@@ -79,6 +79,7 @@ fn node_edge(
     };
     let state = EdgeState::new(catalog, cluster, hub, settings, usage, webhooks);
     if let Some(watch) = health_watch {
+        state.health.watching("broker");
         let health: Arc<dyn broker::HealthReport> = state.health.clone();
         watch.start(Arc::downgrade(&health));
     }
@@ -208,7 +209,8 @@ impl Application {
                     .app_data(control_readiness.clone())
                     .app_data(control_health.clone())
                     .route("/healthz", web::get().to(edge::health::healthz))
-                    .route("/readyz", web::get().to(edge::drain::readyz));
+                    .route("/readyz", web::get().to(edge::drain::readyz))
+                    .route("/metrics", web::get().to(edge::metrics::render_process));
             }
             app
         })

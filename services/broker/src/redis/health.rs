@@ -19,6 +19,8 @@ pub trait HealthReport: Send + Sync + 'static {
     fn trouble(&self, what: &str);
     /// Redis answers again.
     fn recovered(&self);
+    /// A health ping of every connection succeeded in `round_trip` (for latency figures).
+    fn pinged(&self, _round_trip: Duration) {}
 }
 
 /// Connections to ping, not yet watching.
@@ -49,10 +51,15 @@ impl RedisHealthWatch {
             let mut in_trouble = false;
             loop {
                 ticks.tick().await;
+                let started = std::time::Instant::now();
                 let result = self.ping().await;
+                let round_trip = started.elapsed();
                 let Some(report) = report.upgrade() else {
                     return;
                 };
+                if result.is_ok() {
+                    report.pinged(round_trip);
+                }
                 match result {
                     Err(error) if !in_trouble => {
                         in_trouble = true;

@@ -42,6 +42,8 @@ const MAX_CONCURRENT_MISSES: usize = 3;
 const MISS_WAIT: Duration = Duration::from_secs(3);
 /// Counts `miss_queries` for Prometheus too (the edge's `/metrics` renders it).
 const MISS_QUERIES_METRIC: &str = "switchboard_catalog_miss_queries_total";
+/// Lookups answered from the cache (known apps and remembered unknown keys and ids alike).
+const CACHE_HITS_METRIC: &str = "switchboard_catalog_cache_hits_total";
 /// Pause between attempts to re-establish the listener while Postgres is down.
 const RELISTEN_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -92,6 +94,13 @@ impl PgCatalog {
             MISS_QUERIES_METRIC,
             "App catalog lookups that missed the cache and went to Postgres"
         );
+        metrics::describe_counter!(
+            CACHE_HITS_METRIC,
+            "App catalog lookups answered from the cache (unknown keys remembered included)"
+        );
+        // Both are there from the start, so a hit ratio has its series before any lookup.
+        metrics::counter!(MISS_QUERIES_METRIC).increment(0);
+        metrics::counter!(CACHE_HITS_METRIC).increment(0);
         Arc::new(Self {
             pool,
             secrets,
@@ -277,24 +286,28 @@ impl PgCatalog {
 
     fn cached_key(&self, key: &AppKey) -> Option<Option<KeyedApp>> {
         let cache = self.cache.read().expect("catalog lock poisoned");
-        if let Some(keyed) = cache.keys.get(key) {
-            return Some(Some(keyed.clone()));
-        }
-        cache
-            .unknown_keys
-            .contains(key, Instant::now())
-            .then_some(None)
+        let found = match cache.keys.get(key) {
+            Some(keyed) => Some(Some(keyed.clone())),
+            None => cache
+                .unknown_keys
+                .contains(key, Instant::now())
+                .then_some(None),
+        };
+        count_hit(found.is_some());
+        found
     }
 
     fn cached_id(&self, id: &AppId) -> Option<Option<Arc<App>>> {
         let cache = self.cache.read().expect("catalog lock poisoned");
-        if let Some(app) = cache.apps.get(id) {
-            return Some(Some(app.clone()));
-        }
-        cache
-            .unknown_ids
-            .contains(id, Instant::now())
-            .then_some(None)
+        let found = match cache.apps.get(id) {
+            Some(app) => Some(Some(app.clone())),
+            None => cache
+                .unknown_ids
+                .contains(id, Instant::now())
+                .then_some(None),
+        };
+        count_hit(found.is_some());
+        found
     }
 
     /// One of the few connections misses may use; counted, so tests can see floods cost
@@ -307,6 +320,12 @@ impl PgCatalog {
         self.miss_queries.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(MISS_QUERIES_METRIC).increment(1);
         Ok(permit)
+    }
+}
+
+fn count_hit(hit: bool) {
+    if hit {
+        metrics::counter!(CACHE_HITS_METRIC).increment(1);
     }
 }
 

@@ -155,3 +155,15 @@ pub async fn period_usage(
     .fetch_one(conn)
     .await
 }
+
+/// Usage reports not yet accepted by Stripe, and the age of the oldest; for `/metrics`
+/// (the partial index on unreported rows answers it).
+pub async fn backlog(conn: &mut PgConnection) -> sqlx::Result<super::Backlog> {
+    sqlx::query_as(
+        "SELECT count(*) AS waiting, \
+         COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS oldest_age_seconds \
+         FROM billing_usage_outbox WHERE reported_at IS NULL",
+    )
+    .fetch_one(conn)
+    .await
+}

@@ -15,6 +15,14 @@ pub mod usage;
 pub mod webhook_outbox;
 pub mod webhooks;
 
+/// Rows waiting in an outbox table, and how long the oldest has waited (operators' figures).
+#[derive(Debug, Clone, Copy, PartialEq, sqlx::FromRow)]
+pub struct Backlog {
+    pub waiting: i64,
+    /// 0 when nothing waits.
+    pub oldest_age_seconds: f64,
+}
+
 /// True when the error is a unique-constraint violation (SQLSTATE 23505).
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))

@@ -166,3 +166,14 @@ pub async fn count_for_app(conn: &mut PgConnection, app_id: &str) -> sqlx::Resul
         .fetch_one(conn)
         .await
 }
+
+/// Requests waiting (due or retrying), and the age of the oldest; for `/metrics`.
+pub async fn backlog(conn: &mut PgConnection) -> sqlx::Result<super::Backlog> {
+    sqlx::query_as(
+        "SELECT count(*) AS waiting, \
+         COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS oldest_age_seconds \
+         FROM webhook_outbox",
+    )
+    .fetch_one(conn)
+    .await
+}

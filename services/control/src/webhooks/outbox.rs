@@ -210,6 +210,7 @@ impl Attempts {
                 }
             }
         };
+        crate::metrics::webhook_attempted(status);
         let error = failure.map(Failure::category);
         if let Some(console) = self.console.get()
             && console.watching(&app)

@@ -277,8 +277,8 @@ async fn metrics_expose_connections_messages_closes_and_api_latency() {
         "switchboard_messages_delivered_total ",
         "switchboard_outbox_drops_total ",
         "switchboard_connections_closed_total{code=\"1000\"}",
-        "switchboard_api_request_duration_seconds_bucket{endpoint=\"/apps/{app_id}/events\",le=",
-        "# TYPE switchboard_api_request_duration_seconds histogram",
+        "switchboard_http_request_duration_seconds_bucket{endpoint=\"/apps/{app_id}/events\",le=",
+        "# TYPE switchboard_http_request_duration_seconds histogram",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }

@@ -226,6 +226,24 @@ async fn edge_and_control_run_apart_on_one_database() {
         .await
         .unwrap();
     assert_eq!(not_on_control.status(), 404);
+
+    // A control plane alone has a /metrics of its own: the process's recorder (its webhook
+    // and billing figures), without an edge's node figures.
+    control::metrics::register();
+    let metrics = reqwest::get(format!("http://127.0.0.1:{control_port}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains("switchboard_webhook_attempts_total{outcome=\"failed\"}"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE switchboard_billing_outbox_oldest_age_seconds gauge"));
+    assert!(
+        !text.contains("switchboard_outbox_bytes"),
+        "no node figures: {text}"
+    );
 }
 
 #[tokio::test]
