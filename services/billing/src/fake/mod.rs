@@ -10,6 +10,7 @@ mod checkout_page;
 mod delivery;
 mod routes;
 mod state;
+mod subscriptions;
 
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
