@@ -54,15 +54,16 @@ impl Billing {
             .ok_or_else(|| ControlError::UnknownPlan(current_plan_id.to_owned()))?;
         drop(conn);
 
-        let subscription = self
+        let mut subscription = self
             .api
             .retrieve_subscription(subscription_id)
             .await
             .map_err(stripe_failed)?;
-        // Whatever is asked, a downgrade still waiting is superseded.
-        if let Some(schedule) = &subscription.schedule {
+        // Whatever is asked, a downgrade still waiting is superseded (a new one gets a new
+        // schedule).
+        if let Some(schedule) = subscription.schedule.take() {
             self.api
-                .release_schedule(schedule)
+                .release_schedule(&schedule)
                 .await
                 .map_err(stripe_failed)?;
         }

@@ -80,6 +80,12 @@ async fn choosing_the_current_plan_again_drops_a_waiting_downgrade() {
         )
         .await
         .ok(StatusCode::OK);
+    // Another cheaper plan replaces the waiting one.
+    let instead = test
+        .app
+        .post(&caller, "/v1/billing/change-plan", json!({"plan": "pro"}))
+        .await;
+    assert_eq!(instead.ok(StatusCode::OK)["scheduled_plan"], "pro");
     let kept = test
         .app
         .post(
