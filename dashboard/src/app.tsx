@@ -12,6 +12,7 @@ import { AppDetail } from './pages/app-detail';
 import { Usage } from './pages/usage';
 import { Console } from './pages/console';
 import { Plans } from './pages/plans';
+import { Billing } from './pages/billing';
 
 /** Pages anyone may open; every other page needs a session. */
 const PUBLIC_PATHS = ['/login', '/signup', '/verify-email', '/reset-password'];
@@ -64,6 +65,7 @@ function Page({ url, me }: { url: URL; me: Me | null }) {
   if (path === '/account') return <Account />;
   if (path === '/applications') return <AppList />;
   if (path === '/plans') return <Plans />;
+  if (path === '/billing') return <Billing checkout={url.searchParams.get('checkout')} />;
   let params;
   if ((params = match('/applications/:id', path))) return <AppDetail appId={params.id} />;
   if ((params = match('/applications/:id/usage', path))) return <Usage appId={params.id} />;
@@ -103,6 +105,7 @@ function Shell({ me, pathname, children }: { me: Me | null; pathname: string; ch
             <>
               <Link href="/applications">Apps</Link>
               <Link href="/plans">Plans</Link>
+              <Link href="/billing">Billing</Link>
               <Link href="/account">Account</Link>
               <button type="button" class="link" onClick={logOut}>
                 Log out

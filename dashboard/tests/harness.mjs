@@ -33,7 +33,7 @@ export function uid(prefix = '') {
   return `${prefix}${Date.now().toString(36)}${randomBytes(4).toString('hex')}`;
 }
 
-function freePort() {
+export function freePort() {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.unref();
@@ -71,17 +71,29 @@ export async function waitFor(what, check, timeout = WAIT_MS) {
   throw new Error(`timed out after ${timeout} ms waiting for ${what}${last ? `: ${last.message}` : ''}`);
 }
 
+/** The switchboard binary the tests run (`SWITCHBOARD_BIN`, else target/debug). */
+export function switchboardBinary() {
+  return process.env.SWITCHBOARD_BIN ? path.resolve(process.env.SWITCHBOARD_BIN) : path.join(ROOT, 'target/debug/switchboard');
+}
+
+/** A binary of this workspace's target/debug (next to `switchboardBinary()`). */
+export function workspaceBinary(name) {
+  return path.join(path.dirname(switchboardBinary()), name);
+}
+
 /**
  * `switchboard serve` on a fresh database, ready once /healthz answers; `log()` is everything
  * it printed (the mailer writes its mails there), `stop()` ends it and drops the database.
+ * `port` (default: a free one) and `env` (added to the server's) are for tests that must
+ * know the address before it starts, or turn features on (Stripe's keys).
  */
-export async function startServer() {
-  const binary = process.env.SWITCHBOARD_BIN ? path.resolve(process.env.SWITCHBOARD_BIN) : path.join(ROOT, 'target/debug/switchboard');
+export async function startServer({ port: chosenPort, env: extraEnv = {} } = {}) {
+  const binary = switchboardBinary();
   if (!existsSync(binary)) throw new Error(`${binary} is missing: run \`cargo build -p switchboard\``);
   if (!existsSync(path.join(DASHBOARD, 'dist/index.html'))) throw new Error('dashboard/dist is missing: run `npm run build` in dashboard/');
   const database = `dashboard_${randomBytes(6).toString('hex')}`;
   await adminSql(`CREATE DATABASE "${database}"`);
-  const port = await freePort();
+  const port = chosenPort ?? (await freePort());
   const env = {
     ...process.env,
     DATABASE_URL: ADMIN_URL.replace(/\/[^/]*$/, `/${database}`),
@@ -90,6 +102,7 @@ export async function startServer() {
     // The journey's webhook receiver listens on 127.0.0.1.
     SWITCHBOARD_WEBHOOKS_ALLOW_PRIVATE: 'true',
     RUST_LOG: process.env.RUST_LOG || 'info',
+    ...extraEnv,
   };
   const child = spawn(binary, ['serve', '--host', '127.0.0.1', '--port', String(port)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
@@ -115,6 +128,8 @@ export async function startServer() {
   return {
     base,
     port,
+    /** The server's environment (its database, its keys), for `switchboard admin` runs. */
+    env,
     log: () => log,
     /** A statement on the server's own database (for rows the edge writes, such as usage). */
     async sql(text, params = []) {

@@ -132,7 +132,22 @@ fn run_suites(root: &Path, database_url: &str) -> Result<(), String> {
     let env = [("SWITCHBOARD_TEST_DATABASE_URL", database_url)];
     run_with_env("cargo", &["test", "--workspace"], root, &env)?;
     fuzz::fuzz(root, &fuzz::Options::for_tests())?;
-    run("cargo", &["build", "-p", "switchboard"], root)?;
+    // The binary, and the fake Stripe as a process for the dashboard's upgrade test.
+    run(
+        "cargo",
+        &[
+            "build",
+            "-p",
+            "switchboard",
+            "-p",
+            "billing",
+            "--bin",
+            "switchboard",
+            "--bin",
+            "fake-stripe",
+        ],
+        root,
+    )?;
     let compat = root.join("tests/compat");
     run("npm", &["ci", "--no-audit", "--no-fund"], &compat)?;
     python_venv(&compat)?;
@@ -144,8 +159,9 @@ fn run_suites(root: &Path, database_url: &str) -> Result<(), String> {
         run("npm", &["ci", "--no-audit", "--no-fund"], &dir)?;
         run("npm", &["test"], &dir)?;
     }
-    // The dashboard: its build (type check, size budget), then the journey in Chromium against
-    // the debug binary built above, which reads dashboard/dist from disk.
+    // The dashboard: its build (type check, size budget), then the journey and the upgrade
+    // (against `fake-stripe`) in Chromium against the debug binaries built above; the server
+    // reads dashboard/dist from disk.
     build_dashboard(root)?;
     run_with_env("npm", &["test"], &root.join("dashboard"), &env)?;
     // infra/: the release binary built as the Dockerfile builds it (the dashboard just built

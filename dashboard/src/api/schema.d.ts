@@ -1583,6 +1583,101 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/billing/change-plan": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Changes the subscription's plan: an upgrade at once (the prorated difference invoiced
+         *     now), a downgrade at the end of the period. The apps move when Stripe's webhook confirms.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["ChangePlanRequest"];
+                };
+            };
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["BillingSummary"];
+                    };
+                };
+                /** @description unknown, free or unsynced plan; unpaid subscription; malformed JSON */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description missing `X-CSRF-Token` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description billing is not enabled here */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description no subscription to change: start a checkout */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Stripe did not answer */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/billing/checkout": {
         parameters: {
             query?: never;
@@ -2472,6 +2567,8 @@ export interface components {
              * @description The plan's monthly price plus this period's overage so far, in US cents.
              */
             projected_cents: number;
+            /** @description The plan a downgrade moves to at `current_period_end` (`null`: no change waiting). */
+            scheduled_plan?: string | null;
             /** @description Stripe's subscription status (`active`, `past_due`, `canceled`, …). */
             status?: string | null;
             usage: components["schemas"]["UsageThisPeriod"];
@@ -2482,6 +2579,14 @@ export interface components {
              *     false keeps the subscription going.
              */
             cancel: boolean;
+        };
+        ChangePlanRequest: {
+            /**
+             * @description The paid plan to move the subscription to: a dearer one at once, a cheaper one at the
+             *     period's end; the current plan drops a change still waiting.
+             * @example business
+             */
+            plan: string;
         };
         CheckoutRequest: {
             /**

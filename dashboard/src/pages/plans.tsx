@@ -1,4 +1,4 @@
-// The plan ladder, and which plan each app is on. Paid plans arrive with billing.
+// The plan ladder, and which plan each app is on. Paid plans come from the billing page.
 import { useId, useState } from 'preact/hooks';
 import { api, type Schemas, unwrap } from '../api/client';
 import { ErrorMessage, formatNumber, Loaded, StatusMessage, useAction, useResource } from '../components';
@@ -52,7 +52,7 @@ export function Plans() {
   return (
     <section>
       <h1>Plans</h1>
-      <p>Each app has its own plan. Free plans can be chosen at once; paid plans arrive with billing.</p>
+      <p>Free plans can be chosen for each app at once; a paid plan is the account's, for every app, from <Link href="/billing">billing</Link>.</p>
       <Loaded resource={data} what="plans">
         {({ plans, apps }) => (
           <>

@@ -13,7 +13,15 @@ use stripe_billing::billing_meter_event::CreateBillingMeterEvent;
 use stripe_billing::billing_meter_event_summary::ListIdBillingMeterEventSummary;
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_billing::invoice::ListInvoice;
-use stripe_billing::subscription::{RetrieveSubscription, UpdateSubscription};
+use stripe_billing::subscription::{
+    RetrieveSubscription, UpdateSubscription, UpdateSubscriptionItems,
+    UpdateSubscriptionPaymentBehavior, UpdateSubscriptionProrationBehavior,
+};
+use stripe_billing::subscription_schedule::{
+    CreateSubscriptionSchedule, ReleaseSubscriptionSchedule, UpdateSubscriptionSchedule,
+    UpdateSubscriptionSchedulePhases, UpdateSubscriptionSchedulePhasesEndDate,
+    UpdateSubscriptionSchedulePhasesItems, UpdateSubscriptionSchedulePhasesStartDate,
+};
 use stripe_checkout::checkout_session::{CreateCheckoutSession, CreateCheckoutSessionLineItems};
 use stripe_core::customer::CreateCustomer;
 use stripe_product::price::{
@@ -23,7 +31,7 @@ use stripe_product::product::CreateProduct;
 
 use crate::objects::{
     CheckoutSession, Created, Invoice, List, Meter, MeterEvent, MeterEventSummary, PortalSession,
-    Subscription,
+    Subscription, SubscriptionSchedule,
 };
 
 /// The meter event payload key naming the customer (Stripe's default mapping).
@@ -264,6 +272,96 @@ impl StripeApi {
     ) -> StripeResult<Subscription> {
         let request = UpdateSubscription::new(subscription_id).cancel_at_period_end(cancel);
         self.send(&request, None).await
+    }
+
+    /// Replaces the subscription's prices with `price_ids` (the flat price first, as at
+    /// checkout) at once, invoicing the prorated difference now. With
+    /// `pending_if_incomplete`, Stripe keeps the old prices until that invoice is paid, so an
+    /// upgrade never outruns its payment.
+    pub async fn switch_prices_now(
+        &self,
+        subscription: &Subscription,
+        price_ids: &[String],
+    ) -> StripeResult<Subscription> {
+        let removed = subscription.items.data.iter().map(|item| {
+            let mut removal = UpdateSubscriptionItems::new();
+            removal.id = Some(item.id.clone());
+            removal.deleted = Some(true);
+            removal
+        });
+        let added = price_ids.iter().enumerate().map(|(index, price)| {
+            let mut item = UpdateSubscriptionItems::new();
+            item.price = Some(price.clone());
+            item.quantity = (index == 0).then_some(1);
+            item
+        });
+        let request = UpdateSubscription::new(subscription.id.as_str())
+            .items(removed.chain(added).collect::<Vec<_>>())
+            .proration_behavior(UpdateSubscriptionProrationBehavior::AlwaysInvoice)
+            .payment_behavior(UpdateSubscriptionPaymentBehavior::PendingIfIncomplete);
+        self.send(&request, None).await
+    }
+
+    /// Moves the subscription to `price_ids` when its current period ends (Stripe's way: a
+    /// subscription schedule of two phases, released after the second starts). Until then
+    /// nothing changes; at the period's end Stripe updates the subscription and says so.
+    pub async fn switch_prices_at_period_end(
+        &self,
+        subscription: &Subscription,
+        price_ids: &[String],
+    ) -> StripeResult<SubscriptionSchedule> {
+        let schedule: SubscriptionSchedule = match &subscription.schedule {
+            Some(existing) => {
+                self.send(
+                    &stripe_billing::subscription_schedule::RetrieveSubscriptionSchedule::new(
+                        existing.as_str(),
+                    ),
+                    None,
+                )
+                .await?
+            }
+            None => {
+                let request =
+                    CreateSubscriptionSchedule::new().from_subscription(subscription.id.as_str());
+                self.send(&request, None).await?
+            }
+        };
+        let period_end = subscription.current_period_end().unwrap_or_default();
+        let phase_start = schedule
+            .phases
+            .first()
+            .map_or(period_end, |phase| phase.start_date);
+        let items = |prices: Vec<String>| {
+            prices
+                .into_iter()
+                .enumerate()
+                .map(|(index, price)| {
+                    let mut item = UpdateSubscriptionSchedulePhasesItems::new();
+                    item.price = Some(price);
+                    item.quantity = (index == 0).then_some(1);
+                    item
+                })
+                .collect::<Vec<_>>()
+        };
+        let current_prices: Vec<String> = subscription.price_ids().map(str::to_owned).collect();
+        let mut current = UpdateSubscriptionSchedulePhases::new(items(current_prices));
+        current.start_date = Some(UpdateSubscriptionSchedulePhasesStartDate::Timestamp(
+            phase_start,
+        ));
+        current.end_date = Some(UpdateSubscriptionSchedulePhasesEndDate::Timestamp(
+            period_end,
+        ));
+        let next = UpdateSubscriptionSchedulePhases::new(items(price_ids.to_vec()));
+        let request = UpdateSubscriptionSchedule::new(schedule.id.as_str())
+            .phases(vec![current, next])
+            .end_behavior(stripe_shared::SubscriptionScheduleEndBehavior::Release);
+        self.send(&request, None).await
+    }
+
+    /// Drops a pending change: the subscription carries on as it is.
+    pub async fn release_schedule(&self, schedule_id: &str) -> StripeResult<SubscriptionSchedule> {
+        self.send(&ReleaseSubscriptionSchedule::new(schedule_id), None)
+            .await
     }
 
     /// Reports `value` units for the customer; Stripe keeps one event per `identifier`, so

@@ -43,6 +43,8 @@ pub struct Subscription {
     pub created: i64,
     pub metadata: HashMap<String, String>,
     pub items: List<SubscriptionItem>,
+    /// The schedule of a change waiting for the period's end, if any.
+    pub schedule: Option<String>,
 }
 
 impl Subscription {
@@ -67,6 +69,20 @@ pub struct SubscriptionItem {
     pub price: Created,
     pub current_period_start: Option<i64>,
     pub current_period_end: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubscriptionSchedule {
+    pub id: String,
+    /// `not_started`, `active`, `completed`, `released`, `canceled`.
+    pub status: String,
+    pub phases: Vec<SchedulePhase>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SchedulePhase {
+    pub start_date: i64,
+    pub end_date: Option<i64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -165,3 +165,102 @@ async fn checkout_then_subscription_and_invoices_read_back() {
         .expect("portal");
     assert!(portal.url.starts_with(fake.base_url()));
 }
+
+/// A subscribed customer on `cents` a month: the subscription id and a dearer and a cheaper
+/// price of other products.
+async fn subscribed(fake: &FakeStripe, api: &StripeApi) -> (String, String, String) {
+    let customer = api
+        .create_customer("acct-3", "owner@example.com")
+        .await
+        .expect("customer");
+    let mut prices = Vec::new();
+    for (plan, cents) in [("pro", 9900), ("business", 29900), ("startup", 2900)] {
+        let product = api
+            .create_product(&format!("sb_plan_{plan}"), plan)
+            .await
+            .expect("product");
+        let price = api
+            .create_flat_monthly_price(&product.id, cents, &format!("{plan}_flat"))
+            .await
+            .expect("price");
+        prices.push(price.id);
+    }
+    let session = api
+        .create_checkout_session(&billing::CheckoutRequest {
+            customer_id: &customer.id,
+            account_id: "acct-3",
+            plan_id: "pro",
+            price_ids: &prices[..1],
+            success_url: "http://localhost/ok",
+            cancel_url: "http://localhost/cancel",
+        })
+        .await
+        .expect("session");
+    let events = fake.complete_checkout(&session.id).expect("completed");
+    let completed: serde_json::Value = serde_json::from_str(&events[0].payload).unwrap();
+    let subscription = completed["data"]["object"]["subscription"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (subscription, prices[1].clone(), prices[2].clone())
+}
+
+#[tokio::test]
+async fn prices_switched_now_invoice_the_difference_and_stripe_says_so() {
+    let (fake, api) = start().await;
+    let (subscription_id, dearer, _) = subscribed(&fake, &api).await;
+    let subscription = api.retrieve_subscription(&subscription_id).await.unwrap();
+    let switched = api
+        .switch_prices_now(&subscription, std::slice::from_ref(&dearer))
+        .await
+        .expect("switched");
+    assert_eq!(switched.price_ids().collect::<Vec<_>>(), [dearer.as_str()]);
+    let events = fake.take_events();
+    let kinds: Vec<&str> = events.iter().map(|event| event.kind.as_str()).collect();
+    assert_eq!(kinds, ["customer.subscription.updated", "invoice.paid"]);
+    let invoice: serde_json::Value = serde_json::from_str(&events[1].payload).unwrap();
+    assert_eq!(invoice["data"]["object"]["amount_paid"], 29900 - 9900);
+    assert!(fake.take_events().is_empty(), "taken once");
+}
+
+#[tokio::test]
+async fn prices_switched_at_period_end_wait_for_it_through_a_schedule() {
+    let (fake, api) = start().await;
+    let (subscription_id, _, cheaper) = subscribed(&fake, &api).await;
+    let subscription = api.retrieve_subscription(&subscription_id).await.unwrap();
+    let original: Vec<String> = subscription.price_ids().map(str::to_owned).collect();
+    let schedule = api
+        .switch_prices_at_period_end(&subscription, std::slice::from_ref(&cheaper))
+        .await
+        .expect("scheduled");
+    assert_eq!(schedule.phases.len(), 2);
+    assert_eq!(
+        schedule.phases[0].end_date,
+        subscription.current_period_end()
+    );
+    let waiting = api.retrieve_subscription(&subscription_id).await.unwrap();
+    assert_eq!(waiting.schedule.as_deref(), Some(schedule.id.as_str()));
+    assert_eq!(
+        waiting.price_ids().collect::<Vec<_>>(),
+        original.iter().map(String::as_str).collect::<Vec<_>>(),
+        "nothing changes before the period ends"
+    );
+    fake.end_period(&subscription_id).expect("renewed");
+    let moved = api.retrieve_subscription(&subscription_id).await.unwrap();
+    assert_eq!(moved.price_ids().collect::<Vec<_>>(), [cheaper.as_str()]);
+    assert!(
+        moved.schedule.is_none(),
+        "released after its last phase began"
+    );
+
+    // A schedule made and released changes nothing.
+    let again = api
+        .switch_prices_at_period_end(&moved, &original)
+        .await
+        .expect("scheduled again");
+    let released = api.release_schedule(&again.id).await.expect("released");
+    assert_eq!(released.status, "released");
+    fake.end_period(&subscription_id).expect("renewed");
+    let kept = api.retrieve_subscription(&subscription_id).await.unwrap();
+    assert_eq!(kept.price_ids().collect::<Vec<_>>(), [cheaper.as_str()]);
+}

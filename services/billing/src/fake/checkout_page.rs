@@ -1,7 +1,8 @@
 //! The fake's browser side: Stripe's hosted checkout page at the session's `url`, whose
 //! "Pay" button completes the checkout, POSTs the events to the webhook endpoint set with
-//! `FakeStripe::deliver_webhooks_to` (signed, in Stripe's order) and sends the browser to the
-//! session's `success_url`, as Stripe does. For browser tests of the upgrade.
+//! `FakeStripe::deliver_webhooks_to` (signed, in Stripe's order; unless held, see
+//! `delivery.rs`) and sends the browser to the session's `success_url`, as Stripe does. For
+//! browser tests of the upgrade.
 
 use actix_web::{HttpResponse, web};
 
@@ -33,38 +34,20 @@ async fn page(session: web::Path<String>, shared: web::Data<Shared>) -> HttpResp
 }
 
 async fn pay(session: web::Path<String>, shared: web::Data<Shared>) -> HttpResponse {
-    let Some(events) = shared
-        .state
-        .lock()
-        .expect("fake stripe state")
-        .complete_checkout(&session)
-    else {
-        return HttpResponse::NotFound().body("no open checkout");
-    };
-    let (success_url, endpoint) = {
-        let state = shared.state.lock().expect("fake stripe state");
-        let success = state.checkout_sessions[session.as_str()]["success_url"]
+    let success_url = {
+        let mut state = shared.state.lock().expect("fake stripe state");
+        let Some(events) = state.complete_checkout(&session) else {
+            return HttpResponse::NotFound().body("no open checkout");
+        };
+        state.queue_events(events);
+        state.checkout_sessions[session.as_str()]["success_url"]
             .as_str()
             .unwrap_or("/")
-            .to_owned();
-        (success, state.webhook_endpoint.clone())
+            .to_owned()
     };
-    if let Some(endpoint) = endpoint {
-        let client = reqwest::Client::new();
-        for event in &events {
-            let signed = shared.signer.sign(event);
-            let delivered = client
-                .post(&endpoint)
-                .header("content-type", "application/json")
-                .header("stripe-signature", signed.signature)
-                .body(signed.payload)
-                .send()
-                .await;
-            if let Err(error) = delivered {
-                tracing::warn!(%error, "fake stripe: webhook not delivered");
-            }
-        }
-    }
+    // Sent before the browser is redirected (unless held), so a test that sees the redirect
+    // knows Stripe has spoken.
+    crate::fake::delivery::deliver_pending(&shared).await;
     HttpResponse::SeeOther()
         .insert_header(("location", success_url))
         .finish()

@@ -7,8 +7,10 @@
 //! The only stand-in in the project: everything else in a billing test is the real thing.
 
 mod checkout_page;
+mod delivery;
 mod routes;
 mod state;
+mod subscriptions;
 
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -40,7 +42,16 @@ pub struct FakeStripe {
 impl FakeStripe {
     /// Starts on 127.0.0.1, accepting `secret_key` and signing events with `webhook_secret`.
     pub async fn start(secret_key: &str, webhook_secret: &str) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        Self::start_on(0, secret_key, webhook_secret).await
+    }
+
+    /// The same on 127.0.0.1:`port` (0: a free one).
+    pub async fn start_on(
+        port: u16,
+        secret_key: &str,
+        webhook_secret: &str,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
         let base_url = format!("http://{}/", listener.local_addr()?);
         let state = Arc::new(Mutex::new(FakeState::new(&base_url)));
         let shared = web::Data::new(routes::Shared {
@@ -87,9 +98,18 @@ impl FakeStripe {
         look(&mut self.state.lock().expect("fake stripe state"))
     }
 
-    /// The checkout page's "Pay" POSTs its events to `url` (e.g. `…/v1/stripe/webhook`).
+    /// Events are POSTed to `url` (e.g. `…/v1/stripe/webhook`) as they happen: the checkout
+    /// page's "Pay", and what our API calls make Stripe send (a plan change's
+    /// `customer.subscription.updated`). Without it they wait for `take_events`.
     pub fn deliver_webhooks_to(&self, url: &str) {
         self.with_state(|state| state.webhook_endpoint = Some(url.to_owned()));
+    }
+
+    /// The events our API calls made Stripe send that were not delivered, oldest first,
+    /// signed now; the test delivers them.
+    pub fn take_events(&self) -> Vec<SignedEvent> {
+        let events: Vec<Value> = self.with_state(|state| state.pending_events.drain(..).collect());
+        self.sign_all(events)
     }
 
     /// While on, every meter event request fails with a 500 (an outage).

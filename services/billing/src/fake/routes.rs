@@ -8,6 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
 use crate::fake::state::{FakeState, StoredMeterEvent, now, public_session};
+use crate::fake::subscriptions;
 
 pub(super) struct Shared {
     pub state: Arc<Mutex<FakeState>>,
@@ -38,12 +39,13 @@ impl Signer {
 }
 
 /// A form body or query string as Stripe encodes it (`line_items[0][price]=…`).
-type Form = HashMap<String, String>;
+pub(super) type Form = HashMap<String, String>;
 
-type Reply = (u16, Value);
+pub(super) type Reply = (u16, Value);
 
 pub(super) fn configure(config: &mut web::ServiceConfig) {
     crate::fake::checkout_page::configure(config);
+    crate::fake::delivery::configure(config);
     config.default_service(web::to(handle));
 }
 
@@ -93,6 +95,11 @@ async fn handle(request: HttpRequest, body: web::Bytes, shared: web::Data<Shared
             .idempotent_replies
             .insert(key, (status, body.to_string()));
     }
+    let events_waiting = !state.pending_events.is_empty();
+    drop(state);
+    if events_waiting {
+        crate::fake::delivery::deliver_soon(shared);
+    }
     reply((status, body))
 }
 
@@ -111,7 +118,17 @@ fn route(state: &mut FakeState, method: &str, path: &str, form: &Form) -> Reply 
             Some(subscription) => (200, subscription.clone()),
             None => missing("subscription", id),
         },
-        ("POST", ["subscriptions", id]) => update_subscription(state, id, form),
+        ("POST", ["subscriptions", id]) => subscriptions::update_subscription(state, id, form),
+        ("POST", ["subscription_schedules"]) => subscriptions::create_schedule(state, form),
+        ("GET", ["subscription_schedules", id]) => match state.schedules.get(*id) {
+            Some(schedule) => (200, schedule.clone()),
+            None => missing("subscription_schedule", id),
+        },
+        ("POST", ["subscription_schedules", id]) => subscriptions::update_schedule(state, id, form),
+        ("POST", ["subscription_schedules", id, "release"]) => match state.release_schedule(id) {
+            Some(schedule) => (200, schedule),
+            None => missing("subscription_schedule", id),
+        },
         ("GET", ["invoices"]) => list_invoices(state, form),
         _ => (
             404,
@@ -346,16 +363,6 @@ fn create_portal_session(state: &mut FakeState, form: &Form) -> Reply {
     )
 }
 
-fn update_subscription(state: &mut FakeState, id: &str, form: &Form) -> Reply {
-    let Some(subscription) = state.subscriptions.get_mut(id) else {
-        return missing("subscription", id);
-    };
-    if let Some(cancel) = form.get("cancel_at_period_end") {
-        subscription["cancel_at_period_end"] = json!(cancel == "true");
-    }
-    (200, subscription.clone())
-}
-
 fn list_invoices(state: &mut FakeState, form: &Form) -> Reply {
     let limit: usize = form
         .get("limit")
@@ -390,13 +397,13 @@ fn metadata(form: &Form, prefix: &str) -> Value {
     Value::Object(fields)
 }
 
-fn missing(kind: &str, id: &str) -> Reply {
+pub(super) fn missing(kind: &str, id: &str) -> Reply {
     let mut body = error("invalid_request_error", &format!("No such {kind}: '{id}'"));
     body["error"]["code"] = json!("resource_missing");
     (404, body)
 }
 
-fn error(kind: &str, message: &str) -> Value {
+pub(super) fn error(kind: &str, message: &str) -> Value {
     json!({ "error": { "type": kind, "message": message } })
 }
 

@@ -6,6 +6,9 @@ use serde_json::{Value, json};
 
 /// A month, as the fake's periods last.
 const PERIOD_SECONDS: i64 = 30 * 24 * 3600;
+/// Events kept for delivery at most; past it the oldest is dropped (a test that never takes
+/// its events must not grow the fake without bound).
+pub const MAX_PENDING_EVENTS: usize = 1000;
 
 /// One meter event Stripe kept.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,14 +30,20 @@ pub struct FakeState {
     pub customers: HashMap<String, Value>,
     pub checkout_sessions: HashMap<String, Value>,
     pub subscriptions: HashMap<String, Value>,
+    pub schedules: HashMap<String, Value>,
     pub invoices: Vec<Value>,
     /// Kept once per identifier, as Stripe does.
     pub meter_events: Vec<StoredMeterEvent>,
     /// `Idempotency-Key` → the status and body first answered.
     pub idempotent_replies: HashMap<String, (u16, String)>,
     pub meter_outage: bool,
-    /// Where the checkout page delivers its events (`FakeStripe::deliver_webhooks_to`).
+    /// Where events are delivered (`FakeStripe::deliver_webhooks_to`); without one they wait
+    /// in `pending_events` for the test to take.
     pub webhook_endpoint: Option<String>,
+    /// Events Stripe would send that are not delivered yet, oldest first.
+    pub pending_events: std::collections::VecDeque<Value>,
+    /// While on, nothing is delivered: events wait until released (`/_fake/webhooks/release`).
+    pub hold_webhooks: bool,
     /// Every request received: method and path.
     pub requests: Vec<(String, String)>,
 }
@@ -50,11 +59,14 @@ impl FakeState {
             customers: HashMap::new(),
             checkout_sessions: HashMap::new(),
             subscriptions: HashMap::new(),
+            schedules: HashMap::new(),
             invoices: Vec::new(),
             meter_events: Vec::new(),
             idempotent_replies: HashMap::new(),
             meter_outage: false,
             webhook_endpoint: None,
+            pending_events: std::collections::VecDeque::new(),
+            hold_webhooks: false,
             requests: Vec::new(),
         }
     }
@@ -71,6 +83,16 @@ impl FakeState {
             .filter(|event| event.customer == customer && event.event_name == event_name)
             .map(|event| event.value)
             .sum()
+    }
+
+    /// Queues events for delivery, dropping the oldest past `MAX_PENDING_EVENTS`.
+    pub fn queue_events(&mut self, events: Vec<Value>) {
+        for event in events {
+            if self.pending_events.len() == MAX_PENDING_EVENTS {
+                self.pending_events.pop_front();
+            }
+            self.pending_events.push_back(event);
+        }
     }
 
     /// Requests received for `method path`.
@@ -112,6 +134,7 @@ impl FakeState {
             "created": now,
             "livemode": false,
             "metadata": session["subscription_metadata"].clone(),
+            "schedule": null,
             "items": { "object": "list", "data": items, "has_more": false, "url": "/v1/subscription_items" },
         });
         self.subscriptions
@@ -165,6 +188,17 @@ impl FakeState {
             let canceled = self.set_status(subscription_id, "canceled")?;
             return Some(vec![self.event("customer.subscription.deleted", canceled)]);
         }
+        let next_prices = self.scheduled_prices(&subscription);
+        if let Some(prices) = next_prices {
+            let end = subscription["items"]["data"][0]["current_period_end"]
+                .as_i64()
+                .unwrap_or_default();
+            self.set_items(subscription_id, &prices, end - PERIOD_SECONDS);
+            // The schedule's last phase began and its end behaviour is `release`.
+            if let Some(schedule_id) = subscription["schedule"].as_str() {
+                self.release_schedule(schedule_id);
+            }
+        }
         let subscription = self.subscriptions.get_mut(subscription_id)?;
         for item in subscription["items"]["data"].as_array_mut()? {
             let end = item["current_period_end"].as_i64().unwrap_or_default();
@@ -172,7 +206,78 @@ impl FakeState {
             item["current_period_end"] = json!(end + PERIOD_SECONDS);
         }
         let renewed = subscription.clone();
-        Some(vec![self.event("customer.subscription.updated", renewed)])
+        let customer = renewed["customer"].as_str()?.to_owned();
+        let invoice = self.new_invoice(&customer, subscription_id, "paid");
+        Some(vec![
+            self.event("customer.subscription.updated", renewed),
+            self.event("invoice.paid", invoice),
+        ])
+    }
+
+    /// The prices of the phase a subscription's schedule starts at its period's end.
+    fn scheduled_prices(&self, subscription: &Value) -> Option<Vec<String>> {
+        let schedule = self.schedules.get(subscription["schedule"].as_str()?)?;
+        let period_end = subscription["items"]["data"][0]["current_period_end"].as_i64()?;
+        let phase = schedule["phases"]
+            .as_array()?
+            .iter()
+            .find(|phase| phase["start_date"].as_i64() == Some(period_end))?;
+        phase["items"]
+            .as_array()?
+            .iter()
+            .map(|item| item["price"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Replaces the subscription's items with one per price, in a period from `start`.
+    pub(super) fn set_items(&mut self, subscription_id: &str, prices: &[String], start: i64) {
+        let items: Vec<Value> = prices
+            .iter()
+            .filter_map(|price| self.prices.get(price).cloned())
+            .map(|price| {
+                json!({
+                    "id": format!("si_{}_{}", subscription_id, price["id"].as_str().unwrap_or("")),
+                    "object": "subscription_item",
+                    "price": price,
+                    "current_period_start": start,
+                    "current_period_end": start + PERIOD_SECONDS,
+                })
+            })
+            .collect();
+        if let Some(subscription) = self.subscriptions.get_mut(subscription_id) {
+            subscription["items"]["data"] = json!(items);
+        }
+    }
+
+    pub(super) fn release_schedule(&mut self, schedule_id: &str) -> Option<Value> {
+        let schedule = self.schedules.get_mut(schedule_id)?;
+        schedule["status"] = json!("released");
+        schedule["released_at"] = json!(now());
+        let released = schedule.clone();
+        if let Some(subscription) = released["subscription"]
+            .as_str()
+            .and_then(|id| self.subscriptions.get_mut(id))
+        {
+            subscription["schedule"] = Value::Null;
+        }
+        Some(released)
+    }
+
+    /// An upgrade's prorated invoice: the difference of the flat prices for a whole period
+    /// (the fake does not count days), paid at once.
+    pub(super) fn proration_invoice(&mut self, subscription_id: &str, amount: i64) -> Value {
+        let customer = self.subscriptions[subscription_id]["customer"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let mut invoice = self.new_invoice(&customer, subscription_id, "paid");
+        invoice["amount_due"] = json!(amount);
+        invoice["amount_paid"] = json!(amount);
+        invoice["billing_reason"] = json!("subscription_update");
+        if let Some(stored) = self.invoices.last_mut() {
+            *stored = invoice.clone();
+        }
+        invoice
     }
 
     fn set_status(&mut self, subscription_id: &str, status: &str) -> Option<Value> {
@@ -212,7 +317,7 @@ impl FakeState {
         invoice
     }
 
-    fn event(&mut self, kind: &str, object: Value) -> Value {
+    pub(super) fn event(&mut self, kind: &str, object: Value) -> Value {
         json!({
             "id": self.new_id("evt"),
             "object": "event",

@@ -1,5 +1,5 @@
 //! What an account's owner does with billing: start a checkout, open the customer portal,
-//! cancel at the period's end, and read the summary (plan, this period's usage, projected
+//! cancel at the period's end (changing plan is `plan_change.rs`), and read the summary (plan, this period's usage, projected
 //! bill, invoices).
 
 use serde::Serialize;
@@ -32,6 +32,8 @@ pub struct BillingSummary {
     pub grace_ends_at: Option<OffsetDateTime>,
     /// The grace period ended unpaid: the apps run on the free plan's limits until paid.
     pub downgraded: bool,
+    /// The plan a downgrade moves to at `current_period_end` (`null`: no change waiting).
+    pub scheduled_plan: Option<String>,
     pub usage: UsageThisPeriod,
     /// The plan's monthly price plus this period's overage so far, in US cents.
     pub projected_cents: i64,
@@ -240,6 +242,7 @@ impl Billing {
             past_due_since,
             grace_ends_at: past_due_since.map(|since| since + self.grace_period),
             downgraded: account.as_ref().is_some_and(|a| a.downgraded),
+            scheduled_plan: account.as_ref().and_then(|a| a.scheduled_plan_id.clone()),
             usage: UsageThisPeriod {
                 since,
                 messages: usage.messages,

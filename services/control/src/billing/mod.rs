@@ -1,5 +1,5 @@
 //! Metered billing through Stripe (issue 11): checkout, the customer portal, cancelling at
-//! the period's end (`account.rs`), Stripe's webhooks (`webhook.rs`), the grace period of a
+//! the period's end (`account.rs`), paid-to-paid plan changes (`plan_change.rs`), Stripe's webhooks (`webhook.rs`), the grace period of a
 //! failed payment (`grace.rs`), overage reported through an outbox (`usage.rs`), and the
 //! Stripe catalog made from the plans table (`sync.rs`).
 //!
@@ -11,6 +11,7 @@
 mod account;
 mod grace;
 mod notices;
+mod plan_change;
 mod sync;
 mod usage;
 mod webhook;
@@ -128,6 +129,7 @@ pub fn disabled_summary() -> BillingSummary {
         past_due_since: None,
         grace_ends_at: None,
         downgraded: false,
+        scheduled_plan: None,
         usage: UsageThisPeriod {
             since: now,
             messages: 0,

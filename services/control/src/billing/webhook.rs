@@ -136,6 +136,10 @@ impl Billing {
             downgraded,
         };
         repo::save_subscription(conn, account.account_id, &state).await?;
+        // A schedule gone (it ran at the period's end, or was released) leaves no change waiting.
+        if subscription.schedule.is_none() && account.scheduled_plan_id.is_some() {
+            repo::set_scheduled_plan(conn, account.account_id, None).await?;
+        }
         let apps_plan = match (held_plan, downgraded) {
             (Some(plan), false) => plan,
             (Some(_), true) | (None, _) => DEFAULT_PLAN,

@@ -35,6 +35,8 @@ pub struct BillingAccountRow {
     pub current_period_end: Option<OffsetDateTime>,
     pub past_due_since: Option<OffsetDateTime>,
     pub downgraded: bool,
+    /// The plan a downgrade moves to at the period's end, while it waits.
+    pub scheduled_plan_id: Option<String>,
 }
 
 /// A subscription's state as Stripe holds it, to store on its account.
@@ -51,7 +53,7 @@ pub struct SubscriptionState<'a> {
     pub downgraded: bool,
 }
 
-const ACCOUNT_COLUMNS: &str = "account_id, stripe_customer_id, subscription_id, subscription_created, plan_id, status, cancel_at_period_end, current_period_start, current_period_end, past_due_since, downgraded";
+const ACCOUNT_COLUMNS: &str = "account_id, stripe_customer_id, subscription_id, subscription_created, plan_id, status, cancel_at_period_end, current_period_start, current_period_end, past_due_since, downgraded, scheduled_plan_id";
 
 #[tracing::instrument(name = "db.billing.meters", level = "debug", skip_all)]
 pub async fn meters(conn: &mut PgConnection) -> sqlx::Result<Vec<MeterRow>> {
@@ -174,6 +176,29 @@ pub async fn save_subscription(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Records the plan a change waiting for the period's end moves to (`None`: none waits).
+pub async fn set_scheduled_plan(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    plan_id: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE billing_accounts SET scheduled_plan_id = $2, updated_at = now() WHERE account_id = $1")
+        .bind(account_id)
+        .bind(plan_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The paid plan the account's apps run on now: held by its subscription and not dropped
+/// to the free plan after an unpaid grace period. New apps of the account get it.
+pub async fn held_plan(conn: &mut PgConnection, account_id: Uuid) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT plan_id FROM billing_accounts WHERE account_id = $1 AND plan_id IS NOT NULL AND NOT downgraded")
+        .bind(account_id)
+        .fetch_optional(conn)
+        .await
 }
 
 /// Unpaid accounts whose grace period ended before `cutoff` and whose apps are still on

@@ -1,5 +1,5 @@
-//! Billing: the summary, checkout, the customer portal, cancelling at the period's end, and
-//! Stripe's webhook. Without Stripe keys the summary says `enabled: false` and the rest
+//! Billing: the summary, checkout, changing plan, the customer portal, cancelling at the
+//! period's end, and Stripe's webhook. Without Stripe keys the summary says `enabled: false` and the rest
 //! answer 404.
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -16,6 +16,14 @@ use crate::service::ControlError;
 pub struct CheckoutRequest {
     /// A paid plan id from `GET /v1/plans`.
     #[schema(example = "pro")]
+    pub plan: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChangePlanRequest {
+    /// The paid plan to move the subscription to: a dearer one at once, a cheaper one at the
+    /// period's end; the current plan drops a change still waiting.
+    #[schema(example = "business")]
     pub plan: String,
 }
 
@@ -141,6 +149,34 @@ pub async fn cancel(
 ) -> Result<web::Json<BillingSummary>, ApiError> {
     let summary = billing(&state)?
         .cancel_at_period_end(caller.account_id, body.cancel)
+        .await?;
+    Ok(web::Json(summary))
+}
+
+/// Changes the subscription's plan: an upgrade at once (the prorated difference invoiced
+/// now), a downgrade at the end of the period. The apps move when Stripe's webhook confirms.
+#[utoipa::path(
+    post, path = "/v1/billing/change-plan", tag = "billing",
+    security(("session" = []), ("bearer" = [])),
+    request_body = ChangePlanRequest,
+    responses(
+        (status = 200, body = BillingSummary),
+        (status = 400, description = "unknown, free or unsynced plan; unpaid subscription; malformed JSON", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "missing `X-CSRF-Token`", body = ErrorBody),
+        (status = 404, description = "billing is not enabled here", body = ErrorBody),
+        (status = 409, description = "no subscription to change: start a checkout", body = ErrorBody),
+        (status = 503, description = "Stripe did not answer", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(name = "billing_change_plan", skip_all, fields(account_id = %caller.account_id))]
+pub async fn change_plan(
+    state: web::Data<ControlState>,
+    caller: Caller,
+    body: web::Json<ChangePlanRequest>,
+) -> Result<web::Json<BillingSummary>, ApiError> {
+    let summary = billing(&state)?
+        .change_plan(caller.account_id, &body.plan)
         .await?;
     Ok(web::Json(summary))
 }

@@ -236,6 +236,10 @@ pub fn configure(state: web::Data<ControlState>) -> impl FnOnce(&mut web::Servic
                 .service(resource("/billing/portal", "POST").route(web::post().to(billing::portal)))
                 .service(resource("/billing/cancel", "POST").route(web::post().to(billing::cancel)))
                 .service(
+                    resource("/billing/change-plan", "POST")
+                        .route(web::post().to(billing::change_plan)),
+                )
+                .service(
                     resource("/stripe/webhook", "POST")
                         .app_data(billing::webhook_body_config())
                         .route(web::post().to(billing::stripe_webhook)),

@@ -61,6 +61,7 @@ use crate::routes::{
         billing::checkout,
         billing::portal,
         billing::cancel,
+        billing::change_plan,
         billing::stripe_webhook,
     ),
     modifiers(&SecuritySchemes),

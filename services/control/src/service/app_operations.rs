@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::crypto::random_hex;
 use crate::domain::{AppName, Plan};
-use crate::repository::{accounts, apps, audit, keys, plans};
+use crate::repository::{accounts, apps, audit, billing, keys, plans};
 
 use super::{AppRow, Control, ControlError, CreatedApp, DEFAULT_PLAN, KeyInfo};
 
@@ -18,8 +18,8 @@ pub enum PlanAuthority {
 }
 
 /// The plan if it exists and `authority` may pick it for the account. A paid plan needs a
-/// verified email first (`EmailUnverified`), then billing (`PaymentRequired`, until billing
-/// exists).
+/// verified email first (`EmailUnverified`), then to be the plan the account's subscription
+/// pays for (`PaymentRequired` otherwise: paid plans come from Stripe or the operator).
 async fn allowed_plan(
     conn: &mut sqlx::PgConnection,
     account_id: Uuid,
@@ -34,10 +34,12 @@ async fn allowed_plan(
             let verified = accounts::find(conn, account_id)
                 .await?
                 .is_some_and(|account| account.email_verified);
-            if verified {
-                Err(ControlError::PaymentRequired(plan.to_owned()))
-            } else {
-                Err(ControlError::EmailUnverified)
+            if !verified {
+                return Err(ControlError::EmailUnverified);
+            }
+            match billing::held_plan(conn, account_id).await? {
+                Some(held) if held == plan => Ok(found),
+                Some(_) | None => Err(ControlError::PaymentRequired(plan.to_owned())),
             }
         }
         PlanAuthority::SelfServe | PlanAuthority::Operator => Ok(found),
@@ -65,8 +67,14 @@ impl Control {
         plan: Option<&str>,
     ) -> Result<CreatedApp, ControlError> {
         let name = AppName::parse(name).map_err(|e| ControlError::Validation(e.to_string()))?;
-        let plan = plan.unwrap_or(DEFAULT_PLAN);
         let mut tx = self.pool.begin().await?;
+        // The plan is the account's (billing puts every app on the plan it pays for), so a
+        // new app of a subscribed account starts on that plan, not on the free one.
+        let held = match plan {
+            Some(_) => None,
+            None => billing::held_plan(&mut tx, account_id).await?,
+        };
+        let plan = plan.or(held.as_deref()).unwrap_or(DEFAULT_PLAN);
         allowed_plan(&mut tx, account_id, plan, authority).await?;
         let app = apps::insert(&mut tx, account_id, name.as_str(), plan).await?;
         let (key, secret) = self.insert_new_key(&mut tx, &app.id).await?;

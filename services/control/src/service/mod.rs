@@ -77,7 +77,7 @@ pub enum ControlError {
     WrongPassword,
     #[error("billing is not enabled on this deployment")]
     BillingDisabled,
-    #[error("the account already has a subscription: change it in the billing portal")]
+    #[error("the account already has a subscription: change its plan instead")]
     AlreadySubscribed,
     #[error("the account has no subscription")]
     NoSubscription,

@@ -9,6 +9,7 @@ mod app_settings;
 mod apps;
 mod audit;
 mod billing;
+mod billing_plans;
 mod billing_support;
 mod billing_usage;
 mod catalog;

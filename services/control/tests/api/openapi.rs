@@ -49,6 +49,7 @@ async fn the_openapi_document_lists_every_path_and_both_auth_schemes() {
         ("/v1/billing/checkout", "post"),
         ("/v1/billing/portal", "post"),
         ("/v1/billing/cancel", "post"),
+        ("/v1/billing/change-plan", "post"),
         ("/v1/stripe/webhook", "post"),
     ];
     let paths = document["paths"].as_object().unwrap();
