@@ -464,7 +464,9 @@ fn addressee(frame: &ClientFrame, channel: &ChannelName) -> Result<Option<UserId
         return Ok(None);
     };
     if channel.kind() != ChannelKind::Presence {
-        return Err("Client event rejected - only presence channels take events addressed to a member");
+        return Err(
+            "Client event rejected - only presence channels take events addressed to a member",
+        );
     }
     UserId::from_json(to)
         .map(Some)

@@ -15,7 +15,10 @@ fn joined(channel: &str, user: &str) -> Session {
         &mut session,
         subscribe(channel, &auth_for(channel, Some(&data)), Some(&data)),
     );
-    assert!(matches!(out.as_slice(), [Output::Subscribe { .. }]), "{out:?}");
+    assert!(
+        matches!(out.as_slice(), [Output::Subscribe { .. }]),
+        "{out:?}"
+    );
     session
 }
 
@@ -70,7 +73,12 @@ fn an_event_without_to_is_for_every_subscriber() {
         json!({"event":"client-hi","channel":"presence-call","data":{"to":"bob"}}),
     );
     // A `to` inside data is the app's own business: the event still goes to everyone.
-    let [Output::ClientEvent { to: None, frame, .. }] = out.as_slice() else {
+    let [
+        Output::ClientEvent {
+            to: None, frame, ..
+        },
+    ] = out.as_slice()
+    else {
         panic!("{out:?}")
     };
     assert_eq!(addressee(frame), None);
@@ -90,7 +98,12 @@ fn addressing_is_refused_off_presence_channels_and_for_bad_recipients() {
     assert!(rejected(&out).contains("only presence channels"));
 
     let mut session = joined("presence-call", "alice");
-    for bad in [json!(""), json!({"id":"bob"}), json!(true), json!("x".repeat(300))] {
+    for bad in [
+        json!(""),
+        json!({"id":"bob"}),
+        json!(true),
+        json!("x".repeat(300)),
+    ] {
         let out = send(
             &mut session,
             json!({"event":"client-x","channel":"presence-call","to":bad,"data":{}}),

@@ -224,7 +224,11 @@ impl Run {
                 to,
             } => {
                 if let Some(to) = &to {
-                    assert_eq!(channel.kind(), ChannelKind::Presence, "addressed off presence");
+                    assert_eq!(
+                        channel.kind(),
+                        ChannelKind::Presence,
+                        "addressed off presence"
+                    );
                     let addressee = wire::addressee(&frame);
                     assert_eq!(addressee.as_deref(), Some(to.as_str()), "addressee lost");
                 } else {
