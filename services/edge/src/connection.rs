@@ -336,7 +336,18 @@ impl Connection {
         self.send(match &joined {
             None => wire::subscription_succeeded(channel.as_str(), position),
             Some(joined) => {
-                wire::presence_subscription_succeeded(channel.as_str(), &joined.members, position)
+                // The member's own STUN/TURN servers (TURN credentials are per user and
+                // short-lived), for the SDK's WebRTC helper.
+                let ice_servers = member
+                    .as_ref()
+                    .and_then(|member| self.app.ice.for_user(&member.user_id, unix_now()));
+                let members = &joined.members;
+                wire::presence_subscription_succeeded_with(
+                    channel.as_str(),
+                    members,
+                    position,
+                    ice_servers,
+                )
             }
         });
         channel_events::subscribed(&self.state, &self.app, &channel, &self.outbox, occupancy).await;

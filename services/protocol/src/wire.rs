@@ -259,12 +259,26 @@ pub fn presence_subscription_succeeded(
     members: &[Member],
     position: Option<&ChannelPosition>,
 ) -> String {
+    presence_subscription_succeeded_with(channel, members, position, None)
+}
+
+/// As `presence_subscription_succeeded`, with the app's `ice_servers` (an `RTCIceServer`
+/// list, our extension for WebRTC; pusher-js ignores the field) when it has any.
+pub fn presence_subscription_succeeded_with(
+    channel: &str,
+    members: &[Member],
+    position: Option<&ChannelPosition>,
+    ice_servers: Option<Value>,
+) -> String {
     let ids: Vec<&str> = members.iter().map(|m| m.user_id.as_str()).collect();
     let hash: serde_json::Map<String, Value> = members
         .iter()
         .map(|m| (m.user_id.to_string(), m.user_info.clone()))
         .collect();
-    let data = json!({ "presence": { "ids": ids, "hash": hash, "count": members.len() } });
+    let mut data = json!({ "presence": { "ids": ids, "hash": hash, "count": members.len() } });
+    if let Some(ice_servers) = ice_servers {
+        data["ice_servers"] = ice_servers;
+    }
     let data = with_position(data, position);
     internal(
         "pusher_internal:subscription_succeeded",
