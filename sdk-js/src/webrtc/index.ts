@@ -14,6 +14,7 @@ import { Signaller, type Signal } from './signaller';
 
 export { Call } from './call';
 export type { CallEvents, EndReason } from './call';
+export { Signaller } from './signaller';
 export type { Signal } from './signaller';
 
 export interface WebRTCOptions {
