@@ -44,7 +44,7 @@ export class Call {
     readonly polite: boolean,
     readonly direction: 'outgoing' | 'incoming',
     configuration: RTCConfiguration,
-    private dataChannelLabel: string | null,
+    dataChannelLabel: string | null,
     private send: (signal: Signal) => void,
     private forget: (call: Call) => void,
   ) {
@@ -74,7 +74,11 @@ export class Call {
       this.events.emit('state', pc.connectionState);
       if (pc.connectionState === 'failed') this.end('failed', true);
     };
-    if (direction === 'outgoing') this.openDataChannel();
+    // Made now on both sides, so it is there for the app from the start. On a ringing call the
+    // negotiation it asks for is ignored (above); the answer covers it.
+    if (dataChannelLabel !== null) {
+      this.dataChannel = pc.createDataChannel(dataChannelLabel, { negotiated: true, id: 0 });
+    }
   }
 
   bind<K extends keyof CallEvents>(event: K, callback: (data: CallEvents[K]) => void): this {
@@ -95,7 +99,6 @@ export class Call {
     this.pending = [];
     // The tracks join the offer's transceivers before the answer, so no second offer follows.
     this.queue(offer, () => {
-      this.openDataChannel();
       if (stream) this.addStream(stream);
     });
     for (const signal of rest) this.queue(signal);
@@ -124,12 +127,6 @@ export class Call {
       return;
     }
     this.queue(signal);
-  }
-
-  private openDataChannel(): void {
-    if (this.dataChannelLabel !== null && !this.dataChannel) {
-      this.dataChannel = this.connection.createDataChannel(this.dataChannelLabel, { negotiated: true, id: 0 });
-    }
   }
 
   private queue(signal: Signal | undefined, beforeAnswer?: () => void): void {

@@ -36,7 +36,7 @@ pub async fn insert(
 }
 
 pub async fn list(conn: &mut PgConnection, account_id: Uuid) -> sqlx::Result<Vec<AppRow>> {
-    sqlx::query_as("SELECT id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, created_at FROM apps WHERE account_id = $1 ORDER BY created_at, id")
+    sqlx::query_as("SELECT id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, ice_servers, turn_secret_ciphertext IS NOT NULL AS turn_secret_set, created_at FROM apps WHERE account_id = $1 ORDER BY created_at, id")
         .bind(account_id)
         .fetch_all(conn)
         .await
@@ -47,7 +47,7 @@ pub async fn find(
     account_id: Uuid,
     app_id: &str,
 ) -> sqlx::Result<Option<AppRow>> {
-    sqlx::query_as("SELECT id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, created_at FROM apps WHERE id = $1 AND account_id = $2")
+    sqlx::query_as("SELECT id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, ice_servers, turn_secret_ciphertext IS NOT NULL AS turn_secret_set, created_at FROM apps WHERE id = $1 AND account_id = $2")
         .bind(app_id)
         .bind(account_id)
         .fetch_optional(conn)
