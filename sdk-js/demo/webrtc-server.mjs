@@ -20,7 +20,7 @@ for (const file of [binary, path.join(ROOT, 'sdk-js/dist/switchboard-webrtc.min.
   if (!existsSync(file)) throw new Error(`${file} is missing: run \`cargo xtask webrtc-demo\``);
 }
 
-const edge = spawn(binary, ['serve', '--host', '127.0.0.1', '--port', String(EDGE_PORT), '--app', `${app.id}:${app.key}:${app.secret}`], { stdio: 'inherit' });
+const edge = spawn(binary, ['serve', '--host', '127.0.0.1', '--port', String(EDGE_PORT), '--app', `${app.id}:${app.key}:${app.secret}`], { stdio: 'inherit', env: { ...process.env, SWITCHBOARD_DRAIN_DELAY: '0' } });
 edge.on('exit', (code) => process.exit(code ?? 1));
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => edge.kill('SIGTERM'));
 
