@@ -148,7 +148,7 @@ impl IceSettings {
                 "credential": credential.credential,
             }));
         }
-        (!servers.is_empty()).then(|| Value::Array(servers))
+        (!servers.is_empty()).then_some(Value::Array(servers))
     }
 }
 
