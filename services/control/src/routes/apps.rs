@@ -60,8 +60,7 @@ pub struct AppChanges {
     pub ice_servers: Option<Vec<String>>,
     /// The secret shared with the TURN server (coturn's `static-auth-secret`): each presence
     /// subscriber gets a 12-hour credential derived from it (TURN REST API). Write-only,
-    /// encrypted at rest; an empty string removes it.
-    #[schema(max_length = 256)]
+    /// encrypted at rest; an empty string removes it. At most 256 printable characters.
     pub turn_secret: Option<String>,
 }
 
