@@ -2431,7 +2431,7 @@ export interface components {
             /**
              * @description The secret shared with the TURN server (coturn's `static-auth-secret`): each presence
              *     subscriber gets a 12-hour credential derived from it (TURN REST API). Write-only,
-             *     encrypted at rest; an empty string removes it.
+             *     encrypted at rest; an empty string removes it. At most 256 printable characters.
              */
             turn_secret?: string | null;
         };
