@@ -91,6 +91,9 @@ export class Channel<Events extends EventMap = EventMap> {
   subscriptionPending = false;
   /** Present on presence channels. */
   readonly members: Members;
+  /** Presence channels: the app's STUN/TURN servers for this member (`RTCIceServer`s), as
+   * the server announced them on subscribing; null when it announced none. */
+  iceServers: any[] | null = null;
   private dispatcher = new Dispatcher();
   private tracker = new PositionTracker();
   private auth: (ChannelAuthorizationData & { socketId: string }) | null = null;
@@ -143,6 +146,14 @@ export class Channel<Events extends EventMap = EventMap> {
     if (event.indexOf('client-') !== 0) throw new Error(`event '${event}' does not start with 'client-'`);
     if (!this.subscribed) return false;
     return this.host.send({ event, channel: this.name, data });
+  }
+
+  /** Sends a client event to one member of this presence channel only (every connection of
+   * `userId`, no one else; Switchboard's extension); false if it could not be sent. */
+  triggerTo<K extends keyof Events & string>(userId: string, event: K, data?: Events[K]): boolean {
+    if (event.indexOf('client-') !== 0) throw new Error(`event '${event}' does not start with 'client-'`);
+    if (!this.subscribed) return false;
+    return this.host.send({ event, channel: this.name, data, to: userId });
   }
 
   /** @internal What the HTTP carriers name on each request; null until a subscribe was sent. */
@@ -214,6 +225,7 @@ export class Channel<Events extends EventMap = EventMap> {
         this.subscriptionPending = false;
         this.tracker.subscribed(data && data.serial, data && data.epoch);
         if (this.name.indexOf('presence-') === 0) {
+          this.iceServers = (data && data.ice_servers) || null;
           this.members._reset(data && data.presence);
           return this.emit('pusher:subscription_succeeded', this.members);
         }

@@ -23,3 +23,16 @@ const count: number = chat.members.count;
 void count;
 // @ts-expect-error: unknown transport names are rejected
 new Switchboard('key', { transports: ['carrier-pigeon'] });
+// The WebRTC entry point: typed events on calls, addressed client events typed like trigger.
+import WebRTC, { type EndReason } from '../src/webrtc/index';
+const rtc = new WebRTC(chat, { dataChannel: 'chat' });
+rtc.bind('incoming', (call) => call.answer());
+rtc.bind('peers', (peers: Member[]) => void peers.length);
+const call = rtc.call('bob');
+call.bind('ended', (reason: EndReason) => void reason);
+call.bind('state', (state: RTCPeerConnectionState) => void state);
+// @ts-expect-error: unknown call events are rejected
+call.bind('ringing', () => undefined);
+chat.triggerTo('bob', 'client-typing', { who: 'me' });
+// @ts-expect-error: an addressed payload is checked too
+chat.triggerTo('bob', 'client-typing', { who: 1 });

@@ -22,6 +22,7 @@ const ROOT = path.resolve(HERE, '../..');
 export const WAIT_MS = Number(process.env.BROWSER_WAIT_MS || 10000);
 export const TEST_TIMEOUT_MS = Number(process.env.BROWSER_TEST_TIMEOUT_MS || 60000);
 const BUNDLE = path.join(ROOT, 'sdk-js/dist/switchboard.min.js');
+const WEBRTC_BUNDLE = path.join(ROOT, 'sdk-js/dist/switchboard-webrtc.min.js');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
 export function uid(prefix = '') {
@@ -102,8 +103,12 @@ export async function startPageServer(server) {
     const url = new URL(req.url, 'http://page');
     if (req.method === 'GET' && url.pathname === '/') {
       res.writeHead(200, { 'Content-Type': 'text/html' }).end(page);
+    } else if (req.method === 'GET' && url.pathname === '/webrtc') {
+      res.writeHead(200, { 'Content-Type': 'text/html' }).end(readFileSync(path.join(HERE, 'webrtc-page.html')));
     } else if (req.method === 'GET' && url.pathname === '/switchboard.min.js') {
       res.writeHead(200, { 'Content-Type': 'text/javascript' }).end(readFileSync(BUNDLE));
+    } else if (req.method === 'GET' && url.pathname === '/switchboard-webrtc.min.js') {
+      res.writeHead(200, { 'Content-Type': 'text/javascript' }).end(readFileSync(WEBRTC_BUNDLE));
     } else if (req.method === 'POST' && url.pathname === '/auth') {
       let body = '';
       req.on('data', (chunk) => (body += chunk));
@@ -126,12 +131,13 @@ export async function startPageServer(server) {
   };
 }
 
-export async function launchBrowser() {
+/** Chromium; `args` are added to the usual ones (the WebRTC tests add the fake camera's). */
+export async function launchBrowser({ args = [] } = {}) {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium`);
   return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', ...args],
   });
 }
 
@@ -140,7 +146,7 @@ export async function launchBrowser() {
  * removed before any script runs, as if the browser lacked them (e.g. ['WebSocket']); `init`
  * is a further init script.
  */
-export async function openPage(browser, pageServer, { without = [], init } = {}) {
+export async function openPage(browser, pageServer, { without = [], init, path: pagePath = '' } = {}) {
   const context = await browser.newContext();
   const page = await context.newPage();
   const errors = [];
@@ -151,7 +157,7 @@ export async function openPage(browser, pageServer, { without = [], init } = {})
     }, without);
   }
   if (init) await page.addInitScript(init);
-  await page.goto(pageServer.url);
+  await page.goto(pageServer.url + pagePath);
   page.errors = errors;
   page.closeAll = () => context.close();
   return page;

@@ -9,6 +9,7 @@
 //! - `cargo xtask bench`: the benchmark workloads against switchboard and nchan;
 //!   `cargo xtask bench cluster`: one node on `Local` against one and three on Redis.
 //! - `cargo xtask fuzz [--seconds N] [--jobs J] [target…]`: the libFuzzer targets (`fuzz.rs`).
+//! - `cargo xtask webrtc-demo`: the WebRTC demo page (two tabs, a video call and a chat).
 
 mod bench;
 mod bench_cluster;
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
             build_dashboard(root)?;
             infra::check(root, url)
         }),
+        "webrtc-demo" => webrtc_demo(&root()),
         "lint" => lint(),
         "bench" => match std::env::args().nth(2).as_deref() {
             Some("cluster") => bench_cluster::bench_cluster(&root()),
@@ -38,7 +40,7 @@ fn main() -> ExitCode {
             .and_then(|options| fuzz::fuzz(&root(), &options)),
         _ => Err(
             "usage: cargo xtask run [serve flags…] | test | infra | lint | bench [cluster] | fuzz \
-             [--seconds N] [--jobs J] [target…]"
+             [--seconds N] [--jobs J] [target…] | webrtc-demo"
                 .to_owned(),
         ),
     };
@@ -49,6 +51,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The WebRTC demo in development: the SDK's bundles and the debug binary, then
+/// `sdk-js/demo/webrtc-server.mjs` (the edge on :6001, the page and its auth endpoint on :8080).
+fn webrtc_demo(root: &Path) -> Result<(), String> {
+    let sdk = root.join("sdk-js");
+    run("npm", &["ci", "--no-audit", "--no-fund"], &sdk)?;
+    run("npm", &["run", "build"], &sdk)?;
+    run("cargo", &["build", "-p", "switchboard"], root)?;
+    run("node", &["demo/webrtc-server.mjs"], &sdk)
 }
 
 fn root() -> PathBuf {

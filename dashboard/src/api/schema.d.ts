@@ -546,7 +546,7 @@ export interface paths {
                         "application/json": components["schemas"]["AppView"];
                     };
                 };
-                /** @description invalid name or origin, too many origins, or malformed JSON */
+                /** @description invalid name, origin, ICE server URL or TURN secret, too many origins or URLs, or malformed JSON */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -2505,6 +2505,17 @@ export interface components {
             client_events?: boolean | null;
             /** @description A disabled app's connections are closed and new ones refused. */
             enabled?: boolean | null;
+            /**
+             * @description Replaces the STUN/TURN servers announced to presence subscribers for WebRTC
+             *     (`stun:`, `stuns:`, `turn:`, `turns:` host[:port], TURN optionally
+             *     `?transport=udp|tcp`). Empty announces none (none are needed on a LAN). TURN URLs are
+             *     announced only while a TURN secret is set.
+             * @example [
+             *       "stun:stun.example.com:3478",
+             *       "turn:turn.example.com:3478"
+             *     ]
+             */
+            ice_servers?: string[] | null;
             /** @description As when creating the app. */
             name?: string | null;
             /**
@@ -2512,6 +2523,12 @@ export interface components {
              *     (and the `subscription_count` webhook) on every (un)subscribe.
              */
             subscription_counting?: boolean | null;
+            /**
+             * @description The secret shared with the TURN server (coturn's `static-auth-secret`): each presence
+             *     subscriber gets a 12-hour credential derived from it (TURN REST API). Write-only,
+             *     encrypted at rest; an empty string removes it. At most 256 printable characters.
+             */
+            turn_secret?: string | null;
         };
         AppView: {
             /** @description Browser origins allowed to connect, normalised; empty allows every origin. */
@@ -2523,11 +2540,15 @@ export interface components {
             /** Format: date-time */
             created_at: string;
             enabled: boolean;
+            /** @description STUN/TURN servers announced to presence subscribers. */
+            ice_servers: string[];
             name: string;
             /** @example sandbox */
             plan: string;
             /** @description Whether subscribers get `pusher_internal:subscription_count` events (off by default). */
             subscription_counting: boolean;
+            /** @description Whether a TURN secret is set (it is never shown). */
+            turn_secret_set: boolean;
         };
         AuditEntry: {
             /**

@@ -1,11 +1,12 @@
-// An app's settings (client events, subscription counting, allowed origins) and webhooks.
+// An app's settings (client events, subscription counting, allowed origins, WebRTC ICE
+// servers) and webhooks.
 import { useState } from 'preact/hooks';
 import { api, unwrap } from '../api/client';
 import { Checkbox, ConfirmAction, ErrorMessage, Field, formatTime, Loaded, StatusMessage, useAction, useResource } from '../components';
 import type { AppView } from './app-detail';
 
 /** One origin per line (or space); blank lines dropped. The server normalises and checks each. */
-function parseOrigins(text: string): string[] {
+function parseLines(text: string): string[] {
   return text
     .split(/\s+/)
     .map((origin) => origin.trim())
@@ -16,13 +17,21 @@ export function Settings({ app, onSaved }: { app: AppView; onSaved: () => void }
   const [counting, setCounting] = useState(app.subscription_counting);
   const [clientEvents, setClientEvents] = useState(app.client_events);
   const [origins, setOrigins] = useState(app.allowed_origins.join('\n'));
+  const [iceServers, setIceServers] = useState(app.ice_servers.join('\n'));
+  // Write-only: empty leaves the stored secret as it is; "remove" clears it.
+  const [turnSecret, setTurnSecret] = useState('');
+  const [removeTurnSecret, setRemoveTurnSecret] = useState(false);
   const [note, setNote] = useState<string>();
   const save = useAction(async () => {
     setNote(undefined);
-    const body = { subscription_counting: counting, client_events: clientEvents, allowed_origins: parseOrigins(origins) };
+    const turn_secret = removeTurnSecret ? '' : turnSecret || undefined;
+    const body = { subscription_counting: counting, client_events: clientEvents, allowed_origins: parseLines(origins), ice_servers: parseLines(iceServers), turn_secret };
     const saved = await unwrap(api.PATCH('/v1/apps/{app_id}', { params: { path: { app_id: app.app_id } }, body }));
     // Show the origins as the server normalised them (lowercase, default port dropped).
     setOrigins(saved.allowed_origins.join('\n'));
+    setIceServers(saved.ice_servers.join('\n'));
+    setTurnSecret('');
+    setRemoveTurnSecret(false);
     setNote('Settings saved.');
     onSaved();
   });
@@ -39,6 +48,22 @@ export function Settings({ app, onSaved }: { app: AppView; onSaved: () => void }
             One per line, such as https://example.com or https://*.example.com. Empty: any origin. Browsers from other origins are refused (4009).
           </small>
         </div>
+        <div class="field">
+          <label for="ice-servers">WebRTC ICE servers (STUN/TURN)</label>
+          <textarea id="ice-servers" rows={3} aria-describedby="ice-servers-hint" value={iceServers} onInput={(event) => setIceServers(event.currentTarget.value)} />
+          <small id="ice-servers-hint" class="muted">
+            One per line, such as stun:stun.example.com:3478 or turn:turn.example.com:3478?transport=udp (at most 10). Announced to presence subscribers; none are needed on a LAN. TURN servers are announced only with a TURN secret.
+          </small>
+        </div>
+        <Field
+          label={app.turn_secret_set ? 'TURN secret (set; type a new one to replace it)' : 'TURN secret (coturn static-auth-secret)'}
+          type="password"
+          autocomplete="new-password"
+          maxLength={256}
+          value={turnSecret}
+          onInput={(event) => setTurnSecret(event.currentTarget.value)}
+        />
+        {app.turn_secret_set && <Checkbox label="Remove the TURN secret" checked={removeTurnSecret} onChange={setRemoveTurnSecret} />}
         <ErrorMessage message={save.error} />
         <StatusMessage message={note} />
         <button type="submit" disabled={save.pending}>

@@ -4,6 +4,8 @@ export interface Frame {
   channel?: string;
   data?: any;
   user_id?: string;
+  /** Switchboard's extension: a client event addressed to one presence member's user id. */
+  to?: string;
   serial?: number;
   epoch?: string;
 }

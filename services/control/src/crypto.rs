@@ -89,6 +89,12 @@ impl SecretsKey {
     }
 }
 
+/// The associated data sealing an app's TURN secret, so its ciphertext opens on its row only
+/// (app keys never contain a colon, so it never equals a key's).
+pub fn turn_secret_context(app_id: &str) -> String {
+    format!("turn:{app_id}")
+}
+
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     rand::rng().fill_bytes(&mut bytes);

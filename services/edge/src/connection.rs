@@ -242,6 +242,7 @@ impl Connection {
                 channel,
                 event,
                 frame,
+                to: _,
             } => self.client_event(channel, event, frame).await,
             Output::SignedIn {
                 user,
@@ -291,7 +292,13 @@ impl Connection {
             )
             .await
             {
-                Ok(joined) => Some(joined),
+                Ok(joined) => {
+                    // Before the history read, like the channel's registration above.
+                    let user = &member.user_id;
+                    let hub = &self.state.hub;
+                    hub.join_member(&self.app.id, &channel, user, &self.outbox);
+                    Some(joined)
+                }
                 Err(refusal) => {
                     node_subscriptions::unsubscribe(
                         &self.state,
@@ -321,6 +328,7 @@ impl Connection {
             &self.app.id,
             &channel,
             resume.as_ref(),
+            member.as_ref().map(|member| &member.user_id),
             self.outbox.room(),
         )
         .await;
@@ -328,7 +336,18 @@ impl Connection {
         self.send(match &joined {
             None => wire::subscription_succeeded(channel.as_str(), position),
             Some(joined) => {
-                wire::presence_subscription_succeeded(channel.as_str(), &joined.members, position)
+                // The member's own STUN/TURN servers (TURN credentials are per user and
+                // short-lived), for the SDK's WebRTC helper.
+                let ice_servers = member
+                    .as_ref()
+                    .and_then(|member| self.app.ice.for_user(&member.user_id, unix_now()));
+                let members = &joined.members;
+                wire::presence_subscription_succeeded_with(
+                    channel.as_str(),
+                    members,
+                    position,
+                    ice_servers,
+                )
             }
         });
         channel_events::subscribed(&self.state, &self.app, &channel, &self.outbox, occupancy).await;
@@ -384,9 +403,11 @@ impl Connection {
             let left = channel_events::count_unsubscribed(&self.state, &self.app.id, channel).await;
             channel_events::unsubscribed(&self.state, &self.app, channel, left).await;
         }
-        if member.is_none() {
+        let Some(user) = member else {
             return;
-        }
+        };
+        let hub = &self.state.hub;
+        hub.leave_member(&self.app.id, channel, &user, &self.outbox);
         let socket_id = self.session.socket_id().clone();
         match self
             .state

@@ -21,6 +21,7 @@ use crate::metrics::metrics;
 use crate::outbox::Outbox;
 
 type ChannelKey = (AppId, ChannelName);
+type MemberKey = (AppId, ChannelName, UserId);
 /// Subscribers keyed by the outbox's address, which is unique while it is alive.
 type Subscribers = HashMap<usize, Arc<Outbox>>;
 
@@ -31,6 +32,8 @@ pub struct Hub {
     meter: Arc<Meter>,
     channels: RwLock<HashMap<ChannelKey, Subscribers>>,
     users: Mutex<HashMap<(AppId, UserId), Subscribers>>,
+    /// Presence subscribers by channel and member: where an addressed client event goes.
+    members: RwLock<HashMap<MemberKey, Subscribers>>,
     connections: Mutex<HashMap<AppId, Subscribers>>,
     /// Set (under the `connections` lock) by `shut_down_all`: a connection admitted just
     /// before it that registers after it is shut down at once, so none escapes a drain.
@@ -49,6 +52,7 @@ impl Hub {
             meter: Arc::default(),
             channels: RwLock::default(),
             users: Mutex::default(),
+            members: RwLock::default(),
             connections: Mutex::default(),
             shut_down: AtomicBool::new(false),
         }
@@ -190,6 +194,39 @@ impl Hub {
         removed.then_some(left)
     }
 
+    /// The connection is on the presence channel as `user`: events addressed to `user` there
+    /// reach it. Registered before the channel's history is read, like `subscribe`.
+    pub fn join_member(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        user: &UserId,
+        outbox: &Arc<Outbox>,
+    ) {
+        let mut members = self.members.write().expect("hub lock poisoned");
+        members
+            .entry((app.clone(), channel.clone(), user.clone()))
+            .or_default()
+            .insert(id_of(outbox), outbox.clone());
+    }
+
+    pub fn leave_member(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        user: &UserId,
+        outbox: &Arc<Outbox>,
+    ) {
+        let mut members = self.members.write().expect("hub lock poisoned");
+        let key = (app.clone(), channel.clone(), user.clone());
+        if let Some(connections) = members.get_mut(&key) {
+            connections.remove(&id_of(outbox));
+            if connections.is_empty() {
+                members.remove(&key);
+            }
+        }
+    }
+
     pub fn sign_in(&self, app: &AppId, user: &UserId, outbox: &Arc<Outbox>) {
         let mut users = self.users.lock().expect("hub lock poisoned");
         users
@@ -220,17 +257,11 @@ impl Hub {
     }
 }
 
-impl DeliverySink for Hub {
-    fn deliver(&self, publication: &Publication) {
-        let channels = self.channels.read().expect("hub lock poisoned");
-        let Some(subscribers) =
-            channels.get(&(publication.app.clone(), publication.channel.clone()))
-        else {
-            tracing::Span::current().record("subscribers", 0);
-            return;
-        };
+impl Hub {
+    /// Pushes the publication into each of `subscribers` but the excluded one; how many.
+    fn push_to(publication: &Publication, subscribers: Option<&Subscribers>) -> u64 {
         let mut delivered = 0;
-        for outbox in subscribers.values() {
+        for outbox in subscribers.into_iter().flat_map(HashMap::values) {
             if publication.except.as_ref() != Some(outbox.socket_id()) {
                 outbox.push_from(
                     &publication.channel,
@@ -240,6 +271,29 @@ impl DeliverySink for Hub {
                 delivered += 1;
             }
         }
+        delivered
+    }
+}
+
+impl DeliverySink for Hub {
+    fn deliver(&self, publication: &Publication) {
+        // An addressed client event (the recipient leads its frame, every node reads it the
+        // same) goes to that member's connections on the channel only.
+        let delivered = match wire::addressee(&publication.frame) {
+            None => {
+                let channels = self.channels.read().expect("hub lock poisoned");
+                let key = (publication.app.clone(), publication.channel.clone());
+                Self::push_to(publication, channels.get(&key))
+            }
+            Some(to) => match UserId::parse(&to) {
+                Ok(to) => {
+                    let members = self.members.read().expect("hub lock poisoned");
+                    let key = (publication.app.clone(), publication.channel.clone(), to);
+                    Self::push_to(publication, members.get(&key))
+                }
+                Err(_) => 0,
+            },
+        };
         // On the broker's delivery span (one per publication, see `broker::trace_context`);
         // a no-op when traces are off.
         tracing::Span::current().record("subscribers", delivered);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use broker::{Broker, History, HistoryWindow};
 use bytestring::ByteString;
-use protocol::names::{AppId, ChannelName};
+use protocol::names::{AppId, ChannelName, UserId};
 use protocol::wire::{self, ChannelPosition, ResumeFailure};
 use tenancy::PlanLimits;
 
@@ -38,7 +38,9 @@ pub struct CatchUp {
     pub release_after: Option<u64>,
 }
 
-/// Reads the channel's position, or with `resume` what the client missed since it. At most
+/// Reads the channel's position, or with `resume` what the client missed since it: of the
+/// events addressed to one member, only those to `member` (the subscriber's presence user)
+/// are replayed, so a third member never reads two others' messages from history. At most
 /// what fits the outbox's `room` (frames and bytes) is replayed; a longer gap fails as
 /// `too_many_to_replay` (the history API pages through it) rather than closing the
 /// connection as a slow consumer.
@@ -47,6 +49,7 @@ pub async fn catch_up(
     app: &AppId,
     channel: &ChannelName,
     resume: Option<&ChannelPosition>,
+    member: Option<&UserId>,
     room: Room,
 ) -> CatchUp {
     let Some(resume) = resume else {
@@ -82,6 +85,7 @@ pub async fn catch_up(
         release_after: Some(latest),
         replay: Vec::new(),
     };
+    let history = history.map(|history| for_member(history, member));
     match history {
         Ok(History::Replay {
             epoch,
@@ -128,6 +132,28 @@ pub async fn catch_up(
                 ..CatchUp::default()
             }
         }
+    }
+}
+
+/// Keeps the frames every subscriber gets and those addressed to `member`.
+fn for_member(history: History, member: Option<&UserId>) -> History {
+    match history {
+        History::Replay {
+            epoch,
+            latest,
+            mut frames,
+        } => {
+            frames.retain(|(_, frame)| match wire::addressee(frame) {
+                None => true,
+                Some(to) => member.is_some_and(|member| member.as_str() == to),
+            });
+            History::Replay {
+                epoch,
+                latest,
+                frames,
+            }
+        }
+        gap @ History::Gap { .. } => gap,
     }
 }
 

@@ -16,6 +16,8 @@ pub mod signin;
 pub mod wire;
 
 #[cfg(test)]
+mod session_addressed_tests;
+#[cfg(test)]
 mod session_signin_tests;
 #[cfg(test)]
 mod session_tests;

@@ -75,11 +75,13 @@ pub enum Output {
         channel: ChannelName,
         member: Option<UserId>,
     },
-    /// Publish `frame` to the channel's other subscribers, subject to the edge's rate limit.
+    /// Publish `frame` to the channel's other subscribers, subject to the edge's rate limit;
+    /// with `to` (presence channels only), to that member's connections only.
     ClientEvent {
         channel: ChannelName,
         event: EventName,
         frame: String,
+        to: Option<UserId>,
     },
     /// The connection is now signed in as `user`, following the online status of the users in
     /// `watchlist` (distinct, at most `signin::MAX_WATCHLIST_LEN`). Tell the user's watchers,
@@ -432,13 +434,43 @@ impl Session {
             return vec![error(None, &message)];
         }
         let user_id = member.as_ref().map(UserId::as_str);
-        let frame = wire::channel_event(event.as_str(), channel.as_str(), &data, user_id);
+        let to = match addressee(frame, &channel) {
+            Ok(to) => to,
+            Err(message) => return vec![error(None, message)],
+        };
+        let frame = match &to {
+            None => wire::channel_event(event.as_str(), channel.as_str(), &data, user_id),
+            Some(to) => wire::addressed_channel_event(
+                to.as_str(),
+                event.as_str(),
+                channel.as_str(),
+                &data,
+                user_id,
+            ),
+        };
         vec![Output::ClientEvent {
             channel,
             event,
             frame,
+            to,
         }]
     }
+}
+
+/// The member a client event is addressed to (our `"to"` extension), checked: presence
+/// channels only, where every sender is a member, and a valid user id.
+fn addressee(frame: &ClientFrame, channel: &ChannelName) -> Result<Option<UserId>, &'static str> {
+    let Some(to) = &frame.to else {
+        return Ok(None);
+    };
+    if channel.kind() != ChannelKind::Presence {
+        return Err(
+            "Client event rejected - only presence channels take events addressed to a member",
+        );
+    }
+    UserId::from_json(to)
+        .map(Some)
+        .map_err(|_| "Client event rejected - to must be a member's user id")
 }
 
 fn error(code: Option<u16>, message: &str) -> Output {

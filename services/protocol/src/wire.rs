@@ -21,6 +21,10 @@ pub struct ClientFrame {
     pub channel: Option<String>,
     #[serde(default)]
     pub data: Value,
+    /// Our extension: a client event on a presence channel addressed to one member's user id
+    /// (pusher-js never sends it).
+    #[serde(default)]
+    pub to: Option<Value>,
 }
 
 impl ClientFrame {
@@ -119,6 +123,46 @@ pub fn channel_event(event: &str, channel: &str, data: &str, user_id: Option<&st
     serde_json::to_string(&frame).expect("frames of strings always serialise")
 }
 
+/// The first bytes of every addressed frame: the recipient comes first, so the edge reads it
+/// without parsing the frame (`addressee`) and stamping a serial (appended) keeps it.
+const ADDRESSED_PREFIX: &str = "{\"to\":";
+
+#[derive(Serialize)]
+struct AddressedFrame<'a> {
+    to: &'a str,
+    #[serde(flatten)]
+    frame: ServerFrame<'a>,
+}
+
+/// A client event addressed to one presence member (`to`, a user id): only that member's
+/// connections receive it, live or replayed. The recipient is the frame's first field.
+pub fn addressed_channel_event(
+    to: &str,
+    event: &str,
+    channel: &str,
+    data: &str,
+    user_id: Option<&str>,
+) -> String {
+    let frame = AddressedFrame {
+        to,
+        frame: ServerFrame {
+            event,
+            channel: Some(channel),
+            data,
+            user_id,
+        },
+    };
+    serde_json::to_string(&frame).expect("frames of strings always serialise")
+}
+
+/// The user id a frame is addressed to (`addressed_channel_event`), `None` for a frame every
+/// subscriber gets. Reads only the leading `{"to":"…"` of frames the edge built.
+pub fn addressee(frame: &str) -> Option<String> {
+    let rest = frame.strip_prefix(ADDRESSED_PREFIX)?;
+    let mut values = serde_json::Deserializer::from_str(rest).into_iter::<String>();
+    values.next()?.ok()
+}
+
 fn internal(event: &str, channel: Option<&str>, data: &Value) -> String {
     let data = data.to_string();
     let frame = ServerFrame {
@@ -215,12 +259,26 @@ pub fn presence_subscription_succeeded(
     members: &[Member],
     position: Option<&ChannelPosition>,
 ) -> String {
+    presence_subscription_succeeded_with(channel, members, position, None)
+}
+
+/// As `presence_subscription_succeeded`, with the app's `ice_servers` (an `RTCIceServer`
+/// list, our extension for WebRTC; pusher-js ignores the field) when it has any.
+pub fn presence_subscription_succeeded_with(
+    channel: &str,
+    members: &[Member],
+    position: Option<&ChannelPosition>,
+    ice_servers: Option<Value>,
+) -> String {
     let ids: Vec<&str> = members.iter().map(|m| m.user_id.as_str()).collect();
     let hash: serde_json::Map<String, Value> = members
         .iter()
         .map(|m| (m.user_id.to_string(), m.user_info.clone()))
         .collect();
-    let data = json!({ "presence": { "ids": ids, "hash": hash, "count": members.len() } });
+    let mut data = json!({ "presence": { "ids": ids, "hash": hash, "count": members.len() } });
+    if let Some(ice_servers) = ice_servers {
+        data["ice_servers"] = ice_servers;
+    }
     let data = with_position(data, position);
     internal(
         "pusher_internal:subscription_succeeded",

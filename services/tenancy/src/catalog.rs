@@ -66,6 +66,7 @@ impl StaticCatalog {
                         subscription_counting: false,
                         client_events: true,
                         allowed_origins: crate::AllowedOrigins::any(),
+                        ice: crate::IceSettings::default(),
                     })
                 })
                 .clone();

@@ -8,6 +8,7 @@ mod catalog;
 mod console;
 #[doc(hidden)]
 pub mod fuzzing;
+mod ice;
 mod origins;
 mod spec;
 mod usage;
@@ -18,6 +19,10 @@ pub use catalog::{AppCatalog, CatalogError, KeyedApp, LayeredCatalog, StaticCata
 pub use console::{
     CONSOLE_CHANNEL_PREFIX, ConsoleEvent, ConsoleFeed, LIVE_CHANNEL_PREFIX, Refusal,
     console_channel, is_console_channel, live_channel,
+};
+pub use ice::{
+    IceServers, IceSettings, IceUrlError, MAX_ICE_URL_BYTES, MAX_ICE_URLS, MAX_TURN_SECRET_BYTES,
+    TURN_CREDENTIAL_TTL, TurnCredential, check_turn_secret, turn_credential,
 };
 pub use origins::{AllowedOrigins, MAX_ALLOWED_ORIGINS, MAX_ORIGIN_BYTES, OriginError};
 pub use spec::{AppSpec, AppSpecError};
@@ -131,4 +136,6 @@ pub struct App {
     /// The browser origins connections (WebSocket upgrades and HTTP carriers) may come from;
     /// empty allows any.
     pub allowed_origins: AllowedOrigins,
+    /// STUN/TURN servers for WebRTC, announced with each presence subscription.
+    pub ice: IceSettings,
 }

@@ -22,7 +22,10 @@ use async_trait::async_trait;
 use protocol::names::{AppId, AppKey};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tenancy::{AllowedOrigins, App, AppCatalog, CatalogError, KeyedApp, PlanLimits, Secret};
+use tenancy::{
+    AllowedOrigins, App, AppCatalog, CatalogError, IceServers, IceSettings, KeyedApp, PlanLimits,
+    Secret,
+};
 use tokio::sync::{Semaphore, broadcast, watch};
 
 use crate::catalog::negative::NegativeCache;
@@ -232,6 +235,34 @@ impl PgCatalog {
         Ok(())
     }
 
+    /// The app's ICE servers with its TURN secret opened; a secret that does not open (a wrong
+    /// secrets key) is logged without its value and left out, so TURN is not announced.
+    fn ice_settings(
+        &self,
+        app_id: &AppId,
+        urls: Vec<String>,
+        nonce: Option<Vec<u8>>,
+        ciphertext: Option<Vec<u8>>,
+    ) -> IceSettings {
+        let context = crate::crypto::turn_secret_context(app_id.as_str());
+        let turn_secret = match (nonce, ciphertext) {
+            (Some(nonce), Some(ciphertext)) => {
+                match self.secrets.open(&context, &nonce, &ciphertext) {
+                    Ok(secret) => Some(Secret::new(secret)),
+                    Err(_) => {
+                        tracing::error!(app_id = %app_id, "an app's TURN secret could not be decrypted; is the secrets key right?");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        IceSettings {
+            servers: IceServers::from_stored(urls),
+            turn_secret,
+        }
+    }
+
     async fn load(&self, app_id: &AppId) -> Result<Option<Loaded>, CatalogError> {
         let mut conn = self.pool.acquire().await.map_err(unavailable)?;
         let Some(row) = apps::find_for_catalog(&mut conn, app_id.as_str())
@@ -262,6 +293,12 @@ impl PgCatalog {
             subscription_counting: row.subscription_counting,
             client_events: row.client_events,
             allowed_origins: AllowedOrigins::from_stored(row.allowed_origins),
+            ice: self.ice_settings(
+                app_id,
+                row.ice_servers,
+                row.turn_secret_nonce,
+                row.turn_secret_ciphertext,
+            ),
         });
         let mut live = Vec::new();
         for key_row in keys::list_live(&mut conn, app_id.as_str())

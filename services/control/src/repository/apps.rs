@@ -14,6 +14,10 @@ pub struct AppRow {
     pub subscription_counting: bool,
     pub client_events: bool,
     pub allowed_origins: Vec<String>,
+    /// STUN/TURN URLs (`tenancy::IceServers`).
+    pub ice_servers: Vec<String>,
+    /// Whether a TURN secret is stored; the secret itself is never read back here.
+    pub turn_secret_set: bool,
     pub created_at: OffsetDateTime,
 }
 
@@ -24,7 +28,7 @@ pub async fn insert(
     name: &str,
     plan_id: &str,
 ) -> sqlx::Result<AppRow> {
-    sqlx::query_as("INSERT INTO apps (account_id, name, plan_id) VALUES ($1, $2, $3) RETURNING id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, created_at")
+    sqlx::query_as("INSERT INTO apps (account_id, name, plan_id) VALUES ($1, $2, $3) RETURNING id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, ice_servers, turn_secret_ciphertext IS NOT NULL AS turn_secret_set, created_at")
         .bind(account_id)
         .bind(name)
         .bind(plan_id)
@@ -34,7 +38,7 @@ pub async fn insert(
 
 #[tracing::instrument(name = "db.apps.list", level = "debug", skip_all)]
 pub async fn list(conn: &mut PgConnection, account_id: Uuid) -> sqlx::Result<Vec<AppRow>> {
-    sqlx::query_as("SELECT id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, created_at FROM apps WHERE account_id = $1 ORDER BY created_at, id")
+    sqlx::query_as("SELECT id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, ice_servers, turn_secret_ciphertext IS NOT NULL AS turn_secret_set, created_at FROM apps WHERE account_id = $1 ORDER BY created_at, id")
         .bind(account_id)
         .fetch_all(conn)
         .await
@@ -46,7 +50,7 @@ pub async fn find(
     account_id: Uuid,
     app_id: &str,
 ) -> sqlx::Result<Option<AppRow>> {
-    sqlx::query_as("SELECT id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, created_at FROM apps WHERE id = $1 AND account_id = $2")
+    sqlx::query_as("SELECT id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, ice_servers, turn_secret_ciphertext IS NOT NULL AS turn_secret_set, created_at FROM apps WHERE id = $1 AND account_id = $2")
         .bind(app_id)
         .bind(account_id)
         .fetch_optional(conn)
@@ -62,7 +66,7 @@ pub async fn update(
     name: Option<&str>,
     enabled: Option<bool>,
 ) -> sqlx::Result<Option<AppRow>> {
-    sqlx::query_as("UPDATE apps SET name = COALESCE($3, name), enabled = COALESCE($4, enabled) WHERE id = $1 AND account_id = $2 RETURNING id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, created_at")
+    sqlx::query_as("UPDATE apps SET name = COALESCE($3, name), enabled = COALESCE($4, enabled) WHERE id = $1 AND account_id = $2 RETURNING id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, ice_servers, turn_secret_ciphertext IS NOT NULL AS turn_secret_set, created_at")
     .bind(app_id)
     .bind(account_id)
     .bind(name)
@@ -78,7 +82,7 @@ pub async fn set_plan(
     app_id: &str,
     plan_id: &str,
 ) -> sqlx::Result<Option<AppRow>> {
-    sqlx::query_as("UPDATE apps SET plan_id = $3 WHERE id = $1 AND account_id = $2 RETURNING id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, created_at")
+    sqlx::query_as("UPDATE apps SET plan_id = $3 WHERE id = $1 AND account_id = $2 RETURNING id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, ice_servers, turn_secret_ciphertext IS NOT NULL AS turn_secret_set, created_at")
         .bind(app_id)
         .bind(account_id)
         .bind(plan_id)
@@ -94,7 +98,7 @@ pub async fn set_plan_as_operator(
     app_id: &str,
     plan_id: &str,
 ) -> sqlx::Result<Option<AppRow>> {
-    sqlx::query_as("UPDATE apps SET plan_id = $2 WHERE id = $1 RETURNING id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, created_at")
+    sqlx::query_as("UPDATE apps SET plan_id = $2 WHERE id = $1 RETURNING id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, ice_servers, turn_secret_ciphertext IS NOT NULL AS turn_secret_set, created_at")
         .bind(app_id)
         .bind(plan_id)
         .fetch_optional(conn)
@@ -106,6 +110,7 @@ pub struct SettingsChange<'a> {
     pub subscription_counting: Option<bool>,
     pub client_events: Option<bool>,
     pub allowed_origins: Option<&'a [String]>,
+    pub ice_servers: Option<&'a [String]>,
 }
 
 #[tracing::instrument(name = "db.apps.update_settings", level = "debug", skip_all)]
@@ -115,14 +120,36 @@ pub async fn update_settings(
     app_id: &str,
     change: &SettingsChange<'_>,
 ) -> sqlx::Result<Option<AppRow>> {
-    sqlx::query_as("UPDATE apps SET subscription_counting = COALESCE($3, subscription_counting), client_events = COALESCE($4, client_events), allowed_origins = COALESCE($5, allowed_origins) WHERE id = $1 AND account_id = $2 RETURNING id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, created_at")
+    sqlx::query_as("UPDATE apps SET subscription_counting = COALESCE($3, subscription_counting), client_events = COALESCE($4, client_events), allowed_origins = COALESCE($5, allowed_origins), ice_servers = COALESCE($6, ice_servers) WHERE id = $1 AND account_id = $2 RETURNING id, account_id, name, enabled, plan_id, subscription_counting, client_events, allowed_origins, ice_servers, turn_secret_ciphertext IS NOT NULL AS turn_secret_set, created_at")
         .bind(app_id)
         .bind(account_id)
         .bind(change.subscription_counting)
         .bind(change.client_events)
         .bind(change.allowed_origins)
+        .bind(change.ice_servers)
         .fetch_optional(conn)
         .await
+}
+
+#[tracing::instrument(name = "db.apps.set_turn_secret", level = "debug", skip_all)]
+/// Stores the app's TURN secret, sealed (`None` removes it); false when no such app.
+pub async fn set_turn_secret(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    app_id: &str,
+    sealed: Option<(&[u8], &[u8])>,
+) -> sqlx::Result<bool> {
+    let (nonce, ciphertext) = sealed.unzip();
+    let result = sqlx::query(
+        "UPDATE apps SET turn_secret_nonce = $3, turn_secret_ciphertext = $4 WHERE id = $1 AND account_id = $2",
+    )
+    .bind(app_id)
+    .bind(account_id)
+    .bind(nonce)
+    .bind(ciphertext)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected() == 1)
 }
 
 #[tracing::instrument(name = "db.apps.delete", level = "debug", skip_all)]
@@ -162,6 +189,9 @@ pub struct CatalogAppRow {
     pub subscription_counting: bool,
     pub client_events: bool,
     pub allowed_origins: Vec<String>,
+    pub ice_servers: Vec<String>,
+    pub turn_secret_nonce: Option<Vec<u8>>,
+    pub turn_secret_ciphertext: Option<Vec<u8>>,
     pub history_events: i32,
     pub history_seconds: i32,
     pub history_bytes: i64,
@@ -176,7 +206,8 @@ pub async fn find_for_catalog(
         "SELECT a.id, a.enabled, p.max_connections, p.messages_per_day, p.burst_multiplier, \
          p.max_message_bytes, p.client_events_per_second, p.publish_requests_per_second, \
          p.max_presence_members, p.max_channels_per_connection, p.webhooks_allowed, \
-         a.subscription_counting, a.client_events, a.allowed_origins, p.history_events, p.history_seconds, p.history_bytes \
+         a.subscription_counting, a.client_events, a.allowed_origins, a.ice_servers, \
+         a.turn_secret_nonce, a.turn_secret_ciphertext, p.history_events, p.history_seconds, p.history_bytes \
          FROM apps a JOIN plans p ON p.id = a.plan_id WHERE a.id = $1",
     )
     .bind(app_id)

@@ -52,6 +52,16 @@ pub struct AppChanges {
     /// an `Origin` header (non-browser clients) are not affected.
     #[schema(max_items = 100, example = json!(["https://app.example.com"]))]
     pub allowed_origins: Option<Vec<String>>,
+    /// Replaces the STUN/TURN servers announced to presence subscribers for WebRTC
+    /// (`stun:`, `stuns:`, `turn:`, `turns:` host[:port], TURN optionally
+    /// `?transport=udp|tcp`). Empty announces none (none are needed on a LAN). TURN URLs are
+    /// announced only while a TURN secret is set.
+    #[schema(max_items = 10, example = json!(["stun:stun.example.com:3478", "turn:turn.example.com:3478"]))]
+    pub ice_servers: Option<Vec<String>>,
+    /// The secret shared with the TURN server (coturn's `static-auth-secret`): each presence
+    /// subscriber gets a 12-hour credential derived from it (TURN REST API). Write-only,
+    /// encrypted at rest; an empty string removes it. At most 256 printable characters.
+    pub turn_secret: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -68,6 +78,10 @@ pub struct AppView {
     pub client_events: bool,
     /// Browser origins allowed to connect, normalised; empty allows every origin.
     pub allowed_origins: Vec<String>,
+    /// STUN/TURN servers announced to presence subscribers.
+    pub ice_servers: Vec<String>,
+    /// Whether a TURN secret is set (it is never shown).
+    pub turn_secret_set: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
@@ -82,6 +96,8 @@ impl From<AppRow> for AppView {
             subscription_counting: row.subscription_counting,
             client_events: row.client_events,
             allowed_origins: row.allowed_origins,
+            ice_servers: row.ice_servers,
+            turn_secret_set: row.turn_secret_set,
             created_at: row.created_at,
         }
     }
@@ -192,7 +208,7 @@ pub async fn show(
     request_body = AppChanges,
     responses(
         (status = 200, body = AppView),
-        (status = 400, description = "invalid name or origin, too many origins, or malformed JSON", body = ErrorBody),
+        (status = 400, description = "invalid name, origin, ICE server URL or TURN secret, too many origins or URLs, or malformed JSON", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, description = "missing or wrong `X-CSRF-Token`", body = ErrorBody),
         (status = 404, description = "no such app in this account", body = ErrorBody),
@@ -212,6 +228,8 @@ pub async fn update(
         subscription_counting: body.subscription_counting,
         client_events: body.client_events,
         allowed_origins: body.allowed_origins,
+        ice_servers: body.ice_servers,
+        turn_secret: body.turn_secret,
     };
     let app = state
         .control

@@ -3,9 +3,10 @@
 //! change is one transaction with one audit record per kind of change.
 
 use serde_json::json;
-use tenancy::AllowedOrigins;
+use tenancy::{AllowedOrigins, IceServers, check_turn_secret};
 use uuid::Uuid;
 
+use crate::crypto::turn_secret_context;
 use crate::domain::AppName;
 use crate::repository::apps::{self, SettingsChange};
 use crate::repository::{audit, keys};
@@ -21,6 +22,10 @@ pub struct AppChange {
     pub client_events: Option<bool>,
     /// Replaces the whole list; empty allows any origin.
     pub allowed_origins: Option<Vec<String>>,
+    /// Replaces the STUN/TURN URLs; empty announces none.
+    pub ice_servers: Option<Vec<String>>,
+    /// Sets the TURN secret (encrypted at rest); an empty string removes it.
+    pub turn_secret: Option<String>,
 }
 
 impl Control {
@@ -45,6 +50,15 @@ impl Control {
             .map(AllowedOrigins::parse)
             .transpose()
             .map_err(|e| ControlError::Validation(e.to_string()))?;
+        let ice_servers = change
+            .ice_servers
+            .as_deref()
+            .map(IceServers::parse)
+            .transpose()
+            .map_err(|e| ControlError::Validation(e.to_string()))?;
+        if let Some(secret) = change.turn_secret.as_deref().filter(|s| !s.is_empty()) {
+            check_turn_secret(secret).map_err(|e| ControlError::Validation(e.to_string()))?;
+        }
         let mut tx = self.pool.begin().await?;
         let before = apps::find(&mut tx, account_id, app_id)
             .await?
@@ -62,10 +76,23 @@ impl Control {
             subscription_counting: change.subscription_counting,
             client_events: change.client_events,
             allowed_origins: origins.as_ref().map(AllowedOrigins::as_slice),
+            ice_servers: ice_servers.as_ref().map(IceServers::as_slice),
         };
         let settings_asked = settings.subscription_counting.is_some()
             || settings.client_events.is_some()
-            || settings.allowed_origins.is_some();
+            || settings.allowed_origins.is_some()
+            || settings.ice_servers.is_some()
+            || change.turn_secret.is_some();
+        if let Some(secret) = &change.turn_secret {
+            let sealed = (!secret.is_empty())
+                .then(|| self.secrets.seal(&turn_secret_context(app_id), secret));
+            let parts = sealed
+                .as_ref()
+                .map(|sealed| (sealed.nonce.as_slice(), sealed.ciphertext.as_slice()));
+            if !apps::set_turn_secret(&mut tx, account_id, app_id, parts).await? {
+                return Err(ControlError::NotFound);
+            }
+        }
         if settings_asked {
             app = apps::update_settings(&mut tx, account_id, app_id, &settings)
                 .await?
@@ -89,6 +116,9 @@ impl Control {
                 "subscription_counting": settings.subscription_counting,
                 "client_events": settings.client_events,
                 "allowed_origins": settings.allowed_origins,
+                "ice_servers": settings.ice_servers,
+                // Whether it was set or removed, never the secret.
+                "turn_secret": change.turn_secret.as_ref().map(|s| if s.is_empty() { "removed" } else { "set" }),
             });
             audit::record(&mut tx, account, "app.settings_changed", app_id, details).await?;
         }

@@ -25,6 +25,7 @@ use crate::names::{AppKey, ChannelKind, ChannelName, SocketId, UserId};
 use crate::session::{Credentials, Output, Session, SessionConfig};
 use crate::sign::{channel_auth_string, hmac_hex, user_auth_string};
 use crate::signin::MAX_WATCHLIST_LEN;
+use crate::wire;
 
 const KEY: &str = "fuzz-key";
 const SECRET: &str = "fuzz-secret";
@@ -220,7 +221,19 @@ impl Run {
                 channel,
                 event,
                 frame,
+                to,
             } => {
+                if let Some(to) = &to {
+                    assert_eq!(
+                        channel.kind(),
+                        ChannelKind::Presence,
+                        "addressed off presence"
+                    );
+                    let addressee = wire::addressee(&frame);
+                    assert_eq!(addressee.as_deref(), Some(to.as_str()), "addressee lost");
+                } else {
+                    assert_eq!(wire::addressee(&frame), None, "broadcast read as addressed");
+                }
                 let member = self.subscribed.get(&channel);
                 assert!(member.is_some(), "client event on a channel not held");
                 assert!(event.is_client_event() && channel.kind().allows_client_events());

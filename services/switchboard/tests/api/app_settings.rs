@@ -223,3 +223,122 @@ async fn deleting_an_app_closes_its_sockets_and_forgets_its_keys() {
         401
     );
 }
+
+#[tokio::test]
+async fn ice_servers_reach_presence_subscribers_with_short_lived_turn_credentials() {
+    let platform = spawn_platform().await;
+    let (account, app) = platform.account_with_app("ice@example.com", None).await;
+    let bad_url = AppChange {
+        ice_servers: Some(vec!["http://stun.example.com".to_owned()]),
+        ..AppChange::default()
+    };
+    let refused = platform
+        .control
+        .change_app(account, &app.app.id, &bad_url)
+        .await;
+    assert!(matches!(
+        refused,
+        Err(control::service::ControlError::Validation(_))
+    ));
+    let bad_secret = AppChange {
+        turn_secret: Some("has a space".to_owned()),
+        ..AppChange::default()
+    };
+    let refused = platform
+        .control
+        .change_app(account, &app.app.id, &bad_secret)
+        .await;
+    assert!(matches!(
+        refused,
+        Err(control::service::ControlError::Validation(_))
+    ));
+
+    let ice = AppChange {
+        ice_servers: Some(vec![
+            "stun:stun.example.com:3478".to_owned(),
+            "turn:turn.example.com:3478?transport=udp".to_owned(),
+        ]),
+        turn_secret: Some("north-wind".to_owned()),
+        ..AppChange::default()
+    };
+    let row = platform
+        .control
+        .change_app(account, &app.app.id, &ice)
+        .await
+        .unwrap();
+    assert!(row.turn_secret_set);
+    assert_eq!(row.ice_servers.len(), 2);
+    // Encrypted at rest: the stored bytes are not the secret.
+    let stored: Vec<u8> =
+        sqlx::query_scalar("SELECT turn_secret_ciphertext FROM apps WHERE id = $1")
+            .bind(&app.app.id)
+            .fetch_one(&platform.pool)
+            .await
+            .unwrap();
+    assert!(!stored.windows(10).any(|w| w == b"north-wind"));
+    until_edge_sees(&platform, &app.key, |app| app.ice.turn_secret.is_some()).await;
+
+    let channel = "presence-call";
+    let channel_data = r#"{"user_id":"alice"}"#;
+    let (mut client, socket_id) = platform.connected(&app.key).await;
+    let signed = format!("{socket_id}:{channel}:{channel_data}");
+    let auth = format!(
+        "{}:{}",
+        app.key,
+        protocol::sign::hmac_hex(&app.secret, &signed)
+    );
+    let joined = client.subscribe(channel, &auth, Some(channel_data)).await;
+    let data: serde_json::Value = serde_json::from_str(joined["data"].as_str().unwrap()).unwrap();
+    let servers = &data["ice_servers"];
+    assert_eq!(servers[0], json!({"urls":["stun:stun.example.com:3478"]}));
+    let turn = &servers[1];
+    assert_eq!(
+        turn["urls"],
+        json!(["turn:turn.example.com:3478?transport=udp"])
+    );
+    let username = turn["username"].as_str().unwrap();
+    let (expiry, user) = username.split_once(':').unwrap();
+    assert_eq!(user, "alice");
+    let expiry: u64 = expiry.parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ttl = tenancy::TURN_CREDENTIAL_TTL.as_secs();
+    assert!(
+        expiry > now && expiry <= now + ttl + 1,
+        "short-lived: {expiry}"
+    );
+    let alice = protocol::names::UserId::parse("alice").unwrap();
+    let expected = tenancy::turn_credential("north-wind", &alice, expiry);
+    assert_eq!(turn["credential"], expected.credential);
+    // Other channels carry none: pusher-js sees the frames it always saw.
+    let joined = client.subscribe("news", "", None).await;
+    assert!(!joined["data"].as_str().unwrap().contains("ice_servers"));
+
+    // Removing the secret stops announcing TURN; STUN stays.
+    let remove = AppChange {
+        turn_secret: Some(String::new()),
+        ..AppChange::default()
+    };
+    let row = platform
+        .control
+        .change_app(account, &app.app.id, &remove)
+        .await
+        .unwrap();
+    assert!(!row.turn_secret_set);
+    until_edge_sees(&platform, &app.key, |app| app.ice.turn_secret.is_none()).await;
+    let (mut client, socket_id) = platform.connected(&app.key).await;
+    let signed = format!("{socket_id}:{channel}:{channel_data}");
+    let auth = format!(
+        "{}:{}",
+        app.key,
+        protocol::sign::hmac_hex(&app.secret, &signed)
+    );
+    let joined = client.subscribe(channel, &auth, Some(channel_data)).await;
+    let data: serde_json::Value = serde_json::from_str(joined["data"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        data["ice_servers"],
+        json!([{"urls":["stun:stun.example.com:3478"]}])
+    );
+}

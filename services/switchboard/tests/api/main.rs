@@ -1,5 +1,6 @@
 //! Black-box tests: the real server on port 0, spoken to over real sockets.
 
+mod addressed_events;
 mod app_settings;
 mod billing_admin;
 mod billing_edge;
