@@ -15,6 +15,7 @@ use broker::{DeliverySink, Publication};
 use protocol::names::{AppId, ChannelName, UserId};
 use protocol::wire;
 
+use crate::delta_bases::DeltaBases;
 use crate::limits::unix_now;
 use crate::metering::Meter;
 use crate::metrics::metrics;
@@ -35,6 +36,9 @@ pub struct Hub {
     /// Set (under the `connections` lock) by `shut_down_all`: a connection admitted just
     /// before it that registers after it is shut down at once, so none escapes a drain.
     shut_down: AtomicBool,
+    /// The previous event of each channel with a delta subscriber here: a publication's
+    /// delta is computed once, before fan-out, and each outbox picks it or the full frame.
+    deltas: DeltaBases,
 }
 
 fn id_of(outbox: &Arc<Outbox>) -> usize {
@@ -51,7 +55,13 @@ impl Hub {
             users: Mutex::default(),
             connections: Mutex::default(),
             shut_down: AtomicBool::new(false),
+            deltas: DeltaBases::default(),
         }
+    }
+
+    /// The channels' delta bases, which delta subscribers join and leave.
+    pub fn deltas(&self) -> &DeltaBases {
+        &self.deltas
     }
 
     /// Leaves `app`'s connections and deliveries out of metering and daily counts (the
@@ -222,6 +232,8 @@ impl Hub {
 
 impl DeliverySink for Hub {
     fn deliver(&self, publication: &Publication) {
+        // Once per publication, outside the hub's lock; `None` unless a delta subscriber is here.
+        let delta = self.deltas.next(publication);
         let channels = self.channels.read().expect("hub lock poisoned");
         let Some(subscribers) =
             channels.get(&(publication.app.clone(), publication.channel.clone()))
@@ -231,10 +243,11 @@ impl DeliverySink for Hub {
         let mut delivered = 0;
         for outbox in subscribers.values() {
             if publication.except.as_ref() != Some(outbox.socket_id()) {
-                outbox.push_from(
+                outbox.push_publication(
                     &publication.channel,
                     publication.serial,
                     publication.frame.clone(),
+                    delta.as_ref(),
                 );
                 delivered += 1;
             }

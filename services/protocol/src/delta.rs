@@ -2,10 +2,10 @@
 //! (`"delta": "fossil"` in `pusher:subscribe` data, which pusher-js never sends) may receive
 //! a channel event as a fossil delta against the channel's previous event instead of in full.
 //!
-//! The delta frame is
-//! `{"event":"switchboard:delta","channel":C,"serial":S,"epoch":E,"base":B,"delta":"<base64>"}`:
-//! applying the decoded fossil delta to the complete frame of serial `B` (byte for byte, as the
-//! subscriber received or rebuilt it) gives the complete frame of serial `S`. Fossil's format
+//! The delta frame is `{"event":"switchboard:delta","channel":C,"serial":S,"epoch":E,"base":B,
+//! "name":N,"user_id"?:U,"delta":"<base64>"}`: applying the decoded fossil delta to the UTF-8
+//! bytes of the `data` string of the event of serial `B` (as the subscriber received or
+//! rebuilt it) gives the `data` of the event `N` of serial `S`. Fossil's format
 //! carries the target's length and a checksum of it, so a client applying it to a wrong base
 //! finds out rather than delivering a wrong event. Top-level `serial` and `epoch` keep a delta
 //! frame's place in the channel's history readable without applying it (carrier cursors).
@@ -64,25 +64,50 @@ pub struct Stamp {
     pub epoch: String,
 }
 
-/// Reads the stamp of a channel event frame (`None` for an unstamped or unparsable frame).
-pub fn stamp_of(frame: &str) -> Option<Stamp> {
-    #[derive(Deserialize)]
-    struct Peek {
-        serial: Option<u64>,
-        epoch: Option<String>,
+/// The parts of a stamped channel event frame a delta is made of: the delta applies to the
+/// event's `data` string (what every carrier forwards exactly, whereas a frame's bytes may be
+/// re-serialised on the way, as long polling does), and the delta frame names the rest.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ChannelEvent {
+    pub event: String,
+    pub data: String,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    pub serial: u64,
+    pub epoch: String,
+}
+
+impl ChannelEvent {
+    /// Reads a stamped channel event frame (`None` for an unstamped one, or one whose `data`
+    /// is not a string).
+    pub fn parse(frame: &str) -> Option<Self> {
+        serde_json::from_str(frame).ok()
     }
-    let peek: Peek = serde_json::from_str(frame).ok()?;
-    Some(Stamp {
-        serial: peek.serial?,
-        epoch: peek.epoch?,
-    })
+
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            serial: self.serial,
+            epoch: self.epoch.clone(),
+        }
+    }
 }
 
 /// The previous event of a channel, kept as the base of the next one's delta.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Base<F> {
+pub struct Base {
     pub stamp: Stamp,
-    pub frame: F,
+    pub data: String,
+}
+
+impl Base {
+    /// Bytes the base holds.
+    pub fn len(&self) -> usize {
+        self.data.len() + self.stamp.epoch.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A publication's delta frame, computed once and shared by every subscriber that holds its
@@ -94,59 +119,55 @@ pub struct Delta<F> {
     pub frame: F,
 }
 
-/// The delta frame of `frame` (stamped `stamp`) against `previous`, when there is one worth
-/// sending: only for the next serial of the same epoch (a gap in serials means this node may
-/// not have the event before, so no delta until a new base), within the size bound, and only
-/// when the delta frame is smaller than the full one.
+/// The delta frame of `next` (whose complete frame is `full_len` bytes) against `previous`,
+/// when there is one worth sending: only for the next serial of the same epoch (a gap in
+/// serials means this node may not have the event before, so no delta until a new base),
+/// within the size bound, and only when the delta frame is smaller than the full one.
 pub fn delta_against(
     channel: &str,
-    previous: Option<&Base<impl AsRef<str>>>,
-    stamp: &Stamp,
-    frame: &str,
+    previous: Option<&Base>,
+    next: &ChannelEvent,
+    full_len: usize,
 ) -> Option<Delta<String>> {
     let previous = previous?;
-    let consecutive = previous.stamp.epoch == stamp.epoch
-        && previous.stamp.serial.checked_add(1) == Some(stamp.serial);
-    let base_frame = previous.frame.as_ref();
-    if !consecutive
-        || frame.len() > MAX_DELTA_EVENT_BYTES
-        || base_frame.len() > MAX_DELTA_EVENT_BYTES
-    {
+    let consecutive = previous.stamp.epoch == next.epoch
+        && previous.stamp.serial.checked_add(1) == Some(next.serial);
+    let too_large =
+        next.data.len() > MAX_DELTA_EVENT_BYTES || previous.data.len() > MAX_DELTA_EVENT_BYTES;
+    if !consecutive || too_large {
         return None;
     }
     // The crate's argument order is (target, source).
-    let delta = fossil_delta::delta(frame, base_frame);
-    let encoded = delta_frame(
+    let delta = fossil_delta::delta(&next.data, &previous.data);
+    let frame = DeltaFrame {
+        event: DELTA_EVENT,
         channel,
-        previous.stamp.serial,
-        stamp,
-        &STANDARD.encode(delta),
-    );
-    (encoded.len() < frame.len()).then_some(Delta {
+        serial: next.serial,
+        epoch: &next.epoch,
+        base: previous.stamp.serial,
+        name: &next.event,
+        user_id: next.user_id.as_deref(),
+        delta: &STANDARD.encode(delta),
+    };
+    let encoded = serde_json::to_string(&frame).expect("frames of strings always serialise");
+    (encoded.len() < full_len).then_some(Delta {
         base: previous.stamp.serial,
         frame: encoded,
     })
 }
 
-fn delta_frame(channel: &str, base: u64, stamp: &Stamp, delta: &str) -> String {
-    #[derive(Serialize)]
-    struct DeltaFrame<'a> {
-        event: &'a str,
-        channel: &'a str,
-        serial: u64,
-        epoch: &'a str,
-        base: u64,
-        delta: &'a str,
-    }
-    let frame = DeltaFrame {
-        event: DELTA_EVENT,
-        channel,
-        serial: stamp.serial,
-        epoch: &stamp.epoch,
-        base,
-        delta,
-    };
-    serde_json::to_string(&frame).expect("frames of strings and numbers always serialise")
+#[derive(Serialize)]
+struct DeltaFrame<'a> {
+    event: &'a str,
+    channel: &'a str,
+    serial: u64,
+    epoch: &'a str,
+    base: u64,
+    /// The event's own name.
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+    delta: &'a str,
 }
 
 /// What one subscriber is sent of a publication.

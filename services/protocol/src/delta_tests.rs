@@ -28,18 +28,27 @@ fn ticker(serial: u64, epoch: &str, changed: &[usize]) -> String {
     )
 }
 
-fn base_of(frame: &str) -> Base<&str> {
+fn base_of(frame: &str) -> Base {
+    let event = ChannelEvent::parse(frame).unwrap();
     Base {
-        stamp: stamp_of(frame).unwrap(),
-        frame,
+        stamp: event.stamp(),
+        data: event.data,
     }
 }
 
-/// Applies a delta frame to its base the way a client does.
+fn next(frame: &str) -> ChannelEvent {
+    ChannelEvent::parse(frame).unwrap()
+}
+
+/// Applies a delta frame to its base frame the way a client does: to the base's `data`.
 fn apply(base: &str, delta_frame: &str) -> Vec<u8> {
     let frame: Value = serde_json::from_str(delta_frame).unwrap();
     let delta = STANDARD.decode(frame["delta"].as_str().unwrap()).unwrap();
-    fossil_delta::apply(base, delta).unwrap()
+    fossil_delta::apply(base_of(base).data, delta).unwrap()
+}
+
+fn delta_of(previous: Option<&Base>, frame: &str) -> Option<Delta<String>> {
+    delta_against("ticker", previous, &next(frame), frame.len())
 }
 
 #[test]
@@ -78,8 +87,8 @@ fn a_delta_against_the_previous_event_rebuilds_the_next_one_byte_for_byte() {
 fn a_wrong_base_fails_the_checksum_instead_of_giving_a_wrong_event() {
     let first = ticker(7, "e1", &[]);
     let second = ticker(8, "e1", &[3]);
-    let delta = delta_against("ticker", Some(&base_of(&first)), &stamp(8, "e1"), &second).unwrap();
-    let other_base = ticker(7, "e1", &[3, 9]);
+    let delta = delta_of(Some(&base_of(&first)), &second).unwrap();
+    let other_base = base_of(&ticker(7, "e1", &[3, 9])).data;
     let frame: Value = serde_json::from_str(&delta.frame).unwrap();
     let bytes = STANDARD.decode(frame["delta"].as_str().unwrap()).unwrap();
     assert!(fossil_delta::apply(other_base, bytes).is_err());
@@ -126,7 +135,7 @@ fn no_delta_without_a_base_across_a_gap_or_an_epoch_change() {
 #[test]
 fn no_delta_when_it_is_not_smaller_or_an_event_is_too_large() {
     let small = r#"{"event":"e","channel":"c","data":"1","serial":1,"epoch":"e1"}"#;
-    let next = r#"{"event":"e","channel":"c","data":"2","serial":2,"epoch":"e1"}"#;
+    let second = r#"{"event":"e","channel":"c","data":"2","serial":2,"epoch":"e1"}"#;
     assert_eq!(
         delta_against("c", Some(&base_of(small)), &stamp(2, "e1"), next),
         None
@@ -189,10 +198,23 @@ fn the_subscribe_option_is_fossil_or_absent() {
 }
 
 #[test]
-fn a_stamp_is_read_from_a_channel_event_frame() {
-    assert_eq!(stamp_of(&ticker(42, "abc", &[])), Some(stamp(42, "abc")));
-    assert_eq!(stamp_of(r#"{"event":"e","channel":"c","data":"1"}"#), None);
-    assert_eq!(stamp_of("not json"), None);
+fn a_stamped_channel_event_is_read_with_its_user() {
+    let event = ChannelEvent::parse(&ticker(42, "abc", &[])).unwrap();
+    assert_eq!(
+        (event.stamp(), event.event.as_str()),
+        (stamp(42, "abc"), "tick")
+    );
+    let frame =
+        r#"{"event":"client-x","channel":"c","data":"1","user_id":"u","serial":1,"epoch":"e"}"#;
+    assert_eq!(
+        ChannelEvent::parse(frame).unwrap().user_id.as_deref(),
+        Some("u")
+    );
+    assert_eq!(
+        ChannelEvent::parse(r#"{"event":"e","channel":"c","data":"1"}"#),
+        None
+    );
+    assert_eq!(ChannelEvent::parse("not json"), None);
 }
 
 proptest! {
@@ -206,9 +228,9 @@ proptest! {
             format!("{},\"serial\":{serial},\"epoch\":\"e1\"}}", event.trim_end_matches('}'))
         };
         let (first, second) = (frame(1, &base), frame(2, &target));
-        if let Some(delta) = delta_against("c", Some(&base_of(&first)), &stamp(2, "e1"), &second) {
+        if let Some(delta) = delta_of(Some(&base_of(&first)), &second) {
             prop_assert!(delta.frame.len() < second.len());
-            prop_assert_eq!(apply(&first, &delta.frame), second.as_bytes());
+            prop_assert_eq!(apply(&first, &delta.frame), target.as_bytes());
         }
     }
 }
