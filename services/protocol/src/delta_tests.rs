@@ -1,3 +1,5 @@
+//! `protocol::delta` driven directly: deltas rebuild their target, the cases that give none, and which frame a subscriber gets.
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use proptest::prelude::*;
