@@ -1,5 +1,6 @@
 import type { Authorizer, ChannelAuthorizationData } from './auth';
 import { safeParse } from './connection';
+import { applyDeltaFrame, DELTA_EVENT, type DeltaBase, type DeltaFormat } from './delta';
 import { Dispatcher, type EventCallback, type EventMetadata, type GlobalCallback } from './events';
 import { PositionTracker, type ChannelPosition } from './position';
 import type { Frame, SubscriptionParams } from './transports/types';
@@ -32,6 +33,16 @@ export interface ChannelEvents {
   'pusher:member_added': Member;
   'pusher:member_removed': Member;
   'switchboard:resume_failed': ResumeFailed;
+}
+
+/** Per-subscription options. */
+export interface SubscribeOptions {
+  /**
+   * Ask for delta updates: the edge may send an event as a delta against the channel's
+   * previous event. Applied and verified here; any mismatch resubscribes from the last good
+   * serial and gets full events.
+   */
+  delta?: DeltaFormat;
 }
 
 /** What a channel needs from its client. */
@@ -100,12 +111,27 @@ export class Channel<Events extends EventMap = EventMap> {
   private sentOn: string | null = null;
   private attemptOn: string | null = null;
   private cancelled = false;
+  /** The last event delivered since the subscription was confirmed (delta channels only). */
+  private base: DeltaBase | null = null;
+  /** A delta could not be applied: deltas are dropped until the resubscribe is confirmed. */
+  private resyncing = false;
+  /** Deltas that could not be applied (each answered by a resubscribe). */
+  deltaMismatches = 0;
 
   constructor(
     readonly name: string,
     private host: ChannelHost,
+    private options: SubscribeOptions = {},
   ) {
     this.members = new Members();
+  }
+
+  /** @internal A later `subscribe(name, options)` may change the options. */
+  _setOptions(options: SubscribeOptions | undefined): void {
+    if (options && options.delta !== this.options.delta) {
+      this.options = { ...options };
+      this.attemptOn = null;
+    }
   }
 
   /** The last serial and epoch seen: what the next subscribe resumes from. */
@@ -164,6 +190,7 @@ export class Channel<Events extends EventMap = EventMap> {
       params.auth = this.auth.auth;
       if (this.auth.channel_data !== undefined) params.channel_data = this.auth.channel_data;
     }
+    if (this.options.delta) params.delta = this.options.delta;
     return params;
   }
 
@@ -198,6 +225,9 @@ export class Channel<Events extends EventMap = EventMap> {
     }
     const resume = this.tracker.resume();
     if (resume) data.resume = resume;
+    if (this.options.delta) data.delta = this.options.delta;
+    // The edge starts every subscription with a full event: no delta applies to an older base.
+    this.base = null;
     if (this.host.send({ event: 'pusher:subscribe', data })) this.sentOn = socketId;
     else this.attemptOn = null;
   }
@@ -216,13 +246,45 @@ export class Channel<Events extends EventMap = EventMap> {
     this.subscriptionPending = false;
   }
 
-  /** @internal A frame for this channel. */
-  _handle(frame: Frame): void {
+  /**
+   * @internal A frame for this channel. Returns the frame as delivered (a delta rebuilt into
+   * its event), or null for a delta that was dropped.
+   */
+  _handle(frame: Frame): Frame | null {
+    if (frame.event === DELTA_EVENT) {
+      const rebuilt = this.rebuild(frame);
+      if (!rebuilt) return null;
+      frame = rebuilt;
+    }
+    this.deliver(frame);
+    return frame;
+  }
+
+  /** A delta's event, or null: a duplicate, one arriving while resyncing, or a mismatch. */
+  private rebuild(frame: Frame): Frame | null {
+    const seen = this.tracker.current;
+    const duplicate = seen && seen.epoch === frame.epoch && typeof frame.serial === 'number' && frame.serial <= seen.serial;
+    if (duplicate || this.resyncing) return null;
+    const rebuilt = applyDeltaFrame(this.base, frame);
+    if (rebuilt) return rebuilt;
+    // A missed or wrong base: never deliver a guess; resume from the last good serial,
+    // which the edge answers with full events.
+    this.deltaMismatches++;
+    this.resyncing = true;
+    this.base = null;
+    this.attemptOn = null;
+    void this._subscribe();
+    return null;
+  }
+
+  private deliver(frame: Frame): void {
     const data = typeof frame.data === 'string' ? safeParse(frame.data) : frame.data;
     switch (frame.event) {
       case 'pusher_internal:subscription_succeeded':
         this.subscribed = true;
         this.subscriptionPending = false;
+        this.resyncing = false;
+        this.base = null;
         this.tracker.subscribed(data && data.serial, data && data.epoch);
         if (this.name.indexOf('presence-') === 0) {
           this.iceServers = (data && data.ice_servers) || null;
@@ -243,6 +305,9 @@ export class Channel<Events extends EventMap = EventMap> {
       }
     }
     if (!this.tracker.accept(frame.serial, frame.epoch)) return;
+    if (this.options.delta && typeof frame.data === 'string' && typeof frame.serial === 'number' && typeof frame.epoch === 'string') {
+      this.base = { serial: frame.serial, epoch: frame.epoch, data: frame.data };
+    }
     const event = frame.event.indexOf('pusher_internal:') === 0 ? 'pusher:' + frame.event.slice(16) : frame.event;
     this.emit(event, data, frame.user_id !== undefined ? { user_id: frame.user_id } : undefined);
   }

@@ -1,6 +1,7 @@
 import { authorizer, type ChannelAuthorizationOptions } from './auth';
 import { DEFAULT_BACKOFF, type BackoffOptions } from './backoff';
-import { Channel, type EventMap } from './channel';
+import { Channel, type EventMap, type SubscribeOptions } from './channel';
+import { DELTA_EVENT } from './delta';
 import { Connection, type ConnectionState } from './connection';
 import { Dispatcher, type EventCallback, type GlobalCallback } from './events';
 import type { Frame, SubscriptionParams, TransportName } from './transports/types';
@@ -10,7 +11,8 @@ export type { BackoffOptions, CloseAction } from './backoff';
 export { PositionTracker } from './position';
 export type { ChannelPosition } from './position';
 export { Channel, Members } from './channel';
-export type { ChannelEvents, EventMap, Member, ResumeFailed, SubscriptionError } from './channel';
+export type { ChannelEvents, EventMap, Member, ResumeFailed, SubscribeOptions, SubscriptionError } from './channel';
+export type { DeltaFormat } from './delta';
 export { Connection } from './connection';
 export type { ConnectionState } from './connection';
 export type { EventCallback, EventMetadata, GlobalCallback } from './events';
@@ -139,12 +141,17 @@ export class Switchboard {
     this.connection.disconnect();
   }
 
-  /** Subscribes (or returns the existing subscription); typed by the channel's event map. */
-  subscribe<Events extends EventMap = EventMap>(name: string): Channel<Events> {
+  /**
+   * Subscribes (or returns the existing subscription); typed by the channel's event map.
+   * `{ delta: 'fossil' }` asks for delta updates (see the README).
+   */
+  subscribe<Events extends EventMap = EventMap>(name: string, options?: SubscribeOptions): Channel<Events> {
     let channel = this.channels.get(name);
     if (!channel) {
-      channel = new Channel<Events>(name, this.host);
+      channel = new Channel<Events>(name, this.host, options);
       this.channels.set(name, channel);
+    } else {
+      channel._setOptions(options);
     }
     void channel._subscribe();
     return channel as Channel<Events>;
@@ -186,9 +193,12 @@ export class Switchboard {
     return this;
   }
 
-  private route(frame: Frame): void {
-    const channel = frame.channel ? this.channels.get(frame.channel) : undefined;
-    if (channel) channel._handle(frame);
+  private route(received: Frame): void {
+    const channel = received.channel ? this.channels.get(received.channel) : undefined;
+    const handled = channel ? channel._handle(received) : null;
+    // A delta reaches global bindings as the event it rebuilds, or not at all.
+    const frame = received.event === DELTA_EVENT ? handled : received;
+    if (!frame) return;
     if (frame.event.indexOf('pusher_internal:') !== 0) {
       const data = typeof frame.data === 'string' ? safeParseData(frame.data) : frame.data;
       this.global.emit(frame.event, data, frame.user_id !== undefined ? { user_id: frame.user_id } : undefined);

@@ -17,6 +17,8 @@ export interface SubscriptionParams {
   channel: string;
   auth?: string;
   channel_data?: string;
+  /** The delta format asked for, so an edge rebuilding the session asks for it again. */
+  delta?: string;
 }
 
 /** Why a carrier ended. `code` is a Pusher close code when there is one; `reopen` asks for an

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use broker::Publication;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use protocol::codes::{CloseReason, ErrorCode};
+use protocol::delta::DeltaFormat;
 use protocol::names::{AppKey, ChannelName, EventName, SocketId, UserId};
 use protocol::session::{Credentials, Output, Session, SessionConfig};
 use protocol::wire::{self, ChannelPosition, Member};
@@ -236,7 +237,8 @@ impl Connection {
                 channel,
                 member,
                 resume,
-            } => self.subscribe(channel, member, resume).await,
+                delta,
+            } => self.subscribe(channel, member, resume, delta).await,
             Output::Unsubscribe { channel, member } => self.unsubscribe(&channel, member).await,
             Output::ClientEvent {
                 channel,
@@ -269,6 +271,7 @@ impl Connection {
         channel: ChannelName,
         member: Option<Member>,
         resume: Option<ChannelPosition>,
+        delta: Option<DeltaFormat>,
     ) {
         if let Some(refusal) = report::refuse_on_system_app(&self.state, &self.app.id, &channel) {
             self.session.subscription_refused(&channel);
@@ -323,6 +326,8 @@ impl Connection {
             let socket_id = self.session.socket_id();
             report::subscribed(&self.state, &self.app.id, socket_id, &channel);
         }
+        // While held: the first frame after the confirmation is full, deltas follow.
+        self.set_delta(&channel, delta.is_some());
         let catch_up = resume::catch_up(
             self.state.cluster.broker.as_ref(),
             &self.app.id,
@@ -395,7 +400,22 @@ impl Connection {
         crate::metrics::metrics().delivered.increment(frames);
     }
 
+    /// Turns delta updates on or off for one of this connection's channels (a re-subscribe
+    /// may change its mind); the node keeps a base only while the channel has a delta
+    /// subscriber, and within its bounds (past them, full events).
+    fn set_delta(&self, channel: &ChannelName, wanted: bool) {
+        let deltas = self.state.hub.deltas();
+        if wanted {
+            if self.outbox.enable_delta(channel) && !deltas.subscribed(&self.app.id, channel) {
+                self.outbox.disable_delta(channel);
+            }
+        } else if self.outbox.disable_delta(channel) {
+            deltas.unsubscribed(&self.app.id, channel);
+        }
+    }
+
     async fn unsubscribe(&mut self, channel: &ChannelName, member: Option<UserId>) {
+        self.set_delta(channel, false);
         let removed =
             node_subscriptions::unsubscribe(&self.state, &self.app.id, channel, &self.outbox).await;
         if removed.is_some() {

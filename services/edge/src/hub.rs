@@ -14,7 +14,10 @@ use broker::counters::MessageCounter;
 use broker::{DeliverySink, Publication};
 use protocol::names::{AppId, ChannelName, UserId};
 use protocol::wire;
+use protocol::delta::Delta;
+use bytestring::ByteString;
 
+use crate::delta_bases::DeltaBases;
 use crate::limits::unix_now;
 use crate::metering::Meter;
 use crate::metrics::metrics;
@@ -38,6 +41,9 @@ pub struct Hub {
     /// Set (under the `connections` lock) by `shut_down_all`: a connection admitted just
     /// before it that registers after it is shut down at once, so none escapes a drain.
     shut_down: AtomicBool,
+    /// The previous event of each channel with a delta subscriber here: a publication's
+    /// delta is computed once, before fan-out, and each outbox picks it or the full frame.
+    deltas: DeltaBases,
 }
 
 fn id_of(outbox: &Arc<Outbox>) -> usize {
@@ -55,7 +61,13 @@ impl Hub {
             members: RwLock::default(),
             connections: Mutex::default(),
             shut_down: AtomicBool::new(false),
+            deltas: DeltaBases::default(),
         }
+    }
+
+    /// The channels' delta bases, which delta subscribers join and leave.
+    pub fn deltas(&self) -> &DeltaBases {
+        &self.deltas
     }
 
     /// Leaves `app`'s connections and deliveries out of metering and daily counts (the
@@ -258,15 +270,21 @@ impl Hub {
 }
 
 impl Hub {
-    /// Pushes the publication into each of `subscribers` but the excluded one; how many.
-    fn push_to(publication: &Publication, subscribers: Option<&Subscribers>) -> u64 {
+    /// Pushes the publication (or, to a subscriber holding its base, its delta) into each of
+    /// `subscribers` but the excluded one; how many.
+    fn push_to(
+        publication: &Publication,
+        subscribers: Option<&Subscribers>,
+        delta: Option<&Delta<ByteString>>,
+    ) -> u64 {
         let mut delivered = 0;
         for outbox in subscribers.into_iter().flat_map(HashMap::values) {
             if publication.except.as_ref() != Some(outbox.socket_id()) {
-                outbox.push_from(
+                outbox.push_publication(
                     &publication.channel,
                     publication.serial,
                     publication.frame.clone(),
+                    delta,
                 );
                 delivered += 1;
             }
@@ -281,15 +299,18 @@ impl DeliverySink for Hub {
         // same) goes to that member's connections on the channel only.
         let delivered = match wire::addressee(&publication.frame) {
             None => {
+                // Once per publication, outside the hub's lock; `None` unless a delta
+                // subscriber is here.
+                let delta = self.deltas.next(publication);
                 let channels = self.channels.read().expect("hub lock poisoned");
                 let key = (publication.app.clone(), publication.channel.clone());
-                Self::push_to(publication, channels.get(&key))
+                Self::push_to(publication, channels.get(&key), delta.as_ref())
             }
             Some(to) => match UserId::parse(&to) {
                 Ok(to) => {
                     let members = self.members.read().expect("hub lock poisoned");
                     let key = (publication.app.clone(), publication.channel.clone(), to);
-                    Self::push_to(publication, members.get(&key))
+                    Self::push_to(publication, members.get(&key), None)
                 }
                 Err(_) => 0,
             },

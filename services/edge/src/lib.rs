@@ -17,6 +17,7 @@ mod channel_events;
 mod connection;
 pub mod console;
 mod dead_nodes;
+pub mod delta_bases;
 pub mod drain;
 pub mod health;
 mod http_api;

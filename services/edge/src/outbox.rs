@@ -12,6 +12,11 @@
 //! While the connection subscribes, its channel's fan-out frames are held (`hold`) and then
 //! released after the subscriber's position: the frames at or below the serial it was told
 //! (or was replayed) are dropped, so it receives each serial once, in order.
+//!
+//! A channel subscribed with delta updates (`enable_delta`) remembers the serial of the last
+//! frame of that channel queued here; a publication's precomputed delta is queued instead of
+//! its full frame only when that serial is the delta's base (`protocol::delta::pick`). A
+//! subscribe (`hold`) forgets it, so the first event after a subscribe or resume is full.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -22,6 +27,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use futures_util::task::AtomicWaker;
 use protocol::codes::CloseReason;
+use protocol::delta::{self, Delta, Pick};
 use protocol::names::{ChannelName, SocketId};
 use tokio::sync::Notify;
 
@@ -139,6 +145,16 @@ struct Queue {
     /// Channels being subscribed, whose fan-out frames wait; empty nearly always, and then
     /// it costs a length check per push.
     held: Vec<Held>,
+    /// Channels subscribed with delta updates; empty for pusher-js clients.
+    deltas: Vec<DeltaChannel>,
+}
+
+#[derive(Debug)]
+struct DeltaChannel {
+    channel: ChannelName,
+    /// The serial of the last frame of the channel queued for the client since it
+    /// subscribed: the only base a delta may name.
+    last_queued: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -158,6 +174,39 @@ impl Queue {
     fn fits(&self, bytes: usize, frames: usize, max_bytes: usize) -> bool {
         let len = self.len();
         len == 0 || (len < frames && self.bytes.saturating_add(bytes) <= max_bytes)
+    }
+
+    /// The frame this connection gets of a publication, full or delta, noting its serial as
+    /// the channel's last queued one.
+    fn choose(
+        &mut self,
+        channel: &ChannelName,
+        serial: Option<u64>,
+        frame: ByteString,
+        delta: Option<&Delta<ByteString>>,
+    ) -> ByteString {
+        let Some(state) = self.deltas.iter_mut().find(|d| d.channel == *channel) else {
+            return frame;
+        };
+        let Some(serial) = serial else {
+            return frame;
+        };
+        let base = delta.map(|delta| delta.base);
+        let last = state.last_queued.replace(serial);
+        match (delta::pick(true, last, base), delta) {
+            (Pick::Delta, Some(delta)) => delta.frame.clone(),
+            _ => frame,
+        }
+    }
+
+    /// Notes a full frame queued for a delta channel outside fan-out (released after a hold).
+    fn queued_full(&mut self, channel: &ChannelName, serial: Option<u64>) {
+        if let (Some(state), Some(_)) = (
+            self.deltas.iter_mut().find(|d| d.channel == *channel),
+            serial,
+        ) {
+            state.last_queued = serial;
+        }
     }
 }
 
@@ -187,11 +236,29 @@ impl Outbox {
     /// Queues a fan-out frame of `channel` (with the serial the broker gave it, if any), or
     /// holds it while the connection is subscribing to that channel.
     pub fn push_from(&self, channel: &ChannelName, serial: Option<u64>, frame: ByteString) {
+        self.push_publication(channel, serial, frame, None);
+    }
+
+    /// `push_from`, with the publication's delta against the channel's previous event when
+    /// fan-out computed one: queued instead of `frame` if this connection subscribed with
+    /// deltas and its last frame of the channel was the delta's base. Held frames stay full.
+    pub fn push_publication(
+        &self,
+        channel: &ChannelName,
+        serial: Option<u64>,
+        frame: ByteString,
+        delta: Option<&Delta<ByteString>>,
+    ) {
         if self.state.load(Ordering::Relaxed) != OPEN {
             return;
         }
-        let bytes = frame.len();
         let mut queue = self.queue.lock().expect("outbox lock poisoned");
+        let holding = queue.held.iter().any(|held| held.channel == *channel);
+        let frame = match holding {
+            true => frame,
+            false => queue.choose(channel, serial, frame, delta),
+        };
+        let bytes = frame.len();
         if !queue.fits(bytes, self.bounds.frames, self.bounds.bytes) {
             drop(queue);
             return self.overflowed();
@@ -210,6 +277,9 @@ impl Outbox {
     /// Holds the channel's fan-out frames from now on, until `release` or `discard_held`.
     pub fn hold(&self, channel: &ChannelName) {
         let mut queue = self.queue.lock().expect("outbox lock poisoned");
+        if let Some(state) = queue.deltas.iter_mut().find(|d| d.channel == *channel) {
+            state.last_queued = None;
+        }
         if !queue.held.iter().any(|held| held.channel == *channel) {
             queue.held.push(Held {
                 channel: channel.clone(),
@@ -234,6 +304,7 @@ impl Outbox {
                 dropped += 1;
                 dropped_bytes += frame.len() as u64;
             } else {
+                queue.queued_full(channel, serial);
                 queue.items.push_back(Outgoing::Text(frame));
             }
         }
@@ -243,6 +314,28 @@ impl Outbox {
         self.bounds.stats.removed(dropped_len);
         self.writer.wake();
         (dropped, dropped_bytes)
+    }
+
+    /// Lets fan-out queue deltas for this channel from the next `hold` on; false if it already
+    /// did.
+    pub fn enable_delta(&self, channel: &ChannelName) -> bool {
+        let mut queue = self.queue.lock().expect("outbox lock poisoned");
+        if queue.deltas.iter().any(|d| d.channel == *channel) {
+            return false;
+        }
+        queue.deltas.push(DeltaChannel {
+            channel: channel.clone(),
+            last_queued: None,
+        });
+        true
+    }
+
+    /// Full frames only from now on for this channel; true if it had deltas.
+    pub fn disable_delta(&self, channel: &ChannelName) -> bool {
+        let mut queue = self.queue.lock().expect("outbox lock poisoned");
+        let before = queue.deltas.len();
+        queue.deltas.retain(|d| d.channel != *channel);
+        queue.deltas.len() != before
     }
 
     /// Ends the hold and drops what it held (the subscription failed).

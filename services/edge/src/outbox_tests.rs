@@ -178,3 +178,68 @@ async fn a_push_wakes_the_waiting_task_only_for_close_requests() {
     outbox.terminate();
     assert_eq!(waiter.await.unwrap(), Some(CloseReason::Unauthorized));
 }
+
+fn delta(base: u64, frame: &str) -> Delta<ByteString> {
+    Delta {
+        base,
+        frame: frame.into(),
+    }
+}
+
+#[test]
+fn a_delta_subscriber_gets_a_delta_only_after_a_full_event_of_its_base() {
+    let (outbox, plain) = (outbox(16), self::outbox(16));
+    let ticker = ChannelName::parse("ticker").unwrap();
+    assert!(outbox.enable_delta(&ticker));
+    for subscriber in [&outbox, &plain] {
+        subscriber.hold(&ticker);
+        subscriber.push_publication(&ticker, Some(5), "full 5".into(), Some(&delta(4, "d5")));
+        subscriber.release(&ticker, Some(4));
+        subscriber.push_publication(&ticker, Some(6), "full 6".into(), Some(&delta(5, "d6")));
+        // Serial 7 was not fan-out to it (its own client event): 8's base is missing.
+        subscriber.push_publication(&ticker, Some(8), "full 8".into(), Some(&delta(7, "d8")));
+        subscriber.push_publication(&ticker, Some(9), "full 9".into(), Some(&delta(8, "d9")));
+        // A gap: no delta computed.
+        subscriber.push_publication(&ticker, Some(12), "full 12".into(), None);
+        subscriber.push_from(&ticker, None, "member_added".into());
+        subscriber.push_publication(&ticker, Some(13), "full 13".into(), Some(&delta(12, "d13")));
+    }
+    assert_eq!(
+        outbox.drain(),
+        [
+            "full 5",
+            "d6",
+            "full 8",
+            "d9",
+            "full 12",
+            "member_added",
+            "d13"
+        ]
+        .map(text)
+    );
+    assert_eq!(
+        plain.drain(),
+        [
+            "full 5",
+            "full 6",
+            "full 8",
+            "full 9",
+            "full 12",
+            "member_added",
+            "full 13"
+        ]
+        .map(text),
+        "a client that did not ask gets full events"
+    );
+
+    // A re-subscribe (a resume) starts from a full event again.
+    outbox.hold(&ticker);
+    outbox.push("replayed 14".into());
+    outbox.release(&ticker, Some(14));
+    outbox.push_publication(&ticker, Some(15), "full 15".into(), Some(&delta(14, "d15")));
+    outbox.push_publication(&ticker, Some(16), "full 16".into(), Some(&delta(15, "d16")));
+    assert_eq!(outbox.drain(), ["replayed 14", "full 15", "d16"].map(text));
+    assert!(outbox.disable_delta(&ticker));
+    outbox.push_publication(&ticker, Some(17), "full 17".into(), Some(&delta(16, "d17")));
+    assert_eq!(outbox.drain(), [text("full 17")]);
+}

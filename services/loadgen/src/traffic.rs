@@ -21,6 +21,8 @@ const EVENT: &str = "bench";
 /// In every event's data; survives every carrier's encoding (letters only).
 const MARK: &str = "TRFXMARK";
 const SUBSCRIBED: &str = "subscription_succeeded";
+/// In every channel event frame, full or delta, once (unescaped: not in any `data`).
+const STAMP: &str = "\"serial\":";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Carrier {
@@ -70,6 +72,38 @@ pub struct TrafficArgs {
     /// Clients connecting at once.
     #[arg(long, default_value_t = 100)]
     ramp_concurrency: usize,
+    /// Publish a ticker instead of `--payload` bytes: a ~2 KiB JSON document of 50 prices,
+    /// 3 of them changing per event. Events are then counted by their `"serial":` stamp.
+    #[arg(long)]
+    ticker: bool,
+    /// Subscribe with delta updates (`"delta":"fossil"`, our SDK's option); with `--ticker`.
+    #[arg(long, requires = "ticker")]
+    delta: bool,
+}
+
+/// Prices in the ticker document.
+const TICKER_PRICES: u64 = 50;
+/// Prices that change per event.
+const TICKER_CHANGES: u64 = 3;
+
+/// The ticker document of event `seq`: 50 prices, each moved by every event that changed it.
+fn ticker_document(seq: u64) -> String {
+    let prices: Vec<String> = (0..TICKER_PRICES)
+        .map(|i| {
+            // Event `n` changes prices n*7, n*7+1, n*7+2 (mod 50): count the moves up to `seq`.
+            let moves = (0..=seq)
+                .filter(|n| (0..TICKER_CHANGES).any(|k| (n * 7 + k) % TICKER_PRICES == i))
+                .count() as u64;
+            let cents = 10_000 + i * 137 + moves * 25;
+            format!(
+                r#"{{"symbol":"SYM{i:02}","price":{}.{:02},"change":0.{:02}}}"#,
+                cents / 100,
+                cents % 100,
+                (moves * 25) % 100
+            )
+        })
+        .collect();
+    format!(r#"{{"prices":[{}]}}"#, prices.join(","))
 }
 
 struct Client {
@@ -80,6 +114,7 @@ struct Client {
     permit: Option<OwnedSemaphorePermit>,
     marks: Scanner,
     subscribed: Scanner,
+    deltas: Scanner,
 }
 
 impl Client {
@@ -87,6 +122,8 @@ impl Client {
     fn seen(&mut self, data: &[u8]) {
         let events = self.marks.feed(data);
         self.counters.events.fetch_add(events, Ordering::Relaxed);
+        let deltas = self.deltas.feed(data);
+        self.counters.deltas.fetch_add(deltas, Ordering::Relaxed);
         if self.subscribed.feed(data) > 0 && self.permit.take().is_some() {
             self.ready.fetch_add(1, Ordering::Relaxed);
         }
@@ -109,9 +146,15 @@ impl Client {
         )
     }
     fn sb_url(&self, path: &str, session: &str, cursor: &str, extra: &str) -> String {
-        // `[{"channel":"traffic"}]`, URL-encoded as encodeURIComponent does.
+        // `[{"channel":"traffic"}]` (with `"delta":"fossil"`), URL-encoded as
+        // encodeURIComponent does.
+        let delta = if self.args.delta {
+            "%2C%22delta%22%3A%22fossil%22"
+        } else {
+            ""
+        };
         let mut url = format!(
-            "/sb/app/{}/{path}?subs=%5B%7B%22channel%22%3A%22{CHANNEL}%22%7D%5D",
+            "/sb/app/{}/{path}?subs=%5B%7B%22channel%22%3A%22{CHANNEL}%22{delta}%7D%5D",
             self.args.key
         );
         if !session.is_empty() {
@@ -152,8 +195,13 @@ impl Client {
             self.args.server, self.args.key
         );
         let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+        let delta = if self.args.delta {
+            r#","delta":"fossil""#
+        } else {
+            ""
+        };
         let subscribe =
-            format!(r#"{{"event":"pusher:subscribe","data":{{"channel":"{CHANNEL}"}}}}"#);
+            format!(r#"{{"event":"pusher:subscribe","data":{{"channel":"{CHANNEL}"{delta}}}}}"#);
         ws.send(Message::text(subscribe)).await?;
         while let Some(message) = ws.next().await {
             if let Message::Text(text) = message? {
@@ -258,10 +306,15 @@ fn encode(text: &str) -> String {
 }
 
 async fn publish(args: &TrafficArgs, client: &reqwest::Client, seq: u64) -> anyhow::Result<()> {
-    let mut data = format!("{MARK}{seq}:");
-    while data.len() < args.payload {
-        data.push('x');
-    }
+    let data = if args.ticker {
+        ticker_document(seq)
+    } else {
+        let mut data = format!("{MARK}{seq}:");
+        while data.len() < args.payload {
+            data.push('x');
+        }
+        data
+    };
     let body =
         serde_json::to_vec(&serde_json::json!({"name": EVENT, "channel": CHANNEL, "data": data}))?;
     let path = format!("/apps/{}/events", args.app_id);
@@ -314,8 +367,10 @@ async fn run(args: Arc<TrafficArgs>) -> anyhow::Result<()> {
             counters: counters.clone(),
             ready: ready.clone(),
             permit: Some(permit),
-            marks: Scanner::new(MARK),
+            // A ticker's data has no mark, and a delta not even the data: count stamps.
+            marks: Scanner::new(if args.ticker { STAMP } else { MARK }),
             subscribed: Scanner::new(SUBSCRIBED),
+            deltas: Scanner::new(protocol::delta::DELTA_EVENT),
         };
         let failures = failures.clone();
         tokio::spawn(async move {
@@ -346,6 +401,7 @@ async fn run(args: Arc<TrafficArgs>) -> anyhow::Result<()> {
             &counters.up,
             &counters.events,
             &counters.requests,
+            &counters.deltas,
         ]
         .map(|c| c.load(Ordering::Relaxed))
     };
@@ -364,12 +420,24 @@ async fn run(args: Arc<TrafficArgs>) -> anyhow::Result<()> {
     }
     tokio::time::sleep_until((t0 + Duration::from_secs_f64(args.duration)).into()).await;
     let after = snapshot();
-    let [down, up, events, requests] = [0, 1, 2, 3].map(|i| after[i] - before[i]);
+    let [down, up, events, requests, deltas] = [0, 1, 2, 3, 4].map(|i| after[i] - before[i]);
     let per = |bytes: u64| bytes as f64 / events.max(1) as f64;
     println!("carrier            {:?}", args.carrier);
+    let payload = if args.ticker {
+        format!("ticker ({} B document)", ticker_document(0).len())
+    } else {
+        format!("{} B", args.payload)
+    };
     println!(
-        "workload           {} clients ({subscribed} subscribed), {} B events at {}/s, {} s window",
-        args.clients, args.payload, args.rate, args.duration
+        "workload           {} clients ({subscribed} subscribed), {payload} events at {}/s, {} s window{}",
+        args.clients,
+        args.rate,
+        args.duration,
+        if args.delta {
+            ", delta subscribers"
+        } else {
+            ""
+        }
     );
     println!("published          {published}");
     println!(
@@ -377,6 +445,7 @@ async fn run(args: Arc<TrafficArgs>) -> anyhow::Result<()> {
         published * subscribed as u64,
         100.0 * events as f64 / (published * subscribed as u64).max(1) as f64
     );
+    println!("deltas received    {deltas}");
     println!("client failures    {}", failures.load(Ordering::Relaxed));
     println!("http requests      {requests}");
     println!("bytes down / up    {down} / {up}");

@@ -22,6 +22,8 @@ pub struct Counters {
     pub events: AtomicU64,
     /// HTTP requests made (polling carriers re-request; every request counts).
     pub requests: AtomicU64,
+    /// Delta frames (`switchboard:delta`) among the events.
+    pub deltas: AtomicU64,
 }
 
 /// A TCP stream that adds what it reads to `down` and what it writes to `up`.

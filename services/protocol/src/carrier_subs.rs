@@ -21,17 +21,23 @@ pub struct Sub {
     pub channel: ChannelName,
     pub auth: Option<String>,
     pub channel_data: Option<String>,
+    /// The delta format the subscription asked for (`crate::delta`), passed on to the
+    /// subscribe, which refuses one it does not know.
+    pub delta: Option<String>,
 }
+
+/// The longest `delta` accepted (a format's name).
+const MAX_DELTA_LEN: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubsError {
-    #[error("subs must be a JSON array of {{channel, auth?, channel_data?}}")]
+    #[error("subs must be a JSON array of {{channel, auth?, channel_data?, delta?}}")]
     Malformed,
     #[error("subs may name at most {MAX_SUBS} channels")]
     TooMany,
     #[error("subs names an invalid channel: {0}")]
     Channel(NameError),
-    #[error("a subs entry's auth or channel_data is too long")]
+    #[error("a subs entry's auth, channel_data or delta is too long")]
     TooLong,
 }
 
@@ -45,6 +51,9 @@ impl Sub {
         }
         if let Some(channel_data) = &self.channel_data {
             data["channel_data"] = json!(channel_data);
+        }
+        if let Some(delta) = &self.delta {
+            data["delta"] = json!(delta);
         }
         if let Some((epoch, serial)) = position {
             data["resume"] = json!({ "serial": serial, "epoch": epoch });
@@ -60,6 +69,8 @@ struct RawSub {
     auth: Option<String>,
     #[serde(default)]
     channel_data: Option<String>,
+    #[serde(default)]
+    delta: Option<String>,
 }
 
 /// Parses `subs`; duplicates are kept (subscribing twice is answered like a WebSocket's).
@@ -78,7 +89,11 @@ pub fn parse_subs(text: &str) -> Result<Vec<Sub>, SubsError> {
                 || entry
                     .channel_data
                     .as_ref()
-                    .is_some_and(|d| d.len() > MAX_CHANNEL_DATA_LEN);
+                    .is_some_and(|d| d.len() > MAX_CHANNEL_DATA_LEN)
+                || entry
+                    .delta
+                    .as_ref()
+                    .is_some_and(|d| d.len() > MAX_DELTA_LEN);
             if too_long {
                 return Err(SubsError::TooLong);
             }
@@ -86,6 +101,7 @@ pub fn parse_subs(text: &str) -> Result<Vec<Sub>, SubsError> {
                 channel,
                 auth: entry.auth,
                 channel_data: entry.channel_data,
+                delta: entry.delta,
             })
         })
         .collect()
@@ -125,5 +141,16 @@ mod tests {
             "a".repeat(300)
         );
         assert_eq!(parse_subs(&long_auth), Err(SubsError::TooLong));
+        let long_delta = format!(r#"[{{"channel":"a","delta":"{}"}}]"#, "f".repeat(17));
+        assert_eq!(parse_subs(&long_delta), Err(SubsError::TooLong));
+    }
+
+    #[test]
+    fn a_rebuilt_subscription_asks_for_deltas_again() {
+        let subs = parse_subs(r#"[{"channel":"ticker","delta":"fossil"}]"#).unwrap();
+        let position = ("e1".to_owned(), 4);
+        let frame = subs[0].subscribe_frame(Some(&position));
+        assert_eq!(frame["data"]["delta"], "fossil");
+        assert_eq!(frame["data"]["resume"]["serial"], 4);
     }
 }

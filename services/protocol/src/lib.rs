@@ -7,6 +7,7 @@
 pub mod carrier_cursor;
 pub mod carrier_subs;
 pub mod codes;
+pub mod delta;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod names;

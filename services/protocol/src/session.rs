@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::codes::{CloseReason, ErrorCode};
+use crate::delta::DeltaFormat;
 use crate::names::{AppKey, ChannelKind, ChannelName, EventName, SocketId, UserId};
 use crate::sign::{channel_auth_string, user_auth_string, verify_auth_token};
 use crate::signin::{MAX_WATCHLIST_LEN, UserData};
@@ -69,6 +70,8 @@ pub enum Output {
         channel: ChannelName,
         member: Option<Member>,
         resume: Option<ChannelPosition>,
+        /// Our SDK's opt-in: channel events may come as deltas (`crate::delta`).
+        delta: Option<DeltaFormat>,
     },
     /// Remove the connection from the channel (for presence: and leave as `member`).
     Unsubscribe {
@@ -262,6 +265,10 @@ impl Session {
                 }
             },
         };
+        let delta = match DeltaFormat::from_subscribe_data(data.get("delta")) {
+            Ok(delta) => delta,
+            Err(unknown) => return vec![error(None, &format!("Subscribe rejected: {unknown}"))],
+        };
         let channel_data = data.get("channel_data").and_then(Value::as_str);
         let auth = data.get("auth").and_then(Value::as_str).unwrap_or("");
         match self.authorize_subscription(&channel, auth, channel_data) {
@@ -283,6 +290,7 @@ impl Session {
                     channel,
                     member,
                     resume,
+                    delta,
                 }]
             }
             Err(refusal) => refusal.into_outputs(&channel),

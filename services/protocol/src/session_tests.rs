@@ -69,6 +69,7 @@ fn public_subscribe_needs_no_auth_and_is_confirmed_after_registration() {
             channel: ChannelName::parse("news").unwrap(),
             member: None,
             resume: None,
+            delta: None,
         }]
     );
     assert!(session.is_subscribed(&ChannelName::parse("news").unwrap()));
@@ -448,6 +449,7 @@ fn a_resume_on_subscribe_travels_with_the_subscription() {
             epoch: "e1".into(),
             serial: 41,
         }),
+        delta: None,
     };
     assert_eq!(
         send(&mut session, frame.clone()),
@@ -525,4 +527,23 @@ proptest::proptest! {
         );
         proptest::prop_assert!(passed, "{:?}", outputs);
     }
+}
+
+#[test]
+fn a_delta_option_travels_with_the_subscription_and_an_unknown_one_is_refused() {
+    let mut session = session(Instant::now());
+    let mut frame = subscribe("ticker", "", None);
+    frame["data"]["delta"] = json!("fossil");
+    assert!(matches!(
+        send(&mut session, frame).as_slice(),
+        [Output::Subscribe {
+            delta: Some(crate::delta::DeltaFormat::Fossil),
+            ..
+        }]
+    ));
+    let mut unknown = subscribe("other", "", None);
+    unknown["data"]["delta"] = json!("vcdiff");
+    let refused = only_sent(&send(&mut session, unknown));
+    let message = refused[0]["data"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("delta must be"), "{refused:?}");
 }

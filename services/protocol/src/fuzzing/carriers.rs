@@ -96,6 +96,7 @@ pub fn subs(data: &[u8]) {
             channel: sub.channel.clone(),
             member: None,
             resume: Some(ChannelPosition { epoch, serial }),
+            delta: None,
         };
         assert_eq!(outputs, [expected]);
     }
