@@ -256,6 +256,20 @@ async fn expect_event(ws: &mut Ws, event: &str, channel: Option<&str>) -> anyhow
     bail!("{event} not received within 16 frames")
 }
 
+/// A Pusher frame's event and, when a string, its data (for the HTTP carriers' subscribers).
+pub fn bench_data(text: &str) -> (Option<String>, Option<String>) {
+    match serde_json::from_str::<Frame<'_>>(text) {
+        Ok(frame) => {
+            let data = match frame.data {
+                Data::Str(data) => Some(data.into_owned()),
+                _ => None,
+            };
+            (Some(frame.event.into_owned()), data)
+        }
+        Err(_) => (None, None),
+    }
+}
+
 /// The parts of a Pusher frame the client looks at, borrowed from the text where possible.
 #[derive(Deserialize)]
 struct Frame<'a> {

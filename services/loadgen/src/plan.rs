@@ -26,6 +26,20 @@ pub(crate) enum Target {
     Nchan,
 }
 
+/// How subscribers connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Carrier {
+    /// WebSocket (pusher: `/app/{key}`; nchan: `/sub/{channel}`).
+    Ws,
+    /// Server-Sent Events (pusher: `/sb/app/{key}/sse?ids=delta`, as our SDK; nchan:
+    /// EventSource on `/sub/{channel}`).
+    Sse,
+    /// Long polling (pusher: `/sb/app/{key}/poll?wait=25`, as our SDK; nchan: its long-poll
+    /// subscriber on `/lp/{channel}`, multipart answers, published through `/pub_kept/`).
+    LongPoll,
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "loadgen",
@@ -37,6 +51,9 @@ pub(crate) struct Args {
     /// Server type.
     #[arg(long, value_enum, default_value_t = Target::Pusher)]
     pub(crate) target: Target,
+    /// How subscribers connect.
+    #[arg(long, value_enum, default_value_t = Carrier::Ws)]
+    pub(crate) carrier: Carrier,
     /// Base HTTP URL (loopback only) [default: http://127.0.0.1:6001 for pusher, http://127.0.0.1:7101 for nchan].
     #[arg(long)]
     pub(crate) url: Option<String>,

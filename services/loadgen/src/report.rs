@@ -2,13 +2,14 @@
 
 use serde::Serialize;
 
-use crate::plan::Target;
+use crate::plan::{Carrier, Target};
 use crate::publish::PublishReport;
 use crate::redis_monitor::RedisReport;
 
 #[derive(Serialize)]
 pub(crate) struct Workload {
     pub(crate) target: Target,
+    pub(crate) carrier: Carrier,
     pub(crate) url: String,
     pub(crate) mode: &'static str,
     pub(crate) connections: usize,
@@ -91,7 +92,7 @@ pub(crate) fn opt_f(v: Option<f64>, prec: usize) -> String {
 
 pub(crate) fn print_report(r: &Report) {
     let w = &r.workload;
-    println!("== loadgen: {:?} {} ==", w.target, w.url);
+    println!("== loadgen: {:?} over {:?} {} ==", w.target, w.carrier, w.url);
     println!(
         "workload: mode={} connections={} channels={} subscribers/channel={:.1} payload={}B rate={}/s publish={} duration={}s",
         w.mode,
