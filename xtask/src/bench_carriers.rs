@@ -79,6 +79,41 @@ pub fn carriers(root: &Path) -> Result<(), String> {
         }
     }
     print_table(&rows);
+    many_channels(root)
+}
+
+/// Subscriptions per connection in the many-channels workload (a plan's channels per
+/// connection), and connections.
+const CHANNELS_PER_CONNECTION: &str = "100";
+const MANY_CHANNELS_CONNECTIONS: &str = "1000";
+
+/// 100,000 channels of one WebSocket subscriber each on one node: server RSS per
+/// subscription (the connections' own cost included) and subscriptions per second.
+fn many_channels(root: &Path) -> Result<(), String> {
+    let args = [
+        "--idle",
+        "--connections",
+        MANY_CHANNELS_CONNECTIONS,
+        "--channels-per-connection",
+        CHANNELS_PER_CONNECTION,
+        "--duration",
+        "5",
+        "--ramp-concurrency",
+        "50",
+    ];
+    let json = measure(root, "switchboard", &args, &[])?;
+    let per_connection: f64 = CHANNELS_PER_CONNECTION.parse().expect("a number");
+    let subscriptions = number(&json, &["connect", "established"]).unwrap_or(0.0) * per_connection;
+    let rss = number(&json, &["server", "rss_bytes_per_connection"])
+        .map_or("-".into(), |b| format!("{:.0} B", b / per_connection));
+    let rate = number(&json, &["connect", "connects_per_s"])
+        .map_or("-".into(), |r| format!("{:.0}", r * per_connection));
+    println!("\n| workload | subscriptions | server RSS per subscription | subscriptions/s |");
+    println!("|---|---|---|---|");
+    println!(
+        "| {} WebSockets × {CHANNELS_PER_CONNECTION} channels of one subscriber each | {subscriptions:.0} | {rss} | {rate} |",
+        MANY_CHANNELS_CONNECTIONS
+    );
     Ok(())
 }
 
@@ -107,8 +142,8 @@ fn measure(root: &Path, target: &str, args: &[&str], wrapper: &[&str]) -> Result
         .stderr(Stdio::inherit())
         .output();
     server.stop();
-    let text = String::from_utf8_lossy(&output.map_err(|e| format!("loadgen: {e}"))?.stdout)
-        .into_owned();
+    let text =
+        String::from_utf8_lossy(&output.map_err(|e| format!("loadgen: {e}"))?.stdout).into_owned();
     print!("{text}");
     Ok(text
         .lines()
@@ -118,7 +153,10 @@ fn measure(root: &Path, target: &str, args: &[&str], wrapper: &[&str]) -> Result
 }
 
 fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned()
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
 
 fn print_table(rows: &[(&str, &str, Value)]) {
@@ -142,10 +180,10 @@ fn print_table(rows: &[(&str, &str, Value)]) {
         } else if let (Some(us), Some(reference)) = (us, nchan_cpu) {
             cpu = format!("{cpu} ({:.2}×)", us / reference);
         }
-        let connects = number(json, &["connect", "connects_per_s"])
-            .map_or("-".into(), |r| format!("{r:.0}"));
-        let client = number(json, &["client_cpu_s_window"])
-            .map_or("-".into(), |s| format!("{s:.1} s"));
+        let connects =
+            number(json, &["connect", "connects_per_s"]).map_or("-".into(), |r| format!("{r:.0}"));
+        let client =
+            number(json, &["client_cpu_s_window"]).map_or("-".into(), |s| format!("{s:.1} s"));
         println!(
             "| {name} | {target} | {rss} | {cpu} | {rate} | {latency} | {lost} | {connects} | {client} |"
         );
@@ -213,7 +251,8 @@ fn callgrind(root: &Path, args: Option<&[&str]>) -> Result<(u64, Value), String>
     let json = match args {
         Some(args) => measure(root, "switchboard", args, &wrapper)?,
         None => {
-            let mut server = Server::start_with("switchboard", root, &wrapper, &NO_CREATION_LIMITS)?;
+            let mut server =
+                Server::start_with("switchboard", root, &wrapper, &NO_CREATION_LIMITS)?;
             server.stop();
             Value::Null
         }

@@ -308,7 +308,11 @@ mod tests {
 
     #[test]
     fn a_stamp_reads_back_without_a_parse() {
-        let frame = stamp(r#"{"event":"e","channel":"c","data":"{\"serial\":1}"}"#, 42, "k3x");
+        let frame = stamp(
+            r#"{"event":"e","channel":"c","data":"{\"serial\":1}"}"#,
+            42,
+            "k3x",
+        );
         assert_eq!(read_stamp(&frame), Some((42, "k3x")));
         for unstamped in [r#"{"event":"e","data":"x"}"#, "", "}", r#"{"epoch":"a"}"#] {
             assert_eq!(read_stamp(unstamped), None, "{unstamped}");

@@ -43,6 +43,7 @@ pub async fn run(
         session: String::new(),
         cursor: String::new(),
         sse_buffer: String::new(),
+        sse_chunked: true,
         validators: None,
     };
     let established = {
@@ -88,6 +89,8 @@ struct Subscriber {
     session: String,
     cursor: String,
     sse_buffer: String,
+    /// Whether the event stream's body is chunked (else read as it comes).
+    sse_chunked: bool,
     /// nchan long polling: the last answer's `Last-Modified` and `Etag`, sent back.
     validators: Option<(String, String)>,
 }
@@ -156,8 +159,9 @@ impl Subscriber {
                 let path = format!("/sub/{}", self.spec.channel);
                 http.send(&self.get(&path, "text/event-stream", ""), b"")
                     .await?;
-                let (status, _, _) = http.head().await?;
+                let (status, _, chunked) = http.head().await?;
                 ensure!(status == 200, "nchan eventsource answered {status}");
+                self.sse_chunked = chunked;
             }
             (Target::Nchan, Carrier::LongPoll) => {
                 // nchan holds the request until a message: subscribed once it is sent.
@@ -190,9 +194,15 @@ impl Subscriber {
 
     /// Reads one chunk of an event stream and records its events; `true` once our
     /// subscription is confirmed (when `until_subscribed`).
-    async fn sse_events(&mut self, http: &mut Http, until_subscribed: bool) -> anyhow::Result<bool> {
+    async fn sse_events(
+        &mut self,
+        http: &mut Http,
+        until_subscribed: bool,
+    ) -> anyhow::Result<bool> {
         let mut chunk = Vec::new();
-        if !http.next_chunk(&mut chunk).await? {
+        if !self.sse_chunked {
+            chunk = http.next_bytes().await?;
+        } else if !http.next_chunk(&mut chunk).await? {
             bail!("event stream ended");
         }
         self.sse_buffer.push_str(std::str::from_utf8(&chunk)?);
@@ -299,4 +309,3 @@ fn encode(text: &str) -> String {
     }
     out
 }
-

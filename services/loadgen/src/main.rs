@@ -111,6 +111,9 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
             source: (!args.source_addrs.is_empty())
                 .then(|| args.source_addrs[id % args.source_addrs.len()]),
             ws_url,
+            more_channels: (1..args.channels_per_connection)
+                .map(|j| format!("{}-{id}-{j}", args.channel_prefix))
+                .collect(),
             channel,
             handshake_timeout: Duration::from_secs_f64(args.handshake_timeout),
             seq_limit,
@@ -359,6 +362,7 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
             },
             connections: args.connections,
             channels,
+            channels_per_connection: args.channels_per_connection,
             subscribers_per_channel: subs_per_channel,
             payload_bytes: args.payload,
             publish_rate: if publishing { args.rate } else { 0.0 },

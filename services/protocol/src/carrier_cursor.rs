@@ -82,7 +82,11 @@ impl Cursor {
 /// channels (by index in its order) whose serial grew by `S`. `None` when a delta cannot say
 /// it (a channel that `base` does not have, or lost, a new epoch, a serial that went down, a
 /// frame before `base`'s): then a new full cursor is due.
-pub fn delta(base: &Cursor, frame: u64, channels: &BTreeMap<String, (String, u64)>) -> Option<String> {
+pub fn delta(
+    base: &Cursor,
+    frame: u64,
+    channels: &BTreeMap<String, (String, u64)>,
+) -> Option<String> {
     use std::fmt::Write;
     if channels.len() != base.channels.len() {
         return None;
@@ -279,7 +283,10 @@ mod tests {
         assert_eq!(moved.frame, 10);
         assert_eq!(moved.channels, later);
         // Unchanged positions: only the frame count.
-        assert_eq!(super::delta(&base, 7, &base.channels).as_deref(), Some("~0"));
+        assert_eq!(
+            super::delta(&base, 7, &base.channels).as_deref(),
+            Some("~0")
+        );
         // The signature still binds the full part.
         assert_eq!(
             verify(&format!("{text}{delta}"), "key", "other", 0),
@@ -299,14 +306,26 @@ mod tests {
         for channels in [new_epoch, new_channel, lower, BTreeMap::new()] {
             assert_eq!(delta(&base, 8, &channels), None, "{channels:?}");
         }
-        assert_eq!(delta(&base, 6, &base.channels), None, "a frame before the base's");
+        assert_eq!(
+            delta(&base, 6, &base.channels),
+            None,
+            "a frame before the base's"
+        );
     }
 
     #[test]
     fn a_bad_delta_is_malformed() {
         let text = cursor().encode("key", "secret");
         for delta in [
-            "~", "~x", "~1.", "~1.0", "~1.1.1", "~1.0.1.0.1", "~-1", "~1.0.+1", "~1~2",
+            "~",
+            "~x",
+            "~1.",
+            "~1.0",
+            "~1.1.1",
+            "~1.0.1.0.1",
+            "~-1",
+            "~1.0.+1",
+            "~1~2",
             "~18446744073709551615",
         ] {
             assert_eq!(

@@ -236,7 +236,11 @@ async fn poll(request: HttpRequest, state: web::Data<EdgeState>) -> HttpResponse
                 wait
             };
             let frames = collect(&mut attachment, wait).await;
-            let answer = poll_answer(attachment.session.socket_id.as_str(), &attachment.cursor, &frames);
+            let answer = poll_answer(
+                attachment.session.socket_id.as_str(),
+                &attachment.cursor,
+                &frames,
+            );
             return cors(&request, StatusCode::OK)
                 .content_type("application/json")
                 .body(answer);

@@ -402,7 +402,11 @@ async fn an_sse_stream_cut_between_delta_frames_resumes_exactly() {
         }
         for n in from + 2..=upto {
             let tick = carrier.expect_event("tick").await;
-            assert_eq!(tick["data"], n.to_string(), "round {round}: exactly the next");
+            assert_eq!(
+                tick["data"],
+                n.to_string(),
+                "round {round}: exactly the next"
+            );
         }
     }
     publish(&app, "deltas", "last").await;
