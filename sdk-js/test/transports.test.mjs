@@ -33,7 +33,7 @@ describe('transport probing, memory and the HTTP carriers', () => {
     FakeWebSocket.last().drop(1006);
     const source = FakeEventSource.last();
     assert.equal(source.url.split('?')[0], 'http://edge.test:8080/sb/app/k/sse');
-    assert.deepEqual(source.params, { subs: '[]' });
+    assert.deepEqual(source.params, { subs: '[]', ids: 'delta' });
     source.open();
     source.emit(established('5.1'), 'c1');
     assert.equal(client.connection.state, 'connected');
@@ -98,11 +98,31 @@ describe('transport probing, memory and the HTTP carriers', () => {
     mock.timers.tick(0);
     const reopened = FakeEventSource.last();
     assert.notEqual(reopened, source);
-    assert.deepEqual(reopened.params, { session: '5.1', cursor: 'c3', subs: JSON.stringify([{ channel: 'news' }]) });
+    assert.deepEqual(reopened.params, { session: '5.1', cursor: 'c3', subs: JSON.stringify([{ channel: 'news' }]), ids: 'delta' });
     reopened.open();
     assert.equal(client.connection.state, 'connected');
     await settle();
     assert.equal(net.requests.filter((r) => r.method === 'POST').length, 1);
+  });
+
+  it('SSE short ids: the cursor is the last full one followed by the latest delta', async () => {
+    delete globalThis.WebSocket;
+    mock.timers.enable({ apis: ['setTimeout'] });
+    connect();
+    const source = FakeEventSource.last();
+    source.open();
+    source.emit(established('5.1'), 'F1');
+    source.emit({ event: 'n', channel: 'news', data: '1', serial: 1, epoch: 'e' }, '~1.0.1');
+    client.subscribe('news');
+    await settle();
+    const post = net.requests.find((r) => r.method === 'POST');
+    assert.equal(post.url, 'http://edge.test:8080/sb/app/k/send?session=5.1&cursor=F1~1.0.1');
+    // A new full cursor (with its own delta) replaces the base; later deltas follow it.
+    source.emit({ event: 'n', channel: 'news', data: '2', serial: 2, epoch: 'e' }, 'F2~0');
+    source.emit({ event: 'n', channel: 'news', data: '3', serial: 3, epoch: 'e' }, '~1.0.1');
+    source.fail();
+    mock.timers.tick(0);
+    assert.equal(FakeEventSource.last().params.cursor, 'F2~1.0.1');
   });
 
   it('a 404 from send (session unknown to this edge) reopens the downstream', async () => {

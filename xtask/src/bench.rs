@@ -92,7 +92,8 @@ pub fn bench(root: &Path) -> Result<(), String> {
         }
     }
     print_table(&rows);
-    Ok(())
+    // The HTTP carriers' workloads, against nchan in the same run.
+    crate::bench_carriers::carriers(root)
 }
 
 fn print_table(rows: &[(&str, &str, Value)]) {
@@ -148,7 +149,7 @@ impl DeliveryCells {
     }
 }
 
-fn ensure_nchan() -> Result<(), String> {
+pub(crate) fn ensure_nchan() -> Result<(), String> {
     if Path::new("/usr/lib/nginx/modules/ngx_nchan_module.so").exists() {
         return Ok(());
     }
@@ -161,13 +162,23 @@ fn ensure_nchan() -> Result<(), String> {
     )
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
     nchan: bool,
 }
 
 impl Server {
-    fn start(target: &str, root: &Path) -> Result<Self, String> {
+    pub(crate) fn start(target: &str, root: &Path) -> Result<Self, String> {
+        Self::start_with(target, root, &[], &[])
+    }
+
+    /// `switchboard serve` with `extra` flags, run under `wrapper` (e.g. valgrind) if given.
+    pub(crate) fn start_with(
+        target: &str,
+        root: &Path,
+        wrapper: &[&str],
+        extra: &[&str],
+    ) -> Result<Self, String> {
         let child = if target == "nchan" {
             std::fs::create_dir_all("/tmp/nchan/tmp").map_err(|e| e.to_string())?;
             let config = root.join("services/loadgen/nchan.conf");
@@ -175,7 +186,16 @@ impl Server {
                 .args(["-c", &config.to_string_lossy(), "-p", "/tmp/nchan"])
                 .spawn()
         } else {
-            Command::new(root.join("target/release/switchboard"))
+            let binary = root.join("target/release/switchboard");
+            let mut command = match wrapper.split_first() {
+                Some((program, args)) => {
+                    let mut command = Command::new(program);
+                    command.args(args).arg(&binary);
+                    command
+                }
+                None => Command::new(&binary),
+            };
+            command
                 .args([
                     "serve",
                     "--host",
@@ -185,6 +205,7 @@ impl Server {
                     "--app",
                     "bench:benchkey:benchsecret",
                 ])
+                .args(extra)
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
                 .spawn()
@@ -202,7 +223,9 @@ impl Server {
             ));
         }
         let port = if server.nchan { 7101 } else { 6001 };
-        for _ in 0..200 {
+        // Under valgrind a start takes seconds.
+        let tries = if wrapper.is_empty() { 200 } else { 4_000 };
+        for _ in 0..tries {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Ok(server);
             }
@@ -212,7 +235,7 @@ impl Server {
     }
 
     /// The process doing the work: nginx's worker, or switchboard itself.
-    fn measured_pid(&self) -> Result<String, String> {
+    pub(crate) fn measured_pid(&self) -> Result<String, String> {
         if !self.nchan {
             return Ok(self.child.id().to_string());
         }
@@ -226,7 +249,7 @@ impl Server {
             .ok_or_else(|| "no nginx worker".into())
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if self.nchan {
             let _ = Command::new("kill")
                 .args(["-QUIT", &self.child.id().to_string()])

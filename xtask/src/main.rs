@@ -7,11 +7,14 @@
 //! - `cargo xtask infra`: only the dashboard's build and the `infra/` checks.
 //! - `cargo xtask lint`: `cargo fmt --check` and `cargo clippy -D warnings`.
 //! - `cargo xtask bench`: the benchmark workloads against switchboard and nchan;
-//!   `cargo xtask bench cluster`: one node on `Local` against one and three on Redis.
+//!   `cargo xtask bench cluster`: one node on `Local` against one and three on Redis;
+//!   `cargo xtask bench carriers`: the HTTP carriers' workloads only (SSE, long polling);
+//!   `cargo xtask bench --instructions`: instructions per delivery and per connect (callgrind).
 //! - `cargo xtask fuzz [--seconds N] [--jobs J] [target…]`: the libFuzzer targets (`fuzz.rs`).
 //! - `cargo xtask webrtc-demo`: the WebRTC demo page (two tabs, a video call and a chat).
 
 mod bench;
+mod bench_carriers;
 mod bench_cluster;
 mod demo;
 mod fuzz;
@@ -34,13 +37,15 @@ fn main() -> ExitCode {
         "lint" => lint(),
         "bench" => match std::env::args().nth(2).as_deref() {
             Some("cluster") => bench_cluster::bench_cluster(&root()),
+            Some("carriers") => bench_carriers::carriers(&root()),
+            Some("--instructions") => bench_carriers::instructions(&root()),
             _ => bench::bench(&root()),
         },
         "fuzz" => fuzz::Options::parse(&std::env::args().skip(2).collect::<Vec<_>>())
             .and_then(|options| fuzz::fuzz(&root(), &options)),
         _ => Err(
-            "usage: cargo xtask run [serve flags…] | test | infra | lint | bench [cluster] | fuzz \
-             [--seconds N] [--jobs J] [target…] | webrtc-demo"
+            "usage: cargo xtask run [serve flags…] | test | infra | lint | bench [cluster | carriers | \
+             --instructions] | fuzz [--seconds N] [--jobs J] [target…] | webrtc-demo"
                 .to_owned(),
         ),
     };

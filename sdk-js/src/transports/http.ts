@@ -72,11 +72,14 @@ class HttpCarrier implements Transport {
   }
 }
 
-/** Server-Sent Events downstream (`id:` is the cursor). */
+/** Server-Sent Events downstream (`id:` is the cursor). With `ids=delta` the server sends a
+ * full cursor now and then and, after it, only its delta (`~…`): the cursor is the last full
+ * one followed by the latest delta. */
 export function sseTransport(context: CarrierContext, hooks: TransportHooks): Transport | null {
   const EventSourceClass: typeof EventSource | undefined = (globalThis as any).EventSource;
   if (typeof EventSourceClass !== 'function' || typeof fetch !== 'function') return null;
-  const source = new EventSourceClass(downstreamUrl(context, 'sse'));
+  const source = new EventSourceClass(downstreamUrl(context, 'sse', '&ids=delta'));
+  let full = '';
   const carrier = new HttpCarrier('sse', context, hooks, () => source.close());
   source.onopen = () => {
     hooks.onopen();
@@ -84,7 +87,13 @@ export function sseTransport(context: CarrierContext, hooks: TransportHooks): Tr
   };
   source.onmessage = (message) => {
     if (carrier.closed) return;
-    if (message.lastEventId) context.cursor = message.lastEventId;
+    const id = message.lastEventId || '';
+    if (id.startsWith('~')) {
+      if (full) context.cursor = full + id;
+    } else if (id) {
+      full = id.split('~')[0];
+      context.cursor = id;
+    }
     const frame = parseFrame(message.data);
     if (frame) hooks.onframe(frame);
     // connection_established names the session: upstream can start.

@@ -53,6 +53,19 @@ pub fn stamp(frame: &str, serial: u64, epoch: &str) -> ByteString {
     ByteString::from(stamped)
 }
 
+/// The serial and epoch `stamp` spliced into `frame`, read back from its end without parsing
+/// it (a carrier needs them for every frame it delivers). `None` for a frame without one.
+pub fn read_stamp(frame: &str) -> Option<(u64, &str)> {
+    let open = frame.strip_suffix("\"}")?;
+    let (rest, epoch) = open.rsplit_once(",\"epoch\":\"")?;
+    let (_, serial) = rest.rsplit_once("\"serial\":")?;
+    let valid_epoch = !epoch.is_empty() && epoch.bytes().all(|b| b.is_ascii_alphanumeric());
+    if !valid_epoch || serial.is_empty() || !serial.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((serial.parse().ok()?, epoch))
+}
+
 /// One channel's epoch, latest serial and stored frames.
 #[derive(Debug)]
 pub struct ChannelHistory {
@@ -290,6 +303,19 @@ mod tests {
         match history {
             History::Replay { frames, .. } => frames.iter().map(|(serial, _)| *serial).collect(),
             History::Gap { .. } => panic!("expected a replay, got {history:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stamp_reads_back_without_a_parse() {
+        let frame = stamp(
+            r#"{"event":"e","channel":"c","data":"{\"serial\":1}"}"#,
+            42,
+            "k3x",
+        );
+        assert_eq!(read_stamp(&frame), Some((42, "k3x")));
+        for unstamped in [r#"{"event":"e","data":"x"}"#, "", "}", r#"{"epoch":"a"}"#] {
+            assert_eq!(read_stamp(unstamped), None, "{unstamped}");
         }
     }
 

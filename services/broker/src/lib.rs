@@ -39,7 +39,7 @@ use thiserror::Error;
 
 pub use clock::Clock;
 pub use cluster::{Cluster, LocalSpec};
-pub use history::{ChannelHistory, HistoryWindow, stamp};
+pub use history::{ChannelHistory, HistoryWindow, read_stamp, stamp};
 pub use local::{FORGET_IDLE_CHANNELS_AFTER, HistoryLimits, Local};
 pub use redis::{
     HEALTH_CHECK_EVERY, HealthReport, NodeSettings, Redis, RedisBroadcast, RedisCache,

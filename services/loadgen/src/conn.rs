@@ -33,6 +33,8 @@ pub struct ConnSpec {
     pub source: Option<IpAddr>,
     pub ws_url: String,
     pub channel: String,
+    /// Channels subscribed after `channel` (`--channels-per-connection`), WebSocket only.
+    pub more_channels: Vec<String>,
     pub handshake_timeout: Duration,
     /// Sequence numbers at or above this are out of range for this channel; `None` when this
     /// process publishes nothing (no duplicate tracking).
@@ -218,6 +220,24 @@ async fn establish(spec: &ConnSpec) -> anyhow::Result<Ws> {
             Some(&spec.channel),
         )
         .await?;
+        // All sent at once, then every answer awaited: the server's rate, not a round trip's.
+        for channel in &spec.more_channels {
+            let subscribe = serde_json::json!({
+                "event": "pusher:subscribe",
+                "data": {"auth": "", "channel": channel},
+            });
+            ws.send(Message::text(subscribe.to_string()))
+                .await
+                .context("sending pusher:subscribe")?;
+        }
+        for channel in &spec.more_channels {
+            expect_event(
+                &mut ws,
+                "pusher_internal:subscription_succeeded",
+                Some(channel),
+            )
+            .await?;
+        }
     }
     Ok(ws)
 }
@@ -254,6 +274,20 @@ async fn expect_event(ws: &mut Ws, event: &str, channel: Option<&str>) -> anyhow
         }
     }
     bail!("{event} not received within 16 frames")
+}
+
+/// A Pusher frame's event and, when a string, its data (for the HTTP carriers' subscribers).
+pub fn bench_data(text: &str) -> (Option<String>, Option<String>) {
+    match serde_json::from_str::<Frame<'_>>(text) {
+        Ok(frame) => {
+            let data = match frame.data {
+                Data::Str(data) => Some(data.into_owned()),
+                _ => None,
+            };
+            (Some(frame.event.into_owned()), data)
+        }
+        Err(_) => (None, None),
+    }
 }
 
 /// The parts of a Pusher frame the client looks at, borrowed from the text where possible.

@@ -4,6 +4,7 @@
 //! read from /proc. See README.md.
 
 mod conn;
+mod http_sub;
 mod plan;
 mod procfs;
 mod publish;
@@ -22,7 +23,8 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::conn::{ConnSpec, End};
-use crate::plan::{Args, Plan, Target, plan};
+use crate::http_sub::HttpSpec;
+use crate::plan::{Args, Carrier, Plan, Target, plan};
 use crate::procfs::{Pid, Snapshot};
 use crate::publish::Publisher;
 use crate::report::{Connect, Delivery, Report, Server, Workload, print_report};
@@ -82,6 +84,11 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
     let channels = plan.channel_names.len();
     let seq_limit = (plan.total_events > 0).then(|| plan.total_events.div_ceil(channels as u64));
     let mut tasks = JoinSet::new();
+    let http_spec = Arc::new(HttpSpec {
+        carrier: args.carrier,
+        host: plan.origin.trim_start_matches("http://").to_owned(),
+        key: args.key.clone(),
+    });
     let ramp_start = Instant::now();
     eprintln!(
         "connecting {} subscribers to {} over {channels} channel(s)…",
@@ -104,18 +111,32 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
             source: (!args.source_addrs.is_empty())
                 .then(|| args.source_addrs[id % args.source_addrs.len()]),
             ws_url,
+            more_channels: (1..args.channels_per_connection)
+                .map(|j| format!("{}-{id}-{j}", args.channel_prefix))
+                .collect(),
             channel,
             handshake_timeout: Duration::from_secs_f64(args.handshake_timeout),
             seq_limit,
             payload: args.payload,
         };
-        tasks.spawn(conn::run(
-            spec,
-            shared.clone(),
-            ramp_sem.clone(),
-            ramp_tx.clone(),
-            stop_rx.clone(),
-        ));
+        if args.carrier == Carrier::Ws {
+            tasks.spawn(conn::run(
+                spec,
+                shared.clone(),
+                ramp_sem.clone(),
+                ramp_tx.clone(),
+                stop_rx.clone(),
+            ));
+        } else {
+            tasks.spawn(http_sub::run(
+                spec,
+                http_spec.clone(),
+                shared.clone(),
+                ramp_sem.clone(),
+                ramp_tx.clone(),
+                stop_rx.clone(),
+            ));
+        }
     }
     drop(ramp_tx);
 
@@ -188,6 +209,7 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
         let publisher = Arc::new(Publisher {
             client,
             target: args.target,
+            nchan_kept: args.carrier == Carrier::LongPoll,
             origin: plan.origin.clone(),
             path_prefix: plan.path_prefix.clone(),
             app_id: args.app_id.clone(),
@@ -331,6 +353,7 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
         redis,
         workload: Workload {
             target: args.target,
+            carrier: args.carrier,
             url: format!("{}{}", plan.origin, plan.path_prefix),
             mode: match (publishing, args.idle) {
                 (true, _) => "fanout",
@@ -339,6 +362,7 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
             },
             connections: args.connections,
             channels,
+            channels_per_connection: args.channels_per_connection,
             subscribers_per_channel: subs_per_channel,
             payload_bytes: args.payload,
             publish_rate: if publishing { args.rate } else { 0.0 },

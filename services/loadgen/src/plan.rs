@@ -26,6 +26,20 @@ pub(crate) enum Target {
     Nchan,
 }
 
+/// How subscribers connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Carrier {
+    /// WebSocket (pusher: `/app/{key}`; nchan: `/sub/{channel}`).
+    Ws,
+    /// Server-Sent Events (pusher: `/sb/app/{key}/sse?ids=delta`, as our SDK; nchan:
+    /// EventSource on `/sub/{channel}`).
+    Sse,
+    /// Long polling (pusher: `/sb/app/{key}/poll?wait=25`, as our SDK; nchan: its long-poll
+    /// subscriber on `/lp/{channel}`, multipart answers, published through `/pub_kept/`).
+    LongPoll,
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "loadgen",
@@ -37,6 +51,9 @@ pub(crate) struct Args {
     /// Server type.
     #[arg(long, value_enum, default_value_t = Target::Pusher)]
     pub(crate) target: Target,
+    /// How subscribers connect.
+    #[arg(long, value_enum, default_value_t = Carrier::Ws)]
+    pub(crate) carrier: Carrier,
     /// Base HTTP URL (loopback only) [default: http://127.0.0.1:6001 for pusher, http://127.0.0.1:7101 for nchan].
     #[arg(long)]
     pub(crate) url: Option<String>,
@@ -63,6 +80,10 @@ pub(crate) struct Args {
     /// Channels; subscriber i joins channel i % channels.
     #[arg(long, default_value_t = 1)]
     pub(crate) channels: usize,
+    /// With --idle over WebSocket: each connection also subscribes this many − 1 channels of
+    /// its own (`{prefix}-{i}-{j}`), e.g. 1,000 × 100 = 100,000 channels of one subscriber.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) channels_per_connection: usize,
     /// Channel name prefix: pusher `{prefix}-{n}`, nchan `{prefix}_{n}` (nchan's location takes \w+).
     #[arg(long, default_value = "bench")]
     pub(crate) channel_prefix: String,
@@ -183,6 +204,15 @@ pub(crate) fn plan(args: Args) -> anyhow::Result<Plan> {
     ensure!(
         (1..=args.connections).contains(&args.channels),
         "--channels must be between 1 and --connections"
+    );
+    ensure!(
+        (1..=100).contains(&args.channels_per_connection),
+        "--channels-per-connection must be in 1..=100 (a plan's channels per connection)"
+    );
+    ensure!(
+        args.channels_per_connection == 1
+            || (args.idle && args.carrier == Carrier::Ws && args.target == Target::Pusher),
+        "--channels-per-connection needs --idle, a WebSocket and the pusher target"
     );
     ensure!(
         args.duration > 0.0 && args.duration <= MAX_DURATION_S,

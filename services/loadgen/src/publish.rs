@@ -17,6 +17,8 @@ use crate::stats::{make_payload, unix_ns};
 pub struct Publisher {
     pub client: reqwest::Client,
     pub target: Target,
+    /// nchan: publish where messages are buffered (for long-poll subscribers).
+    pub nchan_kept: bool,
     /// `http://host:port` plus any path prefix, without a trailing slash.
     pub origin: String,
     pub path_prefix: String,
@@ -80,7 +82,10 @@ impl Publisher {
                     .await?
             }
             Target::Nchan => {
-                let url = format!("{}{}/pub/{channel}", self.origin, self.path_prefix);
+                // Long-poll subscribers are between requests now and then: nchan keeps
+                // those messages only when published where it buffers them.
+                let location = if self.nchan_kept { "pub_kept" } else { "pub" };
+                let url = format!("{}{}/{location}/{channel}", self.origin, self.path_prefix);
                 self.client
                     .post(url)
                     .header("content-type", "text/plain")

@@ -2,17 +2,19 @@
 
 use serde::Serialize;
 
-use crate::plan::Target;
+use crate::plan::{Carrier, Target};
 use crate::publish::PublishReport;
 use crate::redis_monitor::RedisReport;
 
 #[derive(Serialize)]
 pub(crate) struct Workload {
     pub(crate) target: Target,
+    pub(crate) carrier: Carrier,
     pub(crate) url: String,
     pub(crate) mode: &'static str,
     pub(crate) connections: usize,
     pub(crate) channels: usize,
+    pub(crate) channels_per_connection: usize,
     pub(crate) subscribers_per_channel: f64,
     pub(crate) payload_bytes: usize,
     pub(crate) publish_rate: f64,
@@ -91,7 +93,10 @@ pub(crate) fn opt_f(v: Option<f64>, prec: usize) -> String {
 
 pub(crate) fn print_report(r: &Report) {
     let w = &r.workload;
-    println!("== loadgen: {:?} {} ==", w.target, w.url);
+    println!(
+        "== loadgen: {:?} over {:?} {} ==",
+        w.target, w.carrier, w.url
+    );
     println!(
         "workload: mode={} connections={} channels={} subscribers/channel={:.1} payload={}B rate={}/s publish={} duration={}s",
         w.mode,

@@ -79,6 +79,10 @@ pub struct TrafficArgs {
     /// Subscribe with delta updates (`"delta":"fossil"`, our SDK's option); with `--ticker`.
     #[arg(long, requires = "ticker")]
     delta: bool,
+    /// SSE and HTTP streaming: a whole cursor after every frame, as before short ids (the
+    /// SDK asks for `ids=delta`: a full cursor now and then, a delta after the others).
+    #[arg(long)]
+    full_ids: bool,
 }
 
 /// Prices in the ticker document.
@@ -165,6 +169,9 @@ impl Client {
         }
         url + extra
     }
+    fn ids(&self) -> &'static str {
+        if self.args.full_ids { "" } else { "&ids=delta" }
+    }
     fn xhr_base(&self) -> String {
         format!(
             "{}/app/{}/123/s{:07}",
@@ -175,8 +182,8 @@ impl Client {
     async fn run(mut self) -> anyhow::Result<()> {
         match self.args.carrier {
             Carrier::Ws => self.websocket().await,
-            Carrier::Sse => self.stream("sse", "", "text/event-stream").await,
-            Carrier::Stream => self.stream("stream", "", "*/*").await,
+            Carrier::Sse => self.stream("sse", self.ids(), "text/event-stream").await,
+            Carrier::Stream => self.stream("stream", self.ids(), "*/*").await,
             Carrier::Iframe => {
                 let extra = "&callback=cb&origin=http%3A%2F%2Flocalhost%3A8080";
                 self.stream("iframe", extra, "text/html").await

@@ -33,6 +33,11 @@ pub struct Counted {
 }
 
 impl Counted {
+    /// A stream already connected (bound to a chosen source address, say).
+    pub fn from_stream(inner: TcpStream, counters: Arc<Counters>) -> Self {
+        Self { inner, counters }
+    }
+
     pub async fn connect(addr: std::net::SocketAddr, counters: Arc<Counters>) -> io::Result<Self> {
         let inner = TcpStream::connect(addr).await?;
         inner.set_nodelay(true)?;
@@ -104,6 +109,8 @@ impl Scanner {
 pub struct Http {
     pub stream: Counted,
     buf: Vec<u8>,
+    /// The last response head read, as sent.
+    pub last_head: String,
 }
 
 impl Http {
@@ -111,6 +118,7 @@ impl Http {
         Self {
             stream,
             buf: Vec::new(),
+            last_head: String::new(),
         }
     }
 
@@ -144,7 +152,8 @@ impl Http {
             }
             self.fill().await?;
         };
-        let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
+        self.last_head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        let head = self.last_head.to_ascii_lowercase();
         self.buf.drain(..end);
         let status = head
             .split(' ')
@@ -160,31 +169,39 @@ impl Http {
         Ok((status, length, chunked))
     }
 
+    /// A header of the last response head (the name matched case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.last_head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+
+    /// Reads the next chunk of a chunked body into `body`; `false` after the last (empty) one.
+    pub async fn next_chunk(&mut self, body: &mut Vec<u8>) -> anyhow::Result<bool> {
+        let line_end = loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                break i;
+            }
+            self.fill().await?;
+        };
+        let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .context("bad chunk size")?;
+        while self.buf.len() < line_end + 2 + size + 2 {
+            self.fill().await?;
+        }
+        body.extend_from_slice(&self.buf[line_end + 2..line_end + 2 + size]);
+        self.buf.drain(..line_end + 2 + size + 2);
+        Ok(size > 0)
+    }
+
     /// Reads a whole response (head and body); returns the status and the body.
     pub async fn response(&mut self) -> anyhow::Result<(u16, Vec<u8>)> {
         let (status, length, chunked) = self.head().await?;
         let mut body = Vec::new();
         if chunked {
-            loop {
-                let line_end = loop {
-                    if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                        break i;
-                    }
-                    self.fill().await?;
-                };
-                let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
-                let size =
-                    usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-                        .context("bad chunk size")?;
-                while self.buf.len() < line_end + 2 + size + 2 {
-                    self.fill().await?;
-                }
-                body.extend_from_slice(&self.buf[line_end + 2..line_end + 2 + size]);
-                self.buf.drain(..line_end + 2 + size + 2);
-                if size == 0 {
-                    break;
-                }
-            }
+            while self.next_chunk(&mut body).await? {}
         } else {
             let length = length.unwrap_or(0);
             while self.buf.len() < length {

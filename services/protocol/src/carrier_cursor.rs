@@ -9,6 +9,12 @@
 //! history. The signature (HMAC-SHA256 under the app key's secret, over the key and the
 //! payload, truncated to 128 bits) makes a cursor proof of owning that incarnation; the
 //! expiry (Unix seconds) makes a leaked one worthless after a while.
+//!
+//! A cursor may be followed by a delta, `full~delta` (see `delta`): what the frames after
+//! the full cursor changed (how many frames, which channels' serials grew by how much). The
+//! signed part proves the session; the delta, unsigned, only moves positions forward, which
+//! can hurt nobody but the client that edits it (it would skip its own frames). So a carrier
+//! signs a full cursor now and then and sends a few bytes per frame in between.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +31,8 @@ pub const SIGNATURE_HEX: usize = 32;
 pub const MAX_CURSOR_LEN: usize = 64 * 1024;
 /// The longest incarnation accepted (ours are 16 hex digits).
 const MAX_INCARNATION_LEN: usize = 64;
+/// What separates a full cursor from its delta (never in base64url nor in the signature).
+pub const DELTA_MARK: char = '~';
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
@@ -69,6 +77,65 @@ impl Cursor {
     }
 }
 
+/// The delta from `base` to the position after frame `frame` with `channels` positions, as
+/// sent after a full cursor: `~F` (frames since `base`) then `.I.S` for each of `base`'s
+/// channels (by index in its order) whose serial grew by `S`. `None` when a delta cannot say
+/// it (a channel that `base` does not have, or lost, a new epoch, a serial that went down, a
+/// frame before `base`'s): then a new full cursor is due.
+pub fn delta(
+    base: &Cursor,
+    frame: u64,
+    channels: &BTreeMap<String, (String, u64)>,
+) -> Option<String> {
+    use std::fmt::Write;
+    if channels.len() != base.channels.len() {
+        return None;
+    }
+    let mut text = format!("{DELTA_MARK}{}", frame.checked_sub(base.frame)?);
+    for (index, ((name, (epoch, serial)), (now_name, (now_epoch, now_serial)))) in
+        base.channels.iter().zip(channels).enumerate()
+    {
+        if name != now_name || epoch != now_epoch {
+            return None;
+        }
+        let grown = now_serial.checked_sub(*serial)?;
+        if grown > 0 {
+            write!(text, ".{index}.{grown}").expect("writing to a string");
+        }
+    }
+    Some(text)
+}
+
+/// Applies a delta (`F` then `.I.S` pairs, without the mark) to `cursor`.
+fn apply_delta(cursor: &mut Cursor, delta: &str) -> Result<(), CursorError> {
+    let mut parts = delta.split('.');
+    let number = |part: Option<&str>| -> Result<u64, CursorError> {
+        let part = part.ok_or(CursorError::Malformed)?;
+        if part.is_empty() || !part.bytes().all(|byte| byte.is_ascii_digit()) {
+            return Err(CursorError::Malformed);
+        }
+        part.parse().map_err(|_| CursorError::Malformed)
+    };
+    cursor.frame = cursor
+        .frame
+        .checked_add(number(parts.next())?)
+        .ok_or(CursorError::Malformed)?;
+    let mut serials: Vec<&mut u64> = cursor.channels.values_mut().map(|(_, s)| s).collect();
+    // Indices strictly increase: each channel at most once, and the work is bounded by them.
+    let mut next_index = 0;
+    while let Some(index) = parts.next() {
+        let index = usize::try_from(number(Some(index))?).map_err(|_| CursorError::Malformed)?;
+        let grown = number(parts.next())?;
+        if index < next_index {
+            return Err(CursorError::Malformed);
+        }
+        let serial = serials.get_mut(index).ok_or(CursorError::Malformed)?;
+        **serial = serial.checked_add(grown).ok_or(CursorError::Malformed)?;
+        next_index = index + 1;
+    }
+    Ok(())
+}
+
 /// Reads a cursor without checking its signature or expiry: only to learn which session it
 /// claims, whose secret then verifies it (`verify`).
 pub fn decode_unverified(text: &str) -> Result<Cursor, CursorError> {
@@ -92,11 +159,16 @@ pub fn verify(
     Ok(cursor)
 }
 
+/// The cursor (its delta applied), its signed payload and its signature.
 fn split(text: &str) -> Result<(Cursor, &str, &str), CursorError> {
     if text.len() > MAX_CURSOR_LEN {
         return Err(CursorError::Malformed);
     }
-    let (payload, signature) = text.split_once('.').ok_or(CursorError::Malformed)?;
+    let (full, delta) = match text.split_once(DELTA_MARK) {
+        Some((full, delta)) => (full, Some(delta)),
+        None => (text, None),
+    };
+    let (payload, signature) = full.split_once('.').ok_or(CursorError::Malformed)?;
     if signature.len() != SIGNATURE_HEX {
         return Err(CursorError::Malformed);
     }
@@ -107,6 +179,10 @@ fn split(text: &str) -> Result<(Cursor, &str, &str), CursorError> {
     SocketId::parse(&cursor.socket_id).map_err(|_| CursorError::Malformed)?;
     if cursor.incarnation.is_empty() || cursor.incarnation.len() > MAX_INCARNATION_LEN {
         return Err(CursorError::Malformed);
+    }
+    let mut cursor = cursor;
+    if let Some(delta) = delta {
+        apply_delta(&mut cursor, delta)?;
     }
     Ok((cursor, payload, signature))
 }
@@ -192,6 +268,72 @@ mod tests {
             verify(&edited, "key", "secret", 0),
             Err(CursorError::BadSignature)
         );
+    }
+
+    #[test]
+    fn a_delta_moves_a_signed_cursor_forward() {
+        let mut base = cursor();
+        base.channels.insert("other".into(), ("e2".into(), 5));
+        let text = base.encode("key", "secret");
+        let mut later = base.channels.clone();
+        later.get_mut("other").unwrap().1 = 9;
+        let delta = delta(&base, 10, &later).unwrap();
+        assert_eq!(delta, "~3.1.4");
+        let moved = verify(&format!("{text}{delta}"), "key", "secret", 0).unwrap();
+        assert_eq!(moved.frame, 10);
+        assert_eq!(moved.channels, later);
+        // Unchanged positions: only the frame count.
+        assert_eq!(
+            super::delta(&base, 7, &base.channels).as_deref(),
+            Some("~0")
+        );
+        // The signature still binds the full part.
+        assert_eq!(
+            verify(&format!("{text}{delta}"), "key", "other", 0),
+            Err(CursorError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn what_a_delta_cannot_say_needs_a_full_cursor() {
+        let base = cursor();
+        let mut new_epoch = base.channels.clone();
+        new_epoch.insert("news".into(), ("e2".into(), 43));
+        let mut new_channel = base.channels.clone();
+        new_channel.insert("more".into(), ("e1".into(), 1));
+        let mut lower = base.channels.clone();
+        lower.insert("news".into(), ("e1".into(), 41));
+        for channels in [new_epoch, new_channel, lower, BTreeMap::new()] {
+            assert_eq!(delta(&base, 8, &channels), None, "{channels:?}");
+        }
+        assert_eq!(
+            delta(&base, 6, &base.channels),
+            None,
+            "a frame before the base's"
+        );
+    }
+
+    #[test]
+    fn a_bad_delta_is_malformed() {
+        let text = cursor().encode("key", "secret");
+        for delta in [
+            "~",
+            "~x",
+            "~1.",
+            "~1.0",
+            "~1.1.1",
+            "~1.0.1.0.1",
+            "~-1",
+            "~1.0.+1",
+            "~1~2",
+            "~18446744073709551615",
+        ] {
+            assert_eq!(
+                verify(&format!("{text}{delta}"), "key", "secret", 0),
+                Err(CursorError::Malformed),
+                "{delta}"
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
+use protocol::carrier_cursor;
 use protocol::carrier_subs::parse_subs;
 use protocol::names::SocketId;
 use serde_json::{Value, json};
@@ -15,9 +16,9 @@ use super::creation_limit::retry_after_secs;
 use super::detached::DetachedSession;
 use super::iframe::Iframe;
 use super::open::{self, Downstream, Opened};
-use super::session::{Attachment, Delivery};
+use super::session::{Attachment, Delivery, Sent};
 use super::sse::Sse;
-use super::stream::{Feed, Format, Ndjson, StreamingBody};
+use super::stream::{Feed, Format, Ndjson, StreamingBody, quoted};
 use crate::EdgeState;
 
 /// The longest a long poll is held.
@@ -104,7 +105,8 @@ fn downstream(
         .headers()
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
-        .filter(|value| !value.is_empty())
+        // A bare delta (`ids=delta`) names nothing by itself: the URL's cursor then.
+        .filter(|value| !value.is_empty() && !value.starts_with(carrier_cursor::DELTA_MARK))
         .map(str::to_owned);
     let session = param(params, "session")
         .map(SocketId::parse)
@@ -156,6 +158,8 @@ fn streaming<F: Format + 'static>(
     format: F,
     opened: Opened,
 ) -> HttpResponse {
+    // A client that keeps the last full cursor and appends deltas itself (our SDK).
+    let short_ids = param(&query(request), "ids") == Some("delta");
     // Refusals are 200 too: EventSource hides any other answer's body from the page.
     cors(request, StatusCode::OK)
         .insert_header((header::CONTENT_TYPE, content_type))
@@ -166,6 +170,7 @@ fn streaming<F: Format + 'static>(
             format,
             feed(opened),
             state.settings.sb_heartbeat_interval,
+            short_ids,
         ))
 }
 
@@ -231,18 +236,41 @@ async fn poll(request: HttpRequest, state: web::Data<EdgeState>) -> HttpResponse
                 wait
             };
             let frames = collect(&mut attachment, wait).await;
-            json!({
-                "session": attachment.session.socket_id.as_str(),
-                "cursor": &*attachment.cursor,
-                "frames": frames,
-            })
+            let answer = poll_answer(
+                attachment.session.socket_id.as_str(),
+                &attachment.cursor,
+                &frames,
+            );
+            return cors(&request, StatusCode::OK)
+                .content_type("application/json")
+                .body(answer);
         }
     };
     cors(&request, StatusCode::OK).json(answer)
 }
 
+/// `{"session","cursor","frames"}` written around the frames as they are (compact JSON
+/// objects the edge built): no parse and re-serialisation per frame.
+fn poll_answer(session: &str, cursor: &str, frames: &[Sent]) -> String {
+    let length: usize = frames.iter().map(|sent| sent.frame.len() + 1).sum();
+    let mut answer = String::with_capacity(length + cursor.len() + 64);
+    answer.push_str("{\"session\":");
+    answer.push_str(&quoted(session));
+    answer.push_str(",\"cursor\":");
+    answer.push_str(&quoted(cursor));
+    answer.push_str(",\"frames\":[");
+    for (index, sent) in frames.iter().enumerate() {
+        if index > 0 {
+            answer.push(',');
+        }
+        answer.push_str(&sent.frame);
+    }
+    answer.push_str("]}");
+    answer
+}
+
 /// The frames the attachment gets within `wait` (what is there at once if it is zero).
-async fn collect(attachment: &mut Attachment, wait: Duration) -> Vec<Value> {
+async fn collect(attachment: &mut Attachment, wait: Duration) -> Vec<Sent> {
     let mut taken = Vec::new();
     let deadline = tokio::time::Instant::now() + wait;
     let _ = tokio::time::timeout_at(
@@ -258,9 +286,6 @@ async fn collect(attachment: &mut Attachment, wait: Duration) -> Vec<Value> {
     )
     .await;
     taken
-        .iter()
-        .filter_map(|sent| serde_json::from_str(&sent.frame).ok())
-        .collect()
 }
 
 /// `POST /sb/app/{key}/send?session=…&cursor=…`: a JSON array of client frames for the

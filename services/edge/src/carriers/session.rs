@@ -1,6 +1,8 @@
 //! A session of our SDK's HTTP carriers: a Pusher connection (`Connection::run`) whose
 //! client messages come from POSTs and whose frames go out through whichever downstream
-//! request is attached, numbered, with a signed cursor after each.
+//! request is attached, numbered, with a cursor after each: a signed full cursor now and
+//! then (the first frame, a channel or epoch the last one lacks, a third of its lifetime
+//! gone) and, after every other frame, that full cursor's few-byte delta.
 //!
 //! A session keeps the frames it handed to downstream requests (up to the outbox's capacity)
 //! until a later request's cursor shows the client has them, so a frame lost with a dropped
@@ -94,7 +96,7 @@ pub(crate) struct CarrierSession {
 impl Inner {
     fn pop_sent(&mut self) {
         if let Some(sent) = self.sent.pop_front() {
-            self.sent_bytes -= sent.frame.len() + sent.cursor.len();
+            self.sent_bytes -= sent.bytes();
         }
     }
 }
@@ -108,6 +110,8 @@ struct Inner {
     sent_bytes: usize,
     /// Channel positions as of the last frame taken.
     channels: BTreeMap<String, (String, u64)>,
+    /// The last full cursor made, which later frames' deltas are relative to.
+    base: Option<Base>,
     /// Channels the client asked for (downstream `subs` and upstream subscribes): names
     /// that parse, at most the plan's channels per connection.
     requested: HashSet<ChannelName>,
@@ -116,19 +120,44 @@ struct Inner {
     machine: Detached,
     /// The current downstream's waker, woken when a newer request supersedes it.
     writer: Option<Waker>,
-    /// When the last cursor was made.
+    /// When the last full cursor was made.
     last_cursor_at: Instant,
     /// The close has been taken: nothing follows it.
     ended: bool,
     scratch: VecDeque<Outgoing>,
 }
 
-/// A frame as delivered: the frame (a JSON object) and the cursor after it.
+/// A full cursor and what it says, for the deltas after it.
+struct Base {
+    cursor: Cursor,
+    text: Arc<str>,
+}
+
+/// A frame as delivered: the frame (a JSON object) and the cursor after it, `base` followed
+/// by `delta` (empty when the frame's cursor is `base` itself).
 #[derive(Clone)]
 pub(crate) struct Sent {
     number: u64,
     pub frame: ByteString,
-    pub cursor: Arc<str>,
+    pub base: Arc<str>,
+    pub delta: Option<Arc<str>>,
+}
+
+impl Sent {
+    /// The delta after the base (`~…`), or `""`.
+    pub(crate) fn delta(&self) -> &str {
+        self.delta.as_deref().unwrap_or_default()
+    }
+
+    /// The whole cursor after this frame, as any edge reads it.
+    pub(crate) fn cursor(&self) -> String {
+        format!("{}{}", self.base, self.delta())
+    }
+
+    /// What the frame holds of the session's buffer (the base is shared).
+    fn bytes(&self) -> usize {
+        self.frame.len() + self.delta().len()
+    }
 }
 
 /// One downstream request's hold on its session.
@@ -185,7 +214,7 @@ impl Attachment {
         }
         if let Some(last) = out[first..].last() {
             self.next = last.number + 1;
-            self.cursor = last.cursor.clone();
+            self.cursor = last.cursor().into();
             if inner.ended && self.next == inner.next_frame {
                 inner.machine.deliver_close();
                 session.core.changed.notify_one();
@@ -230,6 +259,7 @@ impl CarrierSession {
                 sent: VecDeque::new(),
                 sent_bytes: 0,
                 channels: BTreeMap::new(),
+                base: None,
                 requested: HashSet::new(),
                 machine: Detached::new(timing, now, in_use),
                 writer: None,
@@ -264,7 +294,6 @@ impl CarrierSession {
             inner.scratch = taken;
             return;
         }
-        let expires = unix_now() + self.cursor_lifetime.as_secs();
         let mut frames = Vec::new();
         for item in taken.drain(..) {
             match item {
@@ -282,27 +311,54 @@ impl CarrierSession {
                 }
             }
         }
+        let now = Instant::now();
         for frame in frames {
             note_position(&mut inner.channels, &frame, self.max_remembered());
             let number = inner.next_frame;
             inner.next_frame += 1;
-            let cursor = Cursor {
-                socket_id: self.socket_id.to_string(),
-                incarnation: self.incarnation.clone(),
-                frame: number,
-                expires,
-                channels: inner.channels.clone(),
-            };
-            let cursor: Arc<str> = cursor.encode(&self.key, &self.secret).into();
-            inner.sent_bytes += frame.len() + cursor.len();
-            inner.sent.push_back(Sent {
+            let (base, delta) = self.cursor_after(inner, number, now);
+            let sent = Sent {
                 number,
                 frame,
-                cursor,
-            });
+                base,
+                delta,
+            };
+            inner.sent_bytes += sent.bytes();
+            inner.sent.push_back(sent);
         }
-        inner.last_cursor_at = Instant::now();
         inner.scratch = taken;
+    }
+
+    /// The cursor after frame `number`: a delta of the last full cursor when one can say it
+    /// and that cursor is less than a third of its lifetime old (so every cursor handed out
+    /// has two thirds left), else a new full cursor, signed.
+    fn cursor_after(
+        &self,
+        inner: &mut Inner,
+        number: u64,
+        now: Instant,
+    ) -> (Arc<str>, Option<Arc<str>>) {
+        let fresh = now < inner.last_cursor_at + self.cursor_lifetime / 3;
+        if let Some(base) = &inner.base
+            && fresh
+            && let Some(delta) = carrier_cursor::delta(&base.cursor, number, &inner.channels)
+        {
+            return (base.text.clone(), Some(delta.into()));
+        }
+        let cursor = Cursor {
+            socket_id: self.socket_id.to_string(),
+            incarnation: self.incarnation.clone(),
+            frame: number,
+            expires: unix_now() + self.cursor_lifetime.as_secs(),
+            channels: inner.channels.clone(),
+        };
+        let text: Arc<str> = cursor.encode(&self.key, &self.secret).into();
+        inner.base = Some(Base {
+            cursor,
+            text: text.clone(),
+        });
+        inner.last_cursor_at = now;
+        (text, None)
     }
 
     /// How many channels' positions and requests the session remembers: the plan's channels

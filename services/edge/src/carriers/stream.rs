@@ -3,9 +3,15 @@
 //! for a while, and the end when the session ends or a newer request takes it over.
 //!
 //! HTTP streaming writes one NDJSON line per frame: `{"cursor":"…","frame":{…}}`.
+//!
+//! Each frame's cursor is written whole (a full cursor and its delta), or, for a client that
+//! asked for short ids (`ids=delta`: it keeps the last full cursor and appends what follows
+//! it), only the delta when the response already carried its full cursor.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -62,10 +68,14 @@ pub(crate) struct StreamingBody<F: Format> {
     heartbeat: Pin<Box<tokio::time::Sleep>>,
     taken: Vec<Sent>,
     finished: bool,
+    /// The client appends deltas to the last full cursor itself (`ids=delta`).
+    short_ids: bool,
+    /// The full cursor this response carried last.
+    written_base: Option<Arc<str>>,
 }
 
 impl<F: Format> StreamingBody<F> {
-    pub(crate) fn new(format: F, feed: Feed, every: Duration) -> Self {
+    pub(crate) fn new(format: F, feed: Feed, every: Duration, short_ids: bool) -> Self {
         Self {
             format,
             feed,
@@ -74,7 +84,22 @@ impl<F: Format> StreamingBody<F> {
             heartbeat: Box::pin(tokio::time::sleep(every)),
             taken: Vec::new(),
             finished: false,
+            short_ids,
+            written_base: None,
         }
+    }
+
+    /// The cursor text to write after `sent`.
+    fn cursor_of<'a>(&mut self, sent: &'a Sent) -> Cow<'a, str> {
+        let known = self
+            .written_base
+            .as_ref()
+            .is_some_and(|base| Arc::ptr_eq(base, &sent.base));
+        if self.short_ids && known && sent.delta.is_some() {
+            return Cow::Borrowed(sent.delta());
+        }
+        self.written_base = Some(sent.base.clone());
+        Cow::Owned(sent.cursor())
     }
 }
 
@@ -100,9 +125,13 @@ impl<F: Format> Stream for StreamingBody<F> {
             }
             Feed::Session(attachment) => match attachment.poll_frames(context, &mut this.taken) {
                 Poll::Ready(Delivery::Frames) => {
-                    for sent in this.taken.drain(..) {
-                        this.format.frame(&sent.cursor, &sent.frame, &mut out);
+                    let taken = std::mem::take(&mut this.taken);
+                    for sent in &taken {
+                        let cursor = this.cursor_of(sent);
+                        this.format.frame(&cursor, &sent.frame, &mut out);
                     }
+                    this.taken = taken;
+                    this.taken.clear();
                 }
                 Poll::Ready(Delivery::Finished) => this.finished = true,
                 Poll::Pending => {}

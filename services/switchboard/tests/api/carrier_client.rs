@@ -48,6 +48,12 @@ pub(crate) struct Carrier {
     /// SSE: reconnect as EventSource does, with the cursor in `Last-Event-ID` and the URL of
     /// the first request.
     pub(crate) first_url_query: Option<Vec<(String, String)>>,
+    /// Streams: asks for short ids (`ids=delta`) and keeps the last full cursor to append
+    /// deltas to, reopening with the URL as the SDK does.
+    pub(crate) short_ids: bool,
+    full_cursor: String,
+    /// The cursor text that came with the last frame, as sent.
+    pub(crate) last_id: String,
 }
 
 impl Carrier {
@@ -77,6 +83,9 @@ impl Carrier {
             pending: VecDeque::new(),
             lose_next_answer: false,
             first_url_query: None,
+            short_ids: false,
+            full_cursor: String::new(),
+            last_id: String::new(),
         }
     }
 
@@ -110,6 +119,9 @@ impl Carrier {
             }
             Kind::Sse | Kind::Stream => {}
         }
+        if self.short_ids {
+            query.push(("ids".to_owned(), "delta".to_owned()));
+        }
         query
     }
 
@@ -129,6 +141,7 @@ impl Carrier {
             .get(format!("{}/{}", self.base, self.path()))
             .header("Origin", ORIGIN);
         if self.kind == Kind::Sse
+            && !self.short_ids
             && let (Some(first), Some(cursor)) = (&self.first_url_query, &self.cursor)
         {
             request = request
@@ -178,7 +191,7 @@ impl Carrier {
         loop {
             if let Some((cursor, frame)) = self.pending.pop_front() {
                 if let Some(cursor) = cursor {
-                    self.cursor = Some(cursor);
+                    self.take_cursor(cursor);
                 }
                 if frame["event"] == "pusher:connection_established" {
                     let data = data_of(&frame);
@@ -220,6 +233,19 @@ impl Carrier {
                     }
                 }
             }
+        }
+    }
+
+    /// Keeps the cursor after a frame: a delta (`~…`) follows the last full cursor.
+    fn take_cursor(&mut self, cursor: String) {
+        self.last_id.clone_from(&cursor);
+        if cursor.starts_with('~') {
+            assert!(self.short_ids, "a delta only when asked for: {cursor}");
+            assert!(!self.full_cursor.is_empty(), "a full cursor came first");
+            self.cursor = Some(format!("{}{cursor}", self.full_cursor));
+        } else {
+            self.full_cursor = cursor.split('~').next().unwrap_or_default().to_owned();
+            self.cursor = Some(cursor);
         }
     }
 

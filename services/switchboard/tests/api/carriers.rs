@@ -241,6 +241,10 @@ enum Cut {
 }
 
 async fn loss_test(kind: Kind) {
+    loss_test_with(kind, false).await;
+}
+
+async fn loss_test_with(kind: Kind, short_ids: bool) {
     let app = Arc::new(spawn_app_with(short_grace()).await);
     let cuts: HashMap<u64, Cut> = [
         (150, Cut::Client),
@@ -259,6 +263,7 @@ async fn loss_test(kind: Kind) {
     let mut last_serial = 0;
     let (mut duplicates, mut closed_by_server) = (0, 0);
     let mut carrier = Carrier::new(&app, kind, vec![json!({"channel": "loss"})]);
+    carrier.short_ids = short_ids;
     let mut awaiting_close = false;
     while (received.len() as u64) < LOSS_TEST_EVENTS || awaiting_close {
         let Some(frame) = carrier.next().await else {
@@ -352,6 +357,60 @@ async fn loss_test(kind: Kind) {
 #[tokio::test]
 async fn sse_loses_nothing_across_cuts() {
     loss_test(Kind::Sse).await;
+}
+
+#[tokio::test]
+async fn sse_with_short_ids_loses_nothing_across_cuts() {
+    loss_test_with(Kind::Sse, true).await;
+}
+
+#[tokio::test]
+async fn http_streaming_with_short_ids_loses_nothing_across_cuts() {
+    loss_test_with(Kind::Stream, true).await;
+}
+
+/// With short ids, most frames carry only a delta of the last full cursor: a stream cut
+/// between two such frames resumes after the last one processed, from this edge's buffer
+/// and, once the session has expired, from the channel's history: nothing lost or repeated.
+#[tokio::test]
+async fn an_sse_stream_cut_between_delta_frames_resumes_exactly() {
+    let app = spawn_app_with(short_grace()).await;
+    let mut carrier = Carrier::new(&app, Kind::Sse, vec![json!({"channel": "deltas"})]);
+    carrier.short_ids = true;
+    carrier
+        .expect_event("pusher_internal:subscription_succeeded")
+        .await;
+    for round in 0..3 {
+        let (from, upto) = (round * 4 + 1, round * 4 + 4);
+        for n in from..=upto {
+            publish(&app, "deltas", &n.to_string()).await;
+        }
+        // Two frames processed, each with a delta id; the cut loses the rest in flight.
+        for n in from..from + 2 {
+            let tick = carrier.expect_event("tick").await;
+            assert_eq!(tick["data"], n.to_string());
+            assert!(
+                carrier.last_id.starts_with('~') && carrier.last_id.len() < 16,
+                "a short delta id: {}",
+                carrier.last_id
+            );
+        }
+        carrier.cut();
+        if round == 2 {
+            // The session expires: another incarnation rebuilds from the cursor's positions.
+            until_unoccupied(&app, "deltas").await;
+        }
+        for n in from + 2..=upto {
+            let tick = carrier.expect_event("tick").await;
+            assert_eq!(
+                tick["data"],
+                n.to_string(),
+                "round {round}: exactly the next"
+            );
+        }
+    }
+    publish(&app, "deltas", "last").await;
+    assert_eq!(carrier.expect_event("tick").await["data"], "last");
 }
 
 #[tokio::test]

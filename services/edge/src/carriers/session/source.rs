@@ -26,8 +26,10 @@ impl Source {
     fn refresh_cursor(&self, inner: &mut Inner, now: Instant) {
         let refresh_at = inner.last_cursor_at + self.session.cursor_lifetime / 3;
         if inner.machine.is_attached() && refresh_at <= now {
-            // Counted from now: one refresh frame in flight at a time.
+            // Counted from now: one refresh frame in flight at a time. It gets a new full
+            // cursor (a delta would carry the old one's expiry).
             inner.last_cursor_at = now;
+            inner.base = None;
             self.session
                 .core
                 .outbox
