@@ -2,8 +2,8 @@
 //! (`"delta": "fossil"` in `pusher:subscribe` data, which pusher-js never sends) may receive
 //! a channel event as a fossil delta against the channel's previous event instead of in full.
 //!
-//! The delta frame is `{"event":"switchboard:delta","channel":C,"serial":S,"epoch":E,"base":B,
-//! "name":N,"user_id"?:U,"delta":"<base64>"}`: applying the decoded fossil delta to the UTF-8
+//! The delta frame is `{"event":"switchboard:delta","channel":C,"base":B,"name":N,
+//! "user_id"?:U,"delta":"<base64>","serial":S,"epoch":E}`: applying the decoded fossil delta to the UTF-8
 //! bytes of the `data` string of the event of serial `B` (as the subscriber received or
 //! rebuilt it) gives the `data` of the event `N` of serial `S`. Fossil's format
 //! carries the target's length and a checksum of it, so a client applying it to a wrong base
@@ -160,14 +160,16 @@ pub fn delta_against(
 struct DeltaFrame<'a> {
     event: &'a str,
     channel: &'a str,
-    serial: u64,
-    epoch: &'a str,
     base: u64,
     /// The event's own name.
     name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_id: Option<&'a str>,
     delta: &'a str,
+    // Last, in the broker's stamp order (`broker::read_stamp`): the carriers read a frame's
+    // position from its end without parsing it.
+    serial: u64,
+    epoch: &'a str,
 }
 
 /// What one subscriber is sent of a publication.

@@ -200,3 +200,16 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_delta_frame_ends_with_its_stamp_as_the_broker_writes_it() {
+    // The carriers read each frame's position from its end (`broker::read_stamp`), unparsed.
+    let first = ticker(7, "e1", &[]);
+    let second = ticker(8, "e1", &[3]);
+    let delta = delta_of(Some(&base_of(&first)), &second).unwrap();
+    assert!(
+        delta.frame.ends_with(r#","serial":8,"epoch":"e1"}"#),
+        "{}",
+        delta.frame
+    );
+}
