@@ -23,6 +23,7 @@ mod http_api;
 mod hub;
 pub mod limits;
 mod link;
+pub mod listener;
 pub mod metering;
 pub mod metrics;
 mod node_subscriptions;
