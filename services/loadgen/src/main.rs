@@ -163,7 +163,9 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
         eprintln!("  error: {e}");
     }
 
-    tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
+    if !args.connect_rate {
+        tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
+    }
     max_fds = max_fds.max(procfs::open_fds());
     let server_connected = read_server();
 
@@ -223,7 +225,7 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
             eprintln!("publish errors: {} failed, first: {e}", report.failed);
         }
         publish_report = Some(report);
-    } else if established > 0 {
+    } else if established > 0 && !args.connect_rate {
         eprintln!("holding {established} connections for {}s…", args.duration);
         tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
     }
@@ -333,6 +335,7 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
             target: args.target,
             url: format!("{}{}", plan.origin, plan.path_prefix),
             mode: match (publishing, args.idle) {
+                _ if args.connect_rate => "connect-rate",
                 (true, _) => "fanout",
                 (false, true) => "idle",
                 (false, false) => "subscribe-only",
