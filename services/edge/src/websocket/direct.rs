@@ -94,15 +94,20 @@ async fn beside_writer(
 ) {
     let writer = std::pin::pin!(write_outbox(stream, outbox));
     match select(connection, writer).await {
-        Either::Left(((), writer)) => {
-            if let Ok(Ok(())) = tokio::time::timeout(CLOSE_GRACE, writer).await {
-                linger(stream).await;
-            }
-        }
+        // Boxed: the closing steps' timers would otherwise be in every idle connection.
+        Either::Left(((), writer)) => Box::pin(finish(stream, writer)).await,
         Either::Right((_, connection)) => {
             let _ = socket2::SockRef::from(stream).shutdown(Shutdown::Both);
             connection.await;
         }
+    }
+}
+
+/// The connection has ended: the writer sends what is left (its close frame last), then
+/// the client's end is awaited, each for at most `CLOSE_GRACE`.
+async fn finish(stream: &TcpStream, writer: impl Future<Output = io::Result<()>>) {
+    if let Ok(Ok(())) = tokio::time::timeout(CLOSE_GRACE, writer).await {
+        linger(stream).await;
     }
 }
 
