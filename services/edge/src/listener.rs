@@ -125,23 +125,20 @@ where
     Box::pin(http.call((stream, Protocol::Http1, peer))).await
 }
 
-/// What the connection's first bytes are, without taking them from the socket.
+/// What the connection's first bytes are, without taking them from the socket. A client
+/// that sends no whole head within `HEAD_TIMEOUT` is left to actix-web's own timeout.
 async fn peek(stream: &TcpStream) -> Peeked {
-    match peek_once(stream).await {
-        Peeked::NeedMore => {}
-        verdict => return verdict,
-    }
     let whole_head = async {
         loop {
+            match peek_once(stream).await {
+                Peeked::NeedMore => {}
+                verdict => return verdict,
+            }
             // Only new bytes can complete the head: forget the readiness already seen, so the
             // next peek waits for them instead of spinning.
             let _ = stream.try_io(Interest::READABLE, || {
                 Err::<(), _>(io::ErrorKind::WouldBlock.into())
             });
-            match peek_once(stream).await {
-                Peeked::NeedMore => {}
-                verdict => return verdict,
-            }
         }
     };
     tokio::time::timeout(HEAD_TIMEOUT, whole_head)

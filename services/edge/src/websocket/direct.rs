@@ -33,8 +33,11 @@ use crate::websocket::handshake::Upgrade;
 const READ_CHUNK: usize = 16 * 1024;
 /// A thread's write buffer larger than this after a burst is given back.
 const KEEP_WRITE_BUFFER: usize = 256 * 1024;
-/// How long a closing connection has to take its last frames and close its end.
+/// How long a closing connection has to take its last frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long the client then has to close its end (actix-http's client disconnect timeout,
+/// which the actix path applies).
+const LINGER: Duration = Duration::from_secs(1);
 
 thread_local! {
     /// Where every connection of this thread reads into.
@@ -85,8 +88,8 @@ pub(crate) async fn serve(stream: TcpStream, upgrade: Box<Upgrade>, state: Arc<E
 }
 
 /// Runs `connection` and the writer of its outbox together. The connection closes its
-/// outbox when it ends; the writer then has `CLOSE_GRACE` to send the last frames and see
-/// the client close. A writer that fails first shuts the socket, so the reader ends too.
+/// outbox when it ends; the writer then sends the last frames and waits for the client to
+/// close (`finish`). A writer that fails first shuts the socket, so the reader ends too.
 async fn beside_writer(
     stream: &TcpStream,
     outbox: &Outbox,
@@ -103,8 +106,8 @@ async fn beside_writer(
     }
 }
 
-/// The connection has ended: the writer sends what is left (its close frame last), then
-/// the client's end is awaited, each for at most `CLOSE_GRACE`.
+/// The connection has ended: the writer sends what is left (its close frame last) within
+/// `CLOSE_GRACE`, then the client's end is awaited (`linger`).
 async fn finish(stream: &TcpStream, writer: impl Future<Output = io::Result<()>>) {
     if let Ok(Ok(())) = tokio::time::timeout(CLOSE_GRACE, writer).await {
         linger(stream).await;
@@ -185,7 +188,7 @@ async fn consume(stream: &TcpStream, mut head_bytes: usize) -> io::Result<()> {
 }
 
 /// After the close frame: our end closed, the client's read until it closes (so the close
-/// frame is not lost to a reset), for at most `CLOSE_GRACE`.
+/// frame is not lost to a reset), for at most `LINGER`.
 async fn linger(stream: &TcpStream) {
     let _ = socket2::SockRef::from(stream).shutdown(Shutdown::Write);
     let drain = async {
@@ -200,7 +203,7 @@ async fn linger(stream: &TcpStream) {
             }
         }
     };
-    let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 enum Read {

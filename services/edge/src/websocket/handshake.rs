@@ -93,7 +93,12 @@ pub(crate) fn recognise(bytes: &[u8]) -> Peeked {
     if request.version != Some(1) {
         return Peeked::NotOurs;
     }
-    let Some((key, query)) = request.path.and_then(app_key) else {
+    let Some(target) = request.path else {
+        return Peeked::NotOurs;
+    };
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let path = requoted(path);
+    let Some(key) = app_key(&path) else {
         return Peeked::NotOurs;
     };
     match verified(request.headers) {
@@ -109,14 +114,40 @@ pub(crate) fn recognise(bytes: &[u8]) -> Peeked {
     }
 }
 
-/// The key and query of `/app/{key}` or `/{prefix}/app/{key}` (`prefix` not empty, `key`
-/// one segment, as actix-web's routes matched them).
-fn app_key(target: &str) -> Option<(&str, &str)> {
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+/// The key of `/app/{key}` or `/{prefix}/app/{key}` (`prefix` not empty, `key` one
+/// segment, as actix-web's routes matched them).
+fn app_key(path: &str) -> Option<&str> {
     let (before, key) = path.rsplit_once('/')?;
     let prefixed = before.len() > "//app".len() && before.starts_with('/');
     let routed = before == "/app" || (prefixed && before.ends_with("/app"));
-    (routed && !key.is_empty()).then_some((key, query))
+    (routed && !key.is_empty()).then_some(key)
+}
+
+/// The path as actix-router matches it: percent-escapes decoded except those of `%`, `/`
+/// and `+`, then read as UTF-8 (lossily).
+fn requoted(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = bytes
+            .get(index + 1..index + 3)
+            .filter(|_| bytes[index] == b'%')
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|byte| !matches!(byte, b'%' | b'/' | b'+'));
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            None => {
+                decoded.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 struct Verified<'a> {
@@ -250,6 +281,13 @@ mod tests {
         for case in cases {
             assert_eq!(recognise(case.as_bytes()), Peeked::NotOurs, "{case}");
         }
+    }
+
+    #[test]
+    fn the_path_is_percent_decoded_as_actix_router_decodes_it() {
+        assert_eq!(upgrade(&request("/app/a%0Ab", "")).key, "a\nb");
+        assert_eq!(upgrade(&request("/%61pp/k%2Fx%25", "")).key, "k%2Fx%25");
+        assert_eq!(recognise(request("/app%2Fk", "").as_bytes()), Peeked::NotOurs);
     }
 
     #[test]
