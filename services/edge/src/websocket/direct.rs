@@ -58,7 +58,10 @@ pub(crate) async fn serve(stream: TcpStream, upgrade: Box<Upgrade>, state: Arc<E
     let admission = Box::pin(admit(&state, &upgrade.key, &upgrade.query, origin)).await;
     let socket_id = state.socket_ids.next();
     let outbox = Arc::new(Outbox::new(socket_id, state.outbox_bounds()));
-    if write_all(&stream, &upgrade.switching_protocols()).await.is_err() {
+    if write_all(&stream, &upgrade.switching_protocols())
+        .await
+        .is_err()
+    {
         return;
     }
     match admission {
@@ -71,8 +74,14 @@ pub(crate) async fn serve(stream: TcpStream, upgrade: Box<Upgrade>, state: Arc<E
             };
             drop(upgrade);
             let reader = SocketReader::new(&stream, state.settings.max_frame_bytes);
-            let connection =
-                Connection::run(state.clone(), keyed, Some(slot), outbox.clone(), origin, reader);
+            let connection = Connection::run(
+                state.clone(),
+                keyed,
+                Some(slot),
+                outbox.clone(),
+                origin,
+                reader,
+            );
             // Boxed: the protocol loop's future is large and this one lives as long as the
             // connection; its idle size is checked in `tests::an_idle_connection_is_small`.
             beside_writer(&stream, &outbox, Box::pin(connection.instrument(span))).await;

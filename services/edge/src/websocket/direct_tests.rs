@@ -135,7 +135,10 @@ async fn an_unmasked_client_frame_is_a_protocol_error() {
         bytes
     };
     client.write_all(&unmasked).await.unwrap();
-    assert!(matches!(reader.next().await, Some(Err(InboundError::Protocol(_)))));
+    assert!(matches!(
+        reader.next().await,
+        Some(Err(InboundError::Protocol(_)))
+    ));
 }
 
 #[tokio::test]
@@ -147,5 +150,8 @@ async fn a_frame_over_the_limit_is_too_big() {
     let text = "x".repeat(17);
     Parser::write_message(&mut bytes, text, actix_http::ws::OpCode::Text, true, true);
     client.write_all(&bytes).await.unwrap();
-    assert!(matches!(reader.next().await, Some(Err(InboundError::TooBig))));
+    assert!(matches!(
+        reader.next().await,
+        Some(Err(InboundError::TooBig))
+    ));
 }

@@ -86,7 +86,9 @@ pub(crate) fn encode(taken: &mut VecDeque<Outgoing>, buffer: &mut BytesMut) -> b
             Outgoing::Text(text) => {
                 Parser::write_message(buffer, text.as_bytes(), OpCode::Text, true, false)
             }
-            Outgoing::Pong(bytes) => Parser::write_message(buffer, &bytes, OpCode::Pong, true, false),
+            Outgoing::Pong(bytes) => {
+                Parser::write_message(buffer, &bytes, OpCode::Pong, true, false)
+            }
             Outgoing::Close { code, reason } => {
                 let reason = actix_http::ws::CloseReason {
                     code: CloseCode::from(code),

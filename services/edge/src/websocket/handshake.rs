@@ -160,7 +160,11 @@ struct Verified<'a> {
 /// `Upgrade` naming websocket, a `Connection` with `upgrade` (and no `close`), version 13
 /// and a 16-byte base64 key. No request body either.
 fn verified<'a>(headers: &[httparse::Header<'a>]) -> Option<Verified<'a>> {
-    let first = |name: &str| headers.iter().find(|header| header.name.eq_ignore_ascii_case(name));
+    let first = |name: &str| {
+        headers
+            .iter()
+            .find(|header| header.name.eq_ignore_ascii_case(name))
+    };
     let upgrade = std::str::from_utf8(first("upgrade")?.value).ok()?;
     if !upgrade.to_ascii_lowercase().contains("websocket") {
         return None;
@@ -242,7 +246,10 @@ mod tests {
 
     #[test]
     fn a_handshake_to_an_app_path_is_taken_with_its_key_query_and_accept() {
-        let text = request("/app/key-1?protocol=7&client=js", "Origin: https://a.example\r\n");
+        let text = request(
+            "/app/key-1?protocol=7&client=js",
+            "Origin: https://a.example\r\n",
+        );
         let taken = upgrade(&text);
         assert_eq!(taken.head_bytes, text.len());
         assert_eq!(taken.key, "key-1");
@@ -287,14 +294,21 @@ mod tests {
     fn the_path_is_percent_decoded_as_actix_router_decodes_it() {
         assert_eq!(upgrade(&request("/app/a%0Ab", "")).key, "a\nb");
         assert_eq!(upgrade(&request("/%61pp/k%2Fx%25", "")).key, "k%2Fx%25");
-        assert_eq!(recognise(request("/app%2Fk", "").as_bytes()), Peeked::NotOurs);
+        assert_eq!(
+            recognise(request("/app%2Fk", "").as_bytes()),
+            Peeked::NotOurs
+        );
     }
 
     #[test]
     fn an_incomplete_head_waits_for_more_but_not_past_the_limit() {
         let text = request("/app/k", "");
         for end in [1, 4, 10, text.len() - 1] {
-            assert_eq!(recognise(&text.as_bytes()[..end]), Peeked::NeedMore, "{end}");
+            assert_eq!(
+                recognise(&text.as_bytes()[..end]),
+                Peeked::NeedMore,
+                "{end}"
+            );
         }
         assert_eq!(recognise(b"PUT"), Peeked::NotOurs);
         let long = format!("GET /app/k HTTP/1.1\r\nX: {}", "a".repeat(MAX_HEAD_BYTES));
@@ -307,7 +321,11 @@ mod tests {
             "/app/k",
             "X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-For: 10.0.0.2\r\nOrigin: caf\u{e9}\r\n",
         ));
-        assert_eq!(taken.origin.as_deref(), Some(""), "non-ASCII origin reads as empty");
+        assert_eq!(
+            taken.origin.as_deref(),
+            Some(""),
+            "non-ASCII origin reads as empty"
+        );
         let peer = Some("10.0.0.1".parse().unwrap());
         let nobody = ingress::TrustedProxies::none();
         assert_eq!(taken.client_address(peer, &nobody), peer);

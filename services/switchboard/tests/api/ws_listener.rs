@@ -23,7 +23,11 @@ async fn read_until(stream: &mut TcpStream, needle: &str) -> String {
     let mut chunk = [0u8; 4096];
     while !String::from_utf8_lossy(&seen).contains(needle) {
         let read = stream.read(&mut chunk).await.unwrap();
-        assert!(read > 0, "closed before {needle:?}: {:?}", String::from_utf8_lossy(&seen));
+        assert!(
+            read > 0,
+            "closed before {needle:?}: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
         seen.extend_from_slice(&chunk[..read]);
     }
     String::from_utf8_lossy(&seen).into_owned()
@@ -40,9 +44,15 @@ async fn an_upgrade_whose_head_arrives_in_pieces_is_answered_with_the_rfc_accept
     tokio::task::yield_now().await;
     stream.write_all(rest.as_bytes()).await.unwrap();
     let seen = read_until(&mut stream, "pusher:connection_established").await;
-    assert!(seen.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{seen}");
+    assert!(
+        seen.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{seen}"
+    );
     // RFC 6455's example key and answer.
-    assert!(seen.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"), "{seen}");
+    assert!(
+        seen.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+        "{seen}"
+    );
 }
 
 #[tokio::test]
@@ -59,7 +69,10 @@ async fn http_on_the_same_port_is_untouched_and_an_upgrade_after_it_is_still_ser
     let head = upgrade_head(&format!("/app/{}?protocol=7", APP.1));
     stream.write_all(head.as_bytes()).await.unwrap();
     let seen = read_until(&mut stream, "pusher:connection_established").await;
-    assert!(seen.contains("HTTP/1.1 101 Switching Protocols\r\n"), "{seen}");
+    assert!(
+        seen.contains("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{seen}"
+    );
 }
 
 #[tokio::test]
@@ -86,5 +99,9 @@ async fn a_close_from_the_client_is_answered_and_the_socket_then_closed() {
         .unwrap();
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await.unwrap();
-    assert_eq!(&answer[..4], &[0x88, 0x02, 0x03, 0xe8], "close 1000 echoed, then EOF");
+    assert_eq!(
+        &answer[..4],
+        &[0x88, 0x02, 0x03, 0xe8],
+        "close 1000 echoed, then EOF"
+    );
 }
