@@ -17,13 +17,36 @@ struct Workload {
     args: &'static [&'static str],
 }
 
-const WORKLOADS: [Workload; 2] = [
+const WORKLOADS: [Workload; 4] = [
     Workload {
         name: "10,000 idle WebSocket connections",
         args: &[
             "--idle",
             "--connections",
             "10000",
+            "--source-addrs",
+            "127.0.0.1,127.0.0.2",
+        ],
+    },
+    Workload {
+        // Near one process's 20,000 open files (the server's and the load client's each).
+        name: "19,000 idle WebSocket connections",
+        args: &[
+            "--idle",
+            "--connections",
+            "19000",
+            "--source-addrs",
+            "127.0.0.1,127.0.0.2,127.0.0.3",
+        ],
+    },
+    Workload {
+        name: "connect + subscribe: 10,000 WebSocket clients, ≤200 handshakes in flight",
+        args: &[
+            "--connect-rate",
+            "--connections",
+            "10000",
+            "--ramp-concurrency",
+            "200",
             "--source-addrs",
             "127.0.0.1,127.0.0.2",
         ],
@@ -92,25 +115,51 @@ pub fn bench(root: &Path) -> Result<(), String> {
         }
     }
     print_table(&rows);
+    print_ratios(&rows);
     // The HTTP carriers' workloads, against nchan in the same run.
     crate::bench_carriers::carriers(root)
 }
 
+/// Switchboard's figures as multiples of nchan's in the same run, per workload.
+fn print_ratios(rows: &[(&str, &str, Value)]) {
+    println!("\n| workload | RSS per connection ÷ nchan | connects/s ÷ nchan |");
+    println!("|---|---|---|");
+    for pair in rows.chunks(2) {
+        let [(name, _, nchan), (_, _, ours)] = pair else {
+            continue;
+        };
+        let ratio = |path: &[&str]| match (number(ours, path), number(nchan, path)) {
+            (Some(ours), Some(theirs)) if theirs > 0.0 => format!("{:.2}×", ours / theirs),
+            _ => "-".into(),
+        };
+        let rss = ratio(&["server", "rss_bytes_per_connection"]);
+        let connects = ratio(&["connect", "connects_per_s"]);
+        println!("| {name} | {rss} | {connects} |");
+    }
+}
+
 fn print_table(rows: &[(&str, &str, Value)]) {
     println!(
-        "\n| workload | server | RSS per connection | server CPU per delivery | deliveries/s | p50 / p99 / p99.9 latency | lost |"
+        "\n| workload | server | load at start | RSS per connection | connects/s | server CPU per delivery | deliveries/s | p50 / p99 / p99.9 latency | lost |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (name, target, json) in rows {
         let rss = number(json, &["server", "rss_bytes_per_connection"])
             .map_or("-".into(), |b| format!("{:.1} KiB", b / 1024.0));
+        let connects = number(json, &["connect", "connects_per_s"])
+            .map_or("-".into(), |rate| format!("{rate:.0}"));
+        let load = json["workload"]["loadavg_at_start"][0]
+            .as_f64()
+            .map_or("-".into(), |load| format!("{load:.2}"));
         let DeliveryCells {
             cpu,
             rate,
             latency,
             lost,
         } = DeliveryCells::of(json);
-        println!("| {name} | {target} | {rss} | {cpu} | {rate} | {latency} | {lost} |");
+        println!(
+            "| {name} | {target} | {load} | {rss} | {connects} | {cpu} | {rate} | {latency} | {lost} |"
+        );
     }
 }
 

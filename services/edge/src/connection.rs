@@ -104,7 +104,7 @@ impl Connection {
             refusing_subscription: Default::default(),
         };
         let ending = connection.serve(&mut reader).await;
-        connection.clean_up().await;
+        Box::pin(connection.clean_up()).await;
         crate::metrics::connection_closed(ending.close_code());
         let (state, socket_id) = (&connection.state, connection.outbox.socket_id());
         report::connection_closed(state, &connection.app.id, socket_id, ending.close_code());
@@ -125,15 +125,17 @@ impl Connection {
             let step = tokio::select! {
                 message = reader.next() => match message {
                     None | Some(Ok(Inbound::Close)) => return Ending::ClientLeft,
-                    Some(Ok(message)) => self.on_message(message).await,
+                    // Boxed, like every step below: an idle connection's future then holds
+                    // only the loop's own state, not the largest step's.
+                    Some(Ok(message)) => Box::pin(self.on_message(message)).await,
                     Some(Err(error)) => {
                         let close = protocol_close(&error, self.state.settings.max_frame_bytes);
                         return Ending::Protocol(close);
                     }
                 },
-                () = self.outbox.task_wakeup() => self.on_wakeup().await,
+                () = self.outbox.task_wakeup() => Box::pin(self.on_wakeup()).await,
                 () = &mut ticker => match self.session.on_tick(Instant::now().into_std()) {
-                    Some(output) => self.perform(output).await,
+                    Some(output) => Box::pin(self.perform(output)).await,
                     None => Ok(()),
                 },
             };

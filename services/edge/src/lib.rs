@@ -24,6 +24,7 @@ mod http_api;
 mod hub;
 pub mod limits;
 mod link;
+pub mod listener;
 pub mod metering;
 pub mod metrics;
 pub mod metrics_per_app;

@@ -184,7 +184,9 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
         eprintln!("  error: {e}");
     }
 
-    tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
+    if !args.connect_rate {
+        tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
+    }
     max_fds = max_fds.max(procfs::open_fds());
     let server_connected = read_server();
 
@@ -245,7 +247,7 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
             eprintln!("publish errors: {} failed, first: {e}", report.failed);
         }
         publish_report = Some(report);
-    } else if established > 0 {
+    } else if established > 0 && !args.connect_rate {
         eprintln!("holding {established} connections for {}s…", args.duration);
         tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
     }
@@ -356,6 +358,7 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
             carrier: args.carrier,
             url: format!("{}{}", plan.origin, plan.path_prefix),
             mode: match (publishing, args.idle) {
+                _ if args.connect_rate => "connect-rate",
                 (true, _) => "fanout",
                 (false, true) => "idle",
                 (false, false) => "subscribe-only",

@@ -99,6 +99,11 @@ pub(crate) struct Args {
     /// Only open and hold the connections for --duration; publish nothing.
     #[arg(long)]
     pub(crate) idle: bool,
+    /// Measure the connect + subscribe rate only: open --connections with at most
+    /// --ramp-concurrency handshakes in flight and report connections ÷ (first connect to last
+    /// `subscription_succeeded`); nothing is held or published afterwards.
+    #[arg(long)]
+    pub(crate) connect_rate: bool,
     /// Server process(es) to measure, summed (/proc/PID/stat utime+stime, /proc/PID/status
     /// VmRSS). For nginx give the worker pid (or master,worker).
     #[arg(long, value_delimiter = ',')]
@@ -144,7 +149,10 @@ pub(crate) struct Plan {
     pub(crate) nproc: usize,
 }
 
-pub(crate) fn plan(args: Args) -> anyhow::Result<Plan> {
+pub(crate) fn plan(mut args: Args) -> anyhow::Result<Plan> {
+    if args.connect_rate {
+        args.idle = true;
+    }
     let default_url = match args.target {
         Target::Pusher => "http://127.0.0.1:6001",
         Target::Nchan => "http://127.0.0.1:7101",

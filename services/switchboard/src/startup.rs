@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use broker::counters::{LocalMessages, MessageCounter};
 use broker::{Cluster, LocalSpec, RedisHealthWatch};
 use control::routes::ControlState;
@@ -193,7 +193,14 @@ impl Application {
             }
             web::Data::new(control)
         });
-        let server = HttpServer::new(move || {
+        let listener_settings = edge::listener::ListenerSettings {
+            backlog: 8192,
+            max_connections_per_worker: 100_000,
+            shutdown_timeout_seconds: 5,
+        };
+        // Not `HttpServer`: the edge's listener takes WebSocket upgrades before actix's
+        // HTTP/1 dispatcher and hands every other connection to this same app.
+        let server = edge::listener::serve(listener, edge.clone(), listener_settings, move || {
             let mut app = App::new()
                 .wrap(from_fn(edge::metrics::time_requests))
                 .wrap(from_fn(crate::request_spans::trace_requests));
@@ -213,13 +220,7 @@ impl Application {
                     .route("/metrics", web::get().to(edge::metrics::render_process));
             }
             app
-        })
-        .backlog(8192)
-        .max_connections(100_000)
-        .disable_signals()
-        .shutdown_timeout(5)
-        .listen(listener)?
-        .run();
+        })?;
         Ok(Self {
             port,
             server,

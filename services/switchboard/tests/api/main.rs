@@ -38,5 +38,6 @@ mod webhooks;
 #[path = "../../../control/tests/api/webhook_receiver.rs"]
 mod webhook_receiver;
 mod websocket;
+mod ws_listener;
 mod xhr;
 mod xhr_attacks;

@@ -1,21 +1,31 @@
-//! The WebSocket carrier on actix-http's frame parser: the `GET /app/{key}` upgrade, inbound
-//! frames decoded from the request payload (a `link::MessageSource`), outbound frames written
-//! from the connection's outbox straight into the response body.
+//! The WebSocket carrier, on actix-http's stateless frame parser (`ws::Parser`), in two paths:
+//! - `direct` (nearly every connection): the edge's listener (`crate::listener`) peeks at a
+//!   new connection's first request, and a WebSocket upgrade to `/app/{key}` that
+//!   `handshake` recognises never reaches actix's HTTP/1 dispatcher: it is answered and then
+//!   read and written straight on the socket, with no per-connection buffer while idle.
+//! - the actix-web route below (`websocket`), for an upgrade the listener left to actix-web
+//!   (a head over `handshake::MAX_HEAD_BYTES`, or an upgrade after other requests on a
+//!   kept-alive connection) and for invalid handshakes (answered 400, as always): inbound
+//!   frames decoded from the request payload (a `link::MessageSource`), outbound frames
+//!   written from the connection's outbox straight into the response body.
 //!
 //! Why not actix-ws: its `Session` puts a 32-slot channel and a second task hop between
 //! fan-out and the socket; writing from the outbox removes both (one wake-up per delivery
 //! instead of two, and no per-connection channel buffer).
+
+pub(crate) mod direct;
+mod frames;
+pub(crate) mod handshake;
 
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use actix_http::ws::{CloseCode, OpCode, Parser, ProtocolError};
+use actix_http::ws::{Parser, ProtocolError};
 use actix_web::body::{BodyStream, MessageBody};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::{Bytes, BytesMut};
-use bytestring::ByteString;
 use futures_util::{Stream, StreamExt};
 
 use tracing::Instrument;
@@ -25,6 +35,7 @@ use crate::connection::Connection;
 use crate::console::report::ClientOrigin;
 use crate::link::{Inbound, InboundError, MessageSource, admit, closing_frames, origin_header};
 use crate::outbox::{Outbox, Outgoing};
+use crate::websocket::frames::Fragments;
 
 /// `GET /app/{key}`: upgrades to a WebSocket, then admits or refuses with Pusher's codes
 /// (refusals are sent over the open socket, as pusher-js reads them from the close code).
@@ -91,7 +102,7 @@ pub fn upgrade(
         payload,
         buffer: BytesMut::new(),
         max_message_bytes,
-        partial: None,
+        fragments: Fragments::new(max_message_bytes),
     };
     Ok((response, reader))
 }
@@ -101,8 +112,7 @@ pub struct Reader {
     payload: web::Payload,
     buffer: BytesMut,
     max_message_bytes: usize,
-    /// A fragmented message being joined: its opcode and the bytes so far.
-    partial: Option<(OpCode, BytesMut)>,
+    fragments: Fragments,
 }
 
 impl MessageSource for Reader {
@@ -117,7 +127,7 @@ impl Reader {
         loop {
             match Parser::parse(&mut self.buffer, true, self.max_message_bytes) {
                 Ok(Some((finished, opcode, payload))) => {
-                    if let Some(message) = self.on_frame(finished, opcode, payload) {
+                    if let Some(message) = self.fragments.on_frame(finished, opcode, payload) {
                         return Some(message);
                     }
                 }
@@ -129,53 +139,6 @@ impl Reader {
                 Err(error) => return Some(Err(InboundError::Protocol(error.to_string()))),
             }
         }
-    }
-
-    /// Turns one frame into a message, or `None` while a fragmented message is incomplete.
-    fn on_frame(
-        &mut self,
-        finished: bool,
-        opcode: OpCode,
-        payload: Option<BytesMut>,
-    ) -> Option<Result<Inbound, InboundError>> {
-        let payload = payload.unwrap_or_default();
-        match opcode {
-            OpCode::Ping => Some(Ok(Inbound::Ping(payload.freeze()))),
-            OpCode::Pong => Some(Ok(Inbound::Activity)),
-            OpCode::Close => Some(Ok(Inbound::Close)),
-            OpCode::Text | OpCode::Binary if finished => Some(complete(opcode, payload)),
-            OpCode::Text | OpCode::Binary => {
-                self.partial = Some((opcode, payload));
-                None
-            }
-            OpCode::Continue => {
-                let Some((first, mut joined)) = self.partial.take() else {
-                    return Some(Err(InboundError::Protocol(
-                        "continuation without a first frame".into(),
-                    )));
-                };
-                if joined.len() + payload.len() > self.max_message_bytes {
-                    return Some(Err(InboundError::TooBig));
-                }
-                joined.extend_from_slice(&payload);
-                if finished {
-                    Some(complete(first, joined))
-                } else {
-                    self.partial = Some((first, joined));
-                    None
-                }
-            }
-            OpCode::Bad => Some(Err(InboundError::Protocol("bad opcode".into()))),
-        }
-    }
-}
-
-fn complete(opcode: OpCode, payload: BytesMut) -> Result<Inbound, InboundError> {
-    match opcode {
-        OpCode::Text => ByteString::try_from(payload.freeze())
-            .map(Inbound::Text)
-            .map_err(|_| InboundError::Protocol("text message is not UTF-8".into())),
-        _ => Ok(Inbound::Binary(payload.freeze())),
     }
 }
 
@@ -200,38 +163,7 @@ impl Stream for OutboundBody {
         if this.outbox.poll_take(context, &mut this.taken).is_pending() {
             return Poll::Pending;
         }
-        let size: usize = this.taken.iter().map(frame_size).sum();
-        this.buffer.reserve(size);
-        let buffer = &mut this.buffer;
-        while let Some(item) = this.taken.pop_front() {
-            match item {
-                Outgoing::Text(text) => {
-                    Parser::write_message(buffer, text.as_bytes(), OpCode::Text, true, false)
-                }
-                Outgoing::Pong(bytes) => {
-                    Parser::write_message(buffer, &bytes, OpCode::Pong, true, false)
-                }
-                Outgoing::Close { code, reason } => {
-                    let reason = actix_http::ws::CloseReason {
-                        code: CloseCode::from(code),
-                        description: Some(reason),
-                    };
-                    Parser::write_close(buffer, Some(reason), false);
-                    this.finished = true;
-                    this.taken.clear();
-                }
-            }
-        }
+        this.finished = frames::encode(&mut this.taken, &mut this.buffer);
         Poll::Ready(Some(Ok(this.buffer.split().freeze())))
     }
-}
-
-/// Bytes a frame takes on the wire, header included (an upper bound).
-fn frame_size(item: &Outgoing) -> usize {
-    let payload = match item {
-        Outgoing::Text(text) => text.len(),
-        Outgoing::Pong(bytes) => bytes.len(),
-        Outgoing::Close { reason, .. } => reason.len() + 2,
-    };
-    payload + 10
 }

@@ -1,0 +1,161 @@
+//! The server's TCP listener: `actix-server` workers whose service peeks at each new
+//! connection's first request. A WebSocket upgrade to `/app/{key}` (`websocket::handshake`)
+//! goes to `websocket::direct`, never touching actix's HTTP/1 dispatcher, whose buffers
+//! would otherwise stay allocated under every upgraded connection; everything else is handed,
+//! untouched (only peeked at), to actix-http's `HttpService` for the same actix-web `App`,
+//! configured as `actix_web::HttpServer` configures it.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use actix_http::{HttpService, KeepAlive, Protocol, Request, Response, body::MessageBody};
+use actix_service::{IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt, fn_factory};
+use actix_service::{fn_service, map_config};
+use actix_web::dev::{AppConfig, Server};
+use tokio::io::{Interest, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::EdgeState;
+use crate::websocket::handshake::{self, MAX_HEAD_BYTES, Peeked};
+
+/// How the listener runs; what `HttpServer` offered that the server used.
+#[derive(Debug, Clone)]
+pub struct ListenerSettings {
+    pub backlog: u32,
+    /// Connections one worker holds at most.
+    pub max_connections_per_worker: usize,
+    /// Seconds a graceful stop waits for connections to end.
+    pub shutdown_timeout_seconds: u64,
+}
+
+/// How long a request head may take to arrive whole before the connection is left to
+/// actix-web (whose own client request timeout, the same 5 s, then applies).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+thread_local! {
+    /// Where request heads are peeked into, one per worker thread.
+    static PEEK_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; MAX_HEAD_BYTES]);
+}
+
+/// Serves `app` (built once per worker, as `HttpServer::new` builds it) on `listener`, with
+/// `edge`'s WebSockets taken before the HTTP dispatcher (with no edge, everything is HTTP).
+pub fn serve<F, I, S, B>(
+    listener: std::net::TcpListener,
+    edge: Option<Arc<EdgeState>>,
+    settings: ListenerSettings,
+    app: F,
+) -> io::Result<Server>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: IntoServiceFactory<S, Request>,
+    S: ServiceFactory<Request, Config = AppConfig> + 'static,
+    S::Error: Into<actix_web::Error> + 'static,
+    S::InitError: fmt::Debug,
+    S::Response: Into<Response<B>> + 'static,
+    <S::Service as Service<Request>>::Future: 'static,
+    S::Service: 'static,
+    B: MessageBody + 'static,
+{
+    let address = listener.local_addr()?;
+    let builder = Server::build();
+    let shutdown = builder.graceful_shutdown_signal();
+    let server = builder
+        .backlog(settings.backlog)
+        .max_concurrent_connections(settings.max_connections_per_worker)
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown_timeout_seconds)
+        .listen("switchboard", listener, move || {
+            let shutdown = shutdown.clone();
+            // `HttpServer`'s defaults, which the server ran on before.
+            let http = HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let signal = shutdown.clone();
+                    async move { signal.notified().await }
+                })
+                .keep_alive(KeepAlive::default())
+                .client_request_timeout(Duration::from_secs(5))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .h1_allow_half_closed(true)
+                .local_addr(address)
+                .finish(map_config(
+                    app()
+                        .into_factory()
+                        .map_err(|error| error.into().error_response()),
+                    // As `HttpServer::listen` configures the app: not TLS, host = address.
+                    move |()| AppConfig::__priv_test_new(false, address.to_string(), address),
+                ));
+            let edge = edge.clone();
+            fn_factory(move || {
+                let http = http.new_service(());
+                let edge = edge.clone();
+                async move {
+                    let http = Rc::new(http.await?);
+                    Ok::<_, ()>(fn_service(move |stream: TcpStream| {
+                        route(stream, http.clone(), edge.clone())
+                    }))
+                }
+            })
+        })?
+        .run();
+    Ok(server)
+}
+
+/// One accepted connection: a WebSocket of the edge's, or HTTP.
+async fn route<H>(
+    stream: TcpStream,
+    http: Rc<H>,
+    edge: Option<Arc<EdgeState>>,
+) -> Result<(), H::Error>
+where
+    H: Service<(TcpStream, Protocol, Option<SocketAddr>), Response = ()>,
+{
+    if let Some(state) = edge
+        && let Peeked::Upgrade(upgrade) = peek(&stream).await
+    {
+        crate::websocket::direct::serve(stream, upgrade, state).await;
+        return Ok(());
+    }
+    let peer = stream.peer_addr().ok();
+    // Boxed: the dispatcher's future is large, and a WebSocket task would carry its size.
+    Box::pin(http.call((stream, Protocol::Http1, peer))).await
+}
+
+/// What the connection's first bytes are, without taking them from the socket. A client
+/// that sends no whole head within `HEAD_TIMEOUT` is left to actix-web's own timeout.
+async fn peek(stream: &TcpStream) -> Peeked {
+    let whole_head = async {
+        loop {
+            match peek_once(stream).await {
+                Peeked::NeedMore => {}
+                verdict => return verdict,
+            }
+            // Only new bytes can complete the head: forget the readiness already seen, so the
+            // next peek waits for them instead of spinning.
+            let _ = stream.try_io(Interest::READABLE, || {
+                Err::<(), _>(io::ErrorKind::WouldBlock.into())
+            });
+        }
+    };
+    tokio::time::timeout(HEAD_TIMEOUT, whole_head)
+        .await
+        .unwrap_or(Peeked::NotOurs)
+}
+
+async fn peek_once(stream: &TcpStream) -> Peeked {
+    std::future::poll_fn(|context| {
+        PEEK_BUFFER.with_borrow_mut(|buffer| {
+            let mut peeked = ReadBuf::new(buffer);
+            match stream.poll_peek(context, &mut peeked) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(Peeked::NotOurs),
+                Poll::Ready(Ok(_)) => Poll::Ready(handshake::recognise(peeked.filled())),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+    })
+    .await
+}
