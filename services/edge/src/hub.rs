@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use broker::broadcast::{NodeMessage, NodeSink};
 use broker::counters::MessageCounter;
 use broker::{DeliverySink, Publication};
+use bytestring::ByteString;
+use protocol::delta::Delta;
 use protocol::names::{AppId, ChannelName, UserId};
 use protocol::wire;
-use protocol::delta::Delta;
-use bytestring::ByteString;
 
 use crate::delta_bases::DeltaBases;
 use crate::limits::unix_now;
