@@ -67,6 +67,9 @@ impl FakeStripe {
                 .configure(routes::configure)
         })
         .workers(1)
+        // Not actix's signal handling: it would stop the server on SIGTERM and leave the
+        // `fake-stripe` process running; without it SIGTERM ends the process.
+        .disable_signals()
         .listen(listener)?
         .run();
         let handle = server.handle();
