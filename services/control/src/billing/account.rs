@@ -76,21 +76,8 @@ impl Billing {
         plan_id: &str,
     ) -> Result<String, ControlError> {
         let mut conn = self.pool.acquire().await?;
-        let plan = plans::find(&mut conn, plan_id)
-            .await?
-            .ok_or_else(|| ControlError::UnknownPlan(plan_id.to_owned()))?;
-        if plan.price_cents == 0 {
-            return Err(ControlError::Validation(format!(
-                "plan {plan_id:?} is free: no checkout needed"
-            )));
-        }
-        let prices = repo::plan_prices(&mut conn, plan_id)
-            .await?
-            .ok_or_else(|| {
-                ControlError::Validation(format!(
-                    "plan {plan_id:?} is not on sale yet (switchboard admin sync-stripe)"
-                ))
-            })?;
+        let (_, prices) =
+            super::paid_plan_on_sale(&mut conn, plan_id, "no checkout needed").await?;
         let (email, verified) = repo::owner_email(&mut conn, account_id)
             .await?
             .ok_or(ControlError::NotFound)?;

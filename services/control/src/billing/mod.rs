@@ -112,6 +112,37 @@ impl Billing {
     }
 }
 
+/// The paid plan `plan_id` and its Stripe prices; `free` is the refusal's text when the plan
+/// costs nothing (checkout and plan changes each say what to do instead).
+async fn paid_plan_on_sale(
+    conn: &mut sqlx::PgConnection,
+    plan_id: &str,
+    free: &str,
+) -> Result<
+    (
+        crate::domain::Plan,
+        crate::repository::billing::PlanPricesRow,
+    ),
+    ControlError,
+> {
+    let plan = crate::repository::plans::find(conn, plan_id)
+        .await?
+        .ok_or_else(|| ControlError::UnknownPlan(plan_id.to_owned()))?;
+    if plan.price_cents == 0 {
+        return Err(ControlError::Validation(format!(
+            "plan {plan_id:?} is free: {free}"
+        )));
+    }
+    let prices = crate::repository::billing::plan_prices(conn, plan_id)
+        .await?
+        .ok_or_else(|| {
+            ControlError::Validation(format!(
+                "plan {plan_id:?} is not on sale yet (switchboard admin sync-stripe)"
+            ))
+        })?;
+    Ok((plan, prices))
+}
+
 fn stripe_failed(failure: billing::StripeFailure) -> ControlError {
     tracing::warn!(error = %failure, status = ?failure.status, "stripe call failed");
     ControlError::StripeUnavailable

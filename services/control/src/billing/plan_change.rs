@@ -20,21 +20,12 @@ impl Billing {
         plan_id: &str,
     ) -> Result<BillingSummary, ControlError> {
         let mut conn = self.pool.acquire().await?;
-        let target = plans::find(&mut conn, plan_id)
-            .await?
-            .ok_or_else(|| ControlError::UnknownPlan(plan_id.to_owned()))?;
-        if target.price_cents == 0 {
-            return Err(ControlError::Validation(format!(
-                "plan {plan_id:?} is free: cancel the subscription to move to it at the period's end"
-            )));
-        }
-        let prices = repo::plan_prices(&mut conn, plan_id)
-            .await?
-            .ok_or_else(|| {
-                ControlError::Validation(format!(
-                    "plan {plan_id:?} is not on sale yet (switchboard admin sync-stripe)"
-                ))
-            })?;
+        let (target, prices) = super::paid_plan_on_sale(
+            &mut conn,
+            plan_id,
+            "cancel the subscription to move to it at the period's end",
+        )
+        .await?;
         let account = repo::find_account(&mut conn, account_id)
             .await?
             .ok_or(ControlError::NoSubscription)?;
