@@ -1,7 +1,8 @@
 //! This node's connections by channel and by signed-in user, and local fan-out.
 //!
 //! The hub is the broker's `DeliverySink`: a publication's frame is shared (a refcount, not a
-//! copy) into the outbox of every local subscriber. It is also the node's `NodeSink` for
+//! copy) into the outbox of every local subscriber, now or, for an app over its deliveries
+//! in flight, in its turn (`fanout`: fair between apps). It is also the node's `NodeSink` for
 //! cluster broadcasts (terminate a user, subscription counts). Counts that span nodes
 //! (occupancy, connection slots) are the cluster's, not the hub's.
 
@@ -18,6 +19,7 @@ use protocol::names::{AppId, ChannelName, UserId};
 use protocol::wire;
 
 use crate::delta_bases::DeltaBases;
+use crate::fanout::{AppFlow, Fanout, FanoutBounds, Job, Route};
 use crate::limits::unix_now;
 use crate::metering::Meter;
 use crate::metrics::metrics;
@@ -37,13 +39,20 @@ pub struct Hub {
     users: Mutex<HashMap<(AppId, UserId), Subscribers>>,
     /// Presence subscribers by channel and member: where an addressed client event goes.
     members: RwLock<HashMap<MemberKey, Subscribers>>,
-    connections: Mutex<HashMap<AppId, Subscribers>>,
+    connections: Mutex<HashMap<AppId, AppConnections>>,
     /// Set (under the `connections` lock) by `shut_down_all`: a connection admitted just
     /// before it that registers after it is shut down at once, so none escapes a drain.
     shut_down: AtomicBool,
     /// The previous event of each channel with a delta subscriber here: a publication's
     /// delta is computed once, before fan-out, and each outbox picks it or the full frame.
     deltas: DeltaBases,
+    fanout: Fanout,
+}
+
+/// An app's connections on this node and the deliveries it has in flight to them.
+struct AppConnections {
+    outboxes: Subscribers,
+    flow: Arc<AppFlow>,
 }
 
 fn id_of(outbox: &Arc<Outbox>) -> usize {
@@ -62,7 +71,27 @@ impl Hub {
             connections: Mutex::default(),
             shut_down: AtomicBool::new(false),
             deltas: DeltaBases::default(),
+            fanout: Fanout::default(),
         }
+    }
+
+    /// Sets the per-app bounds of fan-out (`--fanout-in-flight-per-app`, …).
+    pub fn set_fanout_bounds(&self, bounds: FanoutBounds) {
+        self.fanout.set_bounds(bounds);
+    }
+
+    /// Whether the app has so many deliveries waiting here that its publishes are refused
+    /// (429) for now.
+    pub fn fanout_congested(&self, app: &AppId) -> bool {
+        self.fanout.congested(app)
+    }
+
+    /// The app's deliveries queued in its connections' outboxes, not yet written.
+    pub fn deliveries_in_flight(&self, app: &AppId) -> usize {
+        let connections = self.connections.lock().expect("hub lock poisoned");
+        connections
+            .get(app)
+            .map_or(0, |of_app| of_app.flow.in_flight())
     }
 
     /// The channels' delta bases, which delta subscribers join and leave.
@@ -97,9 +126,15 @@ impl Hub {
     /// Records a live connection, so shutdown and app changes can reach it.
     pub fn connect(&self, app: &AppId, outbox: &Arc<Outbox>) {
         let mut connections = self.connections.lock().expect("hub lock poisoned");
-        let new = connections
+        let of_app = connections
             .entry(app.clone())
-            .or_default()
+            .or_insert_with(|| AppConnections {
+                outboxes: Subscribers::default(),
+                flow: self.fanout.new_flow(),
+            });
+        outbox.attach_flow(&of_app.flow);
+        let new = of_app
+            .outboxes
             .insert(id_of(outbox), outbox.clone())
             .is_none();
         let shut_down = self.shut_down.load(Ordering::Relaxed);
@@ -120,8 +155,8 @@ impl Hub {
         let Some(of_app) = connections.get_mut(app) else {
             return;
         };
-        let removed = of_app.remove(&id_of(outbox)).is_some();
-        if of_app.is_empty() {
+        let removed = of_app.outboxes.remove(&id_of(outbox)).is_some();
+        if of_app.outboxes.is_empty() {
             connections.remove(app);
         }
         drop(connections);
@@ -138,7 +173,7 @@ impl Hub {
             .lock()
             .expect("hub lock poisoned")
             .values()
-            .map(HashMap::len)
+            .map(|of_app| of_app.outboxes.len())
             .sum()
     }
 
@@ -148,7 +183,10 @@ impl Hub {
         let connections = self.connections.lock().expect("hub lock poisoned");
         self.shut_down.store(true, Ordering::Relaxed);
         for of_app in connections.values() {
-            of_app.values().for_each(|outbox| outbox.shut_down());
+            of_app
+                .outboxes
+                .values()
+                .for_each(|outbox| outbox.shut_down());
         }
     }
 
@@ -156,13 +194,19 @@ impl Hub {
     /// closes it; a new plan applies at once).
     pub fn app_changed(&self, app: &AppId) {
         if let Some(of_app) = self.connections.lock().expect("hub lock poisoned").get(app) {
-            of_app.values().for_each(|outbox| outbox.app_changed());
+            of_app
+                .outboxes
+                .values()
+                .for_each(|outbox| outbox.app_changed());
         }
     }
 
     pub fn all_apps_changed(&self) {
         for of_app in self.connections.lock().expect("hub lock poisoned").values() {
-            of_app.values().for_each(|outbox| outbox.app_changed());
+            of_app
+                .outboxes
+                .values()
+                .for_each(|outbox| outbox.app_changed());
         }
     }
 
@@ -270,26 +314,59 @@ impl Hub {
 }
 
 impl Hub {
-    /// Pushes the publication (or, to a subscriber holding its base, its delta) into each of
-    /// `subscribers` but the excluded one; how many.
-    fn push_to(
+    /// Delivers the publication (or, to a subscriber holding its base, its delta) to each of
+    /// `subscribers` but the excluded one, now or in the app's turn; how many.
+    fn fan_out(
+        &self,
         publication: &Publication,
         subscribers: Option<&Subscribers>,
         delta: Option<&Delta<ByteString>>,
     ) -> u64 {
-        let mut delivered = 0;
-        for outbox in subscribers.into_iter().flat_map(HashMap::values) {
-            if publication.except.as_ref() != Some(outbox.socket_id()) {
-                outbox.push_publication(
-                    &publication.channel,
-                    publication.serial,
-                    publication.frame.clone(),
-                    delta,
-                );
-                delivered += 1;
+        let Some(subscribers) = subscribers.filter(|subscribers| !subscribers.is_empty()) else {
+            return 0;
+        };
+        let excluded =
+            |outbox: &&Arc<Outbox>| publication.except.as_ref() == Some(outbox.socket_id());
+        let count = subscribers.values().filter(|o| !excluded(o)).count();
+        let job = || {
+            let targets = subscribers
+                .values()
+                .filter(|o| !excluded(o))
+                .cloned()
+                .collect();
+            Job::new(publication.clone(), delta.cloned(), targets)
+        };
+        // Subscribers never registered as connections (unit tests) have no flow to count.
+        let route = match self.flow_of(&publication.app) {
+            Some(flow) => self.fanout.route(&publication.app, &flow, count, job),
+            None => Route::Now,
+        };
+        match route {
+            Route::Now => {
+                for outbox in subscribers.values().filter(|o| !excluded(o)) {
+                    outbox.push_publication(
+                        &publication.channel,
+                        publication.serial,
+                        publication.frame.clone(),
+                        delta,
+                    );
+                }
+            }
+            Route::Queued => {}
+            Route::Refused => {
+                metrics().fanout_refused.increment(count as u64);
+                for outbox in subscribers.values().filter(|o| !excluded(o)) {
+                    outbox.refuse_over_capacity();
+                }
+                return 0;
             }
         }
-        delivered
+        count as u64
+    }
+
+    fn flow_of(&self, app: &AppId) -> Option<Arc<AppFlow>> {
+        let connections = self.connections.lock().expect("hub lock poisoned");
+        connections.get(app).map(|of_app| of_app.flow.clone())
     }
 }
 
@@ -304,13 +381,13 @@ impl DeliverySink for Hub {
                 let delta = self.deltas.next(publication);
                 let channels = self.channels.read().expect("hub lock poisoned");
                 let key = (publication.app.clone(), publication.channel.clone());
-                Self::push_to(publication, channels.get(&key), delta.as_ref())
+                self.fan_out(publication, channels.get(&key), delta.as_ref())
             }
             Some(to) => match UserId::parse(&to) {
                 Ok(to) => {
                     let members = self.members.read().expect("hub lock poisoned");
                     let key = (publication.app.clone(), publication.channel.clone(), to);
-                    Self::push_to(publication, members.get(&key), None)
+                    self.fan_out(publication, members.get(&key), None)
                 }
                 Err(_) => 0,
             },
@@ -333,7 +410,10 @@ impl DeliverySink for Hub {
     fn deliveries_interrupted(&self) {
         let connections = self.connections.lock().expect("hub lock poisoned");
         for of_app in connections.values() {
-            of_app.values().for_each(|outbox| outbox.interrupt());
+            of_app
+                .outboxes
+                .values()
+                .for_each(|outbox| outbox.interrupt());
         }
     }
 }
@@ -372,125 +452,5 @@ impl NodeSink for Hub {
 }
 
 #[cfg(test)]
-mod tests {
-    use protocol::codes::CloseReason;
-    use protocol::names::SocketId;
-
-    use super::*;
-    use crate::outbox::OutboxBounds;
-
-    fn outbox() -> Arc<Outbox> {
-        let bounds = OutboxBounds {
-            frames: 16,
-            bytes: 1024,
-            stats: Arc::default(),
-        };
-        Arc::new(Outbox::new(SocketId::parse("1.1").unwrap(), bounds))
-    }
-
-    #[test]
-    fn a_connection_that_registers_after_the_shutdown_is_shut_down_at_once() {
-        let hub = Hub::new(Arc::new(broker::counters::LocalMessages::default()));
-        let app = AppId::parse("app").unwrap();
-        let before = outbox();
-        hub.connect(&app, &before);
-        hub.shut_down_all();
-        assert_eq!(before.close_reason(), Some(CloseReason::ServerShuttingDown));
-        // Admitted before the drain refused newcomers, registered after the shutdown.
-        let late = outbox();
-        hub.connect(&app, &late);
-        assert_eq!(late.close_reason(), Some(CloseReason::ServerShuttingDown));
-        hub.disconnect(&app, &late);
-        hub.disconnect(&app, &before);
-    }
-
-    /// Counts what a subscriber's layers are asked to do: spans made, fields recorded, events.
-    #[derive(Clone, Default)]
-    struct Counted(Arc<std::sync::Mutex<[usize; 3]>>);
-
-    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Counted {
-        fn on_new_span(
-            &self,
-            _: &tracing::span::Attributes<'_>,
-            _: &tracing::span::Id,
-            _: tracing_subscriber::layer::Context<'_, S>,
-        ) {
-            self.0.lock().unwrap()[0] += 1;
-        }
-        fn on_record(
-            &self,
-            _: &tracing::span::Id,
-            _: &tracing::span::Record<'_>,
-            _: tracing_subscriber::layer::Context<'_, S>,
-        ) {
-            self.0.lock().unwrap()[1] += 1;
-        }
-        fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-            self.0.lock().unwrap()[2] += 1;
-        }
-    }
-
-    /// What one publication through `Local` costs the tracing layers with `subscribers`
-    /// subscribers, with the layer taking `level` and below.
-    async fn traced_work(subscribers: usize, level: tracing::Level) -> [usize; 3] {
-        use tracing_subscriber::layer::SubscriberExt;
-        let counted = Counted::default();
-        let filter = tracing_subscriber::filter::LevelFilter::from_level(level);
-        let subscriber = tracing_subscriber::Registry::default().with(
-            tracing_subscriber::Layer::with_filter(counted.clone(), filter),
-        );
-        let _default = tracing::subscriber::set_default(subscriber);
-        let hub = Arc::new(Hub::new(Arc::new(
-            broker::counters::LocalMessages::default(),
-        )));
-        let broker = broker::Local::new(hub.clone());
-        let (app, channel) = (
-            AppId::parse("app").unwrap(),
-            ChannelName::parse("news").unwrap(),
-        );
-        let bounds = OutboxBounds {
-            frames: 16,
-            bytes: 1024,
-            stats: Arc::default(),
-        };
-        let outboxes: Vec<_> = (0..subscribers)
-            .map(|n| {
-                Arc::new(Outbox::new(
-                    SocketId::parse(&format!("1.{n}")).unwrap(),
-                    bounds.clone(),
-                ))
-            })
-            .collect();
-        for outbox in &outboxes {
-            hub.subscribe(&app, &channel, outbox);
-        }
-        let publication = Publication {
-            app: app.clone(),
-            channel: channel.clone(),
-            frame: "{}".into(),
-            except: None,
-            history: None,
-            serial: None,
-        };
-        let before = *counted.0.lock().unwrap();
-        broker::Broker::publish(&broker, publication).await.unwrap();
-        let after = *counted.0.lock().unwrap();
-        assert!(
-            outboxes.iter().all(|outbox| outbox.queued_bytes() > 0),
-            "delivered"
-        );
-        [0, 1, 2].map(|n| after[n] - before[n])
-    }
-
-    #[tokio::test]
-    async fn tracing_does_no_work_per_subscriber_and_none_at_all_with_traces_off() {
-        // Traces on (the trace layer takes `debug`): one delivery span and one recorded
-        // subscriber count per publication, whether it reaches one subscriber or a hundred.
-        let on = traced_work(1, tracing::Level::DEBUG).await;
-        assert_eq!(on, [1, 1, 0]);
-        assert_eq!(traced_work(100, tracing::Level::DEBUG).await, on);
-        // Traces off (logs take `info`, the default): no span, no record, no event.
-        assert_eq!(traced_work(1, tracing::Level::INFO).await, [0, 0, 0]);
-        assert_eq!(traced_work(100, tracing::Level::INFO).await, [0, 0, 0]);
-    }
-}
+#[path = "hub_tests.rs"]
+mod tests;

@@ -19,6 +19,7 @@ pub mod console;
 mod dead_nodes;
 pub mod delta_bases;
 pub mod drain;
+pub mod fanout;
 pub mod health;
 mod http_api;
 mod hub;
@@ -95,6 +96,10 @@ pub struct EdgeSettings {
     /// Per-app series in `/metrics` for at most this many apps (the rest summed as one);
     /// `None`: no app id is ever a label.
     pub metrics_per_app_cap: Option<usize>,
+    /// Per-app bounds of fan-out on this node: deliveries in flight before an app's wait
+    /// their turn, and deliveries waiting before its publishes get 429 (from half) and its
+    /// subscribers 4100 (past it). See `fanout`.
+    pub fanout: fanout::FanoutBounds,
 }
 
 impl Default for EdgeSettings {
@@ -119,6 +124,7 @@ impl Default for EdgeSettings {
             trusted_proxies: ingress::TrustedProxies::none(),
             console_app: None,
             metrics_per_app_cap: None,
+            fanout: fanout::FanoutBounds::default(),
         }
     }
 }
@@ -171,6 +177,7 @@ impl EdgeState {
         webhooks: Option<Arc<dyn WebhookSink>>,
     ) -> Arc<Self> {
         let console = console::for_settings(&settings);
+        hub.set_fanout_bounds(settings.fanout);
         if let Some(cap) = settings.metrics_per_app_cap {
             hub.meter().with_per_app_metrics(cap);
         }

@@ -25,6 +25,8 @@ const PUBLISHED: &str = "switchboard_messages_published_total";
 const DELIVERED: &str = "switchboard_messages_delivered_total";
 const OUTBOX_DROPS: &str = "switchboard_outbox_drops_total";
 const CLOSED: &str = "switchboard_connections_closed_total";
+const FANOUT_WAITING: &str = "switchboard_fanout_waiting_deliveries";
+const FANOUT_REFUSED: &str = "switchboard_fanout_refused_total";
 const HTTP_DURATION: &str = "switchboard_http_request_duration_seconds";
 const REDIS_PING_DURATION: &str = "switchboard_redis_ping_duration_seconds";
 const REDIS_UP: &str = "switchboard_redis_up";
@@ -99,6 +101,14 @@ fn describe() {
         "Frames dropped because a connection's outbox was full (it is then closed with 4100)"
     );
     metrics::describe_counter!(CLOSED, "Connections closed or refused, by close code");
+    metrics::describe_gauge!(
+        FANOUT_WAITING,
+        "Deliveries waiting in this node's fan-out queues (apps over their deliveries in flight)"
+    );
+    metrics::describe_counter!(
+        FANOUT_REFUSED,
+        "Subscribers closed with 4100 because their app's fan-out backlog was full"
+    );
     metrics::describe_histogram!(
         HTTP_DURATION,
         Unit::Seconds,
@@ -127,6 +137,8 @@ fn register_at_start() {
     }
     metrics::counter!(DELIVERED).increment(0);
     metrics::counter!(OUTBOX_DROPS).increment(0);
+    metrics::gauge!(FANOUT_WAITING).increment(0.0);
+    metrics::counter!(FANOUT_REFUSED).increment(0);
     for code in CLOSE_CODES_AT_START {
         metrics::counter!(CLOSED, "code" => code.to_string()).increment(0);
     }
@@ -140,6 +152,8 @@ pub struct Metrics {
     pub published_by_clients: Counter,
     pub delivered: Counter,
     pub outbox_drops: Counter,
+    pub fanout_waiting: Gauge,
+    pub fanout_refused: Counter,
 }
 
 /// The process's metric handles; installs the recorder first if need be.
@@ -154,6 +168,8 @@ pub fn metrics() -> &'static Metrics {
             published_by_clients: metrics::counter!(PUBLISHED, "source" => "client"),
             delivered: metrics::counter!(DELIVERED),
             outbox_drops: metrics::counter!(OUTBOX_DROPS),
+            fanout_waiting: metrics::gauge!(FANOUT_WAITING),
+            fanout_refused: metrics::counter!(FANOUT_REFUSED),
         }
     })
 }

@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -30,6 +30,8 @@ use protocol::codes::CloseReason;
 use protocol::delta::{self, Delta, Pick};
 use protocol::names::{ChannelName, SocketId};
 use tokio::sync::Notify;
+
+use crate::fanout::AppFlow;
 
 const OPEN: u8 = 0;
 const OVERFLOWED: u8 = 1;
@@ -135,6 +137,9 @@ pub struct Outbox {
     state: AtomicU8,
     /// Set when the app's record changed: the connection re-reads it (plan, key, enabled).
     app_changed: AtomicBool,
+    /// The app's deliveries in flight, told every change of this queue's length once the
+    /// hub registered the connection (see `fanout`).
+    flow: OnceLock<Arc<AppFlow>>,
 }
 
 #[derive(Debug, Default)]
@@ -147,6 +152,8 @@ struct Queue {
     held: Vec<Held>,
     /// Channels subscribed with delta updates; empty for pusher-js clients.
     deltas: Vec<DeltaChannel>,
+    /// The length last told to the app's flow.
+    told: usize,
 }
 
 #[derive(Debug)]
@@ -220,7 +227,31 @@ impl Outbox {
             task: Notify::new(),
             state: AtomicU8::new(OPEN),
             app_changed: AtomicBool::new(false),
+            flow: OnceLock::new(),
         }
+    }
+
+    /// Reports this queue's length to its app's deliveries in flight from now on; once.
+    pub(crate) fn attach_flow(&self, flow: &Arc<AppFlow>) {
+        let mut queue = self.queue.lock().expect("outbox lock poisoned");
+        if self.flow.set(flow.clone()).is_ok() {
+            self.settle(&mut queue);
+        }
+    }
+
+    /// Tells the app's flow how the queue's length changed; under the queue's lock, after
+    /// every change.
+    fn settle(&self, queue: &mut Queue) {
+        let Some(flow) = self.flow.get() else {
+            return;
+        };
+        let now = queue.len();
+        match now.cmp(&queue.told) {
+            std::cmp::Ordering::Greater => flow.queued(now - queue.told),
+            std::cmp::Ordering::Less => flow.released(queue.told - now),
+            std::cmp::Ordering::Equal => {}
+        }
+        queue.told = now;
     }
 
     pub fn socket_id(&self) -> &SocketId {
@@ -267,9 +298,11 @@ impl Outbox {
         self.bounds.stats.added(bytes, queue.bytes);
         if let Some(held) = queue.held.iter_mut().find(|held| held.channel == *channel) {
             held.frames.push((serial, frame));
+            self.settle(&mut queue);
             return;
         }
         queue.items.push_back(Outgoing::Text(frame));
+        self.settle(&mut queue);
         drop(queue);
         self.writer.wake();
     }
@@ -310,6 +343,7 @@ impl Outbox {
         }
         let dropped_len = dropped_bytes as usize;
         queue.bytes -= dropped_len;
+        self.settle(&mut queue);
         drop(queue);
         self.bounds.stats.removed(dropped_len);
         self.writer.wake();
@@ -350,6 +384,7 @@ impl Outbox {
             keep
         });
         queue.bytes -= freed;
+        self.settle(&mut queue);
         drop(queue);
         self.bounds.stats.removed(freed);
     }
@@ -385,8 +420,15 @@ impl Outbox {
         queue.bytes += bytes;
         self.bounds.stats.added(bytes, queue.bytes);
         queue.items.push_back(item);
+        self.settle(&mut queue);
         drop(queue);
         self.writer.wake();
+    }
+
+    /// Closes the connection with 4100 because its app's fan-out backlog is full: the
+    /// client backs off, reconnects and resumes by serial.
+    pub(crate) fn refuse_over_capacity(&self) {
+        self.overflowed();
     }
 
     fn overflowed(&self) {
@@ -408,6 +450,7 @@ impl Outbox {
         queue.items.extend(last);
         queue.bytes = queue.items.iter().map(Outgoing::bytes).sum();
         let kept = queue.bytes;
+        self.settle(&mut queue);
         drop(queue);
         self.bounds.stats.removed(freed);
         self.bounds.stats.added(kept, kept);
@@ -482,6 +525,7 @@ impl Outbox {
         std::mem::swap(&mut queue.items, into);
         let taken: usize = into.iter().map(Outgoing::bytes).sum();
         queue.bytes -= taken;
+        self.settle(&mut queue);
         drop(queue);
         self.bounds.stats.removed(taken);
         Poll::Ready(())
@@ -510,8 +554,14 @@ pub struct Room {
 
 impl Drop for Outbox {
     fn drop(&mut self) {
-        let left = self.queue.get_mut().map_or(0, |queue| queue.bytes);
+        let (left, told) = self
+            .queue
+            .get_mut()
+            .map_or((0, 0), |queue| (queue.bytes, queue.told));
         self.bounds.stats.removed(left);
+        if let Some(flow) = self.flow.get() {
+            flow.released(told);
+        }
     }
 }
 

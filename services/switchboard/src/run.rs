@@ -197,6 +197,10 @@ fn edge_settings(args: &ServeArgs) -> EdgeSettings {
         history_max_bytes: args.history_max_bytes,
         history_max_channels_per_app: args.history_max_channels_per_app,
         metrics_per_app_cap: args.metrics_per_app_cap.map(usize::from),
+        fanout: edge::fanout::FanoutBounds {
+            in_flight_per_app: args.fanout_in_flight_per_app as usize,
+            backlog_per_app: args.fanout_backlog_per_app as usize,
+        },
         ..EdgeSettings::default()
     }
 }

@@ -19,7 +19,8 @@ pub enum ApiError {
     TooLarge(String),
     #[error("{0}")]
     Unavailable(String),
-    /// Over the plan's publish request rate.
+    /// Over the plan's publish request rate, or the app's fan-out backlog is over half full
+    /// (429 with `Retry-After`).
     #[error("{0}")]
     RateLimited(String),
     /// Over the plan's daily message quota (Pusher answers 403 for this).
@@ -69,6 +70,12 @@ impl ResponseError for ApiError {
             body["serial"] = serde_json::json!(latest);
             body["oldest_available"] = serde_json::json!(oldest_available);
         }
-        HttpResponse::build(self.status_code()).json(body)
+        let mut response = HttpResponse::build(self.status_code());
+        if let Self::RateLimited(_) = self {
+            // Both causes (the plan's per-second rate, the app's fan-out backlog) clear
+            // within about a second.
+            response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+        }
+        response.json(body)
     }
 }

@@ -171,7 +171,8 @@ async fn reported<T>(
     result
 }
 
-/// The plan's publish request rate (429), then its daily message quota (403).
+/// The plan's publish request rate and the app's fan-out backlog (429), then its daily
+/// message quota (403).
 async fn admit_publish(state: &EdgeState, app: &App) -> Result<(), ApiError> {
     let limits = &state.limits;
     let unavailable = |error: broker::BrokerError| ApiError::Unavailable(error.to_string());
@@ -181,6 +182,12 @@ async fn admit_publish(state: &EdgeState, app: &App) -> Result<(), ApiError> {
         return Err(ApiError::RateLimited(format!(
             "over the plan's {rate} publish requests per second"
         )));
+    }
+    // One app's storm waits in its own fan-out queue, not in everyone's (see `fanout`).
+    if state.hub.fanout_congested(&app.id) {
+        return Err(ApiError::RateLimited(
+            "the app's deliveries are backed up on this node; retry after a second".into(),
+        ));
     }
     let may = limits.may_publish(&app.id, &app.limits, unix_now()).await;
     if !may.map_err(unavailable)? {

@@ -1,0 +1,372 @@
+//! Fan-out, fair between the apps of this node.
+//!
+//! A publication's frame is pushed into its subscribers' outboxes; their connections' writers
+//! then do the real work (a socket write each). Pushing 5,000 frames at once puts 5,000 writer
+//! tasks ahead of every other app's in the workers' run queues, so one app's storm would delay
+//! everyone's deliveries. Each app therefore has a bound on **deliveries in flight** on this
+//! node ([`AppFlow`]: frames queued in its outboxes, not yet taken by their writers):
+//!
+//! - a publication that fits under the app's bound, while none of the app's is waiting, is
+//!   pushed at once by the caller (the broker's delivery, so under the channel's lock: serial
+//!   order holds);
+//! - otherwise it waits in the app's queue (FIFO, so an app's own order holds) with its
+//!   subscribers as they were at delivery, and the fan-out thread pushes the queues' heads in
+//!   turns of at most [`TURN`] deliveries, one app after the other, each only while the app is
+//!   under its bound (resumed once its writers took it down to half);
+//! - an app's queue holds at most `backlog_per_app` deliveries: the HTTP API answers 429
+//!   (Retry-After) from half of it, and a publication that would overflow it is not queued:
+//!   its subscribers here are closed with 4100 (over capacity), reconnect after a back-off and
+//!   resume by serial, so nothing is lost for a resuming client and memory stays bounded.
+//!
+//! The thread holds no lock while pushing; it sleeps on a condvar when no app may go, and the
+//! writer that takes an app below its low-water mark wakes it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
+use std::time::Duration;
+
+use broker::Publication;
+use bytestring::ByteString;
+use protocol::delta::Delta;
+use protocol::names::AppId;
+
+use crate::metrics::metrics;
+use crate::outbox::Outbox;
+
+/// Deliveries the fan-out thread pushes for one app before the next app's turn.
+pub const TURN: usize = 256;
+/// A backstop for a wake-up that never comes (the accounting is exact; this only bounds the
+/// cost of a bug in it).
+const BACKSTOP: Duration = Duration::from_millis(100);
+
+/// Per-app bounds of this node's fan-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FanoutBounds {
+    /// Frames an app may have queued in its outboxes before its next deliveries wait.
+    pub in_flight_per_app: usize,
+    /// Deliveries an app may have waiting; the HTTP API refuses its publishes from half.
+    pub backlog_per_app: usize,
+}
+
+impl Default for FanoutBounds {
+    fn default() -> Self {
+        Self {
+            in_flight_per_app: 1024,
+            backlog_per_app: 65_536,
+        }
+    }
+}
+
+/// One app's deliveries in flight on this node; every outbox of the app reports to it.
+#[derive(Debug)]
+pub struct AppFlow {
+    in_flight: AtomicUsize,
+    shared: Arc<Shared>,
+}
+
+impl AppFlow {
+    pub(crate) fn queued(&self, frames: usize) {
+        self.in_flight.fetch_add(frames, Ordering::SeqCst);
+    }
+
+    /// Frames left the app's outboxes (written, dropped or closed away).
+    pub(crate) fn released(&self, frames: usize) {
+        let before = self.in_flight.fetch_sub(frames, Ordering::SeqCst);
+        // Pairs with the thread's `stalled` store before its last look (both SeqCst): either
+        // it sees this release, or this sees it stalled and wakes it.
+        if self.shared.stalled.load(Ordering::SeqCst)
+            && before.saturating_sub(frames) <= self.shared.low_water()
+        {
+            self.shared.wake();
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// What to do with one publication's deliveries.
+pub enum Route {
+    /// Push now, in the caller.
+    Now,
+    /// Queued for the fan-out thread.
+    Queued,
+    /// Over the app's backlog: close these subscribers with 4100.
+    Refused,
+}
+
+/// The node's fan-out queues and the thread that drains them.
+pub struct Fanout {
+    shared: Arc<Shared>,
+    thread: Once,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    /// Set by the thread before it sleeps for want of an app under its bound.
+    stalled: AtomicBool,
+    in_flight_per_app: AtomicUsize,
+    backlog_per_app: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    apps: HashMap<AppId, AppQueue>,
+    /// Apps with a job, in turn order.
+    turns: VecDeque<AppId>,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct AppQueue {
+    jobs: VecDeque<Job>,
+    /// Deliveries not yet pushed, the job being pushed included.
+    waiting: usize,
+    flow: Arc<AppFlow>,
+}
+
+/// A publication waiting, with the subscribers it was delivered to.
+#[derive(Debug)]
+pub struct Job {
+    pub publication: Publication,
+    pub delta: Option<Delta<ByteString>>,
+    pub targets: Vec<Arc<Outbox>>,
+    next: usize,
+}
+
+impl Job {
+    pub fn new(
+        publication: Publication,
+        delta: Option<Delta<ByteString>>,
+        targets: Vec<Arc<Outbox>>,
+    ) -> Self {
+        Self {
+            publication,
+            delta,
+            targets,
+            next: 0,
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("fan-out lock poisoned")
+    }
+
+    fn low_water(&self) -> usize {
+        self.in_flight_per_app.load(Ordering::Relaxed) / 2
+    }
+
+    fn wake(&self) {
+        let _state = self.lock();
+        self.stalled.store(false, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+}
+
+impl Default for Fanout {
+    fn default() -> Self {
+        let bounds = FanoutBounds::default();
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::default(),
+                wake: Condvar::new(),
+                stalled: AtomicBool::new(false),
+                in_flight_per_app: AtomicUsize::new(bounds.in_flight_per_app),
+                backlog_per_app: AtomicUsize::new(bounds.backlog_per_app),
+            }),
+            thread: Once::new(),
+        }
+    }
+}
+
+impl Fanout {
+    pub fn set_bounds(&self, bounds: FanoutBounds) {
+        let shared = &self.shared;
+        shared
+            .in_flight_per_app
+            .store(bounds.in_flight_per_app.max(1), Ordering::Relaxed);
+        shared
+            .backlog_per_app
+            .store(bounds.backlog_per_app.max(1), Ordering::Relaxed);
+    }
+
+    /// A flow for a new app's outboxes.
+    pub fn new_flow(&self) -> Arc<AppFlow> {
+        Arc::new(AppFlow {
+            in_flight: AtomicUsize::new(0),
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Deliveries of `app` waiting here.
+    pub fn backlog(&self, app: &AppId) -> usize {
+        self.shared
+            .lock()
+            .apps
+            .get(app)
+            .map_or(0, |queue| queue.waiting)
+    }
+
+    /// Whether the HTTP API should refuse the app's publishes for now (half its backlog).
+    pub fn congested(&self, app: &AppId) -> bool {
+        let half = self.shared.backlog_per_app.load(Ordering::Relaxed) / 2;
+        self.backlog(app) > half
+    }
+
+    /// Routes `deliveries` of `app`: now when the app is under its bound with nothing
+    /// waiting, else queued (`job` is built under the lock, so the app's order holds), else
+    /// refused.
+    pub fn route(
+        &self,
+        app: &AppId,
+        flow: &Arc<AppFlow>,
+        deliveries: usize,
+        job: impl FnOnce() -> Job,
+    ) -> Route {
+        let shared = &self.shared;
+        let bound = shared.in_flight_per_app.load(Ordering::Relaxed);
+        let backlog = shared.backlog_per_app.load(Ordering::Relaxed);
+        let mut state = shared.lock();
+        let waiting = state.apps.get(app).map_or(0, |queue| queue.waiting);
+        if waiting == 0 && flow.in_flight().saturating_add(deliveries) <= bound {
+            return Route::Now;
+        }
+        if waiting.saturating_add(deliveries) > backlog {
+            return Route::Refused;
+        }
+        let queue = state.apps.entry(app.clone()).or_insert_with(|| AppQueue {
+            jobs: VecDeque::new(),
+            waiting: 0,
+            flow: flow.clone(),
+        });
+        let first = queue.jobs.is_empty() && queue.waiting == 0;
+        queue.jobs.push_back(job());
+        queue.waiting += deliveries;
+        if first {
+            state.turns.push_back(app.clone());
+        }
+        metrics().fanout_waiting.increment(deliveries as f64);
+        drop(state);
+        self.start_thread();
+        shared.stalled.store(false, Ordering::SeqCst);
+        shared.wake.notify_one();
+        Route::Queued
+    }
+
+    fn start_thread(&self) {
+        self.thread.call_once(|| {
+            let shared = self.shared.clone();
+            std::thread::Builder::new()
+                .name("fanout".into())
+                .spawn(move || run(&shared))
+                .expect("the fan-out thread starts");
+        });
+    }
+}
+
+impl Drop for Fanout {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+/// A turn: the app, its head job, and how many of its deliveries to push.
+struct Turn {
+    app: AppId,
+    job: Job,
+    count: usize,
+}
+
+impl State {
+    /// The next app in turn order that is under its bound, with its head job taken out (its
+    /// deliveries still count as waiting, so the app's new publications queue behind it).
+    fn next_turn(&mut self, bound: usize) -> Option<Turn> {
+        for _ in 0..self.turns.len() {
+            let app = self.turns.pop_front()?;
+            let queue = self.apps.get_mut(&app)?;
+            let in_flight = queue.flow.in_flight();
+            if in_flight < bound {
+                let job = queue.jobs.pop_front()?;
+                let left = job.targets.len() - job.next;
+                let count = left.min(TURN).min(bound - in_flight);
+                return Some(Turn { app, job, count });
+            }
+            self.turns.push_back(app);
+        }
+        None
+    }
+
+    /// Puts the job back (if unfinished) and the app at the end of the turn order.
+    fn end_turn(&mut self, turn: Turn) {
+        let Turn { app, job, count } = turn;
+        let Some(queue) = self.apps.get_mut(&app) else {
+            return;
+        };
+        queue.waiting -= count;
+        if job.next < job.targets.len() {
+            queue.jobs.push_front(job);
+        }
+        if queue.jobs.is_empty() {
+            self.apps.remove(&app);
+        } else {
+            self.turns.push_back(app);
+        }
+    }
+}
+
+fn run(shared: &Shared) {
+    let mut state = shared.lock();
+    while !state.closed {
+        let bound = shared.in_flight_per_app.load(Ordering::Relaxed);
+        let mut turn = state.next_turn(bound);
+        if turn.is_none() && !state.turns.is_empty() {
+            // Every waiting app is at its bound: the flag goes up before a last look, so a
+            // writer's release in between is seen here or wakes the sleep (see `released`).
+            shared.stalled.store(true, Ordering::SeqCst);
+            turn = state.next_turn(bound);
+        }
+        match turn {
+            Some(mut turn) => {
+                shared.stalled.store(false, Ordering::SeqCst);
+                drop(state);
+                push(&mut turn);
+                metrics().fanout_waiting.decrement(turn.count as f64);
+                state = shared.lock();
+                state.end_turn(turn);
+            }
+            None if state.turns.is_empty() => {
+                state = shared.wake.wait(state).expect("fan-out lock poisoned");
+            }
+            None => {
+                let waited = shared.wake.wait_timeout(state, BACKSTOP);
+                state = waited.expect("fan-out lock poisoned").0;
+            }
+        }
+    }
+}
+
+fn push(turn: &mut Turn) {
+    let job = &mut turn.job;
+    let end = job.next + turn.count;
+    let publication = &job.publication;
+    for outbox in &job.targets[job.next..end] {
+        outbox.push_publication(
+            &publication.channel,
+            publication.serial,
+            publication.frame.clone(),
+            job.delta.as_ref(),
+        );
+    }
+    job.next = end;
+}
+
+#[cfg(test)]
+#[path = "fanout_tests.rs"]
+mod tests;

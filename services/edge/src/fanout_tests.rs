@@ -1,0 +1,235 @@
+use std::collections::VecDeque;
+use std::future::poll_fn;
+
+use protocol::codes::CloseReason;
+use protocol::names::{ChannelName, SocketId};
+
+use super::*;
+use crate::outbox::{OutboxBounds, Outgoing};
+
+fn app(name: &str) -> AppId {
+    AppId::parse(name).unwrap()
+}
+
+fn outboxes(fanout: &Fanout, flow: &Arc<AppFlow>, count: usize) -> Vec<Arc<Outbox>> {
+    let _ = fanout;
+    (0..count)
+        .map(|n| {
+            let outbox = Arc::new(Outbox::new(
+                SocketId::parse(&format!("1.{n}")).unwrap(),
+                OutboxBounds::frames_for_test(64),
+            ));
+            outbox.attach_flow(flow);
+            outbox
+        })
+        .collect()
+}
+
+fn publication(app: &AppId, serial: u64) -> Publication {
+    Publication {
+        app: app.clone(),
+        channel: ChannelName::parse("ticker").unwrap(),
+        frame: format!("{{\"n\":{serial}}}").into(),
+        except: None,
+        history: None,
+        serial: Some(serial),
+    }
+}
+
+/// Routes one publication to `targets` the way the hub does; pushes it now when told to.
+fn deliver(fanout: &Fanout, flow: &Arc<AppFlow>, targets: &[Arc<Outbox>], serial: u64) -> bool {
+    let app = targets_app(flow, fanout);
+    let publication = publication(&app, serial);
+    let job = || Job::new(publication.clone(), None, targets.to_vec());
+    match fanout.route(&app, flow, targets.len(), job) {
+        Route::Now => {
+            for outbox in targets {
+                outbox.push_from(
+                    &publication.channel,
+                    Some(serial),
+                    publication.frame.clone(),
+                );
+            }
+            true
+        }
+        Route::Queued => true,
+        Route::Refused => {
+            targets
+                .iter()
+                .for_each(|outbox| outbox.refuse_over_capacity());
+            false
+        }
+    }
+}
+
+/// Tests name each flow's app by its address (one app per flow here).
+fn targets_app(flow: &Arc<AppFlow>, _: &Fanout) -> AppId {
+    app(&format!("app-{}", Arc::as_ptr(flow) as usize))
+}
+
+/// Waits until the fan-out gives the outbox something, and takes it.
+async fn next_frames(outbox: &Outbox) -> VecDeque<Outgoing> {
+    let mut frames = VecDeque::new();
+    poll_fn(|context| outbox.poll_take(context, &mut frames)).await;
+    frames
+}
+
+fn bounds(in_flight: usize, backlog: usize) -> FanoutBounds {
+    FanoutBounds {
+        in_flight_per_app: in_flight,
+        backlog_per_app: backlog,
+    }
+}
+
+#[test]
+fn an_app_under_its_bound_is_pushed_at_once() {
+    let fanout = Fanout::default();
+    fanout.set_bounds(bounds(100, 1000));
+    let flow = fanout.new_flow();
+    let targets = outboxes(&fanout, &flow, 100);
+    deliver(&fanout, &flow, &targets, 1);
+    assert_eq!(flow.in_flight(), 100, "pushed in the caller");
+    assert!(targets.iter().all(|outbox| outbox.queued_bytes() > 0));
+    // Its writers took them: nothing in flight any more.
+    targets.iter().for_each(|outbox| drop(outbox.drain()));
+    assert_eq!(flow.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_storm_waits_at_its_bound_while_another_app_is_served() {
+    let fanout = Fanout::default();
+    fanout.set_bounds(bounds(50, 10_000));
+    let (storm, quiet) = (fanout.new_flow(), fanout.new_flow());
+    let storm_targets = outboxes(&fanout, &storm, 200);
+    // Nobody reads the storm's sockets: once 50 frames are queued, the rest wait.
+    for serial in 1..=5 {
+        deliver(&fanout, &storm, &storm_targets, serial);
+    }
+    // The quiet app's fan-out is larger than its bound too, so it goes through the queue,
+    // and is served in full while the storm stays stuck at its bound.
+    let quiet_targets = outboxes(&fanout, &quiet, 120);
+    deliver(&fanout, &quiet, &quiet_targets, 1);
+    for outbox in &quiet_targets {
+        let frames = next_frames(outbox).await;
+        assert_eq!(frames.len(), 1);
+        assert!(storm.in_flight() <= 50, "the storm never passes its bound");
+    }
+    assert!(fanout.backlog(&targets_app(&storm, &fanout)) > 0);
+    assert_eq!(fanout.backlog(&targets_app(&quiet, &fanout)), 0);
+}
+
+#[tokio::test]
+async fn a_waiting_app_gets_every_frame_in_order_once_its_writers_drain() {
+    let fanout = Fanout::default();
+    fanout.set_bounds(bounds(8, 10_000));
+    let flow = fanout.new_flow();
+    let targets = outboxes(&fanout, &flow, 20);
+    for serial in 1..=30 {
+        deliver(&fanout, &flow, &targets, serial);
+    }
+    let mut tasks = Vec::new();
+    for outbox in targets {
+        let flow = flow.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while seen.len() < 30 {
+                for frame in next_frames(&outbox).await {
+                    assert!(flow.in_flight() <= 8 + 20, "about the bound");
+                    let Outgoing::Text(text) = frame else {
+                        panic!("a text frame")
+                    };
+                    seen.push(text.to_string());
+                }
+            }
+            seen
+        }));
+    }
+    let expected: Vec<String> = (1..=30).map(|n| format!("{{\"n\":{n}}}")).collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), expected);
+    }
+    assert_eq!(flow.in_flight(), 0);
+}
+
+#[test]
+fn half_the_backlog_is_congestion_and_past_it_subscribers_are_closed_with_4100() {
+    let fanout = Fanout::default();
+    fanout.set_bounds(bounds(10, 100));
+    let flow = fanout.new_flow();
+    let targets = outboxes(&fanout, &flow, 30);
+    let app = targets_app(&flow, &fanout);
+    // 30 deliveries are past the bound of 10: each publication waits, and nobody drains, so
+    // the thread pushes at most 10 of them.
+    for serial in 1..=3 {
+        assert!(deliver(&fanout, &flow, &targets, serial));
+    }
+    assert!(fanout.backlog(&app) >= 80, "{}", fanout.backlog(&app));
+    assert!(fanout.congested(&app));
+    // 80 waiting + 30 is past 100: refused, and the subscribers here are told 4100.
+    assert!(!deliver(&fanout, &flow, &targets, 4));
+    let reasons: Vec<_> = targets.iter().map(|outbox| outbox.close_reason()).collect();
+    assert!(
+        reasons
+            .iter()
+            .all(|r| *r == Some(CloseReason::SlowConsumer))
+    );
+}
+
+#[test]
+fn an_outbox_dropped_with_frames_queued_gives_them_back() {
+    let fanout = Fanout::default();
+    let flow = fanout.new_flow();
+    let targets = outboxes(&fanout, &flow, 3);
+    deliver(&fanout, &flow, &targets, 1);
+    assert_eq!(flow.in_flight(), 3);
+    targets[0].close_with([Outgoing::Close {
+        code: 4100,
+        reason: String::new(),
+    }]);
+    assert_eq!(
+        flow.in_flight(),
+        3,
+        "the close frame replaced the queued frame"
+    );
+    drop(targets);
+    assert_eq!(flow.in_flight(), 0);
+}
+
+#[test]
+fn turns_alternate_between_apps_a_turn_at_a_time() {
+    let fanout = Fanout::default();
+    let (one, two) = (fanout.new_flow(), fanout.new_flow());
+    let mut state = State::default();
+    for (name, flow) in [("one", &one), ("two", &two)] {
+        let app = app(name);
+        let targets = outboxes(&fanout, flow, 2 * TURN + 10);
+        let mut jobs = VecDeque::new();
+        jobs.push_back(Job::new(publication(&app, 1), None, targets));
+        state.apps.insert(
+            app.clone(),
+            AppQueue {
+                jobs,
+                waiting: 2 * TURN + 10,
+                flow: flow.clone(),
+            },
+        );
+        state.turns.push_back(app);
+    }
+    let mut order = Vec::new();
+    while let Some(mut turn) = state.next_turn(usize::MAX) {
+        order.push((turn.app.to_string(), turn.count));
+        push(&mut turn);
+        state.end_turn(turn);
+    }
+    let expected = [
+        ("one", TURN),
+        ("two", TURN),
+        ("one", TURN),
+        ("two", TURN),
+        ("one", 10),
+        ("two", 10),
+    ];
+    let expected: Vec<_> = expected.iter().map(|(a, n)| (a.to_string(), *n)).collect();
+    assert_eq!(order, expected);
+    assert!(state.apps.is_empty() && state.turns.is_empty());
+}
