@@ -4,7 +4,10 @@
 //! then do the real work (a socket write each). Pushing 5,000 frames at once puts 5,000 writer
 //! tasks ahead of every other app's in the workers' run queues, so one app's storm would delay
 //! everyone's deliveries. Each app therefore has a bound on **deliveries in flight** on this
-//! node ([`AppFlow`]: frames queued in its outboxes, not yet taken by their writers):
+//! node ([`AppFlow`]: its WebSocket writers that a frame woke while they waited for one, and
+//! that have not run since: work queued in the workers' run queues. A writer blocked on a full
+//! socket, or an HTTP carrier's outbox waiting for the client's next request, is no work here
+//! and does not count, so slow consumers never hold an app back):
 //!
 //! - a publication that fits under the app's bound, while none of the app's is waiting, is
 //!   pushed at once by the caller (the broker's delivery, so under the channel's lock: serial
@@ -43,7 +46,7 @@ const BACKSTOP: Duration = Duration::from_millis(100);
 /// Per-app bounds of this node's fan-out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FanoutBounds {
-    /// Frames an app may have queued in its outboxes before its next deliveries wait.
+    /// Writers of an app woken and not yet run before its next deliveries wait.
     pub in_flight_per_app: usize,
     /// Deliveries an app may have waiting; the HTTP API refuses its publishes from half.
     pub backlog_per_app: usize,
@@ -52,13 +55,14 @@ pub struct FanoutBounds {
 impl Default for FanoutBounds {
     fn default() -> Self {
         Self {
-            in_flight_per_app: 1024,
+            in_flight_per_app: 512,
             backlog_per_app: 65_536,
         }
     }
 }
 
-/// One app's deliveries in flight on this node; every outbox of the app reports to it.
+/// One app's deliveries in flight on this node; every WebSocket outbox of the app reports
+/// to it.
 #[derive(Debug)]
 pub struct AppFlow {
     in_flight: AtomicUsize,
@@ -70,7 +74,7 @@ impl AppFlow {
         self.in_flight.fetch_add(frames, Ordering::SeqCst);
     }
 
-    /// Frames left the app's outboxes (written, dropped or closed away).
+    /// A woken writer ran (or its outbox is gone).
     pub(crate) fn released(&self, frames: usize) {
         let before = self.in_flight.fetch_sub(frames, Ordering::SeqCst);
         // Pairs with the thread's `stalled` store before its last look (both SeqCst): either

@@ -11,15 +11,18 @@ fn app(name: &str) -> AppId {
     AppId::parse(name).unwrap()
 }
 
+/// WebSocket outboxes of the flow's app whose writers have looked once and now wait for a
+/// frame, as a connected client's do.
 fn outboxes(fanout: &Fanout, flow: &Arc<AppFlow>, count: usize) -> Vec<Arc<Outbox>> {
     let _ = fanout;
     (0..count)
         .map(|n| {
-            let outbox = Arc::new(Outbox::new(
+            let outbox = Arc::new(Outbox::for_websocket(
                 SocketId::parse(&format!("1.{n}")).unwrap(),
                 OutboxBounds::frames_for_test(64),
             ));
             outbox.attach_flow(flow);
+            assert!(outbox.drain().is_empty());
             outbox
         })
         .collect()
@@ -88,9 +91,13 @@ fn an_app_under_its_bound_is_pushed_at_once() {
     let flow = fanout.new_flow();
     let targets = outboxes(&fanout, &flow, 100);
     deliver(&fanout, &flow, &targets, 1);
-    assert_eq!(flow.in_flight(), 100, "pushed in the caller");
+    assert_eq!(
+        flow.in_flight(),
+        100,
+        "pushed in the caller: 100 writers woken"
+    );
     assert!(targets.iter().all(|outbox| outbox.queued_bytes() > 0));
-    // Its writers took them: nothing in flight any more.
+    // Its writers ran: nothing in flight any more.
     targets.iter().for_each(|outbox| drop(outbox.drain()));
     assert_eq!(flow.in_flight(), 0);
 }
@@ -101,7 +108,7 @@ async fn a_storm_waits_at_its_bound_while_another_app_is_served() {
     fanout.set_bounds(bounds(50, 10_000));
     let (storm, quiet) = (fanout.new_flow(), fanout.new_flow());
     let storm_targets = outboxes(&fanout, &storm, 200);
-    // Nobody reads the storm's sockets: once 50 frames are queued, the rest wait.
+    // The storm's writers never run: once 50 of them are woken, the rest waits.
     for serial in 1..=5 {
         deliver(&fanout, &storm, &storm_targets, serial);
     }
@@ -134,7 +141,7 @@ async fn a_waiting_app_gets_every_frame_in_order_once_its_writers_drain() {
             let mut seen = Vec::new();
             while seen.len() < 30 {
                 for frame in next_frames(&outbox).await {
-                    assert!(flow.in_flight() <= 8 + 20, "about the bound");
+                    assert!(flow.in_flight() <= 8, "never past the bound");
                     let Outgoing::Text(text) = frame else {
                         panic!("a text frame")
                     };
@@ -158,7 +165,7 @@ fn half_the_backlog_is_congestion_and_past_it_subscribers_are_closed_with_4100()
     let flow = fanout.new_flow();
     let targets = outboxes(&fanout, &flow, 30);
     let app = targets_app(&flow, &fanout);
-    // 30 deliveries are past the bound of 10: each publication waits, and nobody drains, so
+    // 30 deliveries are past the bound of 10: each publication waits, and no writer runs, so
     // the thread pushes at most 10 of them.
     for serial in 1..=3 {
         assert!(deliver(&fanout, &flow, &targets, serial));
@@ -232,4 +239,31 @@ fn turns_alternate_between_apps_a_turn_at_a_time() {
     let expected: Vec<_> = expected.iter().map(|(a, n)| (a.to_string(), *n)).collect();
     assert_eq!(order, expected);
     assert!(state.apps.is_empty() && state.turns.is_empty());
+}
+
+#[test]
+fn a_writer_blocked_on_its_socket_or_a_carrier_waiting_for_its_client_counts_nothing() {
+    let fanout = Fanout::default();
+    let flow = fanout.new_flow();
+    let targets = outboxes(&fanout, &flow, 2);
+    deliver(&fanout, &flow, &targets, 1);
+    assert_eq!(flow.in_flight(), 2);
+    // The writers took their frame and are now stuck writing it (they look again only once
+    // the socket drains): more frames for them are no work on this node.
+    targets
+        .iter()
+        .for_each(|outbox| assert_eq!(outbox.drain().len(), 1));
+    for serial in 2..=20 {
+        deliver(&fanout, &flow, &targets, serial);
+    }
+    assert_eq!(flow.in_flight(), 0);
+    // An HTTP carrier's outbox never counts.
+    let carrier = Arc::new(Outbox::new(
+        SocketId::parse("2.1").unwrap(),
+        OutboxBounds::frames_for_test(64),
+    ));
+    carrier.attach_flow(&flow);
+    assert!(carrier.drain().is_empty());
+    deliver(&fanout, &flow, std::slice::from_ref(&carrier), 1);
+    assert_eq!(flow.in_flight(), 0);
 }

@@ -137,9 +137,12 @@ pub struct Outbox {
     state: AtomicU8,
     /// Set when the app's record changed: the connection re-reads it (plan, key, enabled).
     app_changed: AtomicBool,
-    /// The app's deliveries in flight, told every change of this queue's length once the
-    /// hub registered the connection (see `fanout`).
+    /// The app's deliveries in flight: this WebSocket writer, woken by a frame while it
+    /// waited for one, counts until it runs (see `fanout`). Set when the hub registers it.
     flow: OnceLock<Arc<AppFlow>>,
+    /// Only WebSocket writers count: an HTTP carrier's frames wait for the client's next
+    /// request, which is not work on this node.
+    counts_wakes: bool,
 }
 
 #[derive(Debug, Default)]
@@ -152,8 +155,10 @@ struct Queue {
     held: Vec<Held>,
     /// Channels subscribed with delta updates; empty for pusher-js clients.
     deltas: Vec<DeltaChannel>,
-    /// The length last told to the app's flow.
-    told: usize,
+    /// The writer's last look found nothing: it waits for a frame.
+    writer_idle: bool,
+    /// A frame woke the idle writer and it has not looked since (counted in the flow).
+    writer_woken: bool,
 }
 
 #[derive(Debug)]
@@ -228,30 +233,35 @@ impl Outbox {
             state: AtomicU8::new(OPEN),
             app_changed: AtomicBool::new(false),
             flow: OnceLock::new(),
+            counts_wakes: false,
         }
     }
 
-    /// Reports this queue's length to its app's deliveries in flight from now on; once.
+    /// An outbox whose writer is a WebSocket's: its wake-ups count toward the app's
+    /// deliveries in flight.
+    pub fn for_websocket(socket_id: SocketId, bounds: OutboxBounds) -> Self {
+        let mut outbox = Self::new(socket_id, bounds);
+        outbox.counts_wakes = true;
+        outbox
+    }
+
+    /// Counts this writer's wake-ups in the app's deliveries in flight from now on; once.
     pub(crate) fn attach_flow(&self, flow: &Arc<AppFlow>) {
-        let mut queue = self.queue.lock().expect("outbox lock poisoned");
-        if self.flow.set(flow.clone()).is_ok() {
-            self.settle(&mut queue);
+        if self.counts_wakes {
+            let _ = self.flow.set(flow.clone());
         }
     }
 
-    /// Tells the app's flow how the queue's length changed; under the queue's lock, after
-    /// every change.
-    fn settle(&self, queue: &mut Queue) {
-        let Some(flow) = self.flow.get() else {
-            return;
-        };
-        let now = queue.len();
-        match now.cmp(&queue.told) {
-            std::cmp::Ordering::Greater => flow.queued(now - queue.told),
-            std::cmp::Ordering::Less => flow.released(queue.told - now),
-            std::cmp::Ordering::Equal => {}
+    /// Something was queued: a writer that was waiting for it is now work in flight (under
+    /// the queue's lock).
+    fn woke_writer(&self, queue: &mut Queue) {
+        if queue.writer_idle && !queue.writer_woken {
+            queue.writer_idle = false;
+            if let Some(flow) = self.flow.get() {
+                queue.writer_woken = true;
+                flow.queued(1);
+            }
         }
-        queue.told = now;
     }
 
     pub fn socket_id(&self) -> &SocketId {
@@ -298,11 +308,10 @@ impl Outbox {
         self.bounds.stats.added(bytes, queue.bytes);
         if let Some(held) = queue.held.iter_mut().find(|held| held.channel == *channel) {
             held.frames.push((serial, frame));
-            self.settle(&mut queue);
             return;
         }
         queue.items.push_back(Outgoing::Text(frame));
-        self.settle(&mut queue);
+        self.woke_writer(&mut queue);
         drop(queue);
         self.writer.wake();
     }
@@ -343,7 +352,9 @@ impl Outbox {
         }
         let dropped_len = dropped_bytes as usize;
         queue.bytes -= dropped_len;
-        self.settle(&mut queue);
+        if !queue.items.is_empty() {
+            self.woke_writer(&mut queue);
+        }
         drop(queue);
         self.bounds.stats.removed(dropped_len);
         self.writer.wake();
@@ -384,7 +395,6 @@ impl Outbox {
             keep
         });
         queue.bytes -= freed;
-        self.settle(&mut queue);
         drop(queue);
         self.bounds.stats.removed(freed);
     }
@@ -420,7 +430,7 @@ impl Outbox {
         queue.bytes += bytes;
         self.bounds.stats.added(bytes, queue.bytes);
         queue.items.push_back(item);
-        self.settle(&mut queue);
+        self.woke_writer(&mut queue);
         drop(queue);
         self.writer.wake();
     }
@@ -450,7 +460,7 @@ impl Outbox {
         queue.items.extend(last);
         queue.bytes = queue.items.iter().map(Outgoing::bytes).sum();
         let kept = queue.bytes;
-        self.settle(&mut queue);
+        self.woke_writer(&mut queue);
         drop(queue);
         self.bounds.stats.removed(freed);
         self.bounds.stats.added(kept, kept);
@@ -519,13 +529,18 @@ impl Outbox {
     pub fn poll_take(&self, context: &mut Context<'_>, into: &mut VecDeque<Outgoing>) -> Poll<()> {
         self.writer.register(context.waker());
         let mut queue = self.queue.lock().expect("outbox lock poisoned");
+        if std::mem::take(&mut queue.writer_woken)
+            && let Some(flow) = self.flow.get()
+        {
+            flow.released(1);
+        }
+        queue.writer_idle = queue.items.is_empty();
         if queue.items.is_empty() {
             return Poll::Pending;
         }
         std::mem::swap(&mut queue.items, into);
         let taken: usize = into.iter().map(Outgoing::bytes).sum();
         queue.bytes -= taken;
-        self.settle(&mut queue);
         drop(queue);
         self.bounds.stats.removed(taken);
         Poll::Ready(())
@@ -554,13 +569,13 @@ pub struct Room {
 
 impl Drop for Outbox {
     fn drop(&mut self) {
-        let (left, told) = self
+        let (left, woken) = self
             .queue
             .get_mut()
-            .map_or((0, 0), |queue| (queue.bytes, queue.told));
+            .map_or((0, false), |queue| (queue.bytes, queue.writer_woken));
         self.bounds.stats.removed(left);
-        if let Some(flow) = self.flow.get() {
-            flow.released(told);
+        if let (true, Some(flow)) = (woken, self.flow.get()) {
+            flow.released(1);
         }
     }
 }

@@ -57,7 +57,7 @@ pub(crate) async fn serve(stream: TcpStream, upgrade: Box<Upgrade>, state: Arc<E
     // Boxed: admission's future is large and over before the connection's long wait.
     let admission = Box::pin(admit(&state, &upgrade.key, &upgrade.query, origin)).await;
     let socket_id = state.socket_ids.next();
-    let outbox = Arc::new(Outbox::new(socket_id, state.outbox_bounds()));
+    let outbox = Arc::new(Outbox::for_websocket(socket_id, state.outbox_bounds()));
     if write_all(&stream, &upgrade.switching_protocols())
         .await
         .is_err()

@@ -52,7 +52,10 @@ pub async fn websocket(
     let origin = origin_header(&request);
     let admission = admit(&state, &key, request.query_string(), origin).await;
     let socket_id = state.socket_ids.next();
-    let outbox = Arc::new(Outbox::new(socket_id.clone(), state.outbox_bounds()));
+    let outbox = Arc::new(Outbox::for_websocket(
+        socket_id.clone(),
+        state.outbox_bounds(),
+    ));
     let (response, reader) = upgrade(
         &request,
         payload,
