@@ -232,3 +232,33 @@ fn closes(map: &Value) -> String {
         _ => "none".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_quick_shortens_the_phases() {
+        assert_eq!(Length::parse(None).map(|l| l.phase_seconds()), Ok(15));
+        assert_eq!(
+            Length::parse(Some("--quick")).map(|l| l.phase_seconds()),
+            Ok(3)
+        );
+        assert!(Length::parse(Some("--fast")).is_err());
+    }
+
+    #[test]
+    fn cells_show_the_report_and_a_dash_where_it_has_nothing() {
+        let phase = serde_json::json!({
+            "latency_ms_p50": 1.25, "latency_ms_p99": 9.0, "latency_ms_p999": 20.04,
+            "lost": 3, "expected": 1000
+        });
+        assert_eq!(latency(&phase), "1.2 / 9.0 / 20.0 ms");
+        assert_eq!(lost(&phase), "3 of 1000");
+        assert_eq!(latency(&Value::Null), "-");
+        assert_eq!(lost(&Value::Null), "-");
+        let closed = serde_json::json!({"4100": 12, "dropped": 3});
+        assert_eq!(closes(&closed), "4100: 12, dropped: 3");
+        assert_eq!(closes(&serde_json::json!({})), "none");
+    }
+}

@@ -257,3 +257,50 @@ pub(crate) fn storm(
     }
     tasks
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_counts_as_gone_only_after_a_run_of_failures() {
+        let accepted = Accepted::new(100);
+        for seq in 0..UNANSWERED_LIMIT - 1 {
+            accepted.record(seq, false);
+        }
+        assert!(!accepted.unanswered());
+        accepted.record(50, true);
+        for seq in 0..UNANSWERED_LIMIT - 1 {
+            accepted.record(seq, false);
+        }
+        assert!(!accepted.unanswered(), "a success starts the run again");
+        accepted.record(99, false);
+        assert!(accepted.unanswered());
+        let snapshot = accepted.snapshot();
+        assert!(snapshot[50] && !snapshot[0] && snapshot.len() == 100);
+    }
+
+    #[test]
+    fn answers_are_counted_by_status() {
+        let counts = StatusCounts::default();
+        for outcome in [
+            Outcome::Status(200, None),
+            Outcome::Status(429, Some(1)),
+            Outcome::Status(503, None),
+            Outcome::Failed("refused".into()),
+        ] {
+            counts.count(&outcome);
+        }
+        let report = counts.report();
+        assert_eq!(
+            (
+                report.status_200,
+                report.status_429,
+                report.status_other,
+                report.failed
+            ),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(report.first_error.as_deref(), Some("HTTP 503"));
+    }
+}

@@ -97,7 +97,7 @@ impl BStats {
         let stats = &self.phases[phase];
         let histogram = stats.histogram.lock().unwrap_or_else(|e| e.into_inner());
         let quantile =
-            |q: f64| (histogram.len() > 0).then(|| histogram.value_at_quantile(q) as f64 / 1e6);
+            |q: f64| (!histogram.is_empty()).then(|| histogram.value_at_quantile(q) as f64 / 1e6);
         PhaseReport {
             window_s,
             published_ok: seqs.len() as u64,
