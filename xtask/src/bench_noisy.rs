@@ -214,9 +214,16 @@ fn latency(phase: &Value) -> String {
     }
 }
 
+/// Lost of expected deliveries, and how many of B's events the API accepted.
 fn lost(phase: &Value) -> String {
-    match (phase["lost"].as_u64(), phase["expected"].as_u64()) {
-        (Some(lost), Some(expected)) => format!("{lost} of {expected}"),
+    match (
+        phase["lost"].as_u64(),
+        phase["expected"].as_u64(),
+        phase["published_ok"].as_u64(),
+    ) {
+        (Some(lost), Some(expected), Some(events)) => {
+            format!("{lost} of {expected} ({events} events accepted)")
+        }
         _ => "-".into(),
     }
 }
@@ -251,10 +258,10 @@ mod tests {
     fn cells_show_the_report_and_a_dash_where_it_has_nothing() {
         let phase = serde_json::json!({
             "latency_ms_p50": 1.25, "latency_ms_p99": 9.0, "latency_ms_p999": 20.04,
-            "lost": 3, "expected": 1000
+            "lost": 3, "expected": 1000, "published_ok": 10
         });
         assert_eq!(latency(&phase), "1.2 / 9.0 / 20.0 ms");
-        assert_eq!(lost(&phase), "3 of 1000");
+        assert_eq!(lost(&phase), "3 of 1000 (10 events accepted)");
         assert_eq!(latency(&Value::Null), "-");
         assert_eq!(lost(&Value::Null), "-");
         let closed = serde_json::json!({"4100": 12, "dropped": 3});

@@ -78,6 +78,7 @@ pub(crate) struct StatusCounts {
     other: AtomicU64,
     failed: AtomicU64,
     retry_after_waits: AtomicU64,
+    skipped: AtomicU64,
     first_error: Mutex<Option<String>>,
 }
 
@@ -90,6 +91,8 @@ pub(crate) struct StatusReport {
     pub(crate) failed: u64,
     /// 429s whose `Retry-After` the publisher waited out.
     pub(crate) retry_after_waits: u64,
+    /// B: events not sent because every request allowed in flight was still unanswered.
+    pub(crate) skipped_behind: u64,
     pub(crate) first_error: Option<String>,
 }
 
@@ -124,6 +127,7 @@ impl StatusCounts {
             status_other: self.other.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             retry_after_waits: self.retry_after_waits.load(Ordering::Relaxed),
+            skipped_behind: self.skipped.load(Ordering::Relaxed),
             first_error: self
                 .first_error
                 .lock()
@@ -192,10 +196,9 @@ impl Paced {
             }
             tokio::time::sleep_until(due.into()).await;
             // A publisher with every request in flight skips the events it cannot send in time.
+            // Not a failure of the server's: it does not count toward `UNANSWERED_LIMIT`.
             let Ok(permit) = permits.clone().try_acquire_owned() else {
-                let behind = Outcome::Failed("publisher behind: all requests in flight".into());
-                self.counts.count(&behind);
-                self.accepted.record(seq, false);
+                self.counts.skipped.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
             let (target, client, accepted, counts) = (
