@@ -117,7 +117,9 @@ pub fn bench(root: &Path) -> Result<(), String> {
     print_table(&rows);
     print_ratios(&rows);
     // The HTTP carriers' workloads, against nchan in the same run.
-    crate::bench_carriers::carriers(root)
+    crate::bench_carriers::carriers(root)?;
+    // Issue 15: one tenant's latency while another floods the same server.
+    crate::bench_noisy::noisy(root, crate::bench_noisy::Length::Full)
 }
 
 /// Switchboard's figures as multiples of nchan's in the same run, per workload.
@@ -228,6 +230,18 @@ impl Server {
         wrapper: &[&str],
         extra: &[&str],
     ) -> Result<Self, String> {
+        Self::start_on(target, root, wrapper, extra, 6001)
+    }
+
+    /// As `start_with`, switchboard listening on `port` (nchan's port is its config's).
+    pub(crate) fn start_on(
+        target: &str,
+        root: &Path,
+        wrapper: &[&str],
+        extra: &[&str],
+        port: u16,
+    ) -> Result<Self, String> {
+        let port_flag = port.to_string();
         let child = if target == "nchan" {
             std::fs::create_dir_all("/tmp/nchan/tmp").map_err(|e| e.to_string())?;
             let config = root.join("services/loadgen/nchan.conf");
@@ -250,7 +264,7 @@ impl Server {
                     "--host",
                     "127.0.0.1",
                     "--port",
-                    "6001",
+                    &port_flag,
                     "--app",
                     "bench:benchkey:benchsecret",
                 ])
@@ -271,7 +285,7 @@ impl Server {
                 "{target} exited at start ({status}); is its port already taken?"
             ));
         }
-        let port = if server.nchan { 7101 } else { 6001 };
+        let port = if server.nchan { 7101 } else { port };
         // Under valgrind a start takes seconds.
         let tries = if wrapper.is_empty() { 200 } else { 4_000 };
         for _ in 0..tries {

@@ -9,6 +9,7 @@
 //! - `cargo xtask bench`: the benchmark workloads against switchboard and nchan;
 //!   `cargo xtask bench cluster`: one node on `Local` against one and three on Redis;
 //!   `cargo xtask bench carriers`: the HTTP carriers' workloads only (SSE, long polling);
+//!   `cargo xtask bench noisy [--quick]`: issue 15's noisy neighbour only (`bench_noisy.rs`);
 //!   `cargo xtask bench --instructions`: instructions per delivery and per connect (callgrind).
 //! - `cargo xtask fuzz [--seconds N] [--jobs J] [target…]`: the libFuzzer targets (`fuzz.rs`).
 //! - `cargo xtask webrtc-demo`: the WebRTC demo page (two tabs, a video call and a chat).
@@ -16,6 +17,7 @@
 mod bench;
 mod bench_carriers;
 mod bench_cluster;
+mod bench_noisy;
 mod demo;
 mod fuzz;
 mod infra;
@@ -38,6 +40,8 @@ fn main() -> ExitCode {
         "bench" => match std::env::args().nth(2).as_deref() {
             Some("cluster") => bench_cluster::bench_cluster(&root()),
             Some("carriers") => bench_carriers::carriers(&root()),
+            Some("noisy") => bench_noisy::Length::parse(std::env::args().nth(3).as_deref())
+                .and_then(|length| bench_noisy::noisy(&root(), length)),
             Some("--instructions") => bench_carriers::instructions(&root()),
             _ => bench::bench(&root()),
         },
@@ -45,7 +49,7 @@ fn main() -> ExitCode {
             .and_then(|options| fuzz::fuzz(&root(), &options)),
         _ => Err(
             "usage: cargo xtask run [serve flags…] | test | infra | lint | bench [cluster | carriers | \
-             --instructions] | fuzz [--seconds N] [--jobs J] [target…] | webrtc-demo"
+             noisy [--quick] | --instructions] | fuzz [--seconds N] [--jobs J] [target…] | webrtc-demo"
                 .to_owned(),
         ),
     };

@@ -60,7 +60,7 @@ pub enum End {
     Failed,
 }
 
-fn ws_config(payload: usize) -> WebSocketConfig {
+pub(crate) fn ws_config(payload: usize) -> WebSocketConfig {
     // tungstenite allocates (and zeroes, on every read) a read buffer of this size per socket;
     // the default 128 KiB costs memory and CPU. Size it to the frames we expect. Write eagerly.
     let read_buffer = (payload + 512).next_power_of_two().clamp(1024, 64 * 1024);

@@ -5,6 +5,7 @@
 
 mod conn;
 mod http_sub;
+mod noisy;
 mod plan;
 mod procfs;
 mod publish;
@@ -40,6 +41,9 @@ fn main() {
 fn real_main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some("traffic") {
         return traffic::main(std::env::args().skip(1));
+    }
+    if std::env::args().nth(1).as_deref() == Some("noisy") {
+        return noisy::main(std::env::args().skip(1));
     }
     let plan = plan(Args::parse())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -322,7 +322,10 @@ pub(crate) fn plan(mut args: Args) -> anyhow::Result<Plan> {
 }
 
 /// A loopback `http://` URL as (address, `http://host:port` origin, path prefix).
-fn loopback_http(text: &str, flag: &str) -> anyhow::Result<(SocketAddr, String, String)> {
+pub(crate) fn loopback_http(
+    text: &str,
+    flag: &str,
+) -> anyhow::Result<(SocketAddr, String, String)> {
     let url = reqwest::Url::parse(text).with_context(|| format!("bad {flag} {text}"))?;
     ensure!(
         url.scheme() == "http",

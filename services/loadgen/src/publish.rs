@@ -47,6 +47,46 @@ pub struct PublishReport {
     pub per_channel_ok: Vec<u64>,
 }
 
+/// An app of a Pusher-protocol server as the HTTP API's signer sees it.
+pub(crate) struct SignedApp<'a> {
+    /// `http://host:port`, without a trailing slash.
+    pub(crate) origin: &'a str,
+    pub(crate) path_prefix: &'a str,
+    pub(crate) app_id: &'a str,
+    pub(crate) key: &'a str,
+    pub(crate) secret: &'a str,
+}
+
+impl SignedApp<'_> {
+    /// A signed `POST /apps/{id}/events` of one event, ready to send.
+    pub(crate) fn events_request(
+        &self,
+        client: &reqwest::Client,
+        name: &str,
+        channel: &str,
+        data: &str,
+    ) -> anyhow::Result<reqwest::RequestBuilder> {
+        let body = serde_json::to_vec(&PusherEvent {
+            name,
+            channel,
+            data,
+        })?;
+        let path = format!("{}/apps/{}/events", self.path_prefix, self.app_id);
+        let ts = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+        let query = format!(
+            "auth_key={}&auth_timestamp={ts}&auth_version=1.0&body_md5={}",
+            self.key,
+            body_md5_hex(&body)
+        );
+        let signature = hmac_hex(self.secret, &format!("POST\n{path}\n{query}"));
+        let url = format!("{}{path}?{query}&auth_signature={signature}", self.origin);
+        Ok(client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body))
+    }
+}
+
 #[derive(Serialize)]
 struct PusherEvent<'a> {
     name: &'a str,
@@ -60,24 +100,14 @@ impl Publisher {
         let payload = make_payload(seq, unix_ns(), self.payload);
         let response = match self.target {
             Target::Pusher => {
-                let body = serde_json::to_vec(&PusherEvent {
-                    name: BENCH_EVENT,
-                    channel,
-                    data: &payload,
-                })?;
-                let path = format!("{}/apps/{}/events", self.path_prefix, self.app_id);
-                let ts = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-                let query = format!(
-                    "auth_key={}&auth_timestamp={ts}&auth_version=1.0&body_md5={}",
-                    self.key,
-                    body_md5_hex(&body)
-                );
-                let signature = hmac_hex(&self.secret, &format!("POST\n{path}\n{query}"));
-                let url = format!("{}{path}?{query}&auth_signature={signature}", self.origin);
-                self.client
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .body(body)
+                let app = SignedApp {
+                    origin: &self.origin,
+                    path_prefix: &self.path_prefix,
+                    app_id: &self.app_id,
+                    key: &self.key,
+                    secret: &self.secret,
+                };
+                app.events_request(&self.client, BENCH_EVENT, channel, &payload)?
                     .send()
                     .await?
             }

@@ -146,6 +146,13 @@ impl Seen {
         }
     }
 
+    /// Whether `seq` has arrived (always false when untracked).
+    pub fn contains(&self, seq: u64) -> bool {
+        self.bits
+            .get((seq / 64) as usize)
+            .is_some_and(|word| word & (1u64 << (seq % 64)) != 0)
+    }
+
     /// `Some(true)` first time, `Some(false)` duplicate, `None` out of range.
     pub fn insert(&mut self, seq: u64) -> Option<bool> {
         let Some(limit) = self.limit else {
@@ -186,6 +193,8 @@ mod tests {
         assert_eq!(s.insert(130), Some(false));
         assert_eq!(s.insert(0), Some(true));
         assert_eq!(s.insert(200), None);
+        assert!(s.contains(130) && s.contains(0));
+        assert!(!s.contains(1) && !s.contains(199) && !s.contains(10_000));
         let mut untracked = Seen::new(None);
         assert_eq!(untracked.insert(7), Some(true));
         assert_eq!(untracked.insert(7), Some(true));
