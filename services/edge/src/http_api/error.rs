@@ -22,6 +22,10 @@ pub enum ApiError {
     /// Over the plan's publish request rate.
     #[error("{0}")]
     RateLimited(String),
+    /// The app has its most HTTP API requests in flight on this node (answered at once, with
+    /// `Retry-After: 1`, rather than queued behind them).
+    #[error("the app has {0} HTTP API requests in flight on this node, its most; retry in a second")]
+    TooManyInFlight(usize),
     /// Over the plan's daily message quota (Pusher answers 403 for this).
     #[error("{0}")]
     OverQuota(String),
@@ -50,7 +54,7 @@ impl ResponseError for ApiError {
             Self::UnknownApp => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited(_) | Self::TooManyInFlight(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::OverQuota(_) => StatusCode::FORBIDDEN,
             Self::HistoryGap { .. } => StatusCode::GONE,
         }
@@ -69,6 +73,10 @@ impl ResponseError for ApiError {
             body["serial"] = serde_json::json!(latest);
             body["oldest_available"] = serde_json::json!(oldest_available);
         }
-        HttpResponse::build(self.status_code()).json(body)
+        let mut response = HttpResponse::build(self.status_code());
+        if let Self::TooManyInFlight(_) = self {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+        }
+        response.json(body)
     }
 }
