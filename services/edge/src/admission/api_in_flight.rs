@@ -11,17 +11,20 @@ use std::sync::{Arc, Mutex};
 
 use protocol::names::AppId;
 
+/// Each app's requests in flight; an app with none has no entry.
+type Table = Arc<Mutex<HashMap<AppId, usize>>>;
+
 /// Per-app counts of requests in flight, each at most `per_app`.
 pub(crate) struct ApiInFlight {
     /// 0: no limit.
     per_app: usize,
-    in_flight: Arc<Mutex<HashMap<AppId, usize>>>,
+    in_flight: Table,
 }
 
 /// One of an app's in-flight slots; dropping it gives the slot back.
 pub(crate) struct InFlightPermit {
     /// `None` when the limit is off: nothing to give back.
-    slot: Option<(Arc<Mutex<HashMap<AppId, usize>>>, AppId)>,
+    slot: Option<(Table, AppId)>,
 }
 
 impl ApiInFlight {
@@ -84,7 +87,9 @@ impl Drop for InFlightPermit {
 
 /// A std mutex: it is held for one map update, never across an await.
 fn lock(table: &Mutex<HashMap<AppId, usize>>) -> std::sync::MutexGuard<'_, HashMap<AppId, usize>> {
-    table.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    table
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -120,7 +125,11 @@ mod tests {
         assert!(third.is_some(), "the dropped permit's slot is free again");
         drop((second, third));
         assert_eq!(limit.in_flight(&app("a")), 0);
-        assert_eq!(limit.tracked(), 0, "no entry is kept for an app with nothing in flight");
+        assert_eq!(
+            limit.tracked(),
+            0,
+            "no entry is kept for an app with nothing in flight"
+        );
     }
 
     #[test]
@@ -133,8 +142,15 @@ mod tests {
             std::future::pending::<()>().await;
         };
         let mut handler = Box::pin(handler);
-        assert!((&mut handler).now_or_never().is_none(), "the handler is mid-way");
-        assert_eq!(limit.in_flight(&app("a")), 1, "it holds the permit while pending");
+        assert!(
+            (&mut handler).now_or_never().is_none(),
+            "the handler is mid-way"
+        );
+        assert_eq!(
+            limit.in_flight(&app("a")),
+            1,
+            "it holds the permit while pending"
+        );
         assert!(limit.try_acquire(&app("a")).is_none());
         drop(handler);
         assert_eq!(limit.in_flight(&app("a")), 0);

@@ -91,9 +91,15 @@ mod tests {
         for n in 0..5 {
             assert!(rate.admit(&app("a")), "connection {n} is within the burst");
         }
-        assert!(!rate.admit(&app("a")), "the sixth at the same instant is refused");
+        assert!(
+            !rate.admit(&app("a")),
+            "the sixth at the same instant is refused"
+        );
         for n in 0..5 {
-            assert!(rate.admit(&app("b")), "b's connection {n} has its own bucket");
+            assert!(
+                rate.admit(&app("b")),
+                "b's connection {n} has its own bucket"
+            );
         }
         assert!(!rate.admit(&app("b")));
         // One token comes back every fifth of a second, for each app alone.
@@ -125,6 +131,10 @@ mod tests {
             clock.advance(Duration::from_millis(200));
             assert!(rate.admit(&app("steady")));
         }
-        assert_eq!(rate.tracked(), 1, "only the app still connecting is tracked");
+        assert_eq!(
+            rate.tracked(),
+            1,
+            "only the app still connecting is tracked"
+        );
     }
 }

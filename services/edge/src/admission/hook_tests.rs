@@ -61,7 +61,9 @@ async fn a_connect_rate_refusal_is_4100_and_never_touches_the_apps_connection_co
         held,
         "the refusal took no slot"
     );
-    let (_, other) = admit(&state, "key-b", "", None).await.expect("b has its own bucket");
+    let (_, other) = admit(&state, "key-b", "", None)
+        .await
+        .expect("b has its own bucket");
     assert_eq!(state.cluster.connections.count(&app("b")).await.unwrap(), 1);
     drop((slots, other));
     assert_eq!(state.cluster.connections.count(&app("a")).await.unwrap(), 0);
@@ -75,11 +77,17 @@ async fn only_apps_the_catalog_found_are_keys_of_the_connect_rate_table() {
     });
     for n in 0..10 {
         assert_eq!(
-            admit(&state, &format!("no-such-key-{n}"), "", None).await.err(),
+            admit(&state, &format!("no-such-key-{n}"), "", None)
+                .await
+                .err(),
             Some(CloseReason::UnknownAppKey)
         );
     }
-    assert_eq!(state.admission.connects.tracked(), 0, "unknown keys take no entry");
+    assert_eq!(
+        state.admission.connects.tracked(),
+        0,
+        "unknown keys take no entry"
+    );
     assert!(admit(&state, "key-a", "", None).await.is_ok());
     assert_eq!(state.admission.connects.tracked(), 1);
 }
@@ -116,7 +124,10 @@ async fn in_flight_permits_are_taken_after_authentication_per_app_and_given_back
     let response = error.error_response();
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers().get("retry-after").unwrap(), "1");
-    assert_eq!(response.headers().get("content-type").unwrap(), "application/json");
+    assert_eq!(
+        response.headers().get("content-type").unwrap(),
+        "application/json"
+    );
     // A wrongly signed request for a is refused as unauthorised, not as busy: it never
     // reaches the slots.
     let forged = authenticate(&state, &signed("key-a", "wrong"), &[]).await;

@@ -24,7 +24,9 @@ pub enum ApiError {
     RateLimited(String),
     /// The app has its most HTTP API requests in flight on this node (answered at once, with
     /// `Retry-After: 1`, rather than queued behind them).
-    #[error("the app has {0} HTTP API requests in flight on this node, its most; retry in a second")]
+    #[error(
+        "the app has {0} HTTP API requests in flight on this node, its most; retry in a second"
+    )]
     TooManyInFlight(usize),
     /// Over the plan's daily message quota (Pusher answers 403 for this).
     #[error("{0}")]
