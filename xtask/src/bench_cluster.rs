@@ -239,6 +239,8 @@ impl Edge {
         let mut command = Command::new(root.join("target/release/switchboard"));
         command.args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()]);
         command.args(["--app", "bench:benchkey:benchsecret", "--drain-delay", "0"]);
+        // The bench's one app connects thousands of clients at once (see bench.rs).
+        command.args(["--app-connects-per-second", "0"]);
         if let Some(url) = broker {
             command.args(["--broker", url]);
         }

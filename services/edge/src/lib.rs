@@ -12,6 +12,7 @@
 //! Architecture invariant: no sqlx, no Stripe, no import of `control`. Apps come only
 //! through `tenancy::AppCatalog`.
 
+mod admission;
 mod carriers;
 mod channel_events;
 mod connection;
@@ -84,6 +85,12 @@ pub struct EdgeSettings {
     pub carrier_sessions_per_address_per_minute: u32,
     /// Carrier sessions created per minute per app (0: no limit).
     pub carrier_sessions_per_app_per_minute: u32,
+    /// New connections (any carrier) admitted per second per app on this node, with a burst
+    /// of as many; past it 4100 (0: no limit). See `admission`.
+    pub app_connects_per_second: u32,
+    /// Authenticated HTTP API requests one app may have in flight on this node; past it 429
+    /// (0: no limit). See `admission`.
+    pub api_in_flight_per_app: usize,
     /// How often an idle SSE, HTTP-streaming or forever-frame response writes a heartbeat
     /// (which is also when a client that went away is noticed).
     pub sb_heartbeat_interval: Duration,
@@ -120,6 +127,8 @@ impl Default for EdgeSettings {
             sb_cursor_lifetime: Duration::from_secs(300),
             carrier_sessions_per_address_per_minute: 300,
             carrier_sessions_per_app_per_minute: 6_000,
+            app_connects_per_second: 200,
+            api_in_flight_per_app: 64,
             sb_heartbeat_interval: Duration::from_secs(15),
             trusted_proxies: ingress::TrustedProxies::none(),
             console_app: None,
@@ -157,6 +166,8 @@ pub struct EdgeState {
     watchlists: watchlist::Watchlists,
     /// How fast carrier sessions may be created, per client address and per app.
     carrier_limiter: carriers::creation_limit::CreationLimiter,
+    /// Per-app connect rate and HTTP API requests in flight on this node (see `admission`).
+    admission: admission::TenantAdmission,
     /// Ready, or draining: new clients refused, `/readyz` 503 (see `drain`).
     pub readiness: Arc<drain::Readiness>,
     /// Dependencies in trouble, reported by `/healthz` and `/metrics` (see `health`).
@@ -204,6 +215,7 @@ impl EdgeState {
                 settings.carrier_sessions_per_address_per_minute,
                 settings.carrier_sessions_per_app_per_minute,
             ),
+            admission: admission::TenantAdmission::new(&settings),
             readiness: Arc::default(),
             health: Arc::default(),
             settings,

@@ -84,6 +84,12 @@ pub(crate) async fn admit(
     if !keyed.app.allowed_origins.allows(origin) {
         return Err(refused(state, &keyed, CloseReason::OriginNotAllowed));
     }
+    // 4100 (pusher-js backs off, then reconnects): the app is connecting faster than this
+    // node admits. Checked before the slot, so a refusal never touches the app's count.
+    if !state.admission.connects.admit(&keyed.app.id) {
+        crate::admission::count_refusal(crate::admission::Refused::ConnectRate);
+        return Err(refused(state, &keyed, CloseReason::AppConnectRateExceeded));
+    }
     // 4004, not 4100: pusher-js stops instead of retrying every second, so a tenant at its
     // ceiling does not turn its clients into a reconnect storm (see ARCHITECTURE.md).
     let slot = state

@@ -125,6 +125,7 @@ fn describe() {
          plan's ceiling (apps without a ceiling are not recorded)"
     );
     crate::metrics_per_app::describe();
+    crate::admission::describe_metrics();
 }
 
 /// Series that alerts and dashboards read are there from the start, at zero, rather than
@@ -142,6 +143,7 @@ fn register_at_start() {
     for code in CLOSE_CODES_AT_START {
         metrics::counter!(CLOSED, "code" => code.to_string()).increment(0);
     }
+    crate::admission::register_metrics_at_start();
 }
 
 /// Handles registered once, so the hot path does not look the metric up by name.

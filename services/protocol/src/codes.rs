@@ -32,6 +32,9 @@ pub enum CloseReason {
     /// The cluster's shared state (connection counts) cannot answer: a transient failure of
     /// ours, so the client backs off and retries.
     ClusterUnavailable,
+    /// The app opens connections on this node faster than its per-app admission rate:
+    /// pusher-js backs off and reconnects, and the app's other clients are not touched.
+    AppConnectRateExceeded,
     /// The node is shutting down or draining; reconnect at once elsewhere.
     ServerShuttingDown,
     /// The client did not answer a `pusher:ping` in time.
@@ -69,6 +72,10 @@ impl CloseReason {
                 4100,
                 "Over capacity: cluster state cannot be reached right now; retry later",
             ),
+            Self::AppConnectRateExceeded => (
+                4100,
+                "Over capacity: the app opens connections too fast on this node; retry later",
+            ),
             Self::ServerShuttingDown => (4200, "Server is restarting; reconnect"),
             Self::PongTimeout => (4201, "Pong reply not received"),
             Self::DeliveriesInterrupted => {
@@ -103,7 +110,7 @@ mod tests {
 
     use super::*;
 
-    const ALL: [CloseReason; 14] = [
+    const ALL: [CloseReason; 15] = [
         CloseReason::UnknownAppKey,
         CloseReason::AppDisabled,
         CloseReason::OverConnectionQuota,
@@ -115,6 +122,7 @@ mod tests {
         CloseReason::SlowConsumer,
         CloseReason::CatalogUnavailable,
         CloseReason::ClusterUnavailable,
+        CloseReason::AppConnectRateExceeded,
         CloseReason::ServerShuttingDown,
         CloseReason::PongTimeout,
         CloseReason::DeliveriesInterrupted,
@@ -137,7 +145,8 @@ mod tests {
         assert_eq!(
             codes,
             [
-                4001, 4003, 4004, 4005, 4006, 4007, 4009, 4009, 4100, 4100, 4100, 4200, 4201, 4202
+                4001, 4003, 4004, 4005, 4006, 4007, 4009, 4009, 4100, 4100, 4100, 4100, 4200, 4201,
+                4202
             ]
         );
         assert_eq!(ErrorCode::ClientEventRateLimited.code(), 4301);

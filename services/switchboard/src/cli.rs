@@ -83,6 +83,8 @@ pub struct ServeArgs {
     pub max_concurrent_password_hashes: usize,
     #[command(flatten)]
     pub carriers: CarrierArgs,
+    #[command(flatten)]
+    pub admission: AdmissionArgs,
     /// Bytes a connection may have queued before it is closed as a slow consumer (4100); its
     /// own replies may take as much again.
     #[arg(long, env = "SWITCHBOARD_OUTBOX_MAX_BYTES", default_value_t = 1024 * 1024)]
@@ -278,6 +280,30 @@ pub struct CarrierArgs {
     pub carrier_cursor_lifetime: u64,
 }
 
+/// Per-app limits at this node's admission points, so one app's storm spares the others.
+#[derive(Debug, Args)]
+pub struct AdmissionArgs {
+    /// New connections (WebSocket and HTTP carriers) admitted per second for one app on this
+    /// node, with a burst of as many; past it the connection is refused with 4100 (pusher-js
+    /// backs off and reconnects). 0: no limit.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_APP_CONNECTS_PER_SECOND",
+        value_name = "N",
+        default_value_t = 200
+    )]
+    pub app_connects_per_second: u32,
+    /// Authenticated Pusher HTTP API requests one app may have in flight on this node; past
+    /// it, 429 with Retry-After: 1. 0: no limit.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_API_IN_FLIGHT_PER_APP",
+        value_name = "K",
+        default_value_t = 64
+    )]
+    pub api_in_flight_per_app: usize,
+}
+
 /// An absolute http(s) URL with a host.
 fn parse_public_url(text: &str) -> Result<String, String> {
     let rest = text
@@ -422,5 +448,20 @@ mod tests {
         assert!(behind.trusted_proxies.trusts("10.2.3.4".parse().unwrap()));
         let bad = ["switchboard", "serve", "--trusted-proxies", "10.0.0.0/99"];
         assert!(Cli::try_parse_from(bad).is_err());
+    }
+
+    #[test]
+    fn per_app_admission_limits_default_on_and_zero_turns_them_off() {
+        let defaults = serve(&[]);
+        assert_eq!(defaults.admission.app_connects_per_second, 200);
+        assert_eq!(defaults.admission.api_in_flight_per_app, 64);
+        let set = serve(&[
+            "--app-connects-per-second",
+            "5",
+            "--api-in-flight-per-app",
+            "0",
+        ]);
+        assert_eq!(set.admission.app_connects_per_second, 5);
+        assert_eq!(set.admission.api_in_flight_per_app, 0);
     }
 }

@@ -192,6 +192,8 @@ fn edge_settings(args: &ServeArgs) -> EdgeSettings {
             .carriers
             .carrier_sessions_per_address_per_minute,
         carrier_sessions_per_app_per_minute: args.carriers.carrier_sessions_per_app_per_minute,
+        app_connects_per_second: args.admission.app_connects_per_second,
+        api_in_flight_per_app: args.admission.api_in_flight_per_app,
         trusted_proxies: args.trusted_proxies.clone(),
         outbox_max_bytes: args.outbox_max_bytes,
         history_max_bytes: args.history_max_bytes,

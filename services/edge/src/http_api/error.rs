@@ -23,6 +23,12 @@ pub enum ApiError {
     /// (429 with `Retry-After`).
     #[error("{0}")]
     RateLimited(String),
+    /// The app has its most HTTP API requests in flight on this node (answered at once, with
+    /// `Retry-After: 1`, rather than queued behind them).
+    #[error(
+        "the app has {0} HTTP API requests in flight on this node, its most; retry in a second"
+    )]
+    TooManyInFlight(usize),
     /// Over the plan's daily message quota (Pusher answers 403 for this).
     #[error("{0}")]
     OverQuota(String),
@@ -51,7 +57,7 @@ impl ResponseError for ApiError {
             Self::UnknownApp => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited(_) | Self::TooManyInFlight(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::OverQuota(_) => StatusCode::FORBIDDEN,
             Self::HistoryGap { .. } => StatusCode::GONE,
         }
@@ -71,9 +77,9 @@ impl ResponseError for ApiError {
             body["oldest_available"] = serde_json::json!(oldest_available);
         }
         let mut response = HttpResponse::build(self.status_code());
-        if let Self::RateLimited(_) = self {
-            // Both causes (the plan's per-second rate, the app's fan-out backlog) clear
-            // within about a second.
+        if let Self::RateLimited(_) | Self::TooManyInFlight(_) = self {
+            // Every cause (the plan's per-second rate, the app's fan-out backlog, its
+            // requests in flight) clears within about a second.
             response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
         }
         response.json(body)

@@ -16,6 +16,7 @@ use protocol::sign::{RequestAuthError, SignedRequest, decode_query};
 use tenancy::App;
 
 use crate::EdgeState;
+use crate::admission::{InFlightPermit, Refused, count_refusal};
 pub use error::ApiError;
 
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -69,6 +70,9 @@ fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
 pub struct Authenticated {
     pub app: Arc<App>,
     pub query: Vec<(String, String)>,
+    /// One of the app's in-flight slots, held until the handler drops this (returns or is
+    /// cancelled).
+    _in_flight: InFlightPermit,
 }
 
 impl Authenticated {
@@ -135,7 +139,18 @@ pub async fn authenticate(
     }
     // Every API handler's span has an `app_id` field; fill it here once.
     tracing::Span::current().record("app_id", app.id.as_str());
-    Ok(Authenticated { app, query })
+    // Only now, signed and enabled: an unsigned flood never takes a tenant's slot.
+    let Some(in_flight) = state.admission.api.try_acquire(&app.id) else {
+        let error = ApiError::TooManyInFlight(state.admission.api.per_app());
+        count_refusal(Refused::ApiInFlight);
+        report_refusal(state, &app.id, &error);
+        return Err(error);
+    };
+    Ok(Authenticated {
+        app,
+        query,
+        _in_flight: in_flight,
+    })
 }
 
 /// Keeps an API refusal of `app` for its console and refusal log.

@@ -53,7 +53,19 @@ pub async fn spawn_app_on_broker_reporting(
     webhooks: std::sync::Arc<dyn tenancy::WebhookSink>,
 ) -> TestApp {
     let limits = tenancy::PlanLimits::pusher_defaults();
-    spawn_edge_on_broker(broker_url, limits, Some(webhooks))
+    let settings = EdgeSettings::default();
+    spawn_edge_on_broker(broker_url, limits, settings, Some(webhooks))
+        .await
+        .0
+}
+
+/// As `spawn_app_on_broker`, with these edge settings.
+pub async fn spawn_app_on_broker_with_settings(
+    broker_url: &str,
+    settings: EdgeSettings,
+) -> TestApp {
+    let limits = tenancy::PlanLimits::pusher_defaults();
+    spawn_edge_on_broker(broker_url, limits, settings, None)
         .await
         .0
 }
@@ -64,18 +76,18 @@ pub async fn spawn_app_on_broker_watched(
     broker_url: &str,
     limits: tenancy::PlanLimits,
 ) -> (TestApp, std::sync::Arc<edge::health::Health>) {
-    spawn_edge_on_broker(broker_url, limits, None).await
+    spawn_edge_on_broker(broker_url, limits, EdgeSettings::default(), None).await
 }
 
 async fn spawn_edge_on_broker(
     broker_url: &str,
     limits: tenancy::PlanLimits,
+    settings: EdgeSettings,
     webhooks: Option<std::sync::Arc<dyn tenancy::WebhookSink>>,
 ) -> (TestApp, std::sync::Arc<edge::health::Health>) {
     use std::sync::Arc;
     use switchboard::startup::Parts;
 
-    let settings = EdgeSettings::default();
     let node = switchboard::broker::build_node(broker_url, &settings, broker::NodeSettings::new())
         .await
         .expect("joins the cluster");

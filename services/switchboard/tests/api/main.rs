@@ -23,6 +23,7 @@ mod libraries;
 mod limits;
 mod memory;
 mod metering;
+mod noisy_neighbours;
 mod operators;
 mod otlp_receiver;
 mod platform;

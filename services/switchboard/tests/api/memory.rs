@@ -27,6 +27,9 @@ const HISTORY_CHANNELS: &str = "switchboard_stored_channels{store=\"history\"}";
 async fn spawn_app_with_outbox_bound(outbox_max_bytes: usize) -> TestApp {
     spawn_app_with(EdgeSettings {
         outbox_max_bytes,
+        // These tests open a thousand clients of one app as fast as they can: the per-app
+        // connect pace (a defence between tenants, see noisy_neighbours.rs) is not under test.
+        app_connects_per_second: 0,
         ..EdgeSettings::default()
     })
     .await
