@@ -13,8 +13,7 @@ fn app(name: &str) -> AppId {
 
 /// WebSocket outboxes of the flow's app whose writers have looked once and now wait for a
 /// frame, as a connected client's do.
-fn outboxes(fanout: &Fanout, flow: &Arc<AppFlow>, count: usize) -> Vec<Arc<Outbox>> {
-    let _ = fanout;
+fn outboxes(flow: &Arc<AppFlow>, count: usize) -> Vec<Arc<Outbox>> {
     (0..count)
         .map(|n| {
             let outbox = Arc::new(Outbox::for_websocket(
@@ -41,7 +40,7 @@ fn publication(app: &AppId, serial: u64) -> Publication {
 
 /// Routes one publication to `targets` the way the hub does; pushes it now when told to.
 fn deliver(fanout: &Fanout, flow: &Arc<AppFlow>, targets: &[Arc<Outbox>], serial: u64) -> bool {
-    let app = targets_app(flow, fanout);
+    let app = targets_app(flow);
     let publication = publication(&app, serial);
     let job = || Job::new(publication.clone(), None, targets.to_vec());
     match fanout.route(&app, flow, targets.len(), job) {
@@ -66,7 +65,7 @@ fn deliver(fanout: &Fanout, flow: &Arc<AppFlow>, targets: &[Arc<Outbox>], serial
 }
 
 /// Tests name each flow's app by its address (one app per flow here).
-fn targets_app(flow: &Arc<AppFlow>, _: &Fanout) -> AppId {
+fn targets_app(flow: &Arc<AppFlow>) -> AppId {
     app(&format!("app-{}", Arc::as_ptr(flow) as usize))
 }
 
@@ -89,7 +88,7 @@ fn an_app_under_its_bound_is_pushed_at_once() {
     let fanout = Fanout::default();
     fanout.set_bounds(bounds(100, 1000));
     let flow = fanout.new_flow();
-    let targets = outboxes(&fanout, &flow, 100);
+    let targets = outboxes(&flow, 100);
     deliver(&fanout, &flow, &targets, 1);
     assert_eq!(
         flow.in_flight(),
@@ -107,22 +106,22 @@ async fn a_storm_waits_at_its_bound_while_another_app_is_served() {
     let fanout = Fanout::default();
     fanout.set_bounds(bounds(50, 10_000));
     let (storm, quiet) = (fanout.new_flow(), fanout.new_flow());
-    let storm_targets = outboxes(&fanout, &storm, 200);
+    let storm_targets = outboxes(&storm, 200);
     // The storm's writers never run: once 50 of them are woken, the rest waits.
     for serial in 1..=5 {
         deliver(&fanout, &storm, &storm_targets, serial);
     }
     // The quiet app's fan-out is larger than its bound too, so it goes through the queue,
     // and is served in full while the storm stays stuck at its bound.
-    let quiet_targets = outboxes(&fanout, &quiet, 120);
+    let quiet_targets = outboxes(&quiet, 120);
     deliver(&fanout, &quiet, &quiet_targets, 1);
     for outbox in &quiet_targets {
         let frames = next_frames(outbox).await;
         assert_eq!(frames.len(), 1);
         assert!(storm.in_flight() <= 50, "the storm never passes its bound");
     }
-    assert!(fanout.backlog(&targets_app(&storm, &fanout)) > 0);
-    assert_eq!(fanout.backlog(&targets_app(&quiet, &fanout)), 0);
+    assert!(fanout.backlog(&targets_app(&storm)) > 0);
+    assert_eq!(fanout.backlog(&targets_app(&quiet)), 0);
 }
 
 #[tokio::test]
@@ -130,7 +129,7 @@ async fn a_waiting_app_gets_every_frame_in_order_once_its_writers_drain() {
     let fanout = Fanout::default();
     fanout.set_bounds(bounds(8, 10_000));
     let flow = fanout.new_flow();
-    let targets = outboxes(&fanout, &flow, 20);
+    let targets = outboxes(&flow, 20);
     for serial in 1..=30 {
         deliver(&fanout, &flow, &targets, serial);
     }
@@ -163,8 +162,8 @@ fn half_the_backlog_is_congestion_and_past_it_subscribers_are_closed_with_4100()
     let fanout = Fanout::default();
     fanout.set_bounds(bounds(10, 100));
     let flow = fanout.new_flow();
-    let targets = outboxes(&fanout, &flow, 30);
-    let app = targets_app(&flow, &fanout);
+    let targets = outboxes(&flow, 30);
+    let app = targets_app(&flow);
     // 30 deliveries are past the bound of 10: each publication waits, and no writer runs, so
     // the thread pushes at most 10 of them.
     for serial in 1..=3 {
@@ -186,7 +185,7 @@ fn half_the_backlog_is_congestion_and_past_it_subscribers_are_closed_with_4100()
 fn an_outbox_dropped_with_frames_queued_gives_them_back() {
     let fanout = Fanout::default();
     let flow = fanout.new_flow();
-    let targets = outboxes(&fanout, &flow, 3);
+    let targets = outboxes(&flow, 3);
     deliver(&fanout, &flow, &targets, 1);
     assert_eq!(flow.in_flight(), 3);
     targets[0].close_with([Outgoing::Close {
@@ -209,7 +208,7 @@ fn turns_alternate_between_apps_a_turn_at_a_time() {
     let mut state = State::default();
     for (name, flow) in [("one", &one), ("two", &two)] {
         let app = app(name);
-        let targets = outboxes(&fanout, flow, 2 * TURN + 10);
+        let targets = outboxes(flow, 2 * TURN + 10);
         let mut jobs = VecDeque::new();
         jobs.push_back(Job::new(publication(&app, 1), None, targets));
         state.apps.insert(
@@ -245,7 +244,7 @@ fn turns_alternate_between_apps_a_turn_at_a_time() {
 fn a_writer_blocked_on_its_socket_or_a_carrier_waiting_for_its_client_counts_nothing() {
     let fanout = Fanout::default();
     let flow = fanout.new_flow();
-    let targets = outboxes(&fanout, &flow, 2);
+    let targets = outboxes(&flow, 2);
     deliver(&fanout, &flow, &targets, 1);
     assert_eq!(flow.in_flight(), 2);
     // The writers took their frame and are now stuck writing it (they look again only once

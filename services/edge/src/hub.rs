@@ -327,7 +327,11 @@ impl Hub {
         };
         let excluded =
             |outbox: &&Arc<Outbox>| publication.except.as_ref() == Some(outbox.socket_id());
-        let count = subscribers.values().filter(|o| !excluded(o)).count();
+        // Only a publication that excludes its sender needs a pass to count.
+        let count = match publication.except {
+            None => subscribers.len(),
+            Some(_) => subscribers.values().filter(|o| !excluded(o)).count(),
+        };
         let job = || {
             let targets = subscribers
                 .values()
