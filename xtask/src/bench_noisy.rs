@@ -14,12 +14,16 @@ use serde_json::Value;
 use crate::bench::{Server, number};
 use crate::run;
 
-/// The two tenants, as `serve --app ID:KEY:SECRET`; loadgen's defaults name the same.
-const APPS: [&str; 4] = [
+/// The two tenants, as `serve --app ID:KEY:SECRET` (loadgen's defaults name the same), and
+/// the default per-app connect pace, which other benches turn off: A's burst meets it, and
+/// loadgen's ramps retry its 4100s after a back-off, as pusher-js does.
+const SERVE_FLAGS: [&str; 6] = [
     "--app",
     "bench-b:keyb:secretb",
     "--app",
     "bench-a:keya:secreta",
+    "--app-connects-per-second",
+    "200",
 ];
 
 /// Seconds of B's traffic per phase.
@@ -58,7 +62,7 @@ pub fn noisy(root: &Path, length: Length) -> Result<(), String> {
     let port = free_port()?;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average at start: {}", load.trim());
-    let mut server = Server::start_on("switchboard", root, &[], &APPS, port)?;
+    let mut server = Server::start_on("switchboard", root, &[], &SERVE_FLAGS, port)?;
     let pid = server.measured_pid()?;
     let phase = length.phase_seconds().to_string();
     let url = format!("http://127.0.0.1:{port}");

@@ -87,6 +87,12 @@ pub(crate) struct NoisyArgs {
     /// Client runtime worker threads [default: number of CPUs].
     #[arg(long)]
     threads: Option<usize>,
+    /// Nice value of the threads that run A's clients (its subscribers, publishers and
+    /// burst), which in production run on other machines: on a shared machine they would
+    /// otherwise take the CPU B's own clients need to read their events in time, and B's
+    /// measured latency would be the load client's. 0 runs them at B's priority.
+    #[arg(long, default_value_t = 19)]
+    a_nice: i32,
 }
 
 /// B's publish requests in flight at most (at 50/s a request answered within 160 ms needs
@@ -102,7 +108,21 @@ pub fn main(argv: impl Iterator<Item = String>) -> anyhow::Result<()> {
         .worker_threads(threads)
         .enable_all()
         .build()?;
-    let report = runtime.block_on(run::run(&args, threads, nproc))?;
+    let a_nice = args.a_nice;
+    let a_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("loadgen-a")
+        .on_thread_start(move || {
+            // Linux keeps a nice value per thread: only A's threads are lowered.
+            let thread = Some(rustix::thread::gettid());
+            if let Err(error) = rustix::process::setpriority_process(thread, a_nice) {
+                eprintln!("could not set A's threads' nice value to {a_nice}: {error}");
+            }
+        })
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(run::run(&args, a_runtime.handle(), threads, nproc))?;
+    a_runtime.shutdown_timeout(Duration::from_secs(2));
     runtime.shutdown_timeout(Duration::from_secs(2));
     print(&report);
     Ok(())
@@ -132,6 +152,10 @@ fn check(args: &NoisyArgs) -> anyhow::Result<()> {
     ensure!(
         (1..=5000).contains(&args.ramp_concurrency),
         "--ramp-concurrency must be in 1..=5000"
+    );
+    ensure!(
+        (0..=19).contains(&args.a_nice),
+        "--a-nice must be in 0..=19 (raising a priority needs privileges)"
     );
     for (name, seconds) in [
         ("--ramp-timeout", args.ramp_timeout),

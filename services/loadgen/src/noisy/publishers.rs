@@ -226,6 +226,7 @@ pub(crate) fn storm(
     publishers: usize,
     stop: watch::Receiver<bool>,
     counts: Arc<StatusCounts>,
+    runtime: &tokio::runtime::Handle,
 ) -> JoinSet<()> {
     let sequence = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
@@ -237,26 +238,29 @@ pub(crate) fn storm(
             counts.clone(),
             sequence.clone(),
         );
-        tasks.spawn(async move {
-            while !*stop.borrow() {
-                let seq = sequence.fetch_add(1, Ordering::Relaxed);
-                let outcome = target.publish(&client, seq).await;
-                counts.count(&outcome);
-                let wait = match outcome {
-                    Outcome::Status(429, retry_after) => {
-                        counts.retry_after_waits.fetch_add(1, Ordering::Relaxed);
-                        // No header: a second, the smallest value the header can say.
-                        Duration::from_secs(retry_after.unwrap_or(1)).min(MAX_RETRY_AFTER)
+        tasks.spawn_on(
+            async move {
+                while !*stop.borrow() {
+                    let seq = sequence.fetch_add(1, Ordering::Relaxed);
+                    let outcome = target.publish(&client, seq).await;
+                    counts.count(&outcome);
+                    let wait = match outcome {
+                        Outcome::Status(429, retry_after) => {
+                            counts.retry_after_waits.fetch_add(1, Ordering::Relaxed);
+                            // No header: a second, the smallest value the header can say.
+                            Duration::from_secs(retry_after.unwrap_or(1)).min(MAX_RETRY_AFTER)
+                        }
+                        Outcome::Failed(_) => FAILURE_BACKOFF,
+                        Outcome::Status(..) => continue,
+                    };
+                    tokio::select! {
+                        _ = stop.wait_for(|stop| *stop) => break,
+                        () = tokio::time::sleep(wait) => {}
                     }
-                    Outcome::Failed(_) => FAILURE_BACKOFF,
-                    Outcome::Status(..) => continue,
-                };
-                tokio::select! {
-                    _ = stop.wait_for(|stop| *stop) => break,
-                    () = tokio::time::sleep(wait) => {}
                 }
-            }
-        });
+            },
+            runtime,
+        );
     }
     tasks
 }

@@ -27,6 +27,9 @@ const A_MARK: &str = "\"event\":\"storm\"";
 /// How long the teardown waits for connections to close before abandoning them.
 const TEARDOWN: Duration = Duration::from_secs(10);
 
+/// pusher-js's wait before it reconnects after a 4100-4199 close.
+const PACE_BACKOFF: Duration = Duration::from_secs(1);
+
 type RampSender = mpsc::UnboundedSender<Result<(), String>>;
 
 /// What the whole run shares with its connection tasks.
@@ -43,6 +46,8 @@ struct Shared {
     burst_closes: Closes,
     /// Set when B's ramp is over: a B subscriber admitted later is not counted.
     b_ramp_over: AtomicBool,
+    /// Ramped handshakes refused with 4100 (the app's connect pace) and tried again.
+    ramp_retries: AtomicU64,
     b_events: u64,
 }
 
@@ -63,8 +68,10 @@ impl Shared {
     }
 }
 
+/// B's clients run on the current runtime, A's on `a_runtime` (its threads deprioritised).
 pub(crate) async fn run(
     args: &NoisyArgs,
+    a_runtime: &tokio::runtime::Handle,
     client_threads: usize,
     nproc: usize,
 ) -> anyhow::Result<NoisyReport> {
@@ -85,6 +92,7 @@ pub(crate) async fn run(
         burst: BurstCounts::default(),
         burst_closes: Closes::default(),
         b_ramp_over: AtomicBool::new(false),
+        ramp_retries: AtomicU64::new(0),
         b_events: 2 * events_per_phase,
     });
     let target = |app_id: &str, key: &str, secret: &str, channel: &str, event| AppTarget {
@@ -164,7 +172,8 @@ pub(crate) async fn run(
         eprintln!("connecting A's {} subscribers…", args.a_subscribers);
         let offset = args.b_subscribers;
         a_ramp = ramp(&shared, args.a_subscribers, offset, |index, tx, permits| {
-            a_tasks.spawn(a_subscriber(shared.clone(), index, Some((tx, permits))));
+            let subscriber = a_subscriber(shared.clone(), index, Some((tx, permits)));
+            a_tasks.spawn_on(subscriber, a_runtime);
         })
         .await;
         aborted = alive();
@@ -185,10 +194,11 @@ pub(crate) async fn run(
             args.a_publishers,
             storm_stop,
             a_counts.clone(),
+            a_runtime,
         );
         let burst_offset = args.b_subscribers + args.a_subscribers;
         for index in burst_offset..burst_offset + args.a_burst {
-            a_tasks.spawn(a_subscriber(shared.clone(), index, None));
+            a_tasks.spawn_on(a_subscriber(shared.clone(), index, None), a_runtime);
         }
         let started = Instant::now();
         let delivered_before = shared.a_deliveries.load(Ordering::Relaxed);
@@ -251,6 +261,7 @@ pub(crate) async fn run(
             phase_s: args.phase_seconds,
             source_addrs: args.source_addrs.len(),
             client_threads,
+            a_nice: args.a_nice,
             nproc,
             loadavg_at_start,
         },
@@ -311,6 +322,7 @@ async fn ramp(
     mut spawn: impl FnMut(usize, RampSender, Arc<Semaphore>),
 ) -> Ramp {
     let started = Instant::now();
+    let retries_before = shared.ramp_retries.load(Ordering::Relaxed);
     let permits = Arc::new(Semaphore::new(shared.args.ramp_concurrency));
     let (tx, mut rx) = mpsc::unbounded_channel();
     for index in offset..offset + count {
@@ -344,9 +356,10 @@ async fn ramp(
     permits.close();
     ramp.failed = count as u64 - ramp.established;
     ramp.ramp_s = started.elapsed().as_secs_f64();
+    ramp.retried_after_4100 = shared.ramp_retries.load(Ordering::Relaxed) - retries_before;
     eprintln!(
-        "  {} connected, {} not, in {:.1} s",
-        ramp.established, ramp.failed, ramp.ramp_s
+        "  {} connected, {} not, in {:.1} s ({} handshakes retried after 4100)",
+        ramp.established, ramp.failed, ramp.ramp_s, ramp.retried_after_4100
     );
     ramp
 }
@@ -374,6 +387,30 @@ async fn drain(
     }
 }
 
+/// A ramped subscriber's handshake, holding one of the ramp's permits. Refused with 4100 (its
+/// app's connect pace), it lets the permit go, backs off as pusher-js does (1 s, spread a
+/// little by index so the retries do not come back as one wave) and tries again, until the
+/// ramp closes its permits (`None`).
+async fn admit_ramped(
+    shared: &Shared,
+    subscriber: &Subscriber,
+    index: usize,
+    permits: &Semaphore,
+) -> Option<Admission> {
+    loop {
+        let admission = {
+            let _permit = permits.acquire().await.ok()?;
+            subscriber.admit().await
+        };
+        if !matches!(admission, Admission::Refused(4100)) {
+            return Some(admission);
+        }
+        shared.ramp_retries.fetch_add(1, Ordering::Relaxed);
+        let spread = Duration::from_millis(50 * (index % 10) as u64);
+        tokio::time::sleep(PACE_BACKOFF + spread).await;
+    }
+}
+
 /// One of B's subscribers; its record of sequence numbers if it was connected in the ramp.
 async fn b_subscriber(
     shared: Arc<Shared>,
@@ -382,10 +419,7 @@ async fn b_subscriber(
     permits: Arc<Semaphore>,
 ) -> Option<Seen> {
     let subscriber = shared.subscriber(index, &shared.args.b_key, B_CHANNEL);
-    let admission = {
-        let _permit = permits.acquire().await.ok()?;
-        subscriber.admit().await
-    };
+    let admission = admit_ramped(&shared, &subscriber, index, &permits).await?;
     let ws = match admission {
         Admission::Admitted(ws) if !shared.b_ramp_over.load(Ordering::Relaxed) => ws,
         Admission::Admitted(_) => return None,
@@ -422,12 +456,10 @@ async fn a_subscriber(
     let subscriber = shared.subscriber(index, &shared.args.a_key, A_CHANNEL);
     let burst = ramp.is_none();
     let admission = match &ramp {
-        Some((_, permits)) => {
-            let Ok(_permit) = permits.acquire().await else {
-                return;
-            };
-            subscriber.admit().await
-        }
+        Some((_, permits)) => match admit_ramped(&shared, &subscriber, index, permits).await {
+            Some(admission) => admission,
+            None => return,
+        },
         None => subscriber.admit().await,
     };
     let outcome = match admission {

@@ -245,6 +245,8 @@ pub(crate) struct Ramp {
     pub(crate) established: u64,
     pub(crate) failed: u64,
     pub(crate) ramp_s: f64,
+    /// Handshakes refused with 4100 (the app's connect pace) and tried again after a back-off.
+    pub(crate) retried_after_4100: u64,
     pub(crate) first_errors: Vec<String>,
 }
 
@@ -260,6 +262,8 @@ pub(crate) struct Workload {
     pub(crate) phase_s: f64,
     pub(crate) source_addrs: usize,
     pub(crate) client_threads: usize,
+    /// The nice value of the threads running A's clients (0: B's priority).
+    pub(crate) a_nice: i32,
     pub(crate) nproc: usize,
     pub(crate) loadavg_at_start: Option<[f64; 3]>,
 }
