@@ -12,9 +12,22 @@ use crate::run;
 
 const DURATION_SECS: &str = "20";
 
+/// 1,000 WebSocket subscribers of one channel, 100-byte events: every fan-out workload's
+/// subscribers (here and in `bench_carriers`), its rate given beside it.
+pub(crate) const FANOUT_SUBSCRIBERS: [&str; 6] = [
+    "--connections",
+    "1000",
+    "--channels",
+    "1",
+    "--payload",
+    "100",
+];
+
 struct Workload {
     name: &'static str,
     args: &'static [&'static str],
+    /// `FANOUT_SUBSCRIBERS` goes before `args`.
+    fanout: bool,
 }
 
 const WORKLOADS: [Workload; 5] = [
@@ -27,6 +40,7 @@ const WORKLOADS: [Workload; 5] = [
             "--source-addrs",
             "127.0.0.1,127.0.0.2",
         ],
+        fanout: false,
     },
     Workload {
         // Near one process's 20,000 open files (the server's and the load client's each).
@@ -38,6 +52,7 @@ const WORKLOADS: [Workload; 5] = [
             "--source-addrs",
             "127.0.0.1,127.0.0.2,127.0.0.3",
         ],
+        fanout: false,
     },
     Workload {
         name: "connect + subscribe: 10,000 WebSocket clients, ≤200 handshakes in flight",
@@ -50,33 +65,18 @@ const WORKLOADS: [Workload; 5] = [
             "--source-addrs",
             "127.0.0.1,127.0.0.2",
         ],
+        fanout: false,
     },
     Workload {
         name: "fan-out: 1,000 subscribers of 1 channel, 100-byte events, HTTP publish, 200 events/s",
-        args: &[
-            "--connections",
-            "1000",
-            "--channels",
-            "1",
-            "--payload",
-            "100",
-            "--rate",
-            "200",
-        ],
+        args: &["--rate", "200"],
+        fanout: true,
     },
     Workload {
         // As fast as 32 publish requests in flight go: the server's delivery ceiling.
         name: "fan-out flat out: 1,000 subscribers of 1 channel, 100-byte events, ≤32 publishes in flight",
-        args: &[
-            "--connections",
-            "1000",
-            "--channels",
-            "1",
-            "--payload",
-            "100",
-            "--rate",
-            "100000",
-        ],
+        args: &["--rate", "100000"],
+        fanout: true,
     },
 ];
 
@@ -94,7 +94,11 @@ pub fn bench(root: &Path) -> Result<(), String> {
             // A fresh server per run: freed memory is not returned to the OS, which would
             // spoil the next run's baseline.
             let mut server = Server::start(target, root)?;
-            let mut args: Vec<&str> = workload.args.to_vec();
+            let mut args: Vec<&str> = Vec::new();
+            if workload.fanout {
+                args.extend(FANOUT_SUBSCRIBERS);
+            }
+            args.extend(workload.args);
             args.extend(["--duration", DURATION_SECS, "--server-pid"]);
             let pid = server.measured_pid()?;
             args.push(&pid);
@@ -143,10 +147,9 @@ fn print_ratios(rows: &[(&str, &str, Value)]) {
         "\n| workload | RSS per connection ÷ nchan | connects/s ÷ nchan | CPU per delivery ÷ nchan | p99 ÷ nchan |"
     );
     println!("|---|---|---|---|---|");
-    for (index, (name, target, ours)) in rows.iter().enumerate() {
-        let nchan = match index.checked_sub(1).map(|before| &rows[before]) {
-            Some((before, "nchan", nchan)) if before == name && *target == "switchboard" => nchan,
-            _ => continue,
+    for pair in rows.chunks(2) {
+        let [(name, _, nchan), (_, _, ours)] = pair else {
+            continue;
         };
         let ratio = |path: &[&str]| match (number(ours, path), number(nchan, path)) {
             (Some(ours), Some(theirs)) if theirs > 0.0 => format!("{:.2}×", ours / theirs),

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::bench::{DeliveryCells, Server, ensure_nchan, number};
+use crate::bench::{DeliveryCells, FANOUT_SUBSCRIBERS, Server, ensure_nchan, number};
 use crate::run;
 
 /// Our carriers' session-creation limits are a defence against floods from one address; the
@@ -26,18 +26,8 @@ struct Workload {
     args: &'static [&'static str],
 }
 
-const FANOUT: [&str; 10] = [
-    "--connections",
-    "1000",
-    "--channels",
-    "1",
-    "--payload",
-    "100",
-    "--rate",
-    "200",
-    "--duration",
-    "20",
-];
+/// The fan-out workloads' rate and window (their subscribers: `FANOUT_SUBSCRIBERS`).
+const FANOUT_RATE: [&str; 4] = ["--rate", "200", "--duration", "20"];
 
 const WORKLOADS: [Workload; 3] = [
     Workload {
@@ -71,7 +61,8 @@ pub fn carriers(root: &Path) -> Result<(), String> {
     for workload in &WORKLOADS {
         let mut args: Vec<&str> = workload.args.to_vec();
         if !args.contains(&"--idle") {
-            args.extend(FANOUT);
+            args.extend(FANOUT_SUBSCRIBERS);
+            args.extend(FANOUT_RATE);
         }
         for target in ["nchan", "switchboard"] {
             let json = measure(root, target, &args, &[])?;
