@@ -95,8 +95,10 @@ where
                 let edge = edge.clone();
                 async move {
                     let http = Rc::new(http.await?);
+                    // Boxed: actix-server's task keeps the service's future twice (captured,
+                    // then awaited), and a connection's task lives as long as it does.
                     Ok::<_, ()>(fn_service(move |stream: TcpStream| {
-                        route(stream, http.clone(), edge.clone())
+                        Box::pin(route(stream, http.clone(), edge.clone()))
                     }))
                 }
             })

@@ -39,6 +39,8 @@ const TERMINATED: u8 = 2;
 const SHUTTING_DOWN: u8 = 3;
 const CLOSED: u8 = 4;
 const INTERRUPTED: u8 = 5;
+/// A queue's buffer larger than this once taken is given back (after a burst).
+const KEEP_QUEUE: usize = 8;
 
 /// One thing to write to the socket.
 #[derive(Debug, Clone, PartialEq)]
@@ -323,6 +325,7 @@ impl Outbox {
             state.last_queued = None;
         }
         if !queue.held.iter().any(|held| held.channel == *channel) {
+            queue.held.reserve_exact(1);
             queue.held.push(Held {
                 channel: channel.clone(),
                 frames: Vec::new(),
@@ -339,6 +342,10 @@ impl Outbox {
             return (0, 0);
         };
         let held = queue.held.swap_remove(index);
+        if queue.held.is_empty() {
+            // Holds last one subscribe each: an idle connection keeps no buffer for them.
+            queue.held = Vec::new();
+        }
         let (mut dropped, mut dropped_bytes) = (0, 0);
         for (serial, frame) in held.frames {
             let seen = after.is_some_and(|after| serial.is_some_and(|serial| serial <= after));
@@ -394,6 +401,9 @@ impl Outbox {
             }
             keep
         });
+        if queue.held.is_empty() {
+            queue.held = Vec::new();
+        }
         queue.bytes -= freed;
         drop(queue);
         self.bounds.stats.removed(freed);
@@ -429,6 +439,10 @@ impl Outbox {
         }
         queue.bytes += bytes;
         self.bounds.stats.added(bytes, queue.bytes);
+        if queue.items.capacity() == 0 {
+            // Most connections hold one frame at a time: a buffer of one to start with.
+            queue.items.reserve_exact(1);
+        }
         queue.items.push_back(item);
         self.woke_writer(&mut queue);
         drop(queue);
@@ -524,8 +538,8 @@ impl Outbox {
         }
     }
 
-    /// For the socket writer: swaps the queue into `into` (which must be empty), or registers
-    /// to be woken when something is queued.
+    /// For the socket writer: moves the queue into `into`, or registers to be woken when
+    /// something is queued. The outbox keeps at most a small buffer of its own.
     pub fn poll_take(&self, context: &mut Context<'_>, into: &mut VecDeque<Outgoing>) -> Poll<()> {
         self.writer.register(context.waker());
         let mut queue = self.queue.lock().expect("outbox lock poisoned");
@@ -538,8 +552,17 @@ impl Outbox {
         if queue.items.is_empty() {
             return Poll::Pending;
         }
-        std::mem::swap(&mut queue.items, into);
-        let taken: usize = into.iter().map(Outgoing::bytes).sum();
+        let taken: usize = queue.items.iter().map(Outgoing::bytes).sum();
+        if into.is_empty() && into.capacity() <= queue.items.capacity() {
+            // The cheaper way, and the larger buffer leaves the outbox.
+            std::mem::swap(&mut queue.items, into);
+        } else {
+            // A caller's larger buffer (a thread's, shared by its connections) stays its own.
+            into.extend(queue.items.drain(..));
+        }
+        if queue.items.capacity() > KEEP_QUEUE {
+            queue.items = VecDeque::new();
+        }
         queue.bytes -= taken;
         drop(queue);
         self.bounds.stats.removed(taken);

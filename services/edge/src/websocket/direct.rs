@@ -25,7 +25,7 @@ use crate::EdgeState;
 use crate::connection::Connection;
 use crate::console::report::ClientOrigin;
 use crate::link::{Inbound, InboundError, MessageSource, admit, closing_frames};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Outgoing};
 use crate::websocket::frames::{self, Fragments};
 use crate::websocket::handshake::Upgrade;
 
@@ -33,6 +33,8 @@ use crate::websocket::handshake::Upgrade;
 const READ_CHUNK: usize = 16 * 1024;
 /// A thread's write buffer larger than this after a burst is given back.
 const KEEP_WRITE_BUFFER: usize = 256 * 1024;
+/// A thread's queue of taken frames longer than this after a burst is given back.
+const KEEP_TAKEN: usize = 1024;
 /// How long a closing connection has to take its last frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long the client then has to close its end (actix-http's client disconnect timeout,
@@ -44,6 +46,8 @@ thread_local! {
     static READ_BUFFER: RefCell<BytesMut> = RefCell::new(BytesMut::new());
     /// Where every connection of this thread encodes its frames.
     static WRITE_BUFFER: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    /// Where every connection of this thread takes its outbox's frames before encoding them.
+    static TAKEN: RefCell<VecDeque<Outgoing>> = const { RefCell::new(VecDeque::new()) };
 }
 
 /// Answers the upgrade `upgrade` (whose head is still in the socket), admits or refuses
@@ -125,24 +129,31 @@ async fn finish(stream: &TcpStream, writer: impl Future<Output = io::Result<()>>
 
 /// Writes the outbox to the socket until its close frame is written.
 async fn write_outbox(stream: &TcpStream, outbox: &Outbox) -> io::Result<()> {
-    let mut taken = VecDeque::new();
     loop {
-        std::future::poll_fn(|context| outbox.poll_take(context, &mut taken)).await;
-        let (finished, unsent) = WRITE_BUFFER.with_borrow_mut(|buffer| {
-            buffer.clear();
-            let finished = frames::encode(&mut taken, buffer);
-            let written = write_now(stream, buffer);
-            let unsent = written.map(|written| BytesMut::from(&buffer[written..]));
-            if buffer.capacity() > KEEP_WRITE_BUFFER {
-                *buffer = BytesMut::new();
-            }
-            (finished, unsent)
+        // Taken into this thread's `TAKEN` and encoded in the same poll (no await between),
+        // so a connection keeps no second queue of its own.
+        std::future::poll_fn(|context| {
+            TAKEN.with_borrow_mut(|taken| outbox.poll_take(context, taken))
+        })
+        .await;
+        let (finished, unsent) = TAKEN.with_borrow_mut(|taken| {
+            WRITE_BUFFER.with_borrow_mut(|buffer| {
+                buffer.clear();
+                let finished = frames::encode(taken, buffer);
+                taken.clear();
+                // Kept while small, so a busy thread does not allocate per frame; given back
+                // after a burst.
+                if taken.capacity() > KEEP_TAKEN {
+                    *taken = VecDeque::new();
+                }
+                let written = write_now(stream, buffer);
+                let unsent = written.map(|written| BytesMut::from(&buffer[written..]));
+                if buffer.capacity() > KEEP_WRITE_BUFFER {
+                    *buffer = BytesMut::new();
+                }
+                (finished, unsent)
+            })
         });
-        // The outbox's second buffer: kept while small, so a busy connection does not
-        // allocate per frame, and given back after a burst.
-        if taken.capacity() > 8 {
-            taken = VecDeque::new();
-        }
         let unsent = unsent?;
         if !unsent.is_empty() {
             write_all(stream, &unsent).await?;

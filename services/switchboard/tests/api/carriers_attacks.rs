@@ -14,7 +14,7 @@ use crate::helpers::{
     APP, TestApp, assert_too_many_requests, channel_auth, data_of, http_from_another_address,
     spawn_app, spawn_app_with,
 };
-use crate::platform::spawn_platform;
+use crate::platform::spawn_platform_with;
 
 /// One poll (`wait=0`) as an attacker scripts it: the whole answer.
 async fn poll(app: &TestApp, key: &str, query: &[(&str, &str)]) -> Value {
@@ -269,7 +269,13 @@ async fn send_requires_the_current_incarnation_of_the_session() {
 
 #[tokio::test]
 async fn a_flood_of_anonymous_polls_gets_429_and_a_small_plans_user_still_connects() {
-    let platform = spawn_platform().await;
+    // The per-address limit is what is tested: the app's own connect pace (200 a second) is
+    // off, or a fast machine's flood would meet its 4100 first (and a slow one's would not).
+    let platform = spawn_platform_with(EdgeSettings {
+        app_connects_per_second: 0,
+        ..EdgeSettings::default()
+    })
+    .await;
     platform.add_plan_with_connections("three", 3).await;
     let (_, created) = platform
         .account_with_app("flood@example.com", Some("three"))

@@ -126,6 +126,25 @@ pub async fn start_platform_on(
     key: SecretsKey,
     broker_url: Option<&str>,
 ) -> TestPlatform {
+    start_platform_with(url, key, broker_url, EdgeSettings::default()).await
+}
+
+/// A platform on a fresh database whose edge runs with `settings`.
+pub async fn spawn_platform_with(settings: EdgeSettings) -> TestPlatform {
+    let (url, database) = fresh_database().await;
+    let key = SecretsKey::from_base64(&SecretsKey::generate_base64()).unwrap();
+    let mut platform = start_platform_with(&url, key, None, settings).await;
+    platform._database = Some(database);
+    platform
+}
+
+/// As `start_platform_on`, the edge with `settings`.
+pub async fn start_platform_with(
+    url: &str,
+    key: SecretsKey,
+    broker_url: Option<&str>,
+    mut settings: EdgeSettings,
+) -> TestPlatform {
     let pool = switchboard::database::connect(url).await.unwrap();
     switchboard::database::migrate(&pool).await.unwrap();
     let control =
@@ -134,7 +153,6 @@ pub async fn start_platform_on(
     let pg_catalog = PgCatalog::new(pool.clone(), key.clone());
     tokio::spawn(pg_catalog.clone().listen());
     let catalog: Arc<dyn AppCatalog> = pg_catalog.clone();
-    let mut settings = EdgeSettings::default();
     let catalog = switchboard::startup::with_console_app(catalog, &mut settings, &key);
     let parts = Parts {
         edge: Some((catalog, settings)),
