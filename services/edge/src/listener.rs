@@ -33,6 +33,32 @@ pub struct ListenerSettings {
     pub shutdown_timeout_seconds: u64,
 }
 
+/// A listening socket on `host:port` (the first of its addresses that binds) whose accept
+/// queue holds `backlog` connections (the kernel caps it at `net.core.somaxconn`).
+/// `std::net::TcpListener::bind` asks for 128: a burst of a few hundred clients overflows
+/// it, and every connection dropped there waits out TCP's 1 s SYN retransmission.
+pub fn bind(host: &str, port: u16, backlog: u32) -> io::Result<std::net::TcpListener> {
+    use std::net::ToSocketAddrs;
+    let mut last_error = None;
+    for address in (host, port).to_socket_addrs()? {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(address),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        // As std's `bind` does on Unix: a restarted server binds while old connections linger.
+        socket.set_reuse_address(true)?;
+        match socket.bind(&address.into()) {
+            Ok(()) => {
+                socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+                return Ok(socket.into());
+            }
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address")))
+}
+
 /// How long a request head may take to arrive whole before the connection is left to
 /// actix-web (whose own client request timeout, the same 5 s, then applies).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -116,6 +142,11 @@ async fn route<H>(
 where
     H: Service<(TcpStream, Protocol, Option<SocketAddr>), Response = ()>,
 {
+    // A push server's frames are small and must go at once: without this, Nagle holds a
+    // frame written while the previous one is unacknowledged (the 101 and then
+    // `connection_established`, or two deliveries) until the client's ACK, which a delayed
+    // ACK can put off for up to 40 ms.
+    let _ = stream.set_nodelay(true);
     if let Some(state) = edge
         && let Peeked::Upgrade(upgrade) = peek(&stream).await
     {

@@ -1,6 +1,5 @@
 //! Builds the server from its parts and a listener; a drain stops it (see `Stopper::drain`).
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +12,10 @@ use control::routes::ControlState;
 use edge::drain::Readiness;
 use edge::{EdgeSettings, EdgeState, Hub};
 use tenancy::{AppCatalog, AppSpec, StaticCatalog, UsageSink, WebhookSink};
+
+/// Connections the kernel queues for accepting (capped by `net.core.somaxconn`): room for a
+/// reconnect storm, which would otherwise wait out SYN retransmissions.
+const LISTEN_BACKLOG: u32 = 8192;
 
 /// An edge on static apps only, as `serve --app` without a database and most tests run it.
 #[derive(Debug, Clone)]
@@ -169,7 +172,7 @@ impl Application {
         edge: Option<Arc<EdgeState>>,
         control: Option<ControlState>,
     ) -> std::io::Result<Self> {
-        let listener = TcpListener::bind((host, port))?;
+        let listener = edge::listener::bind(host, port, LISTEN_BACKLOG)?;
         let port = listener.local_addr()?.port();
         if let Some(state) = &edge {
             tokio::spawn(edge::follow_catalog_changes(state.clone()));
@@ -194,7 +197,7 @@ impl Application {
             web::Data::new(control)
         });
         let listener_settings = edge::listener::ListenerSettings {
-            backlog: 8192,
+            backlog: LISTEN_BACKLOG,
             max_connections_per_worker: 100_000,
             shutdown_timeout_seconds: 5,
         };
