@@ -79,6 +79,8 @@ async fn next_frames(outbox: &Outbox) -> VecDeque<Outgoing> {
 fn bounds(in_flight: usize, backlog: usize) -> FanoutBounds {
     FanoutBounds {
         in_flight_per_app: in_flight,
+        // Strict: these tests hold every publication to the bound.
+        whole_when_idle: 0,
         backlog_per_app: backlog,
     }
 }
@@ -122,6 +124,28 @@ async fn a_storm_waits_at_its_bound_while_another_app_is_served() {
     }
     assert!(fanout.backlog(&targets_app(&storm)) > 0);
     assert_eq!(fanout.backlog(&targets_app(&quiet)), 0);
+}
+
+#[test]
+fn an_app_with_nothing_in_flight_has_a_publication_past_its_bound_pushed_whole() {
+    let fanout = Fanout::default();
+    fanout.set_bounds(FanoutBounds {
+        whole_when_idle: 300,
+        ..bounds(50, 10_000)
+    });
+    let (occasional, busy) = (fanout.new_flow(), fanout.new_flow());
+    // 200 subscribers, bound 50: pushed whole, in the caller, because nothing was in flight.
+    let targets = outboxes(&occasional, 200);
+    deliver(&fanout, &occasional, &targets, 1);
+    assert_eq!(occasional.in_flight(), 200, "pushed whole at once");
+    assert_eq!(fanout.backlog(&targets_app(&occasional)), 0);
+    // The same app again before its writers ran: now it is held to its bound.
+    deliver(&fanout, &occasional, &targets, 2);
+    assert_eq!(fanout.backlog(&targets_app(&occasional)), 200);
+    // Past `whole_when_idle`, even an idle app waits its turns.
+    let many = outboxes(&busy, 301);
+    deliver(&fanout, &busy, &many, 1);
+    assert!(busy.in_flight() <= 50, "{}", busy.in_flight());
 }
 
 #[tokio::test]

@@ -91,8 +91,16 @@ pub struct ServeArgs {
     pub outbox_max_bytes: usize,
     /// WebSocket writers of one app that fan-out may have woken and not yet run on this node
     /// before its further deliveries wait their turn behind other apps' (fair fan-out).
-    #[arg(long, env = "SWITCHBOARD_FANOUT_IN_FLIGHT_PER_APP", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "SWITCHBOARD_FANOUT_IN_FLIGHT_PER_APP", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     pub fanout_in_flight_per_app: u32,
+    /// The largest publication pushed whole, past the bound above, for an app with nothing in
+    /// flight on this node (an app that publishes now and then); 0 holds every app to it.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_FANOUT_WHOLE_WHEN_IDLE",
+        default_value_t = 4096
+    )]
+    pub fanout_whole_when_idle: u32,
     /// Deliveries one app may have waiting on this node; its publishes get 429 from half of
     /// it, and a publication past it closes its subscribers here with 4100 (they resume).
     #[arg(long, env = "SWITCHBOARD_FANOUT_BACKLOG_PER_APP", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..))]

@@ -201,6 +201,7 @@ fn edge_settings(args: &ServeArgs) -> EdgeSettings {
         metrics_per_app_cap: args.metrics_per_app_cap.map(usize::from),
         fanout: edge::fanout::FanoutBounds {
             in_flight_per_app: args.fanout_in_flight_per_app as usize,
+            whole_when_idle: args.fanout_whole_when_idle as usize,
             backlog_per_app: args.fanout_backlog_per_app as usize,
         },
         ..EdgeSettings::default()
