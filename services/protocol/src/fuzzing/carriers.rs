@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use crate::carrier_cursor::{self, Cursor, CursorError, MAX_CURSOR_LEN};
 use crate::carrier_subs::{MAX_SUBS, parse_subs};
+use crate::delta::DeltaFormat;
 use crate::names::{AppKey, ChannelName, SocketId};
 use crate::session::{Credentials, Output, Session, SessionConfig};
 use crate::wire::ChannelPosition;
@@ -91,12 +92,24 @@ pub fn subs(data: &[u8]) {
             );
             continue;
         }
+        // The session, not `subs`, knows the delta formats: an unknown one is refused there.
+        let asked = sub.delta.clone().map(serde_json::Value::String);
+        let Ok(delta) = DeltaFormat::from_subscribe_data(asked.as_ref()) else {
+            assert!(
+                !outputs
+                    .iter()
+                    .any(|output| matches!(output, Output::Subscribe { .. })),
+                "subscribed to {:?} with an unknown delta format",
+                sub.channel
+            );
+            continue;
+        };
         let (epoch, serial) = position.cloned().expect("every channel has a position");
         let expected = Output::Subscribe {
             channel: sub.channel.clone(),
             member: None,
             resume: Some(ChannelPosition { epoch, serial }),
-            delta: None,
+            delta,
         };
         assert_eq!(outputs, [expected]);
     }
