@@ -26,7 +26,6 @@ use crate::websocket::handshake::{self, MAX_HEAD_BYTES, Peeked};
 /// How the listener runs; what `HttpServer` offered that the server used.
 #[derive(Debug, Clone)]
 pub struct ListenerSettings {
-    pub backlog: u32,
     /// Connections one worker holds at most.
     pub max_connections_per_worker: usize,
     /// Seconds a graceful stop waits for connections to end.
@@ -91,7 +90,6 @@ where
     let builder = Server::build();
     let shutdown = builder.graceful_shutdown_signal();
     let server = builder
-        .backlog(settings.backlog)
         .max_concurrent_connections(settings.max_connections_per_worker)
         .disable_signals()
         .shutdown_timeout(settings.shutdown_timeout_seconds)

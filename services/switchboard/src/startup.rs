@@ -197,7 +197,6 @@ impl Application {
             web::Data::new(control)
         });
         let listener_settings = edge::listener::ListenerSettings {
-            backlog: LISTEN_BACKLOG,
             max_connections_per_worker: 100_000,
             shutdown_timeout_seconds: 5,
         };

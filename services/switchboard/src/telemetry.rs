@@ -116,16 +116,13 @@ pub fn init() -> Telemetry {
     } else {
         logs.with_filter(filter).boxed()
     };
-    // Without traces the registry gets no layer at all rather than a `None` one: an absent
-    // layer's interest is "always", so every span would be created (a slab entry and its
-    // formatted fields kept under each connection) even where no log line wants it.
-    let registry = Registry::default().with(logs);
-    let installed = match traces {
-        Some(traces) => registry.with(traces).try_init(),
-        None => registry.try_init(),
-    };
     // A second init is harmless, so its error is not.
-    if installed.is_err() {
+    if Registry::default()
+        .with(logs)
+        .with(traces)
+        .try_init()
+        .is_err()
+    {
         return Telemetry { provider: None };
     }
     Telemetry { provider }

@@ -140,6 +140,8 @@ async fn write_outbox(stream: &TcpStream, outbox: &Outbox) -> io::Result<()> {
             WRITE_BUFFER.with_borrow_mut(|buffer| {
                 buffer.clear();
                 let finished = frames::encode(taken, buffer);
+                // `encode` leaves it empty; cleared anyway, as the next connection to use
+                // this thread's queue must never see another's frames.
                 taken.clear();
                 // Kept while small, so a busy thread does not allocate per frame; given back
                 // after a burst.
