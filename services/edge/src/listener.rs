@@ -21,7 +21,8 @@ use tokio::io::{Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::EdgeState;
-use crate::websocket::handshake::{self, MAX_HEAD_BYTES, Peeked};
+use crate::carriers::stream_head::{self, StreamHead};
+use crate::websocket::handshake::{self, MAX_HEAD_BYTES, Peeked, Upgrade};
 
 /// How the listener runs; what `HttpServer` offered that the server used.
 #[derive(Debug, Clone)]
@@ -65,6 +66,8 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 thread_local! {
     /// Where request heads are peeked into, one per worker thread.
     static PEEK_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; MAX_HEAD_BYTES]);
+    /// How many bytes the last peek of this thread put there.
+    static PEEKED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Serves `app` (built once per worker, as `HttpServer::new` builds it) on `listener`, with
@@ -145,25 +148,49 @@ where
     // `connection_established`, or two deliveries) until the client's ACK, which a delayed
     // ACK can put off for up to 40 ms.
     let _ = stream.set_nodelay(true);
-    if let Some(state) = edge
-        && let Peeked::Upgrade(upgrade) = peek(&stream).await
-    {
-        crate::websocket::direct::serve(stream, upgrade, state).await;
-        return Ok(());
+    if let Some(state) = edge {
+        match peek(&stream).await {
+            First::WebSocket(upgrade) => {
+                crate::websocket::direct::serve(stream, upgrade, state).await;
+                return Ok(());
+            }
+            First::Stream(head) => {
+                crate::carriers::direct_stream::serve(stream, head, state).await;
+                return Ok(());
+            }
+            First::Http => {}
+        }
     }
     let peer = stream.peer_addr().ok();
     // Boxed: the dispatcher's future is large, and a WebSocket task would carry its size.
     Box::pin(http.call((stream, Protocol::Http1, peer))).await
 }
 
+/// What a connection's first request is.
+enum First {
+    /// A WebSocket upgrade of ours (`websocket::direct`).
+    WebSocket(Box<Upgrade>),
+    /// A streaming downstream of our HTTP carriers (`carriers::direct_stream`).
+    Stream(Box<StreamHead>),
+    /// Anything else: actix-web's.
+    Http,
+}
+
 /// What the connection's first bytes are, without taking them from the socket. A client
 /// that sends no whole head within `HEAD_TIMEOUT` is left to actix-web's own timeout.
-async fn peek(stream: &TcpStream) -> Peeked {
+async fn peek(stream: &TcpStream) -> First {
     let whole_head = async {
         loop {
             match peek_once(stream).await {
                 Peeked::NeedMore => {}
-                verdict => return verdict,
+                Peeked::Upgrade(upgrade) => return First::WebSocket(upgrade),
+                // A whole head that is no upgrade (or no head at all): ours if a stream.
+                Peeked::NotOurs => {
+                    return PEEK_BUFFER.with_borrow(|buffer| {
+                        let peeked = &buffer[..PEEKED.get()];
+                        stream_head::recognise(peeked).map_or(First::Http, First::Stream)
+                    });
+                }
             }
             // Only new bytes can complete the head: forget the readiness already seen, so the
             // next peek waits for them instead of spinning.
@@ -174,18 +201,21 @@ async fn peek(stream: &TcpStream) -> Peeked {
     };
     tokio::time::timeout(HEAD_TIMEOUT, whole_head)
         .await
-        .unwrap_or(Peeked::NotOurs)
+        .unwrap_or(First::Http)
 }
 
 async fn peek_once(stream: &TcpStream) -> Peeked {
     std::future::poll_fn(|context| {
         PEEK_BUFFER.with_borrow_mut(|buffer| {
             let mut peeked = ReadBuf::new(buffer);
-            match stream.poll_peek(context, &mut peeked) {
+            let verdict = match stream.poll_peek(context, &mut peeked) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(Peeked::NotOurs),
                 Poll::Ready(Ok(_)) => Poll::Ready(handshake::recognise(peeked.filled())),
                 Poll::Pending => Poll::Pending,
-            }
+            };
+            // No await between this and `peek`'s look at the same bytes.
+            PEEKED.set(peeked.filled().len());
+            verdict
         })
     })
     .await

@@ -8,12 +8,14 @@ pub(crate) mod xhr_sessions;
 
 pub(crate) mod creation_limit;
 mod detached;
+pub(crate) mod direct_stream;
 mod iframe;
 mod open;
 mod routes;
 pub(crate) mod session;
 mod sse;
 mod stream;
+pub(crate) mod stream_head;
 
 pub(crate) use open::Registry as SbRegistry;
 pub(crate) use routes::configure as configure_sb;

@@ -38,8 +38,27 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
     );
 }
 
-/// CORS for pages on any origin: the request's `Origin` echoed (or `*`). No credentials:
-/// the session travels in the URL, never in cookies.
+/// The CORS headers every answer carries beside `Access-Control-Allow-Origin` (the
+/// request's `Origin` echoed, or `*`). No credentials: the session travels in the URL,
+/// never in cookies. `direct_stream` writes the same.
+pub(crate) const CORS_HEADERS: [(&str, &str); 4] = [
+    ("vary", "Origin"),
+    (
+        "access-control-allow-headers",
+        "Content-Type, Last-Event-ID",
+    ),
+    ("access-control-expose-headers", "Content-Type"),
+    ("cache-control", "no-cache, no-store"),
+];
+
+/// The headers of a streaming answer beside its content type: no proxy buffering, no
+/// compression, as each frame must leave at once.
+pub(crate) const STREAMING_HEADERS: [(&str, &str); 2] = [
+    ("x-accel-buffering", "no"),
+    ("content-encoding", "identity"),
+];
+
+/// CORS for pages on any origin (`CORS_HEADERS`).
 fn cors(request: &HttpRequest, status: StatusCode) -> HttpResponseBuilder {
     let mut response = HttpResponse::build(status);
     let origin = request
@@ -47,15 +66,10 @@ fn cors(request: &HttpRequest, status: StatusCode) -> HttpResponseBuilder {
         .get(header::ORIGIN)
         .cloned()
         .unwrap_or(HeaderValue::from_static("*"));
-    response
-        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin))
-        .insert_header((header::VARY, "Origin"))
-        .insert_header((
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            "Content-Type, Last-Event-ID",
-        ))
-        .insert_header((header::ACCESS_CONTROL_EXPOSE_HEADERS, "Content-Type"))
-        .insert_header((header::CACHE_CONTROL, "no-cache, no-store"));
+    response.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin));
+    for header in CORS_HEADERS {
+        response.insert_header(header);
+    }
     response
 }
 
@@ -82,7 +96,7 @@ fn query(request: &HttpRequest) -> Vec<(String, String)> {
     serde_urlencoded::from_str(request.query_string()).unwrap_or_default()
 }
 
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(key, _)| key == name)
@@ -97,14 +111,31 @@ fn downstream(
     state: &EdgeState,
     params: &[(String, String)],
 ) -> Result<Downstream, String> {
+    let last_event_id = request
+        .headers()
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok());
+    downstream_from(
+        params,
+        last_event_id,
+        // Behind a trusted proxy, the client's own address (`--trusted-proxies`).
+        ingress::client_address(request, &state.settings.trusted_proxies),
+        crate::link::origin_header(request).map(str::to_owned),
+    )
+}
+
+/// `downstream` from the request's parts (`direct_stream` reads them from the raw head).
+pub(crate) fn downstream_from(
+    params: &[(String, String)],
+    last_event_id: Option<&str>,
+    peer: Option<std::net::IpAddr>,
+    origin: Option<String>,
+) -> Result<Downstream, String> {
     let subs = match param(params, "subs") {
         None => Vec::new(),
         Some(subs) => parse_subs(subs).map_err(|error| error.to_string())?,
     };
-    let last_event_id = request
-        .headers()
-        .get("last-event-id")
-        .and_then(|value| value.to_str().ok())
+    let last_event_id = last_event_id
         // A bare delta (`ids=delta`) names nothing by itself: the URL's cursor then.
         .filter(|value| !value.is_empty() && !value.starts_with(carrier_cursor::DELTA_MARK))
         .map(str::to_owned);
@@ -116,9 +147,8 @@ fn downstream(
         session,
         subs,
         cursor: last_event_id.or_else(|| param(params, "cursor").map(str::to_owned)),
-        // Behind a trusted proxy, the client's own address (`--trusted-proxies`).
-        peer: ingress::client_address(request, &state.settings.trusted_proxies),
-        origin: crate::link::origin_header(request).map(str::to_owned),
+        peer,
+        origin,
     })
 }
 
@@ -142,7 +172,7 @@ pub(crate) fn too_many_sessions(request: &HttpRequest, wait: Duration) -> HttpRe
         .json(json!({ "error": "too many new sessions: retry later" }))
 }
 
-fn feed(opened: Opened) -> Feed {
+pub(crate) fn feed(opened: Opened) -> Feed {
     match opened {
         Opened::Attached(attachment) => Feed::Session(attachment),
         Opened::Refused(frames) => Feed::Fixed(frames),
@@ -163,9 +193,8 @@ fn streaming<F: Format + 'static>(
     // Refusals are 200 too: EventSource hides any other answer's body from the page.
     cors(request, StatusCode::OK)
         .insert_header((header::CONTENT_TYPE, content_type))
-        // No proxy buffering, no compression: each frame must leave at once.
-        .insert_header(("X-Accel-Buffering", "no"))
-        .insert_header((header::CONTENT_ENCODING, "identity"))
+        .insert_header(STREAMING_HEADERS[0])
+        .insert_header(STREAMING_HEADERS[1])
         .streaming(StreamingBody::new(
             format,
             feed(opened),

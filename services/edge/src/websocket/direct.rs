@@ -180,7 +180,7 @@ fn write_now(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
     Ok(written)
 }
 
-async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+pub(crate) async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         stream.writable().await?;
         let written = write_now(stream, bytes)?;
@@ -190,7 +190,7 @@ async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Reads and drops the request head the listener peeked at.
-async fn consume(stream: &TcpStream, mut head_bytes: usize) -> io::Result<()> {
+pub(crate) async fn consume(stream: &TcpStream, mut head_bytes: usize) -> io::Result<()> {
     while head_bytes > 0 {
         stream.readable().await?;
         let read = READ_BUFFER.with_borrow_mut(|buffer| {
@@ -211,7 +211,7 @@ async fn consume(stream: &TcpStream, mut head_bytes: usize) -> io::Result<()> {
 
 /// After the close frame: our end closed, the client's read until it closes (so the close
 /// frame is not lost to a reset), for at most `LINGER`.
-async fn linger(stream: &TcpStream) {
+pub(crate) async fn linger(stream: &TcpStream) {
     let _ = socket2::SockRef::from(stream).shutdown(Shutdown::Write);
     let drain = async {
         loop {
@@ -228,14 +228,14 @@ async fn linger(stream: &TcpStream) {
     let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
-enum Read {
+pub(crate) enum Read {
     Bytes,
     NotYet,
     Ended,
 }
 
 /// Reads what the socket has into this thread's buffer, dropping it (while lingering).
-fn read_chunk(stream: &TcpStream) -> Read {
+pub(crate) fn read_chunk(stream: &TcpStream) -> Read {
     READ_BUFFER.with_borrow_mut(|buffer| {
         buffer.clear();
         buffer.reserve(READ_CHUNK);

@@ -125,7 +125,7 @@ fn app_key(path: &str) -> Option<&str> {
 
 /// The path as actix-router matches it: percent-escapes decoded except those of `%`, `/`
 /// and `+`, then read as UTF-8 (lossily).
-fn requoted(path: &str) -> String {
+pub(crate) fn requoted(path: &str) -> String {
     let bytes = path.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut index = 0;
@@ -218,7 +218,7 @@ fn connection_upgrade(headers: &[httparse::Header<'_>]) -> bool {
 
 /// A header value as `http::HeaderValue::to_str` reads it: visible ASCII (and tabs), else
 /// `None`.
-fn visible_ascii(value: &[u8]) -> Option<String> {
+pub(crate) fn visible_ascii(value: &[u8]) -> Option<String> {
     let visible = value
         .iter()
         .all(|&byte| byte == b'\t' || (0x20..0x7f).contains(&byte));

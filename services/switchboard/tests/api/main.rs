@@ -17,6 +17,7 @@ mod cluster_metering;
 mod cluster_seam;
 mod console;
 mod dead_node;
+mod direct_stream;
 mod drain;
 mod http_api;
 mod libraries;
