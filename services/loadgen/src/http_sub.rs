@@ -145,7 +145,9 @@ impl Subscriber {
                 http.send(&self.get(&path, "text/event-stream", ""), b"")
                     .await?;
                 let (status, _, chunked) = http.head().await?;
-                ensure!(status == 200 && chunked, "sse answered {status}");
+                ensure!(status == 200, "sse answered {status}");
+                // Close-delimited since the edge serves streams itself (`direct_stream`).
+                self.sse_chunked = chunked;
                 while !self.sse_events(&mut http, true).await? {}
             }
             (Target::Pusher, Carrier::LongPoll) => {
