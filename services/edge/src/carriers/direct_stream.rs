@@ -52,7 +52,8 @@ pub(crate) async fn serve(stream: TcpStream, head: Box<StreamHead>, state: Arc<E
             return last_answer(&stream, &answer).await;
         }
     };
-    let opened = open::open(&state, &head.key, downstream).await;
+    // Boxed: opening's future is large and over before the stream's long wait.
+    let opened = Box::pin(open::open(&state, &head.key, downstream)).await;
     if let Opened::Limited(wait) = opened {
         let retry = retry_after_secs(wait).to_string();
         let body = json!({ "error": "too many new sessions: retry later" });
@@ -68,15 +69,21 @@ pub(crate) async fn serve(stream: TcpStream, head: Box<StreamHead>, state: Arc<E
     let short_ids = param(&params, "ids") == Some("delta");
     let every = state.settings.sb_heartbeat_interval;
     let feed = feed(opened);
+    let carrier = head.carrier;
+    let content_type = match carrier {
+        StreamCarrier::Sse => "text/event-stream",
+        StreamCarrier::Ndjson => "application/x-ndjson",
+    };
     // Refusals are 200 too: EventSource hides any other answer's body from the page.
-    match head.carrier {
+    let head_bytes = streaming_head(&head, content_type);
+    // Nothing of the request is kept while the stream is open.
+    drop((head, params));
+    match carrier {
         StreamCarrier::Sse => {
-            let head_bytes = streaming_head(&head, "text/event-stream");
             let body = StreamingBody::new(Sse, feed, every, short_ids);
             respond(&stream, head_bytes, body).await;
         }
         StreamCarrier::Ndjson => {
-            let head_bytes = streaming_head(&head, "application/x-ndjson");
             let body = StreamingBody::new(Ndjson, feed, every, short_ids);
             respond(&stream, head_bytes, body).await;
         }

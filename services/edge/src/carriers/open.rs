@@ -15,7 +15,6 @@ use protocol::carrier_cursor::{self, Cursor};
 use protocol::carrier_subs::Sub;
 use protocol::codes::CloseReason;
 use protocol::names::SocketId;
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::detached::{self, DetachedSession};
@@ -187,7 +186,7 @@ async fn create(
     };
     let settings = &state.settings;
     let outbox = Arc::new(Outbox::new(socket_id.clone(), state.outbox_bounds()));
-    let (sender, receiver) = mpsc::channel(INBOUND_CAPACITY);
+    let (sender, receiver) = super::session::inbound_queue(INBOUND_CAPACITY);
     let session = CarrierSession::new(Spec {
         socket_id: socket_id.clone(),
         key: key.to_owned(),

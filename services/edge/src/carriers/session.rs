@@ -25,7 +25,7 @@ use protocol::carrier_cursor::{self, Cursor};
 use protocol::names::{AppId, ChannelName, SocketId};
 use serde_json::Value;
 use tenancy::PlanLimits;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::detached::{Core, Detached, DetachedSession, Timing};
@@ -34,7 +34,11 @@ use crate::link::Inbound;
 use crate::outbox::{Outbox, Outgoing};
 
 mod frames;
+mod inbound;
 mod source;
+
+pub(crate) use inbound::queue as inbound_queue;
+use inbound::{InboundReceiver, InboundSender};
 #[cfg(test)]
 mod tests;
 
@@ -62,7 +66,7 @@ pub(crate) struct Spec {
     pub slot: Option<ConnectionSlot>,
     pub slots: Arc<Limits>,
     pub outbox: Arc<Outbox>,
-    pub inbound: mpsc::Sender<Inbound>,
+    pub inbound: InboundSender,
     pub grace: Duration,
     pub first_poll_grace: Duration,
     pub keepalive: Duration,
@@ -83,7 +87,7 @@ pub(crate) struct CarrierSession {
     /// The incarnation this one was rebuilt from: a request with one of its cursors (one
     /// whose answer was lost, or a concurrent one) attaches here from the first frame.
     pub(super) rebuilt_from: Option<String>,
-    inbound: mpsc::Sender<Inbound>,
+    inbound: InboundSender,
     inner: Mutex<Inner>,
     keepalive: Duration,
     cursor_lifetime: Duration,
@@ -499,7 +503,7 @@ impl CarrierSession {
             .is_some_and(|cursor| cursor.incarnation == self.incarnation)
     }
 
-    pub(super) fn source(self: &Arc<Self>, inbound: mpsc::Receiver<Inbound>) -> Source {
+    pub(super) fn source(self: &Arc<Self>, inbound: InboundReceiver) -> Source {
         Source {
             session: self.clone(),
             inbound,

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{CURSOR_REFRESH_FRAME, CarrierSession, Inner};
@@ -16,7 +15,7 @@ use crate::outbox::Outgoing;
 /// end of the session when no downstream has been attached for the grace period.
 pub(crate) struct Source {
     pub(super) session: Arc<CarrierSession>,
-    pub(super) inbound: mpsc::Receiver<Inbound>,
+    pub(super) inbound: super::InboundReceiver,
     pub(super) next_keepalive: Instant,
 }
 

@@ -6,7 +6,7 @@ use super::*;
 
 fn session(max_channels: usize) -> Arc<CarrierSession> {
     let socket_id = SocketId::parse("1.2").unwrap();
-    let (inbound, _) = mpsc::channel(1);
+    let (inbound, _) = inbound_queue(1);
     let limits = PlanLimits {
         max_channels_per_connection: max_channels,
         ..PlanLimits::pusher_defaults()
