@@ -166,11 +166,16 @@ impl RedisCluster {
         let servers: Vec<RedisServer> = (0..3)
             .map(|n| {
                 let nodes = dir.join(format!("nodes-{n}.conf"));
+                // Its own bus port: the default, the node's port + 10,000, is past 65,535
+                // for a node port above 55,535, which the kernel's free ports often are.
+                let bus_port = free_port().to_string();
                 RedisServer::start_with(&[
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
                     nodes.to_str().expect("a UTF-8 temp dir"),
+                    "--cluster-port",
+                    &bus_port,
                 ])
             })
             .collect();
