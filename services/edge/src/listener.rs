@@ -66,8 +66,6 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 thread_local! {
     /// Where request heads are peeked into, one per worker thread.
     static PEEK_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; MAX_HEAD_BYTES]);
-    /// How many bytes the last peek of this thread put there.
-    static PEEKED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Serves `app` (built once per worker, as `HttpServer::new` builds it) on `listener`, with
@@ -181,16 +179,8 @@ enum First {
 async fn peek(stream: &TcpStream) -> First {
     let whole_head = async {
         loop {
-            match peek_once(stream).await {
-                Peeked::NeedMore => {}
-                Peeked::Upgrade(upgrade) => return First::WebSocket(upgrade),
-                // A whole head that is no upgrade (or no head at all): ours if a stream.
-                Peeked::NotOurs => {
-                    return PEEK_BUFFER.with_borrow(|buffer| {
-                        let peeked = &buffer[..PEEKED.get()];
-                        stream_head::recognise(peeked).map_or(First::Http, First::Stream)
-                    });
-                }
+            if let Some(first) = peek_once(stream).await {
+                return first;
             }
             // Only new bytes can complete the head: forget the readiness already seen, so the
             // next peek waits for them instead of spinning.
@@ -204,19 +194,27 @@ async fn peek(stream: &TcpStream) -> First {
         .unwrap_or(First::Http)
 }
 
-async fn peek_once(stream: &TcpStream) -> Peeked {
+/// One look at the bytes there are; `None` while the head is incomplete.
+async fn peek_once(stream: &TcpStream) -> Option<First> {
     std::future::poll_fn(|context| {
         PEEK_BUFFER.with_borrow_mut(|buffer| {
             let mut peeked = ReadBuf::new(buffer);
-            let verdict = match stream.poll_peek(context, &mut peeked) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(Peeked::NotOurs),
-                Poll::Ready(Ok(_)) => Poll::Ready(handshake::recognise(peeked.filled())),
+            match stream.poll_peek(context, &mut peeked) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(Some(First::Http)),
+                Poll::Ready(Ok(_)) => Poll::Ready(classify(peeked.filled())),
                 Poll::Pending => Poll::Pending,
-            };
-            // No await between this and `peek`'s look at the same bytes.
-            PEEKED.set(peeked.filled().len());
-            verdict
+            }
         })
     })
     .await
+}
+
+/// A WebSocket upgrade of ours, else (the head being whole) a stream of ours, else HTTP;
+/// `None` while the head is incomplete.
+fn classify(bytes: &[u8]) -> Option<First> {
+    match handshake::recognise(bytes) {
+        Peeked::NeedMore => None,
+        Peeked::Upgrade(upgrade) => Some(First::WebSocket(upgrade)),
+        Peeked::NotOurs => Some(stream_head::recognise(bytes).map_or(First::Http, First::Stream)),
+    }
 }

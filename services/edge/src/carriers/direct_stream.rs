@@ -11,7 +11,7 @@
 use std::future::poll_fn;
 use std::io::Write as _;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -23,7 +23,7 @@ use super::creation_limit::retry_after_secs;
 use super::open::{self, Opened};
 use super::routes::{CORS_HEADERS, STREAMING_HEADERS, downstream_from, feed, param};
 use super::sse::Sse;
-use super::stream::{Format, Ndjson, StreamingBody};
+use super::stream::{Feed, Format, Ndjson, StreamingBody};
 use super::stream_head::{StreamCarrier, StreamHead};
 use crate::EdgeState;
 use crate::websocket::direct::{Read, consume, linger, read_chunk, write_all};
@@ -69,25 +69,28 @@ pub(crate) async fn serve(stream: TcpStream, head: Box<StreamHead>, state: Arc<E
     let short_ids = param(&params, "ids") == Some("delta");
     let every = state.settings.sb_heartbeat_interval;
     let feed = feed(opened);
-    let carrier = head.carrier;
-    let content_type = match carrier {
-        StreamCarrier::Sse => "text/event-stream",
-        StreamCarrier::Ndjson => "application/x-ndjson",
-    };
-    // Refusals are 200 too: EventSource hides any other answer's body from the page.
-    let head_bytes = streaming_head(&head, content_type);
-    // Nothing of the request is kept while the stream is open.
-    drop((head, params));
-    match carrier {
-        StreamCarrier::Sse => {
-            let body = StreamingBody::new(Sse, feed, every, short_ids);
-            respond(&stream, head_bytes, body).await;
-        }
-        StreamCarrier::Ndjson => {
-            let body = StreamingBody::new(Ndjson, feed, every, short_ids);
-            respond(&stream, head_bytes, body).await;
-        }
+    drop(params);
+    match head.carrier {
+        StreamCarrier::Sse => stream_with(&stream, head, Sse, feed, every, short_ids).await,
+        StreamCarrier::Ndjson => stream_with(&stream, head, Ndjson, feed, every, short_ids).await,
     }
+}
+
+/// The streaming answer in `format`. Refusals are 200 too: EventSource hides any other
+/// answer's body from the page.
+async fn stream_with<F: Format>(
+    stream: &TcpStream,
+    head: Box<StreamHead>,
+    format: F,
+    feed: Feed,
+    every: Duration,
+    short_ids: bool,
+) {
+    let head_bytes = streaming_head(&head, format.content_type());
+    // Nothing of the request is kept while the stream is open.
+    drop(head);
+    let body = StreamingBody::new(format, feed, every, short_ids);
+    respond(stream, head_bytes, body).await;
 }
 
 /// Writes the answer's head with the body's first bytes, then the body as it comes, until

@@ -97,6 +97,10 @@ fn script_safe(json: &str) -> String {
 }
 
 impl Format for Iframe {
+    fn content_type(&self) -> &'static str {
+        "text/html; charset=utf-8"
+    }
+
     fn prelude(&self, out: &mut BytesMut) {
         out.extend_from_slice(b"<!DOCTYPE html><html><head><meta charset=\"utf-8\"></head><body>");
         out.extend_from_slice(b"<!--");

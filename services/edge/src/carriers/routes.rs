@@ -184,35 +184,35 @@ pub(crate) fn feed(opened: Opened) -> Feed {
 fn streaming<F: Format + 'static>(
     request: &HttpRequest,
     state: &EdgeState,
-    content_type: &str,
     format: F,
     opened: Opened,
 ) -> HttpResponse {
     // A client that keeps the last full cursor and appends deltas itself (our SDK).
     let short_ids = param(&query(request), "ids") == Some("delta");
     // Refusals are 200 too: EventSource hides any other answer's body from the page.
-    cors(request, StatusCode::OK)
-        .insert_header((header::CONTENT_TYPE, content_type))
-        .insert_header(STREAMING_HEADERS[0])
-        .insert_header(STREAMING_HEADERS[1])
-        .streaming(StreamingBody::new(
-            format,
-            feed(opened),
-            state.settings.sb_heartbeat_interval,
-            short_ids,
-        ))
+    let mut response = cors(request, StatusCode::OK);
+    response.insert_header((header::CONTENT_TYPE, format.content_type()));
+    for header in STREAMING_HEADERS {
+        response.insert_header(header);
+    }
+    response.streaming(StreamingBody::new(
+        format,
+        feed(opened),
+        state.settings.sb_heartbeat_interval,
+        short_ids,
+    ))
 }
 
 async fn sse(request: HttpRequest, state: web::Data<EdgeState>) -> HttpResponse {
     match open(&request, &state).await {
-        Ok(opened) => streaming(&request, &state, "text/event-stream", Sse, opened),
+        Ok(opened) => streaming(&request, &state, Sse, opened),
         Err(response) => response,
     }
 }
 
 async fn stream(request: HttpRequest, state: web::Data<EdgeState>) -> HttpResponse {
     match open(&request, &state).await {
-        Ok(opened) => streaming(&request, &state, "application/x-ndjson", Ndjson, opened),
+        Ok(opened) => streaming(&request, &state, Ndjson, opened),
         Err(response) => response,
     }
 }
@@ -227,7 +227,7 @@ async fn iframe(request: HttpRequest, state: web::Data<EdgeState>) -> HttpRespon
         return error(&request, StatusCode::BAD_REQUEST, message);
     };
     match open(&request, &state).await {
-        Ok(opened) => streaming(&request, &state, "text/html; charset=utf-8", format, opened),
+        Ok(opened) => streaming(&request, &state, format, opened),
         Err(response) => response,
     }
 }

@@ -8,6 +8,10 @@ use super::stream::Format;
 pub(crate) struct Sse;
 
 impl Format for Sse {
+    fn content_type(&self) -> &'static str {
+        "text/event-stream"
+    }
+
     fn prelude(&self, out: &mut BytesMut) {
         // A first write at once, so the client (and any proxy) sees the stream open.
         out.extend_from_slice(b"retry: 2000\n: open\n\n");

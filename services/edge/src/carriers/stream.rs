@@ -23,6 +23,8 @@ use super::session::{Attachment, Delivery, Sent};
 
 /// How a streaming carrier writes.
 pub(crate) trait Format: Unpin {
+    /// The answer's `Content-Type`.
+    fn content_type(&self) -> &'static str;
     fn prelude(&self, out: &mut BytesMut);
     fn frame(&self, cursor: &str, frame: &str, out: &mut BytesMut);
     fn heartbeat(&self, out: &mut BytesMut);
@@ -31,6 +33,10 @@ pub(crate) trait Format: Unpin {
 pub(crate) struct Ndjson;
 
 impl Format for Ndjson {
+    fn content_type(&self) -> &'static str {
+        "application/x-ndjson"
+    }
+
     fn prelude(&self, _: &mut BytesMut) {}
 
     fn frame(&self, cursor: &str, frame: &str, out: &mut BytesMut) {

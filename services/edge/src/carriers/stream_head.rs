@@ -5,7 +5,7 @@
 //! open stream; anything else (another method or path, HTTP/1.0, a request body) is left
 //! to actix-web and gets the answer it always got.
 
-use crate::websocket::handshake::{requoted, visible_ascii};
+use crate::websocket::handshake::{first_header, forwarded_for, requoted, visible_ascii};
 
 /// Headers beyond this many are left to actix-web.
 const MAX_HEADERS: usize = 64;
@@ -59,11 +59,7 @@ pub(crate) fn recognise(bytes: &[u8]) -> Option<Box<StreamHead>> {
     let path = requoted(path);
     let (key, carrier) = route(&path)?;
     let headers = request.headers;
-    let first = |name: &str| {
-        headers
-            .iter()
-            .find(|header| header.name.eq_ignore_ascii_case(name))
-    };
+    let first = |name: &str| first_header(headers, name);
     // A body, or a protocol switch, is actix-web's to answer.
     let others = ["content-length", "transfer-encoding", "upgrade", "expect"];
     if others.iter().any(|name| first(name).is_some()) {
@@ -78,11 +74,7 @@ pub(crate) fn recognise(bytes: &[u8]) -> Option<Box<StreamHead>> {
         origin_sent: origin.map(|header| header.value.to_vec()),
         origin: origin.map(|header| visible_ascii(header.value).unwrap_or_default()),
         last_event_id: first("last-event-id").and_then(|header| visible_ascii(header.value)),
-        forwarded_for: headers
-            .iter()
-            .filter(|header| header.name.eq_ignore_ascii_case("x-forwarded-for"))
-            .filter_map(|header| visible_ascii(header.value))
-            .collect(),
+        forwarded_for: forwarded_for(headers),
     }))
 }
 

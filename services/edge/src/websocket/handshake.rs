@@ -160,11 +160,7 @@ struct Verified<'a> {
 /// `Upgrade` naming websocket, a `Connection` with `upgrade` (and no `close`), version 13
 /// and a 16-byte base64 key. No request body either.
 fn verified<'a>(headers: &[httparse::Header<'a>]) -> Option<Verified<'a>> {
-    let first = |name: &str| {
-        headers
-            .iter()
-            .find(|header| header.name.eq_ignore_ascii_case(name))
-    };
+    let first = |name: &str| first_header(headers, name);
     let upgrade = std::str::from_utf8(first("upgrade")?.value).ok()?;
     if !upgrade.to_ascii_lowercase().contains("websocket") {
         return None;
@@ -184,16 +180,31 @@ fn verified<'a>(headers: &[httparse::Header<'a>]) -> Option<Verified<'a>> {
         return None;
     }
     let origin = first("origin").map(|header| visible_ascii(header.value).unwrap_or_default());
-    let forwarded_for = headers
-        .iter()
-        .filter(|header| header.name.eq_ignore_ascii_case("x-forwarded-for"))
-        .filter_map(|header| visible_ascii(header.value))
-        .collect();
     Some(Verified {
         websocket_key,
         origin,
-        forwarded_for,
+        forwarded_for: forwarded_for(headers),
     })
+}
+
+/// The first header named `name` (any case).
+pub(crate) fn first_header<'h, 'a>(
+    headers: &'h [httparse::Header<'a>],
+    name: &str,
+) -> Option<&'h httparse::Header<'a>> {
+    headers
+        .iter()
+        .find(|header| header.name.eq_ignore_ascii_case(name))
+}
+
+/// The `X-Forwarded-For` values, in order, as `ingress::client_address` reads them from an
+/// actix request (visible ASCII only).
+pub(crate) fn forwarded_for(headers: &[httparse::Header<'_>]) -> Vec<String> {
+    headers
+        .iter()
+        .filter(|header| header.name.eq_ignore_ascii_case("x-forwarded-for"))
+        .filter_map(|header| visible_ascii(header.value))
+        .collect()
 }
 
 /// As actix-http's `RequestHead::upgrade`: some `Connection` token is `upgrade` and none
