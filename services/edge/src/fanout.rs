@@ -11,15 +11,23 @@
 //!
 //! - a publication that fits under the app's bound, while none of the app's is waiting, is
 //!   pushed at once by the caller (the broker's delivery, so under the channel's lock: serial
-//!   order holds);
+//!   order holds); so is one of at most `whole_when_idle` deliveries while at most half the
+//!   bound is in flight (an app that publishes now and then is never chopped);
 //! - otherwise it waits in the app's queue (FIFO, so an app's own order holds) with its
 //!   subscribers as they were at delivery, and the fan-out thread pushes the queues' heads in
 //!   turns of at most [`TURN`] deliveries, one app after the other, each only while the app is
-//!   under its bound (resumed once its writers took it down to half);
+//!   under its bound (resumed once its writers took it down to half); the app with the most
+//!   waiting is held to a quarter of it ([`STORM_SHARE`]);
 //! - an app's queue holds at most `backlog_per_app` deliveries: the HTTP API answers 429
 //!   (Retry-After) from half of it, and a publication that would overflow it is not queued:
 //!   its subscribers here are closed with 4100 (over capacity), reconnect after a back-off and
 //!   resume by serial, so nothing is lost for a resuming client and memory stays bounded.
+//!
+//! The bound holds only while the node is **contended**: another app routed a publication
+//! here within `contention_window`, or has deliveries waiting. An app alone on a node is
+//! never chopped (turns through the thread cost wake-ups, and the bound would only slow it
+//! against nobody); the window keeps an app that publishes every few milliseconds, like a
+//! ticker, counted between its publications, so a storm is held to its bound across them.
 //!
 //! The thread holds no lock while pushing; it sleeps on a condvar when no app may go, and the
 //! writer that takes an app below its low-water mark wakes it.
@@ -27,7 +35,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use broker::Publication;
 use bytestring::ByteString;
@@ -39,6 +47,11 @@ use crate::outbox::Outbox;
 
 /// Deliveries the fan-out thread pushes for one app before the next app's turn.
 pub const TURN: usize = 256;
+/// While contended, the app with the most deliveries waiting (the storm) is held to this
+/// fraction of the bound, so the others' writers outnumber its own in the workers' run
+/// queues: with equal bounds, B's 1,000 subscribers at 50 events/s fell behind A's storm
+/// in about half the noisy-neighbour runs and never caught up (README, session 10).
+const STORM_SHARE: usize = 4;
 /// A backstop for a wake-up that never comes (the accounting is exact; this only bounds the
 /// cost of a bug in it).
 const BACKSTOP: Duration = Duration::from_millis(100);
@@ -48,26 +61,32 @@ const BACKSTOP: Duration = Duration::from_millis(100);
 pub struct FanoutBounds {
     /// Writers of an app woken and not yet run before its next deliveries wait.
     pub in_flight_per_app: usize,
-    /// The largest publication pushed whole, past `in_flight_per_app`, for an app that has
-    /// nothing in flight: an app that publishes now and then is never chopped by the bound
-    /// meant for one that keeps publishing.
+    /// The largest publication pushed whole, past `in_flight_per_app`, for an app with at
+    /// most half of that in flight: an app that publishes now and then is never chopped by
+    /// the bound meant for one that keeps publishing.
     pub whole_when_idle: usize,
     /// Deliveries an app may have waiting; the HTTP API refuses its publishes from half.
     pub backlog_per_app: usize,
+    /// How long after another app's last publication the bounds above still hold an app;
+    /// zero holds every app to them always.
+    pub contention_window: Duration,
 }
 
 impl Default for FanoutBounds {
     /// 512 in flight for an app that keeps publishing, and a publication of up to 4,096
-    /// subscribers pushed whole for one with nothing in flight. In the noisy bench (B: 1,000
+    /// subscribers pushed whole for one with at most 256 in flight. In the noisy bench (B: 1,000
     /// subscribers at 50 events/s; A: 5,000 flat out) B's p99 under A's storm went from
     /// 3.8–4.9× alone with a plain bound of 4,096 to 1.9–2.5× (README, Noisy neighbour).
     /// A plain bound of 512 without the idle rule made B queue behind its own bound
-    /// (p99 347 ms against 28 ms).
+    /// (p99 347 ms against 28 ms). Only while another app published within the last second:
+    /// alone, 1,000 subscribers at 200 events/s were held to 512 on a slow machine, and the
+    /// turns cost enough to saturate it (README, session 10).
     fn default() -> Self {
         Self {
             in_flight_per_app: 512,
             whole_when_idle: 4096,
             backlog_per_app: 65_536,
+            contention_window: Duration::from_secs(1),
         }
     }
 }
@@ -127,6 +146,8 @@ struct Shared {
     in_flight_per_app: AtomicUsize,
     whole_when_idle: AtomicUsize,
     backlog_per_app: AtomicUsize,
+    /// In milliseconds.
+    contention_window: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -134,7 +155,37 @@ struct State {
     apps: HashMap<AppId, AppQueue>,
     /// Apps with a job, in turn order.
     turns: VecDeque<AppId>,
+    recent: Recent,
     closed: bool,
+}
+
+/// The last two distinct apps that routed a publication here, by their flow's address, and
+/// when: for any app, the most recent other app is one of them.
+#[derive(Debug, Default)]
+struct Recent {
+    last: Option<(usize, Instant)>,
+    before: Option<(usize, Instant)>,
+}
+
+impl Recent {
+    fn note(&mut self, app: usize, now: Instant) {
+        if self.last.is_some_and(|(last, _)| last != app) {
+            self.before = self.last;
+        }
+        self.last = Some((app, now));
+    }
+
+    /// Whether an app other than `app` routed within `window` before `now`.
+    fn other_than(&self, app: usize, now: Instant, window: Duration) -> bool {
+        [self.last, self.before]
+            .into_iter()
+            .flatten()
+            .any(|(other, at)| other != app && now.saturating_duration_since(at) < window)
+    }
+}
+
+fn flow_key(flow: &Arc<AppFlow>) -> usize {
+    Arc::as_ptr(flow) as usize
 }
 
 #[derive(Debug)]
@@ -178,6 +229,10 @@ impl Shared {
         self.in_flight_per_app.load(Ordering::Relaxed) / 2
     }
 
+    fn contention_window(&self) -> Duration {
+        Duration::from_millis(self.contention_window.load(Ordering::Relaxed) as u64)
+    }
+
     fn wake(&self) {
         let _state = self.lock();
         self.stalled.store(false, Ordering::SeqCst);
@@ -196,6 +251,7 @@ impl Default for Fanout {
                 in_flight_per_app: AtomicUsize::new(bounds.in_flight_per_app),
                 whole_when_idle: AtomicUsize::new(bounds.whole_when_idle),
                 backlog_per_app: AtomicUsize::new(bounds.backlog_per_app),
+                contention_window: AtomicUsize::new(bounds.contention_window.as_millis() as usize),
             }),
             thread: Once::new(),
         }
@@ -214,6 +270,8 @@ impl Fanout {
         shared
             .backlog_per_app
             .store(bounds.backlog_per_app.max(1), Ordering::Relaxed);
+        let window = usize::try_from(bounds.contention_window.as_millis()).unwrap_or(usize::MAX);
+        shared.contention_window.store(window, Ordering::Relaxed);
     }
 
     /// A flow for a new app's outboxes.
@@ -239,10 +297,10 @@ impl Fanout {
         self.backlog(app) > half
     }
 
-    /// Routes `deliveries` of `app`: now when the app has nothing waiting and is under its
-    /// bound, or has nothing in flight and the publication is at most `whole_when_idle`; else
-    /// queued (`job` is built under the lock, so the app's order holds), else
-    /// refused.
+    /// Routes `deliveries` of `app`: now when the app has nothing waiting and the node is not
+    /// contended, or the app is under its bound, or has at most half of it in flight and the
+    /// publication is at most `whole_when_idle`; else queued (`job` is built under the lock, so the app's
+    /// order holds), else refused.
     pub fn route(
         &self,
         app: &AppId,
@@ -253,14 +311,19 @@ impl Fanout {
         let shared = &self.shared;
         let bound = shared.in_flight_per_app.load(Ordering::Relaxed);
         let backlog = shared.backlog_per_app.load(Ordering::Relaxed);
+        let (window, now) = (shared.contention_window(), Instant::now());
         let mut state = shared.lock();
+        let contended = state.contended(app, flow_key(flow), now, window);
+        state.recent.note(flow_key(flow), now);
         let waiting = state.apps.get(app).map_or(0, |queue| queue.waiting);
         let in_flight = flow.in_flight();
-        // An app with nothing in flight (one that publishes now and then, however many
+        // An app whose writers are mostly done (one that publishes now and then, however many
         // subscribers it has) has its publication pushed whole; only an app that keeps work
-        // in flight, publication after publication, is held to its bound.
-        let idle = in_flight == 0 && deliveries <= shared.whole_when_idle.load(Ordering::Relaxed);
-        if waiting == 0 && (idle || in_flight.saturating_add(deliveries) <= bound) {
+        // in flight, publication after publication, is held to its bound. Half, not none: on
+        // a loaded node a ticker's last few writers often lag its next event.
+        let idle =
+            in_flight <= bound / 2 && deliveries <= shared.whole_when_idle.load(Ordering::Relaxed);
+        if waiting == 0 && (!contended || idle || in_flight.saturating_add(deliveries) <= bound) {
             return Route::Now;
         }
         if waiting.saturating_add(deliveries) > backlog {
@@ -311,11 +374,33 @@ struct Turn {
 }
 
 impl State {
-    /// The next app in turn order that is under its bound, with its head job taken out (its
-    /// deliveries still count as waiting, so the app's new publications queue behind it).
-    fn next_turn(&mut self, bound: usize) -> Option<Turn> {
+    /// Whether another app than `app` (its flow at `key`) has deliveries waiting here, or
+    /// routed a publication within `window`.
+    fn contended(&self, app: &AppId, key: usize, now: Instant, window: Duration) -> bool {
+        window.is_zero()
+            || self.apps.len() > usize::from(self.apps.contains_key(app))
+            || self.recent.other_than(key, now, window)
+    }
+
+    /// The next app in turn order that is under its bound (no bound while the node is not
+    /// contended for it), with its head job taken out (its deliveries still count as
+    /// waiting, so the app's new publications queue behind it).
+    fn next_turn(&mut self, bound: usize, window: Duration, now: Instant) -> Option<Turn> {
+        let largest = self
+            .apps
+            .iter()
+            .max_by_key(|(_, queue)| queue.waiting)
+            .map(|(app, _)| app.clone());
         for _ in 0..self.turns.len() {
             let app = self.turns.pop_front()?;
+            let key = flow_key(&self.apps.get(&app)?.flow);
+            let bound = if !self.contended(&app, key, now, window) {
+                usize::MAX
+            } else if largest.as_ref() == Some(&app) {
+                (bound / STORM_SHARE).max(1)
+            } else {
+                bound
+            };
             let queue = self.apps.get_mut(&app)?;
             let in_flight = queue.flow.in_flight();
             if in_flight < bound {
@@ -351,12 +436,13 @@ fn run(shared: &Shared) {
     let mut state = shared.lock();
     while !state.closed {
         let bound = shared.in_flight_per_app.load(Ordering::Relaxed);
-        let mut turn = state.next_turn(bound);
+        let window = shared.contention_window();
+        let mut turn = state.next_turn(bound, window, Instant::now());
         if turn.is_none() && !state.turns.is_empty() {
             // Every waiting app is at its bound: the flag goes up before a last look, so a
             // writer's release in between is seen here or wakes the sleep (see `released`).
             shared.stalled.store(true, Ordering::SeqCst);
-            turn = state.next_turn(bound);
+            turn = state.next_turn(bound, window, Instant::now());
         }
         match turn {
             Some(mut turn) => {

@@ -79,10 +79,129 @@ async fn next_frames(outbox: &Outbox) -> VecDeque<Outgoing> {
 fn bounds(in_flight: usize, backlog: usize) -> FanoutBounds {
     FanoutBounds {
         in_flight_per_app: in_flight,
-        // Strict: these tests hold every publication to the bound.
+        // Strict: these tests hold every publication to the bound, contended or not.
         whole_when_idle: 0,
         backlog_per_app: backlog,
+        contention_window: Duration::ZERO,
     }
+}
+
+/// Bounds that hold an app only while another app published within the hour.
+fn bounds_when_contended(in_flight: usize, backlog: usize) -> FanoutBounds {
+    FanoutBounds {
+        contention_window: Duration::from_secs(3600),
+        ..bounds(in_flight, backlog)
+    }
+}
+
+#[test]
+fn an_app_alone_on_the_node_is_never_held_to_its_bound() {
+    let fanout = Fanout::default();
+    fanout.set_bounds(bounds_when_contended(10, 1000));
+    let flow = fanout.new_flow();
+    let targets = outboxes(&flow, 30);
+    // 30 deliveries against a bound of 10, five times, and no writer runs: all pushed now.
+    for serial in 1..=5 {
+        deliver(&fanout, &flow, &targets, serial);
+    }
+    assert_eq!(fanout.backlog(&targets_app(&flow)), 0);
+    assert_eq!(flow.in_flight(), 30, "every writer woken once");
+    for outbox in &targets {
+        assert_eq!(outbox.drain().len(), 5, "each frame pushed in the caller");
+    }
+}
+
+#[test]
+fn another_apps_publication_holds_an_app_to_its_bound_for_the_window() {
+    let fanout = Fanout::default();
+    fanout.set_bounds(bounds_when_contended(10, 1000));
+    let (storm, quiet) = (fanout.new_flow(), fanout.new_flow());
+    let storm_targets = outboxes(&storm, 30);
+    deliver(&fanout, &storm, &storm_targets, 1);
+    assert_eq!(storm.in_flight(), 30, "alone: pushed whole");
+    // The quiet app publishes once (to one subscriber: under its own bound, pushed now).
+    let quiet_targets = outboxes(&quiet, 1);
+    deliver(&fanout, &quiet, &quiet_targets, 1);
+    assert_eq!(quiet.in_flight(), 1);
+    // From now on, for the window, the storm waits behind its bound.
+    deliver(&fanout, &storm, &storm_targets, 2);
+    assert_eq!(fanout.backlog(&targets_app(&storm)), 30);
+    assert_eq!(storm.in_flight(), 30, "nothing more pushed past the bound");
+}
+
+#[test]
+fn an_app_whose_writers_are_mostly_done_has_a_publication_pushed_whole() {
+    let fanout = Fanout::default();
+    fanout.set_bounds(FanoutBounds {
+        whole_when_idle: 300,
+        ..bounds(50, 10_000)
+    });
+    let flow = fanout.new_flow();
+    let targets = outboxes(&flow, 200);
+    deliver(&fanout, &flow, &targets[..25], 1);
+    assert_eq!(flow.in_flight(), 25, "half the bound still in flight");
+    deliver(&fanout, &flow, &targets, 2);
+    assert_eq!(fanout.backlog(&targets_app(&flow)), 0, "pushed whole");
+    assert_eq!(flow.in_flight(), 200);
+}
+
+#[test]
+fn the_app_with_the_largest_backlog_is_held_to_a_quarter_of_the_bound() {
+    let fanout = Fanout::default();
+    let (storm, quiet) = (fanout.new_flow(), fanout.new_flow());
+    let mut state = State::default();
+    for (name, flow, waiting) in [("storm", &storm, 2000), ("quiet", &quiet, 600)] {
+        let app = app(name);
+        let mut jobs = VecDeque::new();
+        let targets = outboxes(flow, waiting);
+        jobs.push_back(Job::new(publication(&app, 1), None, targets));
+        let queue = AppQueue {
+            jobs,
+            waiting,
+            flow: flow.clone(),
+        };
+        state.apps.insert(app.clone(), queue);
+        state.turns.push_back(app);
+    }
+    let contended = Duration::ZERO;
+    let mut pushed = HashMap::new();
+    while let Some(mut turn) = state.next_turn(400, contended, Instant::now()) {
+        push(&mut turn);
+        *pushed.entry(turn.app.to_string()).or_insert(0) += turn.count;
+        state.end_turn(turn);
+    }
+    // No writer runs: each app stops at its bound.
+    assert_eq!(pushed["storm"], 100, "a quarter of 400");
+    assert_eq!(pushed["quiet"], 400);
+    assert_eq!((storm.in_flight(), quiet.in_flight()), (100, 400));
+}
+
+#[test]
+fn the_most_recent_other_app_is_always_remembered() {
+    let start = Instant::now();
+    let at = |ms| start + Duration::from_millis(ms);
+    let window = Duration::from_millis(100);
+    let mut recent = Recent::default();
+    assert!(!recent.other_than(1, at(0), window), "nobody yet");
+    recent.note(1, at(0));
+    assert!(!recent.other_than(1, at(1), window), "only itself");
+    recent.note(2, at(10));
+    for ms in 20..30 {
+        recent.note(1, at(ms));
+    }
+    assert!(recent.other_than(1, at(30), window), "2 routed 20 ms ago");
+    assert!(recent.other_than(2, at(30), window), "1 routed just now");
+    assert!(
+        !recent.other_than(1, at(110), window),
+        "2's last publication is past the window"
+    );
+    recent.note(3, at(120));
+    assert!(recent.other_than(1, at(121), window));
+    assert!(
+        recent.other_than(3, at(121), window),
+        "1 at 29 ms is within"
+    );
+    assert!(!recent.other_than(3, at(200), window));
 }
 
 #[test]
@@ -246,7 +365,7 @@ fn turns_alternate_between_apps_a_turn_at_a_time() {
         state.turns.push_back(app);
     }
     let mut order = Vec::new();
-    while let Some(mut turn) = state.next_turn(usize::MAX) {
+    while let Some(mut turn) = state.next_turn(usize::MAX, Duration::ZERO, Instant::now()) {
         order.push((turn.app.to_string(), turn.count));
         push(&mut turn);
         state.end_turn(turn);

@@ -93,8 +93,9 @@ pub struct ServeArgs {
     /// before its further deliveries wait their turn behind other apps' (fair fan-out).
     #[arg(long, env = "SWITCHBOARD_FANOUT_IN_FLIGHT_PER_APP", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     pub fanout_in_flight_per_app: u32,
-    /// The largest publication pushed whole, past the bound above, for an app with nothing in
-    /// flight on this node (an app that publishes now and then); 0 holds every app to it.
+    /// The largest publication pushed whole, past the bound above, for an app with at most half
+    /// of it in flight on this node (an app that publishes now and then); 0 holds every app
+    /// to it.
     #[arg(
         long,
         env = "SWITCHBOARD_FANOUT_WHOLE_WHEN_IDLE",
@@ -105,6 +106,11 @@ pub struct ServeArgs {
     /// it, and a publication past it closes its subscribers here with 4100 (they resume).
     #[arg(long, env = "SWITCHBOARD_FANOUT_BACKLOG_PER_APP", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..))]
     pub fanout_backlog_per_app: u32,
+    /// Milliseconds after another app's last publication on this node during which the two
+    /// fan-out bounds above hold an app; an app alone on a node is never held. 0 holds every
+    /// app to them always.
+    #[arg(long, env = "SWITCHBOARD_FANOUT_CONTENTION_MS", default_value_t = 1000)]
+    pub fanout_contention_ms: u64,
     /// Bytes of channel history (and of cache channels' last events) this node keeps for all
     /// apps together; past it the largest app's oldest events go first.
     #[arg(long, env = "SWITCHBOARD_HISTORY_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]

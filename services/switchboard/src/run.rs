@@ -203,6 +203,7 @@ fn edge_settings(args: &ServeArgs) -> EdgeSettings {
             in_flight_per_app: args.fanout_in_flight_per_app as usize,
             whole_when_idle: args.fanout_whole_when_idle as usize,
             backlog_per_app: args.fanout_backlog_per_app as usize,
+            contention_window: std::time::Duration::from_millis(args.fanout_contention_ms),
         },
         ..EdgeSettings::default()
     }
