@@ -319,13 +319,16 @@ pub fn configure(state: Arc<EdgeState>) -> impl FnOnce(&mut web::ServiceConfig) 
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(drain::readyz))
             .route("/metrics", web::get().to(metrics::render))
+            // The busiest first: actix tries routes in order, and a dynamic one costs a regex.
+            .configure(http_api::configure)
+            .configure(carriers::configure_sb)
             .route("/app/{key}", web::get().to(websocket::websocket))
+            .configure(carriers::xhr::configure)
+            // Last: `{prefix:.+}` reads the whole path, and would take `/apps/…/app/users`.
             .route(
                 "/{prefix:.+}/app/{key}",
                 web::get().to(websocket::websocket),
             )
-            .configure(carriers::xhr::configure)
-            .configure(carriers::configure_sb)
-            .configure(http_api::configure);
+            .configure(carriers::xhr::configure_prefixed);
     }
 }

@@ -26,7 +26,11 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 /// How long a poll of a session it has just created waits for the session's first frame.
 const FIRST_FRAME_WAIT: Duration = Duration::from_secs(5);
 
+/// Mounted before the routes of any other `httpPath` (their pattern's regex reads the whole
+/// path), so this scope also answers what they did below `/sb/app/{key}`: a WebSocket at
+/// its root and pusher-js's xhr endpoints.
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
+    let [xhr_streaming, xhr, xhr_send] = super::xhr::resources("");
     config.service(
         web::scope("/sb/app/{key}")
             .route("/sse", web::get().to(sse))
@@ -34,7 +38,11 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
             .route("/stream", web::get().to(stream))
             .route("/iframe", web::get().to(iframe))
             .route("/send", web::post().to(send))
-            .route("/{carrier}", web::method(Method::OPTIONS).to(preflight)),
+            .route("/{carrier}", web::method(Method::OPTIONS).to(preflight))
+            .route("", web::get().to(crate::websocket::websocket))
+            .service(xhr_streaming)
+            .service(xhr)
+            .service(xhr_send),
     );
 }
 

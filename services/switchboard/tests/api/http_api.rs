@@ -421,3 +421,53 @@ async fn a_wrong_method_is_405_with_allow() {
         );
     }
 }
+
+/// A channel may be named `app`: its query paths end in `/app/{key}`-like segments, which
+/// the WebSocket route under a `httpPath` prefix once took (it answered "WebSocket upgrade
+/// is expected").
+#[tokio::test]
+async fn a_channel_named_app_is_queried_through_the_http_api() {
+    let app = spawn_app().await;
+    let users = format!("/apps/{}/channels/app/users", APP.0);
+    let signed = app.api(APP, "GET", &users, &[], None).await;
+    assert_eq!(signed.status(), 400, "users of a public channel");
+    let content_type = signed.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    let channel = app
+        .api(
+            APP,
+            "GET",
+            &format!("/apps/{}/channels/app", APP.0),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(channel.status(), 200);
+    assert_eq!(
+        channel.json::<Value>().await.unwrap(),
+        json!({"occupied": false})
+    );
+}
+
+/// `/sb/app/{key}` without an upgrade is the WebSocket route's, as `/app/{key}` and any
+/// other prefix are, though our carriers' scope sits below it.
+#[tokio::test]
+async fn a_plain_get_of_a_websocket_path_is_told_to_upgrade_under_any_prefix() {
+    let app = spawn_app().await;
+    for prefix in ["", "/sb", "/pusher"] {
+        let url = format!("http://127.0.0.1:{}{prefix}/app/{}", app.port, APP.1);
+        let response = app.http.get(url).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{prefix:?}");
+        let body = response.text().await.unwrap();
+        assert!(
+            body.contains("WebSocket upgrade is expected"),
+            "{prefix:?}: {body}"
+        );
+    }
+}

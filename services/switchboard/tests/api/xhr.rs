@@ -553,3 +553,29 @@ async fn a_stream_past_pusher_js_buffer_limit_waits_for_the_next_one_and_loses_n
     let expected: Vec<String> = (0..40).map(|n| format!("e{n}")).collect();
     assert_eq!(received, expected, "every event once, in order");
 }
+
+/// Every `httpPath` works, `/sb` too, whose paths our own carriers' scope takes first, and
+/// the empty one.
+#[tokio::test]
+async fn xhr_sessions_work_under_any_http_path() {
+    let app = spawn_app().await;
+    for (path, session) in [
+        ("/sb", "8/underours"),
+        ("", "9/noprefix"),
+        ("/a/b", "10/deeper"),
+    ] {
+        let mut client = XhrClient::new(&app, APP.1, session);
+        client.base = format!(
+            "http://127.0.0.1:{}{path}/app/{}/{session}",
+            app.port, APP.1
+        );
+        let first = client.poll().await;
+        assert_eq!(
+            first[0],
+            Line::Open,
+            "{path:?}: a new session starts with o"
+        );
+        client.subscribe("news", "").await;
+        poll_until(&client, "pusher_internal:subscription_succeeded").await;
+    }
+}
