@@ -76,6 +76,28 @@ async fn next_frames(outbox: &Outbox) -> VecDeque<Outgoing> {
     frames
 }
 
+/// A fan-out state with one publication waiting per app, to that many subscribers.
+fn queued(apps: &[(&str, &Arc<AppFlow>, usize)]) -> State {
+    let mut state = State::default();
+    for &(name, flow, waiting) in apps {
+        let app = app(name);
+        let mut jobs = VecDeque::new();
+        jobs.push_back(Job::new(
+            publication(&app, 1),
+            None,
+            outboxes(flow, waiting),
+        ));
+        let queue = AppQueue {
+            jobs,
+            waiting,
+            flow: flow.clone(),
+        };
+        state.apps.insert(app.clone(), queue);
+        state.turns.push_back(app);
+    }
+    state
+}
+
 fn bounds(in_flight: usize, backlog: usize) -> FanoutBounds {
     FanoutBounds {
         in_flight_per_app: in_flight,
@@ -149,20 +171,7 @@ fn an_app_whose_writers_are_mostly_done_has_a_publication_pushed_whole() {
 fn the_app_with_the_largest_backlog_is_held_to_a_quarter_of_the_bound() {
     let fanout = Fanout::default();
     let (storm, quiet) = (fanout.new_flow(), fanout.new_flow());
-    let mut state = State::default();
-    for (name, flow, waiting) in [("storm", &storm, 2000), ("quiet", &quiet, 600)] {
-        let app = app(name);
-        let mut jobs = VecDeque::new();
-        let targets = outboxes(flow, waiting);
-        jobs.push_back(Job::new(publication(&app, 1), None, targets));
-        let queue = AppQueue {
-            jobs,
-            waiting,
-            flow: flow.clone(),
-        };
-        state.apps.insert(app.clone(), queue);
-        state.turns.push_back(app);
-    }
+    let mut state = queued(&[("storm", &storm, 2000), ("quiet", &quiet, 600)]);
     let contended = Duration::ZERO;
     let mut pushed = HashMap::new();
     while let Some(mut turn) = state.next_turn(400, contended, Instant::now()) {
@@ -348,22 +357,8 @@ fn an_outbox_dropped_with_frames_queued_gives_them_back() {
 fn turns_alternate_between_apps_a_turn_at_a_time() {
     let fanout = Fanout::default();
     let (one, two) = (fanout.new_flow(), fanout.new_flow());
-    let mut state = State::default();
-    for (name, flow) in [("one", &one), ("two", &two)] {
-        let app = app(name);
-        let targets = outboxes(flow, 2 * TURN + 10);
-        let mut jobs = VecDeque::new();
-        jobs.push_back(Job::new(publication(&app, 1), None, targets));
-        state.apps.insert(
-            app.clone(),
-            AppQueue {
-                jobs,
-                waiting: 2 * TURN + 10,
-                flow: flow.clone(),
-            },
-        );
-        state.turns.push_back(app);
-    }
+    let each = 2 * TURN + 10;
+    let mut state = queued(&[("one", &one, each), ("two", &two, each)]);
     let mut order = Vec::new();
     while let Some(mut turn) = state.next_turn(usize::MAX, Duration::ZERO, Instant::now()) {
         order.push((turn.app.to_string(), turn.count));

@@ -439,15 +439,8 @@ async fn a_channel_named_app_is_queried_through_the_http_api() {
         content_type.starts_with("application/json"),
         "{content_type}"
     );
-    let channel = app
-        .api(
-            APP,
-            "GET",
-            &format!("/apps/{}/channels/app", APP.0),
-            &[],
-            None,
-        )
-        .await;
+    let path = format!("/apps/{}/channels/app", APP.0);
+    let channel = app.api(APP, "GET", &path, &[], None).await;
     assert_eq!(channel.status(), 200);
     assert_eq!(
         channel.json::<Value>().await.unwrap(),
