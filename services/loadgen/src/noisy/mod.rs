@@ -196,8 +196,13 @@ fn latency(phase: Option<&PhaseReport>) -> String {
         phase.latency_ms_p999,
     ) {
         (Some(p50), Some(p99), Some(p999)) => format!(
-            "p50={p50:.1}ms p99={p99:.1}ms p99.9={p999:.1}ms lost={} of {} ({} events accepted)",
-            phase.lost, phase.expected, phase.published_ok
+            "p50={p50:.1}ms p99={p99:.1}ms p99.9={p999:.1}ms lost={} of {} ({} events accepted; publish answered p50={:.1}ms p99={:.1}ms max={:.1}ms)",
+            phase.lost,
+            phase.expected,
+            phase.published_ok,
+            phase.publish_answer_ms_p50.unwrap_or(f64::NAN),
+            phase.publish_answer_ms_p99.unwrap_or(f64::NAN),
+            phase.publish_answer_ms_max.unwrap_or(f64::NAN),
         ),
         _ => format!("nothing delivered, lost={}", phase.lost),
     }

@@ -137,30 +137,38 @@ impl StatusCounts {
     }
 }
 
-/// B's events: which sequence numbers were accepted (200), and the run of failures.
+/// B's events: which sequence numbers were accepted (200) and how long the answer took
+/// (microseconds, from sending the request), and the run of failures.
 pub(crate) struct Accepted {
-    accepted: Mutex<Vec<bool>>,
+    accepted: Mutex<Vec<Option<u32>>>,
     consecutive_failures: AtomicU64,
 }
 
 impl Accepted {
     pub(crate) fn new(events: u64) -> Self {
         Self {
-            accepted: Mutex::new(vec![false; events as usize]),
+            accepted: Mutex::new(vec![None; events as usize]),
             consecutive_failures: AtomicU64::new(0),
         }
     }
 
     pub(crate) fn snapshot(&self) -> Vec<bool> {
+        self.answer_times().iter().map(Option::is_some).collect()
+    }
+
+    /// Per event, how long its accepted publish took to be answered, in microseconds.
+    pub(crate) fn answer_times(&self) -> Vec<Option<u32>> {
         self.accepted
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    fn record(&self, seq: u64, ok: bool) {
-        if ok {
-            self.accepted.lock().unwrap_or_else(|e| e.into_inner())[seq as usize] = true;
+    /// `answered`: the time to a 200, or `None` for any other outcome.
+    fn record(&self, seq: u64, answered: Option<Duration>) {
+        if let Some(took) = answered {
+            let micros = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
+            self.accepted.lock().unwrap_or_else(|e| e.into_inner())[seq as usize] = Some(micros);
             self.consecutive_failures.store(0, Ordering::Relaxed);
         } else {
             self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
@@ -208,8 +216,10 @@ impl Paced {
                 self.counts.clone(),
             );
             requests.spawn(async move {
+                let sent = Instant::now();
                 let outcome = target.publish(&client, seq).await;
-                accepted.record(seq, matches!(outcome, Outcome::Status(200, _)));
+                let ok = matches!(outcome, Outcome::Status(200, _));
+                accepted.record(seq, ok.then(|| sent.elapsed()));
                 counts.count(&outcome);
                 drop(permit);
             });
@@ -273,18 +283,19 @@ mod tests {
     fn the_server_counts_as_gone_only_after_a_run_of_failures() {
         let accepted = Accepted::new(100);
         for seq in 0..UNANSWERED_LIMIT - 1 {
-            accepted.record(seq, false);
+            accepted.record(seq, None);
         }
         assert!(!accepted.unanswered());
-        accepted.record(50, true);
+        accepted.record(50, Some(Duration::from_millis(3)));
         for seq in 0..UNANSWERED_LIMIT - 1 {
-            accepted.record(seq, false);
+            accepted.record(seq, None);
         }
         assert!(!accepted.unanswered(), "a success starts the run again");
-        accepted.record(99, false);
+        accepted.record(99, None);
         assert!(accepted.unanswered());
         let snapshot = accepted.snapshot();
         assert!(snapshot[50] && !snapshot[0] && snapshot.len() == 100);
+        assert_eq!(accepted.answer_times()[50], Some(3_000), "microseconds");
     }
 
     #[test]

@@ -229,7 +229,7 @@ pub(crate) async fn run(
     let subscribers = join_b(&mut b_tasks).await;
     join_all(&mut a_tasks).await;
 
-    let accepted_now = accepted.snapshot();
+    let accepted_now = accepted.answer_times();
     let phase = |phase: usize, ran: bool| {
         ran.then(|| {
             shared

@@ -80,16 +80,23 @@ impl BStats {
 
     /// Phase `phase`'s figures: `expected` = B's accepted events of the phase × subscribers;
     /// `lost` counted per subscriber by sequence number.
+    /// `answered`: per event, the microseconds its accepted publish took to be answered.
     pub(crate) fn phase_report(
         &self,
         phase: usize,
-        accepted: &[bool],
+        answered: &[Option<u32>],
         subscribers: &[Seen],
         window_s: f64,
     ) -> PhaseReport {
-        let seqs: Vec<u64> = (0..accepted.len() as u64)
-            .filter(|&seq| accepted[seq as usize] && self.phase_of(seq) == phase)
+        let seqs: Vec<u64> = (0..answered.len() as u64)
+            .filter(|&seq| answered[seq as usize].is_some() && self.phase_of(seq) == phase)
             .collect();
+        let mut answers: Vec<u32> = seqs.iter().filter_map(|&s| answered[s as usize]).collect();
+        answers.sort_unstable();
+        let answer_ms = |q: f64| {
+            let last = answers.len().checked_sub(1)?;
+            Some(f64::from(answers[(q * last as f64).round() as usize]) / 1e3)
+        };
         let lost = subscribers
             .iter()
             .map(|seen| seqs.iter().filter(|&&seq| !seen.contains(seq)).count() as u64)
@@ -110,6 +117,9 @@ impl BStats {
             latency_ms_p99: quantile(0.99),
             latency_ms_p999: quantile(0.999),
             latency_ms_max: quantile(1.0),
+            publish_answer_ms_p50: answer_ms(0.5),
+            publish_answer_ms_p99: answer_ms(0.99),
+            publish_answer_ms_max: answer_ms(1.0),
         }
     }
 
@@ -132,6 +142,11 @@ pub(crate) struct PhaseReport {
     pub(crate) latency_ms_p99: Option<f64>,
     pub(crate) latency_ms_p999: Option<f64>,
     pub(crate) latency_ms_max: Option<f64>,
+    /// How long B's accepted publishes took to be answered: the share of B's latency spent
+    /// before the server's fan-out.
+    pub(crate) publish_answer_ms_p50: Option<f64>,
+    pub(crate) publish_answer_ms_p99: Option<f64>,
+    pub(crate) publish_answer_ms_max: Option<f64>,
 }
 
 /// How connections ended, by close code: `"4100"`, `"no code"` (a close frame without one),
@@ -323,10 +338,19 @@ mod tests {
         }
         stats.record(&mut second, "not a payload");
         // Event 5 was never accepted: its delivery is counted, its absence is no loss.
-        let accepted = [true, true, true, true, true, false];
+        let accepted = [
+            Some(1_000),
+            Some(3_000),
+            Some(2_000),
+            Some(500),
+            Some(700),
+            None,
+        ];
         let subscribers = [first, second];
         let alone = stats.phase_report(0, &accepted, &subscribers, 1.0);
         assert_eq!((alone.published_ok, alone.expected), (3, 6));
+        let answers = (alone.publish_answer_ms_p50, alone.publish_answer_ms_max);
+        assert_eq!(answers, (Some(2.0), Some(3.0)), "events 0-2's answers");
         assert_eq!((alone.unique, alone.duplicated, alone.lost), (5, 1, 1));
         let storm = stats.phase_report(1, &accepted, &subscribers, 1.0);
         assert_eq!((storm.published_ok, storm.expected), (2, 4));
