@@ -184,6 +184,11 @@ impl Recent {
     }
 }
 
+/// A window as `Shared` keeps it.
+fn millis(window: Duration) -> usize {
+    usize::try_from(window.as_millis()).unwrap_or(usize::MAX)
+}
+
 fn flow_key(flow: &Arc<AppFlow>) -> usize {
     Arc::as_ptr(flow) as usize
 }
@@ -251,7 +256,7 @@ impl Default for Fanout {
                 in_flight_per_app: AtomicUsize::new(bounds.in_flight_per_app),
                 whole_when_idle: AtomicUsize::new(bounds.whole_when_idle),
                 backlog_per_app: AtomicUsize::new(bounds.backlog_per_app),
-                contention_window: AtomicUsize::new(bounds.contention_window.as_millis() as usize),
+                contention_window: AtomicUsize::new(millis(bounds.contention_window)),
             }),
             thread: Once::new(),
         }
@@ -270,8 +275,9 @@ impl Fanout {
         shared
             .backlog_per_app
             .store(bounds.backlog_per_app.max(1), Ordering::Relaxed);
-        let window = usize::try_from(bounds.contention_window.as_millis()).unwrap_or(usize::MAX);
-        shared.contention_window.store(window, Ordering::Relaxed);
+        shared
+            .contention_window
+            .store(millis(bounds.contention_window), Ordering::Relaxed);
     }
 
     /// A flow for a new app's outboxes.
@@ -299,8 +305,8 @@ impl Fanout {
 
     /// Routes `deliveries` of `app`: now when the app has nothing waiting and the node is not
     /// contended, or the app is under its bound, or has at most half of it in flight and the
-    /// publication is at most `whole_when_idle`; else queued (`job` is built under the lock, so the app's
-    /// order holds), else refused.
+    /// publication is at most `whole_when_idle`; else queued (`job` is built under the lock,
+    /// so the app's order holds), else refused.
     pub fn route(
         &self,
         app: &AppId,
@@ -313,8 +319,9 @@ impl Fanout {
         let backlog = shared.backlog_per_app.load(Ordering::Relaxed);
         let (window, now) = (shared.contention_window(), Instant::now());
         let mut state = shared.lock();
-        let contended = state.contended(app, flow_key(flow), now, window);
-        state.recent.note(flow_key(flow), now);
+        let key = flow_key(flow);
+        let contended = state.contended(app, key, now, window);
+        state.recent.note(key, now);
         let waiting = state.apps.get(app).map_or(0, |queue| queue.waiting);
         let in_flight = flow.in_flight();
         // An app whose writers are mostly done (one that publishes now and then, however many
