@@ -12,7 +12,9 @@
 //! - a publication that fits under the app's bound, while none of the app's is waiting, is
 //!   pushed at once by the caller (the broker's delivery, so under the channel's lock: serial
 //!   order holds); so is one of at most `whole_when_idle` deliveries while at most half the
-//!   bound is in flight (an app that publishes now and then is never chopped);
+//!   bound is in flight (an app that publishes now and then is never chopped), and one that
+//!   keeps the app's in flight within `whole_when_idle` while another app has more waiting
+//!   (the storm is that one; an ordinary app is not queued with it);
 //! - otherwise it waits in the app's queue (FIFO, so an app's own order holds) with its
 //!   subscribers as they were at delivery, and the fan-out thread pushes the queues' heads in
 //!   turns of at most [`TURN`] deliveries, one app after the other, each only while the app is
@@ -63,7 +65,8 @@ pub struct FanoutBounds {
     pub in_flight_per_app: usize,
     /// The largest publication pushed whole, past `in_flight_per_app`, for an app with at
     /// most half of that in flight: an app that publishes now and then is never chopped by
-    /// the bound meant for one that keeps publishing.
+    /// the bound meant for one that keeps publishing. Also how many an app may have in
+    /// flight, publication after publication, while another app has more waiting.
     pub whole_when_idle: usize,
     /// Deliveries an app may have waiting; the HTTP API refuses its publishes from half.
     pub backlog_per_app: usize,
@@ -305,7 +308,8 @@ impl Fanout {
 
     /// Routes `deliveries` of `app`: now when the app has nothing waiting and the node is not
     /// contended, or the app is under its bound, or has at most half of it in flight and the
-    /// publication is at most `whole_when_idle`; else queued (`job` is built under the lock,
+    /// publication is at most `whole_when_idle`, or another app has more waiting and this
+    /// one's in flight stays within `whole_when_idle`; else queued (`job` is built under the lock,
     /// so the app's order holds), else refused.
     pub fn route(
         &self,
@@ -328,9 +332,20 @@ impl Fanout {
         // subscribers it has) has its publication pushed whole; only an app that keeps work
         // in flight, publication after publication, is held to its bound. Half, not none: on
         // a loaded node a ticker's last few writers often lag its next event.
-        let idle =
-            in_flight <= bound / 2 && deliveries <= shared.whole_when_idle.load(Ordering::Relaxed);
-        if waiting == 0 && (!contended || idle || in_flight.saturating_add(deliveries) <= bound) {
+        let whole = shared.whole_when_idle.load(Ordering::Relaxed);
+        let idle = in_flight <= bound / 2 && deliveries <= whole;
+        // Nor is an app held while another has more waiting than this publication: the storm
+        // is that one, held to its share in `next_turn`. On a node whose cores are short, an
+        // ordinary app's writers lag at its bound through no fault of its own, and queueing
+        // it behind that bound made it wait its turn with the storm's (README, session 11).
+        let not_the_storm = in_flight.saturating_add(deliveries) <= whole
+            && state.has_more_waiting_than(app, deliveries);
+        if waiting == 0
+            && (!contended
+                || idle
+                || not_the_storm
+                || in_flight.saturating_add(deliveries) <= bound)
+        {
             return Route::Now;
         }
         if waiting.saturating_add(deliveries) > backlog {
@@ -387,6 +402,13 @@ impl State {
         window.is_zero()
             || self.apps.len() > usize::from(self.apps.contains_key(app))
             || self.recent.other_than(key, now, window)
+    }
+
+    /// Whether an app other than `app` has more than `deliveries` waiting.
+    fn has_more_waiting_than(&self, app: &AppId, deliveries: usize) -> bool {
+        self.apps
+            .iter()
+            .any(|(other, queue)| other != app && queue.waiting > deliveries)
     }
 
     /// The next app in turn order that is under its bound (no bound while the node is not

@@ -186,6 +186,39 @@ fn the_app_with_the_largest_backlog_is_held_to_a_quarter_of_the_bound() {
 }
 
 #[test]
+fn an_app_behind_its_bound_is_not_queued_while_another_has_more_waiting() {
+    let fanout = Fanout::default();
+    fanout.set_bounds(FanoutBounds {
+        whole_when_idle: 50,
+        ..bounds(10, 10_000)
+    });
+    let (storm, quiet) = (fanout.new_flow(), fanout.new_flow());
+    let storm_targets = outboxes(&storm, 40);
+    deliver(&fanout, &storm, &storm_targets, 1);
+    deliver(&fanout, &storm, &storm_targets, 2);
+    assert_eq!(fanout.backlog(&targets_app(&storm)), 40, "the storm waits");
+    // The quiet app's writers lag its publications, past its bound of 10 ...
+    let quiet_targets = outboxes(&quiet, 25);
+    deliver(&fanout, &quiet, &quiet_targets, 1);
+    deliver(&fanout, &quiet, &quiet_targets, 2);
+    assert_eq!(quiet.in_flight(), 25);
+    // ... yet it is not queued with the storm, whose 40 waiting are more than its 25.
+    assert_eq!(fanout.backlog(&targets_app(&quiet)), 0);
+    // Not past `whole_when_idle` in flight, though: 25 + 30 more would be 55 of 50.
+    let more = outboxes(&quiet, 30);
+    deliver(&fanout, &quiet, &more, 3);
+    assert_eq!(fanout.backlog(&targets_app(&quiet)), 30, "queued");
+    assert_eq!(
+        fanout.backlog(&targets_app(&storm)),
+        40,
+        "the storm is still held"
+    );
+    for outbox in &quiet_targets {
+        assert_eq!(outbox.drain().len(), 2, "both pushed in the caller");
+    }
+}
+
+#[test]
 fn the_most_recent_other_app_is_always_remembered() {
     let start = Instant::now();
     let at = |ms| start + Duration::from_millis(ms);
