@@ -35,6 +35,7 @@ mod outbox;
 mod resume;
 mod watchlist;
 mod websocket;
+mod worker_lag;
 
 use std::sync::Arc;
 use std::time::Duration;

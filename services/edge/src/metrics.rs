@@ -39,6 +39,7 @@ const STORED_EVICTIONS: &str = "switchboard_stored_evictions_total";
 const STORED_CHANNELS: &str = "switchboard_stored_channels";
 const DRAINING: &str = "switchboard_draining";
 const DEPENDENCY_TROUBLE: &str = "switchboard_dependency_trouble";
+const WORKER_LAG: &str = "switchboard_worker_lag_seconds";
 
 /// Histogram buckets for request durations, in seconds.
 const DURATION_BUCKETS: [f64; 13] = [
@@ -66,6 +67,9 @@ pub fn prometheus() -> &'static PrometheusHandle {
                     Matcher::Full(REDIS_PING_DURATION.into()),
                     &DURATION_BUCKETS,
                 )
+            })
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(Matcher::Full(WORKER_LAG.into()), &DURATION_BUCKETS)
             })
             .and_then(|builder| {
                 builder.set_buckets_for_metric(
@@ -118,6 +122,12 @@ fn describe() {
         REDIS_PING_DURATION,
         Unit::Seconds,
         "Round trips of the broker's health pings to Redis (every second, with --broker)"
+    );
+    metrics::describe_histogram!(
+        WORKER_LAG,
+        Unit::Seconds,
+        "How late a worker thread ran a timer task past its deadline (every 100 ms per worker): \
+         how long the worker's other work held up everything queued on it"
     );
     metrics::describe_histogram!(
         CEILING_USAGE,
@@ -198,6 +208,12 @@ pub fn connection_ceiling_usage(in_use: u64, ceiling: u64) {
     prometheus();
     let ratio = in_use as f64 / ceiling as f64;
     metrics::histogram!(CEILING_USAGE, "plan_ceiling" => ceiling.to_string()).record(ratio);
+}
+
+/// A worker ran its lag probe `lag` past the probe's deadline (`worker_lag`).
+pub fn worker_lagged(lag: std::time::Duration) {
+    prometheus();
+    metrics::histogram!(WORKER_LAG).record(lag.as_secs_f64());
 }
 
 /// Keeps histograms from growing between scrapes; run every few seconds.

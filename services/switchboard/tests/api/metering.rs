@@ -1,7 +1,7 @@
 //! Metering end to end (a known script of connections and messages, then the rows in Postgres
 //! after the shutdown flush), the `/v1/apps/{id}/usage` series, and Prometheus `/metrics`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use control::usage::PgUsageSink;
 use protocol::names::AppId;
@@ -284,4 +284,36 @@ async fn metrics_expose_connections_messages_closes_and_api_latency() {
     }
     // No app id is ever a label.
     assert!(!text.contains(APP.0), "{text}");
+}
+
+/// The lag probe's sample count in `/metrics`, once it has one.
+async fn worker_lag_samples(port: u16) -> Option<u64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("switchboard_worker_lag_seconds_count "))
+        .map(|count| count.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn every_worker_keeps_reporting_how_late_it_runs_what_is_due() {
+    let app = spawn_app().await;
+    let (mut first, mut now) = (None, None);
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            now = worker_lag_samples(app.port).await;
+            match (first, now) {
+                (None, Some(count)) => first = Some(count),
+                (Some(before), Some(count)) if count > before => return,
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the probe's samples went from {first:?} to {now:?} only"));
 }
