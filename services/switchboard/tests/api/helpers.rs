@@ -144,6 +144,30 @@ impl TestApp {
         ws_connect(url).await
     }
 
+    /// The value of `series` (its name and labels, as `/metrics` writes them), if there.
+    pub async fn metric_if_any(&self, series: &str) -> Option<u64> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.port);
+        let text = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map(|value| value.parse().unwrap())
+    }
+
+    /// The value of `series` in `/metrics`; panics if it is not there.
+    pub async fn metric(&self, series: &str) -> u64 {
+        self.metric_if_any(series)
+            .await
+            .unwrap_or_else(|| panic!("{series} is not in /metrics"))
+    }
+
     /// A connected client with its socket id.
     pub async fn connected(&self, key: &str) -> (WsClient, String) {
         let mut client = self.connect(key).await;

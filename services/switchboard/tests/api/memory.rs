@@ -57,31 +57,13 @@ async fn trigger_on_all(
 
 /// One figure of the server's `/metrics`, e.g. `switchboard_outbox_peak_bytes` or
 /// `switchboard_stored_bytes{store="history"}`.
-async fn metric(app: &TestApp, series: &str) -> u64 {
-    let url = format!("http://127.0.0.1:{}/metrics", app.port);
-    let text = app
-        .http
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{series} is not in /metrics"))
-        .parse()
-        .unwrap()
-}
-
 /// Waits until `series` reaches `at_least`, checking after each step of the attack.
 async fn wait_for_metric(app: &TestApp, series: &str, at_least: u64) {
     let waited = tokio::time::timeout(TIMEOUT, async {
         let mut checks = tokio::time::interval(Duration::from_millis(20));
         loop {
             checks.tick().await;
-            if metric(app, series).await >= at_least {
+            if app.metric(series).await >= at_least {
                 return;
             }
         }
@@ -173,7 +155,7 @@ async fn a_client_that_stops_reading_and_provokes_large_errors_is_closed_with_41
     wait_for_metric(&app, SLOW_CONSUMERS, 1).await;
     provoking.abort();
 
-    let peak = metric(&app, OUTBOX_PEAK).await;
+    let peak = app.metric(OUTBOX_PEAK).await;
     // Replies may take twice the fan-out bound; the close came when they would have passed it.
     assert!(peak <= 2 * bound as u64, "one outbox held {peak} bytes");
     assert!(
@@ -222,7 +204,7 @@ async fn a_thousand_clients_that_never_read_are_closed_with_4100_and_healthy_one
     }
     let padding = "x".repeat(8 * 1024);
     let mut published = 0;
-    while metric(&app, SLOW_CONSUMERS).await < 1_000 {
+    while app.metric(SLOW_CONSUMERS).await < 1_000 {
         assert!(published < 5_000, "the slow clients were never closed");
         let data = format!("{published}:{padding}");
         assert_eq!(app.trigger("news", "e", &data, None).await.status(), 200);
@@ -231,7 +213,7 @@ async fn a_thousand_clients_that_never_read_are_closed_with_4100_and_healthy_one
             assert_eq!(seen.unwrap(), Some(published));
         }
         published += 1;
-        let peak = metric(&app, OUTBOX_PEAK).await;
+        let peak = app.metric(OUTBOX_PEAK).await;
         assert!(peak <= bound as u64, "one outbox held {peak} bytes");
     }
     assert_eq!(app.trigger("news", "e", "last", None).await.status(), 200);
@@ -246,7 +228,7 @@ async fn a_thousand_clients_that_never_read_are_closed_with_4100_and_healthy_one
             "every event, in order"
         );
     }
-    assert_eq!(metric(&app, SLOW_CONSUMERS).await, 1_000);
+    assert_eq!(app.metric(SLOW_CONSUMERS).await, 1_000);
     // Each reads what its socket still holds, then the close frame: 4100.
     let closes: Vec<_> = slow
         .into_iter()
@@ -255,7 +237,7 @@ async fn a_thousand_clients_that_never_read_are_closed_with_4100_and_healthy_one
     for close in closes {
         assert_eq!(close.await.unwrap().0, 4100);
     }
-    let peak = metric(&app, OUTBOX_PEAK).await;
+    let peak = app.metric(OUTBOX_PEAK).await;
     assert!(peak <= bound as u64, "one outbox held {peak} bytes");
 }
 
@@ -276,9 +258,9 @@ async fn a_trigger_to_many_channels_stays_within_the_node_history_budget_and_a_r
     for _ in 0..3 {
         trigger_on_all(&app, APP, &channels, &"x".repeat(1024)).await;
     }
-    let stored = metric(&app, HISTORY_BYTES).await;
+    let stored = app.metric(HISTORY_BYTES).await;
     assert!(stored <= budget as u64, "{stored} bytes of history kept");
-    assert!(metric(&app, HISTORY_EVICTIONS).await > 0);
+    assert!(app.metric(HISTORY_EVICTIONS).await > 0);
 
     let (mut resuming, _) = app.connected(APP.1).await;
     let resume = json!({"epoch": position["epoch"], "serial": 0});
@@ -309,12 +291,12 @@ async fn subscribing_keeps_no_history_and_published_channels_stop_at_the_cap_per
         client.send(unsubscribe).await;
     }
     assert_eq!(
-        metric(&app, HISTORY_CHANNELS).await,
+        app.metric(HISTORY_CHANNELS).await,
         0,
         "subscribers alone hold no history"
     );
     trigger_on_all(&app, APP, &numbered_channels("busy", 10), "d").await;
-    assert_eq!(metric(&app, HISTORY_CHANNELS).await, 5);
+    assert_eq!(app.metric(HISTORY_CHANNELS).await, 5);
 }
 
 #[tokio::test]
@@ -410,13 +392,13 @@ async fn the_plans_history_bytes_bound_what_one_app_keeps() {
     for _ in 0..3 {
         trigger_on_all(&platform.app, credentials, &channels, &"x".repeat(1024)).await;
     }
-    let stored = metric(&platform.app, HISTORY_BYTES).await;
+    let stored = platform.app.metric(HISTORY_BYTES).await;
     assert!(
         stored <= budget as u64,
         "{stored} bytes kept for a plan of {budget}"
     );
     assert!(
-        metric(&platform.app, HISTORY_EVICTIONS).await >= 280,
+        platform.app.metric(HISTORY_EVICTIONS).await >= 280,
         "most of 300 events evicted"
     );
 }

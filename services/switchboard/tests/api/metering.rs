@@ -286,26 +286,15 @@ async fn metrics_expose_connections_messages_closes_and_api_latency() {
     assert!(!text.contains(APP.0), "{text}");
 }
 
-/// The lag probe's sample count in `/metrics`, once it has one.
-async fn worker_lag_samples(port: u16) -> Option<u64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix("switchboard_worker_lag_seconds_count "))
-        .map(|count| count.trim().parse().unwrap())
-}
-
 #[tokio::test]
 async fn every_worker_keeps_reporting_how_late_it_runs_what_is_due() {
     let app = spawn_app().await;
     let (mut first, mut now) = (None, None);
     tokio::time::timeout(Duration::from_secs(20), async {
         loop {
-            now = worker_lag_samples(app.port).await;
+            now = app
+                .metric_if_any("switchboard_worker_lag_seconds_count")
+                .await;
             match (first, now) {
                 (None, Some(count)) => first = Some(count),
                 (Some(before), Some(count)) if count > before => return,

@@ -124,7 +124,7 @@ async fn storm_spares_the_other_app(app: Arc<TestApp>) -> usize {
         statuses.len()
     );
     // The process's one recorder counts every test's refusals: at least ours.
-    assert!(metric(&app, REFUSALS).await >= a_refusals.len() as u64);
+    assert!(app.metric(REFUSALS).await >= a_refusals.len() as u64);
     too_many
 }
 
@@ -218,22 +218,4 @@ async fn publish(app: &TestApp, tenant: (&str, &str, &str), channel: &str, n: us
         assert_eq!(response.headers()["retry-after"], "1");
     }
     response.status()
-}
-
-async fn metric(app: &TestApp, series: &str) -> u64 {
-    let url = format!("http://127.0.0.1:{}/metrics", app.port);
-    let text = app
-        .http
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{series} is not in /metrics"))
-        .parse()
-        .unwrap()
 }
