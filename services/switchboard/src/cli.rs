@@ -94,8 +94,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_FANOUT_IN_FLIGHT_PER_APP", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     pub fanout_in_flight_per_app: u32,
     /// The largest publication pushed whole, past the bound above, for an app with at most half
-    /// of it in flight on this node (an app that publishes now and then); 0 holds every app
-    /// to it.
+    /// of it in flight on this node (an app that publishes now and then); also the most an app
+    /// may have in flight, unqueued, while another app has more deliveries waiting. 0 holds
+    /// every app to the bound.
     #[arg(
         long,
         env = "SWITCHBOARD_FANOUT_WHOLE_WHEN_IDLE",
