@@ -338,13 +338,13 @@ impl Fanout {
         // is that one, held to its share in `next_turn`. On a node whose cores are short, an
         // ordinary app's writers lag at its bound through no fault of its own, and queueing
         // it behind that bound made it wait its turn with the storm's (README, session 11).
-        let not_the_storm = in_flight.saturating_add(deliveries) <= whole
-            && state.has_more_waiting_than(app, deliveries);
+        // Looked at last: it walks the queued apps, the other tests are a load each.
+        let after = in_flight.saturating_add(deliveries);
         if waiting == 0
             && (!contended
                 || idle
-                || not_the_storm
-                || in_flight.saturating_add(deliveries) <= bound)
+                || after <= bound
+                || (after <= whole && state.has_more_waiting_than(app, deliveries)))
         {
             return Route::Now;
         }

@@ -144,7 +144,8 @@ impl TestApp {
         ws_connect(url).await
     }
 
-    /// The value of `series` (its name and labels, as `/metrics` writes them), if there.
+    /// The value of `series` (its name and labels, as `/metrics` writes them, e.g.
+    /// `switchboard_stored_bytes{store="history"}`), if there.
     pub async fn metric_if_any(&self, series: &str) -> Option<u64> {
         let url = format!("http://127.0.0.1:{}/metrics", self.port);
         let text = self

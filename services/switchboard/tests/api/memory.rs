@@ -55,8 +55,6 @@ async fn trigger_on_all(
     assert_eq!(response.status(), 200);
 }
 
-/// One figure of the server's `/metrics`, e.g. `switchboard_outbox_peak_bytes` or
-/// `switchboard_stored_bytes{store="history"}`.
 /// Waits until `series` reaches `at_least`, checking after each step of the attack.
 async fn wait_for_metric(app: &TestApp, series: &str, at_least: u64) {
     let waited = tokio::time::timeout(TIMEOUT, async {
