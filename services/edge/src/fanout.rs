@@ -44,6 +44,7 @@ use bytestring::ByteString;
 use protocol::delta::Delta;
 use protocol::names::AppId;
 
+use crate::fanout_pace::{LagSignal, StormPace};
 use crate::metrics::metrics;
 use crate::outbox::Outbox;
 
@@ -73,6 +74,9 @@ pub struct FanoutBounds {
     /// How long after another app's last publication the bounds above still hold an app;
     /// zero holds every app to them always.
     pub contention_window: Duration,
+    /// How late the workers may run, while contended, before the storm's deliveries are
+    /// paced below what the node could push (`fanout_pace`); zero never paces.
+    pub headroom_lag: Duration,
 }
 
 impl Default for FanoutBounds {
@@ -90,6 +94,7 @@ impl Default for FanoutBounds {
             whole_when_idle: 4096,
             backlog_per_app: 65_536,
             contention_window: Duration::from_secs(1),
+            headroom_lag: Duration::from_millis(10),
         }
     }
 }
@@ -151,6 +156,8 @@ struct Shared {
     backlog_per_app: AtomicUsize,
     /// In milliseconds.
     contention_window: AtomicUsize,
+    /// How late the workers ran, for the storm's pace.
+    lag: LagSignal,
 }
 
 #[derive(Debug, Default)]
@@ -159,6 +166,10 @@ struct State {
     /// Apps with a job, in turn order.
     turns: VecDeque<AppId>,
     recent: Recent,
+    /// The storm's rate while the workers run late.
+    pace: StormPace,
+    /// The app the pace holds: while paced, none of its publications is pushed unqueued.
+    paced: Option<AppId>,
     closed: bool,
 }
 
@@ -253,13 +264,17 @@ impl Default for Fanout {
         let bounds = FanoutBounds::default();
         Self {
             shared: Arc::new(Shared {
-                state: Mutex::default(),
+                state: Mutex::new(State {
+                    pace: StormPace::new(bounds.headroom_lag, Instant::now()),
+                    ..State::default()
+                }),
                 wake: Condvar::new(),
                 stalled: AtomicBool::new(false),
                 in_flight_per_app: AtomicUsize::new(bounds.in_flight_per_app),
                 whole_when_idle: AtomicUsize::new(bounds.whole_when_idle),
                 backlog_per_app: AtomicUsize::new(bounds.backlog_per_app),
                 contention_window: AtomicUsize::new(millis(bounds.contention_window)),
+                lag: LagSignal::default(),
             }),
             thread: Once::new(),
         }
@@ -281,6 +296,12 @@ impl Fanout {
         shared
             .contention_window
             .store(millis(bounds.contention_window), Ordering::Relaxed);
+        shared.lock().pace.set_lag_high(bounds.headroom_lag);
+    }
+
+    /// A worker ran a due task `lag` late (`worker_lag`'s probe).
+    pub fn worker_lagged(&self, lag: Duration) {
+        self.shared.lag.record(lag);
     }
 
     /// A flow for a new app's outboxes.
@@ -339,12 +360,15 @@ impl Fanout {
         // ordinary app's writers lag at its bound through no fault of its own, and queueing
         // it behind that bound made it wait its turn with the storm's (README, session 11).
         // Looked at last: it walks the queued apps, the other tests are a load each.
+        // A paced storm's every publication goes through the thread, at its pace.
+        let paced = state.pace.is_pacing() && state.paced.as_ref() == Some(app);
         let after = in_flight.saturating_add(deliveries);
         if waiting == 0
             && (!contended
-                || idle
-                || after <= bound
-                || (after <= whole && state.has_more_waiting_than(app, deliveries)))
+                || (!paced
+                    && (idle
+                        || after <= bound
+                        || (after <= whole && state.has_more_waiting_than(app, deliveries)))))
         {
             return Route::Now;
         }
@@ -411,31 +435,73 @@ impl State {
             .any(|(other, queue)| other != app && queue.waiting > deliveries)
     }
 
+    /// The storm: the app with the most deliveries waiting, while the node is contended for
+    /// it.
+    fn storm(&self, window: Duration, now: Instant) -> Option<AppId> {
+        let (app, queue) = self.apps.iter().max_by_key(|(_, queue)| queue.waiting)?;
+        let contended = self.contended(app, flow_key(&queue.flow), now, window);
+        contended.then(|| app.clone())
+    }
+
+    /// Adjusts the storm's pace to how late the workers ran (once a pace window). Only an
+    /// app with more than `storm_size` waiting is paced: an ordinary app queued behind its
+    /// own lagging writers is no storm. The app paced stays the one until it has nothing
+    /// waiting and another is a storm.
+    fn adjust_pace(&mut self, window: Duration, now: Instant, lag: &LagSignal, storm_size: usize) {
+        let storm = self.storm(window, now).filter(|app| {
+            self.apps
+                .get(app)
+                .is_some_and(|queue| queue.waiting > storm_size)
+        });
+        let paced_waits = self
+            .paced
+            .as_ref()
+            .is_some_and(|app| self.apps.contains_key(app));
+        let before = self.pace.rate();
+        self.pace
+            .adjust(now, paced_waits || storm.is_some(), || lag.take());
+        if self.pace.rate() != before {
+            metrics().fanout_pace.set(self.pace.rate().unwrap_or(0.0));
+        }
+        if !self.pace.is_pacing() {
+            self.paced = None;
+        } else if !paced_waits && storm.is_some() {
+            self.paced = storm;
+        }
+    }
+
     /// The next app in turn order that is under its bound (no bound while the node is not
-    /// contended for it), with its head job taken out (its deliveries still count as
-    /// waiting, so the app's new publications queue behind it).
+    /// contended for it) and, for the storm, within its pace, with its head job taken out
+    /// (its deliveries still count as waiting, so the app's new publications queue behind
+    /// it).
     fn next_turn(&mut self, bound: usize, window: Duration, now: Instant) -> Option<Turn> {
-        let largest = self
-            .apps
-            .iter()
-            .max_by_key(|(_, queue)| queue.waiting)
-            .map(|(app, _)| app.clone());
+        let storm = self.storm(window, now);
         for _ in 0..self.turns.len() {
             let app = self.turns.pop_front()?;
             let key = flow_key(&self.apps.get(&app)?.flow);
-            let bound = if !self.contended(&app, key, now, window) {
-                usize::MAX
-            } else if largest.as_ref() == Some(&app) {
+            let is_storm = storm.as_ref() == Some(&app);
+            let bound = if is_storm {
                 (bound / STORM_SHARE).max(1)
-            } else {
+            } else if self.contended(&app, key, now, window) {
                 bound
+            } else {
+                usize::MAX
             };
             let queue = self.apps.get_mut(&app)?;
             let in_flight = queue.flow.in_flight();
-            if in_flight < bound {
-                let job = queue.jobs.pop_front()?;
-                let left = job.targets.len() - job.next;
-                let count = left.min(TURN).min(bound - in_flight);
+            let left = queue.jobs.front().map(|job| job.targets.len() - job.next)?;
+            let mut count = left.min(TURN).min(bound.saturating_sub(in_flight));
+            // The pace counts the paced app's deliveries, or the storm's before any is paced.
+            let pacing = self.pace.is_pacing();
+            let paced = pacing && self.paced.as_ref() == Some(&app);
+            if paced {
+                count = self.pace.allow(count, now);
+            }
+            if count > 0 {
+                let job = self.apps.get_mut(&app)?.jobs.pop_front()?;
+                if paced || (!pacing && is_storm) {
+                    self.pace.pushed(count);
+                }
                 return Some(Turn { app, job, count });
             }
             self.turns.push_back(app);
@@ -466,6 +532,8 @@ fn run(shared: &Shared) {
     while !state.closed {
         let bound = shared.in_flight_per_app.load(Ordering::Relaxed);
         let window = shared.contention_window();
+        let storm_size = shared.whole_when_idle.load(Ordering::Relaxed);
+        state.adjust_pace(window, Instant::now(), &shared.lag, storm_size);
         let mut turn = state.next_turn(bound, window, Instant::now());
         if turn.is_none() && !state.turns.is_empty() {
             // Every waiting app is at its bound: the flag goes up before a last look, so a
@@ -486,7 +554,12 @@ fn run(shared: &Shared) {
                 state = shared.wake.wait(state).expect("fan-out lock poisoned");
             }
             None => {
-                let waited = shared.wake.wait_timeout(state, BACKSTOP);
+                // A paced storm may go again in a moment; nothing else wakes the thread then.
+                let sleep = state
+                    .pace
+                    .wait()
+                    .map_or(BACKSTOP, |wait| wait.min(BACKSTOP));
+                let waited = shared.wake.wait_timeout(state, sleep);
                 state = waited.expect("fan-out lock poisoned").0;
             }
         }
@@ -511,3 +584,7 @@ fn push(turn: &mut Turn) {
 #[cfg(test)]
 #[path = "fanout_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "fanout_paced_tests.rs"]
+mod paced_tests;

@@ -7,13 +7,13 @@ use protocol::names::{ChannelName, SocketId};
 use super::*;
 use crate::outbox::{OutboxBounds, Outgoing};
 
-fn app(name: &str) -> AppId {
+pub(super) fn app(name: &str) -> AppId {
     AppId::parse(name).unwrap()
 }
 
 /// WebSocket outboxes of the flow's app whose writers have looked once and now wait for a
 /// frame, as a connected client's do.
-fn outboxes(flow: &Arc<AppFlow>, count: usize) -> Vec<Arc<Outbox>> {
+pub(super) fn outboxes(flow: &Arc<AppFlow>, count: usize) -> Vec<Arc<Outbox>> {
     (0..count)
         .map(|n| {
             let outbox = Arc::new(Outbox::for_websocket(
@@ -27,7 +27,7 @@ fn outboxes(flow: &Arc<AppFlow>, count: usize) -> Vec<Arc<Outbox>> {
         .collect()
 }
 
-fn publication(app: &AppId, serial: u64) -> Publication {
+pub(super) fn publication(app: &AppId, serial: u64) -> Publication {
     Publication {
         app: app.clone(),
         channel: ChannelName::parse("ticker").unwrap(),
@@ -39,7 +39,12 @@ fn publication(app: &AppId, serial: u64) -> Publication {
 }
 
 /// Routes one publication to `targets` the way the hub does; pushes it now when told to.
-fn deliver(fanout: &Fanout, flow: &Arc<AppFlow>, targets: &[Arc<Outbox>], serial: u64) -> bool {
+pub(super) fn deliver(
+    fanout: &Fanout,
+    flow: &Arc<AppFlow>,
+    targets: &[Arc<Outbox>],
+    serial: u64,
+) -> bool {
     let app = targets_app(flow);
     let publication = publication(&app, serial);
     let job = || Job::new(publication.clone(), None, targets.to_vec());
@@ -65,7 +70,7 @@ fn deliver(fanout: &Fanout, flow: &Arc<AppFlow>, targets: &[Arc<Outbox>], serial
 }
 
 /// Tests name each flow's app by its address (one app per flow here).
-fn targets_app(flow: &Arc<AppFlow>) -> AppId {
+pub(super) fn targets_app(flow: &Arc<AppFlow>) -> AppId {
     app(&format!("app-{}", Arc::as_ptr(flow) as usize))
 }
 
@@ -77,7 +82,7 @@ async fn next_frames(outbox: &Outbox) -> VecDeque<Outgoing> {
 }
 
 /// A fan-out state with one publication waiting per app, to that many subscribers.
-fn queued(apps: &[(&str, &Arc<AppFlow>, usize)]) -> State {
+pub(super) fn queued(apps: &[(&str, &Arc<AppFlow>, usize)]) -> State {
     let mut state = State::default();
     for &(name, flow, waiting) in apps {
         let app = app(name);
@@ -98,18 +103,19 @@ fn queued(apps: &[(&str, &Arc<AppFlow>, usize)]) -> State {
     state
 }
 
-fn bounds(in_flight: usize, backlog: usize) -> FanoutBounds {
+pub(super) fn bounds(in_flight: usize, backlog: usize) -> FanoutBounds {
     FanoutBounds {
         in_flight_per_app: in_flight,
         // Strict: these tests hold every publication to the bound, contended or not.
         whole_when_idle: 0,
         backlog_per_app: backlog,
         contention_window: Duration::ZERO,
+        headroom_lag: Duration::ZERO,
     }
 }
 
 /// Bounds that hold an app only while another app published within the hour.
-fn bounds_when_contended(in_flight: usize, backlog: usize) -> FanoutBounds {
+pub(super) fn bounds_when_contended(in_flight: usize, backlog: usize) -> FanoutBounds {
     FanoutBounds {
         contention_window: Duration::from_secs(3600),
         ..bounds(in_flight, backlog)

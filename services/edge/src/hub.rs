@@ -75,6 +75,11 @@ impl Hub {
         }
     }
 
+    /// A worker ran a due task `lag` late: how the fan-out paces a storm.
+    pub fn worker_lagged(&self, lag: std::time::Duration) {
+        self.fanout.worker_lagged(lag);
+    }
+
     /// Sets the per-app bounds of fan-out (`--fanout-in-flight-per-app`, …).
     pub fn set_fanout_bounds(&self, bounds: FanoutBounds) {
         self.fanout.set_bounds(bounds);

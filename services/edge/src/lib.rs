@@ -21,6 +21,7 @@ mod dead_nodes;
 pub mod delta_bases;
 pub mod drain;
 pub mod fanout;
+mod fanout_pace;
 pub mod health;
 mod http_api;
 mod hub;

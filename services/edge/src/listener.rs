@@ -120,7 +120,9 @@ where
                 let edge = edge.clone();
                 async move {
                     // Built on each worker's thread, once: the worker's lag probe starts here.
-                    crate::worker_lag::spawn_on_this_worker();
+                    crate::worker_lag::spawn_on_this_worker(
+                        edge.as_ref().map(|edge| edge.hub.clone()),
+                    );
                     let http = Rc::new(http.await?);
                     // Boxed: actix-server's task keeps the service's future twice (captured,
                     // then awaited), and a connection's task lives as long as it does.

@@ -27,6 +27,7 @@ const OUTBOX_DROPS: &str = "switchboard_outbox_drops_total";
 const CLOSED: &str = "switchboard_connections_closed_total";
 const FANOUT_WAITING: &str = "switchboard_fanout_waiting_deliveries";
 const FANOUT_REFUSED: &str = "switchboard_fanout_refused_total";
+const FANOUT_PACE: &str = "switchboard_fanout_paced_deliveries_per_second";
 const HTTP_DURATION: &str = "switchboard_http_request_duration_seconds";
 const REDIS_PING_DURATION: &str = "switchboard_redis_ping_duration_seconds";
 const REDIS_UP: &str = "switchboard_redis_up";
@@ -113,6 +114,11 @@ fn describe() {
         FANOUT_REFUSED,
         "Subscribers closed with 4100 because their app's fan-out backlog was full"
     );
+    metrics::describe_gauge!(
+        FANOUT_PACE,
+        "The rate the app with the most deliveries waiting is paced to while this node's \
+         workers run late and another app is active (0: no app is paced)"
+    );
     metrics::describe_histogram!(
         HTTP_DURATION,
         Unit::Seconds,
@@ -150,6 +156,7 @@ fn register_at_start() {
     metrics::counter!(OUTBOX_DROPS).increment(0);
     metrics::gauge!(FANOUT_WAITING).increment(0.0);
     metrics::counter!(FANOUT_REFUSED).increment(0);
+    metrics::gauge!(FANOUT_PACE).set(0.0);
     for code in CLOSE_CODES_AT_START {
         metrics::counter!(CLOSED, "code" => code.to_string()).increment(0);
     }
@@ -166,6 +173,7 @@ pub struct Metrics {
     pub outbox_drops: Counter,
     pub fanout_waiting: Gauge,
     pub fanout_refused: Counter,
+    pub fanout_pace: Gauge,
 }
 
 /// The process's metric handles; installs the recorder first if need be.
@@ -182,6 +190,7 @@ pub fn metrics() -> &'static Metrics {
             outbox_drops: metrics::counter!(OUTBOX_DROPS),
             fanout_waiting: metrics::gauge!(FANOUT_WAITING),
             fanout_refused: metrics::counter!(FANOUT_REFUSED),
+            fanout_pace: metrics::gauge!(FANOUT_PACE),
         }
     })
 }

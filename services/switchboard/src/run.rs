@@ -204,6 +204,7 @@ fn edge_settings(args: &ServeArgs) -> EdgeSettings {
             whole_when_idle: args.fanout_whole_when_idle as usize,
             backlog_per_app: args.fanout_backlog_per_app as usize,
             contention_window: std::time::Duration::from_millis(args.fanout_contention_ms),
+            headroom_lag: std::time::Duration::from_millis(args.fanout_headroom_lag_ms),
         },
         ..EdgeSettings::default()
     }
