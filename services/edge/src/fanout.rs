@@ -55,6 +55,13 @@ pub const TURN: usize = 256;
 /// queues: with equal bounds, B's 1,000 subscribers at 50 events/s fell behind A's storm
 /// in about half the noisy-neighbour runs and never caught up (README, session 10).
 const STORM_SHARE: usize = 4;
+/// Pace windows in a row an app must be the largest, past a storm's size, to be paced: an
+/// ordinary app whose queue grows for a moment, while the storm drained its own, is not.
+const STORM_WINDOWS: u32 = 3;
+/// How long after the paced app's last publication it is still a storm: past a 429's
+/// `Retry-After` (1 s) and the drain of its backlog meanwhile, so that a storm that comes
+/// back is paced from the start instead of running free until it is found again.
+const PACE_HOLD: Duration = Duration::from_secs(3);
 /// A backstop for a wake-up that never comes (the accounting is exact; this only bounds the
 /// cost of a bug in it).
 const BACKSTOP: Duration = Duration::from_millis(100);
@@ -170,6 +177,12 @@ struct State {
     pace: StormPace,
     /// The app the pace holds: while paced, none of its publications is pushed unqueued.
     paced: Option<AppId>,
+    /// When the paced app last routed a publication: it is a storm still for [`PACE_HOLD`]
+    /// after, even with its queue drained (waiting out a 429's `Retry-After`).
+    paced_routed: Option<Instant>,
+    /// The app that has been the largest with more than a storm's size waiting, and for how
+    /// many pace windows in a row: only one that stays so is a storm to pace.
+    storm_streak: Option<(AppId, u32)>,
     closed: bool,
 }
 
@@ -361,7 +374,11 @@ impl Fanout {
         // it behind that bound made it wait its turn with the storm's (README, session 11).
         // Looked at last: it walks the queued apps, the other tests are a load each.
         // A paced storm's every publication goes through the thread, at its pace.
-        let paced = state.pace.is_pacing() && state.paced.as_ref() == Some(app);
+        let paced = state.paced.as_ref() == Some(app);
+        if paced {
+            state.paced_routed = Some(now);
+        }
+        let paced = paced && state.pace.is_pacing();
         let after = in_flight.saturating_add(deliveries);
         if waiting == 0
             && (!contended
@@ -445,28 +462,52 @@ impl State {
 
     /// Adjusts the storm's pace to how late the workers ran (once a pace window). Only an
     /// app with more than `storm_size` waiting is paced: an ordinary app queued behind its
-    /// own lagging writers is no storm. The app paced stays the one until it has nothing
-    /// waiting and another is a storm.
+    /// own lagging writers is no storm. The app paced stays the one until pacing ends.
     fn adjust_pace(&mut self, window: Duration, now: Instant, lag: &LagSignal, storm_size: usize) {
-        let storm = self.storm(window, now).filter(|app| {
+        if !self.pace.window_due(now) {
+            return;
+        }
+        let candidate = self.storm(window, now).filter(|app| {
             self.apps
                 .get(app)
                 .is_some_and(|queue| queue.waiting > storm_size)
         });
+        self.storm_streak = match (self.storm_streak.take(), candidate) {
+            (Some((app, windows)), Some(now_largest)) if app == now_largest => {
+                Some((app, windows.saturating_add(1)))
+            }
+            (_, candidate) => candidate.map(|app| (app, 1)),
+        };
+        let storm = self
+            .storm_streak
+            .as_ref()
+            .filter(|(_, windows)| *windows >= STORM_WINDOWS)
+            .map(|(app, _)| app.clone());
         let paced_waits = self
             .paced
             .as_ref()
             .is_some_and(|app| self.apps.contains_key(app));
+        let paced_publishes = self
+            .paced_routed
+            .is_some_and(|at| now.saturating_duration_since(at) < PACE_HOLD.max(window));
         let before = self.pace.rate();
-        self.pace
-            .adjust(now, paced_waits || storm.is_some(), || lag.take());
+        let on = paced_waits || paced_publishes || storm.is_some();
+        self.pace.adjust(now, on, || lag.take());
         if self.pace.rate() != before {
             metrics().fanout_pace.set(self.pace.rate().unwrap_or(0.0));
         }
         if !self.pace.is_pacing() {
-            self.paced = None;
-        } else if !paced_waits && storm.is_some() {
+            if let Some(app) = self.paced.take() {
+                tracing::info!(%app, "fan-out: the storm's pacing ended");
+            }
+            self.paced_routed = None;
+        } else if self.paced.is_none() {
+            // Never another while paced: an ordinary app queued behind its own lagging
+            // writers while the storm waits out a 429 was paced once, and collapsed.
             self.paced = storm;
+            if let (Some(app), Some(rate)) = (&self.paced, self.pace.rate()) {
+                tracing::info!(%app, rate, "fan-out: workers late; pacing the storm");
+            }
         }
     }
 

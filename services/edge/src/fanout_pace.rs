@@ -7,8 +7,9 @@
 //! late, a quiet app's p99 3.5× its own alone). So the fan-out thread also keeps a rate
 //! for the storm (the app with the most deliveries waiting, while contended), steered by
 //! how late the workers run (`worker_lag`): past `lag_high` in a window, the rate halves
-//! (from what the storm really got); a window at most half that adds [`FLOOR`] to it; once
-//! the rate is far above what the storm uses, pacing stops. Additive increase and
+//! (from what the storm really got); a window at most half that adds [`FLOOR`] to it, if
+//! the storm used at least half its rate (a storm waiting out a `Retry-After` earns no
+//! credit for it); once the storm is over, pacing stops. Additive increase and
 //! multiplicative decrease, as TCP's congestion control: it settles below saturation
 //! instead of at it. The storm is slowed with its own codes (its backlog fills, its
 //! publishes get 429); nobody else is.
@@ -27,9 +28,6 @@ pub const FLOOR: f64 = 2_000.0;
 pub const CHUNK: usize = 64;
 /// Tokens kept while the storm cannot use them: at most this much of its rate.
 const BURST: Duration = Duration::from_millis(20);
-/// Pacing stops when the rate is this many times what the storm pushed in a calm window:
-/// something else (its bound, its publishers) is what limits it.
-const SLACK: f64 = 4.0;
 
 /// The largest lateness any worker reported since the fan-out thread last looked.
 #[derive(Debug, Default)]
@@ -93,13 +91,19 @@ impl StormPace {
         self.rate
     }
 
+    /// Whether a window ended, so that `adjust` would look.
+    pub fn window_due(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.window_started) >= WINDOW
+    }
+
     pub fn is_pacing(&self) -> bool {
         self.rate.is_some()
     }
 
     /// Once per [`WINDOW`]: reads the workers' lateness (`lag`, called only then) and
-    /// adjusts the rate. `storm` says whether an app is the storm now (contended, with
-    /// deliveries waiting); without one, lateness is nobody's to pace.
+    /// adjusts the rate. `storm` says whether a storm is on (an app contended with many
+    /// deliveries waiting, or the paced one still publishing); without one, lateness is
+    /// nobody's to pace.
     pub fn adjust(&mut self, now: Instant, storm: bool, lag: impl FnOnce() -> Duration) {
         let elapsed = now.saturating_duration_since(self.window_started);
         if elapsed < WINDOW {
@@ -120,9 +124,9 @@ impl StormPace {
             }
             self.rate = Some((from / 2.0).max(FLOOR));
         } else if let Some(rate) = self.rate {
-            if !storm || rate > SLACK * got.max(FLOOR) {
+            if !storm {
                 self.rate = None;
-            } else if lag <= self.lag_high / 2 {
+            } else if lag <= self.lag_high / 2 && got >= rate / 2.0 {
                 self.rate = Some(rate + FLOOR);
             }
         }
@@ -211,7 +215,7 @@ mod tests {
     }
 
     #[test]
-    fn calm_windows_add_the_floor_and_pacing_stops_once_the_rate_is_far_above_use() {
+    fn calm_windows_add_the_floor_only_while_the_storm_uses_its_rate() {
         let mut now = Instant::now();
         let mut pace = StormPace::new(HIGH, now);
         windows(&mut pace, &mut now, 1, 2_000, LATE);
@@ -221,9 +225,10 @@ mod tests {
         // Between half the threshold and the threshold: held.
         windows(&mut pace, &mut now, 1, 1_000, HIGH);
         assert_eq!(pace.rate(), Some(10_000.0 + FLOOR));
-        // The storm now pushes far less than it may (10 a window is 100 a second): unpaced.
-        windows(&mut pace, &mut now, 1, 10, CALM);
-        assert_eq!(pace.rate(), None);
+        // The storm pushes far less than it may (10 a window is 100 a second), waiting out a
+        // Retry-After, say: no credit, and still paced.
+        windows(&mut pace, &mut now, 3, 10, CALM);
+        assert_eq!(pace.rate(), Some(10_000.0 + FLOOR));
     }
 
     #[test]

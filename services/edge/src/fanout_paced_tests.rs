@@ -7,15 +7,22 @@ use crate::fanout_pace::{CHUNK, WINDOW};
 
 const LATE: Duration = Duration::from_millis(40);
 
-/// A state whose storm (the app with the most waiting) is paced: it pushed `got` deliveries
-/// in a window that ended `LATE`, at `now`.
+/// A state whose storm (the app with the most waiting) is paced: it was the largest for
+/// `STORM_WINDOWS` late windows, and pushed `got` deliveries in the last, which ends at the
+/// time returned.
 fn paced(state: &mut State, got: usize, start: Instant) -> Instant {
     state.pace = StormPace::new(Duration::from_millis(10), start);
-    state.pace.pushed(got);
-    let lag = LagSignal::default();
-    lag.record(LATE);
-    let now = start + WINDOW;
-    state.adjust_pace(Duration::ZERO, now, &lag, 1000);
+    let mut now = start;
+    for window in 1..=STORM_WINDOWS {
+        assert!(!state.pace.is_pacing(), "not a storm yet");
+        if window == STORM_WINDOWS {
+            state.pace.pushed(got);
+        }
+        let lag = LagSignal::default();
+        lag.record(LATE);
+        now += WINDOW;
+        state.adjust_pace(Duration::ZERO, now, &lag, 1000);
+    }
     assert!(
         state.pace.is_pacing(),
         "the workers were late while contended"
@@ -127,7 +134,7 @@ fn an_app_with_no_more_than_a_storms_size_waiting_is_never_paced() {
 }
 
 #[test]
-fn the_paced_app_stays_paced_while_it_waits_though_another_grows_larger() {
+fn the_paced_app_is_the_only_one_paced_until_pacing_ends() {
     let fanout = Fanout::default();
     let (storm, quiet) = (fanout.new_flow(), fanout.new_flow());
     let mut state = queued(&[("storm", &storm, 2000), ("quiet", &quiet, 300)]);
@@ -146,11 +153,20 @@ fn the_paced_app_stays_paced_while_it_waits_though_another_grows_larger() {
         Some(app("storm")),
         "still waiting: still paced"
     );
+    // Its queue drained, it waits out a 429, while the other app's grows: still the storm.
     state.apps.remove(&app("storm"));
+    state.paced_routed = Some(now);
+    for _ in 0..=STORM_WINDOWS {
+        late_window(&mut state, &mut now);
+        assert_eq!(
+            state.paced,
+            Some(app("storm")),
+            "never another in its place"
+        );
+    }
+    // Once it has not published for a while and no app is a storm, pacing ends.
+    state.apps.clear();
+    now += PACE_HOLD;
     late_window(&mut state, &mut now);
-    assert_eq!(
-        state.paced,
-        Some(app("quiet")),
-        "the storm is now the other app"
-    );
+    assert_eq!((state.paced.clone(), state.pace.is_pacing()), (None, false));
 }
