@@ -62,6 +62,8 @@ const STORM_WINDOWS: u32 = 3;
 /// `Retry-After` (1 s) and the drain of its backlog meanwhile, so that a storm that comes
 /// back is paced from the start instead of running free until it is found again.
 const PACE_HOLD: Duration = Duration::from_secs(3);
+/// The HTTP API's `Retry-After` on a congested publish, in seconds.
+const RETRY_AFTER_SECONDS: f64 = 1.0;
 /// A backstop for a wake-up that never comes (the accounting is exact; this only bounds the
 /// cost of a bug in it).
 const BACKSTOP: Duration = Duration::from_millis(100);
@@ -334,10 +336,21 @@ impl Fanout {
             .map_or(0, |queue| queue.waiting)
     }
 
-    /// Whether the HTTP API should refuse the app's publishes for now (half its backlog).
+    /// Whether the HTTP API should refuse the app's publishes for now: past half its
+    /// backlog, or, while it is the paced storm, past what its pace drains in a
+    /// `Retry-After` (its events then wait about a second here, not its whole backlog's
+    /// drain at the pace, which at the floor is 16 s).
     pub fn congested(&self, app: &AppId) -> bool {
         let half = self.shared.backlog_per_app.load(Ordering::Relaxed) / 2;
-        self.backlog(app) > half
+        let state = self.shared.lock();
+        let waiting = state.apps.get(app).map_or(0, |queue| queue.waiting);
+        let paced = state.paced.as_ref() == Some(app);
+        let drains = state
+            .pace
+            .rate()
+            .filter(|_| paced)
+            .map(|rate| rate * RETRY_AFTER_SECONDS);
+        waiting > half || drains.is_some_and(|drains| waiting as f64 > drains)
     }
 
     /// Routes `deliveries` of `app`: now when the app has nothing waiting and the node is not

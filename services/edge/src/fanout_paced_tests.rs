@@ -170,3 +170,25 @@ fn the_paced_app_is_the_only_one_paced_until_pacing_ends() {
     late_window(&mut state, &mut now);
     assert_eq!((state.paced.clone(), state.pace.is_pacing()), (None, false));
 }
+
+#[test]
+fn a_paced_storm_is_refused_past_what_its_pace_drains_in_a_retry_after() {
+    let fanout = Fanout::default();
+    let (storm, quiet) = (fanout.new_flow(), fanout.new_flow());
+    let mut state = queued(&[("storm", &storm, 7000), ("quiet", &quiet, 6000)]);
+    paced(&mut state, 1000, Instant::now());
+    assert_eq!(state.pace.rate(), Some(5_000.0));
+    *fanout.shared.lock() = state;
+    // 7,000 waiting take 1.4 s at 5,000 a second: past a Retry-After.
+    assert!(fanout.congested(&app("storm")));
+    // The other app is refused only past half its backlog, as ever.
+    assert!(!fanout.congested(&app("quiet")));
+    fanout
+        .shared
+        .lock()
+        .apps
+        .get_mut(&app("storm"))
+        .unwrap()
+        .waiting = 4000;
+    assert!(!fanout.congested(&app("storm")), "drained within a second");
+}

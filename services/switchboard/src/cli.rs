@@ -114,8 +114,8 @@ pub struct ServeArgs {
     pub fanout_contention_ms: u64,
     /// Milliseconds late the workers may run, while another app is active, before the app
     /// with the most deliveries waiting is paced below what the node could push (its rate
-    /// halves per late 100 ms, grows back while they are on time; it gets 429 as its backlog
-    /// fills). 0 never paces: the node is then work-conserving.
+    /// halves per late 100 ms, grows back while they are on time; its publishes get 429 once
+    /// more waits than a second of its rate). 0 never paces: the node is then work-conserving.
     #[arg(long, env = "SWITCHBOARD_FANOUT_HEADROOM_LAG_MS", default_value_t = 10)]
     pub fanout_headroom_lag_ms: u64,
     /// Bytes of channel history (and of cache channels' last events) this node keeps for all
