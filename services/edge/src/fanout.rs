@@ -45,6 +45,7 @@ use protocol::delta::Delta;
 use protocol::names::AppId;
 
 use crate::fanout_pace::{LagSignal, StormPace};
+use crate::http_api::error::RETRY_AFTER_SECONDS;
 use crate::metrics::metrics;
 use crate::outbox::Outbox;
 
@@ -62,8 +63,6 @@ const STORM_WINDOWS: u32 = 3;
 /// `Retry-After` (1 s) and the drain of its backlog meanwhile, so that a storm that comes
 /// back is paced from the start instead of running free until it is found again.
 const PACE_HOLD: Duration = Duration::from_secs(3);
-/// The HTTP API's `Retry-After` on a congested publish, in seconds.
-const RETRY_AFTER_SECONDS: f64 = 1.0;
 /// A backstop for a wake-up that never comes (the accounting is exact; this only bounds the
 /// cost of a bug in it).
 const BACKSTOP: Duration = Duration::from_millis(100);
@@ -329,11 +328,7 @@ impl Fanout {
 
     /// Deliveries of `app` waiting here.
     pub fn backlog(&self, app: &AppId) -> usize {
-        self.shared
-            .lock()
-            .apps
-            .get(app)
-            .map_or(0, |queue| queue.waiting)
+        self.shared.lock().waiting(app)
     }
 
     /// Whether the HTTP API should refuse the app's publishes for now: past half its
@@ -343,13 +338,13 @@ impl Fanout {
     pub fn congested(&self, app: &AppId) -> bool {
         let half = self.shared.backlog_per_app.load(Ordering::Relaxed) / 2;
         let state = self.shared.lock();
-        let waiting = state.apps.get(app).map_or(0, |queue| queue.waiting);
+        let waiting = state.waiting(app);
         let paced = state.paced.as_ref() == Some(app);
         let drains = state
             .pace
             .rate()
             .filter(|_| paced)
-            .map(|rate| rate * RETRY_AFTER_SECONDS);
+            .map(|rate| rate * RETRY_AFTER_SECONDS as f64);
         waiting > half || drains.is_some_and(|drains| waiting as f64 > drains)
     }
 
@@ -373,7 +368,7 @@ impl Fanout {
         let key = flow_key(flow);
         let contended = state.contended(app, key, now, window);
         state.recent.note(key, now);
-        let waiting = state.apps.get(app).map_or(0, |queue| queue.waiting);
+        let waiting = state.waiting(app);
         let in_flight = flow.in_flight();
         // An app whose writers are mostly done (one that publishes now and then, however many
         // subscribers it has) has its publication pushed whole; only an app that keeps work
@@ -387,11 +382,11 @@ impl Fanout {
         // it behind that bound made it wait its turn with the storm's (README, session 11).
         // Looked at last: it walks the queued apps, the other tests are a load each.
         // A paced storm's every publication goes through the thread, at its pace.
-        let paced = state.paced.as_ref() == Some(app);
-        if paced {
+        let is_paced_app = state.paced.as_ref() == Some(app);
+        if is_paced_app {
             state.paced_routed = Some(now);
         }
-        let paced = paced && state.pace.is_pacing();
+        let paced = is_paced_app && state.pace.is_pacing();
         let after = in_flight.saturating_add(deliveries);
         if waiting == 0
             && (!contended
@@ -450,6 +445,11 @@ struct Turn {
 }
 
 impl State {
+    /// Deliveries of `app` waiting here.
+    fn waiting(&self, app: &AppId) -> usize {
+        self.apps.get(app).map_or(0, |queue| queue.waiting)
+    }
+
     /// Whether another app than `app` (its flow at `key`) has deliveries waiting here, or
     /// routed a publication within `window`.
     fn contended(&self, app: &AppId, key: usize, now: Instant, window: Duration) -> bool {
@@ -480,11 +480,9 @@ impl State {
         if !self.pace.window_due(now) {
             return;
         }
-        let candidate = self.storm(window, now).filter(|app| {
-            self.apps
-                .get(app)
-                .is_some_and(|queue| queue.waiting > storm_size)
-        });
+        let candidate = self
+            .storm(window, now)
+            .filter(|app| self.waiting(app) > storm_size);
         self.storm_streak = match (self.storm_streak.take(), candidate) {
             (Some((app, windows)), Some(now_largest)) if app == now_largest => {
                 Some((app, windows.saturating_add(1)))

@@ -5,6 +5,10 @@ use actix_web::{HttpResponse, ResponseError};
 use protocol::sign::RequestAuthError;
 use tenancy::CatalogError;
 
+/// `Retry-After` on every 429 of the HTTP API: each cause clears within about a second (the
+/// fan-out sizes a paced storm's backlog by it).
+pub(crate) const RETRY_AFTER_SECONDS: u64 = 1;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -80,7 +84,10 @@ impl ResponseError for ApiError {
         if let Self::RateLimited(_) | Self::TooManyInFlight(_) = self {
             // Every cause (the plan's per-second rate, the app's fan-out backlog, its
             // requests in flight) clears within about a second.
-            response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+            response.insert_header((
+                actix_web::http::header::RETRY_AFTER,
+                RETRY_AFTER_SECONDS.to_string(),
+            ));
         }
         response.json(body)
     }

@@ -1,7 +1,7 @@
 //! Pusher's HTTP API: one file per endpoint, every request verified as Pusher signs it.
 
 mod channels;
-mod error;
+pub(crate) mod error;
 mod events;
 mod history;
 mod users;
