@@ -1,7 +1,8 @@
 //! `loadgen noisy`: issue 15's noisy-neighbour workload against one server holding two apps.
 //! Tenant B: WebSocket subscribers of one channel, one HTTP publisher at a set rate. Phase 1
-//! measures B alone; then tenant A's subscribers connect (ramped); phase 2 measures B again
-//! while A publishes flat out and opens a burst of connections all at once. Every step is
+//! measures B alone; then tenant A's subscribers connect (ramped) while B keeps publishing
+//! (filler events its tallies skip); phase 2 measures B again while A publishes flat out and
+//! opens a burst of connections all at once. Every step is
 //! bounded in time; a server that stops answering ends the run with the figures so far.
 
 mod client;
@@ -227,6 +228,16 @@ fn print(report: &NoisyReport) {
     );
     println!("B alone:      {}", latency(report.b.alone.as_ref()));
     println!("B with storm: {}", latency(report.b.storm.as_ref()));
+    for (name, phase) in [("alone", &report.b.alone), ("storm", &report.b.storm)] {
+        if let Some(phase) = phase {
+            let seconds: Vec<String> = phase
+                .worst_ms_by_second
+                .iter()
+                .map(|ms| format!("{ms:.0}"))
+                .collect();
+            println!("B {name} worst ms by second: {}", seconds.join(" "));
+        }
+    }
     if let Some(ratio) = report.p99_ratio {
         println!("p99 storm ÷ alone: {ratio:.2} (target ≤ 2, lost 0)");
     }

@@ -227,6 +227,34 @@ impl Paced {
         // Every request carries the client's timeout, so this ends.
         while requests.join_next().await.is_some() {}
     }
+
+    /// Between the phases: events of `filler` (same app and channel, another event name, so
+    /// the subscribers' tallies skip them) at the same rate, until `stop`. The tenant keeps
+    /// publishing while A's subscribers connect, as in production; without it B's publisher
+    /// sat idle through A's ramp, the server closed its idle keep-alive connections, and
+    /// phase 2 began with B reconnecting at the storm's first moment.
+    pub(crate) async fn fill(&self, filler: Arc<AppTarget>, mut stop: watch::Receiver<bool>) {
+        let permits = Arc::new(Semaphore::new(self.in_flight));
+        let mut requests = JoinSet::new();
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / self.rate));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        for seq in 0.. {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                continue;
+            };
+            let (filler, client) = (filler.clone(), self.client.clone());
+            requests.spawn(async move {
+                let _ = filler.publish(&client, seq).await;
+                drop(permit);
+            });
+            while requests.try_join_next().is_some() {}
+        }
+        while requests.join_next().await.is_some() {}
+    }
 }
 
 /// A's storm: `publishers` tasks publishing back to back until `stop`.

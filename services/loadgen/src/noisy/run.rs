@@ -22,6 +22,8 @@ use crate::stats::Seen;
 const B_CHANNEL: &str = "noisy-b";
 const A_CHANNEL: &str = "noisy-a";
 const A_EVENT: &str = "storm";
+/// B's events between the phases, which its subscribers' tallies skip (`Paced::fill`).
+const FILLER_EVENT: &str = "filler";
 /// In every frame of A's events and in no other frame A's subscribers get.
 const A_MARK: &str = "\"event\":\"storm\"";
 /// How long the teardown waits for connections to close before abandoning them.
@@ -85,7 +87,7 @@ pub(crate) async fn run(
         server,
         ws_base: format!("{}{path_prefix}", origin.replacen("http", "ws", 1)),
         stop,
-        b_stats: BStats::new(events_per_phase),
+        b_stats: BStats::new(events_per_phase, args.b_rate.ceil() as u64),
         b_closes: Closes::default(),
         a_deliveries: AtomicU64::new(0),
         a_closes: Closes::default(),
@@ -129,6 +131,13 @@ pub(crate) async fn run(
         accepted: accepted.clone(),
         counts: b_counts.clone(),
     };
+    let b_filler = Arc::new(target(
+        &args.b_app_id,
+        &args.b_key,
+        &args.b_secret,
+        B_CHANNEL,
+        FILLER_EVENT,
+    ));
     let a_target = Arc::new(target(
         &args.a_app_id,
         &args.a_key,
@@ -171,11 +180,18 @@ pub(crate) async fn run(
     if aborted.is_none() {
         eprintln!("connecting A's {} subscribers…", args.a_subscribers);
         let offset = args.b_subscribers;
-        a_ramp = ramp(&shared, args.a_subscribers, offset, |index, tx, permits| {
-            let subscriber = a_subscriber(shared.clone(), index, Some((tx, permits)));
-            a_tasks.spawn_on(subscriber, a_runtime);
-        })
-        .await;
+        let (ramped_tx, ramped) = watch::channel(false);
+        let filling = b_publisher.fill(b_filler.clone(), ramped);
+        let ramping = async {
+            let ramp = ramp(&shared, args.a_subscribers, offset, |index, tx, permits| {
+                let subscriber = a_subscriber(shared.clone(), index, Some((tx, permits)));
+                a_tasks.spawn_on(subscriber, a_runtime);
+            })
+            .await;
+            let _ = ramped_tx.send(true);
+            ramp
+        };
+        a_ramp = tokio::join!(filling, ramping).1;
         aborted = alive();
     }
 

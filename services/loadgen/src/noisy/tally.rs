@@ -30,11 +30,16 @@ pub(crate) struct BStats {
     phases: [PhaseStats; PHASES],
     /// Sequence numbers below this are phase 1's.
     phase_one_events: u64,
+    /// B's events per second: a phase's second `s` holds its events `s × this` onwards.
+    events_per_second: u64,
+    /// Per sequence number, its slowest delivery's latency in nanoseconds (0: none yet).
+    worst: Vec<AtomicU64>,
     malformed: AtomicU64,
 }
 
 impl BStats {
-    pub(crate) fn new(phase_one_events: u64) -> Self {
+    /// Sequence numbers run from 0 to twice `phase_one_events`.
+    pub(crate) fn new(phase_one_events: u64, events_per_second: u64) -> Self {
         let phase = || PhaseStats {
             histogram: Mutex::new(
                 Histogram::new_with_bounds(1, HIST_MAX_NS, 3).expect("valid bounds"),
@@ -45,6 +50,10 @@ impl BStats {
         Self {
             phases: [phase(), phase()],
             phase_one_events,
+            events_per_second: events_per_second.max(1),
+            worst: (0..2 * phase_one_events)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             malformed: AtomicU64::new(0),
         }
     }
@@ -67,6 +76,9 @@ impl BStats {
             None => self.malformed.fetch_add(1, Ordering::Relaxed),
         };
         let latency = now.saturating_sub(sent).max(1);
+        if let Some(worst) = self.worst.get(seq as usize) {
+            worst.fetch_max(latency, Ordering::Relaxed);
+        }
         phase
             .histogram
             .lock()
@@ -106,6 +118,7 @@ impl BStats {
         let quantile =
             |q: f64| (!histogram.is_empty()).then(|| histogram.value_at_quantile(q) as f64 / 1e6);
         PhaseReport {
+            worst_ms_by_second: self.worst_by_second(phase, &seqs),
             window_s,
             published_ok: seqs.len() as u64,
             expected: seqs.len() as u64 * subscribers.len() as u64,
@@ -123,6 +136,26 @@ impl BStats {
         }
     }
 
+    /// For each second of phase `phase` (its accepted events `seqs`), the slowest delivery of any
+    /// of its events: where in the phase the tail lies (a connect burst at the start, or the
+    /// whole storm).
+    fn worst_by_second(&self, phase: usize, seqs: &[u64]) -> Vec<f64> {
+        let first = if phase == 0 { 0 } else { self.phase_one_events };
+        let mut seconds: Vec<u64> = Vec::new();
+        for &seq in seqs {
+            let second = ((seq - first) / self.events_per_second) as usize;
+            if seconds.len() <= second {
+                seconds.resize(second + 1, 0);
+            }
+            let worst = self
+                .worst
+                .get(seq as usize)
+                .map_or(0, |w| w.load(Ordering::Relaxed));
+            seconds[second] = seconds[second].max(worst);
+        }
+        seconds.into_iter().map(|ns| ns as f64 / 1e6).collect()
+    }
+
     pub(crate) fn malformed(&self) -> u64 {
         self.malformed.load(Ordering::Relaxed)
     }
@@ -130,6 +163,8 @@ impl BStats {
 
 #[derive(Debug, Serialize)]
 pub(crate) struct PhaseReport {
+    /// Per second of the phase, the slowest delivery of that second's events.
+    pub(crate) worst_ms_by_second: Vec<f64>,
     /// B's publishing window plus its drain.
     pub(crate) window_s: f64,
     pub(crate) published_ok: u64,
@@ -328,7 +363,7 @@ mod tests {
 
     #[test]
     fn deliveries_land_in_their_phase_and_losses_are_counted_per_subscriber() {
-        let stats = BStats::new(3);
+        let stats = BStats::new(3, 2);
         let (mut first, mut second) = (Seen::new(Some(6)), Seen::new(Some(6)));
         for seq in [0, 1, 2, 3, 4, 5] {
             stats.record(&mut first, &make_payload(seq, unix_ns(), 100));
@@ -357,6 +392,28 @@ mod tests {
         assert_eq!((storm.unique, storm.lost), (4, 1));
         assert_eq!(stats.malformed(), 1);
         assert!(alone.latency_ms_p99.is_some());
+        // Events 0-1 are phase 1's first second, event 2 its second; 3-4 phase 2's first.
+        assert_eq!(alone.worst_ms_by_second.len(), 2);
+        assert_eq!(storm.worst_ms_by_second.len(), 1);
+    }
+
+    #[test]
+    fn each_second_reports_its_slowest_delivery() {
+        let stats = BStats::new(4, 2);
+        let mut seen = Seen::new(Some(8));
+        let now = unix_ns();
+        for (seq, late_ms) in [(4, 5), (5, 40), (6, 7), (7, 3)] {
+            stats.record(
+                &mut seen,
+                &make_payload(seq, now - late_ms * 1_000_000, 100),
+            );
+        }
+        let accepted = [Some(1); 8];
+        let storm = stats.phase_report(1, &accepted, &[seen], 1.0);
+        let worst = &storm.worst_ms_by_second;
+        assert_eq!(worst.len(), 2);
+        assert!(worst[0] >= 40.0 && worst[0] < 1_000.0, "{worst:?}");
+        assert!(worst[1] >= 7.0 && worst[1] < 40.0, "{worst:?}");
     }
 
     #[test]
