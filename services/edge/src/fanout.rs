@@ -102,7 +102,7 @@ impl Default for FanoutBounds {
             whole_when_idle: 4096,
             backlog_per_app: 65_536,
             contention_window: Duration::from_secs(1),
-            headroom_lag: Duration::from_millis(10),
+            headroom_lag: Duration::from_millis(5),
         }
     }
 }

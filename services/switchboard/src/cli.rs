@@ -116,7 +116,9 @@ pub struct ServeArgs {
     /// with the most deliveries waiting is paced below what the node could push (its rate
     /// halves per late 100 ms, grows back while they are on time; its publishes get 429 once
     /// more waits than a second of its rate). 0 never paces: the node is then work-conserving.
-    #[arg(long, env = "SWITCHBOARD_FANOUT_HEADROOM_LAG_MS", default_value_t = 10)]
+    // 5, not 10: a quiet app's own p99 on a loaded node is about 10 ms, so 10 let its tail
+    // double before pacing began (README, session 13).
+    #[arg(long, env = "SWITCHBOARD_FANOUT_HEADROOM_LAG_MS", default_value_t = 5)]
     pub fanout_headroom_lag_ms: u64,
     /// Bytes of channel history (and of cache channels' last events) this node keeps for all
     /// apps together; past it the largest app's oldest events go first.
