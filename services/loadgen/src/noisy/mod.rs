@@ -2,8 +2,8 @@
 //! Tenant B: WebSocket subscribers of one channel, one HTTP publisher at a set rate. Phase 1
 //! measures B alone; then tenant A's subscribers connect (ramped) while B keeps publishing
 //! (filler events its tallies skip); phase 2 measures B again while A publishes flat out and
-//! opens a burst of connections all at once. Every step is
-//! bounded in time; a server that stops answering ends the run with the figures so far.
+//! opens a burst of connections all at once. Every step is bounded in time; a server that
+//! stops answering ends the run with the figures so far.
 
 mod client;
 mod publishers;

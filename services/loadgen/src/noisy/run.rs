@@ -87,7 +87,7 @@ pub(crate) async fn run(
         server,
         ws_base: format!("{}{path_prefix}", origin.replacen("http", "ws", 1)),
         stop,
-        b_stats: BStats::new(events_per_phase, args.b_rate.ceil() as u64),
+        b_stats: BStats::new(events_per_phase, args.b_rate),
         b_closes: Closes::default(),
         a_deliveries: AtomicU64::new(0),
         a_closes: Closes::default(),
@@ -181,7 +181,7 @@ pub(crate) async fn run(
         eprintln!("connecting A's {} subscribers…", args.a_subscribers);
         let offset = args.b_subscribers;
         let (ramped_tx, ramped) = watch::channel(false);
-        let filling = b_publisher.fill(b_filler.clone(), ramped);
+        let filling = b_publisher.fill(b_filler, ramped);
         let ramping = async {
             let ramp = ramp(&shared, args.a_subscribers, offset, |index, tx, permits| {
                 let subscriber = a_subscriber(shared.clone(), index, Some((tx, permits)));

@@ -30,8 +30,8 @@ pub(crate) struct BStats {
     phases: [PhaseStats; PHASES],
     /// Sequence numbers below this are phase 1's.
     phase_one_events: u64,
-    /// B's events per second: a phase's second `s` holds its events `s × this` onwards.
-    events_per_second: u64,
+    /// B's events per second: a phase's `n`th event was sent `n ÷ this` seconds into it.
+    rate: f64,
     /// Per sequence number, its slowest delivery's latency in nanoseconds (0: none yet).
     worst: Vec<AtomicU64>,
     malformed: AtomicU64,
@@ -39,7 +39,7 @@ pub(crate) struct BStats {
 
 impl BStats {
     /// Sequence numbers run from 0 to twice `phase_one_events`.
-    pub(crate) fn new(phase_one_events: u64, events_per_second: u64) -> Self {
+    pub(crate) fn new(phase_one_events: u64, rate: f64) -> Self {
         let phase = || PhaseStats {
             histogram: Mutex::new(
                 Histogram::new_with_bounds(1, HIST_MAX_NS, 3).expect("valid bounds"),
@@ -50,7 +50,7 @@ impl BStats {
         Self {
             phases: [phase(), phase()],
             phase_one_events,
-            events_per_second: events_per_second.max(1),
+            rate,
             worst: (0..2 * phase_one_events)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -143,7 +143,7 @@ impl BStats {
         let first = if phase == 0 { 0 } else { self.phase_one_events };
         let mut seconds: Vec<u64> = Vec::new();
         for &seq in seqs {
-            let second = ((seq - first) / self.events_per_second) as usize;
+            let second = ((seq - first) as f64 / self.rate) as usize;
             if seconds.len() <= second {
                 seconds.resize(second + 1, 0);
             }
@@ -363,7 +363,7 @@ mod tests {
 
     #[test]
     fn deliveries_land_in_their_phase_and_losses_are_counted_per_subscriber() {
-        let stats = BStats::new(3, 2);
+        let stats = BStats::new(3, 2.0);
         let (mut first, mut second) = (Seen::new(Some(6)), Seen::new(Some(6)));
         for seq in [0, 1, 2, 3, 4, 5] {
             stats.record(&mut first, &make_payload(seq, unix_ns(), 100));
@@ -399,7 +399,7 @@ mod tests {
 
     #[test]
     fn each_second_reports_its_slowest_delivery() {
-        let stats = BStats::new(4, 2);
+        let stats = BStats::new(4, 2.0);
         let mut seen = Seen::new(Some(8));
         let now = unix_ns();
         for (seq, late_ms) in [(4, 5), (5, 40), (6, 7), (7, 3)] {
